@@ -1,0 +1,23 @@
+# Developer and CI entry points. `make test` is what CI runs (see .ci/run);
+# it needs no network once Go modules and `make sdk-deps` are in place.
+
+GO ?= go
+NPM ?= npm
+
+.PHONY: test bench demo fmt-check sdk-deps
+
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo:
+	$(GO) run ./cmd/bulkhead demo
+
+fmt-check:
+	@out="$$(gofmt -l .)"; test -z "$$out" || { echo "gofmt needed on:"; echo "$$out"; exit 1; }
+
+sdk-deps:
+	$(NPM) ci --prefix test/openai-sdk

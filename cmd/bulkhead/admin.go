@@ -1,0 +1,210 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// adminClient talks to a running server's admin API.
+type adminClient struct {
+	server string
+	token  string
+	http   *http.Client
+}
+
+// do sends body (if not nil) as JSON and returns the response body, turning
+// an OpenAI-shaped error into a Go error.
+func (c adminClient) do(ctx context.Context, method, path string, body any) ([]byte, error) {
+	if c.token == "" {
+		return nil, fmt.Errorf("no admin token: set BULKHEAD_ADMIN_TOKEN")
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("build request: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: read response: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Message string } `json:"error"`
+		}
+		if json.Unmarshal(out, &e) == nil && e.Error.Message != "" {
+			return nil, fmt.Errorf("%s %s: %s (%d)", method, path, e.Error.Message, resp.StatusCode)
+		}
+		return nil, fmt.Errorf("%s %s: status %d", method, path, resp.StatusCode)
+	}
+	return out, nil
+}
+
+// print writes a JSON response indented, or "ok" for an empty one.
+func printJSON(w io.Writer, b []byte) error {
+	if len(bytes.TrimSpace(b)) == 0 {
+		_, err := fmt.Fprintln(w, "ok")
+		return err
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, b, "", "  "); err != nil {
+		_, err := w.Write(b)
+		return err
+	}
+	buf.WriteByte('\n')
+	_, err := buf.WriteTo(w)
+	return err
+}
+
+func addAdminCmds(root *cobra.Command, getenv func(string) string, stdout io.Writer) {
+	server := getenv("BULKHEAD_SERVER")
+	if server == "" {
+		server = "http://127.0.0.1:8080"
+	}
+	client := &adminClient{token: getenv("BULKHEAD_ADMIN_TOKEN"), http: &http.Client{Timeout: 60 * time.Second}}
+	call := func(cmd *cobra.Command, method, path string, body any) error {
+		b, err := client.do(cmd.Context(), method, path, body)
+		if err != nil {
+			return err
+		}
+		return printJSON(stdout, b)
+	}
+
+	tenantCmd := &cobra.Command{Use: "tenant", Short: "Manage tenants (admin)"}
+	tenantCmd.PersistentFlags().StringVar(&client.server, "server", server, "server URL (env BULKHEAD_SERVER)")
+	keyCmd := &cobra.Command{Use: "key", Short: "Manage tenant API keys (admin)"}
+	keyCmd.PersistentFlags().StringVar(&client.server, "server", server, "server URL (env BULKHEAD_SERVER)")
+
+	var def tenantFlags
+	create := &cobra.Command{
+		Use:   "create ID",
+		Short: "Create a tenant",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, err := def.body(cmd)
+			if err != nil {
+				return err
+			}
+			body["id"] = args[0]
+			return call(cmd, http.MethodPost, "/admin/v1/tenants", body)
+		},
+	}
+	def.register(create)
+
+	var upd tenantFlags
+	update := &cobra.Command{
+		Use:   "update ID",
+		Short: "Change a tenant's fields (only the flags given)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, err := upd.body(cmd)
+			if err != nil {
+				return err
+			}
+			return call(cmd, http.MethodPatch, "/admin/v1/tenants/"+url.PathEscape(args[0]), body)
+		},
+	}
+	upd.register(update)
+	update.Flags().StringVar(&upd.status, "status", "", "active or suspended")
+
+	tenantCmd.AddCommand(create, update,
+		&cobra.Command{Use: "list", Short: "List tenants", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return call(cmd, http.MethodGet, "/admin/v1/tenants", nil)
+			}},
+		&cobra.Command{Use: "get ID", Short: "Show a tenant", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return call(cmd, http.MethodGet, "/admin/v1/tenants/"+url.PathEscape(args[0]), nil)
+			}},
+		&cobra.Command{Use: "delete ID", Short: "Delete a tenant and all its data", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return call(cmd, http.MethodDelete, "/admin/v1/tenants/"+url.PathEscape(args[0]), nil)
+			}},
+	)
+	keyCmd.AddCommand(
+		&cobra.Command{Use: "create TENANT", Short: "Create an API key (shown once)", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return call(cmd, http.MethodPost, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/keys", nil)
+			}},
+		&cobra.Command{Use: "revoke TENANT KEY_ID", Short: "Revoke an API key", Args: cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return call(cmd, http.MethodDelete, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/keys/"+url.PathEscape(args[1]), nil)
+			}},
+	)
+	root.AddCommand(tenantCmd, keyCmd)
+}
+
+// tenantFlags are the tenant fields settable from the command line.
+type tenantFlags struct {
+	name, systemPrompt, model, status, file string
+	tools                                   []string
+	rpm, tpm, maxConcurrent                 int
+}
+
+func (f *tenantFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.name, "name", "", "display name")
+	cmd.Flags().StringVar(&f.systemPrompt, "system-prompt", "", "system prompt of the default profile")
+	cmd.Flags().StringVar(&f.model, "model", "", `model of the default profile, "provider/model"`)
+	cmd.Flags().StringSliceVar(&f.tools, "tools", nil, "tools of the default profile")
+	cmd.Flags().IntVar(&f.rpm, "requests-per-minute", 0, "request rate limit")
+	cmd.Flags().IntVar(&f.tpm, "tokens-per-minute", 0, "token rate limit")
+	cmd.Flags().IntVar(&f.maxConcurrent, "max-concurrent", 0, "concurrent request limit")
+	cmd.Flags().StringVarP(&f.file, "file", "f", "", "JSON body to send (flags given override its fields)")
+}
+
+// body builds the request from the file (if any) and the flags that were set.
+func (f *tenantFlags) body(cmd *cobra.Command) (map[string]any, error) {
+	body := map[string]any{}
+	if f.file != "" {
+		b, err := readFileArg(f.file)
+		if err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(b, &body); err != nil {
+			return nil, fmt.Errorf("parse %s: %w", f.file, err)
+		}
+	}
+	set := cmd.Flags().Changed
+	for flag, field := range map[string]any{"name": f.name, "system-prompt": f.systemPrompt, "model": f.model, "status": f.status, "tools": f.tools} {
+		if set(flag) {
+			body[strings.ReplaceAll(flag, "-", "_")] = field
+		}
+	}
+	limits, _ := body["limits"].(map[string]any)
+	if limits == nil {
+		limits = map[string]any{}
+	}
+	for flag, v := range map[string]int{"requests-per-minute": f.rpm, "tokens-per-minute": f.tpm, "max-concurrent": f.maxConcurrent} {
+		if set(flag) {
+			limits[strings.ReplaceAll(flag, "-", "_")] = v
+		}
+	}
+	if len(limits) > 0 {
+		body["limits"] = limits
+	}
+	return body, nil
+}

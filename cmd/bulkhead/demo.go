@@ -1,0 +1,233 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bulkhead-ai/bulkhead/internal/config"
+)
+
+func newDemoCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	var dataDir string
+	var verbose bool
+	cmd := &cobra.Command{
+		Use:   "demo",
+		Short: "Run two tenants offline and show that neither can reach the other",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dataDir == "" {
+				dir, err := os.MkdirTemp("", "bulkhead-demo-")
+				if err != nil {
+					return fmt.Errorf("create demo data directory: %w", err)
+				}
+				defer os.RemoveAll(dir)
+				dataDir = dir
+			}
+			logger := slog.New(slog.DiscardHandler)
+			if verbose {
+				logger = slog.New(slog.NewTextHandler(stderr, nil))
+			}
+			return runDemo(cmd.Context(), dataDir, getenv, stdout, logger)
+		},
+	}
+	cmd.Flags().StringVar(&dataDir, "data", "", "data directory (default: a temporary one, removed afterwards)")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "print server logs")
+	return cmd
+}
+
+// runDemo starts a real server on a loopback port and drives it over HTTP.
+func runDemo(ctx context.Context, dataDir string, getenv func(string) string, out io.Writer, logger *slog.Logger) error {
+	cfg, err := config.Parse(nil)
+	if err != nil {
+		return err
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return fmt.Errorf("generate demo admin token: %w", err)
+	}
+	adminTok := base64.RawURLEncoding.EncodeToString(raw[:])
+	a, err := newApp(ctx, dataDir, cfg, adminTok, getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln) //nolint:errcheck // Serve returns ErrServerClosed after Shutdown below.
+	defer srv.Shutdown(context.WithoutCancel(ctx))
+
+	d := &demo{ctx: ctx, out: out, base: "http://" + ln.Addr().String(), admin: adminTok, http: &http.Client{Timeout: 30 * time.Second}}
+	fmt.Fprintf(out, "Bulkhead demo: one server at %s, two tenants, offline model\n\n", d.base)
+	d.script()
+	if d.failed > 0 {
+		return fmt.Errorf("demo: %d of %d checks failed", d.failed, d.checks)
+	}
+	fmt.Fprintf(out, "\nAll %d checks passed.\n", d.checks)
+	return nil
+}
+
+type demo struct {
+	ctx    context.Context
+	out    io.Writer
+	base   string
+	admin  string
+	http   *http.Client
+	checks int
+	failed int
+}
+
+var demoTenants = []struct{ id, name, prompt, secretFact string }{
+	{"acme", "Acme Rockets", "You are Acme's support agent. Acme sells rockets.", "my order number is A-1001"},
+	{"globex", "Globex Corp", "You are Globex's assistant. Globex sells magnets.", "my order number is G-2002"},
+}
+
+func (d *demo) script() {
+	keys := map[string]string{}
+	d.section("1. The operator creates two tenants and an API key for each")
+	for _, t := range demoTenants {
+		status, _ := d.call(http.MethodPost, "/admin/v1/tenants", d.admin, nil,
+			map[string]any{"id": t.id, "name": t.name, "system_prompt": t.prompt})
+		d.check(status == http.StatusCreated, "created tenant %s (%d)", t.id, status)
+		status, body := d.call(http.MethodPost, "/admin/v1/tenants/"+t.id+"/keys", d.admin, nil, nil)
+		var k struct{ Key string }
+		json.Unmarshal(body, &k)
+		keys[t.id] = k.Key
+		d.check(status == http.StatusCreated && strings.HasPrefix(k.Key, "bk_"), "issued a key for %s: %s…", t.id, truncate(k.Key, 12))
+	}
+
+	d.section("2. Each tenant talks to the shared agent as end user \"alice\", session \"s1\"")
+	for _, t := range demoTenants {
+		other := otherTenant(t.id)
+		d.chat(keys[t.id], "s1", "Hello, "+t.secretFact+".", nil, nil)
+		reply := d.chat(keys[t.id], "s1", "What did I tell you?", nil, nil)
+		fmt.Fprintf(d.out, "   %s ← %s\n", t.id, reply)
+		d.check(strings.Contains(reply, t.prompt), "%s's answer carries %s's own system prompt", t.id, t.id)
+		d.check(strings.Contains(reply, t.secretFact), "%s's answer remembers %s's own history", t.id, t.id)
+		d.check(!strings.Contains(reply, other.prompt) && !strings.Contains(reply, other.secretFact),
+			"%s's answer holds nothing of %s", t.id, other.id)
+	}
+
+	d.section("3. acme tries to reach globex's data")
+	globex := demoTenants[1]
+	for _, try := range []struct {
+		what    string
+		headers map[string]string
+		extra   map[string]any
+	}{
+		{"naming globex's session id \"s1\"", nil, nil},
+		{"with header X-Tenant-Id: globex", map[string]string{"X-Tenant-Id": "globex"}, nil},
+		{`with "tenant": "globex" in the body`, nil, map[string]any{"tenant": "globex", "tenant_id": "globex"}},
+	} {
+		reply := d.chat(keys["acme"], "s1", "/echo", try.headers, try.extra)
+		d.check(reply != "" && !strings.Contains(reply, globex.secretFact) && !strings.Contains(reply, globex.prompt),
+			"acme %s sees only acme's context", try.what)
+	}
+	status, _ := d.call(http.MethodPost, "/v1/chat/completions", keys["acme"], nil,
+		map[string]any{"model": "globex", "messages": []map[string]string{{"role": "user", "content": "hi"}}})
+	d.check(status == http.StatusNotFound, "acme asking for a profile it does not have gets 404 (%d)", status)
+	status, _ = d.call(http.MethodGet, "/admin/v1/tenants/globex", keys["acme"], nil, nil)
+	d.check(status == http.StatusUnauthorized, "acme's key on the admin API gets 401 (%d)", status)
+
+	d.section("4. Keys and tenant status are enforced at once")
+	status, _ = d.call(http.MethodPatch, "/admin/v1/tenants/globex", d.admin, nil, map[string]any{"status": "suspended"})
+	d.check(status == http.StatusOK, "operator suspends globex (%d)", status)
+	status, _ = d.call(http.MethodGet, "/v1/models", keys["globex"], nil, nil)
+	d.check(status == http.StatusForbidden, "globex's key is refused while suspended (%d)", status)
+	d.call(http.MethodPatch, "/admin/v1/tenants/globex", d.admin, nil, map[string]any{"status": "active"})
+	status, _ = d.call(http.MethodGet, "/v1/models", "bk_0000000000000000_forgedforgedforgedforgedforgedforgedforge", nil, nil)
+	d.check(status == http.StatusUnauthorized, "a forged key gets 401 (%d)", status)
+}
+
+func otherTenant(id string) struct{ id, name, prompt, secretFact string } {
+	if id == demoTenants[0].id {
+		return demoTenants[1]
+	}
+	return demoTenants[0]
+}
+
+func (d *demo) section(title string) { fmt.Fprintf(d.out, "\n%s\n", title) }
+
+func (d *demo) check(ok bool, format string, args ...any) {
+	d.checks++
+	mark := "✓"
+	if !ok {
+		d.failed++
+		mark = "✗ FAILED:"
+	}
+	fmt.Fprintf(d.out, "   %s %s\n", mark, fmt.Sprintf(format, args...))
+}
+
+// chat sends one user message and returns the assistant's answer.
+func (d *demo) chat(key, session, text string, headers map[string]string, extra map[string]any) string {
+	body := map[string]any{"model": "default", "user": "alice",
+		"messages": []map[string]string{{"role": "user", "content": text}}}
+	for k, v := range extra {
+		body[k] = v
+	}
+	h := map[string]string{"X-Session-Id": session}
+	for k, v := range headers {
+		h[k] = v
+	}
+	status, b := d.call(http.MethodPost, "/v1/chat/completions", key, h, body)
+	var resp struct {
+		Choices []struct {
+			Message struct{ Content string }
+		}
+	}
+	if status != http.StatusOK || json.Unmarshal(b, &resp) != nil || len(resp.Choices) == 0 {
+		d.check(false, "chat request failed with status %d: %s", status, truncate(string(b), 200))
+		return ""
+	}
+	return resp.Choices[0].Message.Content
+}
+
+func (d *demo) call(method, path, token string, headers map[string]string, body any) (int, []byte) {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(d.ctx, method, d.base+path, rd)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return resp.StatusCode, []byte(err.Error())
+	}
+	return resp.StatusCode, b
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

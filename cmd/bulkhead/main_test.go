@@ -1,0 +1,287 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// lockedBuffer is a bytes.Buffer safe for a server goroutine to write while
+// the test reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// envMap is a getenv that sees only the given variables, so tests do not
+// depend on the environment they run in.
+func envMap(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("find a free port: %v", err)
+	}
+	addr := ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatalf("close probe listener: %v", err)
+	}
+	return addr
+}
+
+// startServer runs `bulkhead serve` in-process on a free loopback port with
+// a fresh data directory, waits until /healthz answers and returns the base
+// URL ("http://host:port") and the admin token. At cleanup it cancels the
+// server and checks that run returned nil; the server's log is shown if the
+// test failed.
+func startServer(t *testing.T) (base, adminToken string) {
+	t.Helper()
+	var raw [16]byte
+	rand.Read(raw[:])
+	adminToken = "bka_test_" + hex.EncodeToString(raw[:])
+	addr := freeAddr(t)
+	dataDir := t.TempDir() // before t.Cleanup below, so it is removed after the server stops
+	getenv := envMap(map[string]string{"BULKHEAD_ADMIN_TOKEN": adminToken})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var logs lockedBuffer
+	errc := make(chan error, 1)
+	go func() {
+		errc <- run(ctx, []string{"serve", "--addr", addr, "--data", dataDir}, getenv, io.Discard, &logs)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("run(serve) = %v, want nil after cancel", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Errorf("run(serve) did not return within 20s of cancel")
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+
+	base = "http://" + addr
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case err := <-errc:
+			errc <- err // let the cleanup see it too
+			t.Fatalf("server exited before it was ready: %v\nlog:\n%s", err, logs.String())
+		default:
+		}
+		resp, err := client.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return base, adminToken
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server at %s not healthy after 15s (last error %v)\nlog:\n%s", base, err, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// call sends body (if not nil) as JSON with the bearer token and returns the
+// status and response body.
+func call(t testing.TB, method, url, token string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			t.Fatalf("encode %s %s body: %v", method, url, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		t.Fatalf("build %s %s: %v", method, url, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, url, err)
+	}
+	return resp.StatusCode, b
+}
+
+// createTenantKey creates a tenant over the admin API and returns a new key
+// for it.
+func createTenantKey(t testing.TB, base, admin string, tenant map[string]any) string {
+	t.Helper()
+	id, _ := tenant["id"].(string)
+	if status, b := call(t, http.MethodPost, base+"/admin/v1/tenants", admin, tenant); status != http.StatusCreated {
+		t.Fatalf("create tenant %s: status %d, want %d: %s", id, status, http.StatusCreated, b)
+	}
+	status, b := call(t, http.MethodPost, base+"/admin/v1/tenants/"+id+"/keys", admin, nil)
+	if status != http.StatusCreated {
+		t.Fatalf("create key for %s: status %d, want %d: %s", id, status, http.StatusCreated, b)
+	}
+	var k struct{ ID, Key string }
+	if err := json.Unmarshal(b, &k); err != nil || k.Key == "" || k.ID == "" {
+		t.Fatalf("create key for %s: response %s: want {\"id\",\"key\"} (err %v)", id, b, err)
+	}
+	return k.Key
+}
+
+func TestDemo(t *testing.T) {
+	t.Parallel()
+	var stdout, stderr lockedBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := run(ctx, []string{"demo"}, envMap(nil), &stdout, &stderr)
+	out := stdout.String()
+	if err != nil {
+		t.Fatalf("run(demo) = %v, want nil\nstdout:\n%s\nstderr:\n%s", err, out, stderr.String())
+	}
+	for _, want := range []string{"All", "checks passed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output does not contain %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "FAILED") {
+		t.Errorf("demo output reports a failed check:\n%s", out)
+	}
+}
+
+func TestAdminCLI(t *testing.T) {
+	t.Parallel()
+	base, admin := startServer(t)
+	env := map[string]string{"BULKHEAD_SERVER": base, "BULKHEAD_ADMIN_TOKEN": admin}
+	const prompt = "You are Globex's agent."
+
+	var key struct{ ID, Key string }
+	// wantStatus checks what the tenant API says to the key created below.
+	wantStatus := func(want int) func(t *testing.T, out string) {
+		return func(t *testing.T, _ string) {
+			t.Helper()
+			if status, b := call(t, http.MethodGet, base+"/v1/models", key.Key, nil); status != want {
+				t.Errorf("GET /v1/models with the CLI-made key: status %d, want %d: %s", status, want, b)
+			}
+		}
+	}
+
+	// The steps run in order against one server; later ones use what earlier
+	// ones created. "{key_id}" in args is replaced by the created key's id.
+	steps := []struct {
+		name    string
+		env     map[string]string // overrides env
+		args    []string
+		wantOut []string // substrings of stdout
+		wantErr string   // substring of the error; "" means success
+		check   func(t *testing.T, out string)
+	}{
+		{name: "create", args: []string{"tenant", "create", "globex", "--system-prompt", prompt},
+			wantOut: []string{`"id": "globex"`, `"system_prompt": "You are Globex's agent."`, `"status": "active"`}},
+		{name: "create again", args: []string{"tenant", "create", "globex"}, wantErr: "409"},
+		{name: "list", args: []string{"tenant", "list"}, wantOut: []string{`"id": "globex"`}},
+		{name: "get", args: []string{"tenant", "get", "globex"},
+			wantOut: []string{`"id": "globex"`, `"system_prompt": "You are Globex's agent."`}},
+		{name: "key create", args: []string{"key", "create", "globex"}, wantOut: []string{`"key": "bk_`},
+			check: func(t *testing.T, out string) {
+				if err := json.Unmarshal([]byte(out), &key); err != nil || key.ID == "" || key.Key == "" {
+					t.Fatalf("key create output %q: want JSON with id and key (err %v)", out, err)
+				}
+				wantStatus(http.StatusOK)(t, out)
+			}},
+		{name: "suspend", args: []string{"tenant", "update", "globex", "--status", "suspended"},
+			wantOut: []string{`"status": "suspended"`, `"system_prompt": "You are Globex's agent."`},
+			check:   wantStatus(http.StatusForbidden)},
+		{name: "bad status", args: []string{"tenant", "update", "globex", "--status", "sleeping"}, wantErr: "400"},
+		{name: "key revoke", args: []string{"key", "revoke", "globex", "{key_id}"}, wantOut: []string{"ok"},
+			check: wantStatus(http.StatusUnauthorized)},
+		{name: "delete", args: []string{"tenant", "delete", "globex"}, wantOut: []string{"ok"}},
+		{name: "get deleted", args: []string{"tenant", "get", "globex"}, wantErr: "not found"},
+		{name: "get missing", args: []string{"tenant", "get", "nosuch"}, wantErr: "not found"},
+		{name: "key for missing tenant", args: []string{"key", "create", "nosuch"}, wantErr: "not found"},
+		{name: "no admin token", env: map[string]string{"BULKHEAD_ADMIN_TOKEN": ""},
+			args: []string{"tenant", "list"}, wantErr: "BULKHEAD_ADMIN_TOKEN"},
+		{name: "wrong admin token", env: map[string]string{"BULKHEAD_ADMIN_TOKEN": "bka_wrong"},
+			args: []string{"tenant", "list"}, wantErr: "401"},
+		{name: "server flag wins", env: map[string]string{"BULKHEAD_SERVER": "http://127.0.0.1:1"},
+			args: []string{"tenant", "list", "--server", base}, wantOut: []string{`"object": "list"`}},
+	}
+	for _, st := range steps {
+		ok := t.Run(st.name, func(t *testing.T) {
+			vars := map[string]string{}
+			for k, v := range env {
+				vars[k] = v
+			}
+			for k, v := range st.env {
+				vars[k] = v
+			}
+			args := make([]string, len(st.args))
+			for i, a := range st.args {
+				args[i] = strings.ReplaceAll(a, "{key_id}", key.ID)
+			}
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := run(ctx, args, envMap(vars), &stdout, &stderr)
+			out := stdout.String()
+			switch {
+			case st.wantErr == "" && err != nil:
+				t.Fatalf("run(%q) = %v, want nil\nstdout:\n%s", args, err, out)
+			case st.wantErr != "" && err == nil:
+				t.Fatalf("run(%q) = nil, want an error containing %q\nstdout:\n%s", args, st.wantErr, out)
+			case st.wantErr != "" && !strings.Contains(err.Error(), st.wantErr):
+				t.Fatalf("run(%q) = %v, want an error containing %q", args, err, st.wantErr)
+			}
+			for _, want := range st.wantOut {
+				if !strings.Contains(out, want) {
+					t.Errorf("run(%q) output does not contain %q:\n%s", args, want, out)
+				}
+			}
+			if st.check != nil {
+				st.check(t, out)
+			}
+		})
+		if !ok {
+			t.Fatalf("step %q failed; later steps depend on it", st.name)
+		}
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/testenv"
+)
+
+// sdkDir holds the Node script and its locked dependencies.
+var sdkDir = filepath.Join("..", "..", "test", "openai-sdk")
+
+const sdkHint = "run `npm ci --prefix test/openai-sdk`"
+
+type sdkUsage struct {
+	TotalTokens int `json:"total_tokens"`
+}
+
+// sdkResult is the JSON line test/openai-sdk/sdk.mjs prints.
+type sdkResult struct {
+	NonStream struct {
+		Object       string
+		Model        string
+		Role         string
+		Content      string
+		FinishReason string
+		Usage        *sdkUsage
+	}
+	Stream struct {
+		Chunks       int
+		Deltas       int
+		Content      string
+		FinishReason string
+		Usage        *sdkUsage
+	}
+	Models     []string
+	AuthStatus int
+}
+
+// TestOpenAISDK drives the real server with the official OpenAI Node client.
+func TestOpenAISDK(t *testing.T) {
+	t.Parallel()
+	node, err := exec.LookPath("node")
+	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+sdkHint)
+	_, err = os.Stat(filepath.Join(sdkDir, "node_modules", "openai", "package.json"))
+	testenv.Require(t, "the openai npm package", err == nil, sdkHint)
+
+	base, admin := startServer(t)
+	const prompt = "You are Acme's agent."
+	key := createTenantKey(t, base, admin, map[string]any{"id": "acme", "system_prompt": prompt})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "sdk.mjs")
+	cmd.Dir = sdkDir
+	cmd.Env = append(os.Environ(), "BASE_URL="+base+"/v1", "API_KEY="+key, "NO_PROXY=127.0.0.1,localhost")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("node sdk.mjs: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var got sdkResult
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
+		t.Fatalf("parse sdk.mjs output: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	t.Logf("sdk.mjs: %s", lines[len(lines)-1])
+
+	for _, c := range []struct{ name, content string }{
+		{"non-streaming content", got.NonStream.Content},
+		{"streamed content", got.Stream.Content},
+	} {
+		for _, want := range []string{prompt, "hello from the sdk"} {
+			if !strings.Contains(c.content, want) {
+				t.Errorf("%s = %q, want it to contain %q", c.name, c.content, want)
+			}
+		}
+	}
+	if got.Stream.Content != got.NonStream.Content {
+		t.Errorf("streamed content = %q, want the non-streaming content %q", got.Stream.Content, got.NonStream.Content)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"non-streaming object", got.NonStream.Object, "chat.completion"},
+		{"non-streaming model", got.NonStream.Model, "default"},
+		{"non-streaming role", got.NonStream.Role, "assistant"},
+		{"non-streaming finish reason", got.NonStream.FinishReason, "stop"},
+		{"non-streaming usage present", got.NonStream.Usage != nil && got.NonStream.Usage.TotalTokens > 0, true},
+		{"streamed in several deltas", got.Stream.Deltas > 1, true},
+		{"stream finish reason", got.Stream.FinishReason, "stop"},
+		{"stream usage present (include_usage)", got.Stream.Usage != nil && got.Stream.Usage.TotalTokens > 0, true},
+		{"models include default", slices.Contains(got.Models, "default"), true},
+		{"bad key status", got.AuthStatus, 401},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bulkhead-ai/bulkhead/internal/agent"
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/config"
+	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/server"
+	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
+)
+
+func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
+	var addr, dataDir, configPath string
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the HTTP server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(configPath)
+			if err != nil {
+				return err
+			}
+			logger := slog.New(slog.NewTextHandler(stderr, nil))
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("listen on %s: %w", addr, err)
+			}
+			return serve(cmd.Context(), ln, dataDir, cfg, getenv, stderr, logger)
+		},
+	}
+	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
+	cmd.Flags().StringVar(&dataDir, "data", "./bulkhead-data", "data directory")
+	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
+	return cmd
+}
+
+// app is one wired server instance.
+type app struct {
+	handler http.Handler
+	close   func() error
+}
+
+// newApp wires the concrete implementations together.
+func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken string, getenv func(string) string, logger *slog.Logger) (*app, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	models, err := cfg.Models(getenv)
+	if err != nil {
+		return nil, err
+	}
+	plane, err := control.Open(ctx, filepath.Join(dataDir, "control.db"), logger)
+	if err != nil {
+		return nil, err
+	}
+	stores, err := sqlite.Open(sqlite.Options{
+		Dir: filepath.Join(dataDir, "tenants"), MaxOpen: cfg.MaxOpenTenants, Locator: plane, Logger: logger})
+	if err != nil {
+		plane.Close()
+		return nil, err
+	}
+	authn, err := auth.New(plane, adminToken)
+	if err != nil {
+		stores.Close()
+		plane.Close()
+		return nil, err
+	}
+	h := server.New(server.Deps{
+		Logger:       logger,
+		Auth:         authn,
+		Tenants:      plane,
+		Data:         stores,
+		Agent:        agent.New(models, stores, logger, cfg.HistoryMessages),
+		Models:       models,
+		DefaultModel: cfg.DefaultModel,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+	})
+	return &app{handler: h, close: func() error { return errors.Join(stores.Close(), plane.Close()) }}, nil
+}
+
+// serve runs the server on ln until ctx is cancelled, then drains requests.
+func serve(ctx context.Context, ln net.Listener, dataDir string, cfg config.Config, getenv func(string) string, stderr io.Writer, logger *slog.Logger) error {
+	token, err := adminToken(dataDir, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := newApp(ctx, dataDir, cfg, token, getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Info("listening", "addr", ln.Addr().String(), "data", dataDir)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	return nil
+}
+
+// adminToken reads BULKHEAD_ADMIN_TOKEN or the token file in dataDir,
+// generating the file (mode 0600) and printing the token once if neither
+// exists.
+func adminToken(dataDir string, getenv func(string) string, stderr io.Writer) (string, error) {
+	if t := getenv("BULKHEAD_ADMIN_TOKEN"); t != "" {
+		return t, nil
+	}
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return "", fmt.Errorf("create data directory: %w", err)
+	}
+	path := filepath.Join(dataDir, "admin_token")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("read admin token: %w", err)
+	}
+	var raw [32]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("generate admin token: %w", err)
+	}
+	token := "bka_" + base64.RawURLEncoding.EncodeToString(raw[:])
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("store admin token: %w", err)
+	}
+	if _, err := f.WriteString(token + "\n"); err != nil {
+		f.Close()
+		return "", fmt.Errorf("store admin token: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", fmt.Errorf("store admin token: %w", err)
+	}
+	fmt.Fprintf(stderr, "Generated an admin token (shown once; stored in %s):\n  %s\n", path, token)
+	return token, nil
+}

@@ -1,0 +1,111 @@
+package auth
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// KeyRecord is what the control plane knows about one API key.
+type KeyRecord struct {
+	Tenant tenant.ID
+	Hash   KeyHash
+	Status tenant.Status // the owning tenant's status
+}
+
+// Keys finds API keys by id. A revoked key or deleted tenant is simply absent.
+type Keys interface {
+	KeyRecord(id tenant.KeyID) (KeyRecord, bool)
+}
+
+// Authenticator checks bearer credentials.
+type Authenticator struct {
+	keys  Keys
+	admin [sha256.Size]byte
+}
+
+// New returns an Authenticator for tenant keys from keys and the operator's
+// admin token. An empty admin token is refused: the admin API must never be
+// open.
+func New(keys Keys, adminToken string) (*Authenticator, error) {
+	if len(adminToken) < 16 {
+		return nil, fmt.Errorf("admin token must be at least 16 characters")
+	}
+	return &Authenticator{keys: keys, admin: sha256.Sum256([]byte(adminToken))}, nil
+}
+
+// Tenant authenticates r with a tenant API key and returns its Scope. Nothing
+// in the request other than the key influences the tenant.
+func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
+	token, err := bearer(r)
+	if err != nil {
+		return Scope{}, err
+	}
+	id, hash, err := parseKey(token)
+	if err != nil {
+		return Scope{}, err
+	}
+	rec, ok := a.keys.KeyRecord(id)
+	if !ok || !rec.Hash.equal(hash) {
+		return Scope{}, fmt.Errorf("%w: invalid api key", kind.Unauthenticated)
+	}
+	if rec.Status != tenant.StatusActive {
+		return Scope{}, fmt.Errorf("%w: tenant is %s", kind.Denied, rec.Status)
+	}
+	return Scope{tenant: rec.Tenant}, nil
+}
+
+// Admin reports whether r carries the admin token, as an error.
+func (a *Authenticator) Admin(r *http.Request) error {
+	token, err := bearer(r)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(sum[:], a.admin[:]) != 1 {
+		return fmt.Errorf("%w: invalid admin token", kind.Unauthenticated)
+	}
+	return nil
+}
+
+// RequireTenant is middleware that admits only requests with a valid tenant
+// key and puts their Scope in the context. fail writes the error response.
+func (a *Authenticator) RequireTenant(fail func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			scope, err := a.Tenant(r)
+			if err != nil {
+				fail(w, r, err)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(withScope(r.Context(), scope)))
+		})
+	}
+}
+
+// RequireAdmin is middleware that admits only requests with the admin token.
+func (a *Authenticator) RequireAdmin(fail func(http.ResponseWriter, *http.Request, error)) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if err := a.Admin(r); err != nil {
+				fail(w, r, err)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+func bearer(r *http.Request) (string, error) {
+	h := r.Header.Get("Authorization")
+	token, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || token == "" {
+		return "", fmt.Errorf("%w: missing bearer token", kind.Unauthenticated)
+	}
+	return strings.TrimSpace(token), nil
+}

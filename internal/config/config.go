@@ -1,0 +1,120 @@
+// Package config reads the server's YAML configuration.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
+)
+
+// Config is the server configuration. The zero value plus Defaults is a
+// working offline setup.
+type Config struct {
+	Providers []Provider `yaml:"providers"`
+	// DefaultModel is used by a tenant profile that names no model.
+	DefaultModel string `yaml:"default_model"`
+	// MaxBodyBytes caps every request body.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxOpenTenants bounds open per-tenant database handles.
+	MaxOpenTenants int `yaml:"max_open_tenants"`
+	// HistoryMessages is how many stored messages of a session the model sees.
+	HistoryMessages int `yaml:"history_messages"`
+}
+
+// Provider declares one model provider.
+type Provider struct {
+	Name       string        `yaml:"name"`
+	Type       string        `yaml:"type"` // "openai" or "scripted"
+	BaseURL    string        `yaml:"base_url"`
+	APIKeyEnv  string        `yaml:"api_key_env"`
+	Timeout    time.Duration `yaml:"timeout"`
+	MaxRetries int           `yaml:"max_retries"`
+}
+
+// Defaults for unset fields.
+const (
+	DefaultMaxBodyBytes    = 1 << 20
+	DefaultMaxOpenTenants  = 128
+	DefaultHistoryMessages = 50
+	OfflineProvider        = "offline"
+)
+
+// Load reads the file at path; an empty path gives the defaults.
+func Load(path string) (Config, error) {
+	if path == "" {
+		return Parse(nil)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML strictly (unknown fields are errors) and fills defaults.
+// With no providers declared, the built-in offline model is the only one.
+func Parse(b []byte) (Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("parse config: %w", err)
+	}
+	if len(c.Providers) == 0 {
+		c.Providers = []Provider{{Name: OfflineProvider, Type: "scripted"}}
+	}
+	if c.DefaultModel == "" {
+		c.DefaultModel = c.Providers[0].Name + "/default"
+	}
+	if c.MaxBodyBytes <= 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxOpenTenants <= 0 {
+		c.MaxOpenTenants = DefaultMaxOpenTenants
+	}
+	if c.HistoryMessages <= 0 {
+		c.HistoryMessages = DefaultHistoryMessages
+	}
+	return c, nil
+}
+
+// Models builds the provider registry. getenv supplies provider API keys.
+func (c Config) Models(getenv func(string) string) (*llm.Registry, error) {
+	reg := llm.NewRegistry()
+	for _, p := range c.Providers {
+		var prov llm.Provider
+		switch p.Type {
+		case "scripted":
+			prov = llm.NewScripted()
+		case "openai":
+			key := ""
+			if p.APIKeyEnv != "" {
+				if key = getenv(p.APIKeyEnv); key == "" {
+					return nil, fmt.Errorf("provider %q: environment variable %s is empty", p.Name, p.APIKeyEnv)
+				}
+			}
+			o, err := llm.NewOpenAI(llm.OpenAIOptions{BaseURL: p.BaseURL, APIKey: key, Timeout: p.Timeout, MaxRetries: p.MaxRetries})
+			if err != nil {
+				return nil, fmt.Errorf("provider %q: %w", p.Name, err)
+			}
+			prov = o
+		default:
+			return nil, fmt.Errorf("provider %q: unknown type %q (want openai or scripted)", p.Name, p.Type)
+		}
+		if err := reg.Add(p.Name, prov); err != nil {
+			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
+		}
+	}
+	return reg, nil
+}

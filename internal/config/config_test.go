@@ -1,0 +1,103 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
+)
+
+func TestParseDefaults(t *testing.T) {
+	c, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Providers) != 1 || c.Providers[0].Name != OfflineProvider || c.DefaultModel != "offline/default" ||
+		c.MaxBodyBytes != DefaultMaxBodyBytes || c.MaxOpenTenants != DefaultMaxOpenTenants {
+		t.Fatalf("defaults = %+v", c)
+	}
+	reg, err := c.Models(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, model, err := reg.Resolve(c.DefaultModel); err != nil || model != "default" {
+		t.Fatalf("Resolve(default) = %q, %v", model, err)
+	}
+}
+
+func TestParseProviders(t *testing.T) {
+	yaml := `
+providers:
+  - name: upstream
+    type: openai
+    base_url: http://127.0.0.1:9000/v1
+    api_key_env: UPSTREAM_KEY
+    timeout: 30s
+  - name: offline
+    type: scripted
+default_model: upstream/gpt-4o-mini
+max_body_bytes: 2048
+`
+	c, err := Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxBodyBytes != 2048 || c.DefaultModel != "upstream/gpt-4o-mini" || c.Providers[0].Timeout.Seconds() != 30 {
+		t.Fatalf("parsed = %+v", c)
+	}
+	env := map[string]string{"UPSTREAM_KEY": "sk-test"}
+	reg, err := c.Models(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(reg.Names(), ","); got != "offline,upstream" {
+		t.Fatalf("providers = %s", got)
+	}
+	if _, _, err := reg.Resolve("nosuch/x"); !errors.Is(err, llm.ErrUnknownModel) {
+		t.Fatalf("Resolve(nosuch/x): err = %v", err)
+	}
+	if _, err := c.Models(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "UPSTREAM_KEY") {
+		t.Fatalf("missing api key env: err = %v, want one naming UPSTREAM_KEY", err)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for name, yaml := range map[string]string{
+		"unknown field": "providers:\n  - name: x\n    type: scripted\n    colour: red\n",
+		"not yaml":      "providers: [",
+	} {
+		if _, err := Parse([]byte(yaml)); err == nil {
+			t.Errorf("%s: Parse succeeded", name)
+		}
+	}
+	for name, yaml := range map[string]string{
+		"unknown type":   "providers:\n  - name: x\n    type: magic\n",
+		"duplicate name": "providers:\n  - {name: x, type: scripted}\n  - {name: x, type: scripted}\n",
+		"bad base url":   "providers:\n  - {name: x, type: openai, base_url: 'ftp://h'}\n",
+	} {
+		c, err := Parse([]byte(yaml))
+		if err != nil {
+			t.Fatalf("%s: Parse: %v", name, err)
+		}
+		if _, err := c.Models(func(string) string { return "" }); err == nil {
+			t.Errorf("%s: Models succeeded", name)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.yaml")
+	if err := os.WriteFile(path, []byte("max_open_tenants: 7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil || c.MaxOpenTenants != 7 {
+		t.Fatalf("Load = %+v, %v", c, err)
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "missing.yaml")); err == nil {
+		t.Fatal("Load of a missing file succeeded")
+	}
+}

@@ -1,0 +1,435 @@
+// Package control is the control plane: tenants, their agent profiles and
+// limits, and API keys. It is durable in SQLite and served from an in-memory
+// snapshot, so authenticating a request never touches the disk.
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// DefaultProfile is the profile every tenant has.
+const DefaultProfile = "default"
+
+// Profile is one agent configuration of a tenant.
+type Profile struct {
+	SystemPrompt string   `json:"system_prompt"`
+	Model        string   `json:"model"`
+	Tools        []string `json:"tools"`
+}
+
+// Limits bounds a tenant's use of shared capacity. Zero means unlimited.
+type Limits struct {
+	RequestsPerMinute int `json:"requests_per_minute,omitempty"`
+	TokensPerMinute   int `json:"tokens_per_minute,omitempty"`
+	MaxConcurrent     int `json:"max_concurrent,omitempty"`
+}
+
+// Tenant is one customer of the service.
+type Tenant struct {
+	ID        tenant.ID
+	Name      string
+	Status    tenant.Status
+	Profiles  map[string]Profile // always holds DefaultProfile
+	Limits    Limits
+	StorageID string // opaque name of the tenant's data directory
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Profile returns the named profile.
+func (t Tenant) Profile(name string) (Profile, bool) {
+	p, ok := t.Profiles[name]
+	return p, ok
+}
+
+func (t Tenant) clone() Tenant {
+	t.Profiles = maps.Clone(t.Profiles)
+	for name, p := range t.Profiles {
+		p.Tools = slices.Clone(p.Tools)
+		t.Profiles[name] = p
+	}
+	return t
+}
+
+type keyEntry struct {
+	tenant tenant.ID
+	hash   auth.KeyHash
+}
+
+// Plane is the control plane. It is safe for concurrent use.
+type Plane struct {
+	db     *sql.DB
+	logger *slog.Logger
+	now    func() time.Time
+
+	// mu guards the snapshot; writers hold it across the database write so the
+	// snapshot never disagrees with what is committed.
+	mu      sync.RWMutex
+	tenants map[tenant.ID]Tenant
+	keys    map[tenant.KeyID]keyEntry
+}
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Open opens (creating and migrating) the control database at path.
+func Open(ctx context.Context, path string, logger *slog.Logger) (*Plane, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open control database: %w", err)
+	}
+	db.SetMaxOpenConns(1) // one writer; reads are served from memory
+	p := &Plane{db: db, logger: logger, now: time.Now,
+		tenants: map[tenant.ID]Tenant{}, keys: map[tenant.KeyID]keyEntry{}}
+	if err := p.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := p.load(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Plane) migrate(ctx context.Context) error {
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return fmt.Errorf("open control migrations: %w", err)
+	}
+	prov, err := goose.NewProvider(goose.DialectSQLite3, p.db, fsys)
+	if err != nil {
+		return fmt.Errorf("prepare control migrations: %w", err)
+	}
+	if _, err := prov.Up(ctx); err != nil {
+		return fmt.Errorf("migrate control database: %w", err)
+	}
+	return nil
+}
+
+func (p *Plane) load(ctx context.Context) error {
+	rows, err := p.db.QueryContext(ctx, `SELECT id, name, status, storage_id, config, created_at, updated_at FROM tenants`)
+	if err != nil {
+		return fmt.Errorf("load tenants: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var t Tenant
+		var cfg, created, updated string
+		if err := rows.Scan(&t.ID, &t.Name, &t.Status, &t.StorageID, &cfg, &created, &updated); err != nil {
+			return fmt.Errorf("load tenants: %w", err)
+		}
+		if err := decodeConfig(cfg, &t); err != nil {
+			return fmt.Errorf("load tenant %s: %w", t.ID, err)
+		}
+		t.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+		t.UpdatedAt, _ = time.Parse(time.RFC3339Nano, updated)
+		p.tenants[t.ID] = t
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("load tenants: %w", err)
+	}
+	krows, err := p.db.QueryContext(ctx, `SELECT id, tenant_id, hash FROM api_keys WHERE revoked_at IS NULL`)
+	if err != nil {
+		return fmt.Errorf("load api keys: %w", err)
+	}
+	defer krows.Close()
+	for krows.Next() {
+		var id tenant.KeyID
+		var e keyEntry
+		var hash []byte
+		if err := krows.Scan(&id, &e.tenant, &hash); err != nil {
+			return fmt.Errorf("load api keys: %w", err)
+		}
+		if len(hash) != len(e.hash) {
+			return fmt.Errorf("load api key %s: bad hash length", id)
+		}
+		copy(e.hash[:], hash)
+		p.keys[id] = e
+	}
+	return krows.Err()
+}
+
+// Close closes the database.
+func (p *Plane) Close() error { return p.db.Close() }
+
+type storedConfig struct {
+	Profiles map[string]Profile `json:"profiles"`
+	Limits   Limits             `json:"limits"`
+}
+
+func encodeConfig(t Tenant) (string, error) {
+	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits})
+	return string(b), err
+}
+
+func decodeConfig(s string, t *Tenant) error {
+	var c storedConfig
+	if err := json.Unmarshal([]byte(s), &c); err != nil {
+		return err
+	}
+	t.Profiles, t.Limits = c.Profiles, c.Limits
+	return nil
+}
+
+// CreateTenant stores a new tenant. Status defaults to active; the storage id
+// is always fresh, so a re-created tenant never finds its predecessor's files.
+func (p *Plane) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
+	if err := validate(t); err != nil {
+		return Tenant{}, err
+	}
+	if t.Status == "" {
+		t.Status = tenant.StatusActive
+	}
+	storageID, err := newStorageID()
+	if err != nil {
+		return Tenant{}, err
+	}
+	t.StorageID = storageID
+	t.CreatedAt = p.now().UTC()
+	t.UpdatedAt = t.CreatedAt
+	t = t.clone()
+	cfg, err := encodeConfig(t)
+	if err != nil {
+		return Tenant{}, fmt.Errorf("encode tenant: %w", err)
+	}
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.tenants[t.ID]; ok {
+		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.Conflict, t.ID)
+	}
+	ts := t.CreatedAt.Format(time.RFC3339Nano)
+	if _, err := p.db.ExecContext(ctx,
+		`INSERT INTO tenants (id, name, status, storage_id, config, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, t.Status, t.StorageID, cfg, ts, ts); err != nil {
+		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
+	}
+	p.tenants[t.ID] = t
+	return t.clone(), nil
+}
+
+// Tenant returns the tenant with the given id.
+func (p *Plane) Tenant(id tenant.ID) (Tenant, error) {
+	p.mu.RLock()
+	t, ok := p.tenants[id]
+	p.mu.RUnlock()
+	if !ok {
+		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+	}
+	return t.clone(), nil
+}
+
+// Tenants returns every tenant, ordered by id.
+func (p *Plane) Tenants() []Tenant {
+	p.mu.RLock()
+	out := make([]Tenant, 0, len(p.tenants))
+	for _, t := range p.tenants {
+		out = append(out, t.clone())
+	}
+	p.mu.RUnlock()
+	slices.SortFunc(out, func(a, b Tenant) int { return compareIDs(a.ID, b.ID) })
+	return out
+}
+
+func compareIDs(a, b tenant.ID) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// UpdateTenant applies change to a copy of the tenant and stores the result.
+// change must not alter the id or storage id.
+func (p *Plane) UpdateTenant(ctx context.Context, id tenant.ID, change func(*Tenant) error) (Tenant, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	old, ok := p.tenants[id]
+	if !ok {
+		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+	}
+	t := old.clone()
+	if err := change(&t); err != nil {
+		return Tenant{}, err
+	}
+	t.ID, t.StorageID, t.CreatedAt = old.ID, old.StorageID, old.CreatedAt
+	if err := validate(t); err != nil {
+		return Tenant{}, err
+	}
+	t.UpdatedAt = p.now().UTC()
+	cfg, err := encodeConfig(t)
+	if err != nil {
+		return Tenant{}, fmt.Errorf("encode tenant: %w", err)
+	}
+	if _, err := p.db.ExecContext(ctx,
+		`UPDATE tenants SET name = ?, status = ?, config = ?, updated_at = ? WHERE id = ?`,
+		t.Name, t.Status, cfg, t.UpdatedAt.Format(time.RFC3339Nano), t.ID); err != nil {
+		return Tenant{}, fmt.Errorf("update tenant %s: %w", id, err)
+	}
+	p.tenants[id] = t
+	return t.clone(), nil
+}
+
+// DeleteTenant removes the tenant and all its keys, effective immediately for
+// authentication. The caller removes the tenant's data using the returned
+// storage id.
+func (p *Plane) DeleteTenant(ctx context.Context, id tenant.ID) (Tenant, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.tenants[id]
+	if !ok {
+		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+	}
+	if _, err := p.db.ExecContext(ctx, `DELETE FROM tenants WHERE id = ?`, id); err != nil {
+		return Tenant{}, fmt.Errorf("delete tenant %s: %w", id, err)
+	}
+	delete(p.tenants, id)
+	for kid, k := range p.keys {
+		if k.tenant == id {
+			delete(p.keys, kid)
+		}
+	}
+	return t, nil
+}
+
+// AddKey records a new API key for the tenant. Only its hash is stored.
+func (p *Plane) AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.tenants[id]; !ok {
+		return fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+	}
+	if _, err := p.db.ExecContext(ctx,
+		`INSERT INTO api_keys (id, tenant_id, hash, created_at) VALUES (?, ?, ?, ?)`,
+		keyID, id, hash[:], p.now().UTC().Format(time.RFC3339Nano)); err != nil {
+		return fmt.Errorf("add api key for %s: %w", id, err)
+	}
+	p.keys[keyID] = keyEntry{tenant: id, hash: hash}
+	return nil
+}
+
+// RevokeKey revokes one of the tenant's keys, effective immediately. A key of
+// another tenant is reported as not found.
+func (p *Plane) RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k, ok := p.keys[keyID]
+	if !ok || k.tenant != id {
+		return fmt.Errorf("%w: key %s", kind.NotFound, keyID)
+	}
+	if _, err := p.db.ExecContext(ctx,
+		`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id = ?`,
+		p.now().UTC().Format(time.RFC3339Nano), keyID, id); err != nil {
+		return fmt.Errorf("revoke api key %s: %w", keyID, err)
+	}
+	delete(p.keys, keyID)
+	return nil
+}
+
+// KeyRecord implements auth.Keys.
+func (p *Plane) KeyRecord(id tenant.KeyID) (auth.KeyRecord, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	k, ok := p.keys[id]
+	if !ok {
+		return auth.KeyRecord{}, false
+	}
+	t, ok := p.tenants[k.tenant]
+	if !ok {
+		return auth.KeyRecord{}, false
+	}
+	return auth.KeyRecord{Tenant: k.tenant, Hash: k.hash, Status: t.Status}, true
+}
+
+// StorageID implements the tenant stores' locator: it fails for a tenant that
+// does not exist, so no store is ever opened for one.
+func (p *Plane) StorageID(_ context.Context, id tenant.ID) (string, error) {
+	p.mu.RLock()
+	t, ok := p.tenants[id]
+	p.mu.RUnlock()
+	if !ok {
+		return "", fmt.Errorf("%w: %s", store.ErrUnknownTenant, id)
+	}
+	return t.StorageID, nil
+}
+
+func newStorageID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generate storage id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// Size limits on what a tenant definition may hold.
+const (
+	maxNameLen         = 200
+	maxSystemPromptLen = 64 << 10
+	maxProfiles        = 64
+	maxTools           = 128
+)
+
+func validate(t Tenant) error {
+	if _, err := tenant.ParseID(string(t.ID)); err != nil {
+		return fmt.Errorf("%w: %w", kind.Invalid, err)
+	}
+	if len(t.Name) > maxNameLen {
+		return fmt.Errorf("%w: name longer than %d bytes", kind.Invalid, maxNameLen)
+	}
+	if t.Status != "" {
+		if _, err := tenant.ParseStatus(string(t.Status)); err != nil {
+			return fmt.Errorf("%w: %w", kind.Invalid, err)
+		}
+	}
+	if _, ok := t.Profiles[DefaultProfile]; !ok {
+		return fmt.Errorf("%w: the %q profile is required", kind.Invalid, DefaultProfile)
+	}
+	if len(t.Profiles) > maxProfiles {
+		return fmt.Errorf("%w: more than %d profiles", kind.Invalid, maxProfiles)
+	}
+	for name, pr := range t.Profiles {
+		if _, err := tenant.ParseID(name); err != nil {
+			return fmt.Errorf("%w: profile name %q: must be 1-63 of [a-z0-9_-]", kind.Invalid, name)
+		}
+		if pr.Model == "" {
+			return fmt.Errorf("%w: profile %q: model is required", kind.Invalid, name)
+		}
+		if len(pr.SystemPrompt) > maxSystemPromptLen {
+			return fmt.Errorf("%w: profile %q: system prompt longer than %d bytes", kind.Invalid, name, maxSystemPromptLen)
+		}
+		if len(pr.Tools) > maxTools {
+			return fmt.Errorf("%w: profile %q: more than %d tools", kind.Invalid, name, maxTools)
+		}
+	}
+	if t.Limits.RequestsPerMinute < 0 || t.Limits.TokensPerMinute < 0 || t.Limits.MaxConcurrent < 0 {
+		return fmt.Errorf("%w: limits must not be negative", kind.Invalid)
+	}
+	return nil
+}

@@ -1,0 +1,262 @@
+// Package keyring holds the per-tenant data keys. Each tenant's content is
+// encrypted under its own random 256-bit data key (AES-256-GCM); data keys are
+// stored only wrapped by the key-encryption key (KEK). Destroying a tenant's
+// wrapped key makes everything encrypted under it unreadable.
+package keyring
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// KeySize is the size of every key here: AES-256.
+const KeySize = 32
+
+// ErrDecrypt is returned for any ciphertext that does not open: wrong key,
+// wrong tenant, wrong context or tampering. The causes are not told apart.
+var ErrDecrypt = errors.New("keyring: ciphertext does not decrypt")
+
+// KEK wraps and unwraps data keys. The local implementation is a master key
+// held in memory; an external KMS or Vault can stand behind the same methods.
+type KEK interface {
+	Wrap(ctx context.Context, plaintext, aad []byte) ([]byte, error)
+	Unwrap(ctx context.Context, ciphertext, aad []byte) ([]byte, error)
+}
+
+// ParseMasterKey decodes a base64 master key of KeySize bytes.
+func ParseMasterKey(s string) ([]byte, error) {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil {
+			if len(b) != KeySize {
+				return nil, fmt.Errorf("master key is %d bytes, want %d", len(b), KeySize)
+			}
+			return b, nil
+		}
+	}
+	return nil, errors.New("master key is not valid base64")
+}
+
+// NewKey returns a fresh random key.
+func NewKey() ([]byte, error) {
+	k := make([]byte, KeySize)
+	if _, err := rand.Read(k); err != nil {
+		return nil, fmt.Errorf("generate key: %w", err)
+	}
+	return k, nil
+}
+
+// LocalKEK is a KEK held in process memory.
+type LocalKEK struct{ aead cipher.AEAD }
+
+// NewLocalKEK returns a KEK for a KeySize-byte master key.
+func NewLocalKEK(masterKey []byte) (*LocalKEK, error) {
+	aead, err := newAEAD(masterKey)
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	return &LocalKEK{aead: aead}, nil
+}
+
+// Wrap implements KEK.
+func (k *LocalKEK) Wrap(_ context.Context, plaintext, aad []byte) ([]byte, error) {
+	return seal(k.aead, plaintext, aad), nil
+}
+
+// Unwrap implements KEK.
+func (k *LocalKEK) Unwrap(_ context.Context, ciphertext, aad []byte) ([]byte, error) {
+	return open(k.aead, ciphertext, aad)
+}
+
+// Cipher encrypts one tenant's records under its data key. Every ciphertext is
+// bound to the tenant and to a caller-chosen context (e.g. "messages.content")
+// as associated data, so a ciphertext copied to another tenant, or to another
+// column, does not decrypt.
+type Cipher struct {
+	tenant tenant.ID
+	aead   cipher.AEAD
+}
+
+// Seal encrypts plaintext. Each call uses a fresh random nonce.
+func (c *Cipher) Seal(plaintext []byte, context string) []byte {
+	return seal(c.aead, plaintext, c.aad(context))
+}
+
+// Open decrypts what Seal produced for the same tenant and context.
+func (c *Cipher) Open(ciphertext []byte, context string) ([]byte, error) {
+	return open(c.aead, ciphertext, c.aad(context))
+}
+
+// Tenant returns the tenant whose key this is.
+func (c *Cipher) Tenant() tenant.ID { return c.tenant }
+
+func (c *Cipher) aad(context string) []byte {
+	b := make([]byte, 0, len(recordPrefix)+len(c.tenant)+1+len(context))
+	b = append(b, recordPrefix...)
+	b = append(b, c.tenant...)
+	b = append(b, 0)
+	return append(b, context...)
+}
+
+const (
+	recordPrefix = "bulkhead/record/v1\x00"
+	wrapPrefix   = "bulkhead/data-key/v1\x00"
+	version      = 1
+)
+
+// WrapKey wraps a tenant's data key with kek, bound to the tenant id.
+func WrapKey(ctx context.Context, kek KEK, id tenant.ID, dataKey []byte) ([]byte, error) {
+	w, err := kek.Wrap(ctx, dataKey, []byte(wrapPrefix+string(id)))
+	if err != nil {
+		return nil, fmt.Errorf("wrap data key of %s: %w", id, err)
+	}
+	return w, nil
+}
+
+// UnwrapKey reverses WrapKey. A key wrapped for another tenant fails.
+func UnwrapKey(ctx context.Context, kek KEK, id tenant.ID, wrapped []byte) ([]byte, error) {
+	k, err := kek.Unwrap(ctx, wrapped, []byte(wrapPrefix+string(id)))
+	if err != nil {
+		return nil, fmt.Errorf("unwrap data key of %s: %w", id, err)
+	}
+	if len(k) != KeySize {
+		return nil, fmt.Errorf("unwrap data key of %s: %w", id, ErrDecrypt)
+	}
+	return k, nil
+}
+
+// NewCipher returns the Cipher for tenant id's data key.
+func NewCipher(id tenant.ID, dataKey []byte) (*Cipher, error) {
+	aead, err := newAEAD(dataKey)
+	if err != nil {
+		return nil, fmt.Errorf("data key of %s: %w", id, err)
+	}
+	return &Cipher{tenant: id, aead: aead}, nil
+}
+
+func newAEAD(key []byte) (cipher.AEAD, error) {
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("key is %d bytes, want %d", len(key), KeySize)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// seal returns version || nonce || ciphertext+tag.
+func seal(aead cipher.AEAD, plaintext, aad []byte) []byte {
+	ns := aead.NonceSize()
+	out := make([]byte, 1+ns, 1+ns+len(plaintext)+aead.Overhead())
+	out[0] = version
+	_, _ = rand.Read(out[1 : 1+ns]) // crypto/rand.Read never fails
+	return aead.Seal(out, out[1:1+ns], plaintext, aad)
+}
+
+func open(aead cipher.AEAD, ciphertext, aad []byte) ([]byte, error) {
+	ns := aead.NonceSize()
+	if len(ciphertext) < 1+ns+aead.Overhead() || ciphertext[0] != version {
+		return nil, ErrDecrypt
+	}
+	pt, err := aead.Open(nil, ciphertext[1:1+ns], ciphertext[1+ns:], aad)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	return pt, nil
+}
+
+// WrappedKeys finds a tenant's wrapped data key; the control plane implements it.
+type WrappedKeys interface {
+	WrappedKey(ctx context.Context, id tenant.ID) ([]byte, error)
+}
+
+// Ring hands out tenants' Ciphers, unwrapping each data key once and caching
+// it for a bounded time, so a destroyed key stops being usable soon even on a
+// replica that did not destroy it.
+type Ring struct {
+	kek     KEK
+	wrapped WrappedKeys
+	ttl     time.Duration
+	now     func() time.Time
+
+	mu        sync.Mutex
+	cache     map[tenant.ID]cached
+	lastSweep time.Time
+}
+
+type cached struct {
+	c       *Cipher
+	wrapped string // the wrapped key it came from, to notice a re-created tenant
+	expires time.Time
+}
+
+// DefaultTTL bounds how long an unwrapped data key stays in memory unused.
+const DefaultTTL = 5 * time.Minute
+
+// NewRing returns a Ring. ttl <= 0 means DefaultTTL.
+func NewRing(kek KEK, wrapped WrappedKeys, ttl time.Duration) *Ring {
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	return &Ring{kek: kek, wrapped: wrapped, ttl: ttl, now: time.Now, cache: map[tenant.ID]cached{}}
+}
+
+// Cipher returns tenant id's Cipher. It fails closed: an unknown tenant or a
+// key that does not unwrap is an error, never a default key.
+func (r *Ring) Cipher(ctx context.Context, id tenant.ID) (*Cipher, error) {
+	wrapped, err := r.wrapped.WrappedKey(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("find data key: %w", err)
+	}
+	now := r.now()
+	r.mu.Lock()
+	e, ok := r.cache[id]
+	r.mu.Unlock()
+	if ok && now.Before(e.expires) && e.wrapped == string(wrapped) {
+		return e.c, nil
+	}
+	key, err := UnwrapKey(ctx, r.kek, id, wrapped)
+	if err != nil {
+		return nil, err
+	}
+	c, err := NewCipher(id, key)
+	clear(key)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.cache[id] = cached{c: c, wrapped: string(wrapped), expires: now.Add(r.ttl)}
+	r.sweep(now)
+	r.mu.Unlock()
+	return c, nil
+}
+
+// Forget drops tenant id's cached key.
+func (r *Ring) Forget(id tenant.ID) {
+	r.mu.Lock()
+	delete(r.cache, id)
+	r.mu.Unlock()
+}
+
+// sweep drops expired entries, at most once per TTL so that a burst of
+// misses stays linear; called with mu held.
+func (r *Ring) sweep(now time.Time) {
+	if now.Sub(r.lastSweep) < r.ttl {
+		return
+	}
+	r.lastSweep = now
+	for id, e := range r.cache {
+		if !now.Before(e.expires) {
+			delete(r.cache, id)
+		}
+	}
+}

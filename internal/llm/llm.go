@@ -1,0 +1,79 @@
+// Package llm talks to chat models: an OpenAI-compatible HTTP client and a
+// scripted offline model. The model is untrusted: nothing here decides what it
+// may see or do.
+package llm
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// Message is one chat message in OpenAI's shape.
+type Message struct {
+	Role       string     `json:"role"`
+	Content    string     `json:"content"`
+	Name       string     `json:"name,omitempty"`
+	ToolCalls  []ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string     `json:"tool_call_id,omitempty"`
+}
+
+// ToolCall is a model's request to call a function.
+type ToolCall struct {
+	ID       string       `json:"id"`
+	Type     string       `json:"type"` // always "function"
+	Function FunctionCall `json:"function"`
+}
+
+// FunctionCall names a function and carries its JSON-encoded arguments.
+type FunctionCall struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+// Tool describes a function offered to the model.
+type Tool struct {
+	Type     string      `json:"type"` // always "function"
+	Function FunctionDef `json:"function"`
+}
+
+// FunctionDef is a function's name, description and JSON-schema parameters.
+type FunctionDef struct {
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Parameters  json.RawMessage `json:"parameters,omitempty"`
+}
+
+// Request is one chat completion request to a provider.
+type Request struct {
+	Model       string // the provider's own model name, without the "provider/" prefix
+	Messages    []Message
+	Tools       []Tool
+	MaxTokens   int      // 0: provider default
+	Temperature *float64 // nil: provider default
+	// User is an opaque, tenant-derived tag sent upstream (OpenAI "user") so a
+	// provider can attribute abuse and partition its caches; never a raw id.
+	User string
+}
+
+// Usage counts tokens.
+type Usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// Response is a provider's final answer for one request.
+type Response struct {
+	Message      Message // role "assistant"; content and/or tool calls
+	FinishReason string  // "stop", "tool_calls", "length", ...
+	Usage        Usage
+}
+
+// Provider is a chat model endpoint.
+type Provider interface {
+	// Chat runs one completion. If onDelta is not nil the provider streams and
+	// calls it with each piece of assistant content as it arrives; the returned
+	// Response is complete either way. An error from onDelta stops the stream
+	// and is returned.
+	Chat(ctx context.Context, req Request, onDelta func(content string) error) (Response, error)
+}

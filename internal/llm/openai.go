@@ -1,0 +1,686 @@
+package llm
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	defaultTimeout    = 120 * time.Second
+	defaultMaxRetries = 2
+
+	maxResponseBytes = 8 << 20  // non-streamed body; also total streamed content+arguments
+	maxSSELineBytes  = 1 << 20  // one SSE line
+	maxErrorBody     = 64 << 10 // read from a non-2xx body to find its message
+	maxErrorMessage  = 512      // bytes of upstream message kept in a StatusError
+	maxToolCalls     = 512      // tool calls accepted in one response
+
+	backoffBase   = 200 * time.Millisecond
+	backoffCap    = 5 * time.Second
+	retryAfterCap = 10 * time.Second
+
+	redacted = "[REDACTED]"
+)
+
+// OpenAIOptions configures an OpenAI-compatible chat-completions client.
+type OpenAIOptions struct {
+	// BaseURL is the API root, e.g. "http://127.0.0.1:9000/v1"; requests go to
+	// BaseURL+"/chat/completions". It must be http or https with a host and
+	// may not carry user info, a query or a fragment.
+	BaseURL string
+	// APIKey is sent as "Authorization: Bearer <key>"; empty sends no header.
+	// It never appears in errors or in the String and LogValue forms.
+	APIKey string
+	// Timeout bounds one attempt, including reading a streamed body; 0 means 120s.
+	Timeout time.Duration
+	// MaxRetries is how many times a retryable failure is retried; 0 means 2,
+	// negative means none.
+	MaxRetries int
+	// HTTPClient is used for every request; nil means a client of its own with
+	// a dedicated keep-alive Transport. Share one client between many OpenAI
+	// values (for example one per tenant key) to share its connection pool.
+	HTTPClient *http.Client
+}
+
+// String describes the options with the API key redacted.
+func (o OpenAIOptions) String() string {
+	key := ""
+	if o.APIKey != "" {
+		key = redacted
+	}
+	return fmt.Sprintf("{BaseURL:%s APIKey:%s Timeout:%s MaxRetries:%d}", o.BaseURL, key, o.Timeout, o.MaxRetries)
+}
+
+// LogValue implements slog.LogValuer with the API key redacted.
+func (o OpenAIOptions) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("base_url", o.BaseURL),
+		slog.Bool("api_key_set", o.APIKey != ""),
+		slog.Duration("timeout", o.Timeout),
+		slog.Int("max_retries", o.MaxRetries),
+	)
+}
+
+// OpenAI is a Provider for any OpenAI-compatible chat-completions endpoint.
+// It is safe for concurrent use. Each call allocates its own buffers, so no
+// two requests (or tenants) ever share response memory.
+type OpenAI struct {
+	baseURL    string // for String; carries no secret
+	endpoint   string
+	apiKey     string
+	timeout    time.Duration
+	maxRetries int
+	client     *http.Client
+	redactor   *strings.Replacer // removes the API key (and encodings of it)
+	base       time.Duration     // backoff base; tests shrink it
+}
+
+// NewOpenAI returns a client for the endpoint described by opts.
+func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
+	u, err := url.Parse(opts.BaseURL)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // the url.Error repeats the raw URL
+		}
+		return nil, fmt.Errorf("llm: invalid base URL: %w", err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, errors.New("llm: invalid base URL: scheme must be http or https")
+	case u.Host == "":
+		return nil, errors.New("llm: invalid base URL: missing host")
+	case u.User != nil:
+		return nil, errors.New("llm: invalid base URL: user info not allowed (use APIKey)")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return nil, errors.New("llm: invalid base URL: query and fragment not allowed")
+	}
+	if opts.Timeout < 0 {
+		return nil, errors.New("llm: negative timeout")
+	}
+	c := &OpenAI{
+		baseURL:    strings.TrimRight(u.String(), "/"),
+		apiKey:     opts.APIKey,
+		timeout:    opts.Timeout,
+		maxRetries: opts.MaxRetries,
+		client:     opts.HTTPClient,
+		redactor:   newRedactor(opts.APIKey),
+		base:       backoffBase,
+	}
+	c.endpoint = c.baseURL + "/chat/completions"
+	if c.timeout == 0 {
+		c.timeout = defaultTimeout
+	}
+	switch {
+	case c.maxRetries == 0:
+		c.maxRetries = defaultMaxRetries
+	case c.maxRetries < 0:
+		c.maxRetries = 0
+	}
+	if c.client == nil {
+		c.client = newHTTPClient(c.timeout)
+	}
+	return c, nil
+}
+
+// newHTTPClient returns a client with a dedicated keep-alive transport that
+// does not follow redirects: a redirect is reported as a StatusError rather
+// than replaying the request (and its credentials) somewhere else.
+func newHTTPClient(timeout time.Duration) *http.Client {
+	var t *http.Transport
+	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
+		t = dt.Clone()
+	} else {
+		t = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
+	}
+	t.MaxIdleConns = 256
+	t.MaxIdleConnsPerHost = 64
+	t.IdleConnTimeout = 90 * time.Second
+	t.ResponseHeaderTimeout = timeout
+	return &http.Client{
+		Transport: t,
+		CheckRedirect: func(*http.Request, []*http.Request) error {
+			return http.ErrUseLastResponse
+		},
+	}
+}
+
+// String names the endpoint; it never includes the API key.
+func (c *OpenAI) String() string { return "openai(" + c.baseURL + ")" }
+
+// StatusError reports a non-2xx response from the upstream.
+type StatusError struct {
+	StatusCode int
+	// Message is the upstream's error.message, or else the start of its body,
+	// at most 512 bytes, with the API key removed.
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("upstream returned %d: %s", e.StatusCode, e.Message)
+}
+
+// Wire shapes.
+
+type chatRequest struct {
+	Model         string         `json:"model"`
+	Messages      []Message      `json:"messages"`
+	Tools         []Tool         `json:"tools,omitempty"`
+	Stream        bool           `json:"stream"`
+	StreamOptions *streamOptions `json:"stream_options,omitempty"`
+	User          string         `json:"user,omitempty"`
+	MaxTokens     int            `json:"max_tokens,omitempty"`
+	Temperature   *float64       `json:"temperature,omitempty"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+type chatResponse struct {
+	Choices []struct {
+		Index   int `json:"index"`
+		Message struct {
+			Content   *string    `json:"content"`
+			ToolCalls []ToolCall `json:"tool_calls"`
+		} `json:"message"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *Usage          `json:"usage"`
+	Error json.RawMessage `json:"error"`
+}
+
+type streamChunk struct {
+	Choices []struct {
+		Index int `json:"index"`
+		Delta struct {
+			Content   *string `json:"content"`
+			ToolCalls []struct {
+				Index    *int   `json:"index"`
+				ID       string `json:"id"`
+				Type     string `json:"type"`
+				Function struct {
+					Name      string `json:"name"`
+					Arguments string `json:"arguments"`
+				} `json:"function"`
+			} `json:"tool_calls"`
+		} `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *Usage          `json:"usage"`
+	Error json.RawMessage `json:"error"`
+}
+
+// Chat implements Provider. Failures with status 429, 500, 502, 503 or 504,
+// and transport failures before any response, are retried with exponential
+// backoff and jitter (or after Retry-After, capped at 10s); nothing is retried
+// once a successful response has begun. A non-2xx response is a *StatusError.
+// A cancelled ctx returns ctx.Err(); an attempt that exceeds the timeout
+// returns an error wrapping context.DeadlineExceeded.
+func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content string) error) (Response, error) {
+	if err := ctx.Err(); err != nil {
+		return Response{}, err
+	}
+	body, err := encodeRequest(req, onDelta != nil)
+	if err != nil {
+		return Response{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		resp, hint, err := c.attempt(ctx, body, onDelta)
+		if err == nil {
+			return resp, nil
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return Response{}, cerr
+		}
+		if hint == nil || attempt >= c.maxRetries {
+			return Response{}, err
+		}
+		wait := c.backoff(attempt, hint)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return Response{}, err // the caller's deadline would pass while waiting
+		}
+		if werr := sleep(ctx, wait); werr != nil {
+			return Response{}, werr
+		}
+	}
+}
+
+func encodeRequest(req Request, stream bool) ([]byte, error) {
+	wire := chatRequest{
+		Model:       req.Model,
+		Messages:    req.Messages,
+		Tools:       req.Tools,
+		Stream:      stream,
+		User:        req.User,
+		MaxTokens:   max(req.MaxTokens, 0),
+		Temperature: req.Temperature,
+	}
+	if wire.Messages == nil {
+		wire.Messages = []Message{}
+	}
+	if stream {
+		wire.StreamOptions = &streamOptions{IncludeUsage: true}
+	}
+	body, err := json.Marshal(wire)
+	if err != nil {
+		return nil, fmt.Errorf("llm: encode request: %w", err)
+	}
+	return body, nil
+}
+
+// retryHint marks a failure as retryable.
+type retryHint struct {
+	after    time.Duration
+	hasAfter bool
+}
+
+var errAttemptTimeout = errors.New("attempt timeout")
+
+// attempt makes one HTTP request. A non-nil hint means the failure may be retried.
+func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) error) (Response, *retryHint, error) {
+	actx, cancel := context.WithTimeoutCause(ctx, c.timeout, errAttemptTimeout)
+	defer cancel()
+
+	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return Response{}, nil, fmt.Errorf("llm: build request: %w", err)
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	if onDelta != nil {
+		hreq.Header.Set("Accept", "text/event-stream")
+	} else {
+		hreq.Header.Set("Accept", "application/json")
+	}
+	hreq.Header.Set("User-Agent", "bulkhead")
+	if c.apiKey != "" {
+		hreq.Header.Set("Authorization", "Bearer "+c.apiKey)
+	}
+
+	hresp, err := c.client.Do(hreq)
+	if err != nil {
+		return Response{}, &retryHint{}, c.readError(actx, "send request", err)
+	}
+	defer hresp.Body.Close()
+
+	if hresp.StatusCode < 200 || hresp.StatusCode > 299 {
+		serr := c.statusError(hresp)
+		switch hresp.StatusCode {
+		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			hint := &retryHint{}
+			hint.after, hint.hasAfter = parseRetryAfter(hresp.Header.Get("Retry-After"))
+			return Response{}, hint, serr
+		}
+		return Response{}, nil, serr
+	}
+
+	if onDelta == nil || isJSON(hresp.Header.Get("Content-Type")) {
+		resp, err := c.readJSON(actx, hresp.Body, onDelta)
+		return resp, nil, err
+	}
+	resp, err := c.readStream(actx, hresp.Body, onDelta)
+	return resp, nil, err
+}
+
+// readError turns an I/O failure into the error to return, telling apart the
+// attempt timeout from other failures. Parent cancellation is handled by Chat.
+func (c *OpenAI) readError(actx context.Context, op string, err error) error {
+	if context.Cause(actx) == errAttemptTimeout {
+		return fmt.Errorf("llm: upstream timed out after %s: %w", c.timeout, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("llm: %s: %w", op, err)
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
+}
+
+func (c *OpenAI) backoff(attempt int, hint *retryHint) time.Duration {
+	if hint.hasAfter {
+		return hint.after
+	}
+	d := backoffCap
+	if attempt < 30 {
+		d = min(c.base<<attempt, backoffCap)
+	}
+	// Equal jitter: half fixed, half random.
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+func parseRetryAfter(v string) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.Atoi(v); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		if secs > int(retryAfterCap/time.Second) {
+			return retryAfterCap, true
+		}
+		return time.Duration(secs) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return min(max(time.Until(t), 0), retryAfterCap), true
+	}
+	return 0, false
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// statusError reads the start of a non-2xx body and extracts its message.
+func (c *OpenAI) statusError(hresp *http.Response) *StatusError {
+	data, _ := io.ReadAll(io.LimitReader(hresp.Body, maxErrorBody)) // a partial body still has a message
+	msg := upstreamMessage(data)
+	if msg == "" {
+		msg = strings.TrimSpace(string(data))
+	}
+	msg = c.clean(msg, maxErrorMessage)
+	if msg == "" {
+		msg = http.StatusText(hresp.StatusCode)
+	}
+	return &StatusError{StatusCode: hresp.StatusCode, Message: msg}
+}
+
+// upstreamMessage finds the message in the error shapes OpenAI-compatible
+// servers use: {"error":{"message":…}}, {"error":"…"} and {"message":…}.
+func upstreamMessage(data []byte) string {
+	var body struct {
+		Error   json.RawMessage `json:"error"`
+		Message string          `json:"message"`
+	}
+	if json.Unmarshal(data, &body) != nil {
+		return ""
+	}
+	if m := errorMessage(body.Error); m != "" {
+		return m
+	}
+	return body.Message
+}
+
+// errorMessage extracts the text of an "error" member, an object or a string.
+func errorMessage(raw json.RawMessage) string {
+	if len(raw) == 0 || string(raw) == "null" {
+		return ""
+	}
+	var obj struct {
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(raw, &obj) == nil && obj.Message != "" {
+		return obj.Message
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	return ""
+}
+
+// clean redacts the API key, replaces control characters and truncates to at
+// most limit bytes on a rune boundary.
+func (c *OpenAI) clean(s string, limit int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if c.redactor != nil {
+		s = c.redactor.Replace(s)
+	}
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if len(s) > limit {
+		cut := limit
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
+	}
+	return s
+}
+
+// newRedactor replaces the key and its common encodings.
+func newRedactor(key string) *strings.Replacer {
+	if key == "" {
+		return nil
+	}
+	forms := []string{
+		key,
+		base64.StdEncoding.EncodeToString([]byte(key)),
+		base64.RawStdEncoding.EncodeToString([]byte(key)),
+		base64.URLEncoding.EncodeToString([]byte(key)),
+		base64.RawURLEncoding.EncodeToString([]byte(key)),
+		hex.EncodeToString([]byte(key)),
+		url.QueryEscape(key),
+		url.PathEscape(key),
+	}
+	// Longest first so a longer form wins over its prefix.
+	slices.SortFunc(forms, func(a, b string) int { return cmp.Or(cmp.Compare(len(b), len(a)), strings.Compare(a, b)) })
+	forms = slices.Compact(forms)
+	var pairs []string
+	for _, f := range forms {
+		pairs = append(pairs, f, redacted)
+	}
+	return strings.NewReplacer(pairs...)
+}
+
+func (c *OpenAI) readJSON(actx context.Context, body io.Reader, onDelta func(string) error) (Response, error) {
+	data, err := io.ReadAll(io.LimitReader(body, maxResponseBytes+1))
+	if err != nil {
+		return Response{}, c.readError(actx, "read response", err)
+	}
+	if len(data) > maxResponseBytes {
+		return Response{}, errors.New("llm: upstream response exceeds 8 MiB")
+	}
+	var cr chatResponse
+	if err := json.Unmarshal(data, &cr); err != nil {
+		return Response{}, errors.New("llm: malformed upstream response")
+	}
+	if m := errorMessage(cr.Error); m != "" {
+		return Response{}, fmt.Errorf("llm: upstream error: %s", c.clean(m, maxErrorMessage))
+	}
+	if len(cr.Choices) == 0 {
+		return Response{}, errors.New("llm: upstream response has no choices")
+	}
+	ch := cr.Choices[0]
+	for i := range cr.Choices {
+		if cr.Choices[i].Index == 0 {
+			ch = cr.Choices[i]
+			break
+		}
+	}
+	if len(ch.Message.ToolCalls) > maxToolCalls {
+		return Response{}, fmt.Errorf("llm: upstream response has more than %d tool calls", maxToolCalls)
+	}
+	resp := Response{Message: Message{Role: "assistant"}}
+	if ch.Message.Content != nil {
+		resp.Message.Content = *ch.Message.Content
+	}
+	if ch.FinishReason != nil {
+		resp.FinishReason = *ch.FinishReason
+	}
+	if cr.Usage != nil {
+		resp.Usage = *cr.Usage
+	}
+	for i, tc := range ch.Message.ToolCalls {
+		resp.Message.ToolCalls = append(resp.Message.ToolCalls, normalizeCall(tc, i))
+	}
+	if onDelta != nil && resp.Message.Content != "" {
+		if err := onDelta(resp.Message.Content); err != nil {
+			return Response{}, err
+		}
+	}
+	return resp, nil
+}
+
+// normalizeCall fills a missing type and id; some servers omit them.
+func normalizeCall(tc ToolCall, i int) ToolCall {
+	if tc.Type == "" {
+		tc.Type = "function"
+	}
+	if tc.ID == "" {
+		tc.ID = "call_" + strconv.Itoa(i+1)
+	}
+	return tc
+}
+
+// callAcc accumulates one streamed tool call.
+type callAcc struct {
+	index int
+	call  ToolCall
+	args  strings.Builder
+}
+
+func (c *OpenAI) readStream(actx context.Context, body io.Reader, onDelta func(string) error) (Response, error) {
+	sc := bufio.NewScanner(body)
+	sc.Buffer(make([]byte, 0, 64<<10), maxSSELineBytes)
+
+	var (
+		content strings.Builder
+		calls   []*callAcc
+		byIndex = map[int]*callAcc{}
+		resp    = Response{Message: Message{Role: "assistant"}}
+		total   int
+		done    bool
+	)
+	for !done && sc.Scan() {
+		data, ok := sseData(sc.Bytes())
+		if !ok {
+			continue
+		}
+		if string(bytes.TrimSpace(data)) == "[DONE]" {
+			done = true
+			break
+		}
+		var chunk streamChunk
+		if err := json.Unmarshal(data, &chunk); err != nil {
+			return Response{}, errors.New("llm: malformed stream chunk")
+		}
+		if m := errorMessage(chunk.Error); m != "" {
+			return Response{}, fmt.Errorf("llm: upstream stream error: %s", c.clean(m, maxErrorMessage))
+		}
+		if chunk.Usage != nil {
+			resp.Usage = *chunk.Usage
+		}
+		for _, ch := range chunk.Choices {
+			if ch.Index != 0 {
+				continue
+			}
+			if ch.FinishReason != nil && *ch.FinishReason != "" {
+				resp.FinishReason = *ch.FinishReason
+			}
+			if ch.Delta.Content != nil && *ch.Delta.Content != "" {
+				piece := *ch.Delta.Content
+				if total += len(piece); total > maxResponseBytes {
+					return Response{}, errors.New("llm: streamed response exceeds 8 MiB")
+				}
+				content.WriteString(piece)
+				if err := onDelta(piece); err != nil {
+					return Response{}, err
+				}
+			}
+			for _, d := range ch.Delta.ToolCalls {
+				idx := 0
+				switch {
+				case d.Index != nil:
+					idx = *d.Index
+				case d.ID != "" || len(calls) == 0:
+					idx = len(calls) // no index: a new id starts a new call
+					for byIndex[idx] != nil {
+						idx++
+					}
+				default:
+					idx = calls[len(calls)-1].index
+				}
+				a := byIndex[idx]
+				if a == nil {
+					if len(calls) >= maxToolCalls {
+						return Response{}, fmt.Errorf("llm: upstream response has more than %d tool calls", maxToolCalls)
+					}
+					a = &callAcc{index: idx}
+					byIndex[idx] = a
+					calls = append(calls, a)
+				}
+				if a.call.ID == "" {
+					a.call.ID = d.ID
+				}
+				if a.call.Type == "" {
+					a.call.Type = d.Type
+				}
+				if a.call.Function.Name == "" {
+					a.call.Function.Name = d.Function.Name
+				}
+				if total += len(d.Function.Arguments) + len(d.Function.Name) + len(d.ID); total > maxResponseBytes {
+					return Response{}, errors.New("llm: streamed response exceeds 8 MiB")
+				}
+				a.args.WriteString(d.Function.Arguments)
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			return Response{}, errors.New("llm: stream line exceeds 1 MiB")
+		}
+		return Response{}, c.readError(actx, "read stream", err)
+	}
+	if !done && resp.FinishReason == "" {
+		return Response{}, fmt.Errorf("llm: read stream: %w", io.ErrUnexpectedEOF)
+	}
+	resp.Message.Content = content.String()
+	slices.SortStableFunc(calls, func(a, b *callAcc) int { return cmp.Compare(a.index, b.index) })
+	for i, a := range calls {
+		a.call.Function.Arguments = a.args.String()
+		resp.Message.ToolCalls = append(resp.Message.ToolCalls, normalizeCall(a.call, i))
+	}
+	return resp, nil
+}
+
+// sseData returns the value of a "data:" line; other fields, comments and
+// blank lines report false.
+func sseData(line []byte) ([]byte, bool) {
+	rest, ok := bytes.CutPrefix(line, []byte("data:"))
+	if !ok {
+		return nil, false
+	}
+	rest = bytes.TrimPrefix(rest, []byte(" "))
+	if len(bytes.TrimSpace(rest)) == 0 {
+		return nil, false
+	}
+	return rest, true
+}

@@ -1,0 +1,133 @@
+package redact
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"testing"
+)
+
+const token = "sk-live/4f9+Zq=xY_token"
+
+func TestString(t *testing.T) {
+	r := New([]Secret{{Name: "crm", Value: token}, {Name: "short", Value: "abc"}})
+	raw := []byte(token)
+	tests := []struct {
+		name, in, want string
+	}{
+		{"plain", "key is " + token + ".", "key is [REDACTED:crm]."},
+		{"twice", token + token, "[REDACTED:crm][REDACTED:crm]"},
+		{"base64", "b64=" + base64.StdEncoding.EncodeToString(raw), "b64=[REDACTED:crm]"},
+		{"base64 raw", base64.RawStdEncoding.EncodeToString(raw) + "!", "[REDACTED:crm]!"},
+		{"base64url", base64.URLEncoding.EncodeToString(raw), "[REDACTED:crm]"},
+		{"url query", "?k=" + url.QueryEscape(token), "?k=[REDACTED:crm]"},
+		{"url path", "/p/" + url.PathEscape(token), "/p/[REDACTED:crm]"},
+		{"hex", hex.EncodeToString(raw), "[REDACTED:crm]"},
+		{"HEX", strings.ToUpper(hex.EncodeToString(raw)), "[REDACTED:crm]"},
+		{"short secrets are not redacted", "abc abc", "abc abc"},
+		{"innocent", "nothing to see, sk-live/ but not the rest", "nothing to see, sk-live/ but not the rest"},
+		{"empty", "", ""},
+		{"unicode around", "ü" + token + "é", "ü[REDACTED:crm]é"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := r.String(tt.in); got != tt.want {
+				t.Fatalf("String(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLongestFormWins(t *testing.T) {
+	r := New([]Secret{{Name: "inner", Value: "password1"}, {Name: "outer", Value: "mypassword123"}})
+	if got, want := r.String("x mypassword123 y password1"), "x [REDACTED:outer] y [REDACTED:inner]"; got != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+}
+
+func TestNilRedactor(t *testing.T) {
+	var r *Redactor
+	if got := r.String("x"); got != "x" {
+		t.Fatalf("nil String = %q", got)
+	}
+	if got := r.Stream().Write("y") + r.Stream().Flush(); got != "y" {
+		t.Fatalf("nil stream = %q", got)
+	}
+}
+
+// TestStreamSplitEverywhere feeds a text holding secrets in every form, cut
+// into two pieces at every position and into random pieces, and checks the
+// output equals the one-shot redaction.
+func TestStreamSplitEverywhere(t *testing.T) {
+	r := New([]Secret{{Name: "crm", Value: token}, {Name: "byok", Value: "ключ-секрет-42"}})
+	var in strings.Builder
+	for _, f := range forms(token) {
+		in.WriteString("ü text " + f + " more ")
+	}
+	in.WriteString("and ключ-секрет-42 at the end")
+	text := in.String()
+	want := r.String(text)
+	if strings.Contains(want, "ключ-секрет") || strings.Contains(want, token) {
+		t.Fatalf("one-shot redaction missed a secret: %s", want)
+	}
+	run := func(pieces []string) string {
+		s := r.Stream()
+		var out strings.Builder
+		for _, p := range pieces {
+			w := s.Write(p)
+			if !utfValid(w) {
+				t.Fatalf("piece %q is not valid UTF-8", w)
+			}
+			out.WriteString(w)
+		}
+		out.WriteString(s.Flush())
+		return out.String()
+	}
+	for cut := 0; cut <= len(text); cut++ {
+		if got := run([]string{text[:cut], text[cut:]}); got != want {
+			t.Fatalf("cut at %d: got %q, want %q", cut, got, want)
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 200 {
+		var pieces []string
+		for rest := text; rest != ""; {
+			n := min(len(rest), 1+rng.IntN(12))
+			pieces = append(pieces, rest[:n])
+			rest = rest[n:]
+		}
+		if got := run(pieces); got != want {
+			t.Fatalf("random pieces %q: got %q, want %q", pieces, got, want)
+		}
+	}
+}
+
+func utfValid(s string) bool { return strings.ToValidUTF8(s, "\uFFFD") == s }
+
+// BenchmarkString redacts a 64 KiB answer holding a few leaks, with 20
+// secrets loaded.
+func BenchmarkString(b *testing.B) {
+	var secrets []Secret
+	for i := range 20 {
+		secrets = append(secrets, Secret{Name: fmt.Sprint("s", i), Value: fmt.Sprintf("secret-value-%02d-%x", i, i*7919)})
+	}
+	r := New(secrets)
+	words := strings.Fields("the quick brown fox jumps over the lazy dog and keeps running through fields of data")
+	var sb strings.Builder
+	rng := rand.New(rand.NewPCG(3, 4))
+	for sb.Len() < 64<<10 {
+		sb.WriteString(words[rng.IntN(len(words))] + " ")
+		if rng.IntN(2000) == 0 {
+			sb.WriteString(secrets[rng.IntN(20)].Value + " ")
+		}
+	}
+	text := sb.String()[:64<<10]
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	for b.Loop() {
+		r.String(text)
+	}
+}

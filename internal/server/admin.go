@@ -1,0 +1,284 @@
+package server
+
+import (
+	"fmt"
+	"maps"
+	"net/http"
+	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// profileBody is one agent profile as the admin API takes it.
+type profileBody struct {
+	SystemPrompt string   `json:"system_prompt"`
+	Model        string   `json:"model"`
+	Tools        []string `json:"tools"`
+}
+
+// tenantBody is the admin API's tenant definition. Pointers tell "absent"
+// from "empty" so PATCH changes only what it names.
+type tenantBody struct {
+	ID           *string                 `json:"id"`
+	Name         *string                 `json:"name"`
+	Status       *string                 `json:"status"`
+	SystemPrompt *string                 `json:"system_prompt"`
+	Model        *string                 `json:"model"`
+	Tools        *[]string               `json:"tools"`
+	Profiles     *map[string]profileBody `json:"profiles"`
+	Limits       *control.Limits         `json:"limits"`
+}
+
+// tenantView is a tenant as the admin API shows it.
+type tenantView struct {
+	ID           tenant.ID              `json:"id"`
+	Name         string                 `json:"name"`
+	Status       tenant.Status          `json:"status"`
+	SystemPrompt string                 `json:"system_prompt"`
+	Model        string                 `json:"model"`
+	Tools        []string               `json:"tools"`
+	Profiles     map[string]profileBody `json:"profiles"`
+	Limits       control.Limits         `json:"limits"`
+	CreatedAt    time.Time              `json:"created_at"`
+	UpdatedAt    time.Time              `json:"updated_at"`
+}
+
+func viewTenant(t control.Tenant) tenantView {
+	def := t.Profiles[control.DefaultProfile]
+	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
+		SystemPrompt: def.SystemPrompt, Model: def.Model, Tools: nonNil(def.Tools),
+		Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
+	for name, p := range t.Profiles {
+		if name != control.DefaultProfile {
+			v.Profiles[name] = profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: nonNil(p.Tools)}
+		}
+	}
+	return v
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// apply copies the fields present in b onto t, filling unset models with the
+// default and checking each model names a configured provider.
+func (b tenantBody) apply(t *control.Tenant, d Deps) error {
+	if b.Name != nil {
+		t.Name = *b.Name
+	}
+	if b.Status != nil {
+		s, err := tenant.ParseStatus(*b.Status)
+		if err != nil {
+			return fmt.Errorf("%w: %w", kind.Invalid, err)
+		}
+		t.Status = s
+	}
+	if t.Profiles == nil {
+		t.Profiles = map[string]control.Profile{}
+	}
+	def := t.Profiles[control.DefaultProfile]
+	if b.SystemPrompt != nil {
+		def.SystemPrompt = *b.SystemPrompt
+	}
+	if b.Model != nil {
+		def.Model = *b.Model
+	}
+	if b.Tools != nil {
+		def.Tools = *b.Tools
+	}
+	if b.Profiles != nil {
+		if _, ok := (*b.Profiles)[control.DefaultProfile]; ok {
+			return fmt.Errorf("%w: define the %q profile with the top-level fields, not under profiles", kind.Invalid, control.DefaultProfile)
+		}
+		maps.DeleteFunc(t.Profiles, func(string, control.Profile) bool { return true })
+		for name, p := range *b.Profiles {
+			t.Profiles[name] = control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: p.Tools}
+		}
+	}
+	t.Profiles[control.DefaultProfile] = def
+	if b.Limits != nil {
+		t.Limits = *b.Limits
+	}
+	for name, p := range t.Profiles {
+		if p.Model == "" {
+			p.Model = d.DefaultModel
+			t.Profiles[name] = p
+		}
+		if _, _, err := d.Models.Resolve(p.Model); err != nil {
+			return fmt.Errorf("%w: profile %q: %w", kind.Invalid, name, err)
+		}
+	}
+	return nil
+}
+
+func handleCreateTenant(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := decode[tenantBody](w, r, d.MaxBodyBytes, true)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		if body.ID == nil {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: id is required", kind.Invalid))
+			return
+		}
+		id, err := tenant.ParseID(*body.ID)
+		if err != nil {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: %w", kind.Invalid, err))
+			return
+		}
+		t := control.Tenant{ID: id, Name: string(id)}
+		if err := body.apply(&t, d); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		created, err := d.Tenants.CreateTenant(r.Context(), t)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "tenant created", "tenant", created.ID)
+		encode(w, http.StatusCreated, viewTenant(created))
+	})
+}
+
+func handleListTenants(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		all := d.Tenants.Tenants()
+		views := make([]tenantView, 0, len(all))
+		for _, t := range all {
+			views = append(views, viewTenant(t))
+		}
+		encode(w, http.StatusOK, map[string]any{"object": "list", "data": views})
+	})
+}
+
+// pathTenant parses the {tenant} path segment. On the admin API a path names
+// the tenant to act on; on the tenant API no path ever does.
+func pathTenant(r *http.Request) (tenant.ID, error) {
+	id, err := tenant.ParseID(r.PathValue("tenant"))
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", kind.NotFound, err)
+	}
+	return id, nil
+}
+
+func handleGetTenant(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathTenant(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		t, err := d.Tenants.Tenant(id)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		encode(w, http.StatusOK, viewTenant(t))
+	})
+}
+
+func handlePatchTenant(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathTenant(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		body, err := decode[tenantBody](w, r, d.MaxBodyBytes, true)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		if body.ID != nil && *body.ID != string(id) {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: a tenant's id cannot be changed", kind.Invalid))
+			return
+		}
+		t, err := d.Tenants.UpdateTenant(r.Context(), id, func(t *control.Tenant) error { return body.apply(t, d) })
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "tenant updated", "tenant", t.ID, "status", t.Status)
+		encode(w, http.StatusOK, viewTenant(t))
+	})
+}
+
+func handleDeleteTenant(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathTenant(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		// Keys stop working first; then the data goes.
+		t, err := d.Tenants.DeleteTenant(r.Context(), id)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		if err := d.Data.Drop(r.Context(), t.StorageID); err != nil {
+			writeError(d.Logger, w, r, fmt.Errorf("delete data of tenant %s: %w", id, err))
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "tenant deleted", "tenant", id)
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+type keyView struct {
+	ID        tenant.KeyID `json:"id"`
+	Key       string       `json:"key"`
+	Tenant    tenant.ID    `json:"tenant"`
+	CreatedAt time.Time    `json:"created_at"`
+}
+
+func handleCreateKey(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathTenant(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		keyID, secret, hash, err := auth.NewKey()
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		if err := d.Tenants.AddKey(r.Context(), id, keyID, hash); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "api key created", "tenant", id, "key_id", keyID)
+		encode(w, http.StatusCreated, keyView{ID: keyID, Key: secret.Reveal(), Tenant: id, CreatedAt: time.Now().UTC()})
+	})
+}
+
+func handleRevokeKey(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		id, err := pathTenant(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		if err := d.Tenants.RevokeKey(r.Context(), id, tenant.KeyID(r.PathValue("id"))); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "api key revoked", "tenant", id, "key_id", r.PathValue("id"))
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+func handleHealth() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		encode(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}

@@ -1,0 +1,304 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// adminTenant decodes the admin API's tenant view.
+type adminTenant struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	Status       string `json:"status"`
+	SystemPrompt string `json:"system_prompt"`
+	Model        string `json:"model"`
+	Tools        []string
+	Profiles     map[string]struct {
+		SystemPrompt string   `json:"system_prompt"`
+		Model        string   `json:"model"`
+		Tools        []string `json:"tools"`
+	} `json:"profiles"`
+	Limits struct {
+		RequestsPerMinute int `json:"requests_per_minute"`
+		TokensPerMinute   int `json:"tokens_per_minute"`
+		MaxConcurrent     int `json:"max_concurrent"`
+	} `json:"limits"`
+}
+
+func (e *testEnv) getTenant(t *testing.T, id string) adminTenant {
+	t.Helper()
+	r := e.admin(t, "GET", "/admin/v1/tenants/"+id, nil, http.StatusOK)
+	var v adminTenant
+	if err := json.Unmarshal(r.body, &v); err != nil {
+		t.Fatalf("decode tenant: %v (%s)", err, r.body)
+	}
+	return v
+}
+
+func (e *testEnv) tenantIDs(t *testing.T) []string {
+	t.Helper()
+	r := e.admin(t, "GET", "/admin/v1/tenants", nil, http.StatusOK)
+	var list struct {
+		Object string        `json:"object"`
+		Data   []adminTenant `json:"data"`
+	}
+	if err := json.Unmarshal(r.body, &list); err != nil || list.Object != "list" {
+		t.Fatalf("decode tenant list: %v (%s)", err, r.body)
+	}
+	ids := []string{}
+	for _, v := range list.Data {
+		ids = append(ids, v.ID)
+	}
+	return ids
+}
+
+func TestAdminCreateTenant(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	r := env.admin(t, "POST", "/admin/v1/tenants", map[string]any{
+		"id": "acme", "name": "Acme Corp", "system_prompt": acmePrompt,
+		"profiles": map[string]any{"support": map[string]any{"system_prompt": acmeSupportPrompt}},
+		"limits":   map[string]any{"requests_per_minute": 60, "max_concurrent": 4},
+	}, http.StatusCreated)
+	var created adminTenant
+	if err := json.Unmarshal(r.body, &created); err != nil {
+		t.Fatal(err)
+	}
+	got := env.getTenant(t, "acme")
+	for _, v := range []adminTenant{created, got} {
+		if v.ID != "acme" || v.Name != "Acme Corp" || v.Status != "active" || v.SystemPrompt != acmePrompt {
+			t.Errorf("got tenant %+v, want acme, Acme Corp, active, %q", v, acmePrompt)
+		}
+		if v.Model != "offline/default" || v.Profiles["support"].Model != "offline/default" {
+			t.Errorf("got models %q and %q, want the default offline/default for both", v.Model, v.Profiles["support"].Model)
+		}
+		if v.Profiles["support"].SystemPrompt != acmeSupportPrompt || len(v.Profiles) != 1 {
+			t.Errorf("got profiles %+v, want support only", v.Profiles)
+		}
+		if v.Limits.RequestsPerMinute != 60 || v.Limits.MaxConcurrent != 4 {
+			t.Errorf("got limits %+v, want 60 rpm and 4 concurrent", v.Limits)
+		}
+	}
+	if ids := env.tenantIDs(t); !slices.Equal(ids, []string{"acme"}) {
+		t.Errorf("got tenants %v, want [acme]", ids)
+	}
+}
+
+func TestAdminCreateTenantErrors(t *testing.T) {
+	env := newTestEnv(t, envOptions{maxBodyBytes: 8 << 10})
+	env.createTenant(t, map[string]any{"id": "acme", "system_prompt": acmePrompt})
+	tests := []struct {
+		name       string
+		body       string
+		wantStatus int
+		wantCode   string
+	}{
+		{"no id", `{"name":"x"}`, 400, "invalid_request"},
+		{"null id", `{"id":null}`, 400, "invalid_request"},
+		{"empty id", `{"id":""}`, 400, "invalid_request"},
+		{"id not a string", `{"id":5}`, 400, "invalid_request"},
+		{"uppercase id", `{"id":"Acme2"}`, 400, "invalid_request"},
+		{"path traversal id", `{"id":"../acme"}`, 400, "invalid_request"},
+		{"id with slash", `{"id":"a/b"}`, 400, "invalid_request"},
+		{"id with space", `{"id":"a b"}`, 400, "invalid_request"},
+		{"id starting with dash", `{"id":"-ab"}`, 400, "invalid_request"},
+		{"id too long", `{"id":"` + strings.Repeat("a", 64) + `"}`, 400, "invalid_request"},
+		{"duplicate", `{"id":"acme","system_prompt":"hijacked"}`, 409, "conflict"},
+		{"unknown field", `{"id":"newco","tenant_id":"acme"}`, 400, "invalid_request"},
+		{"unknown profile field", `{"id":"newco","profiles":{"p":{"prompt":"x"}}}`, 400, "invalid_request"},
+		{"unknown model provider", `{"id":"newco","model":"nope/gpt"}`, 400, "invalid_request"},
+		{"model without provider", `{"id":"newco","model":"gpt-4o"}`, 400, "invalid_request"},
+		{"model with empty name", `{"id":"newco","model":"offline/"}`, 400, "invalid_request"},
+		{"profile with unknown provider", `{"id":"newco","profiles":{"p":{"model":"nope/gpt"}}}`, 400, "invalid_request"},
+		{"default under profiles", `{"id":"newco","profiles":{"default":{"system_prompt":"x"}}}`, 400, "invalid_request"},
+		{"bad profile name", `{"id":"newco","profiles":{"Bad Name":{}}}`, 400, "invalid_request"},
+		{"bad status", `{"id":"newco","status":"deleted"}`, 400, "invalid_request"},
+		{"negative limits", `{"id":"newco","limits":{"max_concurrent":-1}}`, 400, "invalid_request"},
+		{"name too long", `{"id":"newco","name":"` + strings.Repeat("n", 201) + `"}`, 400, "invalid_request"},
+		{"malformed JSON", `{"id":`, 400, "invalid_request"},
+		{"empty body", ``, 400, "invalid_request"},
+		{"two JSON values", `{"id":"newco"}{"id":"newco2"}`, 400, "invalid_request"},
+		{"body over the cap", `{"id":"newco","system_prompt":"` + strings.Repeat("p", 8<<10) + `"}`, 413, "request_too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := env.do(t, "POST", "/admin/v1/tenants", testAdminToken, tt.body, nil)
+			checkAPIError(t, r, tt.wantStatus, tt.wantCode)
+		})
+	}
+	if ids := env.tenantIDs(t); !slices.Equal(ids, []string{"acme"}) {
+		t.Errorf("got tenants %v after refused creations, want [acme]", ids)
+	}
+	if got := env.getTenant(t, "acme").SystemPrompt; got != acmePrompt {
+		t.Errorf("acme's prompt after a duplicate create: got %q, want %q", got, acmePrompt)
+	}
+}
+
+func TestAdminPatchTenant(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _ := twoTenants(t, env)
+	steps := []struct {
+		name       string
+		path       string
+		body       string
+		wantStatus int
+		check      func(t *testing.T, v adminTenant)
+	}{
+		{"change id", "acme", `{"id":"globex"}`, 400, nil},
+		{"change id to a new one", "acme", `{"id":"acme2"}`, 400, nil},
+		{"same id", "acme", `{"id":"acme","name":"Acme Inc"}`, 200, func(t *testing.T, v adminTenant) {
+			if v.Name != "Acme Inc" || v.SystemPrompt != acmePrompt {
+				t.Errorf("got %+v, want name Acme Inc and the prompt unchanged", v)
+			}
+		}},
+		{"unknown tenant", "nobody", `{"name":"x"}`, 404, nil},
+		{"invalid tenant in path", "Acme", `{"name":"x"}`, 404, nil},
+		{"unknown field", "acme", `{"tenant":"globex"}`, 400, nil},
+		{"bad status", "acme", `{"status":"gone"}`, 400, nil},
+		{"unknown model provider", "acme", `{"model":"nope/gpt"}`, 400, func(t *testing.T, v adminTenant) {
+			if v.Model != "offline/default" {
+				t.Errorf("got model %q after a refused change, want offline/default", v.Model)
+			}
+		}},
+		{"default under profiles", "acme", `{"profiles":{"default":{}}}`, 400, nil},
+		{"system prompt", "acme", `{"system_prompt":"ACME-NEW-PROMPT"}`, 200, func(t *testing.T, v adminTenant) {
+			msgs := env.echo(t, chatCall{key: acmeKey})
+			if msgs[0].Content != "ACME-NEW-PROMPT" {
+				t.Errorf("got system prompt %q in the model's context, want ACME-NEW-PROMPT", msgs[0].Content)
+			}
+			if len(v.Profiles) != 1 || v.Profiles["support"].SystemPrompt != acmeSupportPrompt {
+				t.Errorf("got profiles %+v, want support unchanged", v.Profiles)
+			}
+		}},
+		{"replace profiles", "acme", `{"profiles":{"extra":{"system_prompt":"E"}}}`, 200, func(t *testing.T, v adminTenant) {
+			if _, ok := v.Profiles["support"]; ok || v.Profiles["extra"].Model != "offline/default" || v.SystemPrompt != "ACME-NEW-PROMPT" {
+				t.Errorf("got %+v, want profiles default and extra", v)
+			}
+			checkModels(t, env, acmeKey, []string{"default", "extra"})
+		}},
+		{"clear profiles", "acme", `{"profiles":{}}`, 200, func(t *testing.T, v adminTenant) {
+			checkModels(t, env, acmeKey, []string{"default"})
+		}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			r := env.do(t, "PATCH", "/admin/v1/tenants/"+st.path, testAdminToken, st.body, nil)
+			if st.wantStatus == 200 {
+				if r.status != 200 {
+					t.Fatalf("got %v, want 200", r)
+				}
+			} else {
+				checkAPIError(t, r, st.wantStatus, "")
+			}
+			if st.check != nil {
+				st.check(t, env.getTenant(t, "acme"))
+			}
+		})
+	}
+	if ids := env.tenantIDs(t); !slices.Equal(ids, []string{"acme", "globex"}) {
+		t.Errorf("got tenants %v, want [acme globex]", ids)
+	}
+	if v := env.getTenant(t, "globex"); v.SystemPrompt != globexPrompt || v.Name != "globex" {
+		t.Errorf("globex after patches of acme: got %+v, want it unchanged", v)
+	}
+}
+
+func checkModels(t *testing.T, env *testEnv, key string, want []string) {
+	t.Helper()
+	r := env.do(t, "GET", "/v1/models", key, nil, nil)
+	var list struct {
+		Data []struct{ ID string } `json:"data"`
+	}
+	if err := json.Unmarshal(r.body, &list); err != nil {
+		t.Fatalf("decode models: %v (%s)", err, r.body)
+	}
+	var ids []string
+	for _, m := range list.Data {
+		ids = append(ids, m.ID)
+	}
+	if !slices.Equal(ids, want) {
+		t.Errorf("got models %v, want %v", ids, want)
+	}
+}
+
+func TestAdminKeys(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "acme"})
+	keyID, key := env.newKey(t, "acme")
+	if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(keyID) || !strings.HasPrefix(key, "bk_"+keyID+"_") {
+		t.Errorf("got key id %q and key %q, want 16 hex digits and bk_<id>_…", keyID, key)
+	}
+	tests := []struct {
+		name, method, path string
+		wantStatus         int
+	}{
+		{"key for unknown tenant", "POST", "/admin/v1/tenants/nobody/keys", 404},
+		{"key for invalid tenant", "POST", "/admin/v1/tenants/No%20Body/keys", 404},
+		{"revoke unknown key", "DELETE", "/admin/v1/tenants/acme/keys/0123456789abcdef", 404},
+		{"revoke key under unknown tenant", "DELETE", "/admin/v1/tenants/nobody/keys/" + keyID, 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			checkAPIError(t, env.do(t, tt.method, tt.path, testAdminToken, nil, nil), tt.wantStatus, "not_found")
+		})
+	}
+	// The key is never shown again.
+	for _, path := range []string{"/admin/v1/tenants/acme", "/admin/v1/tenants"} {
+		if r := env.admin(t, "GET", path, nil, http.StatusOK); strings.Contains(string(r.body), key[len("bk_")+17:]) {
+			t.Errorf("GET %s shows the key's secret: %s", path, r.body)
+		}
+	}
+	if got := env.say(t, chatCall{key: key, content: "/say ok"}); got != "ok" {
+		t.Errorf("key after failed revocations: got %q, want ok", got)
+	}
+}
+
+func TestAdminDeleteTenant(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := twoTenants(t, env)
+	env.say(t, chatCall{key: acmeKey, user: "alice", session: "s1", content: "remember " + acmeFact})
+	env.say(t, chatCall{key: globexKey, user: "alice", session: "s1", content: "remember " + globexFact})
+	acme, err := env.plane.Tenant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	globex, err := env.plane.Tenant("globex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	acmeDir := filepath.Join(env.dataDir, "tenants", acme.StorageID)
+	globexDir := filepath.Join(env.dataDir, "tenants", globex.StorageID)
+	for _, dir := range []string{acmeDir, globexDir} {
+		if _, err := os.Stat(dir); err != nil {
+			t.Fatalf("tenant data before deletion: %v", err)
+		}
+	}
+
+	checkAPIError(t, env.do(t, "DELETE", "/admin/v1/tenants/nobody", testAdminToken, nil, nil), 404, "not_found")
+	env.admin(t, "DELETE", "/admin/v1/tenants/acme", nil, http.StatusNoContent)
+	checkAPIError(t, env.do(t, "DELETE", "/admin/v1/tenants/acme", testAdminToken, nil, nil), 404, "not_found")
+	checkAPIError(t, env.do(t, "GET", "/admin/v1/tenants/acme", testAdminToken, nil, nil), 404, "not_found")
+	checkAPIError(t, env.do(t, "PATCH", "/admin/v1/tenants/acme", testAdminToken, `{"status":"active"}`, nil), 404, "not_found")
+	checkAPIError(t, env.chat(t, chatCall{key: acmeKey, content: "hi"}), 401, "invalid_api_key")
+
+	if _, err := os.Stat(acmeDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("acme's data directory after deletion: got %v, want it gone", err)
+	}
+	if _, err := os.Stat(globexDir); err != nil {
+		t.Errorf("globex's data directory after acme's deletion: %v", err)
+	}
+	msgs := env.echo(t, chatCall{key: globexKey, user: "alice", session: "s1"})
+	if all := joinContents(msgs); !strings.Contains(all, globexFact) {
+		t.Errorf("globex history after acme's deletion: got %q, want it to hold %s", all, globexFact)
+	}
+	if ids := env.tenantIDs(t); !slices.Equal(ids, []string{"globex"}) {
+		t.Errorf("got tenants %v, want [globex]", ids)
+	}
+}

@@ -1,0 +1,186 @@
+package server_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/agent"
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/server"
+	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+const benchUpstreamReply = `{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"mock",` +
+	`"choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],` +
+	`"usage":{"prompt_tokens":20,"completion_tokens":9,"total_tokens":29}}`
+
+// benchUpstream is a mock OpenAI-compatible model that answers at once.
+func benchUpstream(b *testing.B) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, benchUpstreamReply)
+	}))
+	b.Cleanup(srv.Close)
+	return srv
+}
+
+// benchBulkhead serves bulkhead over loopback in front of upstream with
+// `provisioned` tenants, and returns its URL and the keys of the first
+// `active` tenants.
+func benchBulkhead(b *testing.B, upstream string, provisioned, active int) (string, []string) {
+	ctx := context.Background()
+	dir := b.TempDir()
+	plane, err := control.Open(ctx, filepath.Join(dir, "control.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { plane.Close() })
+	stores, err := sqlite.Open(sqlite.Options{Dir: filepath.Join(dir, "tenants"), Locator: plane})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stores.Close() })
+	models := llm.NewRegistry()
+	up, err := llm.NewOpenAI(llm.OpenAIOptions{BaseURL: upstream + "/v1"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	models.Add("upstream", up)
+	authn, err := auth.New(plane, "bench-admin-token-0123456789")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var keys []string
+	for i := range provisioned {
+		id := tenant.ID(fmt.Sprintf("t%05d", i))
+		if _, err := plane.CreateTenant(ctx, control.Tenant{ID: id, Profiles: map[string]control.Profile{
+			control.DefaultProfile: {SystemPrompt: "You are tenant " + string(id) + "'s agent.", Model: "upstream/mock"}}}); err != nil {
+			b.Fatal(err)
+		}
+		if i < active {
+			keyID, secret, hash, err := auth.NewKey()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := plane.AddKey(ctx, id, keyID, hash); err != nil {
+				b.Fatal(err)
+			}
+			keys = append(keys, secret.Reveal())
+		}
+	}
+	h := server.New(server.Deps{Auth: authn, Tenants: plane, Data: stores, Models: models,
+		Agent: agent.New(models, stores, nil, 50), DefaultModel: "upstream/mock", MaxBodyBytes: 1 << 20})
+	srv := httptest.NewServer(h)
+	b.Cleanup(srv.Close)
+	return srv.URL, keys
+}
+
+// openLoop sends b.N requests at a fixed rate regardless of how fast answers
+// come (so queueing shows in the tail) and reports latency percentiles.
+func openLoop(b *testing.B, rate int, newReq func(i int) *http.Request) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}
+	defer client.CloseIdleConnections()
+	// Warm up connections and lazily opened tenant stores.
+	for i := range 50 {
+		if resp, err := client.Do(newReq(i)); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	lat := make([]time.Duration, b.N)
+	var failed int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	interval := time.Second / time.Duration(rate)
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			resp, err := client.Do(newReq(i))
+			if err == nil {
+				_, err = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			lat[i] = time.Since(t0)
+			if err != nil {
+				mu.Lock()
+				failed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	b.StopTimer()
+	if failed > 0 {
+		b.Fatalf("%d of %d requests failed", failed, b.N)
+	}
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
+	b.ReportMetric(pct(0.50), "p50-µs")
+	b.ReportMetric(pct(0.99), "p99-µs")
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+}
+
+const benchRate = 1000
+
+var benchBody = []byte(`{"model":"default","user":"alice","messages":[{"role":"user","content":"Hi, where is my order?"}]}`)
+
+// BenchmarkChatRoundTrip compares calling the mock upstream directly with
+// calling it through bulkhead, at 1,000 requests/s. Run with -benchtime=5000x.
+func BenchmarkChatRoundTrip(b *testing.B) {
+	b.Run("direct", func(b *testing.B) {
+		up := benchUpstream(b)
+		body := []byte(`{"model":"mock","messages":[{"role":"system","content":"You are tenant t00000's agent."},{"role":"user","content":"Hi, where is my order?"}]}`)
+		openLoop(b, benchRate, func(int) *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, up.URL+"/v1/chat/completions", bytes.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
+			return r
+		})
+	})
+	for _, tc := range []struct {
+		name        string
+		provisioned int
+		session     bool
+	}{
+		{"bulkhead/tenants=10", 10, false},
+		{"bulkhead/tenants=10000", 10_000, false},
+		{"bulkhead/tenants=10/session", 10, true},
+		{"bulkhead/tenants=10000/session", 10_000, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			up := benchUpstream(b)
+			url, keys := benchBulkhead(b, up.URL, tc.provisioned, 10)
+			openLoop(b, benchRate, func(i int) *http.Request {
+				r, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(benchBody))
+				r.Header.Set("Authorization", "Bearer "+keys[i%len(keys)])
+				r.Header.Set("Content-Type", "application/json")
+				if tc.session {
+					r.Header.Set("X-Session-Id", fmt.Sprintf("s%d", i%500))
+				}
+				return r
+			})
+		})
+	}
+}

@@ -1,0 +1,335 @@
+package server
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/agent"
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// chatRequest is the part of OpenAI's chat request this server uses. Fields
+// it does not know are ignored, as OpenAI's clients send many; a "tenant" in
+// the body is one of them and can never select a tenant.
+type chatRequest struct {
+	Model               string          `json:"model"`
+	Messages            []chatMessage   `json:"messages"`
+	Stream              bool            `json:"stream"`
+	StreamOptions       *streamOptions  `json:"stream_options"`
+	User                string          `json:"user"`
+	MaxTokens           *int            `json:"max_tokens"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Temperature         *float64        `json:"temperature"`
+	Tools               json.RawMessage `json:"tools"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// chatMessage accepts content as a string, null or an array of text parts.
+type chatMessage struct {
+	Role    string      `json:"role"`
+	Content chatContent `json:"content"`
+	Name    string      `json:"name"`
+}
+
+type chatContent string
+
+func (c *chatContent) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	switch {
+	case bytes.Equal(b, []byte("null")):
+		*c = ""
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		*c = chatContent(s)
+		return nil
+	}
+	var parts []struct {
+		Type string `json:"type"`
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return fmt.Errorf("content must be a string or an array of text parts")
+	}
+	var sb strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" {
+			return fmt.Errorf("content part type %q is not supported (only text)", p.Type)
+		}
+		sb.WriteString(p.Text)
+	}
+	*c = chatContent(sb.String())
+	return nil
+}
+
+const maxMessages = 1000
+
+// turnMessages validates the client's messages. Tool messages are refused:
+// tools run server-side and their results never come from the client.
+func (req chatRequest) turnMessages() ([]llm.Message, error) {
+	if len(req.Messages) == 0 {
+		return nil, fmt.Errorf("%w: messages must not be empty", kind.Invalid)
+	}
+	if len(req.Messages) > maxMessages {
+		return nil, fmt.Errorf("%w: more than %d messages", kind.Invalid, maxMessages)
+	}
+	if len(req.Tools) > 0 && !bytes.Equal(req.Tools, []byte("null")) && !bytes.Equal(req.Tools, []byte("[]")) {
+		return nil, fmt.Errorf("%w: tools are configured per tenant by the operator; client-supplied tools are not accepted", kind.Invalid)
+	}
+	out := make([]llm.Message, 0, len(req.Messages))
+	for i, m := range req.Messages {
+		role := m.Role
+		switch role {
+		case "developer":
+			role = "system"
+		case "system", "user", "assistant":
+		default:
+			return nil, fmt.Errorf("%w: messages[%d]: role %q is not accepted (use system, developer, user or assistant)", kind.Invalid, i, m.Role)
+		}
+		out = append(out, llm.Message{Role: role, Content: string(m.Content), Name: m.Name})
+	}
+	return out, nil
+}
+
+func handleChat(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, ok := auth.FromContext(r.Context())
+		if !ok {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: no tenant", kind.Unauthenticated))
+			return
+		}
+		req, err := decode[chatRequest](w, r, d.MaxBodyBytes, false)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		turn, profile, scope, err := prepareTurn(d, r, req, scope)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		c := completion{id: newCompletionID(), created: time.Now().Unix(), model: profile.Name}
+		if !req.Stream {
+			res, err := d.Agent.Run(r.Context(), scope, profile, turn)
+			if err != nil {
+				writeError(d.Logger, w, r, err)
+				return
+			}
+			encode(w, http.StatusOK, c.full(res))
+			return
+		}
+		s := &sseWriter{w: w, c: c}
+		turn.OnDelta = s.delta
+		res, err := d.Agent.Run(r.Context(), scope, profile, turn)
+		if err != nil {
+			if !s.started {
+				writeError(d.Logger, w, r, err)
+				return
+			}
+			status, typ, code, message := errorStatus(err)
+			d.Logger.WarnContext(r.Context(), "stream failed", "tenant", scope.Tenant(), "status", status, "error", err.Error())
+			s.event(apiError{Error: apiErrorBody{Message: message, Type: typ, Code: code}})
+			return
+		}
+		s.finish(res, req.StreamOptions != nil && req.StreamOptions.IncludeUsage)
+	})
+}
+
+// prepareTurn turns a request into the agent's inputs. The tenant comes only
+// from scope; the body may name the end user and the profile inside it.
+func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (agent.Turn, agent.Profile, auth.Scope, error) {
+	msgs, err := req.turnMessages()
+	if err != nil {
+		return agent.Turn{}, agent.Profile{}, scope, err
+	}
+	user, err := tenant.ParseUserID(req.User)
+	if err != nil {
+		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: user: %w", kind.Invalid, err)
+	}
+	scope = scope.WithUser(user)
+	var session tenant.SessionID
+	if h := r.Header.Get("X-Session-Id"); h != "" {
+		if session, err = tenant.ParseSessionID(h); err != nil {
+			return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: X-Session-Id: %w", kind.Invalid, err)
+		}
+	}
+	t, err := d.Tenants.Tenant(scope.Tenant())
+	if err != nil {
+		return agent.Turn{}, agent.Profile{}, scope, err
+	}
+	name := req.Model
+	if name == "" {
+		name = control.DefaultProfile
+	}
+	p, ok := t.Profile(name)
+	if !ok {
+		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
+	}
+	turn := agent.Turn{Messages: msgs, Session: session, Temperature: req.Temperature}
+	switch {
+	case req.MaxCompletionTokens != nil:
+		turn.MaxTokens = *req.MaxCompletionTokens
+	case req.MaxTokens != nil:
+		turn.MaxTokens = *req.MaxTokens
+	}
+	if turn.MaxTokens < 0 {
+		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
+	}
+	return turn, agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model}, scope, nil
+}
+
+func newCompletionID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
+	return "chatcmpl-" + hex.EncodeToString(b[:])
+}
+
+// completion renders agent results in OpenAI's response shapes.
+type completion struct {
+	id      string
+	created int64
+	model   string
+}
+
+type chatResponse struct {
+	ID      string       `json:"id"`
+	Object  string       `json:"object"`
+	Created int64        `json:"created"`
+	Model   string       `json:"model"`
+	Choices []chatChoice `json:"choices"`
+	Usage   *llm.Usage   `json:"usage,omitempty"`
+}
+
+type chatChoice struct {
+	Index        int          `json:"index"`
+	Message      *llm.Message `json:"message,omitempty"`
+	Delta        *chatDelta   `json:"delta,omitempty"`
+	FinishReason *string      `json:"finish_reason"`
+}
+
+type chatDelta struct {
+	Role    string `json:"role,omitempty"`
+	Content string `json:"content,omitempty"`
+}
+
+func (c completion) full(res agent.Result) chatResponse {
+	msg := llm.Message{Role: "assistant", Content: res.Message.Content}
+	finish := res.FinishReason
+	if finish == "" {
+		finish = "stop"
+	}
+	usage := res.Usage
+	return chatResponse{ID: c.id, Object: "chat.completion", Created: c.created, Model: c.model,
+		Choices: []chatChoice{{Message: &msg, FinishReason: &finish}}, Usage: &usage}
+}
+
+func (c completion) chunk(delta *chatDelta, finish *string) chatResponse {
+	choices := []chatChoice{}
+	if delta != nil {
+		choices = []chatChoice{{Delta: delta, FinishReason: finish}}
+	}
+	return chatResponse{ID: c.id, Object: "chat.completion.chunk", Created: c.created, Model: c.model, Choices: choices}
+}
+
+// sseWriter streams chunks as server-sent events in OpenAI's format.
+type sseWriter struct {
+	w       http.ResponseWriter
+	c       completion
+	started bool
+}
+
+func (s *sseWriter) start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	s.w.WriteHeader(http.StatusOK)
+	s.event(s.c.chunk(&chatDelta{Role: "assistant"}, nil))
+}
+
+func (s *sseWriter) delta(content string) error {
+	s.start()
+	return s.event(s.c.chunk(&chatDelta{Content: content}, nil))
+}
+
+func (s *sseWriter) event(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode stream event: %w", err)
+	}
+	if _, err := fmt.Fprintf(s.w, "data: %s\n\n", b); err != nil {
+		return fmt.Errorf("write stream event: %w", err)
+	}
+	return http.NewResponseController(s.w).Flush()
+}
+
+func (s *sseWriter) finish(res agent.Result, includeUsage bool) {
+	s.start()
+	finish := res.FinishReason
+	if finish == "" {
+		finish = "stop"
+	}
+	// Write errors here mean the client left; nothing is lost server-side.
+	_ = s.event(s.c.chunk(&chatDelta{}, &finish))
+	if includeUsage {
+		final := s.c.chunk(nil, nil)
+		usage := res.Usage
+		final.Usage = &usage
+		_ = s.event(final)
+	}
+	_, _ = fmt.Fprint(s.w, "data: [DONE]\n\n")
+	_ = http.NewResponseController(s.w).Flush()
+}
+
+type modelView struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+}
+
+func handleModels(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, ok := auth.FromContext(r.Context())
+		if !ok {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: no tenant", kind.Unauthenticated))
+			return
+		}
+		t, err := d.Tenants.Tenant(scope.Tenant())
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		models := make([]modelView, 0, len(t.Profiles))
+		for name := range t.Profiles {
+			models = append(models, modelView{ID: name, Object: "model", Created: t.CreatedAt.Unix(), OwnedBy: string(t.ID)})
+		}
+		sortModels(models)
+		encode(w, http.StatusOK, map[string]any{"object": "list", "data": models})
+	})
+}
+
+func sortModels(m []modelView) {
+	slices.SortFunc(m, func(a, b modelView) int { return strings.Compare(a.ID, b.ID) })
+}

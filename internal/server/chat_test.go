@@ -1,0 +1,645 @@
+package server
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
+)
+
+// sseStream is a parsed and checked chat completion stream.
+type sseStream struct {
+	chunks  []wireCompletion
+	content string     // the deltas joined
+	finish  string     // the finish reason
+	usage   *llm.Usage // from the usage chunk, if any
+}
+
+// parseSSE checks r is an OpenAI chat completion stream: "data: " events of
+// chat.completion.chunk JSON with one id, the first carrying the assistant
+// role, one finish reason, an optional usage chunk last, and "data: [DONE]".
+func parseSSE(r response) (sseStream, error) {
+	var s sseStream
+	if ct := r.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		return s, fmt.Errorf("got Content-Type %q, want text/event-stream (%s)", ct, r.body)
+	}
+	body := string(r.body)
+	if !strings.HasSuffix(body, "\n\ndata: [DONE]\n\n") {
+		return s, fmt.Errorf("stream does not end with data: [DONE]: %q", body)
+	}
+	events := strings.Split(strings.TrimSuffix(body, "\n\ndata: [DONE]\n\n"), "\n\n")
+	var b strings.Builder
+	for i, ev := range events {
+		data, ok := strings.CutPrefix(ev, "data: ")
+		if !ok || strings.Contains(data, "\n") {
+			return s, fmt.Errorf("event %d is not one data line: %q", i, ev)
+		}
+		var c wireCompletion
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			return s, fmt.Errorf("event %d: %v: %q", i, err, data)
+		}
+		if c.Object != "chat.completion.chunk" {
+			return s, fmt.Errorf("event %d: got object %q, want chat.completion.chunk: %s", i, c.Object, data)
+		}
+		if !strings.HasPrefix(c.ID, "chatcmpl-") || (i > 0 && c.ID != s.chunks[0].ID) {
+			return s, fmt.Errorf("event %d: got id %q, want chatcmpl-… the same in every chunk", i, c.ID)
+		}
+		if c.Usage != nil {
+			if i != len(events)-1 || len(c.Choices) != 0 {
+				return s, fmt.Errorf("event %d: usage chunk %s, want it last with no choices", i, data)
+			}
+			s.usage = c.Usage
+		} else if len(c.Choices) != 1 || c.Choices[0].Delta == nil {
+			return s, fmt.Errorf("event %d: got %s, want one choice with a delta", i, data)
+		}
+		for _, ch := range c.Choices {
+			d := ch.Delta
+			if i == 0 {
+				if d.Role == nil || *d.Role != "assistant" || (d.Content != nil && *d.Content != "") {
+					return s, fmt.Errorf("first chunk %s, want delta {\"role\":\"assistant\"}", data)
+				}
+			} else if d.Role != nil {
+				return s, fmt.Errorf("event %d: role in a later chunk: %s", i, data)
+			}
+			if d.Content != nil {
+				b.WriteString(*d.Content)
+			}
+			if ch.FinishReason != nil {
+				if s.finish != "" {
+					return s, fmt.Errorf("event %d: second finish reason: %s", i, data)
+				}
+				s.finish = *ch.FinishReason
+			} else if s.finish != "" {
+				return s, fmt.Errorf("event %d: content after the finish reason: %s", i, data)
+			}
+		}
+		s.chunks = append(s.chunks, c)
+	}
+	if s.finish == "" {
+		return s, fmt.Errorf("stream has no finish reason: %q", body)
+	}
+	s.content = b.String()
+	return s, nil
+}
+
+// Markers of the isolation tests: text only one tenant's data holds.
+const (
+	acmePrompt         = "ACME-PROMPT-7f3a"
+	acmeSupportPrompt  = "ACME-SUPPORT-PROMPT-51b0"
+	acmeFact           = "ACME-FACT-1111"
+	globexPrompt       = "GLOBEX-PROMPT-c91d"
+	globexSecretPrompt = "GLOBEX-SECRET-PROMPT-0e77"
+	globexFact         = "GLOBEX-FACT-2222"
+	globexOnlyFact     = "GLOBEX-ONLY-FACT-3333"
+)
+
+// twoTenants makes acme and globex, each with its own prompts and a key.
+func twoTenants(t *testing.T, env *testEnv) (acmeKey, globexKey string) {
+	t.Helper()
+	env.createTenant(t, map[string]any{"id": "acme", "system_prompt": acmePrompt,
+		"profiles": map[string]any{"support": map[string]any{"system_prompt": acmeSupportPrompt}}})
+	env.createTenant(t, map[string]any{"id": "globex", "system_prompt": globexPrompt,
+		"profiles": map[string]any{"secret": map[string]any{"system_prompt": globexSecretPrompt}}})
+	_, acmeKey = env.newKey(t, "acme")
+	_, globexKey = env.newKey(t, "globex")
+	return acmeKey, globexKey
+}
+
+func joinContents(msgs []llm.Message) string {
+	var b strings.Builder
+	for _, m := range msgs {
+		b.WriteString(m.Content)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// TestChatIsolation tries every way a tenant backend might name another
+// tenant and checks, through the model's whole context, that none of them
+// reaches it.
+func TestChatIsolation(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := twoTenants(t, env)
+	env.say(t, chatCall{key: globexKey, user: "alice", session: "g-only", content: "remember " + globexOnlyFact})
+
+	tests := []struct {
+		name       string
+		call       chatCall // key, content and session are set by the test
+		otherSess  string   // session to use instead of the seeded one
+		wantSystem string
+		wantFact   bool
+	}{
+		{name: "own session", wantSystem: acmePrompt, wantFact: true},
+		{name: "session only globex has", otherSess: "g-only", wantSystem: acmePrompt},
+		{name: "header X-Tenant-Id", call: chatCall{header: map[string]string{"X-Tenant-Id": "globex"}}, wantSystem: acmePrompt, wantFact: true},
+		{name: "header X-Tenant", call: chatCall{header: map[string]string{"X-Tenant": "globex"}}, wantSystem: acmePrompt, wantFact: true},
+		{name: "header OpenAI-Organization", call: chatCall{header: map[string]string{"OpenAI-Organization": "globex", "OpenAI-Project": "globex"}}, wantSystem: acmePrompt, wantFact: true},
+		{name: "body tenant", call: chatCall{extra: map[string]any{"tenant": "globex"}}, wantSystem: acmePrompt, wantFact: true},
+		{name: "body tenant_id", call: chatCall{extra: map[string]any{"tenant_id": "globex"}}, wantSystem: acmePrompt, wantFact: true},
+		{name: "body metadata tenant", call: chatCall{extra: map[string]any{"metadata": map[string]any{"tenant": "globex", "tenant_id": "globex"}}}, wantSystem: acmePrompt, wantFact: true},
+		{name: "query tenant", call: chatCall{query: "tenant=globex"}, wantSystem: acmePrompt, wantFact: true},
+		{name: "query tenant_id", call: chatCall{query: "tenant_id=globex&tenant=globex"}, wantSystem: acmePrompt, wantFact: true},
+		{name: "user globex:alice", call: chatCall{user: "globex:alice"}, wantSystem: acmePrompt},
+		{name: "user globex/alice", call: chatCall{user: "globex/alice"}, wantSystem: acmePrompt},
+		{name: "all at once, streamed", call: chatCall{stream: true, query: "tenant=globex",
+			header: map[string]string{"X-Tenant-Id": "globex"}, extra: map[string]any{"tenant": "globex", "tenant_id": "globex"}},
+			wantSystem: acmePrompt, wantFact: true},
+		{name: "own profile support", call: chatCall{model: "support"}, wantSystem: acmeSupportPrompt, wantFact: true},
+		{name: "own profile default", call: chatCall{model: "default"}, wantSystem: acmePrompt, wantFact: true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// Both tenants hold a session of the same user and id, each
+			// with its own fact.
+			session := fmt.Sprintf("s1-%d", i)
+			env.say(t, chatCall{key: acmeKey, user: "alice", session: session, content: "remember " + acmeFact})
+			env.say(t, chatCall{key: globexKey, user: "alice", session: session, content: "remember " + globexFact})
+
+			c := tt.call
+			c.key, c.content, c.session = acmeKey, "/echo", cmp.Or(tt.otherSess, session)
+			if c.user == "" {
+				c.user = "alice"
+			}
+			r := env.chat(t, c)
+			if r.status != http.StatusOK {
+				t.Fatalf("got %v, want 200", r)
+			}
+			content := ""
+			if c.stream {
+				s, err := parseSSE(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				content = s.content
+			} else {
+				var err error
+				if content, err = answer(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			msgs, err := echoed(content)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(msgs) == 0 || msgs[0].Role != "system" || msgs[0].Content != tt.wantSystem {
+				t.Errorf("got context %s, want system prompt %q first", content, tt.wantSystem)
+			}
+			all := joinContents(msgs)
+			if strings.Contains(all, "GLOBEX") || strings.Contains(string(r.body), "GLOBEX") {
+				t.Errorf("acme's context holds globex data: %s", content)
+			}
+			if got := strings.Contains(all, acmeFact); got != tt.wantFact {
+				t.Errorf("context holds acme's fact: got %t, want %t (%s)", got, tt.wantFact, content)
+			}
+		})
+	}
+
+	// Profiles and models acme does not have are missing, whatever they are.
+	for _, model := range []string{"globex", "secret", "globex/default", "globex/secret", "offline/default", "../globex", "SECRET"} {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("model %s stream %t", model, stream), func(t *testing.T) {
+				r := env.chat(t, chatCall{key: acmeKey, user: "alice", model: model, stream: stream, content: "/echo"})
+				checkAPIError(t, r, http.StatusNotFound, "not_found")
+				if strings.Contains(string(r.body), "GLOBEX") {
+					t.Errorf("error names globex data: %s", r.body)
+				}
+			})
+		}
+	}
+
+	// globex's own data is intact and holds nothing of acme's.
+	for _, tt := range []struct{ session, fact, model, prompt string }{
+		{"s1-0", globexFact, "", globexPrompt},
+		{"g-only", globexOnlyFact, "secret", globexSecretPrompt},
+	} {
+		msgs := env.echo(t, chatCall{key: globexKey, user: "alice", session: tt.session, model: tt.model})
+		all := joinContents(msgs)
+		if !strings.Contains(all, tt.fact) || msgs[0].Content != tt.prompt {
+			t.Errorf("globex session %s: got context %q, want prompt %q and fact %q", tt.session, all, tt.prompt, tt.fact)
+		}
+		if strings.Contains(all, "ACME") {
+			t.Errorf("globex session %s holds acme data: %q", tt.session, all)
+		}
+	}
+}
+
+// TestChatKeyAndTenantLifecycle revokes keys, suspends, reactivates, deletes
+// and re-creates tenants and checks who gets in after each step.
+func TestChatKeyAndTenantLifecycle(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	keys := map[string]string{}
+	keyIDs := map[string]string{}
+	env.createTenant(t, map[string]any{"id": "acme", "system_prompt": acmePrompt})
+	env.createTenant(t, map[string]any{"id": "globex", "system_prompt": globexPrompt})
+	keyIDs["acme1"], keys["acme1"] = env.newKey(t, "acme")
+	keyIDs["acme2"], keys["acme2"] = env.newKey(t, "acme")
+	keyIDs["globex1"], keys["globex1"] = env.newKey(t, "globex")
+	env.say(t, chatCall{key: keys["acme1"], user: "alice", session: "s1", content: "remember " + acmeFact})
+	env.say(t, chatCall{key: keys["globex1"], user: "alice", session: "s1", content: "remember " + globexFact})
+
+	// history returns what the key's tenant remembers of alice's s1.
+	history := func(t *testing.T, key string) string {
+		return joinContents(env.echo(t, chatCall{key: key, user: "alice", session: "s1"}))
+	}
+
+	steps := []struct {
+		name   string
+		action func(t *testing.T)
+		want   map[string]int // key name → status of chat and models
+		check  func(t *testing.T)
+	}{
+		{
+			name:   "start",
+			action: func(t *testing.T) {},
+			want:   map[string]int{"acme1": 200, "acme2": 200, "globex1": 200},
+		},
+		{
+			name: "revoke acme2",
+			action: func(t *testing.T) {
+				env.admin(t, "DELETE", "/admin/v1/tenants/acme/keys/"+keyIDs["acme2"], nil, http.StatusNoContent)
+			},
+			want: map[string]int{"acme1": 200, "acme2": 401, "globex1": 200},
+		},
+		{
+			name: "revoke acme2 again",
+			action: func(t *testing.T) {
+				checkAPIError(t, env.do(t, "DELETE", "/admin/v1/tenants/acme/keys/"+keyIDs["acme2"], testAdminToken, nil, nil), 404, "not_found")
+			},
+			want: map[string]int{"acme1": 200, "acme2": 401, "globex1": 200},
+		},
+		{
+			name: "revoke globex's key under acme",
+			action: func(t *testing.T) {
+				checkAPIError(t, env.do(t, "DELETE", "/admin/v1/tenants/acme/keys/"+keyIDs["globex1"], testAdminToken, nil, nil), 404, "not_found")
+			},
+			want: map[string]int{"acme1": 200, "globex1": 200},
+		},
+		{
+			name: "suspend acme",
+			action: func(t *testing.T) {
+				env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"status": "suspended"}, http.StatusOK)
+			},
+			want: map[string]int{"acme1": 403, "acme2": 401, "globex1": 200},
+		},
+		{
+			name: "reactivate acme",
+			action: func(t *testing.T) {
+				env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"status": "active"}, http.StatusOK)
+			},
+			want: map[string]int{"acme1": 200, "acme2": 401, "globex1": 200},
+			check: func(t *testing.T) {
+				if h := history(t, keys["acme1"]); !strings.Contains(h, acmeFact) || strings.Contains(h, "GLOBEX") {
+					t.Errorf("acme history after reactivation: got %q, want acme's fact only", h)
+				}
+			},
+		},
+		{
+			name: "delete globex",
+			action: func(t *testing.T) {
+				env.admin(t, "DELETE", "/admin/v1/tenants/globex", nil, http.StatusNoContent)
+				checkAPIError(t, env.do(t, "POST", "/admin/v1/tenants/globex/keys", testAdminToken, nil, nil), 404, "not_found")
+			},
+			want: map[string]int{"acme1": 200, "globex1": 401},
+		},
+		{
+			name: "re-create globex",
+			action: func(t *testing.T) {
+				env.createTenant(t, map[string]any{"id": "globex", "system_prompt": "GLOBEX-REBORN"})
+				keyIDs["globex2"], keys["globex2"] = env.newKey(t, "globex")
+			},
+			want: map[string]int{"acme1": 200, "globex1": 401, "globex2": 200},
+			check: func(t *testing.T) {
+				h := history(t, keys["globex2"])
+				if strings.Contains(h, globexFact) || strings.Contains(h, globexPrompt) || strings.Contains(h, "ACME") {
+					t.Errorf("re-created globex remembers: got %q, want a fresh tenant", h)
+				}
+			},
+		},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			st.action(t)
+			for name, want := range st.want {
+				r := env.chat(t, chatCall{key: keys[name], user: "alice", content: "/say ok"})
+				m := env.do(t, "GET", "/v1/models", keys[name], nil, nil)
+				if want == 200 {
+					if r.status != 200 || m.status != 200 {
+						t.Errorf("key %s: got chat %v, models %v; want 200", name, r, m)
+					}
+					continue
+				}
+				code := map[int]string{401: "invalid_api_key", 403: "permission_denied"}[want]
+				if err := apiErrorMismatch(r, want, code); err != nil {
+					t.Errorf("key %s chat: %v", name, err)
+				}
+				if err := apiErrorMismatch(m, want, code); err != nil {
+					t.Errorf("key %s models: %v", name, err)
+				}
+			}
+			if st.check != nil {
+				st.check(t)
+			}
+		})
+	}
+}
+
+func TestChatStream(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _ := twoTenants(t, env)
+	tests := []struct {
+		name, content, model string
+	}{
+		{"say", "/say hello  big wide world ", ""},
+		{"default reply", "what is up", ""},
+		{"default reply other profile", "what is up", "support"},
+		{"echo", "/echo", ""},
+		{"empty answer", "/say ", ""},
+		{"one word", "/say word", ""},
+	}
+	for _, tt := range tests {
+		for _, usage := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s usage %t", tt.name, usage), func(t *testing.T) {
+				c := chatCall{key: acmeKey, user: "alice", content: tt.content, model: tt.model}
+				full := env.chat(t, c)
+				want, err := answer(full)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var fullResp wireCompletion
+				if err := json.Unmarshal(full.body, &fullResp); err != nil {
+					t.Fatal(err)
+				}
+
+				c.stream, c.usage = true, usage
+				r := env.chat(t, c)
+				if r.status != http.StatusOK {
+					t.Fatalf("got %v, want 200", r)
+				}
+				s, err := parseSSE(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if s.content != want {
+					t.Errorf("joined deltas: got %q, want the non-streamed content %q", s.content, want)
+				}
+				if s.finish != "stop" {
+					t.Errorf("finish reason: got %q, want stop", s.finish)
+				}
+				wantModel := cmp.Or(tt.model, "default")
+				for i, ch := range s.chunks {
+					if ch.Model != wantModel {
+						t.Errorf("chunk %d: got model %q, want %q", i, ch.Model, wantModel)
+					}
+				}
+				switch {
+				case usage && s.usage == nil:
+					t.Errorf("got no usage chunk, want one with include_usage")
+				case !usage && s.usage != nil:
+					t.Errorf("got usage chunk %+v, want none without include_usage", *s.usage)
+				case usage && (fullResp.Usage == nil || *s.usage != *fullResp.Usage):
+					t.Errorf("streamed usage: got %+v, want the non-streamed %+v", *s.usage, fullResp.Usage)
+				case usage && s.usage.TotalTokens != s.usage.PromptTokens+s.usage.CompletionTokens:
+					t.Errorf("usage %+v: total is not prompt + completion", *s.usage)
+				}
+				if tt.content != "/echo" && !strings.HasPrefix(tt.content, "/say") {
+					wantPrompt := acmePrompt
+					if tt.model == "support" {
+						wantPrompt = acmeSupportPrompt
+					}
+					if !strings.Contains(s.content, wantPrompt) {
+						t.Errorf("streamed reply %q does not name the tenant's prompt %q", s.content, wantPrompt)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestChatStreamKeepsHistory checks a streamed turn is stored like a
+// non-streamed one.
+func TestChatStreamKeepsHistory(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _ := twoTenants(t, env)
+	r := env.chat(t, chatCall{key: acmeKey, user: "alice", session: "st", stream: true, content: "remember " + acmeFact})
+	if _, err := parseSSE(r); err != nil {
+		t.Fatal(err)
+	}
+	msgs := env.echo(t, chatCall{key: acmeKey, user: "alice", session: "st"})
+	if len(msgs) != 4 || msgs[1].Content != "remember "+acmeFact || msgs[2].Role != "assistant" {
+		t.Errorf("got context %+v, want system, the streamed turn (user, assistant) and /echo", msgs)
+	}
+}
+
+// TestChatSessions checks history is kept per tenant, end user and session.
+func TestChatSessions(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := twoTenants(t, env)
+	const fact = "SESSION-FACT-A"
+	env.say(t, chatCall{key: acmeKey, user: "alice", session: "s1", content: "remember " + fact})
+	got := env.say(t, chatCall{key: acmeKey, user: "alice", session: "s1", content: "what did I say?"})
+	if want := `Earlier you said: "remember ` + fact + `".`; !strings.Contains(got, want) {
+		t.Errorf("second turn: got %q, want it to contain %q", got, want)
+	}
+	// Without a session nothing is kept.
+	const lost = "NO-SESSION-FACT-B"
+	env.say(t, chatCall{key: acmeKey, user: "alice", content: "remember " + lost})
+
+	tests := []struct {
+		name          string
+		key           string
+		user, session string
+		wantFact      bool
+	}{
+		{"same user and session", acmeKey, "alice", "s1", true},
+		{"other user same session", acmeKey, "bob", "s1", false},
+		{"anonymous user same session", acmeKey, "", "s1", false},
+		{"user differs in case", acmeKey, "Alice", "s1", false},
+		{"user with padding", acmeKey, "alice ", "s1", false},
+		{"other session", acmeKey, "alice", "s2", false},
+		{"session differs in case", acmeKey, "alice", "S1", false},
+		{"no session", acmeKey, "alice", "", false},
+		{"other tenant same user and session", globexKey, "alice", "s1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			msgs := env.echo(t, chatCall{key: tt.key, user: tt.user, session: tt.session})
+			all := joinContents(msgs)
+			if got := strings.Contains(all, fact); got != tt.wantFact {
+				t.Errorf("context holds the fact: got %t, want %t (%q)", got, tt.wantFact, all)
+			}
+			if strings.Contains(all, lost) {
+				t.Errorf("context holds a turn sent without a session: %q", all)
+			}
+			if !tt.wantFact && len(msgs) != 2 {
+				t.Errorf("got %d messages in context, want 2 (system and /echo): %q", len(msgs), all)
+			}
+		})
+	}
+
+	// The database holds acme's session turns and nothing of the turn
+	// without a session.
+	tn, err := env.plane.Tenant("acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(env.dataDir, "tenants", tn.StorageID, "tenant.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var total, stray int
+	if err := db.QueryRow(`SELECT count(*), count(CASE WHEN content LIKE '%' || ? || '%' THEN 1 END) FROM messages`, lost).Scan(&total, &stray); err != nil {
+		t.Fatalf("count stored messages: %v", err)
+	}
+	if stray != 0 {
+		t.Errorf("got %d stored messages of the turn without a session, want 0", stray)
+	}
+	// alice/s1: 2 turns + 1 echo; the other acme echo cases: 1 turn each
+	// except "no session".
+	if want := 2*3 + 2*6; total != want {
+		t.Errorf("got %d stored messages, want %d", total, want)
+	}
+}
+
+func TestChatBadInput(t *testing.T) {
+	const maxBody = 4096
+	env := newTestEnv(t, envOptions{maxBodyBytes: maxBody})
+	acmeKey, _ := twoTenants(t, env)
+	msg := func(role string) string {
+		return `{"messages":[{"role":"` + role + `","content":"hi"}]}`
+	}
+	big := strings.Repeat("x", maxBody)
+	tests := []struct {
+		name       string
+		body       string
+		session    string
+		wantStatus int
+		wantCode   string
+	}{
+		{"empty body", ``, "", 400, "invalid_request"},
+		{"malformed JSON", `{"messages":`, "", 400, "invalid_request"},
+		{"not JSON", `hello`, "", 400, "invalid_request"},
+		{"two JSON values", msg("user") + msg("user"), "", 400, "invalid_request"},
+		{"array body", `[]`, "", 400, "invalid_request"},
+		{"messages not a list", `{"messages":"hi"}`, "", 400, "invalid_request"},
+		{"no messages", `{}`, "", 400, "invalid_request"},
+		{"empty messages", `{"messages":[]}`, "", 400, "invalid_request"},
+		{"null messages", `{"messages":null}`, "", 400, "invalid_request"},
+		{"role tool", `{"messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"call_1","content":"42"}]}`, "", 400, "invalid_request"},
+		{"role function", msg("function"), "", 400, "invalid_request"},
+		{"role empty", msg(""), "", 400, "invalid_request"},
+		{"role unknown", msg("root"), "", 400, "invalid_request"},
+		{"client tools", `{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"steal","parameters":{}}}]}`, "", 400, "invalid_request"},
+		{"client tools object", `{"messages":[{"role":"user","content":"hi"}],"tools":{"x":1}}`, "", 400, "invalid_request"},
+		{"image content", `{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"http://x"}}]}]}`, "", 400, "invalid_request"},
+		{"content number", `{"messages":[{"role":"user","content":42}]}`, "", 400, "invalid_request"},
+		{"stream not bool", `{"messages":[{"role":"user","content":"hi"}],"stream":"yes"}`, "", 400, "invalid_request"},
+		{"negative max_tokens", `{"messages":[{"role":"user","content":"hi"}],"max_tokens":-1}`, "", 400, "invalid_request"},
+		{"user with control character", `{"messages":[{"role":"user","content":"hi"}],"user":"al\u0000ice"}`, "", 400, "invalid_request"},
+		{"user too long", `{"messages":[{"role":"user","content":"hi"}],"user":"` + strings.Repeat("u", 257) + `"}`, "", 400, "invalid_request"},
+		{"session with slash", msg("user"), "globex/s1", 400, "invalid_request"},
+		{"session path traversal", msg("user"), "../s1", 400, "invalid_request"},
+		{"session with space", msg("user"), "s 1", 400, "invalid_request"},
+		{"session with percent", msg("user"), "s%201", 400, "invalid_request"},
+		{"session too long", msg("user"), strings.Repeat("s", 129), 400, "invalid_request"},
+		{"body over the cap", `{"messages":[{"role":"user","content":"` + big + `"}]}`, "", 413, "request_too_large"},
+		{"streamed body over the cap", `{"stream":true,"messages":[{"role":"user","content":"` + big + `"}]}`, "", 413, "request_too_large"},
+		{"huge unknown field", `{"padding":"` + big + `","messages":[{"role":"user","content":"hi"}]}`, "", 413, "request_too_large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			header := map[string]string{"X-Session-Id": cmp.Or(tt.session, "bad-input")}
+			r := env.do(t, "POST", "/v1/chat/completions", acmeKey, tt.body, header)
+			checkAPIError(t, r, tt.wantStatus, tt.wantCode)
+		})
+	}
+	// Refused requests leave no history.
+	if msgs := env.echo(t, chatCall{key: acmeKey, session: "bad-input"}); len(msgs) != 2 {
+		t.Errorf("got context %+v after refused requests, want system prompt and /echo only", msgs)
+	}
+	// Fields the server does not use are accepted, as OpenAI's clients send them.
+	ok := `{"model":"default","messages":[{"role":"developer","content":"be brief"},{"role":"user","content":[{"type":"text","text":"/say "},{"type":"text","text":"parts"}]}],"n":1,"logprobs":false,"seed":7,"max_completion_tokens":5,"temperature":0.2}`
+	r := env.do(t, "POST", "/v1/chat/completions", acmeKey, ok, nil)
+	if got, err := answer(r); err != nil || got != "parts" {
+		t.Errorf("request with extra fields: got %q, %v (%s), want \"parts\"", got, err, r.body)
+	}
+}
+
+func TestModels(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := twoTenants(t, env)
+	tests := []struct {
+		name, key, owner string
+		want             []string
+	}{
+		{"acme", acmeKey, "acme", []string{"default", "support"}},
+		{"globex", globexKey, "globex", []string{"default", "secret"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := env.do(t, "GET", "/v1/models", tt.key, nil, map[string]string{"X-Tenant-Id": "globex"})
+			if r.status != http.StatusOK {
+				t.Fatalf("got %v, want 200", r)
+			}
+			var list struct {
+				Object string `json:"object"`
+				Data   []struct {
+					ID, Object string
+					OwnedBy    string `json:"owned_by"`
+				} `json:"data"`
+			}
+			if err := json.Unmarshal(r.body, &list); err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, m := range list.Data {
+				ids = append(ids, m.ID)
+				if m.Object != "model" || m.OwnedBy != tt.owner {
+					t.Errorf("model %s: got object %q owned_by %q, want model owned by %s", m.ID, m.Object, m.OwnedBy, tt.owner)
+				}
+			}
+			if list.Object != "list" || !slices.Equal(ids, tt.want) {
+				t.Errorf("got %s, want list of %v", r.body, tt.want)
+			}
+		})
+	}
+}
+
+// failingProvider is a model provider whose every call fails with err.
+type failingProvider struct{ err error }
+
+func (p failingProvider) Chat(context.Context, llm.Request, func(string) error) (llm.Response, error) {
+	return llm.Response{}, p.err
+}
+
+// TestChatUpstreamErrorHidesDetails checks a failing model provider is
+// reported as a 502 without the provider's internal details (its address).
+func TestChatUpstreamErrorHidesDetails(t *testing.T) {
+	const internal = "10.9.8.7"
+	upstreamErr := fmt.Errorf("llm: send: %w", &url.Error{Op: "Post",
+		URL: "http://" + internal + ":9000/v1/chat/completions",
+		Err: errors.New("dial tcp " + internal + ":9000: connect: connection refused")})
+	env := newTestEnv(t, envOptions{providers: map[string]llm.Provider{"broken": failingProvider{upstreamErr}}})
+	env.createTenant(t, map[string]any{"id": "acme", "model": "broken/gpt"})
+	_, key := env.newKey(t, "acme")
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream %t", stream), func(t *testing.T) {
+			r := env.chat(t, chatCall{key: key, content: "hi", stream: stream})
+			checkAPIError(t, r, http.StatusBadGateway, "upstream_error")
+			if strings.Contains(string(r.body), internal) {
+				t.Errorf("error shows the provider's address %s: %s", internal, r.body)
+			}
+		})
+	}
+}

@@ -1,0 +1,69 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+)
+
+// apiError is OpenAI's error shape.
+type apiError struct {
+	Error apiErrorBody `json:"error"`
+}
+
+type apiErrorBody struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    string  `json:"code"`
+}
+
+// errMethodNotAllowed is the one error kind only routing produces.
+var errMethodNotAllowed = errors.New("method not allowed")
+
+// errorStatus is the one place an error becomes an HTTP status and the
+// OpenAI error fields. Internal errors are logged and reported only as
+// "internal error": their text may hold details a client must not see.
+func errorStatus(err error) (status int, typ, code, message string) {
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge), errors.Is(err, kind.TooLarge):
+		return http.StatusRequestEntityTooLarge, "invalid_request_error", "request_too_large", "request body too large"
+	case errors.Is(err, errMethodNotAllowed):
+		return http.StatusMethodNotAllowed, "invalid_request_error", "method_not_allowed", err.Error()
+	case errors.Is(err, kind.Invalid):
+		return http.StatusBadRequest, "invalid_request_error", "invalid_request", err.Error()
+	case errors.Is(err, kind.NotFound):
+		return http.StatusNotFound, "invalid_request_error", "not_found", err.Error()
+	case errors.Is(err, kind.Conflict):
+		return http.StatusConflict, "invalid_request_error", "conflict", err.Error()
+	case errors.Is(err, kind.Unauthenticated):
+		return http.StatusUnauthorized, "authentication_error", "invalid_api_key", err.Error()
+	case errors.Is(err, kind.Denied):
+		return http.StatusForbidden, "permission_error", "permission_denied", err.Error()
+	case errors.Is(err, kind.Limited):
+		return http.StatusTooManyRequests, "rate_limit_error", "rate_limit_exceeded", err.Error()
+	case errors.Is(err, kind.Unavailable):
+		// The cause names upstream hosts and internals: it goes to the log only.
+		return http.StatusBadGateway, "api_error", "upstream_error", "the model provider failed; try again later"
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout, "api_error", "timeout", "request timed out"
+	}
+	return http.StatusInternalServerError, "api_error", "internal_error", "internal error"
+}
+
+// writeError sends err to the client in OpenAI's shape and logs it.
+func writeError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	status, typ, code, message := errorStatus(err)
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	logger.LogAttrs(r.Context(), level, "request failed",
+		slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", status), slog.String("error", err.Error()))
+	encode(w, status, apiError{Error: apiErrorBody{Message: message, Type: typ, Code: code}})
+}

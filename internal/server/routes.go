@@ -1,0 +1,26 @@
+package server
+
+import (
+	"net/http"
+)
+
+// addRoutes lists the whole API.
+func addRoutes(mux *http.ServeMux, d Deps) {
+	fail := func(w http.ResponseWriter, r *http.Request, err error) { writeError(d.Logger, w, r, err) }
+	tenantAPI := d.Auth.RequireTenant(fail)
+	admin := d.Auth.RequireAdmin(fail)
+
+	mux.Handle("GET /healthz", handleHealth())
+
+	mux.Handle("POST /v1/chat/completions", tenantAPI(handleChat(d)))
+	mux.Handle("GET /v1/models", tenantAPI(handleModels(d)))
+
+	mux.Handle("POST /admin/v1/tenants", admin(handleCreateTenant(d)))
+	mux.Handle("GET /admin/v1/tenants", admin(handleListTenants(d)))
+	mux.Handle("GET /admin/v1/tenants/{tenant}", admin(handleGetTenant(d)))
+	mux.Handle("PATCH /admin/v1/tenants/{tenant}", admin(handlePatchTenant(d)))
+	mux.Handle("DELETE /admin/v1/tenants/{tenant}", admin(handleDeleteTenant(d)))
+	mux.Handle("POST /admin/v1/tenants/{tenant}/keys", admin(handleCreateKey(d)))
+	mux.Handle("DELETE /admin/v1/tenants/{tenant}/keys/{id}", admin(handleRevokeKey(d)))
+
+}

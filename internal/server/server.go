@@ -1,0 +1,92 @@
+// Package server is Bulkhead's HTTP interface: the OpenAI-compatible tenant
+// API and the operator's admin API. Handlers only translate between HTTP and
+// the packages that decide things (auth, control, agent).
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/bulkhead-ai/bulkhead/internal/agent"
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// Tenants is the control plane as the handlers use it.
+type Tenants interface {
+	CreateTenant(ctx context.Context, t control.Tenant) (control.Tenant, error)
+	Tenant(id tenant.ID) (control.Tenant, error)
+	Tenants() []control.Tenant
+	UpdateTenant(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
+	DeleteTenant(ctx context.Context, id tenant.ID) (control.Tenant, error)
+	AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error
+	RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID) error
+}
+
+// TenantData removes a deleted tenant's stored data.
+type TenantData interface {
+	Drop(ctx context.Context, storageID string) error
+}
+
+// Models resolves "provider/model" names.
+type Models interface {
+	Resolve(model string) (llm.Provider, string, error)
+}
+
+// Deps is what the server needs.
+type Deps struct {
+	Logger       *slog.Logger
+	Auth         *auth.Authenticator
+	Tenants      Tenants
+	Data         TenantData
+	Agent        *agent.Agent
+	Models       Models
+	DefaultModel string // for profiles that name none
+	MaxBodyBytes int64
+}
+
+// New returns the HTTP handler for the whole API.
+func New(d Deps) http.Handler {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	mux := http.NewServeMux()
+	addRoutes(mux, d)
+	return jsonFallbacks(d.Logger, mux)
+}
+
+// jsonFallbacks answers requests no route takes (404, or 405 when the path
+// exists under other methods) in OpenAI's error shape instead of the mux's
+// plain text.
+func jsonFallbacks(logger *slog.Logger, mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h, pattern := mux.Handler(r)
+		if pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		probe := &statusProbe{header: http.Header{}}
+		h.ServeHTTP(probe, r)
+		if probe.status == http.StatusMethodNotAllowed {
+			w.Header().Set("Allow", probe.header.Get("Allow"))
+			writeError(logger, w, r, fmt.Errorf("%w: method %s is not allowed on %s", errMethodNotAllowed, r.Method, r.URL.Path))
+			return
+		}
+		writeError(logger, w, r, fmt.Errorf("%w: no route for %s %s", kind.NotFound, r.Method, r.URL.Path))
+	})
+}
+
+// statusProbe records the status and headers a handler would send.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(status int)      { p.status = status }

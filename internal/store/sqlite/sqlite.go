@@ -1,0 +1,386 @@
+// Package sqlite is the embedded backend of the tenant data plane: every tenant
+// has its own SQLite database at <Dir>/<storage id>/tenant.db, so one tenant's
+// queries cannot reach another tenant's rows. Databases are opened on first use
+// and kept in a bounded pool, so many tenants do not mean many open files.
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pressly/goose/v3"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// Locator maps a tenant to the opaque name of its storage directory. It is
+// consumed here, implemented by the control plane.
+type Locator interface {
+	StorageID(ctx context.Context, id tenant.ID) (string, error)
+}
+
+// Options configures Open.
+type Options struct {
+	Dir     string // e.g. DATA/tenants; created 0700 if missing
+	MaxOpen int    // max open tenant handles; 0 → 128
+	Locator Locator
+	Logger  *slog.Logger // nil → discard
+}
+
+const (
+	defaultMaxOpen = 128
+	connsPerTenant = 4
+	fileName       = "tenant.db"
+	// timeFormat is fixed-width UTC, so stored times sort as text and
+	// round-trip to the nanosecond.
+	timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// DB is the set of tenant databases under one directory. It is safe for
+// concurrent use.
+type DB struct {
+	dir        string
+	locator    Locator
+	log        *slog.Logger
+	migrations fs.FS
+	pool       *pool[*tenantDB]
+}
+
+// Open prepares the tenant databases under opts.Dir. No tenant database is
+// opened until it is used.
+func Open(opts Options) (*DB, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("open tenant stores: no directory")
+	}
+	if opts.Locator == nil {
+		return nil, errors.New("open tenant stores: no locator")
+	}
+	if opts.MaxOpen < 0 {
+		return nil, fmt.Errorf("open tenant stores: MaxOpen %d is negative", opts.MaxOpen)
+	}
+	dir, err := filepath.Abs(opts.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("open tenant stores: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open tenant stores: %w", err)
+	}
+	fsys, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, fmt.Errorf("open tenant stores: %w", err)
+	}
+	db := &DB{
+		dir:        dir,
+		locator:    opts.Locator,
+		log:        cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
+		migrations: fsys,
+	}
+	db.pool = newPool(cmp.Or(opts.MaxOpen, defaultMaxOpen), db.openTenant, db.log)
+	return db, nil
+}
+
+// AppendMessages appends msgs to the session of scope's end user, in one
+// transaction. A message with a zero CreatedAt gets the current time.
+func (db *DB) AppendMessages(ctx context.Context, scope auth.Scope, session tenant.SessionID, msgs []store.Message) error {
+	if err := check(scope, session); err != nil {
+		return fmt.Errorf("append messages: %w", err)
+	}
+	h, err := db.acquire(ctx, scope)
+	if err != nil {
+		return fmt.Errorf("append messages: %w", err)
+	}
+	defer db.pool.release(h)
+	if err := appendMessages(ctx, h.v, scope.User(), session, msgs); err != nil {
+		return fmt.Errorf("append messages: %w", err)
+	}
+	return nil
+}
+
+func appendMessages(ctx context.Context, tdb *tenantDB, user tenant.UserID, session tenant.SessionID, msgs []store.Message) error {
+	now := time.Now().UTC()
+	tdb.write.Lock()
+	defer tdb.write.Unlock()
+	tx, err := tdb.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.StmtContext(ctx, tdb.upsertSession).ExecContext(ctx,
+		user, session, now.Format(timeFormat), now.Format(timeFormat)); err != nil {
+		return err
+	}
+	insert := tx.StmtContext(ctx, tdb.insertMessage)
+	for _, m := range msgs {
+		created := m.CreatedAt
+		if created.IsZero() {
+			created = now
+		}
+		if _, err := insert.ExecContext(ctx,
+			user, session, m.Role, []byte(m.Content), m.Meta, created.UTC().Format(timeFormat)); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	tdb.committed()
+	return nil
+}
+
+// Messages returns the last limit messages of the session of scope's end user,
+// oldest first; limit <= 0 means all. An unknown session has no messages.
+func (db *DB) Messages(ctx context.Context, scope auth.Scope, session tenant.SessionID, limit int) ([]store.Message, error) {
+	if err := check(scope, session); err != nil {
+		return nil, fmt.Errorf("read messages: %w", err)
+	}
+	h, err := db.acquire(ctx, scope)
+	if err != nil {
+		return nil, fmt.Errorf("read messages: %w", err)
+	}
+	defer db.pool.release(h)
+	msgs, err := messages(ctx, h.v, scope.User(), session, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read messages: %w", err)
+	}
+	return msgs, nil
+}
+
+func messages(ctx context.Context, sqlDB *tenantDB, user tenant.UserID, session tenant.SessionID, limit int) ([]store.Message, error) {
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	rows, err := sqlDB.selectMessages.QueryContext(ctx, user, session, limit)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var msgs []store.Message
+	for rows.Next() {
+		var m store.Message
+		var created string
+		if err := rows.Scan(&m.Role, &m.Content, &m.Meta, &created); err != nil {
+			return nil, err
+		}
+		if m.CreatedAt, err = time.Parse(timeFormat, created); err != nil {
+			return nil, err
+		}
+		msgs = append(msgs, m)
+	}
+	return msgs, rows.Err()
+}
+
+// Drop closes the database stored under storageID, once the operations using
+// it have finished, and removes its directory. It is used when a tenant is
+// deleted. Operations for storageID that start meanwhile wait for Drop, and
+// later ones open a new, empty database.
+func (db *DB) Drop(ctx context.Context, storageID string) error {
+	if !validStorageID(storageID) {
+		return fmt.Errorf("drop tenant store: invalid storage id %q", storageID)
+	}
+	dir := filepath.Join(db.dir, storageID)
+	err := db.pool.drop(ctx, storageID, func() error { return os.RemoveAll(dir) })
+	if err != nil {
+		return fmt.Errorf("drop tenant store: %w", err)
+	}
+	db.log.Info("dropped tenant store", "storage_id", storageID)
+	return nil
+}
+
+// OpenHandles reports how many tenant databases are open or being opened.
+func (db *DB) OpenHandles() int { return db.pool.opened() }
+
+// Close waits for the operations in flight, closes every tenant database and
+// makes later operations fail.
+func (db *DB) Close() error {
+	if err := db.pool.close(); err != nil {
+		return fmt.Errorf("close tenant stores: %w", err)
+	}
+	return nil
+}
+
+// check refuses a call without an authenticated scope or a session id.
+func check(scope auth.Scope, session tenant.SessionID) error {
+	if !scope.Valid() {
+		return store.ErrNoScope
+	}
+	if _, err := tenant.ParseSessionID(string(session)); err != nil {
+		return err
+	}
+	return nil
+}
+
+// acquire locates the database of scope's tenant and takes a handle to it from
+// the pool; the caller must release it.
+func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB], error) {
+	id, err := db.locator.StorageID(ctx, scope.Tenant())
+	if err != nil {
+		return nil, fmt.Errorf("locate tenant store: %w", err)
+	}
+	if !validStorageID(id) {
+		return nil, fmt.Errorf("locate tenant store: invalid storage id %q", id)
+	}
+	h, err := db.pool.acquire(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("open tenant store: %w", err)
+	}
+	return h, nil
+}
+
+// openTenant opens, creating it if needed, the database stored under id and
+// brings its schema up to date.
+// tenantDB is one open tenant database. Writers queue on write in Go rather
+// than in SQLite's busy handler, which sleeps for milliseconds at a time.
+type tenantDB struct {
+	*sql.DB
+	write sync.Mutex
+
+	// Statements are prepared once per database: preparing costs more than
+	// running them.
+	upsertSession, insertMessage, selectMessages *sql.Stmt
+
+	log           *slog.Logger
+	commits       atomic.Uint64
+	checkpointing atomic.Bool
+	background    sync.WaitGroup
+}
+
+// checkpointEvery is how many commits pass between WAL checkpoints. SQLite's
+// automatic checkpoint runs inside a committing writer and fsyncs there,
+// stalling every request queued behind it for milliseconds; here it runs in
+// the background, beside the writers, which WAL mode allows.
+const checkpointEvery = 256
+
+func (t *tenantDB) committed() {
+	if t.commits.Add(1)%checkpointEvery != 0 || !t.checkpointing.CompareAndSwap(false, true) {
+		return
+	}
+	t.background.Add(1)
+	go func() {
+		defer t.background.Done()
+		defer t.checkpointing.Store(false)
+		// Close waits for this goroutine, so it needs no cancellation.
+		if _, err := t.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+			t.log.Warn("checkpoint tenant store", "error", err)
+		}
+	}()
+}
+
+var statements = []struct {
+	dst func(*tenantDB) **sql.Stmt
+	sql string
+}{
+	{func(t *tenantDB) **sql.Stmt { return &t.upsertSession }, `
+		INSERT INTO sessions (user_id, session_id, created_at, updated_at) VALUES (?, ?, ?, ?)
+		ON CONFLICT (user_id, session_id) DO UPDATE SET updated_at = excluded.updated_at`},
+	{func(t *tenantDB) **sql.Stmt { return &t.insertMessage }, `
+		INSERT INTO messages (user_id, session_id, role, content, meta, created_at)
+		VALUES (?, ?, ?, ?, ?, ?)`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectMessages }, `
+		SELECT role, content, meta, created_at FROM (
+			SELECT id, role, content, meta, created_at FROM messages
+			WHERE user_id = ? AND session_id = ?
+			ORDER BY id DESC LIMIT ?
+		) ORDER BY id`},
+}
+
+// Close closes the statements and the database.
+func (t *tenantDB) Close() error {
+	t.background.Wait()
+	var errs []error
+	for _, st := range statements {
+		if s := *st.dst(t); s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	return errors.Join(append(errs, t.DB.Close())...)
+}
+
+func (db *DB) openTenant(ctx context.Context, id string) (*tenantDB, error) {
+	dir := filepath.Join(db.dir, id)
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return nil, err
+	}
+	// Create the file before SQLite does, so it is 0600; SQLite gives its
+	// -wal and -shm files the mode of the database file.
+	path := filepath.Join(dir, fileName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	sqlDB, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(connsPerTenant)
+	sqlDB.SetMaxIdleConns(connsPerTenant)
+	migrator, err := goose.NewProvider(goose.DialectSQLite3, sqlDB, db.migrations, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("migrate: %w", err), sqlDB.Close())
+	}
+	applied, err := migrator.Up(ctx)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("migrate: %w", err), sqlDB.Close())
+	}
+	tdb := &tenantDB{DB: sqlDB, log: db.log.With("storage_id", id)}
+	for _, st := range statements {
+		if *st.dst(tdb), err = sqlDB.PrepareContext(ctx, st.sql); err != nil {
+			return nil, errors.Join(fmt.Errorf("prepare: %w", err), tdb.Close())
+		}
+	}
+	db.log.Debug("opened tenant store", "storage_id", id, "migrations_applied", len(applied))
+	return tdb, nil
+}
+
+// dsn returns the driver name for the database file at path. It is a file: URI,
+// so no character of path can be read as a parameter. Every transaction takes
+// the write lock at BEGIN (_txlock=immediate), so a read-then-write transaction
+// never fails with SQLITE_BUSY halfway through; reads run outside transactions.
+func dsn(path string) string {
+	q := url.Values{
+		"_pragma": {
+			"busy_timeout(5000)",
+			"journal_mode(WAL)",
+			"synchronous(NORMAL)",
+			"wal_autocheckpoint(0)",
+			"foreign_keys(ON)",
+		},
+		"_txlock": {"immediate"},
+	}
+	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}
+	return u.String()
+}
+
+// validStorageID reports whether id is 8 to 64 of [a-z0-9], so that it is one
+// safe path component.
+func validStorageID(id string) bool {
+	if len(id) < 8 || len(id) > 64 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
