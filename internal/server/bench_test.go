@@ -140,6 +140,7 @@ func openLoop(b *testing.B, rate int, newReq func(i int) *http.Request) {
 	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) }
 	b.ReportMetric(pct(0.50), "p50-µs")
 	b.ReportMetric(pct(0.99), "p99-µs")
+	b.ReportMetric(pct(0.95), "p95-µs")
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 }
 

@@ -137,7 +137,9 @@ func TestPoolBoundsOpenDatabases(t *testing.T) {
 				}
 				h.v.users.Add(1)
 				if n := p.opened(); n > max {
+					p.release(h)
 					errs <- fmt.Errorf("opened() = %d, want <= %d", n, max)
+					return // one report per worker, so errs never fills
 				}
 				time.Sleep(10 * time.Microsecond)
 				h.v.users.Add(-1)
