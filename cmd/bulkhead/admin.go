@@ -155,7 +155,40 @@ func addAdminCmds(root *cobra.Command, getenv func(string) string, stdout io.Wri
 				return call(cmd, http.MethodDelete, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/keys/"+url.PathEscape(args[1]), nil)
 			}},
 	)
-	root.AddCommand(tenantCmd, keyCmd)
+	secretCmd := &cobra.Command{Use: "secret", Short: "Manage tenant secrets (admin; values are write-only)"}
+	secretCmd.PersistentFlags().StringVar(&client.server, "server", server, "server URL (env BULKHEAD_SERVER)")
+	var fromFile string
+	set := &cobra.Command{
+		Use:   "set TENANT NAME",
+		Short: "Set a secret; the value is read from standard input or --from-file, never from the command line",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var value []byte
+			var err error
+			if fromFile != "" {
+				value, err = readFileArg(fromFile)
+			} else {
+				value, err = io.ReadAll(io.LimitReader(cmd.InOrStdin(), 1<<20))
+			}
+			if err != nil {
+				return fmt.Errorf("read secret value: %w", err)
+			}
+			v := strings.TrimRight(string(value), "\r\n")
+			return call(cmd, http.MethodPut, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/secrets/"+url.PathEscape(args[1]), map[string]string{"value": v})
+		},
+	}
+	set.Flags().StringVar(&fromFile, "from-file", "", "read the value from this file")
+	secretCmd.AddCommand(set,
+		&cobra.Command{Use: "delete TENANT NAME", Short: "Delete a secret", Args: cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return call(cmd, http.MethodDelete, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/secrets/"+url.PathEscape(args[1]), nil)
+			}},
+	)
+	tenantCmd.AddCommand(&cobra.Command{Use: "export ID", Short: "Print everything a tenant has stored, decrypted (secret values excepted)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return call(cmd, http.MethodGet, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/export", nil)
+		}})
+	root.AddCommand(tenantCmd, keyCmd, secretCmd)
 }
 
 // tenantFlags are the tenant fields settable from the command line.

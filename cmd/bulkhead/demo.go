@@ -60,7 +60,11 @@ func runDemo(ctx context.Context, dataDir string, getenv func(string) string, ou
 		return fmt.Errorf("generate demo admin token: %w", err)
 	}
 	adminTok := base64.RawURLEncoding.EncodeToString(raw[:])
-	a, err := newApp(ctx, dataDir, cfg, adminTok, getenv, logger)
+	key, err := masterKey(dataDir, getenv, io.Discard)
+	if err != nil {
+		return err
+	}
+	a, err := newApp(ctx, dataDir, cfg, adminTok, key, getenv, logger)
 	if err != nil {
 		return err
 	}
@@ -153,7 +157,32 @@ func (d *demo) script() {
 	d.call(http.MethodPatch, "/admin/v1/tenants/globex", d.admin, nil, map[string]any{"status": "active"})
 	status, _ = d.call(http.MethodGet, "/v1/models", "bk_0000000000000000_forgedforgedforgedforgedforgedforgedforge", nil, nil)
 	d.check(status == http.StatusUnauthorized, "a forged key gets 401 (%d)", status)
+
+	d.section("5. Secrets are encrypted, write-only, and never leave in an answer")
+	status, _ = d.call(http.MethodPut, "/admin/v1/tenants/acme/secrets/crm_token", d.admin, nil, map[string]string{"value": demoSecret})
+	d.check(status == http.StatusNoContent, "operator stores acme's CRM token (%d)", status)
+	reply := d.chat(keys["acme"], "", "/say Sure! The token is "+demoSecret, nil, nil)
+	fmt.Fprintf(d.out, "   acme ← %s\n", reply)
+	d.check(!strings.Contains(reply, demoSecret) && strings.Contains(reply, "[REDACTED:crm_token]"),
+		"a model made to repeat the token gives [REDACTED:crm_token]")
+	_, exp := d.call(http.MethodGet, "/admin/v1/tenants/acme/export", d.admin, nil, nil)
+	d.check(bytes.Contains(exp, []byte(`"crm_token"`)) && !bytes.Contains(exp, []byte(demoSecret)),
+		"acme's export lists the secret's name, never its value")
+	d.check(bytes.Contains(exp, []byte(demoTenants[0].secretFact)) && !bytes.Contains(exp, []byte(demoTenants[1].secretFact)),
+		"acme's export holds acme's history, decrypted, and nothing of globex's")
+
+	d.section("6. Offboarding is final")
+	status, _ = d.call(http.MethodDelete, "/admin/v1/tenants/globex", d.admin, nil, nil)
+	d.check(status == http.StatusNoContent, "operator deletes globex: keys revoked, data key destroyed, files removed (%d)", status)
+	status, _ = d.call(http.MethodGet, "/v1/models", keys["globex"], nil, nil)
+	d.check(status == http.StatusUnauthorized, "globex's key stops working at once (%d)", status)
+	d.call(http.MethodPost, "/admin/v1/tenants", d.admin, nil, map[string]any{"id": "globex"})
+	_, exp = d.call(http.MethodGet, "/admin/v1/tenants/globex/export", d.admin, nil, nil)
+	d.check(!bytes.Contains(exp, []byte(demoTenants[1].secretFact)), "a new tenant named globex finds nothing of the old one")
 }
+
+// demoSecret is acme's CRM token in the demo.
+const demoSecret = "acme-crm-7f3e9a61c2d54b08"
 
 func otherTenant(id string) struct{ id, name, prompt, secretFact string } {
 	if id == demoTenants[0].id {

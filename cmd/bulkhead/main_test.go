@@ -6,9 +6,12 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -54,40 +57,52 @@ func freeAddr(t testing.TB) string {
 	return addr
 }
 
-// startServer runs `bulkhead serve` in-process on a free loopback port with
-// a fresh data directory, waits until /healthz answers and returns the base
-// URL ("http://host:port") and the admin token. At cleanup it cancels the
-// server and checks that run returned nil; the server's log is shown if the
-// test failed.
+// startServer runs `bulkhead serve` in-process on a fresh data directory and
+// returns its URL and admin token. It stops when the test ends.
 func startServer(t *testing.T) (base, adminToken string) {
 	t.Helper()
 	var raw [16]byte
 	rand.Read(raw[:])
 	adminToken = "bka_test_" + hex.EncodeToString(raw[:])
-	addr := freeAddr(t)
-	dataDir := t.TempDir() // before t.Cleanup below, so it is removed after the server stops
-	getenv := envMap(map[string]string{"BULKHEAD_ADMIN_TOKEN": adminToken})
+	base, stop := startServerWith(t, t.TempDir(), map[string]string{"BULKHEAD_ADMIN_TOKEN": adminToken})
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("run(serve) = %v, want nil after cancel", err)
+		}
+	})
+	return base, adminToken
+}
 
+// startServerWith runs `bulkhead serve` on dataDir with env and waits until
+// it is healthy. stop cancels it and returns what run returned.
+func startServerWith(t *testing.T, dataDir string, env map[string]string) (base string, stop func() error) {
+	t.Helper()
+	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs lockedBuffer
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, []string{"serve", "--addr", addr, "--data", dataDir}, getenv, io.Discard, &logs)
+		errc <- run(ctx, []string{"serve", "--addr", addr, "--data", dataDir}, envMap(env), io.Discard, &logs)
 	}()
-	t.Cleanup(func() {
+	var stopped bool
+	var stopErr error
+	stop = func() error {
+		if stopped {
+			return stopErr
+		}
+		stopped = true
 		cancel()
 		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("run(serve) = %v, want nil after cancel", err)
-			}
+		case stopErr = <-errc:
 		case <-time.After(20 * time.Second):
-			t.Errorf("run(serve) did not return within 20s of cancel")
+			stopErr = errors.New("run(serve) did not return within 20s of cancel")
 		}
-		if t.Failed() {
+		if stopErr != nil || t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
 		}
-	})
+		return stopErr
+	}
+	t.Cleanup(func() { stop() })
 
 	base = "http://" + addr
 	client := &http.Client{Timeout: time.Second}
@@ -95,7 +110,7 @@ func startServer(t *testing.T) (base, adminToken string) {
 	for {
 		select {
 		case err := <-errc:
-			errc <- err // let the cleanup see it too
+			errc <- err // let stop see it too
 			t.Fatalf("server exited before it was ready: %v\nlog:\n%s", err, logs.String())
 		default:
 		}
@@ -103,7 +118,7 @@ func startServer(t *testing.T) (base, adminToken string) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return base, adminToken
+				return base, stop
 			}
 		}
 		if time.Now().After(deadline) {
@@ -113,8 +128,6 @@ func startServer(t *testing.T) (base, adminToken string) {
 	}
 }
 
-// call sends body (if not nil) as JSON with the bearer token and returns the
-// status and response body.
 func call(t testing.TB, method, url, token string, body any) (int, []byte) {
 	t.Helper()
 	var rd io.Reader
@@ -188,9 +201,19 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// cliSecret is the secret value TestAdminCLI sets.
+const cliSecret = "globex-crm-token-0d9e71"
+
 func TestAdminCLI(t *testing.T) {
 	t.Parallel()
 	base, admin := startServer(t)
+	secretFile := filepath.Join(t.TempDir(), "secret")
+	shortFile := filepath.Join(t.TempDir(), "short")
+	for path, v := range map[string]string{secretFile: cliSecret + "\n", shortFile: "abc"} {
+		if err := os.WriteFile(path, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	env := map[string]string{"BULKHEAD_SERVER": base, "BULKHEAD_ADMIN_TOKEN": admin}
 	const prompt = "You are Globex's agent."
 
@@ -232,6 +255,16 @@ func TestAdminCLI(t *testing.T) {
 			wantOut: []string{`"status": "suspended"`, `"system_prompt": "You are Globex's agent."`},
 			check:   wantStatus(http.StatusForbidden)},
 		{name: "bad status", args: []string{"tenant", "update", "globex", "--status", "sleeping"}, wantErr: "400"},
+		{name: "secret set", args: []string{"secret", "set", "globex", "crm_token", "--from-file", "{secret_file}"}, wantOut: []string{"ok"}},
+		{name: "secret short", args: []string{"secret", "set", "globex", "crm_token", "--from-file", "{short_file}"}, wantErr: "at least"},
+		{name: "export shows no value", args: []string{"tenant", "export", "globex"}, wantOut: []string{`"crm_token"`},
+			check: func(t *testing.T, out string) {
+				if strings.Contains(out, cliSecret) {
+					t.Errorf("export shows the secret value: %s", out)
+				}
+			}},
+		{name: "secret delete", args: []string{"secret", "delete", "globex", "crm_token"}, wantOut: []string{"ok"}},
+		{name: "secret delete again", args: []string{"secret", "delete", "globex", "crm_token"}, wantErr: "not found"},
 		{name: "key revoke", args: []string{"key", "revoke", "globex", "{key_id}"}, wantOut: []string{"ok"},
 			check: wantStatus(http.StatusUnauthorized)},
 		{name: "delete", args: []string{"tenant", "delete", "globex"}, wantOut: []string{"ok"}},
@@ -256,7 +289,7 @@ func TestAdminCLI(t *testing.T) {
 			}
 			args := make([]string, len(st.args))
 			for i, a := range st.args {
-				args[i] = strings.ReplaceAll(a, "{key_id}", key.ID)
+				args[i] = strings.NewReplacer("{key_id}", key.ID, "{secret_file}", secretFile, "{short_file}", shortFile).Replace(a)
 			}
 			var stdout, stderr bytes.Buffer
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

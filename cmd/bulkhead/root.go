@@ -18,6 +18,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 	root.AddCommand(
 		newServeCmd(getenv, stdout, stderr),
 		newDemoCmd(getenv, stdout, stderr),
+		newKeyringCmd(getenv, stdout, stderr),
 	)
 	addAdminCmds(root, getenv, stdout)
 	return root

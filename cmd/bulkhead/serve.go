@@ -22,6 +22,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/server"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 )
@@ -58,7 +59,7 @@ type app struct {
 }
 
 // newApp wires the concrete implementations together.
-func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken string, getenv func(string) string, logger *slog.Logger) (*app, error) {
+func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken string, masterKey []byte, getenv func(string) string, logger *slog.Logger) (*app, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
@@ -66,12 +67,17 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	if err != nil {
 		return nil, err
 	}
-	plane, err := control.Open(ctx, filepath.Join(dataDir, "control.db"), logger)
+	kek, err := keyring.NewLocalKEK(masterKey)
 	if err != nil {
 		return nil, err
 	}
+	plane, err := control.Open(ctx, filepath.Join(dataDir, "control.db"), kek, logger)
+	if err != nil {
+		return nil, err
+	}
+	ring := keyring.NewRing(kek, plane, 0)
 	stores, err := sqlite.Open(sqlite.Options{
-		Dir: filepath.Join(dataDir, "tenants"), MaxOpen: cfg.MaxOpenTenants, Locator: plane, Logger: logger})
+		Dir: filepath.Join(dataDir, "tenants"), MaxOpen: cfg.MaxOpenTenants, Locator: plane, Ciphers: ring, Logger: logger})
 	if err != nil {
 		plane.Close()
 		return nil, err
@@ -87,7 +93,8 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		Auth:         authn,
 		Tenants:      plane,
 		Data:         stores,
-		Agent:        agent.New(models, stores, logger, cfg.HistoryMessages),
+		Keys:         ring,
+		Agent:        agent.New(models, stores, stores, logger, cfg.HistoryMessages),
 		Models:       models,
 		DefaultModel: cfg.DefaultModel,
 		MaxBodyBytes: cfg.MaxBodyBytes,
@@ -101,7 +108,11 @@ func serve(ctx context.Context, ln net.Listener, dataDir string, cfg config.Conf
 	if err != nil {
 		return err
 	}
-	a, err := newApp(ctx, dataDir, cfg, token, getenv, logger)
+	key, err := masterKey(dataDir, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	a, err := newApp(ctx, dataDir, cfg, token, key, getenv, logger)
 	if err != nil {
 		return err
 	}
@@ -130,39 +141,80 @@ func serve(ctx context.Context, ln net.Listener, dataDir string, cfg config.Conf
 }
 
 // adminToken reads BULKHEAD_ADMIN_TOKEN or the token file in dataDir,
-// generating the file (mode 0600) and printing the token once if neither
-// exists.
+// generating the file and printing the token once if neither exists.
 func adminToken(dataDir string, getenv func(string) string, stderr io.Writer) (string, error) {
 	if t := getenv("BULKHEAD_ADMIN_TOKEN"); t != "" {
 		return t, nil
 	}
-	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+	return devSecret(filepath.Join(dataDir, "admin_token"), "an admin token", stderr, func() (string, error) {
+		var raw [32]byte
+		if _, err := rand.Read(raw[:]); err != nil {
+			return "", err
+		}
+		return "bka_" + base64.RawURLEncoding.EncodeToString(raw[:]), nil
+	})
+}
+
+// masterKey reads the key-encryption key from BULKHEAD_MASTER_KEY or the key
+// file in dataDir. A new data directory gets a generated key file; an existing
+// one without a key is refused, as a new key could not read its data.
+func masterKey(dataDir string, getenv func(string) string, stderr io.Writer) ([]byte, error) {
+	if v := getenv("BULKHEAD_MASTER_KEY"); v != "" {
+		k, err := keyring.ParseMasterKey(v)
+		if err != nil {
+			return nil, fmt.Errorf("BULKHEAD_MASTER_KEY: %w", err)
+		}
+		return k, nil
+	}
+	path := filepath.Join(dataDir, "master_key")
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(filepath.Join(dataDir, "control.db")); err == nil {
+			return nil, fmt.Errorf("%s holds data but no master key: set BULKHEAD_MASTER_KEY to the key it was created with", dataDir)
+		}
+	}
+	v, err := devSecret(path, "a master key (back it up: without it the data cannot be read)", stderr, func() (string, error) {
+		k, err := keyring.NewKey()
+		return base64.StdEncoding.EncodeToString(k), err
+	})
+	if err != nil {
+		return nil, err
+	}
+	k, err := keyring.ParseMasterKey(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// devSecret reads the secret stored at path or, if there is none, generates
+// one, stores it with mode 0600 and prints it once. It is for development;
+// production passes secrets in the environment.
+func devSecret(path, what string, stderr io.Writer, generate func() (string, error)) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", fmt.Errorf("create data directory: %w", err)
 	}
-	path := filepath.Join(dataDir, "admin_token")
 	b, err := os.ReadFile(path)
 	if err == nil {
 		return strings.TrimSpace(string(b)), nil
 	}
 	if !errors.Is(err, fs.ErrNotExist) {
-		return "", fmt.Errorf("read admin token: %w", err)
+		return "", fmt.Errorf("read %s: %w", path, err)
 	}
-	var raw [32]byte
-	if _, err := rand.Read(raw[:]); err != nil {
-		return "", fmt.Errorf("generate admin token: %w", err)
+	v, err := generate()
+	if err != nil {
+		return "", fmt.Errorf("generate %s: %w", what, err)
 	}
-	token := "bka_" + base64.RawURLEncoding.EncodeToString(raw[:])
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return "", fmt.Errorf("store admin token: %w", err)
+		return "", fmt.Errorf("store %s: %w", what, err)
 	}
-	if _, err := f.WriteString(token + "\n"); err != nil {
+	if _, err := f.WriteString(v + "\n"); err != nil {
 		f.Close()
-		return "", fmt.Errorf("store admin token: %w", err)
+		return "", fmt.Errorf("store %s: %w", what, err)
 	}
 	if err := f.Close(); err != nil {
-		return "", fmt.Errorf("store admin token: %w", err)
+		return "", fmt.Errorf("store %s: %w", what, err)
 	}
-	fmt.Fprintf(stderr, "Generated an admin token (shown once; stored in %s):\n  %s\n", path, token)
-	return token, nil
+	fmt.Fprintf(stderr, "Generated %s (shown once; stored in %s):\n  %s\n", what, path, v)
+	return v, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/redact"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -28,7 +29,12 @@ type History interface {
 
 // Models resolves "provider/model" names.
 type Models interface {
-	Resolve(model string) (llm.Provider, string, error)
+	Resolve(model string) (llm.Route, error)
+}
+
+// Secrets reads a tenant's credentials, decrypted.
+type Secrets interface {
+	Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, error)
 }
 
 // Profile is the agent configuration a turn runs with.
@@ -36,6 +42,9 @@ type Profile struct {
 	Name         string
 	SystemPrompt string
 	Model        string // "provider/model"
+	// KeySecret names the tenant secret holding the model provider's API key
+	// (bring your own key); empty means the provider's own setting.
+	KeySecret tenant.SecretName
 }
 
 // Turn is one request to the agent.
@@ -58,17 +67,18 @@ type Result struct {
 type Agent struct {
 	models          Models
 	history         History
+	secrets         Secrets
 	logger          *slog.Logger
 	historyMessages int
 }
 
 // New returns an Agent. historyMessages bounds how much stored history the
 // model sees.
-func New(models Models, history History, logger *slog.Logger, historyMessages int) *Agent {
+func New(models Models, history History, secrets Secrets, logger *slog.Logger, historyMessages int) *Agent {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{models: models, history: history, logger: logger, historyMessages: historyMessages}
+	return &Agent{models: models, history: history, secrets: secrets, logger: logger, historyMessages: historyMessages}
 }
 
 // Run executes one turn for scope with profile.
@@ -76,9 +86,20 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if !scope.Valid() {
 		return Result{}, fmt.Errorf("run agent: %w", store.ErrNoScope)
 	}
-	provider, model, err := a.models.Resolve(profile.Model)
+	route, err := a.models.Resolve(profile.Model)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: profile %q: %w", kind.NotFound, profile.Name, err)
+	}
+	// Every secret the tenant holds is removed from what reaches the model
+	// and from what comes back, whatever the model was told or tricked into.
+	secrets, err := a.secrets.Secrets(ctx, scope)
+	if err != nil {
+		return Result{}, fmt.Errorf("load tenant secrets: %w", err)
+	}
+	red := redactor(secrets)
+	apiKey, err := providerKey(profile, route, secrets)
+	if err != nil {
+		return Result{}, err
 	}
 
 	msgs := make([]llm.Message, 0, 1+a.historyMessages+len(turn.Messages))
@@ -99,22 +120,48 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 	}
 	msgs = append(msgs, turn.Messages...)
+	for i := range msgs {
+		msgs[i].Content = red.String(msgs[i].Content)
+	}
 
-	resp, err := provider.Chat(ctx, llm.Request{
-		Model:       model,
+	var onDelta func(string) error
+	var stream *redact.Stream
+	if turn.OnDelta != nil {
+		stream = red.Stream()
+		onDelta = func(s string) error {
+			if out := stream.Write(s); out != "" {
+				return turn.OnDelta(out)
+			}
+			return nil
+		}
+	}
+	resp, err := route.Provider.Chat(ctx, llm.Request{
+		Model:       route.Model,
 		Messages:    msgs,
 		MaxTokens:   turn.MaxTokens,
 		Temperature: turn.Temperature,
+		APIKey:      apiKey,
 		User:        upstreamUser(scope),
-	}, turn.OnDelta)
+	}, onDelta)
 	if err != nil {
 		return Result{}, modelError(err)
 	}
+	if stream != nil {
+		if tail := stream.Flush(); tail != "" {
+			if err := turn.OnDelta(tail); err != nil {
+				return Result{}, err
+			}
+		}
+	}
 	resp.Message.Role = "assistant"
+	resp.Message.Content = red.String(resp.Message.Content)
+	for i := range resp.Message.ToolCalls {
+		resp.Message.ToolCalls[i].Function.Arguments = red.String(resp.Message.ToolCalls[i].Function.Arguments)
+	}
 
 	if turn.Session != "" {
 		record := make([]store.Message, 0, len(turn.Messages)+1)
-		for _, m := range append(turn.Messages, resp.Message) {
+		for _, m := range append(msgs[len(msgs)-len(turn.Messages):], resp.Message) {
 			sm, err := toStored(m)
 			if err != nil {
 				return Result{}, fmt.Errorf("save session history: %w", err)
@@ -128,6 +175,36 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 	}
 	return Result{Message: resp.Message, FinishReason: resp.FinishReason, Usage: resp.Usage}, nil
+}
+
+func redactor(secrets []store.Secret) *redact.Redactor {
+	if len(secrets) == 0 {
+		return nil
+	}
+	rs := make([]redact.Secret, len(secrets))
+	for i, s := range secrets {
+		rs[i] = redact.Secret{Name: string(s.Name), Value: string(s.Value)}
+	}
+	return redact.New(rs)
+}
+
+// providerKey finds the tenant's own API key when the profile or provider
+// asks for one. A missing key fails the turn: falling back to a shared key
+// would bill (and expose) the wrong account.
+func providerKey(profile Profile, route llm.Route, secrets []store.Secret) (llm.Credential, error) {
+	name := profile.KeySecret
+	if name == "" {
+		name = route.KeySecret
+	}
+	if name == "" {
+		return "", nil
+	}
+	for _, s := range secrets {
+		if s.Name == name {
+			return llm.Credential(s.Value), nil
+		}
+	}
+	return "", fmt.Errorf("%w: the model provider needs the tenant secret %q (its own API key), which is not set", kind.Invalid, name)
 }
 
 // upstreamUser is the opaque per-(tenant, end user) tag sent to providers; it

@@ -43,6 +43,34 @@ func (h *memHistory) Messages(_ context.Context, scope auth.Scope, session tenan
 	return append([]store.Message(nil), m...), nil
 }
 
+// memSecrets holds each tenant's secrets.
+type memSecrets map[tenant.ID][]store.Secret
+
+func (m memSecrets) Secrets(_ context.Context, scope auth.Scope) ([]store.Secret, error) {
+	return m[scope.Tenant()], nil
+}
+
+// capture is a provider that records its request and answers with reply.
+type capture struct {
+	req   llm.Request
+	reply string
+}
+
+func (c *capture) Chat(_ context.Context, req llm.Request, onDelta func(string) error) (llm.Response, error) {
+	c.req = req
+	if onDelta != nil {
+		// Split the reply in two, mid-way, as a stream could.
+		half := len(c.reply) / 2
+		if err := onDelta(c.reply[:half]); err != nil {
+			return llm.Response{}, err
+		}
+		if err := onDelta(c.reply[half:]); err != nil {
+			return llm.Response{}, err
+		}
+	}
+	return llm.Response{Message: llm.Message{Role: "assistant", Content: c.reply}}, nil
+}
+
 type failing struct{ err error }
 
 func (f failing) Chat(context.Context, llm.Request, func(string) error) (llm.Response, error) {
@@ -61,7 +89,7 @@ func newAgent(t *testing.T) (*agent.Agent, *memHistory) {
 		}
 	}
 	h := &memHistory{msgs: map[string][]store.Message{}}
-	return agent.New(reg, h, nil, 10), h
+	return agent.New(reg, h, memSecrets{}, nil, 10), h
 }
 
 func user(text string) []llm.Message { return []llm.Message{{Role: "user", Content: text}} }
@@ -158,6 +186,81 @@ func TestRunErrors(t *testing.T) {
 			_, err := a.Run(context.Background(), tt.scope, agent.Profile{Model: tt.model}, agent.Turn{Messages: user("hi"), Session: "s"})
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+const crmToken = "crm-token-acme-7f3a9c"
+
+func TestRunRedactsSecrets(t *testing.T) {
+	echo := &capture{reply: "the token is " + crmToken + ", base64 " + "Y3JtLXRva2VuLWFjbWUtN2YzYTlj" + "."}
+	reg := llm.NewRegistry()
+	if err := reg.Add("up", echo); err != nil {
+		t.Fatal(err)
+	}
+	h := &memHistory{msgs: map[string][]store.Message{}}
+	secrets := memSecrets{"acme": {{Name: "crm", Value: []byte(crmToken)}}}
+	a := agent.New(reg, h, secrets, nil, 10)
+	scope := auth.TestScope(t, "acme", "alice")
+	want := "the token is [REDACTED:crm], base64 [REDACTED:crm]."
+	for _, stream := range []bool{false, true} {
+		var streamed strings.Builder
+		turn := agent.Turn{Messages: user("my token is " + crmToken), Session: "s"}
+		if stream {
+			turn.OnDelta = func(s string) error { streamed.WriteString(s); return nil }
+		}
+		res, err := a.Run(context.Background(), scope, agent.Profile{Model: "up/x"}, turn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Message.Content != want {
+			t.Fatalf("stream=%v: content %q, want %q", stream, res.Message.Content, want)
+		}
+		if stream && streamed.String() != want {
+			t.Fatalf("streamed %q, want %q", streamed.String(), want)
+		}
+		for _, m := range echo.req.Messages {
+			if strings.Contains(m.Content, crmToken) {
+				t.Fatalf("the model was sent the secret: %q", m.Content)
+			}
+		}
+	}
+	for _, m := range h.msgs[key(scope, "s")] {
+		if strings.Contains(m.Content, crmToken) {
+			t.Fatalf("history stores the secret: %q", m.Content)
+		}
+	}
+}
+
+func TestRunBYOK(t *testing.T) {
+	up := &capture{reply: "ok"}
+	reg := llm.NewRegistry()
+	if err := reg.AddBYOK("byok", up, "openai_key"); err != nil {
+		t.Fatal(err)
+	}
+	secrets := memSecrets{"acme": {{Name: "openai_key", Value: []byte("sk-acme-own-key-123")}, {Name: "alt", Value: []byte("sk-acme-alt-key-456")}}}
+	a := agent.New(reg, &memHistory{msgs: map[string][]store.Message{}}, secrets, nil, 10)
+	tests := []struct {
+		name    string
+		scope   auth.Scope
+		profile agent.Profile
+		wantKey string
+		wantErr error
+	}{
+		{"provider's secret", auth.TestScope(t, "acme", ""), agent.Profile{Model: "byok/m"}, "sk-acme-own-key-123", nil},
+		{"profile overrides", auth.TestScope(t, "acme", ""), agent.Profile{Model: "byok/m", KeySecret: "alt"}, "sk-acme-alt-key-456", nil},
+		{"tenant without the secret", auth.TestScope(t, "globex", ""), agent.Profile{Model: "byok/m"}, "", kind.Invalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			up.req = llm.Request{}
+			_, err := a.Run(context.Background(), tt.scope, tt.profile, agent.Turn{Messages: user("hi")})
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if string(up.req.APIKey) != tt.wantKey {
+				t.Fatalf("provider got key %q, want %q", string(up.req.APIKey), tt.wantKey)
 			}
 		})
 	}

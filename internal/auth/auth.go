@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
@@ -96,9 +97,24 @@ func (a *Authenticator) RequireAdmin(fail func(http.ResponseWriter, *http.Reques
 				fail(w, r, err)
 				return
 			}
-			next.ServeHTTP(w, r)
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), adminKey{}, true)))
 		})
 	}
+}
+
+type adminKey struct{}
+
+// AdminScope returns a Scope acting in tenant id for an operator's request.
+// Only a context that passed RequireAdmin gets one: the admin token is the
+// credential, the path names the tenant it acts on.
+func AdminScope(ctx context.Context, id tenant.ID) (Scope, error) {
+	if ok, _ := ctx.Value(adminKey{}).(bool); !ok {
+		return Scope{}, fmt.Errorf("%w: admin credentials required", kind.Unauthenticated)
+	}
+	if _, err := tenant.ParseID(string(id)); err != nil {
+		return Scope{}, fmt.Errorf("%w: %w", kind.Invalid, err)
+	}
+	return Scope{tenant: id}, nil
 }
 
 func bearer(r *http.Request) (string, error) {

@@ -147,6 +147,35 @@ func TestMiddleware(t *testing.T) {
 	}
 }
 
+func TestAdminScope(t *testing.T) {
+	a, tokens := fixture(t)
+	var got auth.Scope
+	var gotErr error
+	h := a.RequireAdmin(func(w http.ResponseWriter, r *http.Request, err error) {})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, gotErr = auth.AdminScope(r.Context(), "globex")
+	}))
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Bearer "+adminToken)
+	h.ServeHTTP(httptest.NewRecorder(), r)
+	if gotErr != nil || got.Tenant() != "globex" {
+		t.Fatalf("AdminScope behind RequireAdmin = %q, %v; want globex", got.Tenant(), gotErr)
+	}
+
+	// A tenant-authenticated context, or a bare one, gets no admin scope.
+	tenantH := a.RequireTenant(func(w http.ResponseWriter, r *http.Request, err error) {})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, gotErr = auth.AdminScope(r.Context(), "globex")
+	}))
+	r = httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Header.Set("Authorization", "Bearer "+tokens["acme"])
+	tenantH.ServeHTTP(httptest.NewRecorder(), r)
+	if !errors.Is(gotErr, kind.Unauthenticated) || got.Valid() {
+		t.Fatalf("AdminScope with a tenant key = %v, %v; want Unauthenticated", got, gotErr)
+	}
+	if s, err := auth.AdminScope(r.Context(), "globex"); err == nil || s.Valid() {
+		t.Fatal("AdminScope from a bare context succeeded")
+	}
+}
+
 func TestNewRefusesWeakAdminToken(t *testing.T) {
 	if _, err := auth.New(keyMap{}, ""); err == nil {
 		t.Fatal("auth.New accepted an empty admin token")

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // Config is the server configuration. The zero value plus Defaults is a
@@ -30,12 +31,15 @@ type Config struct {
 
 // Provider declares one model provider.
 type Provider struct {
-	Name       string        `yaml:"name"`
-	Type       string        `yaml:"type"` // "openai" or "scripted"
-	BaseURL    string        `yaml:"base_url"`
-	APIKeyEnv  string        `yaml:"api_key_env"`
-	Timeout    time.Duration `yaml:"timeout"`
-	MaxRetries int           `yaml:"max_retries"`
+	Name      string `yaml:"name"`
+	Type      string `yaml:"type"` // "openai" or "scripted"
+	BaseURL   string `yaml:"base_url"`
+	APIKeyEnv string `yaml:"api_key_env"`
+	// APIKeySecret names a tenant secret: each tenant calls this provider
+	// with its own key (bring your own key).
+	APIKeySecret string        `yaml:"api_key_secret"`
+	Timeout      time.Duration `yaml:"timeout"`
+	MaxRetries   int           `yaml:"max_retries"`
 }
 
 // Defaults for unset fields.
@@ -112,7 +116,17 @@ func (c Config) Models(getenv func(string) string) (*llm.Registry, error) {
 		default:
 			return nil, fmt.Errorf("provider %q: unknown type %q (want openai or scripted)", p.Name, p.Type)
 		}
-		if err := reg.Add(p.Name, prov); err != nil {
+		var keySecret tenant.SecretName
+		if p.APIKeySecret != "" {
+			if p.APIKeyEnv != "" {
+				return nil, fmt.Errorf("provider %q: set api_key_env or api_key_secret, not both", p.Name)
+			}
+			var err error
+			if keySecret, err = tenant.ParseSecretName(p.APIKeySecret); err != nil {
+				return nil, fmt.Errorf("provider %q: api_key_secret: %w", p.Name, err)
+			}
+		}
+		if err := reg.AddBYOK(p.Name, prov, keySecret); err != nil {
 			return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 		}
 	}

@@ -23,8 +23,8 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, model, err := reg.Resolve(c.DefaultModel); err != nil || model != "default" {
-		t.Fatalf("Resolve(default) = %q, %v", model, err)
+	if route, err := reg.Resolve(c.DefaultModel); err != nil || route.Model != "default" {
+		t.Fatalf("Resolve(default) = %q, %v", route.Model, err)
 	}
 }
 
@@ -56,11 +56,25 @@ max_body_bytes: 2048
 	if got := strings.Join(reg.Names(), ","); got != "offline,upstream" {
 		t.Fatalf("providers = %s", got)
 	}
-	if _, _, err := reg.Resolve("nosuch/x"); !errors.Is(err, llm.ErrUnknownModel) {
+	if _, err := reg.Resolve("nosuch/x"); !errors.Is(err, llm.ErrUnknownModel) {
 		t.Fatalf("Resolve(nosuch/x): err = %v", err)
 	}
 	if _, err := c.Models(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "UPSTREAM_KEY") {
 		t.Fatalf("missing api key env: err = %v, want one naming UPSTREAM_KEY", err)
+	}
+}
+
+func TestBYOKProvider(t *testing.T) {
+	c, err := Parse([]byte("providers:\n  - {name: byok, type: openai, base_url: 'http://127.0.0.1:1/v1', api_key_secret: openai_key}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := c.Models(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if route, err := reg.Resolve("byok/gpt"); err != nil || route.KeySecret != "openai_key" {
+		t.Fatalf("Resolve = %+v, %v; want key secret openai_key", route, err)
 	}
 }
 
@@ -74,9 +88,11 @@ func TestParseErrors(t *testing.T) {
 		}
 	}
 	for name, yaml := range map[string]string{
-		"unknown type":   "providers:\n  - name: x\n    type: magic\n",
-		"duplicate name": "providers:\n  - {name: x, type: scripted}\n  - {name: x, type: scripted}\n",
-		"bad base url":   "providers:\n  - {name: x, type: openai, base_url: 'ftp://h'}\n",
+		"unknown type":    "providers:\n  - name: x\n    type: magic\n",
+		"duplicate name":  "providers:\n  - {name: x, type: scripted}\n  - {name: x, type: scripted}\n",
+		"bad base url":    "providers:\n  - {name: x, type: openai, base_url: 'ftp://h'}\n",
+		"env and secret":  "providers:\n  - {name: x, type: openai, base_url: 'http://h', api_key_env: K, api_key_secret: k}\n",
+		"bad secret name": "providers:\n  - {name: x, type: openai, base_url: 'http://h', api_key_secret: 'Bad Name'}\n",
 	} {
 		c, err := Parse([]byte(yaml))
 		if err != nil {

@@ -4,16 +4,20 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"embed"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"maps"
+	"net/url"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -22,6 +26,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -35,6 +40,9 @@ type Profile struct {
 	SystemPrompt string   `json:"system_prompt"`
 	Model        string   `json:"model"`
 	Tools        []string `json:"tools"`
+	// APIKeySecret names the tenant secret holding the model provider's key
+	// (bring your own key); empty means the provider's own setting.
+	APIKeySecret string `json:"api_key_secret,omitempty"`
 }
 
 // Limits bounds a tenant's use of shared capacity. Zero means unlimited.
@@ -52,8 +60,11 @@ type Tenant struct {
 	Profiles  map[string]Profile // always holds DefaultProfile
 	Limits    Limits
 	StorageID string // opaque name of the tenant's data directory
-	CreatedAt time.Time
-	UpdatedAt time.Time
+	// WrappedKey is the tenant's data key wrapped by the KEK; deleting the
+	// tenant destroys it.
+	WrappedKey []byte
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
 }
 
 // Profile returns the named profile.
@@ -64,6 +75,7 @@ func (t Tenant) Profile(name string) (Profile, bool) {
 
 func (t Tenant) clone() Tenant {
 	t.Profiles = maps.Clone(t.Profiles)
+	t.WrappedKey = slices.Clone(t.WrappedKey)
 	for name, p := range t.Profiles {
 		p.Tools = slices.Clone(p.Tools)
 		t.Profiles[name] = p
@@ -81,6 +93,7 @@ type Plane struct {
 	db     *sql.DB
 	logger *slog.Logger
 	now    func() time.Time
+	kek    keyring.KEK // guarded by mu: rotation replaces it
 
 	// mu guards the snapshot; writers hold it across the database write so the
 	// snapshot never disagrees with what is committed.
@@ -92,20 +105,33 @@ type Plane struct {
 //go:embed migrations/*.sql
 var migrations embed.FS
 
-// Open opens (creating and migrating) the control database at path.
-func Open(ctx context.Context, path string, logger *slog.Logger) (*Plane, error) {
+// ErrWrongMasterKey means the KEK is not the one the data directory was
+// created with.
+var ErrWrongMasterKey = errors.New("the master key does not match this data directory (check BULKHEAD_MASTER_KEY or DATA/master_key)")
+
+// Open opens (creating and migrating) the control database at path. It fails
+// if kek is not the key the database was created with.
+func Open(ctx context.Context, path string, kek keyring.KEK, logger *slog.Logger) (*Plane, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	dsn := "file:" + path + "?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(ON)&_txlock=immediate"
+	// A file: URI, so no character of path can be read as a parameter.
+	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: url.Values{
+		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)"},
+		"_txlock": {"immediate"},
+	}.Encode()}).String()
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open control database: %w", err)
 	}
 	db.SetMaxOpenConns(1) // one writer; reads are served from memory
-	p := &Plane{db: db, logger: logger, now: time.Now,
+	p := &Plane{db: db, logger: logger, now: time.Now, kek: kek,
 		tenants: map[tenant.ID]Tenant{}, keys: map[tenant.KeyID]keyEntry{}}
 	if err := p.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := p.checkKEK(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -131,8 +157,36 @@ func (p *Plane) migrate(ctx context.Context) error {
 	return nil
 }
 
+var (
+	kekCheckPlain = []byte("bulkhead key check")
+	kekCheckAAD   = []byte("bulkhead/kek-check/v1")
+)
+
+// checkKEK verifies the KEK against the stored check value, writing one on
+// first start.
+func (p *Plane) checkKEK(ctx context.Context) error {
+	var check []byte
+	err := p.db.QueryRowContext(ctx, `SELECT check_value FROM keyring WHERE id = 1`).Scan(&check)
+	if errors.Is(err, sql.ErrNoRows) {
+		if check, err = p.kek.Wrap(ctx, kekCheckPlain, kekCheckAAD); err != nil {
+			return fmt.Errorf("write key check: %w", err)
+		}
+		if _, err := p.db.ExecContext(ctx, `INSERT INTO keyring (id, check_value) VALUES (1, ?)`, check); err != nil {
+			return fmt.Errorf("write key check: %w", err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read key check: %w", err)
+	}
+	if plain, err := p.kek.Unwrap(ctx, check, kekCheckAAD); err != nil || !bytes.Equal(plain, kekCheckPlain) {
+		return ErrWrongMasterKey
+	}
+	return nil
+}
+
 func (p *Plane) load(ctx context.Context) error {
-	rows, err := p.db.QueryContext(ctx, `SELECT id, name, status, storage_id, config, created_at, updated_at FROM tenants`)
+	rows, err := p.db.QueryContext(ctx, `SELECT id, name, status, storage_id, config, wrapped_key, created_at, updated_at FROM tenants`)
 	if err != nil {
 		return fmt.Errorf("load tenants: %w", err)
 	}
@@ -140,7 +194,7 @@ func (p *Plane) load(ctx context.Context) error {
 	for rows.Next() {
 		var t Tenant
 		var cfg, created, updated string
-		if err := rows.Scan(&t.ID, &t.Name, &t.Status, &t.StorageID, &cfg, &created, &updated); err != nil {
+		if err := rows.Scan(&t.ID, &t.Name, &t.Status, &t.StorageID, &cfg, &t.WrappedKey, &created, &updated); err != nil {
 			return fmt.Errorf("load tenants: %w", err)
 		}
 		if err := decodeConfig(cfg, &t); err != nil {
@@ -210,6 +264,10 @@ func (p *Plane) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 		return Tenant{}, err
 	}
 	t.StorageID = storageID
+	dataKey, err := keyring.NewKey()
+	if err != nil {
+		return Tenant{}, err
+	}
 	t.CreatedAt = p.now().UTC()
 	t.UpdatedAt = t.CreatedAt
 	t = t.clone()
@@ -223,10 +281,14 @@ func (p *Plane) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 	if _, ok := p.tenants[t.ID]; ok {
 		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.Conflict, t.ID)
 	}
+	if t.WrappedKey, err = keyring.WrapKey(ctx, p.kek, t.ID, dataKey); err != nil {
+		return Tenant{}, err
+	}
+	clear(dataKey)
 	ts := t.CreatedAt.Format(time.RFC3339Nano)
 	if _, err := p.db.ExecContext(ctx,
-		`INSERT INTO tenants (id, name, status, storage_id, config, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, t.Status, t.StorageID, cfg, ts, ts); err != nil {
+		`INSERT INTO tenants (id, name, status, storage_id, config, wrapped_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, t.Status, t.StorageID, cfg, t.WrappedKey, ts, ts); err != nil {
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
 	}
 	p.tenants[t.ID] = t
@@ -279,7 +341,7 @@ func (p *Plane) UpdateTenant(ctx context.Context, id tenant.ID, change func(*Ten
 	if err := change(&t); err != nil {
 		return Tenant{}, err
 	}
-	t.ID, t.StorageID, t.CreatedAt = old.ID, old.StorageID, old.CreatedAt
+	t.ID, t.StorageID, t.WrappedKey, t.CreatedAt = old.ID, old.StorageID, old.WrappedKey, old.CreatedAt
 	if err := validate(t); err != nil {
 		return Tenant{}, err
 	}
@@ -380,6 +442,63 @@ func (p *Plane) StorageID(_ context.Context, id tenant.ID) (string, error) {
 	return t.StorageID, nil
 }
 
+// WrappedKey implements keyring.WrappedKeys. A deleted tenant has none.
+func (p *Plane) WrappedKey(_ context.Context, id tenant.ID) ([]byte, error) {
+	p.mu.RLock()
+	t, ok := p.tenants[id]
+	p.mu.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", store.ErrUnknownTenant, id)
+	}
+	return t.WrappedKey, nil
+}
+
+// RotateKEK rewraps every tenant's data key under next in one transaction and
+// makes next the KEK. Data encrypted under the data keys is not touched.
+// Servers running on the old KEK must be restarted with the new one.
+func (p *Plane) RotateKEK(ctx context.Context, next keyring.KEK) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	tx, err := p.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("rotate master key: %w", err)
+	}
+	defer tx.Rollback()
+	rewrapped := make(map[tenant.ID][]byte, len(p.tenants))
+	for id, t := range p.tenants {
+		dataKey, err := keyring.UnwrapKey(ctx, p.kek, id, t.WrappedKey)
+		if err != nil {
+			return fmt.Errorf("rotate master key: %w", err)
+		}
+		w, err := keyring.WrapKey(ctx, next, id, dataKey)
+		clear(dataKey)
+		if err != nil {
+			return fmt.Errorf("rotate master key: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE tenants SET wrapped_key = ? WHERE id = ?`, w, id); err != nil {
+			return fmt.Errorf("rotate master key: %w", err)
+		}
+		rewrapped[id] = w
+	}
+	check, err := next.Wrap(ctx, kekCheckPlain, kekCheckAAD)
+	if err != nil {
+		return fmt.Errorf("rotate master key: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE keyring SET check_value = ? WHERE id = 1`, check); err != nil {
+		return fmt.Errorf("rotate master key: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("rotate master key: %w", err)
+	}
+	for id, w := range rewrapped {
+		t := p.tenants[id]
+		t.WrappedKey = w
+		p.tenants[id] = t
+	}
+	p.kek = next
+	return nil
+}
+
 func newStorageID() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
@@ -423,6 +542,11 @@ func validate(t Tenant) error {
 		}
 		if len(pr.SystemPrompt) > maxSystemPromptLen {
 			return fmt.Errorf("%w: profile %q: system prompt longer than %d bytes", kind.Invalid, name, maxSystemPromptLen)
+		}
+		if pr.APIKeySecret != "" {
+			if _, err := tenant.ParseSecretName(pr.APIKeySecret); err != nil {
+				return fmt.Errorf("%w: profile %q: api_key_secret: %w", kind.Invalid, name, err)
+			}
 		}
 		if len(pr.Tools) > maxTools {
 			return fmt.Errorf("%w: profile %q: more than %d tools", kind.Invalid, name, maxTools)

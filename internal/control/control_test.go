@@ -11,14 +11,33 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
+// testKEK is one master key for the whole test binary.
+var testKEK = func() *keyring.LocalKEK {
+	k, err := keyring.NewKey()
+	if err != nil {
+		panic(err)
+	}
+	kek, err := keyring.NewLocalKEK(k)
+	if err != nil {
+		panic(err)
+	}
+	return kek
+}()
+
 func open(t testing.TB, path string) *control.Plane {
 	t.Helper()
-	p, err := control.Open(context.Background(), path, nil)
+	return openWith(t, path, testKEK)
+}
+
+func openWith(t testing.TB, path string, kek keyring.KEK) *control.Plane {
+	t.Helper()
+	p, err := control.Open(context.Background(), path, kek, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +190,105 @@ func TestKeys(t *testing.T) {
 	}
 	if _, ok := p.KeyRecord(k2); ok {
 		t.Fatal("deleted tenant's key still found")
+	}
+}
+
+func newKEK(t *testing.T) *keyring.LocalKEK {
+	t.Helper()
+	k, err := keyring.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek, err := keyring.NewLocalKEK(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kek
+}
+
+func TestWrongMasterKeyFailsAtOpen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.db")
+	p := openWith(t, path, newKEK(t))
+	if _, err := p.CreateTenant(context.Background(), newTenant("acme", "")); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := control.Open(context.Background(), path, newKEK(t), nil); !errors.Is(err, control.ErrWrongMasterKey) {
+		t.Fatalf("Open with another master key: err = %v, want ErrWrongMasterKey", err)
+	}
+}
+
+func TestDataKeys(t *testing.T) {
+	ctx := context.Background()
+	kek := newKEK(t)
+	p := openWith(t, filepath.Join(t.TempDir(), "control.db"), kek)
+	for _, id := range []tenant.ID{"acme", "globex"} {
+		if _, err := p.CreateTenant(ctx, newTenant(id, "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ring := keyring.NewRing(kek, p, 0)
+	acme, err := ring.Cipher(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	globex, err := ring.Cipher(ctx, "globex")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := acme.Seal([]byte("acme data"), "c")
+	if _, err := globex.Open(ct, "c"); !errors.Is(err, keyring.ErrDecrypt) {
+		t.Fatalf("globex opened acme's data: %v", err)
+	}
+	if _, err := p.DeleteTenant(ctx, "acme"); err != nil {
+		t.Fatal(err)
+	}
+	ring.Forget("acme")
+	if _, err := ring.Cipher(ctx, "acme"); !errors.Is(err, store.ErrUnknownTenant) {
+		t.Fatalf("deleted tenant's key: err = %v, want ErrUnknownTenant", err)
+	}
+	if _, err := p.CreateTenant(ctx, newTenant("acme", "")); err != nil {
+		t.Fatal(err)
+	}
+	again, err := ring.Cipher(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := again.Open(ct, "c"); !errors.Is(err, keyring.ErrDecrypt) {
+		t.Fatalf("re-created tenant opened its predecessor's data: %v", err)
+	}
+}
+
+func TestRotateKEK(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "control.db")
+	oldKEK, newKEKv := newKEK(t), newKEK(t)
+	p := openWith(t, path, oldKEK)
+	if _, err := p.CreateTenant(ctx, newTenant("acme", "")); err != nil {
+		t.Fatal(err)
+	}
+	before, err := keyring.NewRing(oldKEK, p, 0).Cipher(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct := before.Seal([]byte("sealed before rotation"), "c")
+	if err := p.RotateKEK(ctx, newKEKv); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := control.Open(ctx, path, oldKEK, nil); !errors.Is(err, control.ErrWrongMasterKey) {
+		t.Fatalf("old master key after rotation: err = %v, want ErrWrongMasterKey", err)
+	}
+	p = openWith(t, path, newKEKv)
+	after, err := keyring.NewRing(newKEKv, p, 0).Cipher(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pt, err := after.Open(ct, "c"); err != nil || string(pt) != "sealed before rotation" {
+		t.Fatalf("data after rotation: %q, %v", pt, err)
+	}
+	if _, err := p.CreateTenant(ctx, newTenant("globex", "")); err != nil {
+		t.Fatalf("create after rotation: %v", err)
 	}
 }
 

@@ -50,10 +50,20 @@ type Request struct {
 	Tools       []Tool
 	MaxTokens   int      // 0: provider default
 	Temperature *float64 // nil: provider default
+	// APIKey, when set, replaces the provider's configured key for this
+	// request: the tenant's own key (BYOK), sent only in the request header.
+	APIKey Credential
 	// User is an opaque, tenant-derived tag sent upstream (OpenAI "user") so a
 	// provider can attribute abuse and partition its caches; never a raw id.
 	User string
 }
+
+// Credential is an API key. It prints redacted, so a logged Request never
+// shows it.
+type Credential string
+
+func (Credential) String() string   { return "[REDACTED]" }
+func (Credential) GoString() string { return "[REDACTED]" }
 
 // Usage counts tokens.
 type Usage struct {

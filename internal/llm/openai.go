@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +20,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/bulkhead-ai/bulkhead/internal/redact"
 )
 
 const (
@@ -90,8 +90,8 @@ type OpenAI struct {
 	timeout    time.Duration
 	maxRetries int
 	client     *http.Client
-	redactor   *strings.Replacer // removes the API key (and encodings of it)
-	base       time.Duration     // backoff base; tests shrink it
+	redactor   *redact.Redactor // removes the API key (and encodings of it)
+	base       time.Duration    // backoff base; tests shrink it
 }
 
 // NewOpenAI returns a client for the endpoint described by opts.
@@ -123,7 +123,7 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 		timeout:    opts.Timeout,
 		maxRetries: opts.MaxRetries,
 		client:     opts.HTTPClient,
-		redactor:   newRedactor(opts.APIKey),
+		redactor:   keyRedactor(opts.APIKey),
 		base:       backoffBase,
 	}
 	c.endpoint = c.baseURL + "/chat/completions"
@@ -239,6 +239,13 @@ type streamChunk struct {
 func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content string) error) (Response, error) {
 	if err := ctx.Err(); err != nil {
 		return Response{}, err
+	}
+	if req.APIKey != "" {
+		// The caller's key (a tenant's own, BYOK) replaces the configured
+		// one for this call only.
+		byok := *c
+		byok.apiKey, byok.redactor = string(req.APIKey), keyRedactor(string(req.APIKey))
+		c = &byok
 	}
 	body, err := encodeRequest(req, onDelta != nil)
 	if err != nil {
@@ -455,9 +462,7 @@ func errorMessage(raw json.RawMessage) string {
 // most limit bytes on a rune boundary.
 func (c *OpenAI) clean(s string, limit int) string {
 	s = strings.ToValidUTF8(s, "\uFFFD")
-	if c.redactor != nil {
-		s = c.redactor.Replace(s)
-	}
+	s = c.redactor.String(s)
 	s = strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) {
 			return ' '
@@ -475,29 +480,9 @@ func (c *OpenAI) clean(s string, limit int) string {
 	return s
 }
 
-// newRedactor replaces the key and its common encodings.
-func newRedactor(key string) *strings.Replacer {
-	if key == "" {
-		return nil
-	}
-	forms := []string{
-		key,
-		base64.StdEncoding.EncodeToString([]byte(key)),
-		base64.RawStdEncoding.EncodeToString([]byte(key)),
-		base64.URLEncoding.EncodeToString([]byte(key)),
-		base64.RawURLEncoding.EncodeToString([]byte(key)),
-		hex.EncodeToString([]byte(key)),
-		url.QueryEscape(key),
-		url.PathEscape(key),
-	}
-	// Longest first so a longer form wins over its prefix.
-	slices.SortFunc(forms, func(a, b string) int { return cmp.Or(cmp.Compare(len(b), len(a)), strings.Compare(a, b)) })
-	forms = slices.Compact(forms)
-	var pairs []string
-	for _, f := range forms {
-		pairs = append(pairs, f, redacted)
-	}
-	return strings.NewReplacer(pairs...)
+// keyRedactor hides the API key and its common encodings in error text.
+func keyRedactor(key string) *redact.Redactor {
+	return redact.New([]redact.Secret{{Name: "api_key", Value: key}})
 }
 
 func (c *OpenAI) readJSON(actx context.Context, body io.Reader, onDelta func(string) error) (Response, error) {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -579,8 +580,8 @@ func TestOpenAIKeyNeverInErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("Chat: nil error")
 			}
-			if s := err.Error(); strings.Contains(s, testKey) || strings.Contains(s, b64) || !strings.Contains(s, redacted) {
-				t.Errorf("error %q leaks the key or lacks %s", s, redacted)
+			if s := err.Error(); strings.Contains(s, testKey) || strings.Contains(s, b64) || !strings.Contains(s, "[REDACTED") {
+				t.Errorf("error %q leaks the key or lacks [REDACTED", s)
 			}
 		})
 	}
@@ -662,5 +663,30 @@ func BenchmarkOpenAIChat(b *testing.B) {
 		if _, err := c.Chat(ctx, req, nil); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestOpenAIRequestKey checks a per-request key (BYOK) replaces the configured
+// one in the header, and is redacted from errors like it.
+func TestOpenAIRequestKey(t *testing.T) {
+	const tenantKey = "sk-tenant-own-key-0042"
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Header.Get("Authorization"))
+		w.WriteHeader(401)
+		io.WriteString(w, `{"error":{"message":"rejected `+r.Header.Get("Authorization")+`"}}`)
+	}))
+	defer srv.Close()
+	c := newTestOpenAI(t, srv.URL, OpenAIOptions{APIKey: testKey, MaxRetries: -1})
+	_, err := c.Chat(context.Background(), Request{Model: "m", APIKey: tenantKey}, nil)
+	if err == nil || strings.Contains(err.Error(), tenantKey) || !strings.Contains(err.Error(), "[REDACTED:api_key]") {
+		t.Fatalf("error = %v, want the tenant key redacted", err)
+	}
+	_, _ = c.Chat(context.Background(), Request{Model: "m"}, nil)
+	if want := []string{"Bearer " + tenantKey, "Bearer " + testKey}; !slices.Equal(got, want) {
+		t.Fatalf("Authorization headers = %q, want %q", got, want)
+	}
+	if s := fmt.Sprintf("%v %+v", Request{APIKey: tenantKey}, Request{APIKey: tenantKey}); strings.Contains(s, tenantKey) {
+		t.Fatalf("formatted Request shows the key: %s", s)
 	}
 }

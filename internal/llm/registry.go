@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // ErrUnknownModel reports a model name that names no registered provider.
@@ -16,7 +18,21 @@ var ErrUnknownModel = errors.New("unknown model")
 // is safe for concurrent use.
 type Registry struct {
 	mu        sync.RWMutex
-	providers map[string]Provider
+	providers map[string]entry
+}
+
+type entry struct {
+	provider  Provider
+	keySecret tenant.SecretName
+}
+
+// Route is where a model name leads.
+type Route struct {
+	Provider Provider
+	Model    string // the provider's own model name
+	// KeySecret, when set, names the tenant secret holding the API key to
+	// send (bring your own key); the caller resolves it for the tenant.
+	KeySecret tenant.SecretName
 }
 
 // NewRegistry returns an empty registry.
@@ -25,6 +41,12 @@ func NewRegistry() *Registry { return &Registry{} }
 // Add registers p under name. The name must be non-empty, unused and free of
 // "/"; p must not be nil.
 func (r *Registry) Add(name string, p Provider) error {
+	return r.AddBYOK(name, p, "")
+}
+
+// AddBYOK registers p under name like Add; every call through it uses the
+// calling tenant's own API key, from the tenant secret keySecret.
+func (r *Registry) AddBYOK(name string, p Provider, keySecret tenant.SecretName) error {
 	switch {
 	case name == "":
 		return errors.New("llm: empty provider name")
@@ -39,28 +61,28 @@ func (r *Registry) Add(name string, p Provider) error {
 		return fmt.Errorf("llm: duplicate provider %q", name)
 	}
 	if r.providers == nil {
-		r.providers = make(map[string]Provider)
+		r.providers = make(map[string]entry)
 	}
-	r.providers[name] = p
+	r.providers[name] = entry{provider: p, keySecret: keySecret}
 	return nil
 }
 
 // Resolve splits model at its first "/" into a provider name and the
-// provider's own model name, and returns that provider and name. A model with
-// no "/", an empty part or an unregistered provider is an error wrapping
+// provider's own model name, and returns the route there. A model with no
+// "/", an empty part or an unregistered provider is an error wrapping
 // ErrUnknownModel.
-func (r *Registry) Resolve(model string) (Provider, string, error) {
+func (r *Registry) Resolve(model string) (Route, error) {
 	name, rest, ok := strings.Cut(model, "/")
 	if !ok || name == "" || rest == "" {
-		return nil, "", fmt.Errorf("%w %q", ErrUnknownModel, model)
+		return Route{}, fmt.Errorf("%w %q", ErrUnknownModel, model)
 	}
 	r.mu.RLock()
-	p := r.providers[name]
+	e, ok := r.providers[name]
 	r.mu.RUnlock()
-	if p == nil {
-		return nil, "", fmt.Errorf("%w %q", ErrUnknownModel, model)
+	if !ok {
+		return Route{}, fmt.Errorf("%w %q", ErrUnknownModel, model)
 	}
-	return p, rest, nil
+	return Route{Provider: e.provider, Model: rest, KeySecret: e.keySecret}, nil
 }
 
 // Names returns the registered provider names, sorted.

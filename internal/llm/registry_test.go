@@ -65,7 +65,8 @@ func TestRegistryResolve(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.model, func(t *testing.T) {
-			p, m, err := r.Resolve(tt.model)
+			route, err := r.Resolve(tt.model)
+			p, m := route.Provider, route.Model
 			if tt.wantErr {
 				if !errors.Is(err, ErrUnknownModel) {
 					t.Fatalf("Resolve(%q) error = %v, want ErrUnknownModel", tt.model, err)
@@ -89,7 +90,7 @@ func TestRegistryResolve(t *testing.T) {
 	if got := new(Registry).Names(); len(got) != 0 {
 		t.Errorf("zero Registry Names() = %q, want empty", got)
 	}
-	if _, _, err := new(Registry).Resolve("a/b"); !errors.Is(err, ErrUnknownModel) {
+	if _, err := new(Registry).Resolve("a/b"); !errors.Is(err, ErrUnknownModel) {
 		t.Errorf("zero Registry Resolve error = %v, want ErrUnknownModel", err)
 	}
 }
@@ -103,7 +104,7 @@ func TestRegistryConcurrent(t *testing.T) {
 	for i := range 8 {
 		wg.Go(func() {
 			for range 200 {
-				if _, _, err := r.Resolve("offline/x"); err != nil {
+				if _, err := r.Resolve("offline/x"); err != nil {
 					t.Error(err)
 					return
 				}
@@ -117,4 +118,20 @@ func TestRegistryConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+func TestRegistryBYOK(t *testing.T) {
+	r := NewRegistry()
+	if err := r.AddBYOK("byok", NewScripted(), "openai_key"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Add("shared", NewScripted()); err != nil {
+		t.Fatal(err)
+	}
+	for model, want := range map[string]string{"byok/gpt": "openai_key", "shared/gpt": ""} {
+		route, err := r.Resolve(model)
+		if err != nil || string(route.KeySecret) != want {
+			t.Errorf("Resolve(%q) key secret = %q, %v; want %q", model, route.KeySecret, err, want)
+		}
+	}
 }

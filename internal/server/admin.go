@@ -9,6 +9,8 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -17,6 +19,7 @@ type profileBody struct {
 	SystemPrompt string   `json:"system_prompt"`
 	Model        string   `json:"model"`
 	Tools        []string `json:"tools"`
+	APIKeySecret string   `json:"api_key_secret,omitempty"`
 }
 
 // tenantBody is the admin API's tenant definition. Pointers tell "absent"
@@ -28,6 +31,7 @@ type tenantBody struct {
 	SystemPrompt *string                 `json:"system_prompt"`
 	Model        *string                 `json:"model"`
 	Tools        *[]string               `json:"tools"`
+	APIKeySecret *string                 `json:"api_key_secret"`
 	Profiles     *map[string]profileBody `json:"profiles"`
 	Limits       *control.Limits         `json:"limits"`
 }
@@ -40,6 +44,7 @@ type tenantView struct {
 	SystemPrompt string                 `json:"system_prompt"`
 	Model        string                 `json:"model"`
 	Tools        []string               `json:"tools"`
+	APIKeySecret string                 `json:"api_key_secret,omitempty"`
 	Profiles     map[string]profileBody `json:"profiles"`
 	Limits       control.Limits         `json:"limits"`
 	CreatedAt    time.Time              `json:"created_at"`
@@ -49,11 +54,11 @@ type tenantView struct {
 func viewTenant(t control.Tenant) tenantView {
 	def := t.Profiles[control.DefaultProfile]
 	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
-		SystemPrompt: def.SystemPrompt, Model: def.Model, Tools: nonNil(def.Tools),
+		SystemPrompt: def.SystemPrompt, Model: def.Model, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
 		Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 	for name, p := range t.Profiles {
 		if name != control.DefaultProfile {
-			v.Profiles[name] = profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: nonNil(p.Tools)}
+			v.Profiles[name] = profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: nonNil(p.Tools), APIKeySecret: p.APIKeySecret}
 		}
 	}
 	return v
@@ -92,13 +97,16 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 	if b.Tools != nil {
 		def.Tools = *b.Tools
 	}
+	if b.APIKeySecret != nil {
+		def.APIKeySecret = *b.APIKeySecret
+	}
 	if b.Profiles != nil {
 		if _, ok := (*b.Profiles)[control.DefaultProfile]; ok {
 			return fmt.Errorf("%w: define the %q profile with the top-level fields, not under profiles", kind.Invalid, control.DefaultProfile)
 		}
 		maps.DeleteFunc(t.Profiles, func(string, control.Profile) bool { return true })
 		for name, p := range *b.Profiles {
-			t.Profiles[name] = control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: p.Tools}
+			t.Profiles[name] = control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: p.Tools, APIKeySecret: p.APIKeySecret}
 		}
 	}
 	t.Profiles[control.DefaultProfile] = def
@@ -110,7 +118,7 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 			p.Model = d.DefaultModel
 			t.Profiles[name] = p
 		}
-		if _, _, err := d.Models.Resolve(p.Model); err != nil {
+		if _, err := d.Models.Resolve(p.Model); err != nil {
 			return fmt.Errorf("%w: profile %q: %w", kind.Invalid, name, err)
 		}
 	}
@@ -224,6 +232,7 @@ func handleDeleteTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
+		d.Keys.Forget(id)
 		if err := d.Data.Drop(r.Context(), t.StorageID); err != nil {
 			writeError(d.Logger, w, r, fmt.Errorf("delete data of tenant %s: %w", id, err))
 			return
@@ -280,5 +289,115 @@ func handleRevokeKey(d Deps) http.Handler {
 func handleHealth() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		encode(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+}
+
+// secretBody is a secret's value; it is accepted, never shown.
+type secretBody struct {
+	Value *string `json:"value"`
+}
+
+// maxSecretLen bounds one secret value.
+const maxSecretLen = 16 << 10
+
+// adminTenantScope checks the tenant in the path exists and returns the
+// operator's Scope acting in it.
+func adminTenantScope(d Deps, r *http.Request) (scope auth.Scope, err error) {
+	id, err := pathTenant(r)
+	if err != nil {
+		return scope, err
+	}
+	if _, err := d.Tenants.Tenant(id); err != nil {
+		return scope, err
+	}
+	return auth.AdminScope(r.Context(), id)
+}
+
+func handlePutSecret(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := adminTenantScope(d, r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		name, err := tenant.ParseSecretName(r.PathValue("name"))
+		if err != nil {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: %w", kind.Invalid, err))
+			return
+		}
+		body, err := decode[secretBody](w, r, d.MaxBodyBytes, true)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		switch {
+		case body.Value == nil:
+			err = fmt.Errorf("%w: value is required", kind.Invalid)
+		case len(*body.Value) < redact.MinLen:
+			// Shorter values cannot be redacted without mangling ordinary text.
+			err = fmt.Errorf("%w: value must be at least %d bytes", kind.Invalid, redact.MinLen)
+		case len(*body.Value) > maxSecretLen:
+			err = fmt.Errorf("%w: value must be at most %d bytes", kind.Invalid, maxSecretLen)
+		}
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		if err := d.Data.PutSecret(r.Context(), scope, name, []byte(*body.Value)); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "secret set", "tenant", scope.Tenant(), "secret", name)
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+func handleDeleteSecret(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := adminTenantScope(d, r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		name, err := tenant.ParseSecretName(r.PathValue("name"))
+		if err != nil {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: %w", kind.NotFound, err))
+			return
+		}
+		if err := d.Data.DeleteSecret(r.Context(), scope, name); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "secret deleted", "tenant", scope.Tenant(), "secret", name)
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+// exportView is everything a tenant has, decrypted, but secret values.
+type exportView struct {
+	Tenant     tenantView   `json:"tenant"`
+	Data       store.Export `json:"data"`
+	ExportedAt time.Time    `json:"exported_at"`
+}
+
+func handleExport(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := adminTenantScope(d, r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		t, err := d.Tenants.Tenant(scope.Tenant())
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		data, err := d.Data.Export(r.Context(), scope)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "tenant exported", "tenant", scope.Tenant())
+		encode(w, http.StatusOK, exportView{Tenant: viewTenant(t), Data: data, ExportedAt: time.Now().UTC()})
 	})
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -300,5 +301,145 @@ func TestAdminDeleteTenant(t *testing.T) {
 	}
 	if ids := env.tenantIDs(t); !slices.Equal(ids, []string{"globex"}) {
 		t.Errorf("got tenants %v, want [globex]", ids)
+	}
+}
+
+// TestAdminSecrets checks secrets are write-only and per tenant, and that
+// nothing but the admin token can touch them.
+func TestAdminSecrets(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _ := twoTenants(t, env)
+	const value = "acme-crm-token-5e8d1f"
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/crm_token", map[string]string{"value": value}, http.StatusNoContent)
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/crm_token", map[string]string{"value": value + "-v2"}, http.StatusNoContent)
+
+	tests := []struct {
+		name, method, path, token string
+		body                      any
+		want                      int
+	}{
+		{"too short", "PUT", "/admin/v1/tenants/acme/secrets/x", testAdminToken, map[string]string{"value": "short"}, 400},
+		{"no value", "PUT", "/admin/v1/tenants/acme/secrets/x", testAdminToken, map[string]string{}, 400},
+		{"bad name", "PUT", "/admin/v1/tenants/acme/secrets/Bad%20Name", testAdminToken, map[string]string{"value": value}, 400},
+		{"unknown tenant", "PUT", "/admin/v1/tenants/initech/secrets/x", testAdminToken, map[string]string{"value": value}, 404},
+		{"tenant key cannot set", "PUT", "/admin/v1/tenants/acme/secrets/x", acmeKey, map[string]string{"value": value}, 401},
+		{"tenant key cannot delete", "DELETE", "/admin/v1/tenants/acme/secrets/crm_token", acmeKey, nil, 401},
+		{"no GET of a secret", "GET", "/admin/v1/tenants/acme/secrets/crm_token", testAdminToken, nil, 405},
+		{"delete in another tenant", "DELETE", "/admin/v1/tenants/globex/secrets/crm_token", testAdminToken, nil, 404},
+		{"delete missing", "DELETE", "/admin/v1/tenants/acme/secrets/nosuch", testAdminToken, nil, 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := env.do(t, tt.method, tt.path, tt.token, tt.body, nil)
+			if r.status != tt.want {
+				t.Fatalf("got %v, want %d", r, tt.want)
+			}
+			checkErrorShape(t, r)
+		})
+	}
+
+	// No endpoint returns the value.
+	for _, path := range []string{"/admin/v1/tenants", "/admin/v1/tenants/acme", "/admin/v1/tenants/acme/export"} {
+		r := env.admin(t, "GET", path, nil, http.StatusOK)
+		if bytes.Contains(r.body, []byte(value)) {
+			t.Fatalf("GET %s returns the secret value: %s", path, r.body)
+		}
+	}
+	r := env.admin(t, "GET", "/admin/v1/tenants/acme/export", nil, http.StatusOK)
+	if !bytes.Contains(r.body, []byte(`"crm_token"`)) {
+		t.Fatalf("export does not list the secret's name: %s", r.body)
+	}
+	env.admin(t, "DELETE", "/admin/v1/tenants/acme/secrets/crm_token", nil, http.StatusNoContent)
+	env.admin(t, "DELETE", "/admin/v1/tenants/acme/secrets/crm_token", nil, http.StatusNotFound)
+}
+
+// checkErrorShape checks an error response is in OpenAI's shape.
+func checkErrorShape(t *testing.T, r response) {
+	t.Helper()
+	var e struct {
+		Error *struct{ Message, Type, Code string } `json:"error"`
+	}
+	if err := json.Unmarshal(r.body, &e); err != nil || e.Error == nil || e.Error.Message == "" || e.Error.Type == "" {
+		t.Fatalf("not an OpenAI error: %v", r)
+	}
+}
+
+// TestAdminExport checks the export holds the tenant's own data, decrypted,
+// and nothing of another tenant's.
+func TestAdminExport(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := twoTenants(t, env)
+	env.say(t, chatCall{key: acmeKey, session: "s1", user: "alice", content: "acme remembers " + acmeFact})
+	env.say(t, chatCall{key: globexKey, session: "s1", user: "alice", content: "globex remembers " + globexFact})
+
+	r := env.admin(t, "GET", "/admin/v1/tenants/acme/export", nil, http.StatusOK)
+	var exp struct {
+		Tenant struct{ ID string }
+		Data   struct {
+			Sessions []struct {
+				User, Session string
+				Messages      []struct{ Role, Content string }
+			}
+			SecretNames []string `json:"secret_names"`
+		}
+	}
+	if err := json.Unmarshal(r.body, &exp); err != nil {
+		t.Fatal(err)
+	}
+	if exp.Tenant.ID != "acme" || len(exp.Data.Sessions) != 1 || exp.Data.Sessions[0].User != "alice" ||
+		len(exp.Data.Sessions[0].Messages) != 2 || !strings.Contains(exp.Data.Sessions[0].Messages[0].Content, acmeFact) {
+		t.Fatalf("export = %s", r.body)
+	}
+	if bytes.Contains(r.body, []byte(globexFact)) || bytes.Contains(r.body, []byte(globexPrompt)) {
+		t.Fatalf("acme's export holds globex's data: %s", r.body)
+	}
+	env.admin(t, "GET", "/admin/v1/tenants/initech/export", nil, http.StatusNotFound)
+	if r := env.do(t, "GET", "/admin/v1/tenants/acme/export", acmeKey, nil, nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("export with a tenant key: got %v, want 401", r)
+	}
+}
+
+// TestDeleteTenantLeavesNothing checks that a deleted tenant's files held no
+// plaintext while they existed, are gone afterwards, and that a tenant
+// re-created under the same id starts empty.
+func TestDeleteTenantLeavesNothing(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _ := twoTenants(t, env)
+	const secret = "acme-crm-token-9b2c44"
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/crm", map[string]string{"value": secret}, http.StatusNoContent)
+	env.say(t, chatCall{key: acmeKey, session: "s1", user: "alice", content: "remember " + acmeFact})
+
+	storage, err := env.plane.StorageID(t.Context(), "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(env.dataDir, "tenants", storage)
+	files, err := filepath.Glob(filepath.Join(dir, "*"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("tenant files: %v, %v", files, err)
+	}
+	for _, f := range append(files, filepath.Join(env.dataDir, "control.db")) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, plain := range []string{secret, acmeFact} {
+			if bytes.Contains(b, []byte(plain)) {
+				t.Fatalf("%s holds %q in plaintext", f, plain)
+			}
+		}
+	}
+
+	env.admin(t, "DELETE", "/admin/v1/tenants/acme", nil, http.StatusNoContent)
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("tenant directory after delete: %v", err)
+	}
+	if r := env.chat(t, chatCall{key: acmeKey, content: "hi"}); r.status != http.StatusUnauthorized {
+		t.Fatalf("deleted tenant's key: got %v, want 401", r)
+	}
+	env.createTenant(t, map[string]any{"id": "acme"})
+	r := env.admin(t, "GET", "/admin/v1/tenants/acme/export", nil, http.StatusOK)
+	if bytes.Contains(r.body, []byte(acmeFact)) || bytes.Contains(r.body, []byte(`"crm"`)) {
+		t.Fatalf("re-created tenant sees its predecessor's data: %s", r.body)
 	}
 }

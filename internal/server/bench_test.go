@@ -1,4 +1,4 @@
-package server_test
+package server
 
 import (
 	"bytes"
@@ -7,18 +7,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/bulkhead-ai/bulkhead/internal/agent"
-	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
-	"github.com/bulkhead-ai/bulkhead/internal/server"
-	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -41,51 +36,25 @@ func benchUpstream(b *testing.B) *httptest.Server {
 // `provisioned` tenants, and returns its URL and the keys of the first
 // `active` tenants.
 func benchBulkhead(b *testing.B, upstream string, provisioned, active int) (string, []string) {
-	ctx := context.Background()
-	dir := b.TempDir()
-	plane, err := control.Open(ctx, filepath.Join(dir, "control.db"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { plane.Close() })
-	stores, err := sqlite.Open(sqlite.Options{Dir: filepath.Join(dir, "tenants"), Locator: plane})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { stores.Close() })
-	models := llm.NewRegistry()
 	up, err := llm.NewOpenAI(llm.OpenAIOptions{BaseURL: upstream + "/v1"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	models.Add("upstream", up)
-	authn, err := auth.New(plane, "bench-admin-token-0123456789")
-	if err != nil {
-		b.Fatal(err)
-	}
+	env := newTestEnv(b, envOptions{maxOpen: 128, providers: map[string]llm.Provider{"upstream": up}})
+	ctx := context.Background()
 	var keys []string
 	for i := range provisioned {
 		id := tenant.ID(fmt.Sprintf("t%05d", i))
-		if _, err := plane.CreateTenant(ctx, control.Tenant{ID: id, Profiles: map[string]control.Profile{
+		if _, err := env.plane.CreateTenant(ctx, control.Tenant{ID: id, Profiles: map[string]control.Profile{
 			control.DefaultProfile: {SystemPrompt: "You are tenant " + string(id) + "'s agent.", Model: "upstream/mock"}}}); err != nil {
 			b.Fatal(err)
 		}
 		if i < active {
-			keyID, secret, hash, err := auth.NewKey()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := plane.AddKey(ctx, id, keyID, hash); err != nil {
-				b.Fatal(err)
-			}
-			keys = append(keys, secret.Reveal())
+			_, key := env.newKey(b, string(id))
+			keys = append(keys, key)
 		}
 	}
-	h := server.New(server.Deps{Auth: authn, Tenants: plane, Data: stores, Models: models,
-		Agent: agent.New(models, stores, nil, 50), DefaultModel: "upstream/mock", MaxBodyBytes: 1 << 20})
-	srv := httptest.NewServer(h)
-	b.Cleanup(srv.Close)
-	return srv.URL, keys
+	return env.srv.URL, keys
 }
 
 // openLoop sends b.N requests at a fixed rate regardless of how fast answers

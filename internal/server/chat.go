@@ -192,7 +192,7 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 	if turn.MaxTokens < 0 {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
 	}
-	return turn, agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model}, scope, nil
+	return turn, agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model, KeySecret: tenant.SecretName(p.APIKeySecret)}, scope, nil
 }
 
 func newCompletionID() string {

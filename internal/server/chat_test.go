@@ -1,17 +1,22 @@
 package server
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
@@ -641,5 +646,113 @@ func TestChatUpstreamErrorHidesDetails(t *testing.T) {
 				t.Errorf("error shows the provider's address %s: %s", internal, r.body)
 			}
 		})
+	}
+}
+
+// echoAuthUpstream is an OpenAI-compatible model that answers with the
+// Authorization header it received: a provider (or a model) repeating the
+// tenant's own key back.
+func echoAuthUpstream(t *testing.T) (*httptest.Server, *[]string) {
+	t.Helper()
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth := r.Header.Get("Authorization")
+		mu.Lock()
+		seen = append(seen, auth)
+		mu.Unlock()
+		key := strings.TrimPrefix(auth, "Bearer ")
+		content := "you sent " + auth + " also " + base64.StdEncoding.EncodeToString([]byte(key))
+		var req struct{ Stream bool }
+		json.NewDecoder(r.Body).Decode(&req)
+		if req.Stream {
+			w.Header().Set("Content-Type", "text/event-stream")
+			// Split the key across two chunks.
+			half := len(content) / 2
+			for _, part := range []string{content[:half], content[half:]} {
+				b, _ := json.Marshal(map[string]any{"choices": []any{map[string]any{"index": 0, "delta": map[string]string{"content": part}}}})
+				fmt.Fprintf(w, "data: %s\n\n", b)
+			}
+			fmt.Fprint(w, "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n")
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"choices": []any{map[string]any{"index": 0,
+			"message": map[string]string{"role": "assistant", "content": content}, "finish_reason": "stop"}}})
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &seen
+}
+
+// TestBYOKKeyNeverLeaves runs a tenant on its own provider key and a model
+// that repeats that key: the upstream gets the key, the client and the logs
+// never do.
+func TestBYOKKeyNeverLeaves(t *testing.T) {
+	upstream, seen := echoAuthUpstream(t)
+	up, err := llm.NewOpenAI(llm.OpenAIOptions{BaseURL: upstream.URL + "/v1", MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	env := newTestEnv(t, envOptions{logger: logger, byok: map[string]byokProvider{"byok": {up, "openai_key"}}})
+	env.createTenant(t, map[string]any{"id": "acme", "model": "byok/gpt"})
+	env.createTenant(t, map[string]any{"id": "globex", "model": "byok/gpt"})
+	_, acmeKey := env.newKey(t, "acme")
+	_, globexKey := env.newKey(t, "globex")
+	const tenantKey = "sk-acme-own-provider-key-31415"
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/openai_key", map[string]string{"value": tenantKey}, http.StatusNoContent)
+
+	for _, stream := range []bool{false, true} {
+		got := env.say(t, chatCall{key: acmeKey, content: "repeat my key", stream: stream, session: "s"})
+		if strings.Contains(got, tenantKey) || strings.Contains(got, base64.StdEncoding.EncodeToString([]byte(tenantKey))) {
+			t.Fatalf("stream=%v: the client received the key: %q", stream, got)
+		}
+		if want := "you sent Bearer [REDACTED:openai_key] also [REDACTED:openai_key]"; got != want {
+			t.Fatalf("stream=%v: got %q, want %q", stream, got, want)
+		}
+	}
+	if len(*seen) != 2 || (*seen)[0] != "Bearer "+tenantKey {
+		t.Fatalf("upstream saw %q, want acme's own key", *seen)
+	}
+	// globex has no key of its own: refused, never served on acme's.
+	if r := env.chat(t, chatCall{key: globexKey, content: "hi"}); r.status != http.StatusBadRequest {
+		t.Fatalf("globex without its key: got %v, want 400", r)
+	}
+	if len(*seen) != 2 {
+		t.Fatalf("globex's request reached the upstream: %q", *seen)
+	}
+	export := env.admin(t, "GET", "/admin/v1/tenants/acme/export", nil, http.StatusOK)
+	if bytes.Contains(export.body, []byte(tenantKey)) {
+		t.Fatal("the stored history holds the key")
+	}
+	if logs.Len() == 0 {
+		t.Fatal("no logs captured")
+	}
+	if strings.Contains(logs.String(), tenantKey) {
+		t.Fatalf("logs hold the key:\n%s", logs.String())
+	}
+}
+
+// TestSecretsRedactedFromAnswers makes the model say a tenant's secret, as a
+// prompt-injected model would, and checks the client gets it redacted.
+func TestSecretsRedactedFromAnswers(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := twoTenants(t, env)
+	const crm = "acme-crm-token-77aa01"
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/crm", map[string]string{"value": crm}, http.StatusNoContent)
+	hexCRM := fmt.Sprintf("%x", crm)
+	for _, stream := range []bool{false, true} {
+		got := env.say(t, chatCall{key: acmeKey, stream: stream, content: "/say token " + crm + " hex " + hexCRM})
+		if want := "token [REDACTED:crm] hex [REDACTED:crm]"; got != want {
+			t.Fatalf("stream=%v: got %q, want %q", stream, got, want)
+		}
+	}
+	// The model never sees the value either, even when the user types it.
+	ctx := env.echo(t, chatCall{key: acmeKey, content: "/echo " + crm})
+	if strings.Contains(joinContents(ctx), crm) {
+		t.Fatal("the model's context holds the secret")
+	}
+	if got := env.say(t, chatCall{key: globexKey, content: "/say nothing secret here"}); got != "nothing secret here" {
+		t.Fatalf("globex: got %q", got)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -28,14 +29,23 @@ type Tenants interface {
 	RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID) error
 }
 
-// TenantData removes a deleted tenant's stored data.
+// TenantData is the tenant data plane as the admin API uses it.
 type TenantData interface {
+	PutSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName, value []byte) error
+	DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error
+	Export(ctx context.Context, scope auth.Scope) (store.Export, error)
+	// Drop removes a deleted tenant's stored data.
 	Drop(ctx context.Context, storageID string) error
+}
+
+// DataKeys forgets a deleted tenant's cached data key.
+type DataKeys interface {
+	Forget(id tenant.ID)
 }
 
 // Models resolves "provider/model" names.
 type Models interface {
-	Resolve(model string) (llm.Provider, string, error)
+	Resolve(model string) (llm.Route, error)
 }
 
 // Deps is what the server needs.
@@ -44,6 +54,7 @@ type Deps struct {
 	Auth         *auth.Authenticator
 	Tenants      Tenants
 	Data         TenantData
+	Keys         DataKeys
 	Agent        *agent.Agent
 	Models       Models
 	DefaultModel string // for profiles that name none

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -23,8 +24,10 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // testAdminToken is the operator's token in every test server.
@@ -37,6 +40,15 @@ type envOptions struct {
 	providers    map[string]llm.Provider // registered besides "offline"
 	// wrap, if set, wraps the server's handler, to observe requests.
 	wrap func(http.Handler) http.Handler
+	// byok registers providers that use each tenant's own key, from the
+	// named tenant secret.
+	byok   map[string]byokProvider
+	logger *slog.Logger // nil: discard
+}
+
+type byokProvider struct {
+	provider llm.Provider
+	secret   tenant.SecretName
 }
 
 // testEnv is a real server: control plane, per-tenant SQLite stores, the
@@ -52,12 +64,21 @@ type testEnv struct {
 func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
-	plane, err := control.Open(t.Context(), filepath.Join(dir, "control.db"), nil)
+	masterKey, err := keyring.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek, err := keyring.NewLocalKEK(masterKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plane, err := control.Open(t.Context(), filepath.Join(dir, "control.db"), kek, nil)
 	if err != nil {
 		t.Fatalf("control.Open: %v", err)
 	}
+	ring := keyring.NewRing(kek, plane, 0)
 	stores, err := sqlite.Open(sqlite.Options{
-		Dir: filepath.Join(dir, "tenants"), MaxOpen: cmp.Or(opts.maxOpen, 16), Locator: plane})
+		Dir: filepath.Join(dir, "tenants"), MaxOpen: cmp.Or(opts.maxOpen, 16), Locator: plane, Ciphers: ring})
 	if err != nil {
 		plane.Close()
 		t.Fatalf("sqlite.Open: %v", err)
@@ -71,6 +92,11 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 			t.Fatalf("register model %q: %v", name, err)
 		}
 	}
+	for name, p := range opts.byok {
+		if err := models.AddBYOK(name, p.provider, p.secret); err != nil {
+			t.Fatalf("register model %q: %v", name, err)
+		}
+	}
 	authn, err := auth.New(plane, testAdminToken)
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
@@ -79,7 +105,9 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		Auth:         authn,
 		Tenants:      plane,
 		Data:         stores,
-		Agent:        agent.New(models, stores, nil, 50),
+		Keys:         ring,
+		Agent:        agent.New(models, stores, stores, opts.logger, 50),
+		Logger:       opts.logger,
 		Models:       models,
 		DefaultModel: "offline/default",
 		MaxBodyBytes: cmp.Or(opts.maxBodyBytes, 1<<20),
@@ -275,12 +303,20 @@ func (e *testEnv) chat(t testing.TB, c chatCall) response {
 	return r
 }
 
-// say sends a chat request that must succeed and returns the answer.
+// say sends a chat request that must succeed and returns the answer, joined
+// from its deltas when streamed.
 func (e *testEnv) say(t testing.TB, c chatCall) string {
 	t.Helper()
 	r := e.chat(t, c)
 	if r.status != http.StatusOK {
 		t.Fatalf("chat %q: got %v, want 200", c.content, r)
+	}
+	if c.stream {
+		s, err := parseSSE(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.content
 	}
 	content, err := answer(r)
 	if err != nil {

@@ -21,6 +21,9 @@ type UserID string
 // SessionID names one conversation of one end user.
 type SessionID string
 
+// SecretName names one of a tenant's stored credentials.
+type SecretName string
+
 // KeyID is the public, non-secret part of an API key.
 type KeyID string
 
@@ -38,7 +41,17 @@ var ErrInvalid = errors.New("invalid identifier")
 var (
 	idPattern      = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 	sessionPattern = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+	secretPattern  = regexp.MustCompile(`^[a-z0-9_][a-z0-9_.-]{0,63}$`)
 )
+
+// ParseSecretName validates s as a secret name: 1-64 of [a-z0-9_.-], not
+// starting with '.' or '-'.
+func ParseSecretName(s string) (SecretName, error) {
+	if !secretPattern.MatchString(s) {
+		return "", fmt.Errorf("%w: secret name %q must be 1-64 of [a-z0-9_.-], starting with a letter, digit or '_'", ErrInvalid, s)
+	}
+	return SecretName(s), nil
+}
 
 // ParseID validates s as a tenant id.
 func ParseID(s string) (ID, error) {

@@ -5,6 +5,7 @@ CREATE TABLE tenants (
     status     TEXT NOT NULL,
     storage_id TEXT NOT NULL UNIQUE,
     config     TEXT NOT NULL, -- JSON: profiles and limits
+    wrapped_key BLOB NOT NULL, -- the tenant's data key, wrapped by the KEK
     created_at TEXT NOT NULL,
     updated_at TEXT NOT NULL
 );
@@ -18,6 +19,13 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_tenant ON api_keys(tenant_id);
 
+-- One row: a value wrapped by the KEK, so a wrong master key is caught at start.
+CREATE TABLE keyring (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    check_value BLOB NOT NULL
+);
+
 -- +goose Down
+DROP TABLE keyring;
 DROP TABLE api_keys;
 DROP TABLE tenants;

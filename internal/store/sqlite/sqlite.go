@@ -2,6 +2,12 @@
 // has its own SQLite database at <Dir>/<storage id>/tenant.db, so one tenant's
 // queries cannot reach another tenant's rows. Databases are opened on first use
 // and kept in a bounded pool, so many tenants do not mean many open files.
+//
+// Message content and meta and secret values are encrypted with the tenant's
+// data key before they reach SQLite, each bound to its place (tenant, end user,
+// session, column or secret name), so a ciphertext moved anywhere else does not
+// decrypt. Roles, timestamps, end-user ids, session ids and secret names are
+// stored in clear: they are what the rows are indexed and ordered by.
 package sqlite
 
 import (
@@ -24,6 +30,7 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -34,11 +41,18 @@ type Locator interface {
 	StorageID(ctx context.Context, id tenant.ID) (string, error)
 }
 
+// Ciphers hands out a tenant's data-key cipher; *keyring.Ring implements it.
+// An error fails the call: nothing is read or written without the key.
+type Ciphers interface {
+	Cipher(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
+}
+
 // Options configures Open.
 type Options struct {
 	Dir     string // e.g. DATA/tenants; created 0700 if missing
 	MaxOpen int    // max open tenant handles; 0 → 128
 	Locator Locator
+	Ciphers Ciphers      // required: encrypts every tenant's content at rest
 	Logger  *slog.Logger // nil → discard
 }
 
@@ -59,6 +73,7 @@ var migrations embed.FS
 type DB struct {
 	dir        string
 	locator    Locator
+	ciphers    Ciphers
 	log        *slog.Logger
 	migrations fs.FS
 	pool       *pool[*tenantDB]
@@ -72,6 +87,9 @@ func Open(opts Options) (*DB, error) {
 	}
 	if opts.Locator == nil {
 		return nil, errors.New("open tenant stores: no locator")
+	}
+	if opts.Ciphers == nil {
+		return nil, errors.New("open tenant stores: no ciphers")
 	}
 	if opts.MaxOpen < 0 {
 		return nil, fmt.Errorf("open tenant stores: MaxOpen %d is negative", opts.MaxOpen)
@@ -90,6 +108,7 @@ func Open(opts Options) (*DB, error) {
 	db := &DB{
 		dir:        dir,
 		locator:    opts.Locator,
+		ciphers:    opts.Ciphers,
 		log:        cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
 		migrations: fsys,
 	}
@@ -97,25 +116,68 @@ func Open(opts Options) (*DB, error) {
 	return db, nil
 }
 
+// The associated-data contexts of the sealed columns. Each binds a ciphertext
+// to its column and its place inside the tenant (the Cipher adds the tenant
+// itself). Session ids hold no NUL, so the last NUL parts user from session
+// and no two places share a context.
+func contentContext(user tenant.UserID, session tenant.SessionID) string {
+	return "message.content\x00" + string(user) + "\x00" + string(session)
+}
+
+func metaContext(user tenant.UserID, session tenant.SessionID) string {
+	return "message.meta\x00" + string(user) + "\x00" + string(session)
+}
+
+func secretContext(name tenant.SecretName) string {
+	return "secret\x00" + string(name)
+}
+
+// sealedMessage is a message as stored: content and meta encrypted.
+type sealedMessage struct {
+	role          string
+	content, meta []byte // meta nil → NULL
+	created       string
+}
+
 // AppendMessages appends msgs to the session of scope's end user, in one
-// transaction. A message with a zero CreatedAt gets the current time.
+// transaction. A message with a zero CreatedAt gets the current time. Content
+// and meta are encrypted with the tenant's key; an empty meta is stored as
+// NULL and read back as nil.
 func (db *DB) AppendMessages(ctx context.Context, scope auth.Scope, session tenant.SessionID, msgs []store.Message) error {
 	if err := check(scope, session); err != nil {
 		return fmt.Errorf("append messages: %w", err)
 	}
-	h, err := db.acquire(ctx, scope)
+	h, c, err := db.acquire(ctx, scope)
 	if err != nil {
 		return fmt.Errorf("append messages: %w", err)
 	}
 	defer db.pool.release(h)
-	if err := appendMessages(ctx, h.v, scope.User(), session, msgs); err != nil {
+	if err := appendMessages(ctx, h.v, c, scope.User(), session, msgs); err != nil {
 		return fmt.Errorf("append messages: %w", err)
 	}
 	return nil
 }
 
-func appendMessages(ctx context.Context, tdb *tenantDB, user tenant.UserID, session tenant.SessionID, msgs []store.Message) error {
+func appendMessages(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenant.UserID, session tenant.SessionID, msgs []store.Message) error {
 	now := time.Now().UTC()
+	// Encrypt before queueing for the write lock: sealing needs no lock.
+	sealed := make([]sealedMessage, len(msgs))
+	contentCtx, metaCtx := contentContext(user, session), metaContext(user, session)
+	for i, m := range msgs {
+		created := m.CreatedAt
+		if created.IsZero() {
+			created = now
+		}
+		sealed[i] = sealedMessage{
+			role:    m.Role,
+			content: c.Seal([]byte(m.Content), contentCtx),
+			created: created.UTC().Format(timeFormat),
+		}
+		if len(m.Meta) > 0 {
+			sealed[i].meta = c.Seal(m.Meta, metaCtx)
+		}
+	}
+
 	tdb.write.Lock()
 	defer tdb.write.Unlock()
 	tx, err := tdb.BeginTx(ctx, nil)
@@ -128,13 +190,8 @@ func appendMessages(ctx context.Context, tdb *tenantDB, user tenant.UserID, sess
 		return err
 	}
 	insert := tx.StmtContext(ctx, tdb.insertMessage)
-	for _, m := range msgs {
-		created := m.CreatedAt
-		if created.IsZero() {
-			created = now
-		}
-		if _, err := insert.ExecContext(ctx,
-			user, session, m.Role, []byte(m.Content), m.Meta, created.UTC().Format(timeFormat)); err != nil {
+	for _, m := range sealed {
+		if _, err := insert.ExecContext(ctx, user, session, m.role, m.content, m.meta, m.created); err != nil {
 			return err
 		}
 	}
@@ -146,45 +203,71 @@ func appendMessages(ctx context.Context, tdb *tenantDB, user tenant.UserID, sess
 }
 
 // Messages returns the last limit messages of the session of scope's end user,
-// oldest first; limit <= 0 means all. An unknown session has no messages.
+// oldest first; limit <= 0 means all. An unknown session has no messages. A
+// message that does not decrypt fails the call with keyring.ErrDecrypt.
 func (db *DB) Messages(ctx context.Context, scope auth.Scope, session tenant.SessionID, limit int) ([]store.Message, error) {
 	if err := check(scope, session); err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
 	}
-	h, err := db.acquire(ctx, scope)
+	h, c, err := db.acquire(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
 	}
 	defer db.pool.release(h)
-	msgs, err := messages(ctx, h.v, scope.User(), session, limit)
+	msgs, err := messages(ctx, h.v, c, scope.User(), session, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read messages: %w", err)
 	}
 	return msgs, nil
 }
 
-func messages(ctx context.Context, sqlDB *tenantDB, user tenant.UserID, session tenant.SessionID, limit int) ([]store.Message, error) {
+func messages(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenant.UserID, session tenant.SessionID, limit int) ([]store.Message, error) {
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit
 	}
-	rows, err := sqlDB.selectMessages.QueryContext(ctx, user, session, limit)
+	rows, err := tdb.selectMessages.QueryContext(ctx, user, session, limit)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
+	contentCtx, metaCtx := contentContext(user, session), metaContext(user, session)
 	var msgs []store.Message
 	for rows.Next() {
-		var m store.Message
-		var created string
-		if err := rows.Scan(&m.Role, &m.Content, &m.Meta, &created); err != nil {
+		var (
+			id            int64
+			role, created string
+			content, meta sql.RawBytes // only read by Open, which copies
+		)
+		if err := rows.Scan(&id, &role, &content, &meta, &created); err != nil {
 			return nil, err
 		}
-		if m.CreatedAt, err = time.Parse(timeFormat, created); err != nil {
+		m, err := openMessage(c, contentCtx, metaCtx, id, role, content, meta, created)
+		if err != nil {
 			return nil, err
 		}
 		msgs = append(msgs, m)
 	}
 	return msgs, rows.Err()
+}
+
+// openMessage decrypts stored message id, sealed under contentCtx and
+// metaCtx. A nil meta is NULL.
+func openMessage(c *keyring.Cipher, contentCtx, metaCtx string, id int64, role string, content, meta []byte, created string) (store.Message, error) {
+	m := store.Message{Role: role}
+	text, err := c.Open(content, contentCtx)
+	if err != nil {
+		return store.Message{}, fmt.Errorf("message %d content: %w", id, err)
+	}
+	m.Content = string(text)
+	if meta != nil {
+		if m.Meta, err = c.Open(meta, metaCtx); err != nil {
+			return store.Message{}, fmt.Errorf("message %d meta: %w", id, err)
+		}
+	}
+	if m.CreatedAt, err = time.Parse(timeFormat, created); err != nil {
+		return store.Message{}, fmt.Errorf("message %d: %w", id, err)
+	}
+	return m, nil
 }
 
 // Drop closes the database stored under storageID, once the operations using
@@ -227,25 +310,32 @@ func check(scope auth.Scope, session tenant.SessionID) error {
 	return nil
 }
 
-// acquire locates the database of scope's tenant and takes a handle to it from
-// the pool; the caller must release it.
-func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB], error) {
+// acquire locates the database of scope's tenant, finds the tenant's cipher
+// and takes a handle to the database from the pool; the caller must release
+// it. The cipher is found before the database is opened, so a tenant without
+// a usable key gets no file.
+func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB], *keyring.Cipher, error) {
 	id, err := db.locator.StorageID(ctx, scope.Tenant())
 	if err != nil {
-		return nil, fmt.Errorf("locate tenant store: %w", err)
+		return nil, nil, fmt.Errorf("locate tenant store: %w", err)
 	}
 	if !validStorageID(id) {
-		return nil, fmt.Errorf("locate tenant store: invalid storage id %q", id)
+		return nil, nil, fmt.Errorf("locate tenant store: invalid storage id %q", id)
+	}
+	c, err := db.ciphers.Cipher(ctx, scope.Tenant())
+	if err != nil {
+		return nil, nil, fmt.Errorf("tenant key: %w", err)
+	}
+	if c == nil || c.Tenant() != scope.Tenant() {
+		return nil, nil, errors.New("tenant key: cipher is not the tenant's")
 	}
 	h, err := db.pool.acquire(ctx, id)
 	if err != nil {
-		return nil, fmt.Errorf("open tenant store: %w", err)
+		return nil, nil, fmt.Errorf("open tenant store: %w", err)
 	}
-	return h, nil
+	return h, c, nil
 }
 
-// openTenant opens, creating it if needed, the database stored under id and
-// brings its schema up to date.
 // tenantDB is one open tenant database. Writers queue on write in Go rather
 // than in SQLite's busy handler, which sleeps for milliseconds at a time.
 type tenantDB struct {
@@ -255,6 +345,8 @@ type tenantDB struct {
 	// Statements are prepared once per database: preparing costs more than
 	// running them.
 	upsertSession, insertMessage, selectMessages *sql.Stmt
+	upsertSecret, deleteSecret, selectSecrets    *sql.Stmt
+	selectSecretNames, selectExport              *sql.Stmt
 
 	log           *slog.Logger
 	commits       atomic.Uint64
@@ -294,11 +386,28 @@ var statements = []struct {
 		INSERT INTO messages (user_id, session_id, role, content, meta, created_at)
 		VALUES (?, ?, ?, ?, ?, ?)`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectMessages }, `
-		SELECT role, content, meta, created_at FROM (
+		SELECT id, role, content, meta, created_at FROM (
 			SELECT id, role, content, meta, created_at FROM messages
 			WHERE user_id = ? AND session_id = ?
 			ORDER BY id DESC LIMIT ?
 		) ORDER BY id`},
+	{func(t *tenantDB) **sql.Stmt { return &t.upsertSecret }, `
+		INSERT INTO secrets (name, value, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`},
+	{func(t *tenantDB) **sql.Stmt { return &t.deleteSecret }, `
+		DELETE FROM secrets WHERE name = ?`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectSecrets }, `
+		SELECT name, value FROM secrets ORDER BY name`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectSecretNames }, `
+		SELECT name FROM secrets ORDER BY name`},
+	// Every session, with its messages if it has any, in (user, session,
+	// message) order; a session without messages is one row of NULLs.
+	{func(t *tenantDB) **sql.Stmt { return &t.selectExport }, `
+		SELECT s.user_id, s.session_id, s.created_at, s.updated_at,
+			m.id, m.role, m.content, m.meta, m.created_at
+		FROM sessions s LEFT JOIN messages m
+			ON m.user_id = s.user_id AND m.session_id = s.session_id
+		ORDER BY s.user_id, s.session_id, m.id`},
 }
 
 // Close closes the statements and the database.
@@ -313,6 +422,8 @@ func (t *tenantDB) Close() error {
 	return errors.Join(append(errs, t.DB.Close())...)
 }
 
+// openTenant opens, creating it if needed, the database stored under id and
+// brings its schema up to date.
 func (db *DB) openTenant(ctx context.Context, id string) (*tenantDB, error) {
 	dir := filepath.Join(db.dir, id)
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {

@@ -1,7 +1,10 @@
 package sqlite_test
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
@@ -29,15 +33,88 @@ func (l locator) StorageID(_ context.Context, id tenant.ID) (string, error) {
 	return s, nil
 }
 
-func open(t *testing.T, dir string, maxOpen int, l sqlite.Locator) *sqlite.DB {
-	t.Helper()
-	db, err := sqlite.Open(sqlite.Options{Dir: dir, MaxOpen: maxOpen, Locator: l})
+// keys holds tenants' data keys wrapped by a random master key, as the
+// control plane does; ring hands out their Ciphers through a real
+// keyring.Ring.
+type keys struct {
+	kek  *keyring.LocalKEK
+	ring *keyring.Ring
+
+	mu      sync.Mutex
+	wrapped map[tenant.ID][]byte
+}
+
+var _ sqlite.Ciphers = (*keyring.Ring)(nil)
+
+func newKeys(tb testing.TB, ids ...tenant.ID) *keys {
+	tb.Helper()
+	master, err := keyring.NewKey()
 	if err != nil {
-		t.Fatalf("Open: %v", err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() {
+	kek, err := keyring.NewLocalKEK(master)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k := &keys{kek: kek, wrapped: map[tenant.ID][]byte{}}
+	k.ring = keyring.NewRing(kek, k, 0)
+	for _, id := range ids {
+		k.replace(tb, id)
+	}
+	return k
+}
+
+// replace gives tenant id a new random data key, as deleting and re-creating
+// the tenant would; what the old key sealed no longer opens.
+func (k *keys) replace(tb testing.TB, id tenant.ID) {
+	tb.Helper()
+	dataKey, err := keyring.NewKey()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w, err := keyring.WrapKey(context.Background(), k.kek, id, dataKey)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	k.mu.Lock()
+	k.wrapped[id] = w
+	k.mu.Unlock()
+}
+
+// destroy forgets tenant id's data key (crypto-shredding).
+func (k *keys) destroy(id tenant.ID) {
+	k.mu.Lock()
+	delete(k.wrapped, id)
+	k.mu.Unlock()
+	k.ring.Forget(id)
+}
+
+func (k *keys) WrappedKey(_ context.Context, id tenant.ID) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	w, ok := k.wrapped[id]
+	if !ok {
+		return nil, fmt.Errorf("tenant %q has no data key: %w", id, store.ErrUnknownTenant)
+	}
+	return w, nil
+}
+
+// ciphersFunc adapts a function to sqlite.Ciphers.
+type ciphersFunc func(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
+
+func (f ciphersFunc) Cipher(ctx context.Context, id tenant.ID) (*keyring.Cipher, error) {
+	return f(ctx, id)
+}
+
+func open(tb testing.TB, dir string, maxOpen int, l sqlite.Locator, c sqlite.Ciphers) *sqlite.DB {
+	tb.Helper()
+	db, err := sqlite.Open(sqlite.Options{Dir: dir, MaxOpen: maxOpen, Locator: l, Ciphers: c})
+	if err != nil {
+		tb.Fatalf("Open: %v", err)
+	}
+	tb.Cleanup(func() {
 		if err := db.Close(); err != nil {
-			t.Errorf("Close: %v", err)
+			tb.Errorf("Close: %v", err)
 		}
 	})
 	return db
@@ -45,9 +122,18 @@ func open(t *testing.T, dir string, maxOpen int, l sqlite.Locator) *sqlite.DB {
 
 var twoTenants = locator{storetest.Acme: "acme0storage", storetest.Globex: "globex0storage"}
 
+// openTwo opens a store under a new directory in which Acme and Globex have
+// data keys, and returns it with the directory.
+func openTwo(tb testing.TB) (*sqlite.DB, string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	return open(tb, dir, 0, twoTenants, newKeys(tb, storetest.Acme, storetest.Globex).ring), dir
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Backend {
-		return open(t, t.TempDir(), 0, twoTenants)
+		db, _ := openTwo(t)
+		return db
 	})
 }
 
@@ -57,7 +143,11 @@ func TestManyTenantsFewHandles(t *testing.T) {
 	for i := range tenants {
 		l[tenant.ID(fmt.Sprint("t", i))] = fmt.Sprintf("store%04d", i)
 	}
-	db := open(t, t.TempDir(), maxOpen, l)
+	k := newKeys(t)
+	for id := range l {
+		k.replace(t, id)
+	}
+	db := open(t, t.TempDir(), maxOpen, l, k.ring)
 	ctx := t.Context()
 
 	var (
@@ -127,8 +217,7 @@ func TestManyTenantsFewHandles(t *testing.T) {
 }
 
 func TestDrop(t *testing.T) {
-	dir := t.TempDir()
-	db := open(t, dir, 0, twoTenants)
+	db, dir := openTwo(t)
 	ctx := t.Context()
 	acme := auth.TestScope(t, storetest.Acme, "alice")
 	globex := auth.TestScope(t, storetest.Globex, "alice")
@@ -165,8 +254,7 @@ func TestDrop(t *testing.T) {
 }
 
 func TestUnknownTenant(t *testing.T) {
-	dir := t.TempDir()
-	db := open(t, dir, 0, twoTenants)
+	db, dir := openTwo(t)
 	scope := auth.TestScope(t, "initech", "alice")
 	err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}})
 	if !errors.Is(err, store.ErrUnknownTenant) {
@@ -200,7 +288,7 @@ func TestBadStorageIDRefused(t *testing.T) {
 	for _, id := range badStorageIDs {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "tenants")
-		db := open(t, dir, 0, locator{storetest.Acme: id})
+		db := open(t, dir, 0, locator{storetest.Acme: id}, newKeys(t, storetest.Acme).ring)
 		scope := auth.TestScope(t, storetest.Acme, "alice")
 
 		if err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}}); err == nil {
@@ -229,7 +317,7 @@ func TestBadStorageIDRefused(t *testing.T) {
 }
 
 func TestInvalidSessionRefused(t *testing.T) {
-	db := open(t, t.TempDir(), 0, twoTenants)
+	db, _ := openTwo(t)
 	scope := auth.TestScope(t, storetest.Acme, "alice")
 	for _, s := range []tenant.SessionID{"", "a/b", "x\x00y"} {
 		if err := db.AppendMessages(t.Context(), scope, s, nil); !errors.Is(err, tenant.ErrInvalid) {
@@ -243,7 +331,7 @@ func TestInvalidSessionRefused(t *testing.T) {
 
 func TestFileModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tenants")
-	db := open(t, dir, 0, twoTenants)
+	db := open(t, dir, 0, twoTenants, newKeys(t, storetest.Acme).ring)
 	scope := auth.TestScope(t, storetest.Acme, "alice")
 	if err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}}); err != nil {
 		t.Fatal(err)
@@ -272,7 +360,7 @@ func TestFileModes(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
-	db, err := sqlite.Open(sqlite.Options{Dir: t.TempDir(), Locator: twoTenants})
+	db, err := sqlite.Open(sqlite.Options{Dir: t.TempDir(), Locator: twoTenants, Ciphers: newKeys(t, storetest.Acme).ring})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,14 +388,16 @@ func TestOpenOptions(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	ring := newKeys(t, storetest.Acme).ring
 	tests := []struct {
 		name string
 		opts sqlite.Options
 	}{
-		{"no dir", sqlite.Options{Locator: twoTenants}},
-		{"no locator", sqlite.Options{Dir: dir}},
-		{"negative MaxOpen", sqlite.Options{Dir: dir, Locator: twoTenants, MaxOpen: -1}},
-		{"dir is a file", sqlite.Options{Dir: file, Locator: twoTenants}},
+		{"no dir", sqlite.Options{Locator: twoTenants, Ciphers: ring}},
+		{"no locator", sqlite.Options{Dir: dir, Ciphers: ring}},
+		{"no ciphers", sqlite.Options{Dir: dir, Locator: twoTenants}},
+		{"negative MaxOpen", sqlite.Options{Dir: dir, Locator: twoTenants, Ciphers: ring, MaxOpen: -1}},
+		{"dir is a file", sqlite.Options{Dir: file, Locator: twoTenants, Ciphers: ring}},
 	}
 	for _, tt := range tests {
 		db, err := sqlite.Open(tt.opts)
@@ -316,6 +406,490 @@ func TestOpenOptions(t *testing.T) {
 			if err := db.Close(); err != nil {
 				t.Error(err)
 			}
+		}
+	}
+}
+
+// rawDB opens the database file of storage id under dir with a handle of its
+// own, as someone with access to the files would.
+func rawDB(t *testing.T, dir, id string) *sql.DB {
+	t.Helper()
+	path := filepath.Join(dir, id, "tenant.db")
+	if _, err := os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", "file:"+filepath.ToSlash(path)+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := raw.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return raw
+}
+
+func rawExec(t *testing.T, db *sql.DB, query string, args ...any) {
+	t.Helper()
+	res, err := db.ExecContext(t.Context(), query, args...)
+	if err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		t.Fatalf("%s: %d rows affected, %v", query, n, err)
+	}
+}
+
+func rawBytes(t *testing.T, db *sql.DB, query string, args ...any) []byte {
+	t.Helper()
+	var b []byte
+	if err := db.QueryRowContext(t.Context(), query, args...).Scan(&b); err != nil {
+		t.Fatalf("%s: %v", query, err)
+	}
+	if len(b) == 0 {
+		t.Fatalf("%s: empty", query)
+	}
+	return b
+}
+
+// TestCiphertextMoved moves ciphertexts between tenants, sessions, end users,
+// columns and secret names behind the store's back: every read of a moved
+// ciphertext must fail with keyring.ErrDecrypt and show none of its text.
+func TestCiphertextMoved(t *testing.T) {
+	const (
+		acmeText   = "acme-only-text-4c1f"
+		acmeMeta   = `{"note":"acme-only-meta-9d0e"}`
+		acmeSecret = "acme-only-secret-71ab"
+	)
+	acmeID, globexID := twoTenants[storetest.Acme], twoTenants[storetest.Globex]
+	selectContent := `SELECT content FROM messages WHERE user_id = 'alice' AND session_id = 's1'`
+	selectMeta := `SELECT meta FROM messages WHERE user_id = 'alice' AND session_id = 's1'`
+
+	tests := []struct {
+		name   string
+		tamper func(t *testing.T, acme, globex *sql.DB)
+		// read is the call that meets the moved ciphertext.
+		read func(ctx context.Context, db *sqlite.DB, acme, globex auth.Scope) (any, error)
+	}{
+		{
+			name: "content copied to globex's same user and session",
+			tamper: func(t *testing.T, acme, globex *sql.DB) {
+				rawExec(t, globex, `UPDATE messages SET content = ? WHERE user_id = 'alice' AND session_id = 's1'`, rawBytes(t, acme, selectContent))
+			},
+			read: readMessages("s1", false),
+		},
+		{
+			name: "meta copied to globex's same user and session",
+			tamper: func(t *testing.T, acme, globex *sql.DB) {
+				rawExec(t, globex, `UPDATE messages SET meta = ? WHERE user_id = 'alice' AND session_id = 's1'`, rawBytes(t, acme, selectMeta))
+			},
+			read: readMessages("s1", false),
+		},
+		{
+			name: "whole row inserted into globex's same user and session",
+			tamper: func(t *testing.T, acme, globex *sql.DB) {
+				rawExec(t, globex, `INSERT INTO messages (user_id, session_id, role, content, meta, created_at)
+					VALUES ('alice', 's1', 'user', ?, ?, '2024-01-01T00:00:00.000000000Z')`,
+					rawBytes(t, acme, selectContent), rawBytes(t, acme, selectMeta))
+			},
+			read: readMessages("s1", false),
+		},
+		{
+			name: "globex's export meets a copied row",
+			tamper: func(t *testing.T, acme, globex *sql.DB) {
+				rawExec(t, globex, `UPDATE messages SET content = ? WHERE user_id = 'alice' AND session_id = 's1'`, rawBytes(t, acme, selectContent))
+			},
+			read: func(ctx context.Context, db *sqlite.DB, _, globex auth.Scope) (any, error) {
+				return db.Export(ctx, globex)
+			},
+		},
+		{
+			name: "content moved to another session",
+			tamper: func(t *testing.T, acme, _ *sql.DB) {
+				rawExec(t, acme, `UPDATE messages SET content = ? WHERE user_id = 'alice' AND session_id = 's2'`, rawBytes(t, acme, selectContent))
+			},
+			read: readMessages("s2", true),
+		},
+		{
+			name: "content moved to another end user",
+			tamper: func(t *testing.T, acme, _ *sql.DB) {
+				rawExec(t, acme, `UPDATE messages SET content = ? WHERE user_id = 'bob' AND session_id = 's1'`, rawBytes(t, acme, selectContent))
+			},
+			read: func(ctx context.Context, db *sqlite.DB, acme, _ auth.Scope) (any, error) {
+				return db.Messages(ctx, acme.WithUser("bob"), "s1", 0)
+			},
+		},
+		{
+			name: "content swapped into meta",
+			tamper: func(t *testing.T, acme, _ *sql.DB) {
+				rawExec(t, acme, `UPDATE messages SET meta = content WHERE user_id = 'alice' AND session_id = 's1'`)
+			},
+			read: readMessages("s1", true),
+		},
+		{
+			name: "meta swapped into content",
+			tamper: func(t *testing.T, acme, _ *sql.DB) {
+				rawExec(t, acme, `UPDATE messages SET content = meta WHERE user_id = 'alice' AND session_id = 's1'`)
+			},
+			read: readMessages("s1", true),
+		},
+		{
+			name: "secret copied to globex's same name",
+			tamper: func(t *testing.T, acme, globex *sql.DB) {
+				rawExec(t, globex, `UPDATE secrets SET value = ? WHERE name = 'api_token'`, rawBytes(t, acme, `SELECT value FROM secrets WHERE name = 'api_token'`))
+			},
+			read: func(ctx context.Context, db *sqlite.DB, _, globex auth.Scope) (any, error) {
+				return db.Secrets(ctx, globex)
+			},
+		},
+		{
+			name: "secret moved to another name",
+			tamper: func(t *testing.T, acme, _ *sql.DB) {
+				rawExec(t, acme, `UPDATE secrets SET value = (SELECT value FROM secrets WHERE name = 'api_token') WHERE name = 'other'`)
+			},
+			read: func(ctx context.Context, db *sqlite.DB, acme, _ auth.Scope) (any, error) {
+				return db.Secrets(ctx, acme)
+			},
+		},
+		{
+			name: "secret moved into a message",
+			tamper: func(t *testing.T, acme, _ *sql.DB) {
+				rawExec(t, acme, `UPDATE messages SET content = (SELECT value FROM secrets WHERE name = 'api_token') WHERE user_id = 'alice' AND session_id = 's2'`)
+			},
+			read: readMessages("s2", true),
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db, dir := openTwo(t)
+			ctx := t.Context()
+			acme := auth.TestScope(t, storetest.Acme, "alice")
+			globex := auth.TestScope(t, storetest.Globex, "alice")
+			for _, w := range []struct {
+				scope   auth.Scope
+				session tenant.SessionID
+				msg     store.Message
+			}{
+				{acme, "s1", store.Message{Role: "user", Content: acmeText, Meta: []byte(acmeMeta)}},
+				{acme, "s2", store.Message{Role: "user", Content: "acme second session", Meta: []byte(`{}`)}},
+				{acme.WithUser("bob"), "s1", store.Message{Role: "user", Content: "bob's text"}},
+				{globex, "s1", store.Message{Role: "user", Content: "globex text", Meta: []byte(`{"globex":1}`)}},
+			} {
+				if err := db.AppendMessages(ctx, w.scope, w.session, []store.Message{w.msg}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, s := range []struct {
+				scope       auth.Scope
+				name, value string
+			}{
+				{acme, "api_token", acmeSecret},
+				{acme, "other", "acme other secret"},
+				{globex, "api_token", "globex secret"},
+			} {
+				if err := db.PutSecret(ctx, s.scope, tenant.SecretName(s.name), []byte(s.value)); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			tt.tamper(t, rawDB(t, dir, acmeID), rawDB(t, dir, globexID))
+
+			got, err := tt.read(ctx, db, acme, globex)
+			if !errors.Is(err, keyring.ErrDecrypt) {
+				t.Errorf("read after tampering: got error %v, want %v", err, keyring.ErrDecrypt)
+			}
+			shown := fmt.Sprintf("%+v %v", got, err)
+			for _, plain := range []string{acmeText, "acme-only-meta", acmeSecret} {
+				if strings.Contains(shown, plain) {
+					t.Errorf("read after tampering shows %q: %s", plain, shown)
+				}
+			}
+		})
+	}
+}
+
+// readMessages reads session of alice of acme (or of globex).
+func readMessages(session tenant.SessionID, ofAcme bool) func(context.Context, *sqlite.DB, auth.Scope, auth.Scope) (any, error) {
+	return func(ctx context.Context, db *sqlite.DB, acme, globex auth.Scope) (any, error) {
+		scope := globex
+		if ofAcme {
+			scope = acme
+		}
+		msgs, err := db.Messages(ctx, scope, session, 0)
+		return msgs, err
+	}
+}
+
+// TestFilesHoldNoPlaintext writes messages and secrets and looks for their
+// text in the raw bytes of every file of the tenant's directory.
+func TestFilesHoldNoPlaintext(t *testing.T) {
+	const (
+		text    = "plaintext-message-marker-8f3a"
+		meta    = "plaintext-meta-marker-77c1"
+		secret  = "plaintext-secret-marker-2b9d"
+		session = "visible-session-5e21" // stored in clear, to show the scan sees the data
+		rounds  = 300                    // past a background checkpoint, so the main file has pages too
+	)
+	db, dir := openTwo(t)
+	ctx := t.Context()
+	scope := auth.TestScope(t, storetest.Acme, "alice")
+	for i := range rounds {
+		msgs := []store.Message{
+			{Role: "user", Content: fmt.Sprint(text, i)},
+			{Role: "assistant", Content: text, Meta: []byte(fmt.Sprintf(`{"note":%q}`, meta))},
+		}
+		if err := db.AppendMessages(ctx, scope, session, msgs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []tenant.SecretName{"api_token", "db_password"} {
+		if err := db.PutSecret(ctx, scope, name, []byte(secret)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Overwritten and deleted values leave old pages behind; they are sealed too.
+	if err := db.PutSecret(ctx, scope, "api_token", []byte(secret+"-new")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteSecret(ctx, scope, "db_password"); err != nil {
+		t.Fatal(err)
+	}
+	// The store still reads everything back.
+	if msgs, err := db.Messages(ctx, scope, session, 1); err != nil || len(msgs) != 1 || msgs[0].Content != text {
+		t.Fatalf("Messages: got %+v, %v", msgs, err)
+	}
+
+	tenantDir := filepath.Join(dir, twoTenants[storetest.Acme])
+	scan := func(when string) {
+		t.Helper()
+		entries, err := os.ReadDir(tenantDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var all []byte
+		var names []string
+		for _, e := range entries {
+			b, err := os.ReadFile(filepath.Join(tenantDir, e.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, fmt.Sprintf("%s (%d bytes)", e.Name(), len(b)))
+			for _, plain := range []string{text, meta, secret} {
+				if bytes.Contains(b, []byte(plain)) {
+					t.Errorf("%s: %s holds %q", when, e.Name(), plain)
+				}
+			}
+			all = append(all, b...)
+		}
+		if !bytes.Contains(all, []byte(session)) {
+			t.Errorf("%s: the session id, stored in clear, is in none of %q: the scan misses the data", when, names)
+		}
+		t.Logf("%s: scanned %q", when, names)
+	}
+	scan("while open")
+	raw := rawDB(t, dir, twoTenants[storetest.Acme])
+	if _, err := raw.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		t.Fatal(err)
+	}
+	scan("after a full checkpoint")
+	if err := raw.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := db.Drop(ctx, twoTenants[storetest.Acme]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(tenantDir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after Drop, stat %s: got %v, want %v", tenantDir, err, fs.ErrNotExist)
+	}
+}
+
+// TestCipherUnavailable checks that a tenant without a usable key is refused
+// before its database is opened, so nothing of it reaches a file.
+func TestCipherUnavailable(t *testing.T) {
+	k := newKeys(t, storetest.Globex)
+	globexCipher, err := k.ring.Cipher(t.Context(), storetest.Globex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errKMS := errors.New("kms unavailable")
+	tests := []struct {
+		name    string
+		ciphers sqlite.Ciphers
+	}{
+		{"no key", k.ring},
+		{"lookup fails", ciphersFunc(func(context.Context, tenant.ID) (*keyring.Cipher, error) { return nil, errKMS })},
+		{"another tenant's cipher", ciphersFunc(func(context.Context, tenant.ID) (*keyring.Cipher, error) { return globexCipher, nil })},
+		{"nil cipher", ciphersFunc(func(context.Context, tenant.ID) (*keyring.Cipher, error) { return nil, nil })},
+	}
+	const plain = "must-not-be-written-3e8b"
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			db := open(t, dir, 0, twoTenants, tt.ciphers)
+			ctx := t.Context()
+			acme := auth.TestScope(t, storetest.Acme, "alice")
+
+			if err := db.AppendMessages(ctx, acme, "s1", []store.Message{{Role: "user", Content: plain}}); err == nil {
+				t.Error("AppendMessages: got nil error")
+			}
+			if err := db.PutSecret(ctx, acme, "api_token", []byte(plain)); err == nil {
+				t.Error("PutSecret: got nil error")
+			}
+			if err := db.DeleteSecret(ctx, acme, "api_token"); err == nil {
+				t.Error("DeleteSecret: got nil error")
+			}
+			if msgs, err := db.Messages(ctx, acme, "s1", 0); err == nil || msgs != nil {
+				t.Errorf("Messages: got %v, %v; want nil and an error", msgs, err)
+			}
+			if secrets, err := db.Secrets(ctx, acme); err == nil || secrets != nil {
+				t.Errorf("Secrets: got %d secrets, %v; want none and an error", len(secrets), err)
+			}
+			if exp, err := db.Export(ctx, acme); err == nil || exp.Sessions != nil || exp.SecretNames != nil {
+				t.Errorf("Export: got %+v, %v; want nothing and an error", exp, err)
+			}
+			if tt.name == "lookup fails" {
+				if err := db.AppendMessages(ctx, acme, "s1", nil); !errors.Is(err, errKMS) {
+					t.Errorf("AppendMessages: got %v, want it to wrap %v", err, errKMS)
+				}
+			}
+
+			var files []string
+			err := filepath.WalkDir(dir, func(path string, _ fs.DirEntry, err error) error {
+				if path != dir {
+					files = append(files, path)
+				}
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(files) != 0 {
+				t.Errorf("files created for a tenant without a key: %q", files)
+			}
+		})
+	}
+}
+
+// TestKeyReplaced checks crypto-shredding: once a tenant's data key is
+// replaced or destroyed, its stored content does not come back.
+func TestKeyReplaced(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t, storetest.Acme, storetest.Globex)
+	db := open(t, dir, 0, twoTenants, k.ring)
+	ctx := t.Context()
+	acme := auth.TestScope(t, storetest.Acme, "alice")
+	globex := auth.TestScope(t, storetest.Globex, "alice")
+	for _, scope := range []auth.Scope{acme, globex} {
+		if err := db.AppendMessages(ctx, scope, "s1", []store.Message{{Role: "user", Content: "hello"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.PutSecret(ctx, scope, "api_token", []byte("token")); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	k.replace(t, storetest.Acme)
+	if _, err := db.Messages(ctx, acme, "s1", 0); !errors.Is(err, keyring.ErrDecrypt) {
+		t.Errorf("Messages under a new key: got %v, want %v", err, keyring.ErrDecrypt)
+	}
+	if _, err := db.Secrets(ctx, acme); !errors.Is(err, keyring.ErrDecrypt) {
+		t.Errorf("Secrets under a new key: got %v, want %v", err, keyring.ErrDecrypt)
+	}
+	if _, err := db.Export(ctx, acme); !errors.Is(err, keyring.ErrDecrypt) {
+		t.Errorf("Export under a new key: got %v, want %v", err, keyring.ErrDecrypt)
+	}
+
+	k.destroy(storetest.Acme)
+	if _, err := db.Messages(ctx, acme, "s1", 0); err == nil {
+		t.Error("Messages with the key destroyed: got nil error")
+	}
+
+	if msgs, err := db.Messages(ctx, globex, "s1", 0); err != nil || len(msgs) != 1 || msgs[0].Content != "hello" {
+		t.Errorf("globex after acme's key changed: got %+v, %v", msgs, err)
+	}
+}
+
+func TestExportSessionWithoutMessages(t *testing.T) {
+	db, _ := openTwo(t)
+	ctx := t.Context()
+	scope := auth.TestScope(t, storetest.Acme, "alice")
+	if err := db.AppendMessages(ctx, scope, "empty", nil); err != nil {
+		t.Fatal(err)
+	}
+	exp, err := db.Export(ctx, scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := json.Marshal(exp.Sessions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(exp.Sessions) != 1 || exp.Sessions[0].Messages == nil || !bytes.Contains(data, []byte(`"messages":[]`)) {
+		t.Errorf("export of a session without messages: got %s, want one session with \"messages\":[]", data)
+	}
+}
+
+func TestEmptyMetaIsNil(t *testing.T) {
+	db, _ := openTwo(t)
+	ctx := t.Context()
+	scope := auth.TestScope(t, storetest.Acme, "alice")
+	msgs := []store.Message{{Role: "user", Content: "a", Meta: []byte{}}, {Role: "user", Content: "b"}}
+	if err := db.AppendMessages(ctx, scope, "s1", msgs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.Messages(ctx, scope, "s1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range got {
+		if m.Meta != nil {
+			t.Errorf("message %d: got meta %q, want nil", i, m.Meta)
+		}
+	}
+}
+
+func benchStore(b *testing.B) (*sqlite.DB, auth.Scope) {
+	b.Helper()
+	db := open(b, b.TempDir(), 0, twoTenants, newKeys(b, storetest.Acme).ring)
+	return db, auth.TestScope(b, storetest.Acme, "alice")
+}
+
+// benchTurn is one chat turn: the user's message and the assistant's answer.
+var benchTurn = []store.Message{
+	{Role: "user", Content: strings.Repeat("What is the weather like in Lisbon today? ", 4)},
+	{Role: "assistant", Content: strings.Repeat("It is sunny and 24°C in Lisbon. ", 8), Meta: []byte(`{"tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Lisbon\"}"}}]}`)},
+}
+
+func BenchmarkAppendMessages(b *testing.B) {
+	db, scope := benchStore(b)
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMessages reads the last 20 messages of a 100-message session.
+func BenchmarkMessages(b *testing.B) {
+	db, scope := benchStore(b)
+	ctx := b.Context()
+	for range 50 {
+		if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		msgs, err := db.Messages(ctx, scope, "s1", 20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(msgs) != 20 {
+			b.Fatalf("got %d messages, want 20", len(msgs))
 		}
 	}
 }

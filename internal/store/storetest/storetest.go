@@ -1,14 +1,17 @@
 // Package storetest is the conformance suite every tenant data-plane backend
-// runs. It checks that a backend keeps tenants, end users and sessions apart and
-// refuses calls without an authenticated scope.
+// runs. It checks that a backend keeps tenants, end users and sessions apart,
+// keeps each tenant's secrets its own, exports a tenant's data and nothing
+// else, and refuses calls without an authenticated scope.
 package storetest
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +25,10 @@ import (
 type Backend interface {
 	AppendMessages(ctx context.Context, scope auth.Scope, session tenant.SessionID, msgs []store.Message) error
 	Messages(ctx context.Context, scope auth.Scope, session tenant.SessionID, limit int) ([]store.Message, error)
+	PutSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName, value []byte) error
+	DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error
+	Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, error)
+	Export(ctx context.Context, scope auth.Scope) (store.Export, error)
 }
 
 // The tenants open must provision. Any other tenant is unknown to the backend.
@@ -40,6 +47,11 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Run("NoScope", func(t *testing.T) { testNoScope(t, open(t)) })
 	t.Run("UnknownTenant", func(t *testing.T) { testUnknownTenant(t, open(t)) })
 	t.Run("ConcurrentAppends", func(t *testing.T) { testConcurrentAppends(t, open(t)) })
+	t.Run("Secrets", func(t *testing.T) { testSecrets(t, open(t)) })
+	t.Run("InvalidSecretName", func(t *testing.T) { testInvalidSecretName(t, open(t)) })
+	t.Run("SecretsAreSeparate", func(t *testing.T) { testSecretsAreSeparate(t, open(t)) })
+	t.Run("Export", func(t *testing.T) { testExport(t, open(t)) })
+	t.Run("ExportEmpty", func(t *testing.T) { testExportEmpty(t, open(t)) })
 }
 
 func testRoundTrip(t *testing.T, b Backend) {
@@ -173,6 +185,34 @@ func testNoScope(t *testing.T, b Backend) {
 	if len(msgs) != 0 {
 		t.Errorf("Messages with zero scope: got %d messages, want 0", len(msgs))
 	}
+	checkRefused(t, b, zero, store.ErrNoScope)
+}
+
+// checkRefused checks that every secret and export call for scope fails with
+// want and returns nothing.
+func checkRefused(t *testing.T, b Backend, scope auth.Scope, want error) {
+	t.Helper()
+	ctx := t.Context()
+	if err := b.PutSecret(ctx, scope, "token", []byte("v")); !errors.Is(err, want) {
+		t.Errorf("PutSecret: got error %v, want %v", err, want)
+	}
+	if err := b.DeleteSecret(ctx, scope, "token"); !errors.Is(err, want) {
+		t.Errorf("DeleteSecret: got error %v, want %v", err, want)
+	}
+	secrets, err := b.Secrets(ctx, scope)
+	if !errors.Is(err, want) {
+		t.Errorf("Secrets: got error %v, want %v", err, want)
+	}
+	if len(secrets) != 0 {
+		t.Errorf("Secrets: got %d secrets, want 0", len(secrets))
+	}
+	exp, err := b.Export(ctx, scope)
+	if !errors.Is(err, want) {
+		t.Errorf("Export: got error %v, want %v", err, want)
+	}
+	if len(exp.Sessions) != 0 || len(exp.SecretNames) != 0 {
+		t.Errorf("Export: got %d sessions and %d secret names, want none", len(exp.Sessions), len(exp.SecretNames))
+	}
 }
 
 func testUnknownTenant(t *testing.T, b Backend) {
@@ -189,6 +229,7 @@ func testUnknownTenant(t *testing.T, b Backend) {
 	if len(msgs) != 0 {
 		t.Errorf("Messages for unknown tenant: got %d messages, want 0", len(msgs))
 	}
+	checkRefused(t, b, scope, store.ErrUnknownTenant)
 }
 
 func testConcurrentAppends(t *testing.T, b Backend) {
@@ -234,6 +275,263 @@ func testConcurrentAppends(t *testing.T, b Backend) {
 			t.Errorf("writer %d's session: got %q, want %q", w, got, want)
 		}
 	}
+}
+
+func testSecrets(t *testing.T, b Backend) {
+	ctx := t.Context()
+	alice := auth.TestScope(t, Acme, "alice")
+	if got := mustSecrets(t, b, alice); len(got) != 0 {
+		t.Errorf("fresh tenant: got %d secrets, want 0", len(got))
+	}
+
+	binary := []byte{0, 1, 0xfe, 0xff, 'x'}
+	token := []byte("token-1")
+	mustPut(t, b, alice, "db_password", binary)
+	mustPut(t, b, alice, "api_token", token)
+	mustPut(t, b, alice, "empty", nil)
+	token[0] = 'X' // the backend must have copied the value
+	want := []store.Secret{
+		{Name: "api_token", Value: []byte("token-1")},
+		{Name: "db_password", Value: binary},
+		{Name: "empty", Value: nil},
+	}
+	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
+		t.Errorf("after puts: %s", diff)
+	}
+	// Secrets belong to the tenant, not to an end user.
+	if diff := diffSecrets(mustSecrets(t, b, alice.WithUser("bob")), want); diff != "" {
+		t.Errorf("another end user of the tenant: %s", diff)
+	}
+
+	mustPut(t, b, alice, "api_token", []byte("token-2"))
+	want[0].Value = []byte("token-2")
+	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
+		t.Errorf("after overwrite: %s", diff)
+	}
+
+	if err := b.DeleteSecret(ctx, alice, "db_password"); err != nil {
+		t.Fatalf("DeleteSecret(db_password): %v", err)
+	}
+	want = slices.Delete(want, 1, 2)
+	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
+		t.Errorf("after delete: %s", diff)
+	}
+	for _, name := range []tenant.SecretName{"db_password", "never_stored"} {
+		if err := b.DeleteSecret(ctx, alice, name); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("DeleteSecret(%s) of a missing secret: got %v, want %v", name, err, store.ErrNotFound)
+		}
+	}
+
+	mustPut(t, b, alice, "db_password", []byte("again"))
+	want = append(want, store.Secret{Name: "db_password", Value: []byte("again")})
+	slices.SortFunc(want, func(a, b store.Secret) int { return strings.Compare(string(a.Name), string(b.Name)) })
+	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
+		t.Errorf("after put again: %s", diff)
+	}
+}
+
+func testInvalidSecretName(t *testing.T, b Backend) {
+	ctx := t.Context()
+	scope := auth.TestScope(t, Acme, "alice")
+	for _, name := range []tenant.SecretName{"", "UPPER", ".dot", "-dash", "a/b", "../x", "x\x00y", "a b", tenant.SecretName(strings.Repeat("a", 65))} {
+		if err := b.PutSecret(ctx, scope, name, []byte("v")); !errors.Is(err, tenant.ErrInvalid) {
+			t.Errorf("PutSecret(%q): got %v, want %v", name, err, tenant.ErrInvalid)
+		}
+		if err := b.DeleteSecret(ctx, scope, name); !errors.Is(err, tenant.ErrInvalid) {
+			t.Errorf("DeleteSecret(%q): got %v, want %v", name, err, tenant.ErrInvalid)
+		}
+	}
+	if got := mustSecrets(t, b, scope); len(got) != 0 {
+		t.Errorf("after refused puts: got %d secrets, want 0", len(got))
+	}
+}
+
+func testSecretsAreSeparate(t *testing.T, b Backend) {
+	ctx := t.Context()
+	acme := auth.TestScope(t, Acme, "alice")
+	globex := auth.TestScope(t, Globex, "alice")
+	mustPut(t, b, acme, "api_token", []byte("acme-token"))
+	mustPut(t, b, globex, "api_token", []byte("globex-token"))
+	mustPut(t, b, globex, "globex_only", []byte("globex-only-value"))
+	globexWant := []store.Secret{
+		{Name: "api_token", Value: []byte("globex-token")},
+		{Name: "globex_only", Value: []byte("globex-only-value")},
+	}
+
+	if diff := diffSecrets(mustSecrets(t, b, acme), []store.Secret{{Name: "api_token", Value: []byte("acme-token")}}); diff != "" {
+		t.Errorf("acme reads its secrets: %s", diff)
+	}
+	if diff := diffSecrets(mustSecrets(t, b, globex), globexWant); diff != "" {
+		t.Errorf("globex reads its secrets: %s", diff)
+	}
+
+	if err := b.DeleteSecret(ctx, acme, "globex_only"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("acme deletes globex's secret: got %v, want %v", err, store.ErrNotFound)
+	}
+	mustPut(t, b, acme, "api_token", []byte("acme-token-2"))
+	if diff := diffSecrets(mustSecrets(t, b, globex), globexWant); diff != "" {
+		t.Errorf("globex after acme overwrote its own api_token: %s", diff)
+	}
+	if err := b.DeleteSecret(ctx, acme, "api_token"); err != nil {
+		t.Fatalf("acme deletes its api_token: %v", err)
+	}
+	if got := mustSecrets(t, b, acme); len(got) != 0 {
+		t.Errorf("acme after deleting its only secret: got %d secrets, want 0", len(got))
+	}
+	if diff := diffSecrets(mustSecrets(t, b, globex), globexWant); diff != "" {
+		t.Errorf("globex after acme deleted its own api_token: %s", diff)
+	}
+	if exp := mustExport(t, b, acme); len(exp.SecretNames) != 0 {
+		t.Errorf("acme's export names secrets %q, want none", exp.SecretNames)
+	}
+}
+
+func testExport(t *testing.T, b Backend) {
+	alice := auth.TestScope(t, Acme, "alice")
+	bob := alice.WithUser("bob")
+	anon := alice.WithUser("")
+	globex := auth.TestScope(t, Globex, "alice")
+
+	aliceS1 := []store.Message{
+		{Role: "user", Content: "alice asks"},
+		{Role: "assistant", Content: "", Meta: []byte(`{"tool_calls":[{"id":"c1"}]}`)},
+	}
+	aliceS1More := []store.Message{{Role: "tool", Content: "alice tool result", Meta: []byte(`{"tool_call_id":"c1"}`)}}
+	aliceS2 := []store.Message{{Role: "user", Content: "alice second session"}}
+	bobS1 := []store.Message{{Role: "user", Content: "bob asks"}}
+	anonS3 := []store.Message{{Role: "user", Content: "anonymous asks"}}
+	mustAppend(t, b, alice, "s1", aliceS1)
+	mustAppend(t, b, globex, "s1", []store.Message{{Role: "user", Content: "globex text"}})
+	mustAppend(t, b, globex, "globex-only", []store.Message{{Role: "user", Content: "globex private"}})
+	mustAppend(t, b, bob, "s1", bobS1)
+	mustAppend(t, b, alice, "s2", aliceS2)
+	mustAppend(t, b, anon, "s3", anonS3)
+	mustAppend(t, b, alice, "s1", aliceS1More)
+	mustPut(t, b, alice, "acme_key", []byte("acme-secret-value-1"))
+	mustPut(t, b, alice, "a_key", []byte("acme-secret-value-2"))
+	mustPut(t, b, globex, "globex_key", []byte("globex-secret-value"))
+
+	exp := mustExport(t, b, alice)
+	want := []store.ExportedSession{
+		{User: "", Session: "s3", Messages: anonS3},
+		{User: "alice", Session: "s1", Messages: append(slices.Clone(aliceS1), aliceS1More...)},
+		{User: "alice", Session: "s2", Messages: aliceS2},
+		{User: "bob", Session: "s1", Messages: bobS1},
+	}
+	if len(exp.Sessions) != len(want) {
+		var got []string
+		for _, s := range exp.Sessions {
+			got = append(got, fmt.Sprintf("%s/%s", s.User, s.Session))
+		}
+		t.Fatalf("exported sessions: got %q, want %d sessions", got, len(want))
+	}
+	for i, s := range exp.Sessions {
+		w := want[i]
+		if s.User != w.User || s.Session != w.Session {
+			t.Errorf("session %d: got %q/%q, want %q/%q", i, s.User, s.Session, w.User, w.Session)
+			continue
+		}
+		if diff := diffMessages(s.Messages, w.Messages); diff != "" {
+			t.Errorf("session %q/%q: %s", s.User, s.Session, diff)
+		}
+		if s.CreatedAt.IsZero() || s.UpdatedAt.Before(s.CreatedAt) {
+			t.Errorf("session %q/%q: got created %v, updated %v; want set, updated not before created", s.User, s.Session, s.CreatedAt, s.UpdatedAt)
+		}
+		for j, m := range s.Messages {
+			if m.CreatedAt.IsZero() {
+				t.Errorf("session %q/%q message %d: zero CreatedAt", s.User, s.Session, j)
+			}
+		}
+	}
+	if want := []tenant.SecretName{"a_key", "acme_key"}; !slices.Equal(exp.SecretNames, want) {
+		t.Errorf("exported secret names: got %q, want %q", exp.SecretNames, want)
+	}
+
+	data, err := json.Marshal(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, leak := range []string{"acme-secret-value", "globex", "globex-secret-value"} {
+		if bytes.Contains(data, []byte(leak)) {
+			t.Errorf("acme's export contains %q: %s", leak, data)
+		}
+	}
+
+	gexp := mustExport(t, b, globex)
+	var got []string
+	for _, s := range gexp.Sessions {
+		got = append(got, fmt.Sprintf("%s/%s:%q", s.User, s.Session, contents(s.Messages)))
+	}
+	if want := []string{`alice/globex-only:["globex private"]`, `alice/s1:["globex text"]`}; !slices.Equal(got, want) {
+		t.Errorf("globex's export: got %q, want %q", got, want)
+	}
+	if want := []tenant.SecretName{"globex_key"}; !slices.Equal(gexp.SecretNames, want) {
+		t.Errorf("globex's exported secret names: got %q, want %q", gexp.SecretNames, want)
+	}
+}
+
+func testExportEmpty(t *testing.T, b Backend) {
+	globex := auth.TestScope(t, Globex, "alice")
+	mustAppend(t, b, globex, "s1", []store.Message{{Role: "user", Content: "globex text"}})
+	mustPut(t, b, globex, "globex_key", []byte("globex-secret-value"))
+
+	exp := mustExport(t, b, auth.TestScope(t, Acme, "alice"))
+	if exp.Sessions == nil || exp.SecretNames == nil {
+		t.Errorf("export of a fresh tenant: got nil slices %#v, want empty ones", exp)
+	}
+	data, err := json.Marshal(exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(data), `{"sessions":[],"secret_names":[]}`; got != want {
+		t.Errorf("export of a fresh tenant as JSON: got %s, want %s", got, want)
+	}
+}
+
+func mustPut(t *testing.T, b Backend, scope auth.Scope, name tenant.SecretName, value []byte) {
+	t.Helper()
+	if err := b.PutSecret(t.Context(), scope, name, value); err != nil {
+		t.Fatalf("PutSecret(%v, %s): %v", scope, name, err)
+	}
+}
+
+func mustSecrets(t *testing.T, b Backend, scope auth.Scope) []store.Secret {
+	t.Helper()
+	secrets, err := b.Secrets(t.Context(), scope)
+	if err != nil {
+		t.Fatalf("Secrets(%v): %v", scope, err)
+	}
+	return secrets
+}
+
+func mustExport(t *testing.T, b Backend, scope auth.Scope) store.Export {
+	t.Helper()
+	exp, err := b.Export(t.Context(), scope)
+	if err != nil {
+		t.Fatalf("Export(%v): %v", scope, err)
+	}
+	return exp
+}
+
+// diffSecrets describes the first difference between got and want, or returns
+// "". Values are compared but never printed.
+func diffSecrets(got, want []store.Secret) string {
+	names := func(ss []store.Secret) []tenant.SecretName {
+		var n []tenant.SecretName
+		for _, s := range ss {
+			n = append(n, s.Name)
+		}
+		return n
+	}
+	if !slices.Equal(names(got), names(want)) {
+		return fmt.Sprintf("got secrets %q, want %q", names(got), names(want))
+	}
+	for i := range got {
+		if !bytes.Equal(got[i].Value, want[i].Value) {
+			return fmt.Sprintf("secret %s: got a %d-byte value, want another, of %d bytes", got[i].Name, len(got[i].Value), len(want[i].Value))
+		}
+	}
+	return ""
 }
 
 func mustAppend(t *testing.T, b Backend, scope auth.Scope, session tenant.SessionID, msgs []store.Message) {

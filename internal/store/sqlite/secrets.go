@@ -1,0 +1,115 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// PutSecret stores value under name for scope's tenant, replacing any value
+// the name had. Secrets belong to the tenant, not to an end user. The value is
+// encrypted with the tenant's key, bound to name.
+func (db *DB) PutSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName, value []byte) error {
+	if err := checkSecret(scope, name); err != nil {
+		return fmt.Errorf("put secret: %w", err)
+	}
+	h, c, err := db.acquire(ctx, scope)
+	if err != nil {
+		return fmt.Errorf("put secret: %w", err)
+	}
+	defer db.pool.release(h)
+	sealed := c.Seal(value, secretContext(name))
+	now := time.Now().UTC().Format(timeFormat)
+
+	tdb := h.v
+	tdb.write.Lock()
+	defer tdb.write.Unlock()
+	if _, err := tdb.upsertSecret.ExecContext(ctx, name, sealed, now); err != nil {
+		return fmt.Errorf("put secret %s: %w", name, err)
+	}
+	tdb.committed()
+	return nil
+}
+
+// DeleteSecret removes scope's tenant's secret name. A name the tenant does not
+// have is an error wrapping store.ErrNotFound.
+func (db *DB) DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error {
+	if err := checkSecret(scope, name); err != nil {
+		return fmt.Errorf("delete secret: %w", err)
+	}
+	h, _, err := db.acquire(ctx, scope)
+	if err != nil {
+		return fmt.Errorf("delete secret: %w", err)
+	}
+	defer db.pool.release(h)
+
+	tdb := h.v
+	tdb.write.Lock()
+	defer tdb.write.Unlock()
+	res, err := tdb.deleteSecret.ExecContext(ctx, name)
+	if err != nil {
+		return fmt.Errorf("delete secret %s: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("delete secret %s: %w", name, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("delete secret %s: %w", name, store.ErrNotFound)
+	}
+	tdb.committed()
+	return nil
+}
+
+// Secrets returns all of scope's tenant's secrets, decrypted, ordered by name.
+// A value that does not decrypt fails the call with keyring.ErrDecrypt.
+func (db *DB) Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, error) {
+	if !scope.Valid() {
+		return nil, fmt.Errorf("read secrets: %w", store.ErrNoScope)
+	}
+	h, c, err := db.acquire(ctx, scope)
+	if err != nil {
+		return nil, fmt.Errorf("read secrets: %w", err)
+	}
+	defer db.pool.release(h)
+
+	rows, err := h.v.selectSecrets.QueryContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read secrets: %w", err)
+	}
+	defer rows.Close()
+	secrets := []store.Secret{}
+	for rows.Next() {
+		var (
+			name   tenant.SecretName
+			sealed []byte
+		)
+		if err := rows.Scan(&name, &sealed); err != nil {
+			return nil, fmt.Errorf("read secrets: %w", err)
+		}
+		value, err := c.Open(sealed, secretContext(name))
+		if err != nil {
+			return nil, fmt.Errorf("read secret %s: %w", name, err)
+		}
+		secrets = append(secrets, store.Secret{Name: name, Value: value})
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read secrets: %w", err)
+	}
+	return secrets, nil
+}
+
+// checkSecret refuses a call without an authenticated scope or a valid name.
+func checkSecret(scope auth.Scope, name tenant.SecretName) error {
+	if !scope.Valid() {
+		return store.ErrNoScope
+	}
+	if _, err := tenant.ParseSecretName(string(name)); err != nil {
+		return err
+	}
+	return nil
+}
