@@ -21,3 +21,4 @@ fmt-check:
 
 sdk-deps:
 	$(NPM) ci --prefix test/openai-sdk
+	$(NPM) ci --prefix test/mcp-everything

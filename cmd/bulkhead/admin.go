@@ -24,24 +24,32 @@ type adminClient struct {
 // do sends body (if not nil) as JSON and returns the response body, turning
 // an OpenAI-shaped error into a Go error.
 func (c adminClient) do(ctx context.Context, method, path string, body any) ([]byte, error) {
+	if body == nil {
+		return c.doRaw(ctx, method, path, "", nil)
+	}
+	b, err := json.Marshal(body)
+	if err != nil {
+		return nil, fmt.Errorf("encode request: %w", err)
+	}
+	return c.doRaw(ctx, method, path, "application/json", b)
+}
+
+// doRaw sends body with the given content type.
+func (c adminClient) doRaw(ctx context.Context, method, path, contentType string, body []byte) ([]byte, error) {
 	if c.token == "" {
 		return nil, fmt.Errorf("no admin token: set BULKHEAD_ADMIN_TOKEN")
 	}
 	var rd io.Reader
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return nil, fmt.Errorf("encode request: %w", err)
-		}
-		rd = bytes.NewReader(b)
+		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.server, "/")+path, rd)
 	if err != nil {
 		return nil, fmt.Errorf("build request: %w", err)
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
@@ -188,7 +196,56 @@ func addAdminCmds(root *cobra.Command, getenv func(string) string, stdout io.Wri
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return call(cmd, http.MethodGet, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/export", nil)
 		}})
-	root.AddCommand(tenantCmd, keyCmd, secretCmd)
+	toolCmd := &cobra.Command{Use: "tool", Short: "Manage the tool catalog (admin)"}
+	toolCmd.PersistentFlags().StringVar(&client.server, "server", server, "server URL (env BULKHEAD_SERVER)")
+	toolCmd.AddCommand(
+		&cobra.Command{Use: "create FILE", Short: "Add a tool from its JSON definition", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				b, err := readFileArg(args[0])
+				if err != nil {
+					return err
+				}
+				return call(cmd, http.MethodPost, "/admin/v1/tools", json.RawMessage(b))
+			}},
+		&cobra.Command{Use: "list", Short: "List tools", Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return call(cmd, http.MethodGet, "/admin/v1/tools", nil)
+			}},
+		&cobra.Command{Use: "get NAME", Short: "Show a tool", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return call(cmd, http.MethodGet, "/admin/v1/tools/"+url.PathEscape(args[0]), nil)
+			}},
+		&cobra.Command{Use: "delete NAME", Short: "Remove a tool", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				return call(cmd, http.MethodDelete, "/admin/v1/tools/"+url.PathEscape(args[0]), nil)
+			}},
+	)
+
+	policyCmd := &cobra.Command{Use: "policy", Short: "Manage tenants' Cedar policies (admin)"}
+	policyCmd.PersistentFlags().StringVar(&client.server, "server", server, "server URL (env BULKHEAD_SERVER)")
+	policyCmd.AddCommand(
+		&cobra.Command{Use: "set TENANT FILE", Short: "Replace a tenant's policy with the Cedar text in FILE", Args: cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				b, err := readFileArg(args[1])
+				if err != nil {
+					return err
+				}
+				_, err = client.doRaw(cmd.Context(), http.MethodPut, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/policy", "text/plain", b)
+				if err == nil {
+					_, err = fmt.Fprintln(stdout, "ok")
+				}
+				return err
+			}},
+		&cobra.Command{Use: "get TENANT", Short: "Print a tenant's policy", Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				b, err := client.do(cmd.Context(), http.MethodGet, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/policy", nil)
+				if err == nil {
+					_, err = stdout.Write(b)
+				}
+				return err
+			}},
+	)
+	root.AddCommand(tenantCmd, keyCmd, secretCmd, toolCmd, policyCmd)
 }
 
 // tenantFlags are the tenant fields settable from the command line.

@@ -23,8 +23,10 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/server"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
+	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
 func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
@@ -88,18 +90,31 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		plane.Close()
 		return nil, err
 	}
+	policies, err := policy.NewEngine()
+	if err != nil {
+		stores.Close()
+		plane.Close()
+		return nil, err
+	}
+	mcp := tools.NewMCP(tools.MCPOptions{Logger: logger})
 	h := server.New(server.Deps{
-		Logger:       logger,
-		Auth:         authn,
-		Tenants:      plane,
-		Data:         stores,
-		Keys:         ring,
-		Agent:        agent.New(models, stores, stores, logger, cfg.HistoryMessages),
+		Logger:   logger,
+		Auth:     authn,
+		Tenants:  plane,
+		Data:     stores,
+		Keys:     ring,
+		Catalog:  plane,
+		Policies: policies,
+		Agent: agent.New(agent.Deps{
+			Models: models, History: stores, Secrets: stores, Tools: plane,
+			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp,
+			Logger: logger, HistoryMessages: cfg.HistoryMessages,
+		}),
 		Models:       models,
 		DefaultModel: cfg.DefaultModel,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 	})
-	return &app{handler: h, close: func() error { return errors.Join(stores.Close(), plane.Close()) }}, nil
+	return &app{handler: h, close: func() error { return errors.Join(mcp.Close(), stores.Close(), plane.Close()) }}, nil
 }
 
 // serve runs the server on ln until ctx is cancelled, then drains requests.

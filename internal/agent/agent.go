@@ -16,6 +16,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -45,6 +46,11 @@ type Profile struct {
 	// KeySecret names the tenant secret holding the model provider's API key
 	// (bring your own key); empty means the provider's own setting.
 	KeySecret tenant.SecretName
+	// Tools names the catalog tools the profile offers, and Policy is the
+	// tenant's compiled policy set that every offer and call must pass. With
+	// no Policy no tool is offered.
+	Tools  []string
+	Policy *policy.Set
 }
 
 // Turn is one request to the agent.
@@ -63,22 +69,36 @@ type Result struct {
 	Usage        llm.Usage
 }
 
-// Agent runs turns. It is safe for concurrent use.
-type Agent struct {
-	models          Models
-	history         History
-	secrets         Secrets
-	logger          *slog.Logger
-	historyMessages int
+// Deps is what an Agent needs.
+type Deps struct {
+	Models  Models
+	History History
+	Secrets Secrets
+	Tools   Catalog
+	// Executors run tools by kind: HTTP, MCP, and builtins by name.
+	HTTP, MCP Executor
+	Builtins  map[string]Executor
+	Logger    *slog.Logger // nil: discard
+	// HistoryMessages bounds how much stored history the model sees.
+	HistoryMessages int
+	// MaxSteps bounds model calls per turn when tools are used; 0 means 8.
+	MaxSteps int
 }
 
-// New returns an Agent. historyMessages bounds how much stored history the
-// model sees.
-func New(models Models, history History, secrets Secrets, logger *slog.Logger, historyMessages int) *Agent {
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// Agent runs turns. It is safe for concurrent use.
+type Agent struct {
+	Deps
+}
+
+// New returns an Agent.
+func New(d Deps) *Agent {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{models: models, history: history, secrets: secrets, logger: logger, historyMessages: historyMessages}
+	if d.MaxSteps <= 0 {
+		d.MaxSteps = 8
+	}
+	return &Agent{Deps: d}
 }
 
 // Run executes one turn for scope with profile.
@@ -86,13 +106,13 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if !scope.Valid() {
 		return Result{}, fmt.Errorf("run agent: %w", store.ErrNoScope)
 	}
-	route, err := a.models.Resolve(profile.Model)
+	route, err := a.Models.Resolve(profile.Model)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: profile %q: %w", kind.NotFound, profile.Name, err)
 	}
 	// Every secret the tenant holds is removed from what reaches the model
 	// and from what comes back, whatever the model was told or tricked into.
-	secrets, err := a.secrets.Secrets(ctx, scope)
+	secrets, err := a.Secrets.Secrets(ctx, scope)
 	if err != nil {
 		return Result{}, fmt.Errorf("load tenant secrets: %w", err)
 	}
@@ -101,13 +121,14 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if err != nil {
 		return Result{}, err
 	}
+	box := a.toolbox(ctx, scope, profile, secrets, red)
 
-	msgs := make([]llm.Message, 0, 1+a.historyMessages+len(turn.Messages))
+	msgs := make([]llm.Message, 0, 1+a.HistoryMessages+len(turn.Messages))
 	if profile.SystemPrompt != "" {
 		msgs = append(msgs, llm.Message{Role: "system", Content: profile.SystemPrompt})
 	}
 	if turn.Session != "" {
-		stored, err := a.history.Messages(ctx, scope, turn.Session, a.historyMessages)
+		stored, err := a.History.Messages(ctx, scope, turn.Session, a.HistoryMessages)
 		if err != nil {
 			return Result{}, fmt.Errorf("load session history: %w", err)
 		}
@@ -119,49 +140,47 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			msgs = append(msgs, lm)
 		}
 	}
+	newFrom := len(msgs)
 	msgs = append(msgs, turn.Messages...)
 	for i := range msgs {
 		msgs[i].Content = red.String(msgs[i].Content)
 	}
 
-	var onDelta func(string) error
-	var stream *redact.Stream
-	if turn.OnDelta != nil {
-		stream = red.Stream()
-		onDelta = func(s string) error {
-			if out := stream.Write(s); out != "" {
-				return turn.OnDelta(out)
-			}
-			return nil
+	var resp llm.Response
+	var usage llm.Usage
+	for step := 1; ; step++ {
+		resp, err = a.chat(ctx, route, llm.Request{
+			Model:       route.Model,
+			Messages:    msgs,
+			Tools:       box.offered,
+			MaxTokens:   turn.MaxTokens,
+			Temperature: turn.Temperature,
+			APIKey:      apiKey,
+			User:        upstreamUser(scope),
+		}, red, turn.OnDelta)
+		if err != nil {
+			return Result{}, err
 		}
-	}
-	resp, err := route.Provider.Chat(ctx, llm.Request{
-		Model:       route.Model,
-		Messages:    msgs,
-		MaxTokens:   turn.MaxTokens,
-		Temperature: turn.Temperature,
-		APIKey:      apiKey,
-		User:        upstreamUser(scope),
-	}, onDelta)
-	if err != nil {
-		return Result{}, modelError(err)
-	}
-	if stream != nil {
-		if tail := stream.Flush(); tail != "" {
-			if err := turn.OnDelta(tail); err != nil {
-				return Result{}, err
-			}
+		usage.PromptTokens += resp.Usage.PromptTokens
+		usage.CompletionTokens += resp.Usage.CompletionTokens
+		usage.TotalTokens += resp.Usage.TotalTokens
+		if len(resp.Message.ToolCalls) == 0 {
+			break
 		}
+		if step == a.MaxSteps {
+			resp.Message = llm.Message{Role: "assistant",
+				Content: fmt.Sprintf("I stopped after %d tool steps without finishing.", a.MaxSteps)}
+			resp.FinishReason = "length"
+			break
+		}
+		msgs = append(msgs, resp.Message)
+		msgs = append(msgs, box.run(ctx, resp.Message.ToolCalls)...)
 	}
-	resp.Message.Role = "assistant"
-	resp.Message.Content = red.String(resp.Message.Content)
-	for i := range resp.Message.ToolCalls {
-		resp.Message.ToolCalls[i].Function.Arguments = red.String(resp.Message.ToolCalls[i].Function.Arguments)
-	}
+	resp.Usage = usage
 
 	if turn.Session != "" {
-		record := make([]store.Message, 0, len(turn.Messages)+1)
-		for _, m := range append(msgs[len(msgs)-len(turn.Messages):], resp.Message) {
+		record := make([]store.Message, 0, len(msgs)-newFrom+1)
+		for _, m := range append(msgs[newFrom:], resp.Message) {
 			sm, err := toStored(m)
 			if err != nil {
 				return Result{}, fmt.Errorf("save session history: %w", err)
@@ -170,11 +189,43 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 		// The answer is already computed; a cancelled client must not lose
 		// the turn from its history, so the write ignores cancellation.
-		if err := a.history.AppendMessages(context.WithoutCancel(ctx), scope, turn.Session, record); err != nil {
+		if err := a.History.AppendMessages(context.WithoutCancel(ctx), scope, turn.Session, record); err != nil {
 			return Result{}, fmt.Errorf("save session history: %w", err)
 		}
 	}
 	return Result{Message: resp.Message, FinishReason: resp.FinishReason, Usage: resp.Usage}, nil
+}
+
+// chat makes one model call, streaming its content through the redactor.
+func (a *Agent) chat(ctx context.Context, route llm.Route, req llm.Request, red *redact.Redactor, onDelta func(string) error) (llm.Response, error) {
+	var stream *redact.Stream
+	var deltas func(string) error
+	if onDelta != nil {
+		stream = red.Stream()
+		deltas = func(s string) error {
+			if out := stream.Write(s); out != "" {
+				return onDelta(out)
+			}
+			return nil
+		}
+	}
+	resp, err := route.Provider.Chat(ctx, req, deltas)
+	if err != nil {
+		return llm.Response{}, modelError(err)
+	}
+	if stream != nil {
+		if tail := stream.Flush(); tail != "" {
+			if err := onDelta(tail); err != nil {
+				return llm.Response{}, err
+			}
+		}
+	}
+	resp.Message.Role = "assistant"
+	resp.Message.Content = red.String(resp.Message.Content)
+	for i := range resp.Message.ToolCalls {
+		resp.Message.ToolCalls[i].Function.Arguments = red.String(resp.Message.ToolCalls[i].Function.Arguments)
+	}
+	return resp, nil
 }
 
 func redactor(secrets []store.Secret) *redact.Redactor {

@@ -89,7 +89,7 @@ func newAgent(t *testing.T) (*agent.Agent, *memHistory) {
 		}
 	}
 	h := &memHistory{msgs: map[string][]store.Message{}}
-	return agent.New(reg, h, memSecrets{}, nil, 10), h
+	return agent.New(agent.Deps{Models: reg, History: h, Secrets: memSecrets{}, HistoryMessages: 10}), h
 }
 
 func user(text string) []llm.Message { return []llm.Message{{Role: "user", Content: text}} }
@@ -201,7 +201,7 @@ func TestRunRedactsSecrets(t *testing.T) {
 	}
 	h := &memHistory{msgs: map[string][]store.Message{}}
 	secrets := memSecrets{"acme": {{Name: "crm", Value: []byte(crmToken)}}}
-	a := agent.New(reg, h, secrets, nil, 10)
+	a := agent.New(agent.Deps{Models: reg, History: h, Secrets: secrets, HistoryMessages: 10})
 	scope := auth.TestScope(t, "acme", "alice")
 	want := "the token is [REDACTED:crm], base64 [REDACTED:crm]."
 	for _, stream := range []bool{false, true} {
@@ -240,7 +240,7 @@ func TestRunBYOK(t *testing.T) {
 		t.Fatal(err)
 	}
 	secrets := memSecrets{"acme": {{Name: "openai_key", Value: []byte("sk-acme-own-key-123")}, {Name: "alt", Value: []byte("sk-acme-alt-key-456")}}}
-	a := agent.New(reg, &memHistory{msgs: map[string][]store.Message{}}, secrets, nil, 10)
+	a := agent.New(agent.Deps{Models: reg, History: &memHistory{msgs: map[string][]store.Message{}}, Secrets: secrets, HistoryMessages: 10})
 	tests := []struct {
 		name    string
 		scope   auth.Scope

@@ -30,6 +30,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
 // DefaultProfile is the profile every tenant has.
@@ -54,17 +55,22 @@ type Limits struct {
 
 // Tenant is one customer of the service.
 type Tenant struct {
-	ID        tenant.ID
-	Name      string
-	Status    tenant.Status
-	Profiles  map[string]Profile // always holds DefaultProfile
-	Limits    Limits
+	ID       tenant.ID
+	Name     string
+	Status   tenant.Status
+	Profiles map[string]Profile // always holds DefaultProfile
+	Limits   Limits
+	// Policy is the tenant's own Cedar text: forbids that narrow what its
+	// profiles grant.
+	Policy    string
 	StorageID string // opaque name of the tenant's data directory
 	// WrappedKey is the tenant's data key wrapped by the KEK; deleting the
 	// tenant destroys it.
 	WrappedKey []byte
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
+
+	revision uint64 // counts updates in this process, for UpdateTenant
 }
 
 // Profile returns the named profile.
@@ -100,6 +106,7 @@ type Plane struct {
 	mu      sync.RWMutex
 	tenants map[tenant.ID]Tenant
 	keys    map[tenant.KeyID]keyEntry
+	tools   map[string]*tools.Tool
 }
 
 //go:embed migrations/*.sql
@@ -126,7 +133,7 @@ func Open(ctx context.Context, path string, kek keyring.KEK, logger *slog.Logger
 	}
 	db.SetMaxOpenConns(1) // one writer; reads are served from memory
 	p := &Plane{db: db, logger: logger, now: time.Now, kek: kek,
-		tenants: map[tenant.ID]Tenant{}, keys: map[tenant.KeyID]keyEntry{}}
+		tenants: map[tenant.ID]Tenant{}, keys: map[tenant.KeyID]keyEntry{}, tools: map[string]*tools.Tool{}}
 	if err := p.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -136,6 +143,10 @@ func Open(ctx context.Context, path string, kek keyring.KEK, logger *slog.Logger
 		return nil, err
 	}
 	if err := p.load(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := p.loadTools(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -186,7 +197,7 @@ func (p *Plane) checkKEK(ctx context.Context) error {
 }
 
 func (p *Plane) load(ctx context.Context) error {
-	rows, err := p.db.QueryContext(ctx, `SELECT id, name, status, storage_id, config, wrapped_key, created_at, updated_at FROM tenants`)
+	rows, err := p.db.QueryContext(ctx, `SELECT id, name, status, storage_id, config, wrapped_key, policy, created_at, updated_at FROM tenants`)
 	if err != nil {
 		return fmt.Errorf("load tenants: %w", err)
 	}
@@ -194,7 +205,7 @@ func (p *Plane) load(ctx context.Context) error {
 	for rows.Next() {
 		var t Tenant
 		var cfg, created, updated string
-		if err := rows.Scan(&t.ID, &t.Name, &t.Status, &t.StorageID, &cfg, &t.WrappedKey, &created, &updated); err != nil {
+		if err := rows.Scan(&t.ID, &t.Name, &t.Status, &t.StorageID, &cfg, &t.WrappedKey, &t.Policy, &created, &updated); err != nil {
 			return fmt.Errorf("load tenants: %w", err)
 		}
 		if err := decodeConfig(cfg, &t); err != nil {
@@ -287,8 +298,8 @@ func (p *Plane) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 	clear(dataKey)
 	ts := t.CreatedAt.Format(time.RFC3339Nano)
 	if _, err := p.db.ExecContext(ctx,
-		`INSERT INTO tenants (id, name, status, storage_id, config, wrapped_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, t.Status, t.StorageID, cfg, t.WrappedKey, ts, ts); err != nil {
+		`INSERT INTO tenants (id, name, status, storage_id, config, wrapped_key, policy, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		t.ID, t.Name, t.Status, t.StorageID, cfg, t.WrappedKey, t.Policy, ts, ts); err != nil {
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
 	}
 	p.tenants[t.ID] = t
@@ -329,34 +340,57 @@ func compareIDs(a, b tenant.ID) int {
 }
 
 // UpdateTenant applies change to a copy of the tenant and stores the result.
-// change must not alter the id or storage id.
+// change runs without the plane's lock held (it may read the plane); if the
+// tenant changed meanwhile, it runs again on the new version. It cannot alter
+// the id, storage id or data key.
 func (p *Plane) UpdateTenant(ctx context.Context, id tenant.ID, change func(*Tenant) error) (Tenant, error) {
+	for {
+		p.mu.RLock()
+		old, ok := p.tenants[id]
+		p.mu.RUnlock()
+		if !ok {
+			return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+		}
+		t := old.clone()
+		if err := change(&t); err != nil {
+			return Tenant{}, err
+		}
+		t.ID, t.StorageID, t.WrappedKey, t.CreatedAt = old.ID, old.StorageID, old.WrappedKey, old.CreatedAt
+		if err := validate(t); err != nil {
+			return Tenant{}, err
+		}
+		cfg, err := encodeConfig(t)
+		if err != nil {
+			return Tenant{}, fmt.Errorf("encode tenant: %w", err)
+		}
+		updated, retry, err := p.storeUpdate(ctx, old.revision, t, cfg)
+		if !retry {
+			return updated, err
+		}
+	}
+}
+
+// storeUpdate writes t if the stored tenant is still at revision, and
+// reports whether the caller must retry because it is not.
+func (p *Plane) storeUpdate(ctx context.Context, revision uint64, t Tenant, cfg string) (Tenant, bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	old, ok := p.tenants[id]
+	cur, ok := p.tenants[t.ID]
 	if !ok {
-		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+		return Tenant{}, false, fmt.Errorf("%w: tenant %s", kind.NotFound, t.ID)
 	}
-	t := old.clone()
-	if err := change(&t); err != nil {
-		return Tenant{}, err
-	}
-	t.ID, t.StorageID, t.WrappedKey, t.CreatedAt = old.ID, old.StorageID, old.WrappedKey, old.CreatedAt
-	if err := validate(t); err != nil {
-		return Tenant{}, err
+	if cur.revision != revision {
+		return Tenant{}, true, nil
 	}
 	t.UpdatedAt = p.now().UTC()
-	cfg, err := encodeConfig(t)
-	if err != nil {
-		return Tenant{}, fmt.Errorf("encode tenant: %w", err)
-	}
 	if _, err := p.db.ExecContext(ctx,
-		`UPDATE tenants SET name = ?, status = ?, config = ?, updated_at = ? WHERE id = ?`,
-		t.Name, t.Status, cfg, t.UpdatedAt.Format(time.RFC3339Nano), t.ID); err != nil {
-		return Tenant{}, fmt.Errorf("update tenant %s: %w", id, err)
+		`UPDATE tenants SET name = ?, status = ?, config = ?, policy = ?, updated_at = ? WHERE id = ?`,
+		t.Name, t.Status, cfg, t.Policy, t.UpdatedAt.Format(time.RFC3339Nano), t.ID); err != nil {
+		return Tenant{}, false, fmt.Errorf("update tenant %s: %w", t.ID, err)
 	}
-	p.tenants[id] = t
-	return t.clone(), nil
+	t.revision = revision + 1
+	p.tenants[t.ID] = t
+	return t.clone(), false, nil
 }
 
 // DeleteTenant removes the tenant and all its keys, effective immediately for
@@ -373,6 +407,11 @@ func (p *Plane) DeleteTenant(ctx context.Context, id tenant.ID) (Tenant, error) 
 		return Tenant{}, fmt.Errorf("delete tenant %s: %w", id, err)
 	}
 	delete(p.tenants, id)
+	for name, t := range p.tools {
+		if t.Owner == id {
+			delete(p.tools, name)
+		}
+	}
 	for kid, k := range p.keys {
 		if k.tenant == id {
 			delete(p.keys, kid)
@@ -513,6 +552,7 @@ const (
 	maxSystemPromptLen = 64 << 10
 	maxProfiles        = 64
 	maxTools           = 128
+	maxPolicyLen       = 64 << 10
 )
 
 func validate(t Tenant) error {
@@ -551,6 +591,9 @@ func validate(t Tenant) error {
 		if len(pr.Tools) > maxTools {
 			return fmt.Errorf("%w: profile %q: more than %d tools", kind.Invalid, name, maxTools)
 		}
+	}
+	if len(t.Policy) > maxPolicyLen {
+		return fmt.Errorf("%w: policy longer than %d bytes", kind.Invalid, maxPolicyLen)
 	}
 	if t.Limits.RequestsPerMinute < 0 || t.Limits.TokensPerMinute < 0 || t.Limits.MaxConcurrent < 0 {
 		return fmt.Errorf("%w: limits must not be negative", kind.Invalid)

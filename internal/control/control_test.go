@@ -329,3 +329,5 @@ func BenchmarkAuthenticate(b *testing.B) {
 		}
 	})
 }
+
+func tenantID(s string) tenant.ID { return tenant.ID(s) }

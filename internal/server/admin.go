@@ -121,6 +121,11 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 		if _, err := d.Models.Resolve(p.Model); err != nil {
 			return fmt.Errorf("%w: profile %q: %w", kind.Invalid, name, err)
 		}
+		for _, tool := range p.Tools {
+			if _, ok := d.Catalog.Tool(tool); !ok {
+				return fmt.Errorf("%w: profile %q: no tool %q in the catalog", kind.Invalid, name, tool)
+			}
+		}
 	}
 	return nil
 }

@@ -192,7 +192,19 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 	if turn.MaxTokens < 0 {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
 	}
-	return turn, agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model, KeySecret: tenant.SecretName(p.APIKeySecret)}, scope, nil
+	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model,
+		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools}
+	if len(p.Tools) > 0 {
+		profiles := make(map[string][]string, len(t.Profiles))
+		for n, pr := range t.Profiles {
+			profiles[n] = pr.Tools
+		}
+		// A policy that does not compile offers no tools: fail closed.
+		if profile.Policy, err = d.Policies.For(t.ID, profiles, t.Policy); err != nil {
+			return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("compile policy of tenant %s: %w", t.ID, err)
+		}
+	}
+	return turn, profile, scope, nil
 }
 
 func newCompletionID() string {

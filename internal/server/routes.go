@@ -25,5 +25,12 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("PUT /admin/v1/tenants/{tenant}/secrets/{name}", admin(handlePutSecret(d)))
 	mux.Handle("DELETE /admin/v1/tenants/{tenant}/secrets/{name}", admin(handleDeleteSecret(d)))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/export", admin(handleExport(d)))
+	mux.Handle("PUT /admin/v1/tenants/{tenant}/policy", admin(handlePutPolicy(d)))
+	mux.Handle("GET /admin/v1/tenants/{tenant}/policy", admin(handleGetPolicy(d)))
+
+	mux.Handle("POST /admin/v1/tools", admin(handleCreateTool(d)))
+	mux.Handle("GET /admin/v1/tools", admin(handleListTools(d)))
+	mux.Handle("GET /admin/v1/tools/{name}", admin(handleGetTool(d)))
+	mux.Handle("DELETE /admin/v1/tools/{name}", admin(handleDeleteTool(d)))
 
 }

@@ -14,8 +14,10 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
 // Tenants is the control plane as the handlers use it.
@@ -38,6 +40,20 @@ type TenantData interface {
 	Drop(ctx context.Context, storageID string) error
 }
 
+// Catalog is the tool catalog.
+type Catalog interface {
+	CreateTool(ctx context.Context, d tools.Definition) (*tools.Tool, error)
+	Tool(name string) (*tools.Tool, bool)
+	Tools() []*tools.Tool
+	DeleteTool(ctx context.Context, name string) error
+}
+
+// Policies compiles and checks tenants' Cedar policies.
+type Policies interface {
+	For(id tenant.ID, profiles map[string][]string, source string) (*policy.Set, error)
+	Validate(id tenant.ID, source string) error
+}
+
 // DataKeys forgets a deleted tenant's cached data key.
 type DataKeys interface {
 	Forget(id tenant.ID)
@@ -55,6 +71,8 @@ type Deps struct {
 	Tenants      Tenants
 	Data         TenantData
 	Keys         DataKeys
+	Catalog      Catalog
+	Policies     Policies
 	Agent        *agent.Agent
 	Models       Models
 	DefaultModel string // for profiles that name none

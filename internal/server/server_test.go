@@ -26,8 +26,10 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
 // testAdminToken is the operator's token in every test server.
@@ -101,12 +103,23 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	if err != nil {
 		t.Fatalf("auth.New: %v", err)
 	}
+	policies, err := policy.NewEngine()
+	if err != nil {
+		t.Fatalf("policy.NewEngine: %v", err)
+	}
+	mcp := tools.NewMCP(tools.MCPOptions{})
 	h := New(Deps{
-		Auth:         authn,
-		Tenants:      plane,
-		Data:         stores,
-		Keys:         ring,
-		Agent:        agent.New(models, stores, stores, opts.logger, 50),
+		Auth:     authn,
+		Tenants:  plane,
+		Data:     stores,
+		Keys:     ring,
+		Catalog:  plane,
+		Policies: policies,
+		Agent: agent.New(agent.Deps{
+			Models: models, History: stores, Secrets: stores, Tools: plane,
+			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp,
+			Logger: opts.logger, HistoryMessages: 50,
+		}),
 		Logger:       opts.logger,
 		Models:       models,
 		DefaultModel: "offline/default",
@@ -122,6 +135,9 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Cleanup(func() {
 		srv.Close()
 		tr.CloseIdleConnections()
+		if err := mcp.Close(); err != nil {
+			t.Errorf("close mcp sessions: %v", err)
+		}
 		if err := stores.Close(); err != nil {
 			t.Errorf("close stores: %v", err)
 		}

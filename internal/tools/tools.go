@@ -1,0 +1,370 @@
+// Package tools defines the tools an agent may call and runs them. The
+// model only ever proposes a call: this package validates the arguments,
+// fills in the parameters bound to the caller (never taken from the model),
+// and executes against a host the operator fixed, with the tenant's own
+// credentials injected at that moment.
+package tools
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/google/jsonschema-go/jsonschema"
+
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// Scope says whose data a tool touches.
+type Scope string
+
+const (
+	// ScopeTenant tools act inside the calling tenant.
+	ScopeTenant Scope = "tenant"
+	// ScopeGlobal tools touch no tenant data.
+	ScopeGlobal Scope = "global"
+	// ScopeCrossTenant tools reach across tenants: admin tooling, never for
+	// agents. The global policy forbids them.
+	ScopeCrossTenant Scope = "cross_tenant"
+)
+
+// Bound parameter sources.
+const (
+	BindTenantID = "tenant.id"
+	BindUserID   = "user.id"
+	// BindSecretPrefix + NAME binds a parameter to the tenant's secret NAME: a
+	// fixed per-tenant value such as an account id.
+	BindSecretPrefix = "secret."
+)
+
+// Definition is a tool as the operator declares it.
+type Definition struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Scope       Scope  `json:"scope"`
+	// Owner is the tenant a tenant-defined tool belongs to; empty for the
+	// operator's tools, which any tenant may name in a profile.
+	Owner      tenant.ID       `json:"owner,omitempty"`
+	Parameters json.RawMessage `json:"parameters"`
+	// Bound maps parameter names to their source; the runtime fills them
+	// and the model never sees them.
+	Bound   map[string]string `json:"bound,omitempty"`
+	HTTP    *HTTPSpec         `json:"http,omitempty"`
+	MCP     *MCPSpec          `json:"mcp,omitempty"`
+	Builtin string            `json:"builtin,omitempty"`
+}
+
+// HTTPSpec calls an HTTP endpoint. URL and header values may hold
+// {{secret.NAME}} and {{bound.NAME}}; the scheme and host may not, so the
+// model can never choose where a call goes. POST/PUT/PATCH send the
+// arguments as a JSON body, GET/DELETE as query parameters.
+type HTTPSpec struct {
+	Method  string            `json:"method"`
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers,omitempty"`
+}
+
+// MCPSpec calls a tool on an MCP server, over streamable HTTP (URL) or stdio
+// (Command). Header and Env values may hold {{secret.NAME}}. Each tenant gets
+// its own session (and, for stdio, its own process).
+type MCPSpec struct {
+	URL     string            `json:"url,omitempty"`
+	Command []string          `json:"command,omitempty"`
+	Headers map[string]string `json:"headers,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	// Tool is the upstream tool's name; empty means the definition's name.
+	Tool string `json:"tool,omitempty"`
+}
+
+// Tool is a validated Definition, ready to offer and call.
+type Tool struct {
+	Definition
+	schema *jsonschema.Resolved
+	// visible is the parameter schema the model sees: bound parameters
+	// removed.
+	visible json.RawMessage
+}
+
+var (
+	namePattern     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	templatePattern = regexp.MustCompile(`\{\{\s*([a-z]+)\.([A-Za-z0-9_.-]+)\s*\}\}`)
+)
+
+// Limits on what a definition may hold.
+const (
+	maxDescription = 4 << 10
+	maxParameters  = 64 << 10
+)
+
+// Compile validates d and prepares it for use. Errors wrap kind.Invalid and
+// say what is wrong.
+func Compile(d Definition) (*Tool, error) {
+	invalid := func(format string, args ...any) error {
+		return fmt.Errorf("%w: tool %q: %s", kind.Invalid, d.Name, fmt.Sprintf(format, args...))
+	}
+	if !namePattern.MatchString(d.Name) {
+		return nil, invalid("name must be 1-64 of [A-Za-z0-9_-]")
+	}
+	if len(d.Description) > maxDescription {
+		return nil, invalid("description longer than %d bytes", maxDescription)
+	}
+	switch d.Scope {
+	case ScopeTenant, ScopeGlobal, ScopeCrossTenant:
+	default:
+		return nil, invalid("scope must be %q, %q or %q", ScopeTenant, ScopeGlobal, ScopeCrossTenant)
+	}
+	if d.Owner != "" {
+		if _, err := tenant.ParseID(string(d.Owner)); err != nil {
+			return nil, invalid("owner: %v", err)
+		}
+	}
+	executors := 0
+	for _, set := range []bool{d.HTTP != nil, d.MCP != nil, d.Builtin != ""} {
+		if set {
+			executors++
+		}
+	}
+	if executors != 1 {
+		return nil, invalid("exactly one of http, mcp or builtin is required")
+	}
+
+	if len(d.Parameters) == 0 {
+		d.Parameters = json.RawMessage(`{"type":"object","properties":{}}`)
+	}
+	if len(d.Parameters) > maxParameters {
+		return nil, invalid("parameters schema larger than %d bytes", maxParameters)
+	}
+	var schema jsonschema.Schema
+	if err := json.Unmarshal(d.Parameters, &schema); err != nil {
+		return nil, invalid("parameters: %v", err)
+	}
+	if schema.Type != "object" {
+		return nil, invalid(`parameters must be a JSON schema of "type": "object"`)
+	}
+	resolved, err := schema.Resolve(nil)
+	if err != nil {
+		return nil, invalid("parameters: %v", err)
+	}
+
+	for param, source := range d.Bound {
+		if _, ok := schema.Properties[param]; !ok {
+			return nil, invalid("bound parameter %q is not among the parameters", param)
+		}
+		if err := checkSource(source); err != nil {
+			return nil, invalid("bound parameter %q: %v", param, err)
+		}
+	}
+	if err := checkExecutor(d); err != nil {
+		return nil, invalid("%v", err)
+	}
+
+	visible := schema.CloneSchemas()
+	for param := range d.Bound {
+		delete(visible.Properties, param)
+		visible.Required = slices.DeleteFunc(slices.Clone(visible.Required), func(r string) bool { return r == param })
+	}
+	vb, err := json.Marshal(visible)
+	if err != nil {
+		return nil, invalid("parameters: %v", err)
+	}
+	return &Tool{Definition: d, schema: resolved, visible: vb}, nil
+}
+
+func checkSource(source string) error {
+	switch {
+	case source == BindTenantID, source == BindUserID:
+		return nil
+	case strings.HasPrefix(source, BindSecretPrefix):
+		_, err := tenant.ParseSecretName(strings.TrimPrefix(source, BindSecretPrefix))
+		return err
+	}
+	return fmt.Errorf("source %q must be %q, %q or %q+NAME", source, BindTenantID, BindUserID, BindSecretPrefix)
+}
+
+func checkExecutor(d Definition) error {
+	switch {
+	case d.HTTP != nil:
+		switch strings.ToUpper(d.HTTP.Method) {
+		case "GET", "POST", "PUT", "PATCH", "DELETE":
+		default:
+			return fmt.Errorf("http.method must be GET, POST, PUT, PATCH or DELETE")
+		}
+		// The scheme and host are fixed: no placeholder may come before the
+		// path.
+		u, err := url.Parse(templatePattern.ReplaceAllString(d.HTTP.URL, "x"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("http.url must be an absolute http(s) URL")
+		}
+		if i := strings.Index(d.HTTP.URL, "{{"); i >= 0 && i < len(u.Scheme)+3+len(u.Host) {
+			return fmt.Errorf("http.url: placeholders may not appear in the scheme or host")
+		}
+		return checkTemplates(d, d.HTTP.URL, d.HTTP.Headers, true)
+	case d.MCP != nil:
+		if (d.MCP.URL == "") == (len(d.MCP.Command) == 0) {
+			return fmt.Errorf("mcp needs exactly one of url or command")
+		}
+		if d.MCP.URL != "" {
+			u, err := url.Parse(d.MCP.URL)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.Contains(d.MCP.URL, "{{") {
+				return fmt.Errorf("mcp.url must be an absolute http(s) URL without placeholders")
+			}
+		}
+		if len(d.MCP.Command) > 0 && d.Owner != "" {
+			// A stdio server is a process on this host: only the operator's
+			// own tools may start one.
+			return fmt.Errorf("mcp.command is allowed only on operator tools (no owner); use mcp.url")
+		}
+		for _, arg := range d.MCP.Command {
+			if strings.Contains(arg, "{{") {
+				return fmt.Errorf("mcp.command may not hold placeholders; use env")
+			}
+		}
+		if err := checkTemplates(d, "", d.MCP.Headers, false); err != nil {
+			return err
+		}
+		return checkTemplates(d, "", d.MCP.Env, false)
+	}
+	return nil
+}
+
+// checkTemplates checks every placeholder names a secret or, where allowed,
+// a bound parameter.
+func checkTemplates(d Definition, urlTemplate string, values map[string]string, allowBound bool) error {
+	all := append([]string{urlTemplate}, slices.Collect(maps.Values(values))...)
+	for _, v := range all {
+		for _, m := range templatePattern.FindAllStringSubmatch(v, -1) {
+			switch m[1] {
+			case "secret":
+				if _, err := tenant.ParseSecretName(m[2]); err != nil {
+					return fmt.Errorf("placeholder %s: %v", m[0], err)
+				}
+			case "bound":
+				if _, ok := d.Bound[m[2]]; !allowBound || !ok {
+					return fmt.Errorf("placeholder %s names no bound parameter", m[0])
+				}
+			default:
+				return fmt.Errorf("placeholder %s: only secret.NAME and bound.NAME exist", m[0])
+			}
+		}
+	}
+	return nil
+}
+
+// VisibleParameters returns the schema offered to the model: the tool's
+// parameters without the bound ones.
+func (t *Tool) VisibleParameters() json.RawMessage { return t.visible }
+
+// SecretNames lists the tenant secrets the tool's templates and bindings use.
+func (t *Tool) SecretNames() []tenant.SecretName {
+	var names []tenant.SecretName
+	add := func(s string) {
+		for _, m := range templatePattern.FindAllStringSubmatch(s, -1) {
+			if m[1] == "secret" {
+				names = append(names, tenant.SecretName(m[2]))
+			}
+		}
+	}
+	for _, source := range t.Bound {
+		if name, ok := strings.CutPrefix(source, BindSecretPrefix); ok {
+			names = append(names, tenant.SecretName(name))
+		}
+	}
+	if h := t.HTTP; h != nil {
+		add(h.URL)
+		for _, v := range h.Headers {
+			add(v)
+		}
+	}
+	if m := t.MCP; m != nil {
+		for _, v := range m.Headers {
+			add(v)
+		}
+		for _, v := range m.Env {
+			add(v)
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
+}
+
+// ErrBoundByModel is returned when the model supplies a parameter the
+// runtime binds (tenant id, end user, account): an attempt to act as someone
+// else, refused whatever its value.
+var ErrBoundByModel = errors.New("the model supplied a parameter the runtime fills")
+
+// maxArguments bounds the model's argument JSON.
+const maxArguments = 64 << 10
+
+// Arguments turns the model's raw JSON arguments into the call's arguments:
+// it refuses bound parameters from the model, fills them with bind(source),
+// and validates the result against the tool's schema.
+func (t *Tool) Arguments(raw string, bind func(source string) (string, error)) (map[string]any, error) {
+	if len(raw) > maxArguments {
+		return nil, fmt.Errorf("%w: arguments larger than %d bytes", kind.Invalid, maxArguments)
+	}
+	args := map[string]any{}
+	if strings.TrimSpace(raw) != "" {
+		dec := json.NewDecoder(strings.NewReader(raw))
+		dec.UseNumber()
+		if err := dec.Decode(&args); err != nil || args == nil {
+			return nil, fmt.Errorf("%w: arguments must be a JSON object", kind.Invalid)
+		}
+	}
+	for param := range t.Bound {
+		if _, ok := args[param]; ok {
+			return nil, fmt.Errorf("%w: %q", ErrBoundByModel, param)
+		}
+	}
+	for param, source := range t.Bound {
+		v, err := bind(source)
+		if err != nil {
+			return nil, fmt.Errorf("fill bound parameter %q: %w", param, err)
+		}
+		args[param] = v
+	}
+	// The validator wants plain JSON values: numbers as float64.
+	plain, err := plainJSON(args)
+	if err != nil {
+		return nil, fmt.Errorf("%w: arguments: %v", kind.Invalid, err)
+	}
+	if err := t.schema.Validate(plain); err != nil {
+		return nil, fmt.Errorf("%w: arguments do not match the schema: %v", kind.Invalid, err)
+	}
+	return plain, nil
+}
+
+func plainJSON(args map[string]any) (map[string]any, error) {
+	b, err := json.Marshal(args)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Call is one authorized call, ready to execute.
+type Call struct {
+	Tool   *Tool
+	Tenant tenant.ID
+	Args   map[string]any // validated, bound parameters filled
+	// Bound holds the bound parameters' values, for {{bound.NAME}}.
+	Bound map[string]string
+	// Secrets holds the tenant secrets the tool uses, for {{secret.NAME}}.
+	Secrets map[tenant.SecretName]string
+}
+
+// Result is what a tool returned, as text for the model.
+type Result struct {
+	Content string
+	// IsError marks a failure the model should see and may recover from.
+	IsError bool
+}
