@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -77,7 +78,14 @@ func runDemo(ctx context.Context, dataDir string, getenv func(string) string, ou
 	go srv.Serve(ln) //nolint:errcheck // Serve returns ErrServerClosed after Shutdown below.
 	defer srv.Shutdown(context.WithoutCancel(ctx))
 
-	d := &demo{ctx: ctx, out: out, base: "http://" + ln.Addr().String(), admin: adminTok, http: &http.Client{Timeout: 30 * time.Second}}
+	crm, err := startDemoCRM()
+	if err != nil {
+		return err
+	}
+	defer crm.srv.Shutdown(context.WithoutCancel(ctx))
+
+	d := &demo{ctx: ctx, out: out, base: "http://" + ln.Addr().String(), admin: adminTok,
+		http: &http.Client{Timeout: 30 * time.Second}, crm: crm}
 	fmt.Fprintf(out, "Bulkhead demo: one server at %s, two tenants, offline model\n\n", d.base)
 	d.script()
 	if d.failed > 0 {
@@ -88,6 +96,7 @@ func runDemo(ctx context.Context, dataDir string, getenv func(string) string, ou
 }
 
 type demo struct {
+	crm    *demoCRM
 	ctx    context.Context
 	out    io.Writer
 	base   string
@@ -171,7 +180,10 @@ func (d *demo) script() {
 	d.check(bytes.Contains(exp, []byte(demoTenants[0].secretFact)) && !bytes.Contains(exp, []byte(demoTenants[1].secretFact)),
 		"acme's export holds acme's history, decrypted, and nothing of globex's")
 
-	d.section("6. Offboarding is final")
+	d.section("6. Tools run with the tenant's own credentials, only as policy allows")
+	d.tools(keys)
+
+	d.section("7. Offboarding is final")
 	status, _ = d.call(http.MethodDelete, "/admin/v1/tenants/globex", d.admin, nil, nil)
 	d.check(status == http.StatusNoContent, "operator deletes globex: keys revoked, data key destroyed, files removed (%d)", status)
 	status, _ = d.call(http.MethodGet, "/v1/models", keys["globex"], nil, nil)
@@ -179,6 +191,117 @@ func (d *demo) script() {
 	d.call(http.MethodPost, "/admin/v1/tenants", d.admin, nil, map[string]any{"id": "globex"})
 	_, exp = d.call(http.MethodGet, "/admin/v1/tenants/globex/export", d.admin, nil, nil)
 	d.check(!bytes.Contains(exp, []byte(demoTenants[1].secretFact)), "a new tenant named globex finds nothing of the old one")
+}
+
+// tools registers a shared CRM tool, a tool globex owns and a cross-tenant
+// export; then acme's model tries every way to misuse them.
+func (d *demo) tools(keys map[string]string) {
+	crmTool := map[string]any{"name": "crm_lookup", "description": "Look up a customer", "scope": "tenant",
+		"parameters": json.RawMessage(`{"type":"object","properties":{"customer":{"type":"string"},"tenant_id":{"type":"string"}},"required":["customer"]}`),
+		"bound":      map[string]string{"tenant_id": "tenant.id"},
+		"http": map[string]any{"method": "POST", "url": d.crm.url + "/lookup",
+			"headers": map[string]string{"Authorization": "Bearer {{secret.crm_token}}"}}}
+	for _, def := range []map[string]any{crmTool,
+		{"name": "globex_notes", "description": "Globex's private notes", "scope": "tenant", "owner": "globex",
+			"http": map[string]any{"method": "GET", "url": d.crm.url + "/notes"}},
+		{"name": "export_all_tenants", "description": "Export every tenant's data", "scope": "cross_tenant",
+			"http": map[string]any{"method": "GET", "url": d.crm.url + "/export"}},
+	} {
+		status, body := d.call(http.MethodPost, "/admin/v1/tools", d.admin, nil, def)
+		if status != http.StatusCreated {
+			fmt.Fprintf(d.out, "   %s\n", truncate(string(body), 200))
+		}
+		d.check(status == http.StatusCreated, "operator registers tool %s, scope %s (%d)", def["name"], def["scope"], status)
+	}
+	d.call(http.MethodPatch, "/admin/v1/tenants/acme", d.admin, nil, map[string]any{"tools": []string{"crm_lookup", "export_all_tenants"}})
+	d.call(http.MethodPatch, "/admin/v1/tenants/globex", d.admin, nil, map[string]any{"tools": []string{"crm_lookup", "globex_notes"}})
+	d.call(http.MethodPut, "/admin/v1/tenants/globex/secrets/crm_token", d.admin, nil, map[string]string{"value": "globex-crm-51c0ffee77aa"})
+	// acme's own policy: no lookups of the customer "vip-1".
+	d.callRaw(http.MethodPut, "/admin/v1/tenants/acme/policy", d.admin,
+		`@id("no-vip") forbid (principal, action == Action::"call_tool", resource == Tool::"crm_lookup") when { context.customer == "vip-1" };`)
+
+	before := len(d.crm.requests())
+	reply := d.chat(keys["acme"], "", strings.Join([]string{
+		`/call globex_notes {}`,
+		`/call export_all_tenants {}`,
+		`/call crm_lookup {"customer":"c-42","tenant_id":"globex"}`,
+		`/call crm_lookup {"customer":"vip-1"}`,
+		`/call crm_lookup {"customer":"c-42"}`,
+	}, "\n"), nil, nil)
+	for _, line := range strings.Split(strings.TrimSpace(reply), "\n") {
+		fmt.Fprintf(d.out, "   acme ← %s\n", truncate(line, 150))
+	}
+	results := map[string]string{}
+	for _, line := range strings.Split(reply, "\n") {
+		if id, rest, ok := strings.Cut(line, ": "); ok {
+			results[id] = rest
+		}
+	}
+	d.check(strings.Contains(results["call_1"], "not available"), "acme's model calling globex's own tool is refused")
+	d.check(strings.Contains(results["call_2"], "not available"), "acme's model calling the cross-tenant export is refused (global forbid)")
+	d.check(strings.Contains(results["call_3"], "refused"), "acme's model passing tenant_id: globex is refused")
+	d.check(strings.Contains(results["call_4"], "tenant/no-vip"), "acme's own policy forbids looking up vip-1")
+	d.check(strings.Contains(results["call_5"], `"tenant_id":"acme"`) && strings.Contains(results["call_5"], "[REDACTED:crm_token]"),
+		"the legitimate lookup runs for acme, and the token the CRM echoed back is redacted")
+	reqs := d.crm.requests()[before:]
+	d.check(len(reqs) == 1 && reqs[0].auth == "Bearer "+demoSecret && reqs[0].tenant == "acme",
+		"the CRM received exactly one call, with acme's token and tenant id (%d calls)", len(reqs))
+	d.check(!strings.Contains(reply, demoSecret), "acme's token never reached the client")
+}
+
+// callRaw sends a raw text body.
+func (d *demo) callRaw(method, path, token, body string) (int, []byte) {
+	req, err := http.NewRequestWithContext(d.ctx, method, d.base+path, strings.NewReader(body))
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := d.http.Do(req)
+	if err != nil {
+		return 0, []byte(err.Error())
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// demoCRM is a stand-in for a tenant-facing CRM API: it records each call and
+// answers with the customer, the tenant and (carelessly) the token it got.
+type demoCRM struct {
+	srv  *http.Server
+	url  string
+	mu   sync.Mutex
+	seen []demoCRMRequest
+}
+
+type demoCRMRequest struct{ auth, tenant string }
+
+func startDemoCRM() (*demoCRM, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	c := &demoCRM{url: "http://" + ln.Addr().String()}
+	c.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Customer string `json:"customer"`
+			TenantID string `json:"tenant_id"`
+		}
+		json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body)
+		c.mu.Lock()
+		c.seen = append(c.seen, demoCRMRequest{auth: r.Header.Get("Authorization"), tenant: body.TenantID})
+		c.mu.Unlock()
+		json.NewEncoder(w).Encode(map[string]string{"customer": body.Customer, "tenant_id": body.TenantID,
+			"status": "gold", "debug_auth": r.Header.Get("Authorization")})
+	})}
+	go c.srv.Serve(ln) //nolint:errcheck // Serve returns ErrServerClosed after Shutdown.
+	return c, nil
+}
+
+func (c *demoCRM) requests() []demoCRMRequest {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]demoCRMRequest(nil), c.seen...)
 }
 
 // demoSecret is acme's CRM token in the demo.

@@ -5,9 +5,15 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
 // crmRequest is what the fake CRM saw.
@@ -224,4 +230,45 @@ func TestAdminTools(t *testing.T) {
 	}
 	env.admin(t, "DELETE", "/admin/v1/tools/weather", nil, http.StatusNoContent)
 	env.admin(t, "GET", "/admin/v1/tools/weather", nil, http.StatusNotFound)
+}
+
+// TestMCPToolThroughProfile offers a tool of the real server-everything MCP
+// server (over stdio) through a tenant's profile, and lets the model call it.
+func TestMCPToolThroughProfile(t *testing.T) {
+	script, err := filepath.Abs(filepath.Join("..", "..", "test", "mcp-everything", "node_modules",
+		"@modelcontextprotocol", "server-everything", "dist", "index.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, statErr := os.Stat(script)
+	testenv.Require(t, "the server-everything npm package", statErr == nil, "run `npm ci --prefix test/mcp-everything`")
+	node, err := exec.LookPath("node")
+	testenv.Require(t, "node", err == nil, "install Node.js")
+
+	env := newTestEnv(t, envOptions{})
+	env.admin(t, "POST", "/admin/v1/tools", map[string]any{
+		"name": "echo", "description": "Echo a message", "scope": "global",
+		"parameters": json.RawMessage(`{"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}`),
+		"mcp":        map[string]any{"command": []string{node, script, "stdio"}},
+	}, http.StatusCreated)
+	env.createTenant(t, map[string]any{"id": "acme", "tools": []string{"echo"}})
+	env.createTenant(t, map[string]any{"id": "globex"})
+	_, acmeKey := env.newKey(t, "acme")
+	_, globexKey := env.newKey(t, "globex")
+
+	var offered struct{ Tools []string }
+	if err := json.Unmarshal([]byte(env.say(t, chatCall{key: acmeKey, content: "/echo"})), &offered); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(offered.Tools, []string{"echo"}) {
+		t.Fatalf("offered to acme: %q, want [echo]", offered.Tools)
+	}
+	got := env.say(t, chatCall{key: acmeKey, content: `/call echo {"message":"hello from acme"}`})
+	if !strings.Contains(got, "call_1: Echo: hello from acme") {
+		t.Fatalf("acme's MCP call: %q", got)
+	}
+	// globex's profile does not name the tool: it is neither offered nor callable.
+	if got := env.say(t, chatCall{key: globexKey, content: `/call echo {"message":"x"}`}); !strings.Contains(got, "not available") {
+		t.Fatalf("globex's call: %q, want refused", got)
+	}
 }
