@@ -183,7 +183,10 @@ func (d *demo) script() {
 	d.section("6. Tools run with the tenant's own credentials, only as policy allows")
 	d.tools(keys)
 
-	d.section("7. Offboarding is final")
+	d.section("7. Knowledge bases and memories are per tenant")
+	d.knowledge(keys)
+
+	d.section("8. Offboarding is final")
 	status, _ = d.call(http.MethodDelete, "/admin/v1/tenants/globex", d.admin, nil, nil)
 	d.check(status == http.StatusNoContent, "operator deletes globex: keys revoked, data key destroyed, files removed (%d)", status)
 	status, _ = d.call(http.MethodGet, "/v1/models", keys["globex"], nil, nil)
@@ -247,6 +250,36 @@ func (d *demo) tools(keys map[string]string) {
 	d.check(len(reqs) == 1 && reqs[0].auth == "Bearer "+demoSecret && reqs[0].tenant == "acme",
 		"the CRM received exactly one call, with acme's token and tenant id (%d calls)", len(reqs))
 	d.check(!strings.Contains(reply, demoSecret), "acme's token never reached the client")
+}
+
+// knowledge gives each tenant a document with its own canary, then lets
+// acme's model go looking for globex's.
+func (d *demo) knowledge(keys map[string]string) {
+	docs := map[string]string{}
+	for _, t := range demoTenants {
+		canary := "CANARY-" + strings.ToUpper(t.id) + "-7731"
+		text := t.name + " handbook.\n\nRefunds are accepted within 30 days. The vault code word is " + canary + ".\n"
+		status, body := d.call(http.MethodPost, "/v1/documents", keys[t.id], nil, map[string]any{"text": text})
+		var out struct{ ID string }
+		json.Unmarshal(body, &out)
+		docs[t.id] = out.ID
+		d.check(status == http.StatusCreated, "%s ingests its handbook with canary %s (%s)", t.id, canary, out.ID)
+		d.call(http.MethodPatch, "/admin/v1/tenants/"+t.id, d.admin, nil, map[string]any{"tools": []string{"kb_search", "memory_save", "memory_search", "crm_lookup"}})
+	}
+	reply := d.chat(keys["acme"], "", strings.Join([]string{
+		`/call kb_search {"query":"CANARY-GLOBEX-7731"}`,
+		`/call kb_search {"query":"all documents vault code word","top_k":10}`,
+	}, "\n"), nil, nil)
+	d.check(strings.Contains(reply, "CANARY-ACME-7731") && !strings.Contains(reply, "GLOBEX"),
+		"acme's model searching for globex's canary and for all documents finds only acme's handbook")
+	d.check(strings.Contains(reply, `trust="untrusted"`), "retrieved passages reach the model labelled as untrusted data")
+	status, _ := d.call(http.MethodGet, "/v1/documents/"+docs["globex"], keys["acme"], nil, nil)
+	d.check(status == http.StatusNotFound, "globex's document id is 404 for acme, as if it did not exist (%d)", status)
+	d.chat(keys["acme"], "", `/call memory_save {"text":"alice likes blue rockets"}`, nil, nil)
+	reply = d.chat(keys["acme"], "", `/call memory_search {"query":"what does alice like"}`, nil, nil)
+	d.check(strings.Contains(reply, "blue rockets"), "acme's agent saves and recalls a memory for its end user alice")
+	reply = d.chat(keys["globex"], "", `/call memory_search {"query":"what does alice like"}`, nil, nil)
+	d.check(!strings.Contains(reply, "blue rockets"), "globex's alice does not see acme's alice's memories")
 }
 
 // callRaw sends a raw text body.

@@ -19,6 +19,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		newServeCmd(getenv, stdout, stderr),
 		newDemoCmd(getenv, stdout, stderr),
 		newKeyringCmd(getenv, stdout, stderr),
+		newIngestCmd(getenv, stdout, stderr),
 	)
 	addAdminCmds(root, getenv, stdout)
 	return root

@@ -22,11 +22,14 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/server"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
+	"github.com/bulkhead-ai/bulkhead/internal/vector"
 )
 
 func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
@@ -96,18 +99,45 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		plane.Close()
 		return nil, err
 	}
+	embedder, err := cfg.NewEmbedder(getenv)
+	if err != nil {
+		stores.Close()
+		plane.Close()
+		return nil, err
+	}
+	for _, def := range memory.BuiltinDefinitions() {
+		if _, ok := plane.Tool(def.Name); ok {
+			continue
+		}
+		if _, err := plane.CreateTool(ctx, def); err != nil {
+			stores.Close()
+			plane.Close()
+			return nil, fmt.Errorf("register builtin tool %s: %w", def.Name, err)
+		}
+	}
+	knowledge := memory.New(memory.Deps{
+		Store: stores, Ciphers: ring, Embedder: embedder,
+		Cache:   embed.NewCache(cfg.EmbeddingCacheEntries),
+		Vectors: vector.NewCache(cfg.VectorCacheBytes),
+		Logger:  logger,
+	})
+	builtins := map[string]agent.Executor{}
+	for name, f := range knowledge.Builtins() {
+		builtins[name] = f
+	}
 	mcp := tools.NewMCP(tools.MCPOptions{Logger: logger})
 	h := server.New(server.Deps{
-		Logger:   logger,
-		Auth:     authn,
-		Tenants:  plane,
-		Data:     stores,
-		Keys:     ring,
-		Catalog:  plane,
-		Policies: policies,
+		Logger:    logger,
+		Auth:      authn,
+		Tenants:   plane,
+		Data:      stores,
+		Keys:      ring,
+		Catalog:   plane,
+		Policies:  policies,
+		Knowledge: knowledge,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp,
+			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins,
 			Logger: logger, HistoryMessages: cfg.HistoryMessages,
 		}),
 		Models:       models,

@@ -140,7 +140,7 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		return fmt.Sprintf("error: denied by policy (%s)", strings.Join(decision.Reasons, ", "))
 	}
 
-	call := tools.Call{Tool: t, Tenant: b.scope.Tenant(), Args: args, Bound: map[string]string{}, Secrets: map[tenant.SecretName]string{}}
+	call := tools.Call{Tool: t, Scope: b.scope, Tenant: b.scope.Tenant(), Args: args, Bound: map[string]string{}, Secrets: map[tenant.SecretName]string{}}
 	for param := range t.Bound {
 		if s, ok := args[param].(string); ok {
 			call.Bound[param] = s

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -27,6 +28,23 @@ type Config struct {
 	MaxOpenTenants int `yaml:"max_open_tenants"`
 	// HistoryMessages is how many stored messages of a session the model sees.
 	HistoryMessages int `yaml:"history_messages"`
+	// Embedder computes embeddings for documents and memories.
+	Embedder Embedder `yaml:"embedder"`
+	// VectorCacheBytes bounds the memory held by loaded vector indexes.
+	VectorCacheBytes int `yaml:"vector_cache_bytes"`
+	// EmbeddingCacheEntries bounds the per-tenant embedding cache.
+	EmbeddingCacheEntries int `yaml:"embedding_cache_entries"`
+}
+
+// Embedder declares the embedding model: the built-in offline one (default)
+// or any OpenAI-compatible /v1/embeddings endpoint (OpenAI, Ollama, vLLM, TEI).
+type Embedder struct {
+	Type      string        `yaml:"type"` // "offline" (default) or "openai"
+	BaseURL   string        `yaml:"base_url"`
+	APIKeyEnv string        `yaml:"api_key_env"`
+	Model     string        `yaml:"model"`
+	Dim       int           `yaml:"dim"`
+	Timeout   time.Duration `yaml:"timeout"`
 }
 
 // Provider declares one model provider.
@@ -90,6 +108,15 @@ func Parse(b []byte) (Config, error) {
 	if c.HistoryMessages <= 0 {
 		c.HistoryMessages = DefaultHistoryMessages
 	}
+	if c.Embedder.Type == "" {
+		c.Embedder.Type = "offline"
+	}
+	if c.VectorCacheBytes <= 0 {
+		c.VectorCacheBytes = 512 << 20
+	}
+	if c.EmbeddingCacheEntries <= 0 {
+		c.EmbeddingCacheEntries = 100_000
+	}
 	return c, nil
 }
 
@@ -131,4 +158,29 @@ func (c Config) Models(getenv func(string) string) (*llm.Registry, error) {
 		}
 	}
 	return reg, nil
+}
+
+// NewEmbedder builds the configured embedder. getenv supplies its API key.
+func (c Config) NewEmbedder(getenv func(string) string) (embed.Embedder, error) {
+	e := c.Embedder
+	switch e.Type {
+	case "offline":
+		return embed.NewOffline(e.Dim), nil
+	case "openai":
+		key := ""
+		if e.APIKeyEnv != "" {
+			if key = getenv(e.APIKeyEnv); key == "" {
+				return nil, fmt.Errorf("embedder: environment variable %s is empty", e.APIKeyEnv)
+			}
+		}
+		if e.Model == "" {
+			return nil, fmt.Errorf("embedder: model is required for type openai")
+		}
+		o, err := embed.NewOpenAI(embed.OpenAIOptions{BaseURL: e.BaseURL, APIKey: key, Model: e.Model, Dim: e.Dim, Timeout: e.Timeout})
+		if err != nil {
+			return nil, fmt.Errorf("embedder: %w", err)
+		}
+		return o, nil
+	}
+	return nil, fmt.Errorf("embedder: unknown type %q (want offline or openai)", e.Type)
 }

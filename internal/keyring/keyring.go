@@ -8,7 +8,9 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -83,6 +85,7 @@ func (k *LocalKEK) Unwrap(_ context.Context, ciphertext, aad []byte) ([]byte, er
 type Cipher struct {
 	tenant tenant.ID
 	aead   cipher.AEAD
+	derive []byte // HMAC key for Derive, itself derived from the data key
 }
 
 // Seal encrypts plaintext. Each call uses a fresh random nonce.
@@ -93,6 +96,15 @@ func (c *Cipher) Seal(plaintext []byte, context string) []byte {
 // Open decrypts what Seal produced for the same tenant and context.
 func (c *Cipher) Open(ciphertext []byte, context string) ([]byte, error) {
 	return open(c.aead, ciphertext, c.aad(context))
+}
+
+// Derive returns a 256-bit key for purpose (e.g. "blind-index",
+// "embedding-cache"), derived from the tenant's data key: it dies with the
+// data key, and one purpose's key reveals nothing of another's.
+func (c *Cipher) Derive(purpose string) []byte {
+	m := hmac.New(sha256.New, c.derive)
+	m.Write([]byte(purpose))
+	return m.Sum(nil)
 }
 
 // Tenant returns the tenant whose key this is.
@@ -139,7 +151,9 @@ func NewCipher(id tenant.ID, dataKey []byte) (*Cipher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data key of %s: %w", id, err)
 	}
-	return &Cipher{tenant: id, aead: aead}, nil
+	m := hmac.New(sha256.New, dataKey)
+	m.Write([]byte("bulkhead/derive/v1\x00" + string(id)))
+	return &Cipher{tenant: id, aead: aead, derive: m.Sum(nil)}, nil
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {

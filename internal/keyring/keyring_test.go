@@ -205,3 +205,23 @@ func BenchmarkSealOpen4K(b *testing.B) {
 		}
 	}
 }
+
+func TestDerive(t *testing.T) {
+	key, _ := NewKey()
+	a, _ := NewCipher("acme", key)
+	a2, _ := NewCipher("acme", key)
+	g, _ := NewCipher("globex", key)
+	if !bytes.Equal(a.Derive("blind-index"), a2.Derive("blind-index")) {
+		t.Fatal("Derive is not deterministic")
+	}
+	if bytes.Equal(a.Derive("blind-index"), a.Derive("embedding-cache")) {
+		t.Fatal("two purposes share a key")
+	}
+	if bytes.Equal(a.Derive("blind-index"), g.Derive("blind-index")) {
+		t.Fatal("two tenants share a derived key")
+	}
+	other := mustCipher(t, "acme")
+	if bytes.Equal(a.Derive("blind-index"), other.Derive("blind-index")) {
+		t.Fatal("a new data key derives the old key")
+	}
+}

@@ -14,6 +14,12 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 
 	mux.Handle("POST /v1/chat/completions", tenantAPI(handleChat(d)))
 	mux.Handle("GET /v1/models", tenantAPI(handleModels(d)))
+	mux.Handle("POST /v1/documents", tenantAPI(handleAddDocument(d)))
+	mux.Handle("GET /v1/documents/{id}", tenantAPI(handleGetDocument(d)))
+	mux.Handle("DELETE /v1/documents/{id}", tenantAPI(handleDeleteDocument(d)))
+	mux.Handle("POST /v1/search", tenantAPI(handleSearch(d)))
+	mux.Handle("POST /v1/memories", tenantAPI(handleAddMemory(d)))
+	mux.Handle("GET /v1/memories", tenantAPI(handleListMemories(d)))
 
 	mux.Handle("POST /admin/v1/tenants", admin(handleCreateTenant(d)))
 	mux.Handle("GET /admin/v1/tenants", admin(handleListTenants(d)))

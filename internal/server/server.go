@@ -5,6 +5,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -54,6 +56,16 @@ type Policies interface {
 	Validate(id tenant.ID, source string) error
 }
 
+// Knowledge is the tenant's knowledge base and its users' memories.
+type Knowledge interface {
+	AddDocument(ctx context.Context, scope auth.Scope, text string, metadata json.RawMessage) (store.Document, bool, error)
+	Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error)
+	DeleteDocument(ctx context.Context, scope auth.Scope, id string) error
+	Search(ctx context.Context, scope auth.Scope, query string, k int, mode memory.Mode) ([]memory.Result, error)
+	Remember(ctx context.Context, scope auth.Scope, text string) (store.Memory, error)
+	Memories(ctx context.Context, scope auth.Scope, limit int) ([]store.Memory, error)
+}
+
 // DataKeys forgets a deleted tenant's cached data key.
 type DataKeys interface {
 	Forget(id tenant.ID)
@@ -73,16 +85,23 @@ type Deps struct {
 	Keys         DataKeys
 	Catalog      Catalog
 	Policies     Policies
+	Knowledge    Knowledge
 	Agent        *agent.Agent
 	Models       Models
 	DefaultModel string // for profiles that name none
 	MaxBodyBytes int64
+	// MaxDocumentBytes caps a POST /v1/documents body.
+	MaxDocumentBytes int64
 }
 
 // New returns the HTTP handler for the whole API.
 func New(d Deps) http.Handler {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.MaxDocumentBytes <= 0 {
+		// JSON escaping grows text; leave room over the document limit.
+		d.MaxDocumentBytes = 2*memory.MaxDocumentBytes + 64<<10
 	}
 	mux := http.NewServeMux()
 	addRoutes(mux, d)

@@ -24,12 +24,15 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
+	"github.com/bulkhead-ai/bulkhead/internal/vector"
 )
 
 // testAdminToken is the operator's token in every test server.
@@ -108,16 +111,28 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		t.Fatalf("policy.NewEngine: %v", err)
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{})
+	for _, def := range memory.BuiltinDefinitions() {
+		if _, err := plane.CreateTool(t.Context(), def); err != nil {
+			t.Fatalf("register %s: %v", def.Name, err)
+		}
+	}
+	knowledge := memory.New(memory.Deps{Store: stores, Ciphers: ring, Embedder: embed.NewOffline(0),
+		Cache: embed.NewCache(10_000), Vectors: vector.NewCache(64 << 20)})
+	builtins := map[string]agent.Executor{}
+	for name, f := range knowledge.Builtins() {
+		builtins[name] = f
+	}
 	h := New(Deps{
-		Auth:     authn,
-		Tenants:  plane,
-		Data:     stores,
-		Keys:     ring,
-		Catalog:  plane,
-		Policies: policies,
+		Auth:      authn,
+		Tenants:   plane,
+		Data:      stores,
+		Keys:      ring,
+		Catalog:   plane,
+		Policies:  policies,
+		Knowledge: knowledge,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp,
+			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins,
 			Logger: opts.logger, HistoryMessages: 50,
 		}),
 		Logger:       opts.logger,

@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -50,6 +52,8 @@ func (SecretValue) LogValue() slog.Value { return slog.StringValue("[REDACTED]")
 // Export is everything a tenant has stored, decrypted, except secret values.
 type Export struct {
 	Sessions    []ExportedSession   `json:"sessions"`
+	Documents   []Document          `json:"documents"`
+	Memories    []Memory            `json:"memories"`
 	SecretNames []tenant.SecretName `json:"secret_names"`
 }
 
@@ -60,4 +64,64 @@ type ExportedSession struct {
 	CreatedAt time.Time        `json:"created_at"`
 	UpdatedAt time.Time        `json:"updated_at"`
 	Messages  []Message        `json:"messages"`
+}
+
+// Document is a text a tenant stored for retrieval. Text and metadata are
+// encrypted at rest.
+type Document struct {
+	ID        string          `json:"id"`
+	Text      string          `json:"text"`
+	Metadata  json.RawMessage `json:"metadata,omitempty"`
+	Hash      string          `json:"hash"` // hex SHA-256 of Text: re-ingesting the same text is a no-op
+	Chunks    int             `json:"chunks"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// Chunk is a retrievable piece of a document. Text and embedding are
+// encrypted at rest; the full-text index holds only keyed hashes of its terms.
+type Chunk struct {
+	ID         int64     `json:"id"`
+	DocumentID string    `json:"document_id"`
+	Ordinal    int       `json:"ordinal"`
+	Text       string    `json:"text"`
+	Embedding  []float32 `json:"-"`
+}
+
+// Memory is something remembered for one end user of a tenant.
+type Memory struct {
+	ID        int64         `json:"id"`
+	User      tenant.UserID `json:"user"`
+	Text      string        `json:"text"`
+	Embedding []float32     `json:"-"`
+	CreatedAt time.Time     `json:"created_at"`
+}
+
+// Hit is one full-text search result; higher Score is better.
+type Hit struct {
+	ID    int64
+	Score float64
+}
+
+// Terms splits text into the lowercase terms the full-text index uses.
+// Indexing and querying must both use it, since the index holds keyed hashes
+// of exactly these terms.
+func Terms(text string) []string {
+	var terms []string
+	for _, f := range strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
+	}) {
+		if len(f) >= 2 && len(f) <= 64 && !stopwords[f] {
+			terms = append(terms, f)
+		}
+	}
+	return terms
+}
+
+var stopwords = map[string]bool{}
+
+func init() {
+	for _, w := range strings.Fields(`a an and are as at be by for from has have he her his how i in is it its
+		of on or she that the their them they this to was were what when where which who why will with you your`) {
+		stopwords[w] = true
+	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/jsonschema-go/jsonschema"
 
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -353,7 +354,10 @@ func plainJSON(args map[string]any) (map[string]any, error) {
 
 // Call is one authorized call, ready to execute.
 type Call struct {
-	Tool   *Tool
+	Tool *Tool
+	// Scope is the caller's identity, for builtin tools that read the
+	// tenant's own store; Tenant is its tenant.
+	Scope  auth.Scope
 	Tenant tenant.ID
 	Args   map[string]any // validated, bound parameters filled
 	// Bound holds the bound parameters' values, for {{bound.NAME}}.

@@ -14,7 +14,9 @@ import (
 
 // Export returns everything scope's tenant has stored: every session of every
 // end user, ordered by (user, session), with its messages decrypted oldest
-// first, and the names, never the values, of its secrets. It reads one
+// first; every document with its text, oldest first; every end user's
+// memories, ordered by (user, id), without embeddings (which an export does
+// not carry); and the names, never the values, of its secrets. It reads one
 // snapshot of the database. Anything that does not decrypt fails the call with
 // keyring.ErrDecrypt.
 func (db *DB) Export(ctx context.Context, scope auth.Scope) (store.Export, error) {
@@ -42,7 +44,12 @@ func export(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) (store.Export
 	}
 	defer tx.Rollback()
 
-	exp := store.Export{Sessions: []store.ExportedSession{}, SecretNames: []tenant.SecretName{}}
+	exp := store.Export{
+		Sessions:    []store.ExportedSession{},
+		Documents:   []store.Document{},
+		Memories:    []store.Memory{},
+		SecretNames: []tenant.SecretName{},
+	}
 	rows, err := tx.StmtContext(ctx, tdb.selectExport).QueryContext(ctx)
 	if err != nil {
 		return store.Export{}, err
@@ -90,6 +97,13 @@ func export(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) (store.Export
 		return store.Export{}, err
 	}
 
+	if exp.Documents, err = documents(ctx, tx.StmtContext(ctx, tdb.selectExportDocuments), c); err != nil {
+		return store.Export{}, err
+	}
+	if exp.Memories, err = exportMemories(ctx, tx.StmtContext(ctx, tdb.selectExportMemories), c); err != nil {
+		return store.Export{}, err
+	}
+
 	names, err := tx.StmtContext(ctx, tdb.selectSecretNames).QueryContext(ctx)
 	if err != nil {
 		return store.Export{}, err
@@ -106,4 +120,29 @@ func export(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) (store.Export
 		return store.Export{}, err
 	}
 	return exp, nil
+}
+
+// exportMemories returns every end user's memories, without embeddings.
+func exportMemories(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher) ([]store.Memory, error) {
+	rows, err := stmt.QueryContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	mems := []store.Memory{}
+	for rows.Next() {
+		var (
+			m       store.Memory
+			text    sql.RawBytes // only read by Open, which copies
+			created string
+		)
+		if err := rows.Scan(&m.ID, &m.User, &text, &created); err != nil {
+			return nil, err
+		}
+		if err := openMemory(c, &m, text, created); err != nil {
+			return nil, err
+		}
+		mems = append(mems, m)
+	}
+	return mems, rows.Err()
 }

@@ -3,11 +3,15 @@
 // queries cannot reach another tenant's rows. Databases are opened on first use
 // and kept in a bounded pool, so many tenants do not mean many open files.
 //
-// Message content and meta and secret values are encrypted with the tenant's
-// data key before they reach SQLite, each bound to its place (tenant, end user,
-// session, column or secret name), so a ciphertext moved anywhere else does not
-// decrypt. Roles, timestamps, end-user ids, session ids and secret names are
-// stored in clear: they are what the rows are indexed and ordered by.
+// Message content and meta, secret values, document text, metadata and hash,
+// chunk text and embeddings and memory text and embeddings are encrypted with
+// the tenant's data key before they reach SQLite, each bound to its place
+// (tenant, end user, session, document, column or secret name), so a
+// ciphertext moved anywhere else does not decrypt. Roles, timestamps, end-user
+// ids, session ids, secret names, document ids, ordinals and chunk counts are
+// stored in clear: they are what the rows are indexed and ordered by. The
+// full-text indexes (FTS5, BM25) are blind: they hold keyed hashes of terms,
+// never terms (see index.go).
 package sqlite
 
 import (
@@ -348,6 +352,16 @@ type tenantDB struct {
 	upsertSecret, deleteSecret, selectSecrets    *sql.Stmt
 	selectSecretNames, selectExport              *sql.Stmt
 
+	insertDocument, selectDocumentIDByMAC, selectDocumentExists *sql.Stmt
+	selectDocument, selectDocuments, selectDocumentChunks       *sql.Stmt
+	deleteDocumentIndex, deleteDocumentChunks, deleteDocument   *sql.Stmt
+	insertChunk, insertChunkIndex, selectChunks                 *sql.Stmt
+	selectChunkEmbeddings, searchChunks                         *sql.Stmt
+	selectKBVersion, bumpKBVersion                              *sql.Stmt
+	nextMemoryID, insertMemory, insertMemoryIndex               *sql.Stmt
+	selectMemories, searchMemories                              *sql.Stmt
+	selectExportDocuments, selectExportMemories                 *sql.Stmt
+
 	log           *slog.Logger
 	commits       atomic.Uint64
 	checkpointing atomic.Bool
@@ -408,6 +422,65 @@ var statements = []struct {
 		FROM sessions s LEFT JOIN messages m
 			ON m.user_id = s.user_id AND m.session_id = s.session_id
 		ORDER BY s.user_id, s.session_id, m.id`},
+
+	{func(t *tenantDB) **sql.Stmt { return &t.insertDocument }, `
+		INSERT INTO documents (id, hash_mac, hash, text, metadata, chunks, created_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?)`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectDocumentIDByMAC }, `
+		SELECT id FROM documents WHERE hash_mac = ?`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectDocumentExists }, `
+		SELECT 1 FROM documents WHERE id = ?`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectDocument }, `
+		SELECT hash, text, metadata, chunks, created_at FROM documents WHERE id = ?`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectDocuments }, `
+		SELECT id, hash, NULL, metadata, chunks, created_at FROM documents
+		ORDER BY created_at DESC, rowid DESC`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectDocumentChunks }, `
+		SELECT id, ordinal, text, embedding FROM chunks WHERE document_id = ? ORDER BY ordinal`},
+	{func(t *tenantDB) **sql.Stmt { return &t.deleteDocumentIndex }, `
+		DELETE FROM chunks_fts WHERE rowid IN (SELECT id FROM chunks WHERE document_id = ?)`},
+	{func(t *tenantDB) **sql.Stmt { return &t.deleteDocumentChunks }, `
+		DELETE FROM chunks WHERE document_id = ?`},
+	{func(t *tenantDB) **sql.Stmt { return &t.deleteDocument }, `
+		DELETE FROM documents WHERE id = ?`},
+	{func(t *tenantDB) **sql.Stmt { return &t.insertChunk }, `
+		INSERT INTO chunks (document_id, ordinal, text, embedding) VALUES (?, ?, ?, ?)`},
+	{func(t *tenantDB) **sql.Stmt { return &t.insertChunkIndex }, `
+		INSERT INTO chunks_fts (rowid, terms) VALUES (?, ?)`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectChunks }, `
+		SELECT id, document_id, ordinal, text FROM chunks
+		WHERE id IN (SELECT value FROM json_each(?))`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectChunkEmbeddings }, `
+		SELECT id, document_id, ordinal, embedding FROM chunks
+		WHERE embedding IS NOT NULL ORDER BY id`},
+	// bm25() is lower for better matches. Ordering by it explicitly, rather
+	// than by FTS5's rank column, lets SQLite keep only the best LIMIT rows;
+	// rank prepares a sorting statement on every query and is slower.
+	{func(t *tenantDB) **sql.Stmt { return &t.searchChunks }, `
+		SELECT rowid, bm25(chunks_fts) AS score FROM chunks_fts
+		WHERE chunks_fts MATCH ? ORDER BY score, rowid LIMIT ?`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectKBVersion }, `
+		SELECT version FROM kb_version WHERE id = 1`},
+	{func(t *tenantDB) **sql.Stmt { return &t.bumpKBVersion }, `
+		UPDATE kb_version SET version = max(version + 1, ?) WHERE id = 1`},
+	{func(t *tenantDB) **sql.Stmt { return &t.nextMemoryID }, `
+		SELECT coalesce(max(id), 0) + 1 FROM memories`},
+	{func(t *tenantDB) **sql.Stmt { return &t.insertMemory }, `
+		INSERT INTO memories (id, user_id, text, embedding, created_at) VALUES (?, ?, ?, ?, ?)`},
+	{func(t *tenantDB) **sql.Stmt { return &t.insertMemoryIndex }, `
+		INSERT INTO memories_fts (rowid, terms, user_id) VALUES (?, ?, ?)`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectMemories }, `
+		SELECT id, text, embedding, created_at FROM memories
+		WHERE user_id = ? ORDER BY id DESC LIMIT ?`},
+	{func(t *tenantDB) **sql.Stmt { return &t.searchMemories }, `
+		SELECT rowid, bm25(memories_fts) AS score FROM memories_fts
+		WHERE memories_fts MATCH ? AND user_id = ? ORDER BY score, rowid LIMIT ?`},
+	// Export: documents oldest first, with text; memories by (user, id).
+	{func(t *tenantDB) **sql.Stmt { return &t.selectExportDocuments }, `
+		SELECT id, hash, text, metadata, chunks, created_at FROM documents
+		ORDER BY created_at, rowid`},
+	{func(t *tenantDB) **sql.Stmt { return &t.selectExportMemories }, `
+		SELECT id, user_id, text, created_at FROM memories ORDER BY user_id, id`},
 }
 
 // Close closes the statements and the database.

@@ -749,6 +749,7 @@ func TestCipherUnavailable(t *testing.T) {
 			if exp, err := db.Export(ctx, acme); err == nil || exp.Sessions != nil || exp.SecretNames != nil {
 				t.Errorf("Export: got %+v, %v; want nothing and an error", exp, err)
 			}
+			checkKnowledgeUnavailable(t, db, acme, plain)
 			if tt.name == "lookup fails" {
 				if err := db.AppendMessages(ctx, acme, "s1", nil); !errors.Is(err, errKMS) {
 					t.Errorf("AppendMessages: got %v, want it to wrap %v", err, errKMS)
@@ -788,6 +789,16 @@ func TestKeyReplaced(t *testing.T) {
 		if err := db.PutSecret(ctx, scope, "api_token", []byte("token")); err != nil {
 			t.Fatal(err)
 		}
+		if _, _, _, err := db.PutDocument(ctx, scope, storetest.NewDocument("hello world", ""), []store.Chunk{{Text: "hello world", Embedding: []float32{1, 2}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.PutMemory(ctx, scope, store.Memory{Text: "hello memory", Embedding: []float32{1, 2}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acmeDocs, err := db.Documents(ctx, acme)
+	if err != nil || len(acmeDocs) != 1 {
+		t.Fatalf("Documents: got %v, %v", acmeDocs, err)
 	}
 
 	k.replace(t, storetest.Acme)
@@ -801,9 +812,35 @@ func TestKeyReplaced(t *testing.T) {
 		t.Errorf("Export under a new key: got %v, want %v", err, keyring.ErrDecrypt)
 	}
 
+	for name, read := range map[string]func() error{
+		"Document":        func() error { _, err := db.Document(ctx, acme, acmeDocs[0].ID); return err },
+		"Documents":       func() error { _, err := db.Documents(ctx, acme); return err },
+		"Chunks":          func() error { _, err := db.Chunks(ctx, acme, []int64{1}); return err },
+		"ChunkEmbeddings": func() error { _, err := db.ChunkEmbeddings(ctx, acme); return err },
+		"Memories":        func() error { _, err := db.Memories(ctx, acme, 0); return err },
+	} {
+		if err := read(); !errors.Is(err, keyring.ErrDecrypt) {
+			t.Errorf("%s under a new key: got %v, want %v", name, err, keyring.ErrDecrypt)
+		}
+	}
+	// The blind index still holds the old tokens, which no query under the
+	// new key produces.
+	if hits, err := db.SearchChunks(ctx, acme, "hello world", 10); err != nil || len(hits) != 0 {
+		t.Errorf("SearchChunks under a new key: got %v, %v; want no hits", hits, err)
+	}
+	if hits, err := db.SearchMemories(ctx, acme, "hello memory", 10); err != nil || len(hits) != 0 {
+		t.Errorf("SearchMemories under a new key: got %v, %v; want no hits", hits, err)
+	}
+
 	k.destroy(storetest.Acme)
 	if _, err := db.Messages(ctx, acme, "s1", 0); err == nil {
 		t.Error("Messages with the key destroyed: got nil error")
+	}
+	if _, err := db.SearchChunks(ctx, acme, "hello", 10); err == nil {
+		t.Error("SearchChunks with the key destroyed: got nil error")
+	}
+	if hits, err := db.SearchChunks(ctx, globex, "hello", 10); err != nil || len(hits) != 1 {
+		t.Errorf("globex's search after acme's key changed: got %v, %v; want one hit", hits, err)
 	}
 
 	if msgs, err := db.Messages(ctx, globex, "s1", 0); err != nil || len(msgs) != 1 || msgs[0].Content != "hello" {

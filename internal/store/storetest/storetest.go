@@ -1,6 +1,7 @@
 // Package storetest is the conformance suite every tenant data-plane backend
 // runs. It checks that a backend keeps tenants, end users and sessions apart,
-// keeps each tenant's secrets its own, exports a tenant's data and nothing
+// keeps each tenant's secrets, documents, search results and memories its own
+// (and memories each end user's own), exports a tenant's data and nothing
 // else, and refuses calls without an authenticated scope.
 package storetest
 
@@ -29,6 +30,18 @@ type Backend interface {
 	DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error
 	Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, error)
 	Export(ctx context.Context, scope auth.Scope) (store.Export, error)
+
+	PutDocument(ctx context.Context, scope auth.Scope, doc store.Document, chunks []store.Chunk) (store.Document, []store.Chunk, bool, error)
+	Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error)
+	DeleteDocument(ctx context.Context, scope auth.Scope, id string) error
+	Documents(ctx context.Context, scope auth.Scope) ([]store.Document, error)
+	Chunks(ctx context.Context, scope auth.Scope, ids []int64) ([]store.Chunk, error)
+	ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Chunk, error)
+	SearchChunks(ctx context.Context, scope auth.Scope, query string, k int) ([]store.Hit, error)
+	KBVersion(ctx context.Context, scope auth.Scope) (int64, error)
+	PutMemory(ctx context.Context, scope auth.Scope, m store.Memory) (store.Memory, error)
+	Memories(ctx context.Context, scope auth.Scope, limit int) ([]store.Memory, error)
+	SearchMemories(ctx context.Context, scope auth.Scope, query string, k int) ([]store.Hit, error)
 }
 
 // The tenants open must provision. Any other tenant is unknown to the backend.
@@ -52,6 +65,19 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Run("SecretsAreSeparate", func(t *testing.T) { testSecretsAreSeparate(t, open(t)) })
 	t.Run("Export", func(t *testing.T) { testExport(t, open(t)) })
 	t.Run("ExportEmpty", func(t *testing.T) { testExportEmpty(t, open(t)) })
+
+	t.Run("DocumentRoundTrip", func(t *testing.T) { testDocumentRoundTrip(t, open(t)) })
+	t.Run("InvalidDocument", func(t *testing.T) { testInvalidDocument(t, open(t)) })
+	t.Run("DocumentPutAgain", func(t *testing.T) { testDocumentPutAgain(t, open(t)) })
+	t.Run("ConcurrentPutSameDocument", func(t *testing.T) { testConcurrentPutSameDocument(t, open(t)) })
+	t.Run("DocumentsAreSeparate", func(t *testing.T) { testDocumentsAreSeparate(t, open(t)) })
+	t.Run("DeleteDocument", func(t *testing.T) { testDeleteDocument(t, open(t)) })
+	t.Run("Search", func(t *testing.T) { testSearch(t, open(t)) })
+	t.Run("KBVersion", func(t *testing.T) { testKBVersion(t, open(t)) })
+	t.Run("Memories", func(t *testing.T) { testMemories(t, open(t)) })
+	t.Run("MemoriesAreSeparate", func(t *testing.T) { testMemoriesAreSeparate(t, open(t)) })
+	t.Run("AnonymousHasNoMemories", func(t *testing.T) { testAnonymousHasNoMemories(t, open(t)) })
+	t.Run("ExportKnowledge", func(t *testing.T) { testExportKnowledge(t, open(t)) })
 }
 
 func testRoundTrip(t *testing.T, b Backend) {
@@ -210,9 +236,11 @@ func checkRefused(t *testing.T, b Backend, scope auth.Scope, want error) {
 	if !errors.Is(err, want) {
 		t.Errorf("Export: got error %v, want %v", err, want)
 	}
-	if len(exp.Sessions) != 0 || len(exp.SecretNames) != 0 {
-		t.Errorf("Export: got %d sessions and %d secret names, want none", len(exp.Sessions), len(exp.SecretNames))
+	if len(exp.Sessions) != 0 || len(exp.SecretNames) != 0 || len(exp.Documents) != 0 || len(exp.Memories) != 0 {
+		t.Errorf("Export: got %d sessions, %d secret names, %d documents and %d memories, want none",
+			len(exp.Sessions), len(exp.SecretNames), len(exp.Documents), len(exp.Memories))
 	}
+	checkKnowledgeRefused(t, b, scope, want)
 }
 
 func testUnknownTenant(t *testing.T, b Backend) {
@@ -476,14 +504,14 @@ func testExportEmpty(t *testing.T, b Backend) {
 	mustPut(t, b, globex, "globex_key", []byte("globex-secret-value"))
 
 	exp := mustExport(t, b, auth.TestScope(t, Acme, "alice"))
-	if exp.Sessions == nil || exp.SecretNames == nil {
+	if exp.Sessions == nil || exp.Documents == nil || exp.Memories == nil || exp.SecretNames == nil {
 		t.Errorf("export of a fresh tenant: got nil slices %#v, want empty ones", exp)
 	}
 	data, err := json.Marshal(exp)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := string(data), `{"sessions":[],"secret_names":[]}`; got != want {
+	if got, want := string(data), `{"sessions":[],"documents":[],"memories":[],"secret_names":[]}`; got != want {
 		t.Errorf("export of a fresh tenant as JSON: got %s, want %s", got, want)
 	}
 }

@@ -1,0 +1,385 @@
+// Package memory is a tenant's knowledge base and its end users' long-term
+// memory: ingestion (chunk, embed, store) and hybrid retrieval (BM25 over the
+// tenant's blind full-text index fused with exact vector search over the
+// tenant's own vector index). Every read goes through the tenant's store and
+// index, chosen by the Scope: there is no global search to filter.
+package memory
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/chunk"
+	"github.com/bulkhead-ai/bulkhead/internal/embed"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/vector"
+)
+
+// Store is the tenant data plane as retrieval uses it.
+type Store interface {
+	PutDocument(ctx context.Context, scope auth.Scope, doc store.Document, chunks []store.Chunk) (store.Document, []store.Chunk, bool, error)
+	Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error)
+	DeleteDocument(ctx context.Context, scope auth.Scope, id string) error
+	Chunks(ctx context.Context, scope auth.Scope, ids []int64) ([]store.Chunk, error)
+	ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Chunk, error)
+	SearchChunks(ctx context.Context, scope auth.Scope, query string, k int) ([]store.Hit, error)
+	KBVersion(ctx context.Context, scope auth.Scope) (int64, error)
+	PutMemory(ctx context.Context, scope auth.Scope, m store.Memory) (store.Memory, error)
+	Memories(ctx context.Context, scope auth.Scope, limit int) ([]store.Memory, error)
+	SearchMemories(ctx context.Context, scope auth.Scope, query string, k int) ([]store.Hit, error)
+}
+
+// Ciphers gives a tenant's cipher, whose derived key partitions the
+// embedding cache.
+type Ciphers interface {
+	Cipher(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
+}
+
+// Deps is what a Service needs.
+type Deps struct {
+	Store    Store
+	Ciphers  Ciphers
+	Embedder embed.Embedder
+	Cache    *embed.Cache  // nil: no embedding cache
+	Vectors  *vector.Cache // per-tenant indexes
+	Chunking chunk.Options
+	Logger   *slog.Logger
+}
+
+// Service ingests and retrieves. It is safe for concurrent use.
+type Service struct{ Deps }
+
+// New returns a Service.
+func New(d Deps) *Service {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{Deps: d}
+}
+
+// Limits on what one call may hold.
+const (
+	MaxDocumentBytes = 4 << 20
+	MaxMemoryBytes   = 8 << 10
+	MaxQueryBytes    = 4 << 10
+	MaxTopK          = 50
+	memoryScan       = 2000 // memories of one user scored per recall
+)
+
+// AddDocument chunks, embeds and stores text. Re-adding the same text is a
+// no-op that returns the existing document with created false.
+func (s *Service) AddDocument(ctx context.Context, scope auth.Scope, text string, metadata json.RawMessage) (store.Document, bool, error) {
+	switch {
+	case strings.TrimSpace(text) == "":
+		return store.Document{}, false, fmt.Errorf("%w: text must not be empty", kind.Invalid)
+	case len(text) > MaxDocumentBytes:
+		return store.Document{}, false, fmt.Errorf("%w: text is larger than %d bytes; split it into several documents", kind.TooLarge, MaxDocumentBytes)
+	case !utf8.ValidString(text):
+		return store.Document{}, false, fmt.Errorf("%w: text must be valid UTF-8", kind.Invalid)
+	}
+	if len(metadata) > 0 && !json.Valid(metadata) {
+		return store.Document{}, false, fmt.Errorf("%w: metadata must be JSON", kind.Invalid)
+	}
+	sum := sha256.Sum256([]byte(text))
+	doc := store.Document{Text: text, Metadata: metadata, Hash: hex.EncodeToString(sum[:])}
+
+	pieces := chunk.Split(text, s.Chunking)
+	texts := make([]string, len(pieces))
+	for i, p := range pieces {
+		texts[i] = p.Text
+	}
+	vecs, err := s.embed(ctx, scope, texts)
+	if err != nil {
+		return store.Document{}, false, err
+	}
+	chunks := make([]store.Chunk, len(pieces))
+	for i, p := range pieces {
+		chunks[i] = store.Chunk{Ordinal: p.Ordinal, Text: p.Text, Embedding: vecs[i]}
+	}
+	doc.Chunks = len(chunks)
+	stored, _, created, err := s.Store.PutDocument(ctx, scope, doc, chunks)
+	if err != nil {
+		return store.Document{}, false, fmt.Errorf("store document: %w", err)
+	}
+	return stored, created, nil
+}
+
+// Document returns one of the tenant's documents.
+func (s *Service) Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error) {
+	return s.Store.Document(ctx, scope, id)
+}
+
+// DeleteDocument removes one of the tenant's documents and its chunks.
+func (s *Service) DeleteDocument(ctx context.Context, scope auth.Scope, id string) error {
+	return s.Store.DeleteDocument(ctx, scope, id)
+}
+
+// embed embeds texts with the tenant's partition of the cache.
+func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) ([][]float32, error) {
+	if len(texts) == 0 {
+		return nil, nil
+	}
+	if s.Cache == nil {
+		vecs, err := s.Embedder.Embed(ctx, texts)
+		if err != nil {
+			return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
+		}
+		return vecs, nil
+	}
+	c, err := s.Ciphers.Cipher(ctx, scope.Tenant())
+	if err != nil {
+		return nil, fmt.Errorf("embed: %w", err)
+	}
+	vecs, err := s.Cache.Embed(ctx, s.Embedder, scope.Tenant(), c.Derive("embedding-cache"), texts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
+	}
+	return vecs, nil
+}
+
+// Mode selects the retrieval method; Hybrid is the default.
+type Mode int
+
+const (
+	Hybrid Mode = iota
+	Lexical
+	Vector
+)
+
+// Result is one retrieved chunk.
+type Result struct {
+	ChunkID    int64   `json:"chunk_id"`
+	DocumentID string  `json:"document_id"`
+	Ordinal    int     `json:"ordinal"`
+	Text       string  `json:"text"`
+	Score      float64 `json:"score"`
+}
+
+// Search returns the k chunks of the tenant's knowledge base that best match
+// query.
+func (s *Service) Search(ctx context.Context, scope auth.Scope, query string, k int, mode Mode) ([]Result, error) {
+	k, err := checkQuery(query, k)
+	if err != nil {
+		return nil, err
+	}
+	depth := max(4*k, 20) // each list is cut deeper than k before fusing
+	var lists [][]int64
+	if mode != Vector {
+		hits, err := s.Store.SearchChunks(ctx, scope, query, depth)
+		if err != nil {
+			return nil, fmt.Errorf("lexical search: %w", err)
+		}
+		lists = append(lists, hitIDs(hits))
+	}
+	if mode != Lexical {
+		ids, err := s.vectorSearch(ctx, scope, query, depth)
+		if err != nil {
+			return nil, err
+		}
+		lists = append(lists, ids)
+	}
+	fused := fuse(lists, k)
+	ids := make([]int64, len(fused))
+	for i, f := range fused {
+		ids[i] = f.id
+	}
+	chunks, err := s.Store.Chunks(ctx, scope, ids)
+	if err != nil {
+		return nil, fmt.Errorf("read chunks: %w", err)
+	}
+	byID := make(map[int64]store.Chunk, len(chunks))
+	for _, c := range chunks {
+		byID[c.ID] = c
+	}
+	out := make([]Result, 0, len(fused))
+	for _, f := range fused {
+		if c, ok := byID[f.id]; ok {
+			out = append(out, Result{ChunkID: c.ID, DocumentID: c.DocumentID, Ordinal: c.Ordinal, Text: c.Text, Score: f.score})
+		}
+	}
+	return out, nil
+}
+
+// vectorSearch searches the tenant's own vector index, loading it into the
+// cache when the knowledge base changed.
+func (s *Service) vectorSearch(ctx context.Context, scope auth.Scope, query string, k int) ([]int64, error) {
+	version, err := s.Store.KBVersion(ctx, scope)
+	if err != nil {
+		return nil, fmt.Errorf("vector search: %w", err)
+	}
+	key := string(scope.Tenant()) + "/kb"
+	idx, err := s.Vectors.Get(key, version, func() (*vector.Index, error) {
+		chunks, err := s.Store.ChunkEmbeddings(ctx, scope)
+		if err != nil {
+			return nil, err
+		}
+		idx := vector.New(s.Embedder.Dim())
+		for _, c := range chunks {
+			if err := idx.Add(c.ID, c.Embedding); err != nil {
+				return nil, fmt.Errorf("chunk %d: %w", c.ID, err)
+			}
+		}
+		return idx, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load vector index: %w", err)
+	}
+	q, err := s.embed(ctx, scope, []string{query})
+	if err != nil {
+		return nil, err
+	}
+	hits := idx.Search(q[0], k)
+	ids := make([]int64, len(hits))
+	for i, h := range hits {
+		ids[i] = h.ID
+	}
+	return ids, nil
+}
+
+// Remember stores text for scope's end user.
+func (s *Service) Remember(ctx context.Context, scope auth.Scope, text string) (store.Memory, error) {
+	switch {
+	case strings.TrimSpace(text) == "":
+		return store.Memory{}, fmt.Errorf("%w: text must not be empty", kind.Invalid)
+	case len(text) > MaxMemoryBytes:
+		return store.Memory{}, fmt.Errorf("%w: a memory is at most %d bytes", kind.Invalid, MaxMemoryBytes)
+	case !utf8.ValidString(text):
+		return store.Memory{}, fmt.Errorf("%w: text must be valid UTF-8", kind.Invalid)
+	}
+	vecs, err := s.embed(ctx, scope, []string{text})
+	if err != nil {
+		return store.Memory{}, err
+	}
+	m, err := s.Store.PutMemory(ctx, scope, store.Memory{Text: text, Embedding: vecs[0]})
+	if err != nil {
+		return store.Memory{}, fmt.Errorf("store memory: %w", err)
+	}
+	return m, nil
+}
+
+// Memories lists scope's end user's memories, newest first.
+func (s *Service) Memories(ctx context.Context, scope auth.Scope, limit int) ([]store.Memory, error) {
+	return s.Store.Memories(ctx, scope, limit)
+}
+
+// Recall returns the k memories of scope's end user that best match query.
+func (s *Service) Recall(ctx context.Context, scope auth.Scope, query string, k int) ([]store.Memory, error) {
+	k, err := checkQuery(query, k)
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.Store.Memories(ctx, scope, memoryScan)
+	if err != nil {
+		return nil, fmt.Errorf("read memories: %w", err)
+	}
+	if len(all) == 0 {
+		return []store.Memory{}, nil
+	}
+	hits, err := s.Store.SearchMemories(ctx, scope, query, max(4*k, 20))
+	if err != nil {
+		return nil, fmt.Errorf("lexical memory search: %w", err)
+	}
+	q, err := s.embed(ctx, scope, []string{query})
+	if err != nil {
+		return nil, err
+	}
+	// One user's memories are few: score them exactly, no index needed.
+	idx := vector.New(s.Embedder.Dim())
+	byID := make(map[int64]store.Memory, len(all))
+	for _, m := range all {
+		byID[m.ID] = m
+		if err := idx.Add(m.ID, m.Embedding); err != nil {
+			return nil, fmt.Errorf("memory %d: %w", m.ID, err)
+		}
+	}
+	var vecIDs []int64
+	for _, h := range idx.Search(q[0], max(4*k, 20)) {
+		vecIDs = append(vecIDs, h.ID)
+	}
+	out := []store.Memory{}
+	for _, f := range fuse([][]int64{hitIDs(hits), vecIDs}, k) {
+		if m, ok := byID[f.id]; ok {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+func checkQuery(query string, k int) (int, error) {
+	switch {
+	case strings.TrimSpace(query) == "":
+		return 0, fmt.Errorf("%w: query must not be empty", kind.Invalid)
+	case len(query) > MaxQueryBytes:
+		return 0, fmt.Errorf("%w: query is longer than %d bytes", kind.Invalid, MaxQueryBytes)
+	case k < 0 || k > MaxTopK:
+		return 0, fmt.Errorf("%w: top_k must be between 1 and %d", kind.Invalid, MaxTopK)
+	case k == 0:
+		k = 5
+	}
+	return k, nil
+}
+
+// minLexicalScore drops full-text hits that matched only terms found in
+// most of the tenant's texts (BM25 weighs such a term near zero). Their
+// order is arbitrary, and fusing an arbitrary list only adds noise.
+const minLexicalScore = 0.3
+
+func hitIDs(hits []store.Hit) []int64 {
+	ids := make([]int64, 0, len(hits))
+	for _, h := range hits {
+		if h.Score >= minLexicalScore {
+			ids = append(ids, h.ID)
+		}
+	}
+	return ids
+}
+
+type fused struct {
+	id    int64
+	score float64
+}
+
+// rrfK is reciprocal rank fusion's constant: score = Σ 1/(rrfK + rank).
+const rrfK = 60
+
+// fuse combines ranked lists with reciprocal rank fusion and keeps the best k.
+func fuse(lists [][]int64, k int) []fused {
+	scores := map[int64]float64{}
+	for _, list := range lists {
+		for rank, id := range list {
+			scores[id] += 1 / float64(rrfK+rank+1)
+		}
+	}
+	out := make([]fused, 0, len(scores))
+	for id, sc := range scores {
+		out = append(out, fused{id: id, score: sc})
+	}
+	slices.SortFunc(out, func(a, b fused) int {
+		switch {
+		case a.score > b.score:
+			return -1
+		case a.score < b.score:
+			return 1
+		case a.id < b.id:
+			return -1
+		case a.id > b.id:
+			return 1
+		}
+		return 0
+	})
+	if len(out) > k {
+		out = out[:k]
+	}
+	return out
+}

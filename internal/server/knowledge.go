@@ -1,0 +1,171 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/memory"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+type documentBody struct {
+	Text     *string         `json:"text"`
+	Metadata json.RawMessage `json:"metadata"`
+}
+
+// tenantScope returns the Scope authentication put in the request.
+func tenantScope(r *http.Request) (auth.Scope, error) {
+	scope, ok := auth.FromContext(r.Context())
+	if !ok {
+		return scope, fmt.Errorf("%w: no tenant", kind.Unauthenticated)
+	}
+	return scope, nil
+}
+
+func handleAddDocument(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := tenantScope(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		body, err := decode[documentBody](w, r, d.MaxDocumentBytes, true)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		if body.Text == nil {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: text is required", kind.Invalid))
+			return
+		}
+		doc, created, err := d.Knowledge.AddDocument(r.Context(), scope, *body.Text, body.Metadata)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		status := http.StatusCreated
+		if !created {
+			status = http.StatusOK
+		}
+		encode(w, status, map[string]any{"id": doc.ID, "chunks": doc.Chunks, "hash": doc.Hash, "created": created})
+	})
+}
+
+func handleGetDocument(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := tenantScope(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		doc, err := d.Knowledge.Document(r.Context(), scope, r.PathValue("id"))
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		encode(w, http.StatusOK, doc)
+	})
+}
+
+func handleDeleteDocument(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := tenantScope(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		if err := d.Knowledge.DeleteDocument(r.Context(), scope, r.PathValue("id")); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+}
+
+type searchBody struct {
+	Query string `json:"query"`
+	TopK  int    `json:"top_k"`
+	// Mode is "hybrid" (default), "lexical" or "vector".
+	Mode string `json:"mode"`
+}
+
+func handleSearch(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := tenantScope(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		body, err := decode[searchBody](w, r, d.MaxBodyBytes, true)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		mode, ok := map[string]memory.Mode{"": memory.Hybrid, "hybrid": memory.Hybrid, "lexical": memory.Lexical, "vector": memory.Vector}[body.Mode]
+		if !ok {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: mode must be hybrid, lexical or vector", kind.Invalid))
+			return
+		}
+		results, err := d.Knowledge.Search(r.Context(), scope, body.Query, body.TopK, mode)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		encode(w, http.StatusOK, map[string]any{"object": "list", "data": results})
+	})
+}
+
+type memoryBody struct {
+	User string `json:"user"`
+	Text string `json:"text"`
+}
+
+func handleAddMemory(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := tenantScope(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		body, err := decode[memoryBody](w, r, d.MaxBodyBytes, true)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		user, err := tenant.ParseUserID(body.User)
+		if err != nil {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: user: %w", kind.Invalid, err))
+			return
+		}
+		m, err := d.Knowledge.Remember(r.Context(), scope.WithUser(user), body.Text)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		encode(w, http.StatusCreated, m)
+	})
+}
+
+func handleListMemories(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := tenantScope(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		user, err := tenant.ParseUserID(r.URL.Query().Get("user"))
+		if err != nil {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: user: %w", kind.Invalid, err))
+			return
+		}
+		ms, err := d.Knowledge.Memories(r.Context(), scope.WithUser(user), 1000)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		encode(w, http.StatusOK, map[string]any{"object": "list", "data": ms})
+	})
+}

@@ -1,0 +1,153 @@
+package server
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// kbTenants gives acme and globex near-identical documents, each with its
+// own canary, and the same end user "alice" with her own memory in each.
+func kbTenants(t *testing.T, env *testEnv) (acmeKey, globexKey string, acmeDoc, globexDoc string) {
+	t.Helper()
+	tools := []string{"kb_search", "memory_search", "memory_save"}
+	env.createTenant(t, map[string]any{"id": "acme", "tools": tools})
+	env.createTenant(t, map[string]any{"id": "globex", "tools": tools})
+	_, acmeKey = env.newKey(t, "acme")
+	_, globexKey = env.newKey(t, "globex")
+	post := func(key, canary string) string {
+		text := "Refund policy.\n\nCustomers may return rockets within 30 days. The internal code word is " + canary + ".\n"
+		r := env.do(t, "POST", "/v1/documents", key, map[string]any{"text": text, "metadata": map[string]string{"source": "handbook"}}, nil)
+		if r.status != http.StatusCreated {
+			t.Fatalf("POST /v1/documents: %v", r)
+		}
+		var out struct{ ID string }
+		json.Unmarshal(r.body, &out)
+		return out.ID
+	}
+	acmeDoc, globexDoc = post(acmeKey, "CANARY-ACME-7731"), post(globexKey, "CANARY-GLOBEX-4409")
+	for key, fact := range map[string]string{acmeKey: "alice prefers the acme blue rocket", globexKey: "alice prefers the globex red magnet"} {
+		if r := env.do(t, "POST", "/v1/memories", key, map[string]string{"user": "alice", "text": fact}, nil); r.status != http.StatusCreated {
+			t.Fatalf("POST /v1/memories: %v", r)
+		}
+	}
+	return acmeKey, globexKey, acmeDoc, globexDoc
+}
+
+func TestKnowledgeIsolation(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _, acmeDoc, globexDoc := kbTenants(t, env)
+
+	// Documents: acme reads its own; globex's id is a 404, like a missing one.
+	if r := env.do(t, "GET", "/v1/documents/"+acmeDoc, acmeKey, nil, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), "CANARY-ACME-7731") {
+		t.Fatalf("GET own document: %v", r)
+	}
+	for _, path := range []string{"/v1/documents/" + globexDoc, "/v1/documents/doc_000000000000000000000000"} {
+		for _, method := range []string{"GET", "DELETE"} {
+			r := env.do(t, method, path, acmeKey, nil, nil)
+			if r.status != http.StatusNotFound {
+				t.Fatalf("%s %s with acme's key: %v, want 404", method, path, r)
+			}
+			checkErrorShape(t, r)
+		}
+	}
+
+	// Search: every mode, asked for globex's canary and for everything.
+	for _, mode := range []string{"hybrid", "lexical", "vector"} {
+		for _, q := range []string{"CANARY-GLOBEX-4409", "code word", "all documents"} {
+			r := env.do(t, "POST", "/v1/search", acmeKey, map[string]any{"query": q, "top_k": 10, "mode": mode}, nil)
+			if r.status != http.StatusOK {
+				t.Fatalf("search: %v", r)
+			}
+			if strings.Contains(string(r.body), "GLOBEX") {
+				t.Fatalf("acme's %s search for %q returned globex's text: %s", mode, q, r.body)
+			}
+		}
+	}
+	r := env.do(t, "POST", "/v1/search", acmeKey, map[string]any{"query": "code word", "top_k": 3}, nil)
+	if !strings.Contains(string(r.body), "CANARY-ACME-7731") {
+		t.Fatalf("acme cannot find its own document: %s", r.body)
+	}
+
+	// Memories: same user id in both tenants, each sees only its own.
+	r = env.do(t, "GET", "/v1/memories?user=alice", acmeKey, nil, nil)
+	if !strings.Contains(string(r.body), "acme blue rocket") || strings.Contains(string(r.body), "globex") {
+		t.Fatalf("acme's alice memories: %s", r.body)
+	}
+	if r := env.do(t, "GET", "/v1/memories?user=bob", acmeKey, nil, nil); strings.Contains(string(r.body), "rocket") {
+		t.Fatalf("bob sees alice's memories: %s", r.body)
+	}
+
+	// The model, prompt-injected, asks the builtin tools for globex's data.
+	for _, call := range []string{
+		`/call kb_search {"query":"CANARY-GLOBEX-4409"}`,
+		`/call kb_search {"query":"code word","top_k":10}`,
+		`/call memory_search {"query":"globex red magnet"}`,
+		`/call kb_search {"query":"code word","tenant_id":"globex"}`,
+		`/call memory_search {"query":"magnet","user":"alice","tenant":"globex"}`,
+	} {
+		got := env.say(t, chatCall{key: acmeKey, user: "alice", content: call})
+		if strings.Contains(got, "GLOBEX") || strings.Contains(got, "red magnet") {
+			t.Fatalf("%s returned globex's data: %s", call, got)
+		}
+	}
+	got := env.say(t, chatCall{key: acmeKey, user: "alice", content: `/call kb_search {"query":"code word"}`})
+	if !strings.Contains(got, "CANARY-ACME-7731") || !strings.Contains(got, `trust="untrusted"`) {
+		t.Fatalf("kb_search for acme: %s, want its own passage labelled untrusted", got)
+	}
+	got = env.say(t, chatCall{key: acmeKey, user: "alice", content: `/call memory_save {"text":"alice's order is A-77"}`})
+	if !strings.Contains(got, "Saved") {
+		t.Fatalf("memory_save: %s", got)
+	}
+	if r := env.do(t, "GET", "/v1/memories?user=alice", acmeKey, nil, nil); !strings.Contains(string(r.body), "A-77") {
+		t.Fatalf("saved memory missing: %s", r.body)
+	}
+}
+
+func TestDocumentsIdempotentAndValidated(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "acme"})
+	_, key := env.newKey(t, "acme")
+	body := map[string]any{"text": strings.Repeat("A sentence about rockets. ", 200)}
+	first := env.do(t, "POST", "/v1/documents", key, body, nil)
+	second := env.do(t, "POST", "/v1/documents", key, body, nil)
+	if first.status != http.StatusCreated || second.status != http.StatusOK {
+		t.Fatalf("re-ingest: %v then %v, want 201 then 200", first, second)
+	}
+	var a, b struct{ ID string }
+	json.Unmarshal(first.body, &a)
+	json.Unmarshal(second.body, &b)
+	if a.ID == "" || a.ID != b.ID {
+		t.Fatalf("re-ingest ids %q and %q, want the same", a.ID, b.ID)
+	}
+	for name, tc := range map[string]struct {
+		path string
+		body any
+		want int
+	}{
+		"no text":          {"/v1/documents", map[string]any{"metadata": map[string]string{}}, 400},
+		"empty text":       {"/v1/documents", map[string]any{"text": "  "}, 400},
+		"too large":        {"/v1/documents", map[string]any{"text": strings.Repeat("x", 5<<20)}, 413},
+		"empty query":      {"/v1/search", map[string]any{"query": ""}, 400},
+		"top_k too large":  {"/v1/search", map[string]any{"query": "x", "top_k": 1000}, 400},
+		"bad mode":         {"/v1/search", map[string]any{"query": "x", "mode": "magic"}, 400},
+		"empty memory":     {"/v1/memories", map[string]any{"user": "alice", "text": ""}, 400},
+		"unknown field":    {"/v1/search", map[string]any{"query": "x", "tenant": "globex"}, 400},
+		"memory too large": {"/v1/memories", map[string]any{"user": "alice", "text": strings.Repeat("x", 9000)}, 400},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := env.do(t, "POST", tc.path, key, tc.body, nil)
+			if r.status != tc.want {
+				t.Fatalf("got %v, want %d", r, tc.want)
+			}
+			checkErrorShape(t, r)
+		})
+	}
+	// Delete removes it from search.
+	env.do(t, "DELETE", "/v1/documents/"+a.ID, key, nil, nil)
+	r := env.do(t, "POST", "/v1/search", key, map[string]any{"query": "rockets"}, nil)
+	if strings.Contains(string(r.body), "rockets") {
+		t.Fatalf("deleted document still found: %s", r.body)
+	}
+}
