@@ -44,6 +44,10 @@ type Profile struct {
 	// APIKeySecret names the tenant secret holding the model provider's key
 	// (bring your own key); empty means the provider's own setting.
 	APIKeySecret string `json:"api_key_secret,omitempty"`
+	// NoCache turns the response cache off for this profile.
+	NoCache bool `json:"no_cache,omitempty"`
+	// CacheToolAnswers lets answers that involved tool calls be cached too.
+	CacheToolAnswers bool `json:"cache_tool_answers,omitempty"`
 }
 
 // Limits bounds a tenant's use of shared capacity. Zero means unlimited.
@@ -51,6 +55,9 @@ type Limits struct {
 	RequestsPerMinute int `json:"requests_per_minute,omitempty"`
 	TokensPerMinute   int `json:"tokens_per_minute,omitempty"`
 	MaxConcurrent     int `json:"max_concurrent,omitempty"`
+	// TokenBudget caps tokens per BudgetPeriodHours (default 720, 30 days).
+	TokenBudget       int64 `json:"token_budget,omitempty"`
+	BudgetPeriodHours int   `json:"budget_period_hours,omitempty"`
 }
 
 // Tenant is one customer of the service.
@@ -62,7 +69,13 @@ type Tenant struct {
 	Limits   Limits
 	// Policy is the tenant's own Cedar text: forbids that narrow what its
 	// profiles grant.
-	Policy    string
+	Policy string
+	// AllowedHosts lists the hosts markdown links and images in answers may
+	// point to ("example.com", "*.example.com"); others are removed.
+	AllowedHosts []string
+	// Canaries are unique tokens planted in the tenant's system prompts; one
+	// seen in another tenant's answer proves a leak, and blocks it.
+	Canaries  []string
 	StorageID string // opaque name of the tenant's data directory
 	// WrappedKey is the tenant's data key wrapped by the KEK; deleting the
 	// tenant destroys it.
@@ -82,6 +95,8 @@ func (t Tenant) Profile(name string) (Profile, bool) {
 func (t Tenant) clone() Tenant {
 	t.Profiles = maps.Clone(t.Profiles)
 	t.WrappedKey = slices.Clone(t.WrappedKey)
+	t.AllowedHosts = slices.Clone(t.AllowedHosts)
+	t.Canaries = slices.Clone(t.Canaries)
 	for name, p := range t.Profiles {
 		p.Tools = slices.Clone(p.Tools)
 		t.Profiles[name] = p
@@ -243,12 +258,14 @@ func (p *Plane) load(ctx context.Context) error {
 func (p *Plane) Close() error { return p.db.Close() }
 
 type storedConfig struct {
-	Profiles map[string]Profile `json:"profiles"`
-	Limits   Limits             `json:"limits"`
+	Profiles     map[string]Profile `json:"profiles"`
+	Limits       Limits             `json:"limits"`
+	AllowedHosts []string           `json:"allowed_hosts,omitempty"`
+	Canaries     []string           `json:"canaries,omitempty"`
 }
 
 func encodeConfig(t Tenant) (string, error) {
-	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits})
+	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits, AllowedHosts: t.AllowedHosts, Canaries: t.Canaries})
 	return string(b), err
 }
 
@@ -257,7 +274,7 @@ func decodeConfig(s string, t *Tenant) error {
 	if err := json.Unmarshal([]byte(s), &c); err != nil {
 		return err
 	}
-	t.Profiles, t.Limits = c.Profiles, c.Limits
+	t.Profiles, t.Limits, t.AllowedHosts, t.Canaries = c.Profiles, c.Limits, c.AllowedHosts, c.Canaries
 	return nil
 }
 
@@ -595,7 +612,11 @@ func validate(t Tenant) error {
 	if len(t.Policy) > maxPolicyLen {
 		return fmt.Errorf("%w: policy longer than %d bytes", kind.Invalid, maxPolicyLen)
 	}
-	if t.Limits.RequestsPerMinute < 0 || t.Limits.TokensPerMinute < 0 || t.Limits.MaxConcurrent < 0 {
+	if len(t.AllowedHosts) > 256 {
+		return fmt.Errorf("%w: more than 256 allowed hosts", kind.Invalid)
+	}
+	if t.Limits.RequestsPerMinute < 0 || t.Limits.TokensPerMinute < 0 || t.Limits.MaxConcurrent < 0 ||
+		t.Limits.TokenBudget < 0 || t.Limits.BudgetPeriodHours < 0 {
 		return fmt.Errorf("%w: limits must not be negative", kind.Invalid)
 	}
 	return nil

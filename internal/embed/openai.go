@@ -12,17 +12,13 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"net/http"
-	"net/url"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/upstream"
 )
 
 const (
@@ -33,12 +29,9 @@ const (
 	maxDim            = 1 << 16
 
 	maxResponseBytes = 64 << 20 // one batch's JSON: 2048 inputs × 3072 floats fit
-	maxErrorBody     = 64 << 10
 	maxErrorMessage  = 512
 
-	backoffBase   = 200 * time.Millisecond
-	backoffCap    = 5 * time.Second
-	retryAfterCap = 10 * time.Second
+	backoffBase = 200 * time.Millisecond
 
 	redacted = "[REDACTED]"
 )
@@ -112,23 +105,11 @@ type OpenAI struct {
 
 // NewOpenAI returns an Embedder for the endpoint described by opts.
 func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
-	u, err := url.Parse(opts.BaseURL)
+	baseURL, err := upstream.BaseURL(opts.BaseURL)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // the url.Error repeats the raw URL
-		}
-		return nil, fmt.Errorf("embed: invalid base URL: %w", err)
+		return nil, fmt.Errorf("embed: %w", err)
 	}
 	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, errors.New("embed: invalid base URL: scheme must be http or https")
-	case u.Host == "":
-		return nil, errors.New("embed: invalid base URL: missing host")
-	case u.User != nil:
-		return nil, errors.New("embed: invalid base URL: user info not allowed (use APIKey)")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return nil, errors.New("embed: invalid base URL: query and fragment not allowed")
 	case opts.Model == "":
 		return nil, errors.New("embed: model is required")
 	case strings.IndexByte(opts.Model, 0) >= 0:
@@ -141,7 +122,7 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 		return nil, errors.New("embed: negative timeout")
 	}
 	c := &OpenAI{
-		baseURL:    strings.TrimRight(u.String(), "/"),
+		baseURL:    baseURL,
 		model:      opts.Model,
 		apiKey:     opts.APIKey,
 		batch:      cmp.Or(opts.BatchSize, defaultBatchSize),
@@ -161,31 +142,12 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 		c.maxRetries = 0
 	}
 	if c.client == nil {
-		c.client = newHTTPClient(c.timeout)
+		// It does not follow redirects: a redirect is reported as a
+		// StatusError rather than replaying the request (and its key)
+		// somewhere else.
+		c.client = upstream.NewClient(c.timeout)
 	}
 	return c, nil
-}
-
-// newHTTPClient returns a client with a dedicated keep-alive transport that
-// does not follow redirects: a redirect is reported as a StatusError rather
-// than replaying the request (and its key) somewhere else.
-func newHTTPClient(timeout time.Duration) *http.Client {
-	var t *http.Transport
-	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-		t = dt.Clone()
-	} else {
-		t = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
-	}
-	t.MaxIdleConns = 256
-	t.MaxIdleConnsPerHost = 64
-	t.IdleConnTimeout = 90 * time.Second
-	t.ResponseHeaderTimeout = timeout
-	return &http.Client{
-		Transport: t,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 }
 
 // Dim implements Embedder: the configured dimension, or the length of the
@@ -276,37 +238,15 @@ func (c *OpenAI) embedBatch(ctx context.Context, inputs []string) ([][]float32, 
 	if err != nil {
 		return nil, fmt.Errorf("embed: encode request: %w", err)
 	}
-	for attempt := 0; ; attempt++ {
-		vecs, hint, err := c.attempt(ctx, body, len(inputs))
-		if err == nil {
-			return vecs, nil
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return nil, cerr
-		}
-		if hint == nil || attempt >= c.maxRetries {
-			return nil, err
-		}
-		wait := c.backoff(attempt, hint)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return nil, err // the caller's deadline would pass while waiting
-		}
-		if werr := sleep(ctx, wait); werr != nil {
-			return nil, werr
-		}
-	}
-}
-
-// retryHint marks a failure as retryable.
-type retryHint struct {
-	after    time.Duration
-	hasAfter bool
+	return upstream.Retry(ctx, c.maxRetries, c.base, func() ([][]float32, *upstream.Hint, error) {
+		return c.attempt(ctx, body, len(inputs))
+	})
 }
 
 var errAttemptTimeout = errors.New("attempt timeout")
 
 // attempt makes one HTTP request. A non-nil hint means the failure may be retried.
-func (c *OpenAI) attempt(ctx context.Context, body []byte, n int) ([][]float32, *retryHint, error) {
+func (c *OpenAI) attempt(ctx context.Context, body []byte, n int) ([][]float32, *upstream.Hint, error) {
 	actx, cancel := context.WithTimeoutCause(ctx, c.timeout, errAttemptTimeout)
 	defer cancel()
 
@@ -323,24 +263,17 @@ func (c *OpenAI) attempt(ctx context.Context, body []byte, n int) ([][]float32, 
 
 	hresp, err := c.client.Do(hreq)
 	if err != nil {
-		return nil, &retryHint{}, c.readError(actx, "send request", err)
+		return nil, &upstream.Hint{}, c.readError(actx, "send request", err)
 	}
 	defer hresp.Body.Close()
 
 	if hresp.StatusCode < 200 || hresp.StatusCode > 299 {
-		serr := fmt.Errorf("embed: %w", c.statusError(hresp))
-		switch hresp.StatusCode {
-		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
-			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			hint := &retryHint{}
-			hint.after, hint.hasAfter = parseRetryAfter(hresp.Header.Get("Retry-After"))
-			return nil, hint, serr
-		}
-		return nil, nil, serr
+		serr := &StatusError{StatusCode: hresp.StatusCode, Message: upstream.StatusMessage(hresp, maxErrorMessage, c.redactor)}
+		return nil, upstream.StatusHint(hresp), fmt.Errorf("embed: %w", serr)
 	}
 	data, err := io.ReadAll(io.LimitReader(hresp.Body, maxResponseBytes+1))
 	if err != nil {
-		return nil, &retryHint{}, c.readError(actx, "read response", err)
+		return nil, &upstream.Hint{}, c.readError(actx, "read response", err)
 	}
 	if len(data) > maxResponseBytes {
 		return nil, nil, errors.New("embed: upstream response exceeds 64 MiB")
@@ -356,8 +289,8 @@ func (c *OpenAI) decode(data []byte, n int) ([][]float32, error) {
 	if err := json.Unmarshal(data, &er); err != nil {
 		return nil, errors.New("embed: malformed upstream response")
 	}
-	if m := errorMessage(er.Error); m != "" {
-		return nil, fmt.Errorf("embed: upstream error: %s", c.clean(m, maxErrorMessage))
+	if m := upstream.ErrorMessage(er.Error); m != "" {
+		return nil, fmt.Errorf("embed: upstream error: %s", upstream.Clean(m, maxErrorMessage, c.redactor))
 	}
 	if len(er.Data) != n {
 		return nil, fmt.Errorf("embed: upstream returned %d embeddings for %d inputs", len(er.Data), n)
@@ -436,121 +369,4 @@ func (c *OpenAI) readError(actx context.Context, op string, err error) error {
 		return fmt.Errorf("embed: upstream timed out after %s: %w", c.timeout, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("embed: %s: %w", op, err)
-}
-
-func (c *OpenAI) backoff(attempt int, hint *retryHint) time.Duration {
-	if hint.hasAfter {
-		return hint.after
-	}
-	d := backoffCap
-	if attempt < 30 {
-		d = min(c.base<<attempt, backoffCap)
-	}
-	// Equal jitter: half fixed, half random.
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
-
-func parseRetryAfter(v string) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		if secs > int(retryAfterCap/time.Second) {
-			return retryAfterCap, true
-		}
-		return time.Duration(secs) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return min(max(time.Until(t), 0), retryAfterCap), true
-	}
-	return 0, false
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// statusError reads the start of a non-2xx body and extracts its message.
-func (c *OpenAI) statusError(hresp *http.Response) *StatusError {
-	data, _ := io.ReadAll(io.LimitReader(hresp.Body, maxErrorBody)) // a partial body still has a message
-	msg := upstreamMessage(data)
-	if msg == "" {
-		msg = strings.TrimSpace(string(data))
-	}
-	msg = c.clean(msg, maxErrorMessage)
-	if msg == "" {
-		msg = http.StatusText(hresp.StatusCode)
-	}
-	return &StatusError{StatusCode: hresp.StatusCode, Message: msg}
-}
-
-// upstreamMessage finds the message in the error shapes OpenAI-compatible
-// servers use: {"error":{"message":…}}, {"error":"…"} and {"message":…}.
-func upstreamMessage(data []byte) string {
-	var body struct {
-		Error   json.RawMessage `json:"error"`
-		Message string          `json:"message"`
-	}
-	if json.Unmarshal(data, &body) != nil {
-		return ""
-	}
-	if m := errorMessage(body.Error); m != "" {
-		return m
-	}
-	return body.Message
-}
-
-// errorMessage extracts the text of an "error" member, an object or a string.
-func errorMessage(raw json.RawMessage) string {
-	if len(raw) == 0 || string(raw) == "null" {
-		return ""
-	}
-	var obj struct {
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(raw, &obj) == nil && obj.Message != "" {
-		return obj.Message
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return ""
-}
-
-// clean redacts the API key, replaces control characters and truncates to at
-// most limit bytes on a rune boundary.
-func (c *OpenAI) clean(s string, limit int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = c.redactor.String(s)
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.TrimSpace(s)
-	if len(s) > limit {
-		cut := limit
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut]
-	}
-	return s
 }

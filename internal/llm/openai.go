@@ -10,33 +10,27 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"mime"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/upstream"
 )
 
 const (
 	defaultTimeout    = 120 * time.Second
 	defaultMaxRetries = 2
 
-	maxResponseBytes = 8 << 20  // non-streamed body; also total streamed content+arguments
-	maxSSELineBytes  = 1 << 20  // one SSE line
-	maxErrorBody     = 64 << 10 // read from a non-2xx body to find its message
-	maxErrorMessage  = 512      // bytes of upstream message kept in a StatusError
-	maxToolCalls     = 512      // tool calls accepted in one response
+	maxResponseBytes = 8 << 20 // non-streamed body; also total streamed content+arguments
+	maxSSELineBytes  = 1 << 20 // one SSE line
+	maxErrorMessage  = 512     // bytes of upstream message kept in a StatusError
+	maxToolCalls     = 512     // tool calls accepted in one response
 
-	backoffBase   = 200 * time.Millisecond
-	backoffCap    = 5 * time.Second
-	retryAfterCap = 10 * time.Second
+	backoffBase = 200 * time.Millisecond
 
 	redacted = "[REDACTED]"
 )
@@ -96,29 +90,15 @@ type OpenAI struct {
 
 // NewOpenAI returns a client for the endpoint described by opts.
 func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
-	u, err := url.Parse(opts.BaseURL)
+	baseURL, err := upstream.BaseURL(opts.BaseURL)
 	if err != nil {
-		var uerr *url.Error
-		if errors.As(err, &uerr) {
-			err = uerr.Err // the url.Error repeats the raw URL
-		}
-		return nil, fmt.Errorf("llm: invalid base URL: %w", err)
-	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return nil, errors.New("llm: invalid base URL: scheme must be http or https")
-	case u.Host == "":
-		return nil, errors.New("llm: invalid base URL: missing host")
-	case u.User != nil:
-		return nil, errors.New("llm: invalid base URL: user info not allowed (use APIKey)")
-	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
-		return nil, errors.New("llm: invalid base URL: query and fragment not allowed")
+		return nil, fmt.Errorf("llm: %w", err)
 	}
 	if opts.Timeout < 0 {
 		return nil, errors.New("llm: negative timeout")
 	}
 	c := &OpenAI{
-		baseURL:    strings.TrimRight(u.String(), "/"),
+		baseURL:    baseURL,
 		apiKey:     opts.APIKey,
 		timeout:    opts.Timeout,
 		maxRetries: opts.MaxRetries,
@@ -137,31 +117,12 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 		c.maxRetries = 0
 	}
 	if c.client == nil {
-		c.client = newHTTPClient(c.timeout)
+		// It does not follow redirects: a redirect is reported as a
+		// StatusError rather than replaying the request (and its
+		// credentials) somewhere else.
+		c.client = upstream.NewClient(c.timeout)
 	}
 	return c, nil
-}
-
-// newHTTPClient returns a client with a dedicated keep-alive transport that
-// does not follow redirects: a redirect is reported as a StatusError rather
-// than replaying the request (and its credentials) somewhere else.
-func newHTTPClient(timeout time.Duration) *http.Client {
-	var t *http.Transport
-	if dt, ok := http.DefaultTransport.(*http.Transport); ok {
-		t = dt.Clone()
-	} else {
-		t = &http.Transport{Proxy: http.ProxyFromEnvironment, ForceAttemptHTTP2: true}
-	}
-	t.MaxIdleConns = 256
-	t.MaxIdleConnsPerHost = 64
-	t.IdleConnTimeout = 90 * time.Second
-	t.ResponseHeaderTimeout = timeout
-	return &http.Client{
-		Transport: t,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
-	}
 }
 
 // String names the endpoint; it never includes the API key.
@@ -251,25 +212,9 @@ func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content str
 	if err != nil {
 		return Response{}, err
 	}
-	for attempt := 0; ; attempt++ {
-		resp, hint, err := c.attempt(ctx, body, onDelta)
-		if err == nil {
-			return resp, nil
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return Response{}, cerr
-		}
-		if hint == nil || attempt >= c.maxRetries {
-			return Response{}, err
-		}
-		wait := c.backoff(attempt, hint)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return Response{}, err // the caller's deadline would pass while waiting
-		}
-		if werr := sleep(ctx, wait); werr != nil {
-			return Response{}, werr
-		}
-	}
+	return upstream.Retry(ctx, c.maxRetries, c.base, func() (Response, *upstream.Hint, error) {
+		return c.attempt(ctx, body, onDelta)
+	})
 }
 
 func encodeRequest(req Request, stream bool) ([]byte, error) {
@@ -295,16 +240,10 @@ func encodeRequest(req Request, stream bool) ([]byte, error) {
 	return body, nil
 }
 
-// retryHint marks a failure as retryable.
-type retryHint struct {
-	after    time.Duration
-	hasAfter bool
-}
-
 var errAttemptTimeout = errors.New("attempt timeout")
 
 // attempt makes one HTTP request. A non-nil hint means the failure may be retried.
-func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) error) (Response, *retryHint, error) {
+func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) error) (Response, *upstream.Hint, error) {
 	actx, cancel := context.WithTimeoutCause(ctx, c.timeout, errAttemptTimeout)
 	defer cancel()
 
@@ -325,20 +264,13 @@ func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) 
 
 	hresp, err := c.client.Do(hreq)
 	if err != nil {
-		return Response{}, &retryHint{}, c.readError(actx, "send request", err)
+		return Response{}, &upstream.Hint{}, c.readError(actx, "send request", err)
 	}
 	defer hresp.Body.Close()
 
 	if hresp.StatusCode < 200 || hresp.StatusCode > 299 {
-		serr := c.statusError(hresp)
-		switch hresp.StatusCode {
-		case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
-			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			hint := &retryHint{}
-			hint.after, hint.hasAfter = parseRetryAfter(hresp.Header.Get("Retry-After"))
-			return Response{}, hint, serr
-		}
-		return Response{}, nil, serr
+		serr := &StatusError{StatusCode: hresp.StatusCode, Message: upstream.StatusMessage(hresp, maxErrorMessage, c.redactor)}
+		return Response{}, upstream.StatusHint(hresp), serr
 	}
 
 	if onDelta == nil || isJSON(hresp.Header.Get("Content-Type")) {
@@ -363,123 +295,6 @@ func isJSON(contentType string) bool {
 	return err == nil && mt == "application/json"
 }
 
-func (c *OpenAI) backoff(attempt int, hint *retryHint) time.Duration {
-	if hint.hasAfter {
-		return hint.after
-	}
-	d := backoffCap
-	if attempt < 30 {
-		d = min(c.base<<attempt, backoffCap)
-	}
-	// Equal jitter: half fixed, half random.
-	half := d / 2
-	return half + rand.N(d-half+1)
-}
-
-func parseRetryAfter(v string) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.Atoi(v); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		if secs > int(retryAfterCap/time.Second) {
-			return retryAfterCap, true
-		}
-		return time.Duration(secs) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return min(max(time.Until(t), 0), retryAfterCap), true
-	}
-	return 0, false
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
-}
-
-// statusError reads the start of a non-2xx body and extracts its message.
-func (c *OpenAI) statusError(hresp *http.Response) *StatusError {
-	data, _ := io.ReadAll(io.LimitReader(hresp.Body, maxErrorBody)) // a partial body still has a message
-	msg := upstreamMessage(data)
-	if msg == "" {
-		msg = strings.TrimSpace(string(data))
-	}
-	msg = c.clean(msg, maxErrorMessage)
-	if msg == "" {
-		msg = http.StatusText(hresp.StatusCode)
-	}
-	return &StatusError{StatusCode: hresp.StatusCode, Message: msg}
-}
-
-// upstreamMessage finds the message in the error shapes OpenAI-compatible
-// servers use: {"error":{"message":…}}, {"error":"…"} and {"message":…}.
-func upstreamMessage(data []byte) string {
-	var body struct {
-		Error   json.RawMessage `json:"error"`
-		Message string          `json:"message"`
-	}
-	if json.Unmarshal(data, &body) != nil {
-		return ""
-	}
-	if m := errorMessage(body.Error); m != "" {
-		return m
-	}
-	return body.Message
-}
-
-// errorMessage extracts the text of an "error" member, an object or a string.
-func errorMessage(raw json.RawMessage) string {
-	if len(raw) == 0 || string(raw) == "null" {
-		return ""
-	}
-	var obj struct {
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(raw, &obj) == nil && obj.Message != "" {
-		return obj.Message
-	}
-	var s string
-	if json.Unmarshal(raw, &s) == nil {
-		return s
-	}
-	return ""
-}
-
-// clean redacts the API key, replaces control characters and truncates to at
-// most limit bytes on a rune boundary.
-func (c *OpenAI) clean(s string, limit int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	s = c.redactor.String(s)
-	s = strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return ' '
-		}
-		return r
-	}, s)
-	s = strings.TrimSpace(s)
-	if len(s) > limit {
-		cut := limit
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut]
-	}
-	return s
-}
-
 // keyRedactor hides the API key and its common encodings in error text.
 func keyRedactor(key string) *redact.Redactor {
 	return redact.New([]redact.Secret{{Name: "api_key", Value: key}})
@@ -497,8 +312,8 @@ func (c *OpenAI) readJSON(actx context.Context, body io.Reader, onDelta func(str
 	if err := json.Unmarshal(data, &cr); err != nil {
 		return Response{}, errors.New("llm: malformed upstream response")
 	}
-	if m := errorMessage(cr.Error); m != "" {
-		return Response{}, fmt.Errorf("llm: upstream error: %s", c.clean(m, maxErrorMessage))
+	if m := upstream.ErrorMessage(cr.Error); m != "" {
+		return Response{}, fmt.Errorf("llm: upstream error: %s", upstream.Clean(m, maxErrorMessage, c.redactor))
 	}
 	if len(cr.Choices) == 0 {
 		return Response{}, errors.New("llm: upstream response has no choices")
@@ -577,8 +392,8 @@ func (c *OpenAI) readStream(actx context.Context, body io.Reader, onDelta func(s
 		if err := json.Unmarshal(data, &chunk); err != nil {
 			return Response{}, errors.New("llm: malformed stream chunk")
 		}
-		if m := errorMessage(chunk.Error); m != "" {
-			return Response{}, fmt.Errorf("llm: upstream stream error: %s", c.clean(m, maxErrorMessage))
+		if m := upstream.ErrorMessage(chunk.Error); m != "" {
+			return Response{}, fmt.Errorf("llm: upstream stream error: %s", upstream.Clean(m, maxErrorMessage, c.redactor))
 		}
 		if chunk.Usage != nil {
 			resp.Usage = *chunk.Usage

@@ -16,10 +16,22 @@ import (
 
 // profileBody is one agent profile as the admin API takes it.
 type profileBody struct {
-	SystemPrompt string   `json:"system_prompt"`
-	Model        string   `json:"model"`
-	Tools        []string `json:"tools"`
-	APIKeySecret string   `json:"api_key_secret,omitempty"`
+	SystemPrompt     string   `json:"system_prompt"`
+	Model            string   `json:"model"`
+	Tools            []string `json:"tools"`
+	APIKeySecret     string   `json:"api_key_secret,omitempty"`
+	NoCache          bool     `json:"no_cache,omitempty"`
+	CacheToolAnswers bool     `json:"cache_tool_answers,omitempty"`
+}
+
+func (p profileBody) profile() control.Profile {
+	return control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: p.Tools,
+		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers}
+}
+
+func viewProfile(p control.Profile) profileBody {
+	return profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: nonNil(p.Tools),
+		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers}
 }
 
 // tenantBody is the admin API's tenant definition. Pointers tell "absent"
@@ -32,8 +44,11 @@ type tenantBody struct {
 	Model        *string                 `json:"model"`
 	Tools        *[]string               `json:"tools"`
 	APIKeySecret *string                 `json:"api_key_secret"`
+	NoCache      *bool                   `json:"no_cache"`
+	CacheTools   *bool                   `json:"cache_tool_answers"`
 	Profiles     *map[string]profileBody `json:"profiles"`
 	Limits       *control.Limits         `json:"limits"`
+	AllowedHosts *[]string               `json:"allowed_hosts"`
 }
 
 // tenantView is a tenant as the admin API shows it.
@@ -45,8 +60,11 @@ type tenantView struct {
 	Model        string                 `json:"model"`
 	Tools        []string               `json:"tools"`
 	APIKeySecret string                 `json:"api_key_secret,omitempty"`
+	NoCache      bool                   `json:"no_cache,omitempty"`
+	CacheTools   bool                   `json:"cache_tool_answers,omitempty"`
 	Profiles     map[string]profileBody `json:"profiles"`
 	Limits       control.Limits         `json:"limits"`
+	AllowedHosts []string               `json:"allowed_hosts"`
 	CreatedAt    time.Time              `json:"created_at"`
 	UpdatedAt    time.Time              `json:"updated_at"`
 }
@@ -55,10 +73,11 @@ func viewTenant(t control.Tenant) tenantView {
 	def := t.Profiles[control.DefaultProfile]
 	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
 		SystemPrompt: def.SystemPrompt, Model: def.Model, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
+		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, AllowedHosts: nonNil(t.AllowedHosts),
 		Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 	for name, p := range t.Profiles {
 		if name != control.DefaultProfile {
-			v.Profiles[name] = profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: nonNil(p.Tools), APIKeySecret: p.APIKeySecret}
+			v.Profiles[name] = viewProfile(p)
 		}
 	}
 	return v
@@ -100,13 +119,22 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 	if b.APIKeySecret != nil {
 		def.APIKeySecret = *b.APIKeySecret
 	}
+	if b.NoCache != nil {
+		def.NoCache = *b.NoCache
+	}
+	if b.CacheTools != nil {
+		def.CacheToolAnswers = *b.CacheTools
+	}
+	if b.AllowedHosts != nil {
+		t.AllowedHosts = *b.AllowedHosts
+	}
 	if b.Profiles != nil {
 		if _, ok := (*b.Profiles)[control.DefaultProfile]; ok {
 			return fmt.Errorf("%w: define the %q profile with the top-level fields, not under profiles", kind.Invalid, control.DefaultProfile)
 		}
 		maps.DeleteFunc(t.Profiles, func(string, control.Profile) bool { return true })
 		for name, p := range *b.Profiles {
-			t.Profiles[name] = control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: p.Tools, APIKeySecret: p.APIKeySecret}
+			t.Profiles[name] = p.profile()
 		}
 	}
 	t.Profiles[control.DefaultProfile] = def
