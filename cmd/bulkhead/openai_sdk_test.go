@@ -55,7 +55,8 @@ func TestOpenAISDK(t *testing.T) {
 
 	base, admin := startServer(t)
 	const prompt = "You are Acme's agent."
-	key := createTenantKey(t, base, admin, map[string]any{"id": "acme", "system_prompt": prompt})
+	// no_cache: the streamed request repeats the plain one, and must reach the model.
+	key := createTenantKey(t, base, admin, map[string]any{"id": "acme", "system_prompt": prompt, "no_cache": true})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -16,16 +17,19 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/cache"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
+	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/server"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
@@ -125,6 +129,19 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
 	}
+	var limiter agent.Quota = quota.NewMemory()
+	var cacheBackend cache.Backend = cache.NewMemory(cfg.ResponseCacheEntries, 0)
+	if cfg.Redis != nil {
+		rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			stores.Close()
+			plane.Close()
+			return nil, fmt.Errorf("connect to redis at %s: %w", cfg.Redis.Addr, err)
+		}
+		prefix := cmp.Or(cfg.Redis.Prefix, "bulkhead")
+		limiter = quota.NewRedis(rdb, prefix)
+		cacheBackend = cache.NewRedis(rdb, prefix+":response-cache:")
+	}
 	mcp := tools.NewMCP(tools.MCPOptions{Logger: logger})
 	h := server.New(server.Deps{
 		Logger:    logger,
@@ -137,7 +154,8 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		Knowledge: knowledge,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins,
+			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
+			Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring,
 			Logger: logger, HistoryMessages: cfg.HistoryMessages,
 		}),
 		Models:       models,

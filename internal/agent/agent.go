@@ -14,9 +14,12 @@ import (
 	"log/slog"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/cache"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
+	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -51,6 +54,30 @@ type Profile struct {
 	// no Policy no tool is offered.
 	Tools  []string
 	Policy *policy.Set
+	// Limits are the tenant's; every turn is admitted against them.
+	Limits quota.Limits
+	// NoCache turns the response cache off; CacheToolAnswers lets answers
+	// that used tools be cached. Version changes whenever anything that
+	// shapes answers (profile, policy) changes.
+	NoCache, CacheToolAnswers bool
+	Version                   string
+}
+
+// ResponseCache holds answers per tenant, sealed with the tenant's key.
+type ResponseCache interface {
+	Get(ctx context.Context, c *keyring.Cipher, req cache.Request) (cache.Value, bool, error)
+	Put(ctx context.Context, c *keyring.Cipher, req cache.Request, v cache.Value) error
+}
+
+// Ciphers gives a tenant's cipher.
+type Ciphers interface {
+	Cipher(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
+}
+
+// Quota admits turns against a tenant's limits.
+type Quota interface {
+	Admit(ctx context.Context, id tenant.ID, l quota.Limits) (release func(), err error)
+	Spend(ctx context.Context, id tenant.ID, l quota.Limits, tokens int) error
 }
 
 // Turn is one request to the agent.
@@ -67,6 +94,7 @@ type Result struct {
 	Message      llm.Message
 	FinishReason string
 	Usage        llm.Usage
+	Cached       bool // served from the response cache
 }
 
 // Deps is what an Agent needs.
@@ -83,6 +111,11 @@ type Deps struct {
 	HistoryMessages int
 	// MaxSteps bounds model calls per turn when tools are used; 0 means 8.
 	MaxSteps int
+	// Quota admits each turn; nil admits everything.
+	Quota Quota
+	// Cache and Ciphers serve repeated questions; nil Cache disables it.
+	Cache   ResponseCache
+	Ciphers Ciphers
 }
 
 // Agent runs turns. It is safe for concurrent use.
@@ -106,6 +139,24 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if !scope.Valid() {
 		return Result{}, fmt.Errorf("run agent: %w", store.ErrNoScope)
 	}
+	if a.Quota != nil {
+		release, err := a.Quota.Admit(ctx, scope.Tenant(), profile.Limits)
+		if err != nil {
+			return Result{}, err
+		}
+		defer release()
+	}
+	res, err := a.run(ctx, scope, profile, turn)
+	if err == nil && a.Quota != nil {
+		// The answer is given; a failure to count it is logged, not returned.
+		if err := a.Quota.Spend(context.WithoutCancel(ctx), scope.Tenant(), profile.Limits, res.Usage.TotalTokens); err != nil {
+			a.Logger.ErrorContext(ctx, "record token use", "tenant", scope.Tenant(), "error", err.Error())
+		}
+	}
+	return res, err
+}
+
+func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn Turn) (Result, error) {
 	route, err := a.Models.Resolve(profile.Model)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: profile %q: %w", kind.NotFound, profile.Name, err)
@@ -146,17 +197,33 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		msgs[i].Content = red.String(msgs[i].Content)
 	}
 
+	cached, cacheFor, err := a.cached(ctx, scope, profile, turn, msgs, box)
+	if err != nil {
+		return Result{}, err
+	}
+	if cached != nil {
+		if turn.OnDelta != nil && cached.Message.Content != "" {
+			if err := turn.OnDelta(cached.Message.Content); err != nil {
+				return Result{}, err
+			}
+		}
+		return *cached, a.record(ctx, scope, turn, msgs[newFrom:], cached.Message)
+	}
+
 	var resp llm.Response
 	var usage llm.Usage
+	steps := 0
 	for step := 1; ; step++ {
+		steps = step
 		resp, err = a.chat(ctx, route, llm.Request{
-			Model:       route.Model,
-			Messages:    msgs,
-			Tools:       box.offered,
-			MaxTokens:   turn.MaxTokens,
-			Temperature: turn.Temperature,
-			APIKey:      apiKey,
-			User:        upstreamUser(scope),
+			Model:          route.Model,
+			Messages:       msgs,
+			Tools:          box.offered,
+			MaxTokens:      turn.MaxTokens,
+			Temperature:    turn.Temperature,
+			APIKey:         apiKey,
+			User:           upstreamUser(scope),
+			PromptCacheKey: cacheFor.promptKey,
 		}, red, turn.OnDelta)
 		if err != nil {
 			return Result{}, err
@@ -177,21 +244,14 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		msgs = append(msgs, box.run(ctx, resp.Message.ToolCalls)...)
 	}
 	resp.Usage = usage
-
-	if turn.Session != "" {
-		record := make([]store.Message, 0, len(msgs)-newFrom+1)
-		for _, m := range append(msgs[newFrom:], resp.Message) {
-			sm, err := toStored(m)
-			if err != nil {
-				return Result{}, fmt.Errorf("save session history: %w", err)
-			}
-			record = append(record, sm)
+	if cacheFor.ok && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason != "length" {
+		v := cache.Value{Content: resp.Message.Content, FinishReason: resp.FinishReason, Usage: resp.Usage}
+		if err := a.Cache.Put(ctx, cacheFor.cipher, cacheFor.req, v); err != nil {
+			a.Logger.WarnContext(ctx, "store cached answer", "tenant", scope.Tenant(), "error", err.Error())
 		}
-		// The answer is already computed; a cancelled client must not lose
-		// the turn from its history, so the write ignores cancellation.
-		if err := a.History.AppendMessages(context.WithoutCancel(ctx), scope, turn.Session, record); err != nil {
-			return Result{}, fmt.Errorf("save session history: %w", err)
-		}
+	}
+	if err := a.record(ctx, scope, turn, msgs[newFrom:], resp.Message); err != nil {
+		return Result{}, err
 	}
 	return Result{Message: resp.Message, FinishReason: resp.FinishReason, Usage: resp.Usage}, nil
 }

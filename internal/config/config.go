@@ -34,6 +34,20 @@ type Config struct {
 	VectorCacheBytes int `yaml:"vector_cache_bytes"`
 	// EmbeddingCacheEntries bounds the per-tenant embedding cache.
 	EmbeddingCacheEntries int `yaml:"embedding_cache_entries"`
+	// ResponseCacheTTL and ResponseCacheEntries bound the response cache.
+	ResponseCacheTTL     time.Duration `yaml:"response_cache_ttl"`
+	ResponseCacheEntries int           `yaml:"response_cache_entries"`
+	// Redis, when set, holds rate limits and the response cache, shared by
+	// every replica; otherwise both live in this process.
+	Redis *Redis `yaml:"redis"`
+}
+
+// Redis locates the shared Redis server.
+type Redis struct {
+	Addr        string `yaml:"addr"`
+	PasswordEnv string `yaml:"password_env"`
+	DB          int    `yaml:"db"`
+	Prefix      string `yaml:"prefix"` // key prefix, default "bulkhead"
 }
 
 // Embedder declares the embedding model: the built-in offline one (default)
@@ -113,6 +127,12 @@ func Parse(b []byte) (Config, error) {
 	}
 	if c.VectorCacheBytes <= 0 {
 		c.VectorCacheBytes = 512 << 20
+	}
+	if c.ResponseCacheTTL <= 0 {
+		c.ResponseCacheTTL = 10 * time.Minute
+	}
+	if c.ResponseCacheEntries <= 0 {
+		c.ResponseCacheEntries = 10_000
 	}
 	if c.EmbeddingCacheEntries <= 0 {
 		c.EmbeddingCacheEntries = 100_000

@@ -53,6 +53,11 @@ type Request struct {
 	// APIKey, when set, replaces the provider's configured key for this
 	// request: the tenant's own key (BYOK), sent only in the request header.
 	APIKey Credential
+	// PromptCacheKey is an opaque, tenant-derived value sent as the
+	// provider's prompt-cache partition (OpenAI "prompt_cache_key"), so a
+	// shared provider never reuses one tenant's cached prompt prefix for
+	// another.
+	PromptCacheKey string
 	// User is an opaque, tenant-derived tag sent upstream (OpenAI "user") so a
 	// provider can attribute abuse and partition its caches; never a raw id.
 	User string

@@ -149,8 +149,10 @@ type chatRequest struct {
 	Stream        bool           `json:"stream"`
 	StreamOptions *streamOptions `json:"stream_options,omitempty"`
 	User          string         `json:"user,omitempty"`
-	MaxTokens     int            `json:"max_tokens,omitempty"`
-	Temperature   *float64       `json:"temperature,omitempty"`
+	// PromptCacheKey partitions the provider's prompt cache (OpenAI).
+	PromptCacheKey string   `json:"prompt_cache_key,omitempty"`
+	MaxTokens      int      `json:"max_tokens,omitempty"`
+	Temperature    *float64 `json:"temperature,omitempty"`
 }
 
 type streamOptions struct {
@@ -219,13 +221,14 @@ func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content str
 
 func encodeRequest(req Request, stream bool) ([]byte, error) {
 	wire := chatRequest{
-		Model:       req.Model,
-		Messages:    req.Messages,
-		Tools:       req.Tools,
-		Stream:      stream,
-		User:        req.User,
-		MaxTokens:   max(req.MaxTokens, 0),
-		Temperature: req.Temperature,
+		Model:          req.Model,
+		Messages:       req.Messages,
+		Tools:          req.Tools,
+		Stream:         stream,
+		User:           req.User,
+		PromptCacheKey: req.PromptCacheKey,
+		MaxTokens:      max(req.MaxTokens, 0),
+		Temperature:    req.Temperature,
 	}
 	if wire.Messages == nil {
 		wire.Messages = []Message{}

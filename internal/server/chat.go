@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -193,7 +195,8 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
 	}
 	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model,
-		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools}
+		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools, Limits: quotaLimits(t.Limits),
+		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: tenantVersion(t)}
 	if len(p.Tools) > 0 {
 		profiles := make(map[string][]string, len(t.Profiles))
 		for n, pr := range t.Profiles {
@@ -344,4 +347,17 @@ func handleModels(d Deps) http.Handler {
 
 func sortModels(m []modelView) {
 	slices.SortFunc(m, func(a, b modelView) int { return strings.Compare(a.ID, b.ID) })
+}
+
+func quotaLimits(l control.Limits) quota.Limits {
+	return quota.Limits{RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute,
+		MaxConcurrent: l.MaxConcurrent, TokenBudget: l.TokenBudget, BudgetPeriod: time.Duration(l.BudgetPeriodHours) * time.Hour}
+}
+
+// tenantVersion changes whenever the tenant's definition or policy changes,
+// so no cached answer outlives the configuration that produced it.
+func tenantVersion(t control.Tenant) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%d\x00%s", t.UpdatedAt.UnixNano(), t.Policy)
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }

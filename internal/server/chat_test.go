@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
@@ -754,5 +755,86 @@ func TestSecretsRedactedFromAnswers(t *testing.T) {
 	}
 	if got := env.say(t, chatCall{key: globexKey, content: "/say nothing secret here"}); got != "nothing secret here" {
 		t.Fatalf("globex: got %q", got)
+	}
+}
+
+// TestRateLimit checks a tenant over its request rate gets 429 with
+// Retry-After in OpenAI's shape, while another tenant is untouched.
+func TestRateLimit(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "acme", "limits": map[string]int{"requests_per_minute": 2}})
+	env.createTenant(t, map[string]any{"id": "globex", "limits": map[string]int{"requests_per_minute": 100}})
+	_, acmeKey := env.newKey(t, "acme")
+	_, globexKey := env.newKey(t, "globex")
+	for i := range 2 {
+		if r := env.chat(t, chatCall{key: acmeKey, content: "hi"}); r.status != http.StatusOK {
+			t.Fatalf("request %d: %v", i, r)
+		}
+	}
+	r := env.chat(t, chatCall{key: acmeKey, content: "hi"})
+	if r.status != http.StatusTooManyRequests || r.header.Get("Retry-After") == "" {
+		t.Fatalf("over the limit: got %v (Retry-After %q), want 429 with Retry-After", r, r.header.Get("Retry-After"))
+	}
+	var e struct{ Error struct{ Type, Code string } }
+	if json.Unmarshal(r.body, &e); e.Error.Code != "rate_limit_exceeded" {
+		t.Fatalf("429 body: %s", r.body)
+	}
+	for range 5 {
+		if r := env.chat(t, chatCall{key: globexKey, content: "hi"}); r.status != http.StatusOK {
+			t.Fatalf("globex while acme is limited: %v", r)
+		}
+	}
+}
+
+// countingModel is the scripted model, counting the calls that reach it.
+type countingModel struct {
+	calls atomic.Int64
+	inner llm.Provider
+}
+
+func (m *countingModel) Chat(ctx context.Context, req llm.Request, onDelta func(string) error) (llm.Response, error) {
+	m.calls.Add(1)
+	return m.inner.Chat(ctx, req, onDelta)
+}
+
+// TestResponseCache checks a repeated question is answered from the cache,
+// that an identical question from another tenant (or another end user) is
+// never, and that redaction still applies to cached answers.
+func TestResponseCache(t *testing.T) {
+	model := &countingModel{inner: llm.NewScripted()}
+	env := newTestEnv(t, envOptions{providers: map[string]llm.Provider{"counted": model}})
+	for _, id := range []string{"acme", "globex"} {
+		env.createTenant(t, map[string]any{"id": id, "model": "counted/x", "system_prompt": "same prompt"})
+	}
+	env.createTenant(t, map[string]any{"id": "initech", "model": "counted/x", "system_prompt": "same prompt", "no_cache": true})
+	_, acmeKey := env.newKey(t, "acme")
+	_, globexKey := env.newKey(t, "globex")
+	_, initechKey := env.newKey(t, "initech")
+
+	ask := func(key, user string) string {
+		return env.say(t, chatCall{key: key, user: user, content: "What is the refund window?"})
+	}
+	first := ask(acmeKey, "alice")
+	if got := ask(acmeKey, "alice"); got != first || model.calls.Load() != 1 {
+		t.Fatalf("repeat for acme: %q after %d model calls, want a cache hit", got, model.calls.Load())
+	}
+	ask(globexKey, "alice")
+	if n := model.calls.Load(); n != 2 {
+		t.Fatalf("identical question from globex: %d model calls, want 2 (no cross-tenant hit)", n)
+	}
+	ask(acmeKey, "bob")
+	if n := model.calls.Load(); n != 3 {
+		t.Fatalf("identical question from another end user: %d model calls, want 3", n)
+	}
+	ask(initechKey, "alice")
+	ask(initechKey, "alice")
+	if n := model.calls.Load(); n != 5 {
+		t.Fatalf("profile with no_cache: %d model calls, want 5", n)
+	}
+	// A change to the tenant's definition retires its cached answers.
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"name": "Acme 2"}, http.StatusOK)
+	ask(acmeKey, "alice")
+	if n := model.calls.Load(); n != 6 {
+		t.Fatalf("after a tenant change: %d model calls, want 6", n)
 	}
 }

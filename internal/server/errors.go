@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/quota"
 )
 
 // apiError is OpenAI's error shape.
@@ -58,6 +61,10 @@ func errorStatus(err error) (status int, typ, code, message string) {
 // writeError sends err to the client in OpenAI's shape and logs it.
 func writeError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
 	status, typ, code, message := errorStatus(err)
+	var limited *quota.LimitedError
+	if errors.As(err, &limited) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limited.RetryAfter.Seconds()))))
+	}
 	level := slog.LevelInfo
 	if status >= 500 {
 		level = slog.LevelError

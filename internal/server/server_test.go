@@ -23,12 +23,14 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/cache"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
+	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
@@ -132,7 +134,8 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		Knowledge: knowledge,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins,
+			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: quota.NewMemory(),
+			Cache: cache.New(cache.NewMemory(1000, 0), time.Minute), Ciphers: ring,
 			Logger: opts.logger, HistoryMessages: 50,
 		}),
 		Logger:       opts.logger,

@@ -125,3 +125,18 @@ func init() {
 		stopwords[w] = true
 	}
 }
+
+// AuditRecord is one entry of a tenant's audit log, a hash chain: Seq counts
+// from 1, Prev is the Hash of the record before ("" for the first) and Hash is
+// the hex SHA-256 of the record's canonical encoding (see audit.Hash). The
+// store assigns Seq, Prev and Hash; Data is JSON describing what happened
+// (shapes and decisions, never values) and is stored in clear, so a log can be
+// verified without the tenant's key.
+type AuditRecord struct {
+	Seq  int64           `json:"seq"`
+	Time time.Time       `json:"time"`
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+	Prev string          `json:"prev"`
+	Hash string          `json:"hash"`
+}

@@ -1,0 +1,83 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/cache"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
+)
+
+// cacheTarget is where a turn's answer may be cached, and the tenant's
+// partition of the provider's prompt cache.
+type cacheTarget struct {
+	ok        bool
+	cipher    *keyring.Cipher
+	req       cache.Request
+	promptKey string
+}
+
+// cached looks the turn up in the response cache. A hit costs no model call
+// and no tokens; it still passes the output checks the caller applies.
+func (a *Agent) cached(ctx context.Context, scope auth.Scope, profile Profile, turn Turn, msgs []llm.Message, box *toolbox) (*Result, cacheTarget, error) {
+	var t cacheTarget
+	if a.Ciphers == nil {
+		return nil, t, nil
+	}
+	c, err := a.Ciphers.Cipher(ctx, scope.Tenant())
+	if err != nil {
+		return nil, t, fmt.Errorf("response cache: %w", err)
+	}
+	t.promptKey = cache.PromptCacheKey(c, profile.Name)
+	if a.Cache == nil || profile.NoCache {
+		return nil, t, nil
+	}
+	tools := make([]string, len(box.offered))
+	for i, o := range box.offered {
+		tools[i] = o.Function.Name
+	}
+	t.ok, t.cipher = true, c
+	t.req = cache.Request{
+		// The end user is part of the key: two users never share an answer.
+		Profile: profile.Name + "\x00" + string(scope.User()), Model: profile.Model,
+		Messages: msgs, Tools: tools, PolicyVersion: profile.Version,
+		MaxTokens: turn.MaxTokens, Temperature: turn.Temperature,
+	}
+	v, hit, err := a.Cache.Get(ctx, c, t.req)
+	switch {
+	case errors.Is(err, cache.ErrForeignEntry):
+		a.Logger.WarnContext(ctx, "response cache entry refused", "tenant", scope.Tenant(), "error", err.Error())
+	case err != nil:
+		a.Logger.WarnContext(ctx, "response cache lookup failed", "tenant", scope.Tenant(), "error", err.Error())
+	}
+	if !hit {
+		return nil, t, nil
+	}
+	a.Logger.InfoContext(ctx, "response cache hit", "tenant", scope.Tenant(), "profile", profile.Name)
+	return &Result{Message: llm.Message{Role: "assistant", Content: v.Content}, FinishReason: v.FinishReason, Cached: true}, t, nil
+}
+
+// record appends the turn to the session's history, if it has one.
+func (a *Agent) record(ctx context.Context, scope auth.Scope, turn Turn, newMsgs []llm.Message, answer llm.Message) error {
+	if turn.Session == "" {
+		return nil
+	}
+	record := make([]store.Message, 0, len(newMsgs)+1)
+	for _, m := range append(newMsgs, answer) {
+		sm, err := toStored(m)
+		if err != nil {
+			return fmt.Errorf("save session history: %w", err)
+		}
+		record = append(record, sm)
+	}
+	// The answer is already computed; a cancelled client must not lose the
+	// turn from its history, so the write ignores cancellation.
+	if err := a.History.AppendMessages(context.WithoutCancel(ctx), scope, turn.Session, record); err != nil {
+		return fmt.Errorf("save session history: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package cache
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bulkhead-ai/bulkhead/internal/testenv"
+)
+
+// testRedis returns a client for BULKHEAD_TEST_REDIS (host:port or a
+// redis:// URL; default 127.0.0.1:6379), or stops the test via testenv.
+func testRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	addr := os.Getenv("BULKHEAD_TEST_REDIS")
+	if addr == "" {
+		addr = "127.0.0.1:6379"
+	}
+	opts := &redis.Options{Addr: addr}
+	if strings.Contains(addr, "://") {
+		var err error
+		if opts, err = redis.ParseURL(addr); err != nil {
+			t.Fatalf("BULKHEAD_TEST_REDIS=%q: %v", addr, err)
+		}
+	}
+	opts.DialTimeout = 2 * time.Second
+	client := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	err := client.Ping(ctx).Err()
+	if err != nil {
+		client.Close()
+	}
+	testenv.Require(t, "Redis", err == nil, fmt.Sprintf("start redis-server or set BULKHEAD_TEST_REDIS (tried %s: %v)", addr, err))
+	t.Cleanup(func() { client.Close() })
+	return client
+}
+
+// testPrefix returns a fresh random prefix (with glob characters in it, to
+// exercise escaping) and deletes every key under it when the test ends.
+func testPrefix(t *testing.T, client *redis.Client) string {
+	t.Helper()
+	prefix := "bulkhead-test:" + rand.Text() + ":[*?]:"
+	t.Cleanup(func() {
+		// t.Context is already cancelled when cleanups run.
+		ctx := context.Background()
+		if err := deleteByPrefix(ctx, client, prefix); err != nil {
+			t.Errorf("clean up %q: %v", prefix, err)
+		}
+		if keys, _, err := client.Scan(ctx, 0, globEscape(prefix)+"*", 1000).Result(); err != nil || len(keys) > 0 {
+			t.Errorf("after clean-up: keys %q, err %v", keys, err)
+		}
+	})
+	return prefix
+}
+
+func redisBackend() backendCase {
+	return backendCase{"redis", func(t *testing.T) Backend {
+		client := testRedis(t)
+		return NewRedis(client, testPrefix(t, client))
+	}}
+}
+
+func TestRedisBackend(t *testing.T) { testBackend(t, redisBackend()) }
+
+func TestRedisTTL(t *testing.T) {
+	client := testRedis(t)
+	prefix := testPrefix(t, client)
+	r := NewRedis(client, prefix)
+	acme := mustCipher(t, "acme", "acme-key")
+	x := New(r, time.Minute)
+	mustPut(t, x, acme, fullRequest(), answer("acme"))
+	ttl, err := client.PTTL(t.Context(), prefix+mustKey(t, acme, fullRequest())).Result()
+	if err != nil || ttl <= 50*time.Second || ttl > time.Minute {
+		t.Errorf("PTTL = %v, %v; want about 1m", ttl, err)
+	}
+
+	// And Redis really expires it.
+	if err := r.Set(t.Context(), "acme:short", []byte("v"), 50*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, ok, err := r.Get(t.Context(), "acme:short")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("entry with a 50ms TTL still there after 5s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A negative TTL means no expiry (not go-redis's KEEPTTL).
+	if err := r.Set(t.Context(), "acme:forever", []byte("v"), -time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if ttl, err := client.PTTL(t.Context(), prefix+"acme:forever").Result(); err != nil || ttl != -1 {
+		t.Errorf("PTTL of a no-expiry entry = %v, %v; want -1 (no expiry)", ttl, err)
+	}
+}
+
+// TestRedisDeleteTenantStaysInPrefix: DeleteTenant removes only the tenant's
+// keys under its own prefix, even when the prefix holds glob characters that
+// would match a neighbour's keys unescaped.
+func TestRedisDeleteTenantStaysInPrefix(t *testing.T) {
+	client := testRedis(t)
+	base := "bulkhead-test:" + rand.Text() + ":"
+	mine, neighbour := base+"a*:", base+"abc:"
+	t.Cleanup(func() {
+		if err := deleteByPrefix(context.Background(), client, base); err != nil {
+			t.Errorf("clean up %q: %v", base, err)
+		}
+	})
+	keep := []string{neighbour + "acme:1", base + "acme:1", mine + "acme-corp:1", mine + "acme", mine + "globex:acme:1"}
+	gone := []string{mine + "acme:1", mine + "acme:2"}
+	for _, k := range append(keep, gone...) {
+		if err := client.Set(t.Context(), k, "v", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := NewRedis(client, mine).DeleteTenant(t.Context(), "acme"); err != nil {
+		t.Fatalf("DeleteTenant: %v", err)
+	}
+	for _, k := range keep {
+		if n, err := client.Exists(t.Context(), k).Result(); err != nil || n != 1 {
+			t.Errorf("%q: exists = %d, %v; want kept", k, n, err)
+		}
+	}
+	for _, k := range gone {
+		if n, err := client.Exists(t.Context(), k).Result(); err != nil || n != 0 {
+			t.Errorf("%q: exists = %d, %v; want deleted", k, n, err)
+		}
+	}
+}
+
+func TestNewRedisDefaultPrefix(t *testing.T) {
+	if r := NewRedis(nil, ""); r.prefix != DefaultRedisPrefix {
+		t.Errorf("prefix = %q, want %q", r.prefix, DefaultRedisPrefix)
+	}
+}
+
+func TestGlobEscape(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"bulkhead:response-cache:", `bulkhead:response\-cache:`},
+		{"a*b?c[d]e\\f^", `a\*b\?c\[d\]e\\f\^`},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := globEscape(tt.in); got != tt.want {
+			t.Errorf("globEscape(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

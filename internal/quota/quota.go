@@ -1,0 +1,139 @@
+// Package quota admits or refuses each tenant's requests against that
+// tenant's limits, so one tenant's flood cannot starve the others (DESIGN
+// invariant 11).
+//
+// Two backends implement [Limiter]: [Memory] for a single replica and
+// [Redis] for several replicas sharing one set of counters. Both follow the
+// same rules:
+//
+//   - Rates are token buckets whose burst is one minute's allowance:
+//     RequestsPerMinute = 60 admits 60 requests at once, then one a second.
+//   - Tokens are counted after the fact ([Limiter.Spend]), so a large answer
+//     may drive the token bucket into debt; [Limiter.Admit] refuses new
+//     requests until at least one token is available again.
+//   - TokenBudget is counted in fixed windows of BudgetPeriod (30 days when
+//     zero) aligned to the Unix epoch, not to calendar months. Changing
+//     BudgetPeriod starts a fresh window.
+//   - Limits are passed on every call, so an edited limit applies to the next
+//     call. When a rate changes, the part of the old allowance already used
+//     carries over (capped at the new allowance), and existing debt is kept:
+//     raising a limit unblocks a throttled tenant at once, lowering it bites
+//     at once.
+//   - Fail closed: a backend or input error denies the request with an error
+//     that is not a [LimitedError].
+package quota
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// DefaultBudgetPeriod is the budget window used when Limits.BudgetPeriod is
+// zero.
+const DefaultBudgetPeriod = 30 * 24 * time.Hour
+
+// Names of the limits, as reported in LimitedError.Limit.
+const (
+	LimitRequestsPerMinute = "requests_per_minute"
+	LimitTokensPerMinute   = "tokens_per_minute"
+	LimitMaxConcurrent     = "max_concurrent"
+	LimitTokenBudget       = "token_budget"
+)
+
+// concurrencyRetry is the RetryAfter reported when MaxConcurrent is reached:
+// nobody knows when a running request will end.
+const concurrencyRetry = time.Second
+
+// Limits bounds one tenant's use of shared capacity. Zero means unlimited.
+type Limits struct {
+	RequestsPerMinute int
+	TokensPerMinute   int
+	MaxConcurrent     int
+	// TokenBudget is the number of tokens allowed per BudgetPeriod.
+	TokenBudget int64
+	// BudgetPeriod is the length of a budget window, at least a millisecond;
+	// zero means DefaultBudgetPeriod.
+	BudgetPeriod time.Duration
+}
+
+// periodMillis returns the budget window in milliseconds.
+func (l Limits) periodMillis() int64 {
+	if l.BudgetPeriod == 0 {
+		return DefaultBudgetPeriod.Milliseconds()
+	}
+	return l.BudgetPeriod.Milliseconds()
+}
+
+// check rejects limits no valid configuration produces. They come from the
+// operator, not the client, so the error has no kind: it is internal.
+func (l Limits) check() error {
+	if l.RequestsPerMinute < 0 || l.TokensPerMinute < 0 || l.MaxConcurrent < 0 || l.TokenBudget < 0 {
+		return errors.New("quota: limits must not be negative")
+	}
+	if l.BudgetPeriod < 0 || (l.BudgetPeriod > 0 && l.BudgetPeriod < time.Millisecond) {
+		return errors.New("quota: budget period must be zero or at least 1ms")
+	}
+	return nil
+}
+
+// checkTenant refuses an id that did not come from tenant.ParseID: an empty
+// or malformed id must never share, or escape, a tenant's counters.
+func checkTenant(id tenant.ID) error {
+	if _, err := tenant.ParseID(string(id)); err != nil {
+		return fmt.Errorf("quota: %w", err)
+	}
+	return nil
+}
+
+// LimitedError reports that a request was refused because a limit was
+// reached. errors.Is(err, kind.Limited) holds for it.
+type LimitedError struct {
+	// Limit names the limit reached: one of the Limit* constants.
+	Limit string
+	// RetryAfter is how long until a request would be admitted again,
+	// assuming nothing else changes; always positive.
+	RetryAfter time.Duration
+}
+
+func (e *LimitedError) Error() string {
+	return fmt.Sprintf("%v: %s exceeded, retry after %v", kind.Limited, e.Limit, e.RetryAfter.Round(time.Millisecond))
+}
+
+// Is reports whether target is kind.Limited.
+func (e *LimitedError) Is(target error) bool { return target == kind.Limited }
+
+// limited returns a LimitedError with a RetryAfter of at least a millisecond.
+func limited(limit string, retry time.Duration) *LimitedError {
+	return &LimitedError{Limit: limit, RetryAfter: max(retry, time.Millisecond)}
+}
+
+// Limiter is implemented by Memory and Redis.
+type Limiter interface {
+	// Admit reserves one request for tenant id under limits l: it checks
+	// the request rate and concurrency, and that neither the token rate nor
+	// the budget is already exhausted. On success the caller must call
+	// release once when the request ends; further calls do nothing. A
+	// refusal is a *LimitedError; any other error also denies.
+	Admit(ctx context.Context, id tenant.ID, l Limits) (release func(), err error)
+	// Spend records the tokens a request used against the token rate and
+	// the budget.
+	Spend(ctx context.Context, id tenant.ID, l Limits, tokens int) error
+}
+
+var (
+	_ Limiter = (*Memory)(nil)
+	_ Limiter = (*Redis)(nil)
+)
+
+// carry returns the tokens a bucket holds after its per-minute allowance
+// changes from oldN to newN while holding tokens: what was used carries over,
+// capped at the new allowance, and debt is never forgiven.
+func carry(tokens float64, oldN, newN int) float64 {
+	t := min(tokens+float64(newN-oldN), float64(newN))
+	return max(t, min(tokens, 0))
+}

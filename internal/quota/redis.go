@@ -1,0 +1,281 @@
+package quota
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// defaultLeaseTTL is how long a concurrency slot outlives its last renewal:
+// the slots of a replica that crashed are free again after at most this.
+const defaultLeaseTTL = 30 * time.Second
+
+// Redis is a Limiter whose counters live in Redis, so that every replica
+// sharing the server enforces one set of limits. Each check is one Lua script,
+// atomic on the server, timed by the server's clock.
+//
+// A tenant's keys are "<prefix>:{<tenant>}:<limit>"; the braces make them one
+// Redis Cluster hash slot, so a script may touch them all. Every key has a
+// TTL: rate buckets expire when full again, budgets at the end of their
+// window, concurrency slots leaseTTL after their last renewal.
+//
+// A concurrency slot is a lease in a sorted set scored by its expiry, renewed
+// every leaseTTL/3 while the request runs and removed by release. Unlike a
+// counter with a TTL, leaked slots expire one by one even while the tenant
+// keeps the key busy.
+//
+// Redis needs server version 5 or later (scripts that read TIME and write).
+type Redis struct {
+	client   redis.UniversalClient
+	prefix   string
+	leaseTTL time.Duration // shortened by tests
+}
+
+// NewRedis returns a Limiter keeping its counters in client under keys that
+// start with prefix.
+func NewRedis(client redis.UniversalClient, prefix string) *Redis {
+	return &Redis{client: client, prefix: prefix, leaseTTL: defaultLeaseTTL}
+}
+
+func (r *Redis) key(id tenant.ID, limit string) string {
+	return r.prefix + ":{" + string(id) + "}:" + limit
+}
+
+// Admit implements Limiter.
+func (r *Redis) Admit(ctx context.Context, id tenant.ID, l Limits) (release func(), err error) {
+	if err := checkTenant(id); err != nil {
+		return nil, err
+	}
+	if err := l.check(); err != nil {
+		return nil, err
+	}
+	if l.RequestsPerMinute == 0 && l.TokensPerMinute == 0 && l.MaxConcurrent == 0 && l.TokenBudget == 0 {
+		return func() {}, nil
+	}
+	keys := []string{
+		r.key(id, LimitRequestsPerMinute),
+		r.key(id, LimitTokensPerMinute),
+		r.key(id, LimitMaxConcurrent),
+		r.key(id, LimitTokenBudget),
+	}
+	var lease string
+	if l.MaxConcurrent > 0 {
+		lease = rand.Text()
+	}
+	res, err := admitScript.Run(ctx, r.client, keys,
+		l.RequestsPerMinute, l.TokensPerMinute, l.MaxConcurrent,
+		l.TokenBudget, l.periodMillis(), lease, r.leaseTTL.Milliseconds()).Slice()
+	if err != nil {
+		return nil, fmt.Errorf("quota: admit tenant %s: %w", id, err)
+	}
+	limit, retryMs, err := parseAdmit(res)
+	if err != nil {
+		return nil, fmt.Errorf("quota: admit tenant %s: %w", id, err)
+	}
+	if limit != "" {
+		return nil, limited(limit, time.Duration(retryMs)*time.Millisecond)
+	}
+	if lease == "" {
+		return func() {}, nil
+	}
+	return r.hold(ctx, keys[2], lease), nil
+}
+
+func parseAdmit(res []any) (limit string, retryMs int64, err error) {
+	if len(res) != 2 {
+		return "", 0, fmt.Errorf("unexpected script result %v", res)
+	}
+	limit, ok1 := res[0].(string)
+	retryMs, ok2 := res[1].(int64)
+	if !ok1 || !ok2 {
+		return "", 0, fmt.Errorf("unexpected script result %v", res)
+	}
+	return limit, retryMs, nil
+}
+
+// Spend implements Limiter.
+func (r *Redis) Spend(ctx context.Context, id tenant.ID, l Limits, tokens int) error {
+	if err := checkTenant(id); err != nil {
+		return err
+	}
+	if err := l.check(); err != nil {
+		return err
+	}
+	if tokens < 0 {
+		return errors.New("quota: spent tokens must not be negative")
+	}
+	if tokens == 0 || (l.TokensPerMinute == 0 && l.TokenBudget == 0) {
+		return nil
+	}
+	keys := []string{r.key(id, LimitTokensPerMinute), r.key(id, LimitTokenBudget)}
+	if err := spendScript.Run(ctx, r.client, keys, l.TokensPerMinute, l.TokenBudget, l.periodMillis(), tokens).Err(); err != nil {
+		return fmt.Errorf("quota: spend tenant %s: %w", id, err)
+	}
+	return nil
+}
+
+// lease is one held concurrency slot.
+type lease struct {
+	r        *Redis
+	ctx      context.Context // the admitting request's values, never cancelled
+	key, id  string
+	every    time.Duration
+	mu       sync.Mutex
+	timer    *time.Timer
+	released bool
+}
+
+// hold keeps the lease id in key renewed until the returned release is
+// called.
+func (r *Redis) hold(ctx context.Context, key, id string) (release func()) {
+	l := &lease{r: r, ctx: context.WithoutCancel(ctx), key: key, id: id, every: r.leaseTTL / 3}
+	l.mu.Lock()
+	l.timer = time.AfterFunc(l.every, l.renew)
+	l.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(l.release) }
+}
+
+func (l *lease) renew() {
+	ctx, cancel := context.WithTimeout(l.ctx, l.every)
+	// A failed renewal is retried at the next tick; the lease outlives two
+	// missed ones.
+	_ = renewScript.Run(ctx, l.r.client, []string{l.key}, l.id, l.r.leaseTTL.Milliseconds()).Err()
+	cancel()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.released {
+		l.timer.Reset(l.every)
+	}
+}
+
+func (l *lease) release() {
+	l.mu.Lock()
+	l.released = true
+	l.timer.Stop()
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(l.ctx, l.r.leaseTTL)
+	defer cancel()
+	// If this fails, the slot frees itself within leaseTTL; renewals, which
+	// only update existing leases (XX), cannot bring it back.
+	_ = l.r.client.ZRem(ctx, l.key, l.id).Err()
+}
+
+// luaCommon holds the helpers of the scripts. Times are milliseconds of the
+// Redis server's clock. A rate bucket is a hash {tat, n}: GCRA's theoretical
+// arrival time for an allowance of n per minute; the units in use at now are
+// (tat - now) * n / 60000.
+const luaCommon = `
+local function now_ms()
+	local t = redis.call('TIME')
+	return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+
+local function store(key, n, used, now)
+	local ms = used * 60000 / n
+	redis.call('HSET', key, 'tat', now + ms, 'n', n)
+	redis.call('PEXPIRE', key, math.ceil(ms) + 1000)
+end
+
+-- used returns the units of key's allowance in use, rebasing the bucket
+-- when its allowance changed to n: usage carries over, capped at n, and
+-- debt is kept.
+local function used(key, n, now)
+	local h = redis.call('HMGET', key, 'tat', 'n')
+	local tat, old = tonumber(h[1]), tonumber(h[2])
+	if not tat or not old or old <= 0 then
+		return 0
+	end
+	local u = math.max(0, tat - now) * old / 60000
+	if old ~= n then
+		u = math.min(u, n + math.max(0, u - old))
+		store(key, n, u, now)
+	end
+	return u
+end
+
+-- spent returns the budget used in the window of period holding now, and
+-- that window's number.
+local function spent(key, period, now)
+	local w = math.floor(now / period)
+	local h = redis.call('HMGET', key, 'w', 'p', 'spent')
+	if tonumber(h[1]) == w and tonumber(h[2]) == period then
+		return tonumber(h[3]) or 0, w
+	end
+	return 0, w
+end
+`
+
+// admitScript: KEYS requests, tokens, concurrency, budget; ARGV
+// requests/min, tokens/min, max concurrent, budget, budget period ms,
+// lease id, lease TTL ms. Returns {limit, retry ms}, limit "" when admitted.
+var admitScript = redis.NewScript(luaCommon + `
+local rpm, tpm, maxc = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local budget, period, ttl = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[7])
+local now = now_ms()
+if budget > 0 then
+	local s, w = spent(KEYS[4], period, now)
+	if s >= budget then
+		return {'token_budget', math.max(1, math.ceil((w + 1) * period - now))}
+	end
+end
+if tpm > 0 then
+	local u = used(KEYS[2], tpm, now)
+	if u + 1 > tpm then
+		return {'tokens_per_minute', math.max(1, math.ceil((u + 1 - tpm) * 60000 / tpm))}
+	end
+end
+if maxc > 0 then
+	redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+	if redis.call('ZCARD', KEYS[3]) >= maxc then
+		return {'max_concurrent', 1000}
+	end
+end
+if rpm > 0 then
+	local u = used(KEYS[1], rpm, now)
+	if u + 1 > rpm then
+		return {'requests_per_minute', math.max(1, math.ceil((u + 1 - rpm) * 60000 / rpm))}
+	end
+	store(KEYS[1], rpm, u + 1, now)
+end
+if maxc > 0 then
+	redis.call('ZADD', KEYS[3], now + ttl, ARGV[6])
+	redis.call('PEXPIRE', KEYS[3], ttl)
+end
+return {'', 0}
+`)
+
+// spendScript: KEYS tokens, budget; ARGV tokens/min, budget, budget period
+// ms, tokens.
+var spendScript = redis.NewScript(luaCommon + `
+local tpm, budget, period, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local now = now_ms()
+if tpm > 0 then
+	store(KEYS[1], tpm, used(KEYS[1], tpm, now) + n, now)
+end
+if budget > 0 then
+	local s, w = spent(KEYS[2], period, now)
+	redis.call('HSET', KEYS[2], 'w', w, 'p', period, 'spent', s + n)
+	redis.call('PEXPIREAT', KEYS[2], (w + 1) * period + 1000)
+end
+return 0
+`)
+
+// renewScript: KEYS concurrency; ARGV lease id, lease TTL ms. It extends a
+// lease that still exists and never recreates one.
+var renewScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local ttl = tonumber(ARGV[2])
+if redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[1]) == 1 then
+	redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return 0
+`)
