@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
+	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/cache"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
@@ -143,6 +144,11 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		cacheBackend = cache.NewRedis(rdb, prefix+":response-cache:")
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{Logger: logger})
+	auditLog := audit.NewLog(stores, audit.Options{Logger: logger})
+	// The log's writer outlives requests; close stops it after the server.
+	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
+	logDone := make(chan error, 1)
+	go func() { logDone <- auditLog.Run(logCtx) }()
 	h := server.New(server.Deps{
 		Logger:    logger,
 		Auth:      authn,
@@ -152,17 +158,23 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		Catalog:   plane,
 		Policies:  policies,
 		Knowledge: knowledge,
+		Audit:     auditLog,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
 			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
-			Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring,
+			Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring, Audit: auditLog,
 			Logger: logger, HistoryMessages: cfg.HistoryMessages,
 		}),
 		Models:       models,
 		DefaultModel: cfg.DefaultModel,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 	})
-	return &app{handler: h, close: func() error { return errors.Join(mcp.Close(), stores.Close(), plane.Close()) }}, nil
+	closeAll := func() error {
+		stopLog()
+		logErr := <-logDone
+		return errors.Join(logErr, mcp.Close(), stores.Close(), plane.Close())
+	}
+	return &app{handler: h, close: closeAll}, nil
 }
 
 // serve runs the server on ln until ctx is cancelled, then drains requests.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/cache"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
@@ -116,6 +117,23 @@ type Deps struct {
 	// Cache and Ciphers serve repeated questions; nil Cache disables it.
 	Cache   ResponseCache
 	Ciphers Ciphers
+	// Audit records decisions in the tenant's log; nil records nothing.
+	Audit Auditor
+}
+
+// Auditor appends to a tenant's audit log.
+type Auditor interface {
+	Record(scope auth.Scope, e audit.Event) error
+}
+
+// audit records e, logging (never hiding) a failure to record.
+func (a *Agent) audit(ctx context.Context, scope auth.Scope, typ string, data map[string]any) {
+	if a.Audit == nil {
+		return
+	}
+	if err := a.Audit.Record(scope, audit.Event{Type: typ, Data: data}); err != nil {
+		a.Logger.ErrorContext(ctx, "audit record failed", "tenant", scope.Tenant(), "type", typ, "error", err.Error())
+	}
 }
 
 // Agent runs turns. It is safe for concurrent use.

@@ -51,6 +51,7 @@ func (a *Agent) cached(ctx context.Context, scope auth.Scope, profile Profile, t
 	switch {
 	case errors.Is(err, cache.ErrForeignEntry):
 		a.Logger.WarnContext(ctx, "response cache entry refused", "tenant", scope.Tenant(), "error", err.Error())
+		a.audit(ctx, scope, "cache.refused", map[string]any{"profile": profile.Name})
 	case err != nil:
 		a.Logger.WarnContext(ctx, "response cache lookup failed", "tenant", scope.Tenant(), "error", err.Error())
 	}
@@ -58,6 +59,7 @@ func (a *Agent) cached(ctx context.Context, scope auth.Scope, profile Profile, t
 		return nil, t, nil
 	}
 	a.Logger.InfoContext(ctx, "response cache hit", "tenant", scope.Tenant(), "profile", profile.Name)
+	a.audit(ctx, scope, "cache.hit", map[string]any{"profile": profile.Name})
 	return &Result{Message: llm.Message{Role: "assistant", Content: v.Content}, FinishReason: v.FinishReason, Cached: true}, t, nil
 }
 

@@ -121,20 +121,25 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 			reasons = append(reasons, b.set.Authorize(b.principal, resource(ct), nil).Reasons...)
 		}
 		log.WarnContext(ctx, "tool call denied", "reasons", reasons)
+		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "deny", "reasons": reasons})
 		return fmt.Sprintf("error: tool %q is not available to you", name)
 	}
 
 	args, err := t.Arguments(tc.Function.Arguments, b.bind)
 	if errors.Is(err, tools.ErrBoundByModel) {
 		log.WarnContext(ctx, "tool call denied", "reasons", []string{"model supplied a bound parameter"}, "error", err.Error())
+		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "deny", "reasons": []string{"model supplied a bound parameter"}})
 		return "error: refused: " + err.Error() + "; it is set by the system, never by you"
 	}
 	if err != nil {
 		log.InfoContext(ctx, "tool call rejected", "error", err.Error())
+		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "invalid_arguments"})
 		return "error: " + err.Error()
 	}
 	decision := b.set.Authorize(b.principal, resource(t), args)
 	log = log.With("args", argShape(args), "reasons", decision.Reasons)
+	b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "args": argShape(args),
+		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors})
 	if !decision.Allow {
 		log.WarnContext(ctx, "tool call denied", "errors", decision.Errors)
 		return fmt.Sprintf("error: denied by policy (%s)", strings.Join(decision.Reasons, ", "))

@@ -185,6 +185,9 @@ func handleCreateTenant(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "tenant created", "tenant", created.ID)
+		if scope, err := auth.AdminScope(r.Context(), created.ID); err == nil {
+			record(d, r, scope, "tenant.create", nil)
+		}
 		encode(w, http.StatusCreated, viewTenant(created))
 	})
 }
@@ -248,6 +251,7 @@ func handlePatchTenant(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "tenant updated", "tenant", t.ID, "status", t.Status)
+		recordAdmin(d, r, "tenant.update", map[string]any{"status": t.Status})
 		encode(w, http.StatusOK, viewTenant(t))
 	})
 }
@@ -299,6 +303,7 @@ func handleCreateKey(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "api key created", "tenant", id, "key_id", keyID)
+		recordAdmin(d, r, "key.create", map[string]any{"key_id": keyID})
 		encode(w, http.StatusCreated, keyView{ID: keyID, Key: secret.Reveal(), Tenant: id, CreatedAt: time.Now().UTC()})
 	})
 }
@@ -315,6 +320,7 @@ func handleRevokeKey(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "api key revoked", "tenant", id, "key_id", r.PathValue("id"))
+		recordAdmin(d, r, "key.revoke", map[string]any{"key_id": r.PathValue("id")})
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
@@ -381,6 +387,7 @@ func handlePutSecret(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "secret set", "tenant", scope.Tenant(), "secret", name)
+		record(d, r, scope, "secret.set", map[string]any{"secret": name})
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
@@ -402,6 +409,7 @@ func handleDeleteSecret(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "secret deleted", "tenant", scope.Tenant(), "secret", name)
+		record(d, r, scope, "secret.delete", map[string]any{"secret": name})
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
@@ -431,6 +439,7 @@ func handleExport(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "tenant exported", "tenant", scope.Tenant())
+		record(d, r, scope, "tenant.export", nil)
 		encode(w, http.StatusOK, exportView{Tenant: viewTenant(t), Data: data, ExportedAt: time.Now().UTC()})
 	})
 }

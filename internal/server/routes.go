@@ -20,6 +20,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("POST /v1/search", tenantAPI(handleSearch(d)))
 	mux.Handle("POST /v1/memories", tenantAPI(handleAddMemory(d)))
 	mux.Handle("GET /v1/memories", tenantAPI(handleListMemories(d)))
+	mux.Handle("GET /v1/audit", tenantAPI(handleTenantAudit(d)))
 
 	mux.Handle("POST /admin/v1/tenants", admin(handleCreateTenant(d)))
 	mux.Handle("GET /admin/v1/tenants", admin(handleListTenants(d)))
@@ -33,6 +34,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("GET /admin/v1/tenants/{tenant}/export", admin(handleExport(d)))
 	mux.Handle("PUT /admin/v1/tenants/{tenant}/policy", admin(handlePutPolicy(d)))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/policy", admin(handleGetPolicy(d)))
+	mux.Handle("GET /admin/v1/tenants/{tenant}/audit", admin(handleAdminAudit(d)))
 
 	mux.Handle("POST /admin/v1/tools", admin(handleCreateTool(d)))
 	mux.Handle("GET /admin/v1/tools", admin(handleListTools(d)))

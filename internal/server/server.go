@@ -11,6 +11,7 @@ import (
 	"net/http"
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
+	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
@@ -38,6 +39,7 @@ type TenantData interface {
 	PutSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName, value []byte) error
 	DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error
 	Export(ctx context.Context, scope auth.Scope) (store.Export, error)
+	AuditRecords(ctx context.Context, scope auth.Scope, afterSeq int64, limit int) ([]store.AuditRecord, error)
 	// Drop removes a deleted tenant's stored data.
 	Drop(ctx context.Context, storageID string) error
 }
@@ -66,6 +68,12 @@ type Knowledge interface {
 	Memories(ctx context.Context, scope auth.Scope, limit int) ([]store.Memory, error)
 }
 
+// AuditLog is the per-tenant, hash-chained audit log.
+type AuditLog interface {
+	Record(scope auth.Scope, e audit.Event) error
+	Flush(ctx context.Context) error
+}
+
 // DataKeys forgets a deleted tenant's cached data key.
 type DataKeys interface {
 	Forget(id tenant.ID)
@@ -86,6 +94,7 @@ type Deps struct {
 	Catalog      Catalog
 	Policies     Policies
 	Knowledge    Knowledge
+	Audit        AuditLog
 	Agent        *agent.Agent
 	Models       Models
 	DefaultModel string // for profiles that name none

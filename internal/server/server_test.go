@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
+	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/cache"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
@@ -113,6 +114,10 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		t.Fatalf("policy.NewEngine: %v", err)
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{})
+	auditLog := audit.NewLog(stores, audit.Options{FlushInterval: 5 * time.Millisecond})
+	logCtx, stopLog := context.WithCancel(context.Background())
+	logDone := make(chan error, 1)
+	go func() { logDone <- auditLog.Run(logCtx) }()
 	for _, def := range memory.BuiltinDefinitions() {
 		if _, err := plane.CreateTool(t.Context(), def); err != nil {
 			t.Fatalf("register %s: %v", def.Name, err)
@@ -132,10 +137,11 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		Catalog:   plane,
 		Policies:  policies,
 		Knowledge: knowledge,
+		Audit:     auditLog,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
 			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: quota.NewMemory(),
-			Cache: cache.New(cache.NewMemory(1000, 0), time.Minute), Ciphers: ring,
+			Cache: cache.New(cache.NewMemory(1000, 0), time.Minute), Ciphers: ring, Audit: auditLog,
 			Logger: opts.logger, HistoryMessages: 50,
 		}),
 		Logger:       opts.logger,
@@ -153,6 +159,10 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Cleanup(func() {
 		srv.Close()
 		tr.CloseIdleConnections()
+		stopLog()
+		if err := <-logDone; err != nil {
+			t.Errorf("audit log: %v", err)
+		}
 		if err := mcp.Close(); err != nil {
 			t.Errorf("close mcp sessions: %v", err)
 		}

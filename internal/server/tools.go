@@ -88,6 +88,7 @@ func handlePutPolicy(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "policy set", "tenant", id, "bytes", len(source))
+		recordAdmin(d, r, "policy.set", map[string]any{"bytes": len(source)})
 		w.WriteHeader(http.StatusNoContent)
 	})
 }

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/bulkhead-ai/bulkhead/internal/audit"
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
+)
+
+// record appends an event to scope's audit log. A failure is logged loudly;
+// the action it describes has already happened.
+func record(d Deps, r *http.Request, scope auth.Scope, typ string, data map[string]any) {
+	if d.Audit == nil {
+		return
+	}
+	if err := d.Audit.Record(scope, audit.Event{Type: typ, Data: data}); err != nil {
+		d.Logger.ErrorContext(r.Context(), "audit record failed", "tenant", scope.Tenant(), "type", typ, "error", err.Error())
+	}
+}
+
+// recordAdmin records an operator's change in the tenant's own log.
+func recordAdmin(d Deps, r *http.Request, typ string, data map[string]any) {
+	id, err := pathTenant(r)
+	if err != nil {
+		return
+	}
+	scope, err := auth.AdminScope(r.Context(), id)
+	if err != nil {
+		return
+	}
+	record(d, r, scope, typ, data)
+}
+
+// maxAuditPage bounds one page of the audit log.
+const maxAuditPage = 10_000
+
+// writeAudit answers with scope's log from ?after=SEQ, at most ?limit=N
+// records, flushing pending events first so a reader sees what happened.
+func writeAudit(d Deps, w http.ResponseWriter, r *http.Request, scope auth.Scope) {
+	q := r.URL.Query()
+	after, limit := int64(0), maxAuditPage
+	var err error
+	if v := q.Get("after"); v != "" {
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: after must be a sequence number", kind.Invalid))
+			return
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > maxAuditPage {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: limit must be 1-%d", kind.Invalid, maxAuditPage))
+			return
+		}
+	}
+	if d.Audit != nil {
+		if err := d.Audit.Flush(r.Context()); err != nil {
+			writeError(d.Logger, w, r, fmt.Errorf("flush audit log: %w", err))
+			return
+		}
+	}
+	recs, err := d.Data.AuditRecords(r.Context(), scope, after, limit)
+	if err != nil {
+		writeError(d.Logger, w, r, err)
+		return
+	}
+	if recs == nil {
+		recs = []store.AuditRecord{}
+	}
+	encode(w, http.StatusOK, map[string]any{"object": "list", "tenant": scope.Tenant(), "data": recs})
+}
+
+func handleTenantAudit(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := tenantScope(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		writeAudit(d, w, r, scope)
+	})
+}
+
+func handleAdminAudit(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := adminTenantScope(d, r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		writeAudit(d, w, r, scope)
+	})
+}
