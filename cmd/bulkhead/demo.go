@@ -19,7 +19,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
 
 func newDemoCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
@@ -186,7 +188,10 @@ func (d *demo) script() {
 	d.section("7. Knowledge bases and memories are per tenant")
 	d.knowledge(keys)
 
-	d.section("8. Offboarding is final")
+	d.section("8. Repeated questions hit the tenant's own cache; limits; the audit trail")
+	d.limitsAndAudit(keys)
+
+	d.section("9. Offboarding is final")
 	status, _ = d.call(http.MethodDelete, "/admin/v1/tenants/globex", d.admin, nil, nil)
 	d.check(status == http.StatusNoContent, "operator deletes globex: keys revoked, data key destroyed, files removed (%d)", status)
 	status, _ = d.call(http.MethodGet, "/v1/models", keys["globex"], nil, nil)
@@ -280,6 +285,48 @@ func (d *demo) knowledge(keys map[string]string) {
 	d.check(strings.Contains(reply, "blue rockets"), "acme's agent saves and recalls a memory for its end user alice")
 	reply = d.chat(keys["globex"], "", `/call memory_search {"query":"what does alice like"}`, nil, nil)
 	d.check(!strings.Contains(reply, "blue rockets"), "globex's alice does not see acme's alice's memories")
+}
+
+func (d *demo) limitsAndAudit(keys map[string]string) {
+	ask := func(key string) (int, string) {
+		req, _ := http.NewRequestWithContext(d.ctx, http.MethodPost, d.base+"/v1/chat/completions",
+			strings.NewReader(`{"model":"default","user":"carol","messages":[{"role":"user","content":"What are your opening hours?"}]}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		resp, err := d.http.Do(req)
+		if err != nil {
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, resp.Header.Get("X-Bulkhead-Cache") + resp.Header.Get("Retry-After")
+	}
+	_, first := ask(keys["acme"])
+	_, second := ask(keys["acme"])
+	d.check(first == "" && second == "hit", "acme asks the same question twice: the second answer comes from acme's cache")
+	_, other := ask(keys["globex"])
+	d.check(other == "", "globex asks the identical question: answered fresh, never from acme's cache")
+
+	d.call(http.MethodPost, "/admin/v1/tenants", d.admin, nil, map[string]any{"id": "initech", "limits": map[string]int{"requests_per_minute": 1}})
+	_, body := d.call(http.MethodPost, "/admin/v1/tenants/initech/keys", d.admin, nil, nil)
+	var k struct{ Key string }
+	json.Unmarshal(body, &k)
+	ask(k.Key)
+	status, retry := ask(k.Key)
+	d.check(status == http.StatusTooManyRequests && retry != "", "initech (1 request/minute) gets 429 with Retry-After: %ss on its second request", retry)
+	status, _ = ask(keys["acme"])
+	d.check(status == http.StatusOK, "acme is unaffected by initech's limit")
+
+	_, body = d.call(http.MethodGet, "/v1/audit", keys["acme"], nil, nil)
+	var log struct{ Data []store.AuditRecord }
+	json.Unmarshal(body, &log)
+	err := audit.Verify(log.Data)
+	types := map[string]int{}
+	for _, r := range log.Data {
+		types[r.Type]++
+	}
+	d.check(err == nil && types["tool.call"] > 0 && types["cache.hit"] > 0,
+		"acme's audit log verifies as a hash chain: %d records (%d tool calls, %d cache hits, %d secret changes)",
+		len(log.Data), types["tool.call"], types["cache.hit"], types["secret.set"])
 }
 
 // callRaw sends a raw text body.

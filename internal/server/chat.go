@@ -134,6 +134,9 @@ func handleChat(d Deps) http.Handler {
 				writeError(d.Logger, w, r, err)
 				return
 			}
+			if res.Cached {
+				w.Header().Set("X-Bulkhead-Cache", "hit")
+			}
 			encode(w, http.StatusOK, c.full(res))
 			return
 		}
