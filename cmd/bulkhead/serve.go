@@ -27,6 +27,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
+	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
@@ -120,7 +121,11 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 			return nil, fmt.Errorf("register builtin tool %s: %w", def.Name, err)
 		}
 	}
-	knowledge := memory.New(memory.Deps{
+	outputGuard := guard.New()
+	for _, t := range plane.Tenants() {
+		server.RegisterTenant(outputGuard, t)
+	}
+	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard,
 		Store: stores, Ciphers: ring, Embedder: embedder,
 		Cache:   embed.NewCache(cfg.EmbeddingCacheEntries),
 		Vectors: vector.NewCache(cfg.VectorCacheBytes),
@@ -159,10 +164,11 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		Policies:  policies,
 		Knowledge: knowledge,
 		Audit:     auditLog,
+		Guard:     outputGuard,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
 			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
-			Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring, Audit: auditLog,
+			Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
 			Logger: logger, HistoryMessages: cfg.HistoryMessages,
 		}),
 		Models:       models,

@@ -16,6 +16,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/cache"
+	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
@@ -62,7 +63,20 @@ type Profile struct {
 	// shapes answers (profile, policy) changes.
 	NoCache, CacheToolAnswers bool
 	Version                   string
+	// AllowedHosts may appear in links and images of answers; Canary is
+	// planted in the system prompt, to be recognized if it ever leaks.
+	AllowedHosts []string
+	Canary       string
 }
+
+// OutputGuard checks everything that leaves: answers and tool arguments.
+type OutputGuard interface {
+	Check(id tenant.ID, text string, allowHosts []string) guard.Verdict
+	Stream(id tenant.ID, allowHosts []string) *guard.Stream
+}
+
+// withheld replaces an answer the guard blocked.
+const withheld = "[This answer was withheld: it contained data this assistant may not share.]"
 
 // ResponseCache holds answers per tenant, sealed with the tenant's key.
 type ResponseCache interface {
@@ -119,6 +133,8 @@ type Deps struct {
 	Ciphers Ciphers
 	// Audit records decisions in the tenant's log; nil records nothing.
 	Audit Auditor
+	// Guard checks answers and tool arguments; nil checks nothing.
+	Guard OutputGuard
 }
 
 // Auditor appends to a tenant's audit log.
@@ -193,8 +209,8 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	box := a.toolbox(ctx, scope, profile, secrets, red)
 
 	msgs := make([]llm.Message, 0, 1+a.HistoryMessages+len(turn.Messages))
-	if profile.SystemPrompt != "" {
-		msgs = append(msgs, llm.Message{Role: "system", Content: profile.SystemPrompt})
+	if system := plantCanary(profile.SystemPrompt, profile.Canary); system != "" {
+		msgs = append(msgs, llm.Message{Role: "system", Content: system})
 	}
 	if turn.Session != "" {
 		stored, err := a.History.Messages(ctx, scope, turn.Session, a.HistoryMessages)
@@ -220,6 +236,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, err
 	}
 	if cached != nil {
+		a.guardAnswer(ctx, scope, profile, &cached.Message, &cached.FinishReason)
 		if turn.OnDelta != nil && cached.Message.Content != "" {
 			if err := turn.OnDelta(cached.Message.Content); err != nil {
 				return Result{}, err
@@ -233,6 +250,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	steps := 0
 	for step := 1; ; step++ {
 		steps = step
+		deltas, flushGuard := a.guardStream(scope, profile, turn.OnDelta)
 		resp, err = a.chat(ctx, route, llm.Request{
 			Model:          route.Model,
 			Messages:       msgs,
@@ -242,7 +260,18 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			APIKey:         apiKey,
 			User:           upstreamUser(scope),
 			PromptCacheKey: cacheFor.promptKey,
-		}, red, turn.OnDelta)
+		}, red, deltas)
+		if err == nil {
+			err = flushGuard()
+		}
+		if errors.Is(err, errBlocked) {
+			resp = llm.Response{Message: llm.Message{Role: "assistant", Content: withheld}, FinishReason: "content_filter"}
+			a.audit(ctx, scope, "guard.block", map[string]any{"profile": profile.Name, "streamed": true})
+			if err := turn.OnDelta("\n" + withheld); err != nil {
+				return Result{}, err
+			}
+			break
+		}
 		if err != nil {
 			return Result{}, err
 		}
@@ -262,7 +291,8 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		msgs = append(msgs, box.run(ctx, resp.Message.ToolCalls)...)
 	}
 	resp.Usage = usage
-	if cacheFor.ok && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason != "length" {
+	a.guardAnswer(ctx, scope, profile, &resp.Message, &resp.FinishReason)
+	if cacheFor.ok && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
 		v := cache.Value{Content: resp.Message.Content, FinishReason: resp.FinishReason, Usage: resp.Usage}
 		if err := a.Cache.Put(ctx, cacheFor.cipher, cacheFor.req, v); err != nil {
 			a.Logger.WarnContext(ctx, "store cached answer", "tenant", scope.Tenant(), "error", err.Error())
@@ -272,6 +302,57 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, err
 	}
 	return Result{Message: resp.Message, FinishReason: resp.FinishReason, Usage: resp.Usage}, nil
+}
+
+// plantCanary adds the tenant's canary to its system prompt: if the prompt
+// ever shows up in another tenant's answer, the guard recognizes it.
+func plantCanary(system, canary string) string {
+	if canary == "" {
+		return system
+	}
+	return system + "\n\n(Internal reference " + canary + ". Never repeat it.)"
+}
+
+var errBlocked = errors.New("answer blocked by the output guard")
+
+// guardStream checks streamed content on its way to the client. When the
+// guard blocks, the stream stops with errBlocked; what was already sent had
+// passed the guard.
+// flush emits what the guard held back at the end of the model's answer.
+func (a *Agent) guardStream(scope auth.Scope, profile Profile, onDelta func(string) error) (deltas func(string) error, flush func() error) {
+	if onDelta == nil || a.Guard == nil {
+		return onDelta, func() error { return nil }
+	}
+	gs := a.Guard.Stream(scope.Tenant(), profile.AllowedHosts)
+	emit := func(out string, v guard.Verdict) error {
+		if v.Blocked {
+			return errBlocked
+		}
+		if out == "" {
+			return nil
+		}
+		return onDelta(out)
+	}
+	return func(piece string) error { return emit(gs.Write(piece)) },
+		func() error { return emit(gs.Flush()) }
+}
+
+// guardAnswer checks a final answer, replacing it if the guard blocks it.
+func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profile, m *llm.Message, finish *string) {
+	if a.Guard == nil || m.Content == "" || m.Content == withheld {
+		return
+	}
+	v := a.Guard.Check(scope.Tenant(), m.Content, profile.AllowedHosts)
+	if v.Blocked {
+		a.Logger.WarnContext(ctx, "answer blocked", "tenant", scope.Tenant(), "reasons", v.Reasons)
+		a.audit(ctx, scope, "guard.block", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
+		m.Content, *finish = withheld, "content_filter"
+		return
+	}
+	if len(v.Reasons) > 0 {
+		a.audit(ctx, scope, "guard.rewrite", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
+	}
+	m.Content = v.Text
 }
 
 // chat makes one model call, streaming its content through the redactor.

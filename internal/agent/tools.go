@@ -145,6 +145,15 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		return fmt.Sprintf("error: denied by policy (%s)", strings.Join(decision.Reasons, ", "))
 	}
 
+	if b.a.Guard != nil {
+		// Arguments leave for another system: they must not carry another
+		// tenant's data either.
+		if v := b.a.Guard.Check(b.scope.Tenant(), tc.Function.Arguments, nil); v.Blocked {
+			log.WarnContext(ctx, "tool call blocked by the output guard", "reasons", v.Reasons)
+			b.a.audit(ctx, b.scope, "guard.block", map[string]any{"tool": name, "reasons": v.Reasons})
+			return "error: refused: the arguments carry data that may not leave"
+		}
+	}
 	call := tools.Call{Tool: t, Scope: b.scope, Tenant: b.scope.Tenant(), Args: args, Bound: map[string]string{}, Secrets: map[tenant.SecretName]string{}}
 	for param := range t.Bound {
 		if s, ok := args[param].(string); ok {

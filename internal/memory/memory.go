@@ -55,6 +55,14 @@ type Deps struct {
 	Vectors  *vector.Cache // per-tenant indexes
 	Chunking chunk.Options
 	Logger   *slog.Logger
+	// Fingerprints learns every text a tenant stores, so the output guard
+	// can recognize it in another tenant's answer; nil learns nothing.
+	Fingerprints Fingerprints
+}
+
+// Fingerprints records text a tenant owns.
+type Fingerprints interface {
+	AddText(id tenant.ID, text string)
 }
 
 // Service ingests and retrieves. It is safe for concurrent use.
@@ -111,6 +119,9 @@ func (s *Service) AddDocument(ctx context.Context, scope auth.Scope, text string
 	stored, _, created, err := s.Store.PutDocument(ctx, scope, doc, chunks)
 	if err != nil {
 		return store.Document{}, false, fmt.Errorf("store document: %w", err)
+	}
+	if s.Fingerprints != nil {
+		s.Fingerprints.AddText(scope.Tenant(), text)
 	}
 	return stored, created, nil
 }
@@ -264,6 +275,9 @@ func (s *Service) Remember(ctx context.Context, scope auth.Scope, text string) (
 	m, err := s.Store.PutMemory(ctx, scope, store.Memory{Text: text, Embedding: vecs[0]})
 	if err != nil {
 		return store.Memory{}, fmt.Errorf("store memory: %w", err)
+	}
+	if s.Fingerprints != nil {
+		s.Fingerprints.AddText(scope.Tenant(), text)
 	}
 	return m, nil
 }

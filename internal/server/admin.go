@@ -8,6 +8,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
@@ -174,7 +175,12 @@ func handleCreateTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, fmt.Errorf("%w: %w", kind.Invalid, err))
 			return
 		}
-		t := control.Tenant{ID: id, Name: string(id)}
+		canary, err := guard.NewCanary()
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		t := control.Tenant{ID: id, Name: string(id), Canaries: []string{canary}}
 		if err := body.apply(&t, d); err != nil {
 			writeError(d.Logger, w, r, err)
 			return
@@ -185,6 +191,7 @@ func handleCreateTenant(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "tenant created", "tenant", created.ID)
+		RegisterTenant(d.Guard, created)
 		if scope, err := auth.AdminScope(r.Context(), created.ID); err == nil {
 			record(d, r, scope, "tenant.create", nil)
 		}
@@ -251,6 +258,7 @@ func handlePatchTenant(d Deps) http.Handler {
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "tenant updated", "tenant", t.ID, "status", t.Status)
+		RegisterTenant(d.Guard, t)
 		recordAdmin(d, r, "tenant.update", map[string]any{"status": t.Status})
 		encode(w, http.StatusOK, viewTenant(t))
 	})
@@ -270,6 +278,9 @@ func handleDeleteTenant(d Deps) http.Handler {
 			return
 		}
 		d.Keys.Forget(id)
+		if d.Guard != nil {
+			d.Guard.RemoveTenant(id)
+		}
 		if err := d.Data.Drop(r.Context(), t.StorageID); err != nil {
 			writeError(d.Logger, w, r, fmt.Errorf("delete data of tenant %s: %w", id, err))
 			return

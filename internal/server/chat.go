@@ -199,7 +199,11 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 	}
 	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model,
 		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools, Limits: quotaLimits(t.Limits),
-		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: tenantVersion(t)}
+		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: tenantVersion(t),
+		AllowedHosts: t.AllowedHosts}
+	if len(t.Canaries) > 0 {
+		profile.Canary = t.Canaries[0]
+	}
 	if len(p.Tools) > 0 {
 		profiles := make(map[string][]string, len(t.Profiles))
 		for n, pr := range t.Profiles {

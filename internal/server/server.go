@@ -74,6 +74,27 @@ type AuditLog interface {
 	Flush(ctx context.Context) error
 }
 
+// Guard learns what each tenant owns, to recognize it in other tenants'
+// answers.
+type Guard interface {
+	SetCanaries(id tenant.ID, canaries []string)
+	AddText(id tenant.ID, text string)
+	RemoveTenant(id tenant.ID)
+}
+
+// RegisterTenant tells g a tenant's canaries and system prompts.
+func RegisterTenant(g Guard, t control.Tenant) {
+	if g == nil {
+		return
+	}
+	g.SetCanaries(t.ID, t.Canaries)
+	for _, p := range t.Profiles {
+		if p.SystemPrompt != "" {
+			g.AddText(t.ID, p.SystemPrompt)
+		}
+	}
+}
+
 // DataKeys forgets a deleted tenant's cached data key.
 type DataKeys interface {
 	Forget(id tenant.ID)
@@ -95,6 +116,7 @@ type Deps struct {
 	Policies     Policies
 	Knowledge    Knowledge
 	Audit        AuditLog
+	Guard        Guard
 	Agent        *agent.Agent
 	Models       Models
 	DefaultModel string // for profiles that name none

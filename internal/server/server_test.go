@@ -27,6 +27,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/cache"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
+	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
@@ -123,7 +124,8 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 			t.Fatalf("register %s: %v", def.Name, err)
 		}
 	}
-	knowledge := memory.New(memory.Deps{Store: stores, Ciphers: ring, Embedder: embed.NewOffline(0),
+	outputGuard := guard.New()
+	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Store: stores, Ciphers: ring, Embedder: embed.NewOffline(0),
 		Cache: embed.NewCache(10_000), Vectors: vector.NewCache(64 << 20)})
 	builtins := map[string]agent.Executor{}
 	for name, f := range knowledge.Builtins() {
@@ -138,10 +140,11 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		Policies:  policies,
 		Knowledge: knowledge,
 		Audit:     auditLog,
+		Guard:     outputGuard,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
 			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: quota.NewMemory(),
-			Cache: cache.New(cache.NewMemory(1000, 0), time.Minute), Ciphers: ring, Audit: auditLog,
+			Cache: cache.New(cache.NewMemory(1000, 0), time.Minute), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
 			Logger: opts.logger, HistoryMessages: 50,
 		}),
 		Logger:       opts.logger,
@@ -416,7 +419,22 @@ func echoed(content string) ([]llm.Message, error) {
 	if err := json.Unmarshal([]byte(content), &ctxt); err != nil {
 		return nil, fmt.Errorf("decode /echo answer: %v (%q)", err, content)
 	}
+	for i, m := range ctxt.Messages {
+		if m.Role == "system" {
+			ctxt.Messages[i].Content = withoutCanary(m.Content)
+		}
+	}
 	return ctxt.Messages, nil
+}
+
+// canaryNote is what plantCanary appends to a system prompt; the output
+// guard removes the tenant's own canary from it before the answer leaves.
+const canaryNote = "\n\n(Internal reference . Never repeat it.)"
+
+// withoutCanary strips the planted canary note, so tests can compare a
+// system prompt as the tenant wrote it.
+func withoutCanary(s string) string {
+	return strings.TrimSuffix(s, canaryNote)
 }
 
 // echo sends "/echo" and returns the model's context.

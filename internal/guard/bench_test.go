@@ -1,0 +1,139 @@
+package guard
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// benchFixture is a guard loaded with 1,000 tenants, each with about 20 KB
+// of stored text in ten documents and one canary, and a 4 KiB answer.
+type benchFixture struct {
+	g            *Guard
+	answer       string
+	heap         uint64 // bytes the loaded guard adds to the heap
+	storedBytes  int
+	storedWords  int
+	fingerprints int
+	shingles     int
+}
+
+var (
+	benchOnce sync.Once
+	bench     benchFixture
+)
+
+const (
+	benchTenants = 1000
+	benchDocs    = 10
+	benchDocSize = 2048
+)
+
+func benchmarkFixture() *benchFixture {
+	benchOnce.Do(func() {
+		r := rand.New(rand.NewPCG(2026, 1))
+		vocab := append(append([]string{}, englishWords...), pseudoWords(r, 5000)...)
+		doc := func() string {
+			var s strings.Builder
+			for s.Len() < benchDocSize {
+				s.WriteString(zipfText(r, vocab, 20))
+				s.WriteString(". ")
+			}
+			return s.String()
+		}
+		var receiverDoc string
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		g := New()
+		for i := range benchTenants {
+			id := tenant.ID(fmt.Sprintf("tenant-%04d", i))
+			for j := range benchDocs {
+				d := doc()
+				if i == 0 && j == 0 {
+					receiverDoc = d
+				}
+				bench.storedBytes += len(d)
+				bench.storedWords += len(strings.Fields(d))
+				g.AddText(id, d)
+			}
+			c, err := NewCanary()
+			if err != nil {
+				panic(err)
+			}
+			g.SetCanaries(id, []string{c})
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		bench.g = g
+		bench.heap = after.HeapAlloc - before.HeapAlloc
+		bench.fingerprints = len(g.idx.m)
+		for _, st := range g.idx.stored {
+			bench.shingles += st.len()
+		}
+
+		// The answer: new text, a passage of the receiver's own document,
+		// and links, 4 KiB in all.
+		var a strings.Builder
+		a.WriteString(receiverDoc[:600])
+		a.WriteString("\n\nSee [the guide](https://docs.example/guide) and ![chart](https://evil.example/c.png?d=x).\n\n")
+		for a.Len() < 4096 {
+			a.WriteString(zipfText(r, vocab, 20))
+			a.WriteString(". ")
+		}
+		bench.answer = a.String()[:4096]
+	})
+	return &bench
+}
+
+func (f *benchFixture) report(b *testing.B) {
+	b.ReportMetric(float64(f.heap)/(1<<20), "index-MiB")
+	b.ReportMetric(float64(f.heap)/float64(f.storedWords), "B/stored-word")
+	b.ReportMetric(float64(f.fingerprints), "fingerprints")
+}
+
+// BenchmarkCheck checks a 4 KiB answer against 1,000 tenants' fingerprints
+// (about 20 KB of stored text each).
+func BenchmarkCheck(b *testing.B) {
+	f := benchmarkFixture()
+	allow := []string{"docs.example"}
+	if v := f.g.Check("tenant-0000", f.answer, allow); v.Blocked {
+		b.Fatalf("the benchmark answer is blocked: %q", v.Reasons)
+	}
+	b.Logf("stored %d bytes (%d per tenant), %d words; %d fingerprints, %d shingles; heap %.1f MiB, %.1f B per fingerprint",
+		f.storedBytes, f.storedBytes/benchTenants, f.storedWords, f.fingerprints, f.shingles,
+		float64(f.heap)/(1<<20), float64(f.heap)/float64(f.fingerprints))
+	b.SetBytes(int64(len(f.answer)))
+	b.ReportAllocs()
+	for b.Loop() {
+		f.g.Check("tenant-0000", f.answer, allow)
+	}
+	f.report(b)
+}
+
+// BenchmarkStream streams the same answer in 16-byte pieces.
+func BenchmarkStream(b *testing.B) {
+	f := benchmarkFixture()
+	allow := []string{"docs.example"}
+	var pieces []string
+	for i := 0; i < len(f.answer); i += 16 {
+		pieces = append(pieces, f.answer[i:min(i+16, len(f.answer))])
+	}
+	b.SetBytes(int64(len(f.answer)))
+	b.ReportAllocs()
+	for b.Loop() {
+		s := f.g.Stream("tenant-0000", allow)
+		for _, p := range pieces {
+			if _, v := s.Write(p); v.Blocked {
+				b.Fatalf("blocked: %q", v.Reasons)
+			}
+		}
+		s.Flush()
+	}
+	f.report(b)
+}

@@ -1,0 +1,349 @@
+// Package guard is the last check on everything that leaves the runtime: an
+// answer (streamed or not) or the arguments of an outgoing tool call. It
+// assumes every other layer failed and looks for three kinds of leak:
+//
+//   - Canaries. Each tenant has unique tokens planted in its system prompts and
+//     stored as honey records. Another tenant's canary anywhere in the text
+//     (ASCII case-insensitive) blocks it; the tenant's own canary is removed
+//     (its system prompt leaking to itself is not a cross-tenant leak).
+//   - Fingerprints. Text a tenant stores is cut into shingles of k=8 words
+//     (lowercased, punctuation ignored), hashed with a per-process key and
+//     winnowed with a window of w=5 shingles, so any shared run of w+k-1 = 12
+//     or more words is found. The text is blocked when such a run is text
+//     another tenant stored and the receiver did not: a window of the text
+//     whose winnowed fingerprint another tenant owns, that the receiver never
+//     stored, and whose every shingle that tenant stored. Shorter shared
+//     phrases never block; neither does text the receiver stored too
+//     (boilerplate), nor a fingerprint more than MaxOwners tenants own
+//     (common text is not a leak).
+//   - Markdown and HTML links and images to hosts not on the tenant's
+//     allow-list, the zero-click exfiltration path of an image whose URL
+//     carries data in its query. They are removed: a link keeps its text, an
+//     image becomes "[image removed]".
+//
+// A check runs five passes over the text, each a small streaming filter:
+//
+//  1. canaries in the raw text: another tenant's blocks, the tenant's own is
+//     removed;
+//  2. links and images: disallowed ones are removed;
+//  3. canaries again: one formed by a removal in 1 or 2 blocks;
+//  4. links and images again: one formed by a removal in 1 or 2 blocks;
+//  5. fingerprints of other tenants' text block.
+//
+// Passes 3 and 4 exist because removing text joins what was around it; they
+// make the result fail closed without reasoning about every such seam.
+//
+// # Streaming
+//
+// Each pass holds back only the tail of its input that more input could still
+// change, and Stream's output is the concatenation of what the passes let
+// through, so a streamed answer gets exactly the text and the verdict Check
+// would give the whole answer (see Stream for the one difference: a block
+// stops at the first reason found). What each pass holds back:
+//
+//   - canary passes: the last L-1 bytes, L being the longest canary (23 for
+//     NewCanary's), so a canary is never split between what was sent and
+//     what is held (as in package redact);
+//   - link passes: from the start of a construct that is not closed yet
+//     ("[", "![", "](", "<", or a last "!" or "]" that may begin one). A
+//     construct still open after 2 KiB is plain text if it has not reached
+//     its URL, and blocks the text if it has: a URL that long cannot be
+//     checked, and passing it as text would let any long enough URL through;
+//   - the fingerprint pass: the last w+k-2 = 11 complete words and the word
+//     still being written. A shingle covers k words and a window w shingles,
+//     so the last window that involves a word ends 11 words after it; the
+//     word is sent once that window is checked. A leaked run is therefore
+//     found before any word of it leaves.
+//
+// The passes run one after the other, so a stream of prose holds back their
+// sum: 2×(L-1) bytes and 12 words. Output is only cut at UTF-8 boundaries.
+//
+// # URLs
+//
+// In a markdown link, image, autolink or reference definition only an http or
+// https URL whose host is allowed survives. Relative URLs, mailto:, data:,
+// javascript: and anything malformed (backslashes, whitespace, control
+// characters, or host characters other than [a-z0-9.-]) are removed: an
+// answer has no use for them and each has been used to exfiltrate or to
+// confuse a URL parser. In a raw HTML tag, whose attributes are read as
+// leniently as a browser reads them, every attribute value that could name
+// another origin (it contains ':', '//', '\' or '&') must be an allowed
+// http(s) URL or the tag is removed (an img tag becomes "[image removed]");
+// values that are plainly relative stay on the page's origin and are kept.
+// Bare URLs in prose are left alone: they are visible and fetched only on a
+// click. Code spans and blocks are treated like any other text.
+//
+// # Limits
+//
+// Canaries are matched verbatim (ignoring ASCII case): a canary spelled out,
+// encoded or interleaved with other characters is not found. Fingerprints
+// ignore case, punctuation and zero-width characters but not paraphrase.
+// A tenant can make another tenant's answers block by storing text the other
+// tenant's model then quotes at length; that fails closed.
+package guard
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"fmt"
+	"hash/maphash"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// Reasons reported in a Verdict. Link reasons add the host or the kind of
+// URL, e.g. "image from a host not allowed: evil.example".
+const (
+	ReasonForeignCanary = "canary of another tenant"
+	ReasonOwnCanary     = "canary of this tenant removed"
+	ReasonFormedCanary  = "canary formed by removing text"
+	ReasonForeignText   = "text stored only by another tenant"
+	ReasonTooLong       = "link or image longer than 2048 bytes"
+	ReasonFormedLink    = "link or image formed by removing text"
+	ReasonNoTenant      = "no tenant"
+	ReasonNoGuard       = "guard not configured"
+	ReasonAfterFlush    = "write after flush"
+)
+
+const (
+	// k words make a shingle; winnowing keeps the least of each w shingles.
+	k, w = 8, 5
+	// heldWords is how many complete words a stream holds back.
+	heldWords = w + k - 2
+	// minWords is the shortest run of words always found.
+	minWords = w + k - 1
+
+	maxConstruct = 2048 // bytes a link or image may span
+	maxReasons   = 16
+
+	canaryPrefix      = "bkc-"
+	canaryRandomChars = 20
+	canaryRandomBytes = 13 // 104 bits; base32 makes 21 characters of them
+
+	imageRemoved = "[image removed]"
+	linkRemoved  = "[link removed]"
+)
+
+// Guard holds every tenant's canaries and fingerprints in memory. It is safe
+// for concurrent use.
+type Guard struct {
+	seed maphash.Seed // keys fingerprints with a per-process secret
+
+	mu       sync.RWMutex
+	canaries map[tenant.ID][]string
+	cset     *canarySet // immutable; replaced whenever canaries change
+	idx      index
+}
+
+// New returns an empty Guard.
+func New() *Guard {
+	return &Guard{
+		seed:     maphash.MakeSeed(),
+		canaries: map[tenant.ID][]string{},
+		cset:     newCanarySet(nil),
+		idx:      newIndex(),
+	}
+}
+
+// NewCanary returns a fresh canary token: "bkc-" and 20 random base32
+// characters (100 bits). Callers plant it in the tenant's system prompt and
+// honey records and pass it to SetCanaries.
+func NewCanary() (string, error) {
+	b := make([]byte, canaryRandomBytes)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("guard: new canary: %w", err)
+	}
+	s := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b)
+	return canaryPrefix + strings.ToLower(s[:canaryRandomChars]), nil
+}
+
+// SetCanaries replaces the tenant's canaries. Values that are not a valid
+// canary (see MinCanaryLen) are ignored: they would match ordinary text.
+func (g *Guard) SetCanaries(id tenant.ID, canaries []string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(canaries) == 0 {
+		delete(g.canaries, id)
+	} else {
+		g.canaries[id] = slices.Clone(canaries)
+	}
+	g.cset = newCanarySet(g.canaries)
+}
+
+// AddText registers text the tenant stores (a document, a memory, a system
+// prompt) as fingerprints it owns. Fingerprints are kept until RemoveTenant;
+// a deleted document's text therefore stays protected.
+func (g *Guard) AddText(id tenant.ID, text string) {
+	if id == "" {
+		return
+	}
+	selected, all := fingerprints(g.seed, text)
+	if len(all) == 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.idx.add(id, selected, all)
+}
+
+// RemoveTenant forgets the tenant's canaries and fingerprints (offboarding).
+// It walks the whole index, so it costs time proportional to its size.
+func (g *Guard) RemoveTenant(id tenant.ID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.canaries[id]; ok {
+		delete(g.canaries, id)
+		g.cset = newCanarySet(g.canaries)
+	}
+	g.idx.remove(id)
+}
+
+// Verdict is the outcome of a check.
+type Verdict struct {
+	// Blocked reports that the text must not be sent. A blocked stream must
+	// be stopped.
+	Blocked bool
+	// Reasons lists what was found (by a stream, so far), sorted, e.g.
+	// "canary of another tenant", "text stored only by another tenant",
+	// "link to a host not allowed: evil.example". It names hosts, never
+	// other content.
+	Reasons []string
+	// Text is what to send when not blocked (for a stream, this piece).
+	Text string
+}
+
+// Check inspects text that is about to leave for tenant id: an answer or the
+// arguments of a tool call. allowHosts is the tenant's allow-list for link
+// and image hosts: exact hosts ("docs.example.com") or "*.example.com" for
+// its subdomains (not example.com itself). A caller that cannot send the
+// rewritten Text, such as a tool call, should refuse when Text differs from
+// the input.
+func (g *Guard) Check(id tenant.ID, text string, allowHosts []string) Verdict {
+	s := g.Stream(id, allowHosts)
+	a, v := s.Write(text)
+	if v.Blocked {
+		return v
+	}
+	b, v := s.Flush()
+	if v.Blocked {
+		return v
+	}
+	v.Text = a + b
+	return v
+}
+
+// stage is one pass over the text. write takes the next piece of input and
+// returns the output it has settled; final means no input follows, so
+// nothing may be held back. A non-empty blocked stops everything.
+type stage interface {
+	write(in string, final bool) (out, blocked string)
+}
+
+// Stream checks an answer that arrives in pieces. It is not safe for
+// concurrent use.
+//
+// Over any split of a text into pieces, a stream that is not blocked emits
+// exactly the Text of Check on the whole text and reports the same Reasons;
+// a stream is blocked exactly when Check is, though it may stop at a
+// different reason (it stops at the first one it finds). Canaries added while
+// a stream runs are not seen by it; fingerprints are.
+type Stream struct {
+	stages  []stage
+	reasons reasons
+	blocked bool
+	flushed bool
+}
+
+// Stream returns a checker for an answer streamed to tenant id.
+func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
+	s := &Stream{}
+	switch {
+	case g == nil:
+		s.block(ReasonNoGuard)
+		return s
+	case id == "":
+		s.block(ReasonNoTenant)
+		return s
+	}
+	g.mu.RLock()
+	cs := g.cset
+	g.mu.RUnlock()
+	hosts := newHostList(allowHosts)
+	s.stages = []stage{
+		&canaryStage{set: cs, self: id, remove: true, r: &s.reasons},
+		&linkStage{hosts: hosts, r: &s.reasons, lineStart: true},
+		&canaryStage{set: cs, self: id, r: &s.reasons},
+		&linkStage{hosts: hosts, detect: true, r: &s.reasons, lineStart: true},
+		&fingerprintStage{g: g, self: id},
+	}
+	return s
+}
+
+// Write takes the next piece of the answer and returns the text now safe to
+// send, possibly empty. Once the verdict is Blocked the caller must stop the
+// stream; later calls return nothing.
+func (s *Stream) Write(piece string) (string, Verdict) {
+	if s.flushed && !s.blocked {
+		s.block(ReasonAfterFlush)
+	}
+	return s.run(piece, false)
+}
+
+// Flush returns the rest of the answer. Call it once, at the end.
+func (s *Stream) Flush() (string, Verdict) {
+	if s.flushed && !s.blocked {
+		s.block(ReasonAfterFlush)
+	}
+	out, v := s.run("", true)
+	s.flushed = true
+	return out, v
+}
+
+func (s *Stream) run(text string, final bool) (string, Verdict) {
+	if s.blocked {
+		return "", s.verdict("")
+	}
+	for _, st := range s.stages {
+		var blocked string
+		text, blocked = st.write(text, final)
+		if blocked != "" {
+			s.block(blocked)
+			return "", s.verdict("")
+		}
+	}
+	return text, s.verdict(text)
+}
+
+func (s *Stream) block(reason string) {
+	s.blocked = true
+	s.reasons.force(reason)
+}
+
+func (s *Stream) verdict(text string) Verdict {
+	v := Verdict{Blocked: s.blocked, Text: text, Reasons: slices.Clone(s.reasons.list)}
+	if v.Blocked {
+		v.Text = ""
+	}
+	return v
+}
+
+// reasons collects distinct reasons in sorted order: the first maxReasons in
+// that order, so the set does not depend on the order they were found in,
+// and the one that blocked.
+type reasons struct{ list []string }
+
+func (r *reasons) add(s string) {
+	r.force(s)
+	if len(r.list) > maxReasons {
+		r.list = r.list[:maxReasons]
+	}
+}
+
+func (r *reasons) force(s string) {
+	if i, found := slices.BinarySearch(r.list, s); !found {
+		r.list = slices.Insert(r.list, i, s)
+	}
+}

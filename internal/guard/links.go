@@ -1,0 +1,580 @@
+package guard
+
+import (
+	"strings"
+)
+
+// hostList is a tenant's allow-list of link and image hosts.
+type hostList struct {
+	exact  []string
+	suffix []string // ".example.com" for "*.example.com"
+}
+
+// newHostList normalizes allow. Entries that are not a host name or
+// "*." followed by one (a URL, a port, another wildcard) allow nothing.
+func newHostList(allow []string) hostList {
+	var h hostList
+	for _, a := range allow {
+		a = strings.TrimSuffix(strings.ToLower(strings.TrimSpace(a)), ".")
+		if rest, ok := strings.CutPrefix(a, "*."); ok {
+			if validHost(rest) {
+				h.suffix = append(h.suffix, "."+rest)
+			}
+			continue
+		}
+		if validHost(a) {
+			h.exact = append(h.exact, a)
+		}
+	}
+	return h
+}
+
+func (h hostList) allows(host string) bool {
+	for _, e := range h.exact {
+		if host == e {
+			return true
+		}
+	}
+	for _, s := range h.suffix {
+		if len(host) > len(s) && strings.HasSuffix(host, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// validHost reports whether s is a lowercase ASCII host name or IP address.
+// Anything else (percent escapes, Unicode, '&') is refused rather than
+// interpreted, since browsers decode or map it into some other host.
+func validHost(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	if s[0] == '[' { // IPv6 literal
+		if s[len(s)-1] != ']' || len(s) < 3 {
+			return false
+		}
+		for i := 1; i < len(s)-1; i++ {
+			if c := s[i]; !(isDigit(c) || 'a' <= c && c <= 'f' || c == ':' || c == '.') {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(isDigit(c) || 'a' <= c && c <= 'z' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkURL reports whether u, a link or image URL, may be sent; if not, why
+// ("host not allowed: evil.example", "URL not allowed: data", …).
+//
+// Only an absolute http or https URL with an allowed host passes. The host is
+// found the way a browser finds it (any run of slashes after the scheme,
+// userinfo before the last '@', a port after ':'), and anything a browser
+// would rewrite first (backslashes, whitespace, control characters) fails.
+func checkURL(u string, allow hostList) (bool, string) {
+	for i := 0; i < len(u); i++ {
+		if c := u[i]; c <= ' ' || c == 0x7f || c == '\\' {
+			return false, "URL not allowed: malformed"
+		}
+	}
+	colon := strings.IndexByte(u, ':')
+	if colon < 0 || !validScheme(u[:colon]) {
+		return false, "URL not allowed: relative"
+	}
+	scheme := strings.ToLower(u[:colon])
+	if scheme != "http" && scheme != "https" {
+		if len(scheme) > 16 {
+			scheme = scheme[:16]
+		}
+		return false, "URL not allowed: " + scheme
+	}
+	rest := strings.TrimLeft(u[colon+1:], "/")
+	if end := strings.IndexAny(rest, "/?#"); end >= 0 {
+		rest = rest[:end]
+	}
+	if at := strings.LastIndexByte(rest, '@'); at >= 0 {
+		rest = rest[at+1:]
+	}
+	host := rest
+	if c := strings.LastIndexByte(host, ':'); c >= 0 && !strings.HasSuffix(host, "]") {
+		for _, d := range host[c+1:] {
+			if d < '0' || d > '9' {
+				return false, "URL not allowed: malformed"
+			}
+		}
+		host = host[:c]
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if !validHost(host) {
+		return false, "URL not allowed: malformed"
+	}
+	if allow.allows(host) {
+		return true, ""
+	}
+	if len(host) > 100 {
+		host = host[:100]
+	}
+	return false, "host not allowed: " + host
+}
+
+func validScheme(s string) bool {
+	if s == "" || !isAlpha(s[0]) {
+		return false
+	}
+	for i := 1; i < len(s); i++ {
+		if c := s[i]; !(isAlnum(c) || c == '+' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// linkStage is a pass for markdown and HTML links and images. It removes the
+// ones whose URL checkURL refuses; with detect set (the second pass) finding
+// one blocks instead, since it was formed by an earlier removal.
+//
+// At each position that can start a construct it matches at most
+// maxConstruct bytes. A construct not yet closed is held back; one still open
+// at maxConstruct bytes is plain text if it has not reached its URL and
+// blocks if it has.
+type linkStage struct {
+	hosts     hostList
+	detect    bool
+	r         *reasons
+	pending   string
+	lineStart bool // pending starts a line (a reference definition may follow)
+}
+
+func (l *linkStage) write(in string, final bool) (string, string) {
+	buf := l.pending + in
+	out, used, blocked := l.run(buf, final, &l.lineStart)
+	if blocked != "" {
+		return "", blocked
+	}
+	l.pending = buf[used:]
+	return out, ""
+}
+
+// run filters s and returns the result for s[:used]. Unless final it stops
+// at a construct more input could still change. *lineStart says whether s
+// starts a line, and is updated to whether s[used:] does.
+func (l *linkStage) run(s string, final bool, lineStart *bool) (out string, used int, blocked string) {
+	var b strings.Builder
+	plain := 0 // start of text not yet written to b
+	i := 0
+	for {
+		j := strings.IndexAny(s[i:], "[!]<")
+		if j < 0 {
+			i = len(s)
+			break
+		}
+		i += j
+		win := s[i:min(len(s), i+maxConstruct)]
+		m, blocked := l.match(win, startsLine(s, i, *lineStart))
+		if blocked != "" {
+			return "", 0, blocked
+		}
+		if m.short && len(win) == maxConstruct && m.inURL {
+			return "", 0, ReasonTooLong
+		}
+		if m.short && len(win) < maxConstruct && !final {
+			break // hold back from i
+		}
+		if m.n == 0 || m.short && len(win) == maxConstruct {
+			i++ // plain text
+			continue
+		}
+		if m.reason != "" {
+			if l.detect {
+				return "", 0, ReasonFormedLink
+			}
+			l.r.add(m.reason)
+		}
+		if m.out != s[i:i+m.n] {
+			b.WriteString(s[plain:i])
+			b.WriteString(m.out)
+			plain = i + m.n
+		}
+		i += m.n
+	}
+	*lineStart = startsLine(s, i, *lineStart)
+	if plain == 0 {
+		return s[:i], i, ""
+	}
+	b.WriteString(s[plain:i])
+	return b.String(), i, ""
+}
+
+// startsLine reports whether s[i] is at the start of a line, allowing for
+// indentation and block quote markers; first says whether s[0] is.
+func startsLine(s string, i int, first bool) bool {
+	for i--; i >= 0; i-- {
+		switch s[i] {
+		case ' ', '\t', '>':
+		case '\n':
+			return true
+		default:
+			return false
+		}
+	}
+	return first
+}
+
+// construct is the outcome of matching at one position.
+type construct struct {
+	n      int    // bytes matched; 0 if there is no construct here
+	out    string // what to write instead
+	reason string // why out differs, "" if the construct is allowed
+
+	// short reports that the input ended before a decision; inURL, that it
+	// ended after the construct reached its URL. If the text ends there, n,
+	// out and reason (n > 0) say what to do with the rest, else it is text.
+	short bool
+	inURL bool
+}
+
+var (
+	none  = construct{}
+	short = construct{short: true}
+	open  = construct{short: true, inURL: true}
+)
+
+// match tries the constructs that can start at s[0]: ![alt](url), [text](url),
+// [label]: url at the start of a line, ](url) whose '[' was not matched,
+// <scheme:…> and <user@host> autolinks, and raw HTML tags.
+func (l *linkStage) match(s string, lineStart bool) (construct, string) {
+	if len(s) < 2 {
+		return short, ""
+	}
+	switch s[0] {
+	case '!':
+		if s[1] != '[' {
+			return none, ""
+		}
+		return l.link(s, 1, false)
+	case '[':
+		return l.link(s, 0, lineStart)
+	case ']':
+		if s[1] != '(' {
+			return none, ""
+		}
+		end, url, m := destination(s, 1)
+		if end == 0 {
+			return m, ""
+		}
+		if ok, why := checkURL(url, l.hosts); !ok {
+			return construct{n: end, out: "]", reason: "link to a " + why}, ""
+		}
+		return construct{n: end, out: s[:end]}, ""
+	case '<':
+		return l.angle(s), ""
+	}
+	return none, ""
+}
+
+// link matches an inline link or image whose '[' is s[bracket], or a
+// reference definition.
+func (l *linkStage) link(s string, bracket int, lineStart bool) (construct, string) {
+	image := bracket == 1
+	closing, m := closeBracket(s, bracket)
+	if closing == 0 {
+		return m, ""
+	}
+	if closing+1 >= len(s) {
+		return short, ""
+	}
+	text := s[bracket+1 : closing]
+	switch s[closing+1] {
+	case '(':
+		end, url, m := destination(s, closing+1)
+		if end == 0 {
+			return m, ""
+		}
+		ok, why := checkURL(url, l.hosts)
+		if !ok && image {
+			return construct{n: end, out: imageRemoved, reason: "image from a " + why}, ""
+		}
+		// The text is kept either way, and may hold links and images itself.
+		inner, _, blocked := l.run(text, true, new(bool))
+		if blocked != "" {
+			return none, blocked
+		}
+		if !ok {
+			return construct{n: end, out: inner, reason: "link to a " + why}, ""
+		}
+		return construct{n: end, out: s[:bracket+1] + inner + s[closing:end]}, ""
+	case ':':
+		if image || !lineStart {
+			return none, ""
+		}
+		end, url, m := definition(s, closing+2)
+		if end == 0 {
+			return m, ""
+		}
+		if ok, why := checkURL(url, l.hosts); !ok {
+			return construct{n: end, reason: "link to a " + why}, ""
+		}
+		return construct{n: end, out: s[:end]}, ""
+	}
+	return none, ""
+}
+
+// closeBracket returns the index of the ']' matching the '[' at s[open]:
+// brackets nest, a backslash escapes, a blank line ends the attempt.
+func closeBracket(s string, open int) (int, construct) {
+	depth := 0
+	for j := open + 1; j < len(s); j++ {
+		switch s[j] {
+		case '\\':
+			j++
+		case '[':
+			depth++
+		case ']':
+			if depth == 0 {
+				return j, none
+			}
+			depth--
+		case '\n':
+			if j+1 < len(s) && s[j+1] == '\n' {
+				return 0, none
+			}
+		}
+	}
+	return 0, short
+}
+
+// destination matches "(url …)" at s[p] and returns the index past ')' and
+// the URL: "<…>" or a run of non-space bytes with balanced parentheses.
+// Anything between the URL and ')' (a title, or junk a lenient renderer
+// might accept) is skipped. It returns 0 and none or open when there is no
+// destination, or not yet one.
+func destination(s string, p int) (int, string, construct) {
+	j := skipSpace(s, p+1)
+	if j < 0 {
+		return 0, "", none
+	}
+	if j >= len(s) {
+		return 0, "", open
+	}
+	var url string
+	if s[j] == '<' {
+		end := strings.IndexAny(s[j+1:], "<>\n")
+		switch {
+		case end < 0:
+			return 0, "", open
+		case s[j+1+end] != '>':
+			return 0, "", none
+		}
+		url = s[j+1 : j+1+end]
+		j += end + 2
+	} else {
+		start, depth := j, 0
+	run:
+		for ; j < len(s); j++ {
+			switch c := s[j]; {
+			case c <= ' ' || c == 0x7f:
+				break run
+			case c == '\\':
+				j++
+			case c == '(':
+				depth++
+			case c == ')':
+				if depth == 0 {
+					break run
+				}
+				depth--
+			}
+		}
+		if j >= len(s) {
+			return 0, "", open
+		}
+		url = s[start:j]
+	}
+	for ; j < len(s); j++ {
+		switch s[j] {
+		case ')':
+			return j + 1, url, none
+		case '\n':
+			if j+1 < len(s) && s[j+1] == '\n' {
+				return 0, "", none
+			}
+		}
+	}
+	return 0, "", open
+}
+
+// definition matches the URL of a reference definition "[label]: url",
+// starting at s[p] just after the colon, and returns the index past it.
+func definition(s string, p int) (int, string, construct) {
+	j := skipSpace(s, p)
+	if j < 0 {
+		return 0, "", none
+	}
+	if j >= len(s) {
+		return 0, "", open
+	}
+	if s[j] == '<' {
+		end := strings.IndexAny(s[j+1:], "<>\n")
+		switch {
+		case end < 0:
+			return 0, "", open
+		case s[j+1+end] != '>':
+			return 0, "", none
+		}
+		return j + end + 2, s[j+1 : j+1+end], none
+	}
+	start := j
+	for j < len(s) && s[j] > ' ' && s[j] != 0x7f {
+		j++
+	}
+	if j >= len(s) {
+		return 0, "", open
+	}
+	return j, s[start:j], none
+}
+
+// skipSpace skips spaces, tabs and line breaks from s[j]. It returns -1 at a
+// blank line, which ends any construct.
+func skipSpace(s string, j int) int {
+	for ; j < len(s); j++ {
+		switch s[j] {
+		case ' ', '\t', '\r':
+		case '\n':
+			if j+1 < len(s) && s[j+1] == '\n' {
+				return -1
+			}
+		default:
+			return j
+		}
+	}
+	return j
+}
+
+// angle matches an autolink or a raw HTML tag at s[0] == '<'.
+func (l *linkStage) angle(s string) construct {
+	j := 1
+	for j < len(s) && s[j] > ' ' && s[j] != 0x7f && s[j] != '<' && s[j] != '>' {
+		j++
+	}
+	run := s[1:j]
+	colon := strings.IndexByte(run, ':')
+	isLink := colon > 0 && validScheme(run[:colon]) ||
+		strings.IndexByte(run, '@') > 0 && !strings.ContainsAny(run, "/=\"'")
+	switch {
+	case j >= len(s) && isLink:
+		return open
+	case j < len(s) && s[j] == '>' && isLink:
+		if ok, why := checkURL(s[1:j], l.hosts); !ok {
+			return construct{n: j + 1, out: linkRemoved, reason: "link to a " + why}
+		}
+		return construct{n: j + 1, out: s[:j+1]}
+	}
+	return l.tag(s)
+}
+
+// tag matches a raw HTML start tag: a name, then attributes tokenized the
+// lenient way browsers do (a name runs to a space, '/', '>' or '='; a value
+// is quoted or runs to a space or '>'). It is removed if any attribute value
+// that could name another origin is not an allowed URL; an img tag becomes
+// "[image removed]". A tag that ends early after such a value, at a blank
+// line or at the end of the text, is removed up to there: a renderer or
+// browser may still close it with whatever follows.
+func (l *linkStage) tag(s string) construct {
+	j := 1
+	if !isAlpha(s[j]) {
+		return none
+	}
+	for j < len(s) && (isAlnum(s[j]) || s[j] == '-') {
+		j++
+	}
+	if j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' {
+		return none // "<b)", "<n;": not a tag
+	}
+	name := strings.ToLower(s[1:j])
+	why := ""
+	check := func(value string) {
+		if why == "" && (strings.ContainsAny(value, ":\\&") || strings.Contains(value, "//")) {
+			if ok, reason := checkURL(value, l.hosts); !ok {
+				why = reason
+			}
+		}
+	}
+	end := func(n int, c construct) construct {
+		switch {
+		case why == "":
+			return c
+		case name == "img" || name == "image":
+			c.n, c.out, c.reason = n, imageRemoved, "image from a "+why
+		default:
+			c.n, c.out, c.reason = n, "", "link to a "+why
+		}
+		return c
+	}
+	for {
+		j = skipTagSpace(s, j)
+		switch {
+		case j < 0:
+			return end(-j, none) // a blank line
+		case j >= len(s):
+			return end(len(s), open)
+		case s[j] == '>':
+			return end(j+1, construct{n: j + 1, out: s[:j+1]})
+		}
+		j++ // a name's first byte may be anything left, even '='
+		for j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' && s[j] != '=' {
+			j++
+		}
+		v := skipSpace(s, j)
+		switch {
+		case v < 0:
+			return end(j, none)
+		case v >= len(s):
+			return end(len(s), open)
+		case s[v] != '=':
+			continue // an attribute without a value
+		}
+		v = skipSpace(s, v+1)
+		switch {
+		case v < 0:
+			return end(j, none)
+		case v >= len(s):
+			return end(len(s), open)
+		}
+		if q := s[v]; q == '"' || q == '\'' {
+			n := strings.IndexByte(s[v+1:], q)
+			if n < 0 {
+				check(s[v+1:])
+				return end(len(s), open)
+			}
+			check(s[v+1 : v+1+n])
+			j = v + n + 2
+			continue
+		}
+		j = v
+		for j < len(s) && !isTagSpace(s[j]) && s[j] != '>' {
+			j++
+		}
+		check(s[v:j])
+		if j >= len(s) {
+			return end(len(s), open)
+		}
+	}
+}
+
+func isTagSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' }
+
+// skipTagSpace skips spaces and slashes between attributes from s[j]. At a
+// blank line it returns minus its position.
+func skipTagSpace(s string, j int) int {
+	for ; j < len(s) && (isTagSpace(s[j]) || s[j] == '/'); j++ {
+		if s[j] == '\n' && j+1 < len(s) && s[j+1] == '\n' {
+			return -j
+		}
+	}
+	return j
+}

