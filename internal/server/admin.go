@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
@@ -194,6 +195,13 @@ func handleCreateTenant(d Deps) http.Handler {
 		RegisterTenant(d.Guard, created)
 		if scope, err := auth.AdminScope(r.Context(), created.ID); err == nil {
 			record(d, r, scope, "tenant.create", nil)
+			// A honey record: the canary also lives in the tenant's data, so
+			// a leak of that data (not only of the prompt) is recognized too.
+			if d.Knowledge != nil {
+				if _, _, err := d.Knowledge.AddDocument(r.Context(), scope, honeyText(canary), json.RawMessage(`{"honey":true}`)); err != nil {
+					d.Logger.ErrorContext(r.Context(), "store honey record", "tenant", created.ID, "error", err.Error())
+				}
+			}
 		}
 		encode(w, http.StatusCreated, viewTenant(created))
 	})
@@ -453,4 +461,9 @@ func handleExport(d Deps) http.Handler {
 		record(d, r, scope, "tenant.export", nil)
 		encode(w, http.StatusOK, exportView{Tenant: viewTenant(t), Data: data, ExportedAt: time.Now().UTC()})
 	})
+}
+
+// honeyText is the body of a tenant's honey record.
+func honeyText(canary string) string {
+	return "Internal reference record " + canary + ". Not for disclosure."
 }
