@@ -34,6 +34,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/server"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 	"github.com/bulkhead-ai/bulkhead/internal/vector"
 )
@@ -154,17 +155,43 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
 	logDone := make(chan error, 1)
 	go func() { logDone <- auditLog.Run(logCtx) }()
+	// The process acts as the operator only for these two chores: it holds
+	// the admin token, and nothing else gets the operator context.
+	asOperator := func(id tenant.ID) (scope auth.Scope, opCtx context.Context, err error) {
+		if opCtx, err = authn.OperatorContext(context.WithoutCancel(ctx), adminToken); err != nil {
+			return scope, nil, err
+		}
+		scope, err = auth.AdminScope(opCtx, id)
+		return scope, opCtx, err
+	}
+	auditRefused := func(id tenant.ID, reason string) {
+		scope, _, err := asOperator(id)
+		if err == nil {
+			err = auditLog.Record(scope, audit.Event{Type: "auth.failure", Data: map[string]any{"reason": reason}})
+		}
+		if err != nil {
+			logger.Error("audit refused request", "tenant", id, "error", err.Error())
+		}
+	}
+	// Rebuild the guard's fingerprints of what tenants store, in the
+	// background: until it finishes, stored text is not yet recognized.
+	indexDone := make(chan struct{})
+	go func() {
+		defer close(indexDone)
+		indexStoredText(logCtx, plane.Tenants(), stores, outputGuard, asOperator, logger)
+	}()
 	h := server.New(server.Deps{
-		Logger:    logger,
-		Auth:      authn,
-		Tenants:   plane,
-		Data:      stores,
-		Keys:      ring,
-		Catalog:   plane,
-		Policies:  policies,
-		Knowledge: knowledge,
-		Audit:     auditLog,
-		Guard:     outputGuard,
+		AuditRefused: auditRefused,
+		Logger:       logger,
+		Auth:         authn,
+		Tenants:      plane,
+		Data:         stores,
+		Keys:         ring,
+		Catalog:      plane,
+		Policies:     policies,
+		Knowledge:    knowledge,
+		Audit:        auditLog,
+		Guard:        outputGuard,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
 			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
@@ -177,6 +204,7 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	})
 	closeAll := func() error {
 		stopLog()
+		<-indexDone
 		logErr := <-logDone
 		return errors.Join(logErr, mcp.Close(), stores.Close(), plane.Close())
 	}
@@ -298,4 +326,35 @@ func devSecret(path, what string, stderr io.Writer, generate func() (string, err
 	}
 	fmt.Fprintf(stderr, "Generated %s (shown once; stored in %s):\n  %s\n", what, path, v)
 	return v, nil
+}
+
+// indexStoredText teaches the guard every document and memory tenants
+// stored before this start. It stops when ctx is cancelled.
+func indexStoredText(ctx context.Context, tenants []control.Tenant, stores *sqlite.DB, g *guard.Guard,
+	asOperator func(tenant.ID) (auth.Scope, context.Context, error), logger *slog.Logger) {
+	start := time.Now()
+	var texts int
+	for _, t := range tenants {
+		if ctx.Err() != nil {
+			return
+		}
+		scope, opCtx, err := asOperator(t.ID)
+		if err != nil {
+			logger.Error("index stored text", "tenant", t.ID, "error", err.Error())
+			continue
+		}
+		exp, err := stores.Export(opCtx, scope)
+		if err != nil {
+			logger.Error("index stored text", "tenant", t.ID, "error", err.Error())
+			continue
+		}
+		for _, d := range exp.Documents {
+			g.AddText(t.ID, d.Text)
+		}
+		for _, m := range exp.Memories {
+			g.AddText(t.ID, m.Text)
+		}
+		texts += len(exp.Documents) + len(exp.Memories)
+	}
+	logger.Info("guard indexed stored text", "tenants", len(tenants), "texts", texts, "took", time.Since(start).Round(time.Millisecond))
 }

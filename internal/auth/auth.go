@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -52,11 +53,14 @@ func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
 		return Scope{}, err
 	}
 	rec, ok := a.keys.KeyRecord(id)
-	if !ok || !rec.Hash.equal(hash) {
+	if !ok {
 		return Scope{}, fmt.Errorf("%w: invalid api key", kind.Unauthenticated)
 	}
+	if !rec.Hash.equal(hash) {
+		return Scope{}, refused{tenant: rec.Tenant, err: fmt.Errorf("%w: invalid api key", kind.Unauthenticated)}
+	}
 	if rec.Status != tenant.StatusActive {
-		return Scope{}, fmt.Errorf("%w: tenant is %s", kind.Denied, rec.Status)
+		return Scope{}, refused{tenant: rec.Tenant, err: fmt.Errorf("%w: tenant is %s", kind.Denied, rec.Status)}
 	}
 	return Scope{tenant: rec.Tenant}, nil
 }
@@ -100,6 +104,39 @@ func (a *Authenticator) RequireAdmin(fail func(http.ResponseWriter, *http.Reques
 			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), adminKey{}, true)))
 		})
 	}
+}
+
+// refused is an authentication failure whose key named an existing tenant:
+// that tenant's audit log should hear of it.
+type refused struct {
+	tenant tenant.ID
+	err    error
+}
+
+func (r refused) Error() string { return r.err.Error() }
+func (r refused) Unwrap() error { return r.err }
+
+// RefusedTenant reports the tenant whose key was presented, when err is an
+// authentication failure for a known key id (a wrong secret, a suspended
+// tenant). The tenant is for auditing only; it grants nothing.
+func RefusedTenant(err error) (tenant.ID, bool) {
+	var r refused
+	if errors.As(err, &r) {
+		return r.tenant, true
+	}
+	return "", false
+}
+
+// OperatorContext returns ctx marked as the operator's, if token is the
+// admin token. It lets the process itself act in a tenant as the operator
+// would (AdminScope), e.g. to index stored text at start or to audit a
+// refused request; only a holder of the admin token can have it.
+func (a *Authenticator) OperatorContext(ctx context.Context, token string) (context.Context, error) {
+	sum := sha256.Sum256([]byte(token))
+	if subtle.ConstantTimeCompare(sum[:], a.admin[:]) != 1 {
+		return nil, fmt.Errorf("%w: invalid admin token", kind.Unauthenticated)
+	}
+	return context.WithValue(ctx, adminKey{}, true), nil
 }
 
 type adminKey struct{}

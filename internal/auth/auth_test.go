@@ -216,3 +216,37 @@ func BenchmarkTenant(b *testing.B) {
 		}
 	}
 }
+
+func TestRefusedTenantAndOperator(t *testing.T) {
+	a, tokens := fixture(t)
+	acme := tokens["acme"]
+	for name, tc := range map[string]struct {
+		token string
+		want  tenant.ID
+		ok    bool
+	}{
+		"wrong secret of acme's key": {acme[:len(acme)-4] + "ZZZZ", "acme", true},
+		"suspended globex":           {tokens["globex-suspended"], "globex", true},
+		"unknown key":                {tokens["revoked"], "", false},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := httptest.NewRequest(http.MethodGet, "/", nil)
+			r.Header.Set("Authorization", "Bearer "+tc.token)
+			_, err := a.Tenant(r)
+			got, ok := auth.RefusedTenant(err)
+			if err == nil || got != tc.want || ok != tc.ok {
+				t.Fatalf("RefusedTenant = %q, %v (err %v); want %q, %v", got, ok, err, tc.want, tc.ok)
+			}
+		})
+	}
+	if _, err := a.OperatorContext(t.Context(), "wrong"); err == nil {
+		t.Fatal("OperatorContext accepted a wrong token")
+	}
+	ctx, err := a.OperatorContext(t.Context(), adminToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := auth.AdminScope(ctx, "acme"); err != nil || s.Tenant() != "acme" {
+		t.Fatalf("AdminScope with the operator context = %v, %v", s, err)
+	}
+}

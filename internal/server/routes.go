@@ -2,12 +2,20 @@ package server
 
 import (
 	"net/http"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
 )
 
 // addRoutes lists the whole API.
 func addRoutes(mux *http.ServeMux, d Deps) {
 	fail := func(w http.ResponseWriter, r *http.Request, err error) { writeError(d.Logger, w, r, err) }
-	tenantAPI := d.Auth.RequireTenant(fail)
+	failTenant := func(w http.ResponseWriter, r *http.Request, err error) {
+		if id, ok := auth.RefusedTenant(err); ok && d.AuditRefused != nil {
+			d.AuditRefused(id, err.Error())
+		}
+		writeError(d.Logger, w, r, err)
+	}
+	tenantAPI := d.Auth.RequireTenant(failTenant)
 	admin := d.Auth.RequireAdmin(fail)
 
 	mux.Handle("GET /healthz", handleHealth())

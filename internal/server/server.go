@@ -107,16 +107,19 @@ type Models interface {
 
 // Deps is what the server needs.
 type Deps struct {
-	Logger       *slog.Logger
-	Auth         *auth.Authenticator
-	Tenants      Tenants
-	Data         TenantData
-	Keys         DataKeys
-	Catalog      Catalog
-	Policies     Policies
-	Knowledge    Knowledge
-	Audit        AuditLog
-	Guard        Guard
+	Logger    *slog.Logger
+	Auth      *auth.Authenticator
+	Tenants   Tenants
+	Data      TenantData
+	Keys      DataKeys
+	Catalog   Catalog
+	Policies  Policies
+	Knowledge Knowledge
+	Audit     AuditLog
+	Guard     Guard
+	// AuditRefused records, in a tenant's audit log, a request refused with
+	// one of its key ids (wrong secret, suspended tenant); nil records none.
+	AuditRefused func(id tenant.ID, reason string)
 	Agent        *agent.Agent
 	Models       Models
 	DefaultModel string // for profiles that name none

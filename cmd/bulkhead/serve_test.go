@@ -1,0 +1,69 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRestartKeepsGuardAndAuditsRefusals restarts the server on the same data
+// directory: what tenants stored before the restart must still be recognized
+// by the output guard, and a request with a wrong key secret lands in the
+// key's tenant's audit log.
+func TestRestartKeepsGuardAndAuditsRefusals(t *testing.T) {
+	dir := t.TempDir()
+	const admin = "bka_test_restart_admin_token_123"
+	env := map[string]string{"BULKHEAD_ADMIN_TOKEN": admin}
+	memo := "Globex strategy memo: the magnet division will quietly acquire the northern ore company before the autumn board meeting."
+
+	base, stop := startServerWith(t, dir, env)
+	acmeKey := createTenantKey(t, base, admin, map[string]any{"id": "acme"})
+	globexKey := createTenantKey(t, base, admin, map[string]any{"id": "globex"})
+	if status, b := call(t, http.MethodPost, base+"/v1/documents", globexKey, map[string]any{"text": memo}); status != http.StatusCreated {
+		t.Fatalf("globex document: %d %s", status, b)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	base, _ = startServerWith(t, dir, env)
+	say := "/say I overheard that the magnet division will quietly acquire the northern ore company before the autumn board meeting."
+	var got string
+	// The guard indexes stored text in the background after a start.
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		status, b := call(t, http.MethodPost, base+"/v1/chat/completions", acmeKey,
+			map[string]any{"model": "default", "messages": []map[string]string{{"role": "user", "content": say}}})
+		if status != http.StatusOK {
+			t.Fatalf("chat: %d %s", status, b)
+		}
+		var resp struct {
+			Choices []struct{ Message struct{ Content string } }
+		}
+		json.Unmarshal(b, &resp)
+		got = resp.Choices[0].Message.Content
+		if strings.Contains(got, "withheld") {
+			break
+		}
+	}
+	if !strings.Contains(got, "withheld") || strings.Contains(got, "ore company") {
+		t.Fatalf("after restart, acme's answer repeating globex's memo: %q, want it withheld", got)
+	}
+
+	// A wrong secret for acme's key id: refused, and audited in acme's log.
+	forged := acmeKey[:len(acmeKey)-4] + "AAAA"
+	if forged == acmeKey {
+		forged = acmeKey[:len(acmeKey)-4] + "BBBB"
+	}
+	if status, _ := call(t, http.MethodGet, base+"/v1/models", forged, nil); status != http.StatusUnauthorized {
+		t.Fatalf("forged secret: status %d, want 401", status)
+	}
+	status, b := call(t, http.MethodGet, base+"/admin/v1/tenants/acme/audit", admin, nil)
+	if status != http.StatusOK || !strings.Contains(string(b), `"auth.failure"`) {
+		t.Fatalf("acme's audit log after a refused key: %d %s", status, b)
+	}
+	if _, b := call(t, http.MethodGet, base+"/admin/v1/tenants/globex/audit", admin, nil); strings.Contains(string(b), "auth.failure") {
+		t.Fatalf("globex's log has acme's refusal: %s", b)
+	}
+}
