@@ -3,9 +3,12 @@ package sqlite
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -28,6 +31,7 @@ func (db *DB) PutSecret(ctx context.Context, scope auth.Scope, name tenant.Secre
 	tdb := h.v
 	tdb.write.Lock()
 	defer tdb.write.Unlock()
+	defer tdb.secrets.invalidate()
 	if _, err := tdb.upsertSecret.ExecContext(ctx, name, sealed, now); err != nil {
 		return fmt.Errorf("put secret %s: %w", name, err)
 	}
@@ -50,6 +54,7 @@ func (db *DB) DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.Se
 	tdb := h.v
 	tdb.write.Lock()
 	defer tdb.write.Unlock()
+	defer tdb.secrets.invalidate()
 	res, err := tdb.deleteSecret.ExecContext(ctx, name)
 	if err != nil {
 		return fmt.Errorf("delete secret %s: %w", name, err)
@@ -76,8 +81,22 @@ func (db *DB) Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, er
 		return nil, fmt.Errorf("read secrets: %w", err)
 	}
 	defer db.pool.release(h)
+	// Every request reads its tenant's secrets (to redact them), so the
+	// decrypted set is kept with the open database until a secret changes.
+	cached, gen, ok := h.v.secrets.get(c)
+	if ok {
+		return cached, nil
+	}
+	secrets, err := readSecrets(ctx, h.v, c)
+	if err != nil {
+		return nil, err
+	}
+	h.v.secrets.put(c, gen, secrets)
+	return slices.Clone(secrets), nil
+}
 
-	rows, err := h.v.selectSecrets.QueryContext(ctx)
+func readSecrets(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) ([]store.Secret, error) {
+	rows, err := tdb.selectSecrets.QueryContext(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read secrets: %w", err)
 	}
@@ -112,4 +131,39 @@ func checkSecret(scope auth.Scope, name tenant.SecretName) error {
 		return err
 	}
 	return nil
+}
+
+// secretCache holds one tenant's decrypted secrets. An entry is valid only
+// for the cipher it was read with (a replaced data key rereads, and fails)
+// and only if no write happened since the read began.
+type secretCache struct {
+	mu     sync.Mutex
+	gen    uint64
+	cipher *keyring.Cipher
+	list   []store.Secret
+	valid  bool
+}
+
+func (sc *secretCache) get(c *keyring.Cipher) ([]store.Secret, uint64, bool) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.valid && sc.cipher == c {
+		return slices.Clone(sc.list), sc.gen, true
+	}
+	return nil, sc.gen, false
+}
+
+func (sc *secretCache) put(c *keyring.Cipher, gen uint64, list []store.Secret) {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.gen == gen {
+		sc.cipher, sc.list, sc.valid = c, list, true
+	}
+}
+
+func (sc *secretCache) invalidate() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	sc.gen++
+	sc.cipher, sc.list, sc.valid = nil, nil, false
 }

@@ -362,6 +362,7 @@ type tenantDB struct {
 	selectMemories, searchMemories                              *sql.Stmt
 	selectExportDocuments, selectExportMemories                 *sql.Stmt
 
+	secrets       secretCache
 	log           *slog.Logger
 	commits       atomic.Uint64
 	checkpointing atomic.Bool
