@@ -75,14 +75,14 @@ func startServer(t *testing.T) (base, adminToken string) {
 
 // startServerWith runs `bulkhead serve` on dataDir with env and waits until
 // it is healthy. stop cancels it and returns what run returned.
-func startServerWith(t *testing.T, dataDir string, env map[string]string) (base string, stop func() error) {
+func startServerWith(t *testing.T, dataDir string, env map[string]string, extraArgs ...string) (base string, stop func() error) {
 	t.Helper()
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	var logs lockedBuffer
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, []string{"serve", "--addr", addr, "--data", dataDir}, envMap(env), io.Discard, &logs)
+		errc <- run(ctx, append([]string{"serve", "--addr", addr, "--data", dataDir}, extraArgs...), envMap(env), io.Discard, &logs)
 	}()
 	var stopped bool
 	var stopErr error

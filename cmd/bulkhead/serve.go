@@ -106,7 +106,7 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		plane.Close()
 		return nil, err
 	}
-	embedder, err := cfg.NewEmbedder(getenv)
+	embedders, err := cfg.NewEmbedders(getenv)
 	if err != nil {
 		stores.Close()
 		plane.Close()
@@ -126,8 +126,19 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	for _, t := range plane.Tenants() {
 		server.RegisterTenant(outputGuard, t)
 	}
+	embedderFor := func(id tenant.ID) (embed.Embedder, error) {
+		t, err := plane.Tenant(id)
+		if err != nil {
+			return nil, err
+		}
+		e, ok := embedders[cmp.Or(t.Embedder, config.DefaultEmbedder)]
+		if !ok {
+			return nil, fmt.Errorf("no embedder %q is configured", t.Embedder)
+		}
+		return e, nil
+	}
 	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard,
-		Store: stores, Ciphers: ring, Embedder: embedder,
+		Store: stores, Ciphers: ring, Embedder: embedders[config.DefaultEmbedder], EmbedderFor: embedderFor,
 		Cache:   embed.NewCache(cfg.EmbeddingCacheEntries),
 		Vectors: vector.NewCache(cfg.VectorCacheBytes),
 		Logger:  logger,
@@ -182,6 +193,7 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	}()
 	h := server.New(server.Deps{
 		AuditRefused: auditRefused,
+		Embedders:    func(name string) bool { _, ok := embedders[name]; return ok },
 		Logger:       logger,
 		Auth:         authn,
 		Tenants:      plane,

@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -65,5 +67,33 @@ func TestRestartKeepsGuardAndAuditsRefusals(t *testing.T) {
 	}
 	if _, b := call(t, http.MethodGet, base+"/admin/v1/tenants/globex/audit", admin, nil); strings.Contains(string(b), "auth.failure") {
 		t.Fatalf("globex's log has acme's refusal: %s", b)
+	}
+}
+
+// TestEmbedderPerTenant gives one tenant a different embedding model (another
+// dimension) from the server's default; both search their own documents.
+func TestEmbedderPerTenant(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "bulkhead.yaml")
+	if err := os.WriteFile(cfg, []byte("embedders:\n  small:\n    type: offline\n    dim: 64\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const admin = "bka_test_embedder_admin_token_12"
+	base, _ := startServerWith(t, filepath.Join(dir, "data"), map[string]string{"BULKHEAD_ADMIN_TOKEN": admin}, "--config", cfg)
+	keys := map[string]string{
+		"acme":   createTenantKey(t, base, admin, map[string]any{"id": "acme", "embedder": "small"}),
+		"globex": createTenantKey(t, base, admin, map[string]any{"id": "globex"}),
+	}
+	for id, key := range keys {
+		if status, b := call(t, http.MethodPost, base+"/v1/documents", key, map[string]any{"text": "The " + id + " warehouse ships zorbaxes on Mondays."}); status != http.StatusCreated {
+			t.Fatalf("%s document: %d %s", id, status, b)
+		}
+		status, b := call(t, http.MethodPost, base+"/v1/search", key, map[string]any{"query": "zorbax shipping day", "mode": "vector"})
+		if status != http.StatusOK || !strings.Contains(string(b), id+" warehouse") {
+			t.Fatalf("%s vector search: %d %s", id, status, b)
+		}
+	}
+	if status, _ := call(t, http.MethodPost, base+"/admin/v1/tenants", admin, map[string]any{"id": "initech", "embedder": "nosuch"}); status != http.StatusBadRequest {
+		t.Fatalf("unknown embedder: status %d, want 400", status)
 	}
 }

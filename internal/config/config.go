@@ -28,8 +28,10 @@ type Config struct {
 	MaxOpenTenants int `yaml:"max_open_tenants"`
 	// HistoryMessages is how many stored messages of a session the model sees.
 	HistoryMessages int `yaml:"history_messages"`
-	// Embedder computes embeddings for documents and memories.
-	Embedder Embedder `yaml:"embedder"`
+	// Embedder computes embeddings for documents and memories, unless a
+	// tenant names one of Embedders.
+	Embedder  Embedder            `yaml:"embedder"`
+	Embedders map[string]Embedder `yaml:"embedders"`
 	// VectorCacheBytes bounds the memory held by loaded vector indexes.
 	VectorCacheBytes int `yaml:"vector_cache_bytes"`
 	// EmbeddingCacheEntries bounds the per-tenant embedding cache.
@@ -180,9 +182,39 @@ func (c Config) Models(getenv func(string) string) (*llm.Registry, error) {
 	return reg, nil
 }
 
-// NewEmbedder builds the configured embedder. getenv supplies its API key.
-func (c Config) NewEmbedder(getenv func(string) string) (embed.Embedder, error) {
-	e := c.Embedder
+// DefaultEmbedder names the server's default embedder; OfflineEmbedder the
+// built-in one, always available.
+const (
+	DefaultEmbedder = "default"
+	OfflineEmbedder = "offline"
+)
+
+// NewEmbedders builds every configured embedder by name: "default" (the
+// embedder section), "offline", and each of embedders. getenv supplies keys.
+func (c Config) NewEmbedders(getenv func(string) string) (map[string]embed.Embedder, error) {
+	out := map[string]embed.Embedder{OfflineEmbedder: embed.NewOffline(0)}
+	def, err := newEmbedder(c.Embedder, getenv)
+	if err != nil {
+		return nil, err
+	}
+	out[DefaultEmbedder] = def
+	for name, spec := range c.Embedders {
+		if name == DefaultEmbedder || name == OfflineEmbedder {
+			return nil, fmt.Errorf("embedders: %q is reserved", name)
+		}
+		if spec.Type == "" {
+			spec.Type = "offline"
+		}
+		e, err := newEmbedder(spec, getenv)
+		if err != nil {
+			return nil, fmt.Errorf("embedders.%s: %w", name, err)
+		}
+		out[name] = e
+	}
+	return out, nil
+}
+
+func newEmbedder(e Embedder, getenv func(string) string) (embed.Embedder, error) {
 	switch e.Type {
 	case "offline":
 		return embed.NewOffline(e.Dim), nil

@@ -117,3 +117,22 @@ func TestLoad(t *testing.T) {
 		t.Fatal("Load of a missing file succeeded")
 	}
 }
+
+func TestEmbedders(t *testing.T) {
+	c, err := Parse([]byte("embedders:\n  semantic:\n    type: openai\n    base_url: http://127.0.0.1:11434/v1\n    model: nomic-embed-text\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := c.NewEmbedders(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"default", "offline", "semantic"} {
+		if es[name] == nil {
+			t.Errorf("embedder %q missing", name)
+		}
+	}
+	if _, err := (Config{Embedder: Embedder{Type: "magic"}}).NewEmbedders(func(string) string { return "" }); err == nil {
+		t.Error("unknown embedder type accepted")
+	}
+}

@@ -75,7 +75,10 @@ type Tenant struct {
 	AllowedHosts []string
 	// Canaries are unique tokens planted in the tenant's system prompts; one
 	// seen in another tenant's answer proves a leak, and blocks it.
-	Canaries  []string
+	Canaries []string
+	// Embedder names the embedding model of the tenant's knowledge base and
+	// memories; empty means the server's default.
+	Embedder  string
 	StorageID string // opaque name of the tenant's data directory
 	// WrappedKey is the tenant's data key wrapped by the KEK; deleting the
 	// tenant destroys it.
@@ -262,10 +265,11 @@ type storedConfig struct {
 	Limits       Limits             `json:"limits"`
 	AllowedHosts []string           `json:"allowed_hosts,omitempty"`
 	Canaries     []string           `json:"canaries,omitempty"`
+	Embedder     string             `json:"embedder,omitempty"`
 }
 
 func encodeConfig(t Tenant) (string, error) {
-	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits, AllowedHosts: t.AllowedHosts, Canaries: t.Canaries})
+	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits, AllowedHosts: t.AllowedHosts, Canaries: t.Canaries, Embedder: t.Embedder})
 	return string(b), err
 }
 
@@ -274,7 +278,7 @@ func decodeConfig(s string, t *Tenant) error {
 	if err := json.Unmarshal([]byte(s), &c); err != nil {
 		return err
 	}
-	t.Profiles, t.Limits, t.AllowedHosts, t.Canaries = c.Profiles, c.Limits, c.AllowedHosts, c.Canaries
+	t.Profiles, t.Limits, t.AllowedHosts, t.Canaries, t.Embedder = c.Profiles, c.Limits, c.AllowedHosts, c.Canaries, c.Embedder
 	return nil
 }
 

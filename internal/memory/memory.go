@@ -48,13 +48,16 @@ type Ciphers interface {
 
 // Deps is what a Service needs.
 type Deps struct {
-	Store    Store
-	Ciphers  Ciphers
-	Embedder embed.Embedder
-	Cache    *embed.Cache  // nil: no embedding cache
-	Vectors  *vector.Cache // per-tenant indexes
-	Chunking chunk.Options
-	Logger   *slog.Logger
+	Store   Store
+	Ciphers Ciphers
+	// Embedder is the default embedder; EmbedderFor, when set, picks the
+	// tenant's own (it may be another model, with another dimension).
+	Embedder    embed.Embedder
+	EmbedderFor func(id tenant.ID) (embed.Embedder, error)
+	Cache       *embed.Cache  // nil: no embedding cache
+	Vectors     *vector.Cache // per-tenant indexes
+	Chunking    chunk.Options
+	Logger      *slog.Logger
 	// Fingerprints learns every text a tenant stores, so the output guard
 	// can recognize it in another tenant's answer; nil learns nothing.
 	Fingerprints Fingerprints
@@ -136,13 +139,30 @@ func (s *Service) DeleteDocument(ctx context.Context, scope auth.Scope, id strin
 	return s.Store.DeleteDocument(ctx, scope, id)
 }
 
-// embed embeds texts with the tenant's partition of the cache.
+// embedder returns the tenant's embedder.
+func (s *Service) embedder(scope auth.Scope) (embed.Embedder, error) {
+	if s.EmbedderFor == nil {
+		return s.Embedder, nil
+	}
+	e, err := s.EmbedderFor(scope.Tenant())
+	if err != nil {
+		return nil, fmt.Errorf("embedder of %s: %w", scope.Tenant(), err)
+	}
+	return e, nil
+}
+
+// embed embeds texts with the tenant's embedder and its partition of the
+// cache.
 func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) ([][]float32, error) {
 	if len(texts) == 0 {
 		return nil, nil
 	}
+	e, err := s.embedder(scope)
+	if err != nil {
+		return nil, err
+	}
 	if s.Cache == nil {
-		vecs, err := s.Embedder.Embed(ctx, texts)
+		vecs, err := e.Embed(ctx, texts)
 		if err != nil {
 			return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
 		}
@@ -152,7 +172,7 @@ func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) (
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}
-	vecs, err := s.Cache.Embed(ctx, s.Embedder, scope.Tenant(), c.Derive("embedding-cache"), texts)
+	vecs, err := s.Cache.Embed(ctx, e, scope.Tenant(), c.Derive("embedding-cache"), texts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
 	}
@@ -225,30 +245,44 @@ func (s *Service) Search(ctx context.Context, scope auth.Scope, query string, k 
 // vectorSearch searches the tenant's own vector index, loading it into the
 // cache when the knowledge base changed.
 func (s *Service) vectorSearch(ctx context.Context, scope auth.Scope, query string, k int) ([]int64, error) {
+	q, err := s.embed(ctx, scope, []string{query})
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.embedder(scope)
+	if err != nil {
+		return nil, err
+	}
 	version, err := s.Store.KBVersion(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("vector search: %w", err)
 	}
-	key := string(scope.Tenant()) + "/kb"
+	// The index belongs to the tenant and to the model its vectors came from.
+	key := string(scope.Tenant()) + "/kb/" + e.Model()
+	dim := len(q[0])
 	idx, err := s.Vectors.Get(key, version, func() (*vector.Index, error) {
 		chunks, err := s.Store.ChunkEmbeddings(ctx, scope)
 		if err != nil {
 			return nil, err
 		}
-		idx := vector.New(s.Embedder.Dim())
+		idx := vector.New(dim)
+		skipped := 0
 		for _, c := range chunks {
+			if len(c.Embedding) != dim {
+				skipped++ // embedded by another model: re-ingest to search it
+				continue
+			}
 			if err := idx.Add(c.ID, c.Embedding); err != nil {
 				return nil, fmt.Errorf("chunk %d: %w", c.ID, err)
 			}
+		}
+		if skipped > 0 {
+			s.Logger.WarnContext(ctx, "chunks embedded by another model are not searched by vector", "tenant", scope.Tenant(), "chunks", skipped)
 		}
 		return idx, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("load vector index: %w", err)
-	}
-	q, err := s.embed(ctx, scope, []string{query})
-	if err != nil {
-		return nil, err
 	}
 	hits := idx.Search(q[0], k)
 	ids := make([]int64, len(hits))
@@ -309,10 +343,13 @@ func (s *Service) Recall(ctx context.Context, scope auth.Scope, query string, k 
 		return nil, err
 	}
 	// One user's memories are few: score them exactly, no index needed.
-	idx := vector.New(s.Embedder.Dim())
+	idx := vector.New(len(q[0]))
 	byID := make(map[int64]store.Memory, len(all))
 	for _, m := range all {
 		byID[m.ID] = m
+		if len(m.Embedding) != len(q[0]) {
+			continue // embedded by another model
+		}
 		if err := idx.Add(m.ID, m.Embedding); err != nil {
 			return nil, fmt.Errorf("memory %d: %w", m.ID, err)
 		}

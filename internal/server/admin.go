@@ -51,6 +51,7 @@ type tenantBody struct {
 	Profiles     *map[string]profileBody `json:"profiles"`
 	Limits       *control.Limits         `json:"limits"`
 	AllowedHosts *[]string               `json:"allowed_hosts"`
+	Embedder     *string                 `json:"embedder"`
 }
 
 // tenantView is a tenant as the admin API shows it.
@@ -67,6 +68,7 @@ type tenantView struct {
 	Profiles     map[string]profileBody `json:"profiles"`
 	Limits       control.Limits         `json:"limits"`
 	AllowedHosts []string               `json:"allowed_hosts"`
+	Embedder     string                 `json:"embedder,omitempty"`
 	CreatedAt    time.Time              `json:"created_at"`
 	UpdatedAt    time.Time              `json:"updated_at"`
 }
@@ -75,7 +77,7 @@ func viewTenant(t control.Tenant) tenantView {
 	def := t.Profiles[control.DefaultProfile]
 	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
 		SystemPrompt: def.SystemPrompt, Model: def.Model, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
-		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, AllowedHosts: nonNil(t.AllowedHosts),
+		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, AllowedHosts: nonNil(t.AllowedHosts), Embedder: t.Embedder,
 		Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 	for name, p := range t.Profiles {
 		if name != control.DefaultProfile {
@@ -129,6 +131,12 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 	}
 	if b.AllowedHosts != nil {
 		t.AllowedHosts = *b.AllowedHosts
+	}
+	if b.Embedder != nil {
+		if *b.Embedder != "" && d.Embedders != nil && !d.Embedders(*b.Embedder) {
+			return fmt.Errorf("%w: no embedder %q is configured", kind.Invalid, *b.Embedder)
+		}
+		t.Embedder = *b.Embedder
 	}
 	if b.Profiles != nil {
 		if _, ok := (*b.Profiles)[control.DefaultProfile]; ok {

@@ -120,6 +120,8 @@ type Deps struct {
 	// AuditRefused records, in a tenant's audit log, a request refused with
 	// one of its key ids (wrong secret, suspended tenant); nil records none.
 	AuditRefused func(id tenant.ID, reason string)
+	// Embedders reports whether an embedder name is configured.
+	Embedders    func(name string) bool
 	Agent        *agent.Agent
 	Models       Models
 	DefaultModel string // for profiles that name none
