@@ -94,12 +94,17 @@ func nonNil(s []string) []string {
 	return s
 }
 
+// setIf sets *dst to *src when the field was present in the body.
+func setIf[T any](dst *T, src *T) {
+	if src != nil {
+		*dst = *src
+	}
+}
+
 // apply copies the fields present in b onto t, filling unset models with the
 // default and checking each model names a configured provider.
 func (b tenantBody) apply(t *control.Tenant, d Deps) error {
-	if b.Name != nil {
-		t.Name = *b.Name
-	}
+	setIf(&t.Name, b.Name)
 	if b.Status != nil {
 		s, err := tenant.ParseStatus(*b.Status)
 		if err != nil {
@@ -111,27 +116,13 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 		t.Profiles = map[string]control.Profile{}
 	}
 	def := t.Profiles[control.DefaultProfile]
-	if b.SystemPrompt != nil {
-		def.SystemPrompt = *b.SystemPrompt
-	}
-	if b.Model != nil {
-		def.Model = *b.Model
-	}
-	if b.Tools != nil {
-		def.Tools = *b.Tools
-	}
-	if b.APIKeySecret != nil {
-		def.APIKeySecret = *b.APIKeySecret
-	}
-	if b.NoCache != nil {
-		def.NoCache = *b.NoCache
-	}
-	if b.CacheTools != nil {
-		def.CacheToolAnswers = *b.CacheTools
-	}
-	if b.AllowedHosts != nil {
-		t.AllowedHosts = *b.AllowedHosts
-	}
+	setIf(&def.SystemPrompt, b.SystemPrompt)
+	setIf(&def.Model, b.Model)
+	setIf(&def.Tools, b.Tools)
+	setIf(&def.APIKeySecret, b.APIKeySecret)
+	setIf(&def.NoCache, b.NoCache)
+	setIf(&def.CacheToolAnswers, b.CacheTools)
+	setIf(&t.AllowedHosts, b.AllowedHosts)
 	if b.Embedder != nil {
 		if *b.Embedder != "" && d.Embedders != nil && !d.Embedders(*b.Embedder) {
 			return fmt.Errorf("%w: no embedder %q is configured", kind.Invalid, *b.Embedder)
@@ -148,9 +139,7 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 		}
 	}
 	t.Profiles[control.DefaultProfile] = def
-	if b.Limits != nil {
-		t.Limits = *b.Limits
-	}
+	setIf(&t.Limits, b.Limits)
 	for name, p := range t.Profiles {
 		if p.Model == "" {
 			p.Model = d.DefaultModel
@@ -236,14 +225,18 @@ func pathTenant(r *http.Request) (tenant.ID, error) {
 	return id, nil
 }
 
+// pathTenantRecord returns the tenant the path names.
+func pathTenantRecord(d Deps, r *http.Request) (control.Tenant, error) {
+	id, err := pathTenant(r)
+	if err != nil {
+		return control.Tenant{}, err
+	}
+	return d.Tenants.Tenant(id)
+}
+
 func handleGetTenant(d Deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathTenant(r)
-		if err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		t, err := d.Tenants.Tenant(id)
+		t, err := pathTenantRecord(d, r)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
@@ -369,14 +362,11 @@ const maxSecretLen = 16 << 10
 // adminTenantScope checks the tenant in the path exists and returns the
 // operator's Scope acting in it.
 func adminTenantScope(d Deps, r *http.Request) (scope auth.Scope, err error) {
-	id, err := pathTenant(r)
+	t, err := pathTenantRecord(d, r)
 	if err != nil {
 		return scope, err
 	}
-	if _, err := d.Tenants.Tenant(id); err != nil {
-		return scope, err
-	}
-	return auth.AdminScope(r.Context(), id)
+	return auth.AdminScope(r.Context(), t.ID)
 }
 
 func handlePutSecret(d Deps) http.Handler {

@@ -95,12 +95,7 @@ func handlePutPolicy(d Deps) http.Handler {
 
 func handleGetPolicy(d Deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathTenant(r)
-		if err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		t, err := d.Tenants.Tenant(id)
+		t, err := pathTenantRecord(d, r)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
