@@ -136,7 +136,10 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 			logName = name
 		}
 		b.a.Logger.WarnContext(ctx, "tool call denied", "tenant", b.scope.Tenant(), "tool", logName, "reasons", []string{"not offered to this agent"})
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": tools.Opaque(name), "decision": "deny", "reasons": []string{"not offered to this agent"}})
+		// The tenant's log says "unknown" whatever the name: a label would
+		// differ between names, and a catalog name would tell that the
+		// tool exists.
+		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": "unknown", "decision": "deny", "reasons": []string{"not offered to this agent"}})
 		return notAvailable
 	}
 	log := b.a.Logger.With("tenant", b.scope.Tenant(), "tool", name)
