@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
@@ -182,5 +184,22 @@ func TestToolServerGetsWhatPolicySaw(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkToolCallGuarded is BenchmarkToolCall with the output guard (one
+// other tenant's canary, an allow-list) checking every argument string.
+func BenchmarkToolCallGuarded(b *testing.B) {
+	h := newHostile(b)
+	h.box.a.Logger = slog.New(slog.DiscardHandler)
+	h.box.a.Audit = nil
+	tc := llm.ToolCall{ID: "c1", Function: llm.FunctionCall{Name: "crm_update",
+		Arguments: `{"customer":"c-1","note":"Printer on floor 3 is jammed, see https://docs.acme.example/printers"}`}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if out := h.box.call(ctx, tc); !strings.HasPrefix(out, "ok") {
+			b.Fatal(out)
+		}
 	}
 }

@@ -6,9 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
+	"unicode"
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
@@ -335,5 +337,49 @@ func TestToolCallExistenceHidden(t *testing.T) {
 	}
 	if notOffered != missing {
 		t.Errorf("tool not offered: %+v\nmissing tool: %+v\nwant them alike", notOffered, missing)
+	}
+}
+
+// TestToolCallLookAlikeKeysNeverExecuted: random respellings of the
+// declared keys (case flips, ignorables, confusables, fullwidth forms,
+// Kelvin sign, long s) are either byte-equal to the declared key or never
+// reach the executor.
+func TestToolCallLookAlikeKeysNeverExecuted(t *testing.T) {
+	subs := map[rune][]rune{'a': {'а', 'ａ'}, 'c': {'с', 'ｃ'}, 'e': {'е'}, 'i': {'ı', 'і'}, 'k': {'\u212A'},
+		'o': {'о', 'ο'}, 's': {'ſ', 'ѕ'}, 'u': {'ｕ'}, 'r': {'г'}, 'd': {'ԁ'}, 'p': {'р'}, '_': {'＿'}}
+	ignorable := []rune{'\u200B', '\u00AD', '\u2060'}
+	r := rand.New(rand.NewPCG(1, 9))
+	h := newHostile(t)
+	keys := []string{"tenant_id", "workspace_id", "user_id", "customer"}
+	for i := range 1500 {
+		key := keys[i%len(keys)]
+		var b strings.Builder
+		for _, c := range key {
+			switch r.IntN(5) {
+			case 0:
+				b.WriteRune(unicode.ToUpper(c))
+			case 1:
+				if s := subs[c]; len(s) > 0 {
+					c = s[r.IntN(len(s))]
+				}
+				b.WriteRune(c)
+			default:
+				b.WriteRune(c)
+			}
+			if r.IntN(10) == 0 {
+				b.WriteRune(ignorable[r.IntN(len(ignorable))])
+			}
+		}
+		sp := b.String()
+		q, _ := json.Marshal(sp)
+		before := h.rec.calls.Load()
+		h.call("crm_update", `{"customer":"c",`+string(q)+`:"globex"}`)
+		ran := h.rec.calls.Load() != before
+		if ran && sp != key {
+			t.Fatalf("case %d: %q (a spelling of %q) reached the executor: %s", i, sp, key, h.sent(t))
+		}
+		if ran && key == "tenant_id" {
+			t.Fatalf("case %d: the model's tenant_id reached the executor", i)
+		}
 	}
 }

@@ -412,6 +412,15 @@ func (t *Tool) Declares(name string) bool {
 	return ok
 }
 
+// keyLabel is how a top-level key appears in errors: quoted when declared,
+// else Opaque.
+func (t *Tool) keyLabel(name string) string {
+	if t.Declares(name) {
+		return strconv.Quote(name)
+	}
+	return Opaque(name)
+}
+
 // MapStrings calls fn on every string value in v, recursively, replacing the
 // value with fn's result, and on every object key with key set (a key
 // cannot be replaced: fn may refuse it). The first error stops the walk.

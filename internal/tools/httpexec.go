@@ -117,13 +117,13 @@ func (e *HTTPExecutor) execute(ctx context.Context, call Call) (Result, error) {
 			// The model may not replace or add to a parameter the
 			// operator fixed in the URL, such as a credential.
 			if q.Has(name) {
-				return Result{}, fmt.Errorf("tool %q: argument %q collides with a query parameter of the url", call.Tool.Name, name)
+				return Result{}, fmt.Errorf("tool %q: argument %s collides with a query parameter of the url", call.Tool.Name, call.Tool.keyLabel(name))
 			}
 		}
 		for name, arg := range call.Args {
 			s, err := queryValue(arg)
 			if err != nil {
-				return Result{}, fmt.Errorf("tool %q: argument %q: %w", call.Tool.Name, name, err)
+				return Result{}, fmt.Errorf("tool %q: argument %s: %w", call.Tool.Name, call.Tool.keyLabel(name), err)
 			}
 			q.Set(name, s)
 		}
