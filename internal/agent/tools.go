@@ -123,8 +123,8 @@ const notAvailable = "error: no tool of that name is available to you"
 // call checks and runs one tool call and returns the text for the model.
 // The arguments take one path: decoded once and checked key by key against
 // the schema, their string values passed through the guard and the
-// redactor, completed with the bound parameters, authorized, and sent as the
-// one canonical encoding policy saw.
+// redactor, completed with the bound parameters and validated, authorized,
+// and sent as the one canonical encoding policy saw.
 func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 	name := tc.Function.Name
 	t, offered := b.tools[name]
@@ -148,6 +148,10 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 	if err != nil {
 		return b.refuseArguments(ctx, log, name, err)
 	}
+	// The guard and the redactor run before the bound parameters are
+	// filled (those are the runtime's own values: a parameter bound to a
+	// secret would be redacted) and before policy, so that policy decides on
+	// the value as rewritten: the one that is sent.
 	if msg, ok := b.checkStrings(ctx, log, name, model); !ok {
 		return msg
 	}
@@ -243,6 +247,7 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 	if !errors.As(err, &ae) {
 		// Filling a bound parameter failed: the tool is not configured.
 		log.WarnContext(ctx, "tool call failed", "error", err.Error())
+		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "error", "reasons": []string{"bound parameter not set"}})
 		return "error: the tool is not configured for this tenant (" + err.Error() + ")"
 	}
 	record := map[string]any{"tool": name, "reasons": []string{ae.Reason}}
@@ -289,7 +294,10 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name strin
 				out = v.Text
 			}
 		}
-		out = b.red.String(out)
+		if r := b.red.String(out); r != out {
+			rewritten = append(rewritten, "tenant secret redacted")
+			out = r
+		}
 		if key && out != s {
 			blocked = []string{"argument key carries data that may not leave"}
 			return "", errArgBlocked
