@@ -118,7 +118,7 @@ func toolMessage(tc llm.ToolCall, content string) llm.Message {
 // the same whether the tool does not exist, belongs to another tenant or is
 // refused by policy, so that neither it nor the audit record tells them
 // apart.
-const notAvailable = "error: no tool of that name is available to you"
+const notAvailable = "error: that tool is not available to you"
 
 // call checks and runs one tool call and returns the text for the model.
 // The arguments take one path: decoded once and checked key by key against
