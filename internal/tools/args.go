@@ -251,6 +251,10 @@ func (t *Tool) Decode(raw string) (map[string]any, error) {
 	if len(raw) > maxArguments {
 		return nil, argError(ReasonSyntax, "", nil, "arguments larger than %d bytes", maxArguments)
 	}
+	if t.keys == nil {
+		// Not from Compile: no rules to check against, so nothing passes.
+		return nil, fmt.Errorf("%w: tool %q was not compiled", kind.Invalid, t.Name)
+	}
 	if strings.TrimSpace(raw) == "" {
 		return map[string]any{}, nil
 	}
