@@ -714,7 +714,7 @@ func TestHostileTenant(t *testing.T) {
 			w.chat(t, w.aKey, `/call crm_ticket {"customer":"c-6","subject":"bug","body":"Broken page. `+v.text+`"}`, false)
 			for _, r := range w.echo.since(m) {
 				for _, c := range hostileEvil(r.haystack()) {
-					t.Errorf("class %s: %s: the tool server received an %s pointing at evil.example: %s", class, v.name, c, hostileExcerpt(string(r.body)))
+					t.Errorf("class %s: %s: the tool server received a link or image to evil.example (%s): %s", class, v.name, c, hostileExcerpt(string(r.body)))
 				}
 			}
 		}
@@ -738,7 +738,7 @@ func TestHostileTenant(t *testing.T) {
 			}
 			for i, rep := range sayA(t, "Report\n\n"+v.text+"\n") {
 				for _, c := range hostileEvil(rep.content) {
-					t.Errorf("class %s: %s: an %s pointing at evil.example got out in %s: %s", class, v.name, c, hostileWhere("A's answer", i), hostileExcerpt(rep.content))
+					t.Errorf("class %s: %s: a link or image to evil.example (%s) got out in %s: %s", class, v.name, c, hostileWhere("A's answer", i), hostileExcerpt(rep.content))
 				}
 			}
 		}
@@ -997,7 +997,7 @@ func TestHostileTenant(t *testing.T) {
 		for i, a := range answers {
 			checkNo(t, class, "hostile message", hostileWhere(fmt.Sprintf("A's answer to message %d", i/2+1), i%2), a, all...)
 			for _, c := range hostileEvil(a) {
-				t.Errorf("class %s: an %s pointing at evil.example got out in %s", class, c, hostileWhere(fmt.Sprintf("A's answer to message %d", i/2+1), i%2))
+				t.Errorf("class %s: a link or image to evil.example (%s) got out in %s", class, c, hostileWhere(fmt.Sprintf("A's answer to message %d", i/2+1), i%2))
 			}
 		}
 		reqs := w.echo.since(m)
@@ -1007,7 +1007,7 @@ func TestHostileTenant(t *testing.T) {
 		for _, r := range reqs {
 			checkNo(t, class, "hostile calls", "what the tool server received", r.haystack(), all...)
 			for _, c := range hostileEvil(r.haystack()) {
-				t.Errorf("class %s: the tool server received an %s pointing at evil.example", class, c)
+				t.Errorf("class %s: the tool server received a link or image to evil.example (%s)", class, c)
 			}
 			for _, p := range hostileBoundProblems(r) {
 				t.Errorf("class %s: %s", class, p)
