@@ -711,7 +711,7 @@ func TestHostileTenant(t *testing.T) {
 		}
 		for _, v := range variants {
 			m := w.echo.mark()
-			w.chat(t, w.aKey, `/call crm_ticket {"customer":"c-6","subject":"bug","body":"Broken page. `+v.text+`"}`, false)
+			w.chat(t, w.aKey, `/call crm_ticket {"customer":"c-6","subject":"bug","body":"Broken page.\n`+v.text+`"}`, false)
 			for _, r := range w.echo.since(m) {
 				for _, c := range hostileEvil(r.haystack()) {
 					t.Errorf("class %s: %s: the tool server received a link or image to evil.example (%s): %s", class, v.name, c, hostileExcerpt(string(r.body)))
@@ -1098,7 +1098,10 @@ func hostileEvil(text string) []string {
 			out = append(out, c.name)
 		}
 	}
-	for _, m := range regexp.MustCompile(`(?im)\[([^\]]+)\]:\s*<?https?://evil\.example`).FindAllStringSubmatch(text, -1) {
+	// A definition starts a line, after any container markers (block
+	// quotes, list items) and up to three spaces.
+	defs := regexp.MustCompile(`(?im)^(?:[ \t]*(?:>|[-*+]|\d{1,9}[.)])[ \t]+|[ \t]*>)*[ \t]{0,3}\[([^\]]+)\]:[ \t]*\n?[ \t]*<?https?://evil\.example`)
+	for _, m := range defs.FindAllStringSubmatch(text, -1) {
 		label := regexp.QuoteMeta(m[1])
 		// Full, collapsed or shortcut reference to the label, not the
 		// definition itself.
@@ -1511,6 +1514,32 @@ func hostilePercentAll(s, format string) string {
 		fmt.Fprintf(&b, format, s[i])
 	}
 	return b.String()
+}
+
+// TestHostileEvil checks the link detector: constructs a renderer turns into
+// a link or image are found, text that only mentions the host is not.
+func TestHostileEvil(t *testing.T) {
+	for _, tt := range []struct {
+		text string
+		want bool
+	}{
+		{"see ![x](https://evil.example/p.png)", true},
+		{"[a](https://evil.example/)", true},
+		{"<img src=\"https://evil.example/p.png\">", true},
+		{"<https://evil.example/x>", true},
+		{"- [r]: https://evil.example/x.png\n\n![a][r]", true},
+		{"> - [R]: https://evil.example/x.png\n\n![r][]", true},
+		{"- [pic]: https://evil.example/x.png\n\n![pic]", true},
+		{`{"body":"Broken.\n- [r]: https:\/\/evil.example\/p.png\n\n![a][r]"}`, true},
+		{"the host https://evil.example/x is bad", false},
+		{"Broken page. - [r]: https://evil.example/p.png\n\n![a][r]", false},
+		{"- [r]: https://evil.example/x.png\n\nno reference here", false},
+		{"- \n\n![a][r]", false},
+	} {
+		if got := len(hostileEvil(tt.text)) > 0; got != tt.want {
+			t.Errorf("hostileEvil(%q) = %v, want %v", tt.text, hostileEvil(tt.text), tt.want)
+		}
+	}
 }
 
 // TestHostileDetector checks the leak detector itself: it finds every
