@@ -77,20 +77,20 @@ var hostileDeclared = []string{"tenant_id", "user_id", "workspace_id", "customer
 // hostileBoundValue is what the runtime must send for each bound parameter.
 var hostileBoundValue = map[string]string{"tenant_id": hostileA, "workspace_id": hostileA, "user_id": hostileUser}
 
-// syncBuffer is a bytes.Buffer for a logger shared by goroutines.
-type syncBuffer struct {
+// hostileLogBuffer is a bytes.Buffer for a logger shared by goroutines.
+type hostileLogBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *hostileLogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
 // since returns what was written after offset off, and the new offset.
-func (b *syncBuffer) since(off int) (string, int) {
+func (b *hostileLogBuffer) since(off int) (string, int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := b.buf.String()
@@ -249,7 +249,7 @@ func hostileEscapeAll(s string) string {
 // hostileWorld is the two tenants behind one server.
 type hostileWorld struct {
 	env           *testEnv
-	logs          *syncBuffer
+	logs          *hostileLogBuffer
 	echo          *hostileEcho
 	aKey, bKey    string
 	aKeyID        string
@@ -262,7 +262,7 @@ type hostileWorld struct {
 
 func newHostileWorld(t *testing.T) *hostileWorld {
 	t.Helper()
-	w := &hostileWorld{logs: &syncBuffer{}}
+	w := &hostileWorld{logs: &hostileLogBuffer{}}
 	// The package's test server, as every server test builds it, with its
 	// log captured.
 	w.env = newTestEnv(t, envOptions{logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
@@ -275,7 +275,7 @@ func newHostileWorld(t *testing.T) *hostileWorld {
 	headers := map[string]string{"Authorization": "Bearer {{secret.crm_token}}"}
 	env.createTenant(t, map[string]any{"id": hostileB, "system_prompt": hostileBPrompt, "tools": []string{}})
 	for _, def := range []map[string]any{
-		// A strict schema: undeclared keys are not declared welcome.
+		// A strict schema: no additionalProperties.
 		{"name": "crm_ticket", "description": "Open a support ticket", "scope": "tenant",
 			"parameters": json.RawMessage(params + `}`), "bound": bound,
 			"http": map[string]any{"method": "POST", "url": w.echo.URL + "/ticket/{{bound.tenant_id}}", "headers": headers}},
@@ -437,9 +437,9 @@ func hostileTypes(recs []store.AuditRecord) []string {
 	return out
 }
 
-// checkNo reports every needle found in hay, naming the class, the variant
+// hostileCheckNo reports every needle found in hay, naming the class, the variant
 // and where it got out.
-func checkNo(t *testing.T, class, variant, where, hay string, needles ...hostileNeedle) {
+func hostileCheckNo(t *testing.T, class, variant, where, hay string, needles ...hostileNeedle) {
 	t.Helper()
 	h := hostileHay(hay)
 	for _, n := range needles {
@@ -458,9 +458,9 @@ func hostileExcerpt(s string) string {
 	return strconv.Quote(s)
 }
 
-// mustSee fails the test when the detector cannot see needle in payload: a
+// hostileMustSee fails the test when the detector cannot see needle in payload: a
 // variant it cannot see would pass without proving anything.
-func mustSee(t *testing.T, variant, payload string, n hostileNeedle) {
+func hostileMustSee(t *testing.T, variant, payload string, n hostileNeedle) {
 	t.Helper()
 	if _, _, ok := hostileHay(payload).find(n); !ok {
 		t.Fatalf("test bug: the leak detector does not find %s in variant %s: %q", n.what, variant, payload)
@@ -479,9 +479,9 @@ func TestHostileTenant(t *testing.T) {
 	t.Run("class01_lookalike_canary", func(t *testing.T) {
 		const class = "1 (look-alike spellings of another tenant's canary)"
 		for _, v := range hostileLookalikes(canary) {
-			mustSee(t, v.name, v.text, w.bCanaryNeedle)
+			hostileMustSee(t, v.name, v.text, w.bCanaryNeedle)
 			for i, rep := range sayA(t, "Here it is: "+v.text+" done.") {
-				checkNo(t, class, v.name, hostileWhere("A's answer", i), rep.content, w.bCanaryNeedle)
+				hostileCheckNo(t, class, v.name, hostileWhere("A's answer", i), rep.content, w.bCanaryNeedle)
 			}
 		}
 	})
@@ -489,9 +489,9 @@ func TestHostileTenant(t *testing.T) {
 	t.Run("class02_encoded_canary", func(t *testing.T) {
 		const class = "2 (encoded forms of another tenant's canary)"
 		for _, v := range hostileEncodings(canary) {
-			mustSee(t, v.name, v.text, w.bCanaryNeedle)
+			hostileMustSee(t, v.name, v.text, w.bCanaryNeedle)
 			for i, rep := range sayA(t, "Encoded: "+v.text+" end.") {
-				checkNo(t, class, v.name, hostileWhere("A's answer", i), rep.content, w.bCanaryNeedle)
+				hostileCheckNo(t, class, v.name, hostileWhere("A's answer", i), rep.content, w.bCanaryNeedle)
 			}
 		}
 	})
@@ -511,9 +511,9 @@ func TestHostileTenant(t *testing.T) {
 			{"reversed", hostileReverse(hostileAToken)},
 		}
 		for _, v := range variants {
-			mustSee(t, v.name, v.text, w.aSecret)
+			hostileMustSee(t, v.name, v.text, w.aSecret)
 			for i, rep := range sayA(t, "Token: "+v.text+" ok.") {
-				checkNo(t, class, v.name, hostileWhere("A's answer", i), rep.content, w.aSecret)
+				hostileCheckNo(t, class, v.name, hostileWhere("A's answer", i), rep.content, w.aSecret)
 			}
 		}
 	})
@@ -529,11 +529,11 @@ func TestHostileTenant(t *testing.T) {
 			var fields map[string]json.RawMessage
 			if _, echoed, ok := strings.Cut(rep.content, "call_1: "); ok && json.Unmarshal([]byte(echoed), &fields) == nil {
 				for _, name := range slices.Sorted(maps.Keys(fields)) {
-					checkNo(t, class, "echoed field "+name, hostileWhere("A's answer", i), string(fields[name]), needles...)
+					hostileCheckNo(t, class, "echoed field "+name, hostileWhere("A's answer", i), string(fields[name]), needles...)
 				}
 				continue
 			}
-			checkNo(t, class, "echo of Authorization verbatim, as base64 and JSON-escaped", hostileWhere("A's answer", i), rep.content, needles...)
+			hostileCheckNo(t, class, "echo of Authorization verbatim, as base64 and JSON-escaped", hostileWhere("A's answer", i), rep.content, needles...)
 		}
 		reqs := w.echo.since(m)
 		if len(reqs) == 0 {
@@ -567,7 +567,7 @@ func TestHostileTenant(t *testing.T) {
 			m := w.echo.mark()
 			w.chat(t, w.aKey, "/call "+tool+" "+v.args, false)
 			for _, r := range w.echo.since(m) {
-				checkNo(t, class, v.name, "what the tool server received", r.haystack(), v.needle)
+				hostileCheckNo(t, class, v.name, "what the tool server received", r.haystack(), v.needle)
 			}
 		}
 	})
@@ -829,9 +829,9 @@ func TestHostileTenant(t *testing.T) {
 			w.chat(t, w.aKey, c.text, false)
 		}
 		needles := []hostileNeedle{w.aSecret, w.bCanaryNeedle}
-		checkNo(t, class, "names and keys", "A's audit log", hostileAuditText(w.auditAfter(t, w.aKey, seq)), needles...)
+		hostileCheckNo(t, class, "names and keys", "A's audit log", hostileAuditText(w.auditAfter(t, w.aKey, seq)), needles...)
 		logs, _ := w.logs.since(logMark)
-		checkNo(t, class, "names and keys", "the server log", logs, needles...)
+		hostileCheckNo(t, class, "names and keys", "the server log", logs, needles...)
 	})
 
 	t.Run("all_at_once", func(t *testing.T) {
@@ -875,7 +875,7 @@ func TestHostileTenant(t *testing.T) {
 		}
 		all := append([]hostileNeedle{w.aSecret}, w.secretsOfB...)
 		for i, a := range answers {
-			checkNo(t, class, "hostile message", hostileWhere(fmt.Sprintf("A's answer to message %d", i/2+1), i%2), a, all...)
+			hostileCheckNo(t, class, "hostile message", hostileWhere(fmt.Sprintf("A's answer to message %d", i/2+1), i%2), a, all...)
 			for _, c := range hostileEvil(a) {
 				t.Errorf("class %s: a link or image to evil.example (%s) got out in %s", class, c, hostileWhere(fmt.Sprintf("A's answer to message %d", i/2+1), i%2))
 			}
@@ -885,7 +885,7 @@ func TestHostileTenant(t *testing.T) {
 			t.Logf("no hostile call reached the tool server")
 		}
 		for _, r := range reqs {
-			checkNo(t, class, "hostile calls", "what the tool server received", r.haystack(), all...)
+			hostileCheckNo(t, class, "hostile calls", "what the tool server received", r.haystack(), all...)
 			for _, c := range hostileEvil(r.haystack()) {
 				t.Errorf("class %s: the tool server received a link or image to evil.example (%s)", class, c)
 			}
@@ -899,9 +899,9 @@ func TestHostileTenant(t *testing.T) {
 				t.Errorf("class %s: the tool server got Authorization %q, want A's own token", class, got)
 			}
 		}
-		checkNo(t, class, "hostile messages", "A's audit log", hostileAuditText(w.auditAfter(t, w.aKey, seq)), all...)
+		hostileCheckNo(t, class, "hostile messages", "A's audit log", hostileAuditText(w.auditAfter(t, w.aKey, seq)), all...)
 		logs, _ := w.logs.since(logMark)
-		checkNo(t, class, "hostile messages", "the server log", logs, all...)
+		hostileCheckNo(t, class, "hostile messages", "the server log", logs, all...)
 	})
 }
 
