@@ -55,10 +55,13 @@ type envOptions struct {
 	byok   map[string]byokProvider
 	logger *slog.Logger // nil: discard
 	// quota, if set, replaces the in-memory limiter (e.g. Redis).
-	quota interface {
-		agent.Quota
-		lifecycle.Quota
-	}
+	quota envQuota
+}
+
+// envQuota is a limiter the test environment can use.
+type envQuota interface {
+	agent.Quota
+	lifecycle.Quota
 }
 
 type byokProvider struct {
@@ -140,10 +143,7 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
 	}
-	var limiter interface {
-		agent.Quota
-		lifecycle.Quota
-	} = quota.NewMemory()
+	var limiter envQuota = quota.NewMemory()
 	if opts.quota != nil {
 		limiter = opts.quota
 	}
