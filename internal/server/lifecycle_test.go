@@ -8,9 +8,11 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,6 +306,16 @@ func TestRecreatedTenantGetsOwnMCPProcess(t *testing.T) {
 	}
 
 	env.admin(t, "DELETE", "/admin/v1/tenants/acme", nil, http.StatusNoContent)
+	// The deleted tenant's process ends: nothing of its state lives on.
+	pidNum, err := strconv.Atoi(oldPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); syscall.Kill(pidNum, 0) == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the deleted tenant's MCP process %d still runs", pidNum)
+		}
+	}
 	env.createTenant(t, map[string]any{"id": "acme", "tools": []string{"counter"}})
 	_, key = env.newKey(t, "acme")
 	pid, n := call(key)

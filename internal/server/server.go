@@ -23,15 +23,14 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
-// Tenants is the control plane as the handlers use it.
+// Tenants is the control plane as the handlers use it. Creating and
+// deleting tenants, changing their status and revoking keys go through
+// Lifecycle instead, which knows every piece of a tenant's state.
 type Tenants interface {
-	CreateTenant(ctx context.Context, t control.Tenant) (control.Tenant, error)
 	Tenant(id tenant.ID) (control.Tenant, error)
 	Tenants() []control.Tenant
 	UpdateTenant(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
-	DeleteTenant(ctx context.Context, id tenant.ID) (control.Tenant, error)
 	AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error
-	RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID) error
 }
 
 // Lifecycle creates, changes and deletes tenants with every piece of their
