@@ -250,3 +250,38 @@ func TestTrackCancels(t *testing.T) {
 		t.Errorf("tracked requests of the old incarnation: %d, want 1 (until done)", n)
 	}
 }
+
+// BenchmarkTrack measures what tracking adds to every tenant API request.
+func BenchmarkTrack(b *testing.B) {
+	master, _ := keyring.NewKey()
+	kek, _ := keyring.NewLocalKEK(master)
+	p, err := control.Open(b.Context(), filepath.Join(b.TempDir(), "control.db"), kek, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	l, err := lifecycle.New(p, parts(&recorder{}), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := l.Provision(b.Context(), newTenant("acme")); err != nil {
+		b.Fatal(err)
+	}
+	keyID, secret, hash, _ := auth.NewKey()
+	if err := p.AddKey(b.Context(), "acme", keyID, hash); err != nil {
+		b.Fatal(err)
+	}
+	authn, _ := auth.New(p, "admin-token-for-lifecycle-tests")
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", "Bearer "+secret.Reveal())
+	scope, err := authn.Tenant(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, done := l.Track(context.Background(), scope)
+			done()
+		}
+	})
+}
