@@ -214,7 +214,7 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	life, err := lifecycle.New(plane, lifecycle.Parts{
 		DataKeys: ring, Store: stores, ResponseCache: responses, EmbeddingCache: embedCache, VectorIndexes: vectors,
 		Quota: limiter, ToolSessions: mcp, Guard: outputGuard, Audit: auditLog,
-		Extra: server.Records(knowledge, auditLog),
+		Extra: server.ProvisionRecords(knowledge, auditLog),
 	}, logger)
 	if err != nil {
 		stopLog()

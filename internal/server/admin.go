@@ -443,18 +443,18 @@ func handleExport(d Deps) http.Handler {
 	})
 }
 
-// HoneyText is the body of a tenant's honey record: its canary also lives
+// honeyText is the body of a tenant's honey record: its canary also lives
 // in the tenant's data, so a leak of that data (not only of the prompt) is
 // recognized too.
-func HoneyText(canary string) string {
+func honeyText(canary string) string {
 	return "Internal reference record " + canary + ". Not for disclosure."
 }
 
-// Records returns the lifecycle participants that write a new tenant's first
+// ProvisionRecords returns the lifecycle participants that write a new tenant's first
 // records: the "tenant.create" audit event and the honey record (when k is
 // not nil). They run inside the operator's request, so they act with its
 // AdminScope; their state goes with the tenant's store.
-func Records(k Knowledge, log AuditLog) []lifecycle.Participant {
+func ProvisionRecords(k Knowledge, log AuditLog) []lifecycle.Participant {
 	var out []lifecycle.Participant
 	if log != nil {
 		out = append(out, lifecycle.Func{Label: "audit of creation", ProvisionFunc: func(ctx context.Context, t control.Tenant) error {
@@ -474,7 +474,7 @@ func Records(k Knowledge, log AuditLog) []lifecycle.Participant {
 			if err != nil {
 				return err
 			}
-			_, _, err = k.AddDocument(ctx, scope, HoneyText(t.Canaries[0]), json.RawMessage(`{"honey":true}`))
+			_, _, err = k.AddDocument(ctx, scope, honeyText(t.Canaries[0]), json.RawMessage(`{"honey":true}`))
 			return err
 		}})
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
@@ -16,7 +17,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 		writeError(d.Logger, w, r, err)
 	}
 	requireTenant := d.Auth.RequireTenant(failTenant)
-	tenantAPI := func(h http.Handler) http.Handler { return requireTenant(track(d.Lifecycle, h)) }
+	tenantAPI := func(h http.Handler) http.Handler { return requireTenant(track(d, h)) }
 	admin := d.Auth.RequireAdmin(fail)
 
 	mux.Handle("GET /healthz", handleHealth())
@@ -54,15 +55,15 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 
 // track runs each tenant API request under a context that the lifecycle
 // cancels when its tenant is deleted or suspended or its key revoked.
-func track(l Lifecycle, next http.Handler) http.Handler {
+func track(d Deps, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scope, ok := auth.FromContext(r.Context())
 		if !ok {
 			// RequireTenant runs first; without its Scope nothing runs.
-			http.Error(w, "internal error", http.StatusInternalServerError)
+			writeError(d.Logger, w, r, errors.New("tenant request without a scope"))
 			return
 		}
-		ctx, done := l.Track(r.Context(), scope)
+		ctx, done := d.Lifecycle.Track(r.Context(), scope)
 		defer done()
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})

@@ -151,7 +151,7 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	life, err := lifecycle.New(plane, lifecycle.Parts{
 		DataKeys: ring, Store: stores, ResponseCache: responses, EmbeddingCache: embedCache, VectorIndexes: vectors,
 		Quota: limiter, ToolSessions: mcp, Guard: outputGuard, Audit: auditLog,
-		Extra: Records(knowledge, auditLog),
+		Extra: ProvisionRecords(knowledge, auditLog),
 	}, opts.logger)
 	if err != nil {
 		t.Fatalf("lifecycle.New: %v", err)
