@@ -153,6 +153,8 @@ func TestToolLoopStopsWhenAccessEnds(t *testing.T) {
 			if got := tool.calls.Load() - before; got != 0 {
 				t.Errorf("after %s returned, the tool server got %d more calls (chat ended %v), want 0", tc.name, got, r)
 			}
+			// The turn ends as a request with a dead credential would.
+			checkAPIError(t, r, http.StatusUnauthorized, "invalid_api_key")
 		})
 	}
 }
