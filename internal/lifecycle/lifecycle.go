@@ -297,7 +297,9 @@ func (l *Lifecycle) Offboard(ctx context.Context, id tenant.ID) (control.Tenant,
 	if err != nil {
 		return control.Tenant{}, err
 	}
-	return t, l.offboard(ctx, t)
+	// Past the commit the delete has happened: finish it even if the
+	// operator's request goes away, rather than leave it to the next start.
+	return t, l.offboard(context.WithoutCancel(ctx), t)
 }
 
 // offboard drops the state of t, whose control record is gone.
