@@ -1,10 +1,12 @@
 package sqlite_test
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
@@ -12,6 +14,8 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
+	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // TestOldIncarnationRefused uses a Scope of a tenant that was deleted and
@@ -88,3 +92,29 @@ func TestOldIncarnationRefused(t *testing.T) {
 }
 
 var _ sqlite.Locator = (*control.Plane)(nil)
+
+// deletedWhileOpening locates its tenant the first time and reports it
+// unknown from then on, as if the tenant were deleted while its store opened.
+type deletedWhileOpening struct{ calls atomic.Int32 }
+
+func (l *deletedWhileOpening) StorageID(_ context.Context, inc tenant.Incarnation) (string, error) {
+	if l.calls.Add(1) == 1 {
+		return "acme0storage", nil
+	}
+	return "", store.ErrUnknownTenant
+}
+
+// TestDeletedWhileOpening deletes the tenant between locating its store and
+// using it: the call is refused and leaves no directory behind.
+func TestDeletedWhileOpening(t *testing.T) {
+	dir := t.TempDir()
+	db := open(t, dir, 0, &deletedWhileOpening{}, newKeys(t, storetest.Acme).ring)
+	scope := auth.TestScope(t, storetest.Acme, "alice")
+	err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "late"}})
+	if !errors.Is(err, store.ErrUnknownTenant) {
+		t.Fatalf("AppendMessages: got %v, want ErrUnknownTenant", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "acme0storage")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("store directory of the deleted tenant: %v, want none", err)
+	}
+}
