@@ -29,6 +29,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/lifecycle"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/quota"
@@ -94,6 +95,18 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		plane.Close()
 		return nil, err
 	}
+	// Finish deletes a crash cut short: their control records (keys, data
+	// keys) are gone, their files may not be (see package lifecycle).
+	live := plane.StorageIDs()
+	orphans, err := stores.DropOrphans(ctx, func(id string) bool { return live[id] })
+	if err != nil {
+		stores.Close()
+		plane.Close()
+		return nil, fmt.Errorf("remove the stores of deleted tenants: %w", err)
+	}
+	if len(orphans) > 0 {
+		logger.Info("removed the stores of deleted tenants", "count", len(orphans))
+	}
 	authn, err := auth.New(plane, adminToken)
 	if err != nil {
 		stores.Close()
@@ -137,17 +150,18 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		}
 		return e, nil
 	}
+	embedCache, vectors := embed.NewCache(cfg.EmbeddingCacheEntries), vector.NewCache(cfg.VectorCacheBytes)
 	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard,
 		Store: stores, Ciphers: ring, Embedder: embedders[config.DefaultEmbedder], EmbedderFor: embedderFor,
-		Cache:   embed.NewCache(cfg.EmbeddingCacheEntries),
-		Vectors: vector.NewCache(cfg.VectorCacheBytes),
+		Cache:   embedCache,
+		Vectors: vectors,
 		Logger:  logger,
 	})
 	builtins := map[string]agent.Executor{}
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
 	}
-	var limiter agent.Quota = quota.NewMemory()
+	var limiter quota.Limiter = quota.NewMemory()
 	var cacheBackend cache.Backend = cache.NewMemory(cfg.ResponseCacheEntries, 0)
 	if cfg.Redis != nil {
 		rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
@@ -172,7 +186,11 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		if opCtx, err = authn.OperatorContext(context.WithoutCancel(ctx), adminToken); err != nil {
 			return scope, nil, err
 		}
-		scope, err = auth.AdminScope(opCtx, id)
+		t, err := plane.Tenant(id)
+		if err != nil {
+			return scope, nil, err
+		}
+		scope, err = auth.AdminScope(opCtx, t.Incarnation())
 		return scope, opCtx, err
 	}
 	auditRefused := func(id tenant.ID, reason string) {
@@ -191,14 +209,27 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		defer close(indexDone)
 		indexStoredText(logCtx, plane.Tenants(), stores, outputGuard, asOperator, logger)
 	}()
+	responses := cache.New(cacheBackend, cfg.ResponseCacheTTL)
+	// Every holder of per-tenant state, for creating and deleting tenants.
+	life, err := lifecycle.New(plane, lifecycle.Parts{
+		DataKeys: ring, Store: stores, ResponseCache: responses, EmbeddingCache: embedCache, VectorIndexes: vectors,
+		Quota: limiter, ToolSessions: mcp, Guard: outputGuard, Audit: auditLog,
+		Extra: server.ProvisionRecords(knowledge, auditLog),
+	}, logger)
+	if err != nil {
+		stopLog()
+		<-indexDone
+		<-logDone
+		return nil, errors.Join(err, mcp.Close(), stores.Close(), plane.Close())
+	}
 	h := server.New(server.Deps{
 		AuditRefused: auditRefused,
 		Embedders:    func(name string) bool { _, ok := embedders[name]; return ok },
 		Logger:       logger,
 		Auth:         authn,
 		Tenants:      plane,
+		Lifecycle:    life,
 		Data:         stores,
-		Keys:         ring,
 		Catalog:      plane,
 		Policies:     policies,
 		Knowledge:    knowledge,
@@ -207,7 +238,7 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
 			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
-			Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
+			Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
 			Logger: logger, HistoryMessages: cfg.HistoryMessages,
 		}),
 		Models:       models,

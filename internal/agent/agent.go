@@ -86,13 +86,13 @@ type ResponseCache interface {
 
 // Ciphers gives a tenant's cipher.
 type Ciphers interface {
-	Cipher(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
+	Cipher(ctx context.Context, inc tenant.Incarnation) (*keyring.Cipher, error)
 }
 
 // Quota admits turns against a tenant's limits.
 type Quota interface {
-	Admit(ctx context.Context, id tenant.ID, l quota.Limits) (release func(), err error)
-	Spend(ctx context.Context, id tenant.ID, l quota.Limits, tokens int) error
+	Admit(ctx context.Context, inc tenant.Incarnation, l quota.Limits) (release func(), err error)
+	Spend(ctx context.Context, inc tenant.Incarnation, l quota.Limits, tokens int) error
 }
 
 // Turn is one request to the agent.
@@ -174,7 +174,7 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, fmt.Errorf("run agent: %w", store.ErrNoScope)
 	}
 	if a.Quota != nil {
-		release, err := a.Quota.Admit(ctx, scope.Tenant(), profile.Limits)
+		release, err := a.Quota.Admit(ctx, scope.Incarnation(), profile.Limits)
 		if err != nil {
 			return Result{}, err
 		}
@@ -183,7 +183,7 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	res, err := a.run(ctx, scope, profile, turn)
 	if err == nil && a.Quota != nil {
 		// The answer is given; a failure to count it is logged, not returned.
-		if err := a.Quota.Spend(context.WithoutCancel(ctx), scope.Tenant(), profile.Limits, res.Usage.TotalTokens); err != nil {
+		if err := a.Quota.Spend(context.WithoutCancel(ctx), scope.Incarnation(), profile.Limits, res.Usage.TotalTokens); err != nil {
 			a.Logger.ErrorContext(ctx, "record token use", "tenant", scope.Tenant(), "error", err.Error())
 		}
 	}
@@ -289,6 +289,11 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 		msgs = append(msgs, resp.Message)
 		msgs = append(msgs, box.run(ctx, resp.Message.ToolCalls)...)
+		// A tenant deleted or suspended, or a key revoked, cancels ctx:
+		// the loop stops here rather than asking the model again.
+		if ctx.Err() != nil {
+			return Result{}, context.Cause(ctx)
+		}
 	}
 	resp.Usage = usage
 	a.guardAnswer(ctx, scope, profile, &resp.Message, &resp.FinishReason)

@@ -28,7 +28,7 @@ func (a *Agent) cached(ctx context.Context, scope auth.Scope, profile Profile, t
 	if a.Ciphers == nil {
 		return nil, t, nil
 	}
-	c, err := a.Ciphers.Cipher(ctx, scope.Tenant())
+	c, err := a.Ciphers.Cipher(ctx, scope.Incarnation())
 	if err != nil {
 		return nil, t, fmt.Errorf("response cache: %w", err)
 	}

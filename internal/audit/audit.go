@@ -104,9 +104,9 @@ type Log struct {
 	kick     chan struct{} // a tenant has MaxBatch events pending
 
 	mu      sync.Mutex
-	queues  map[tenant.ID]*queue
-	pending int  // recorded and not yet stored, queued or being stored
-	closed  bool // Run has stopped
+	queues  map[tenant.Incarnation]*queue // by incarnation: a re-created tenant never joins its predecessor's queue
+	pending int                           // recorded and not yet stored, queued or being stored
+	closed  bool                          // Run has stopped
 }
 
 // queue is one tenant's pending events, oldest first, and the scope to store
@@ -130,7 +130,7 @@ func NewLog(s Store, opts Options) *Log {
 		log:        cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
 		now:        opts.Now,
 		kick:       make(chan struct{}, 1),
-		queues:     map[tenant.ID]*queue{},
+		queues:     map[tenant.Incarnation]*queue{},
 	}
 }
 
@@ -164,11 +164,11 @@ func (l *Log) Record(scope auth.Scope, e Event) error {
 	case l.pending >= l.maxPending:
 		return fmt.Errorf("audit %s: %w", e.Type, ErrFull)
 	}
-	q := l.queues[scope.Tenant()]
+	q := l.queues[scope.Incarnation()]
 	if q == nil {
 		// The log is the tenant's, not an end user's.
 		q = &queue{scope: scope.WithUser("")}
-		l.queues[scope.Tenant()] = q
+		l.queues[scope.Incarnation()] = q
 	}
 	// Stamped under the lock, so a tenant's times follow its queue order.
 	q.recs = append(q.recs, store.AuditRecord{Time: l.now().UTC(), Type: e.Type, Data: data})
@@ -180,6 +180,19 @@ func (l *Log) Record(scope auth.Scope, e Event) error {
 		}
 	}
 	return nil
+}
+
+// Forget drops the events of incarnation inc not yet stored, when its tenant
+// is deleted: its store is gone, and they must not wait for, or reach, a
+// tenant created again under the same id. A flush under way may still store
+// some; the store refuses them, as the incarnation is no longer current.
+func (l *Log) Forget(inc tenant.Incarnation) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if q := l.queues[inc]; q != nil {
+		l.pending -= len(q.recs)
+		delete(l.queues, inc)
+	}
 }
 
 // Pending reports how many events are recorded and not yet stored.
@@ -276,7 +289,7 @@ func (l *Log) storeQueue(ctx context.Context, q *queue) error {
 }
 
 func (l *Log) failed(ctx context.Context, q *queue, err error) error {
-	id := q.scope.Tenant()
+	id, inc := q.scope.Tenant(), q.scope.Incarnation()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if errors.Is(err, store.ErrUnknownTenant) || errors.Is(err, kind.Invalid) || errors.Is(err, kind.TooLarge) {
@@ -285,10 +298,10 @@ func (l *Log) failed(ctx context.Context, q *queue, err error) error {
 		return fmt.Errorf("audit: tenant %s: %d events dropped: %w", id, len(q.recs), err)
 	}
 	failed := len(q.recs)
-	if cur := l.queues[id]; cur != nil {
+	if cur := l.queues[inc]; cur != nil {
 		q.recs = append(q.recs, cur.recs...)
 	}
-	l.queues[id] = q
+	l.queues[inc] = q
 	level := slog.LevelError
 	if ctx.Err() != nil {
 		level = slog.LevelDebug // Run is stopping and stores them next

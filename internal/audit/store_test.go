@@ -23,11 +23,12 @@ type tenants struct {
 	ciphers map[tenant.ID]*keyring.Cipher
 }
 
-func (*tenants) StorageID(_ context.Context, id tenant.ID) (string, error) {
-	return "store0" + string(id), nil
+func (*tenants) StorageID(_ context.Context, inc tenant.Incarnation) (string, error) {
+	return "store0" + string(inc.Tenant()), nil
 }
 
-func (ts *tenants) Cipher(_ context.Context, id tenant.ID) (*keyring.Cipher, error) {
+func (ts *tenants) Cipher(_ context.Context, inc tenant.Incarnation) (*keyring.Cipher, error) {
+	id := inc.Tenant()
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
 	if c, ok := ts.ciphers[id]; ok {

@@ -16,8 +16,10 @@ import (
 // KeyRecord is what the control plane knows about one API key.
 type KeyRecord struct {
 	Tenant tenant.ID
-	Hash   KeyHash
-	Status tenant.Status // the owning tenant's status
+	// Incarnation is the owning tenant's current incarnation.
+	Incarnation tenant.Incarnation
+	Hash        KeyHash
+	Status      tenant.Status // the owning tenant's status
 }
 
 // Keys finds API keys by id. A revoked key or deleted tenant is simply absent.
@@ -62,7 +64,10 @@ func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
 	if rec.Status != tenant.StatusActive {
 		return Scope{}, refused{tenant: rec.Tenant, err: fmt.Errorf("%w: tenant is %s", kind.Denied, rec.Status)}
 	}
-	return Scope{tenant: rec.Tenant}, nil
+	if rec.Incarnation.Tenant() != rec.Tenant {
+		return Scope{}, fmt.Errorf("key %s: incarnation %q is not of tenant %s", id, rec.Incarnation, rec.Tenant)
+	}
+	return Scope{tenant: rec.Tenant, inc: rec.Incarnation, key: id}, nil
 }
 
 // Admin reports whether r carries the admin token, as an error.
@@ -141,17 +146,18 @@ func (a *Authenticator) OperatorContext(ctx context.Context, token string) (cont
 
 type adminKey struct{}
 
-// AdminScope returns a Scope acting in tenant id for an operator's request.
-// Only a context that passed RequireAdmin gets one: the admin token is the
-// credential, the path names the tenant it acts on.
-func AdminScope(ctx context.Context, id tenant.ID) (Scope, error) {
+// AdminScope returns a Scope acting in incarnation inc of a tenant for an
+// operator's request. Only a context that passed RequireAdmin gets one: the
+// admin token is the credential, the path names the tenant it acts on and the
+// control plane its current incarnation.
+func AdminScope(ctx context.Context, inc tenant.Incarnation) (Scope, error) {
 	if ok, _ := ctx.Value(adminKey{}).(bool); !ok {
 		return Scope{}, fmt.Errorf("%w: admin credentials required", kind.Unauthenticated)
 	}
-	if _, err := tenant.ParseID(string(id)); err != nil {
+	if err := tenant.CheckIncarnation(inc); err != nil {
 		return Scope{}, fmt.Errorf("%w: %w", kind.Invalid, err)
 	}
-	return Scope{tenant: id}, nil
+	return Scope{tenant: inc.Tenant(), inc: inc}, nil
 }
 
 func bearer(r *http.Request) (string, error) {

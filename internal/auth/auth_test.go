@@ -41,7 +41,7 @@ func fixture(t *testing.T) (*auth.Authenticator, map[string]string) {
 			t.Fatal(err)
 		}
 		if k.stored {
-			keys[id] = auth.KeyRecord{Tenant: k.tenant, Hash: hash, Status: k.status}
+			keys[id] = auth.KeyRecord{Tenant: k.tenant, Incarnation: tenant.NewIncarnation(k.tenant, "0a"), Hash: hash, Status: k.status}
 		}
 		tokens[k.name] = secret.Reveal()
 	}
@@ -198,7 +198,7 @@ func BenchmarkTenant(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		keys[id] = auth.KeyRecord{Tenant: "acme", Hash: hash, Status: tenant.StatusActive}
+		keys[id] = auth.KeyRecord{Tenant: "acme", Incarnation: tenant.NewIncarnation("acme", "0a"), Hash: hash, Status: tenant.StatusActive}
 		if i == 0 {
 			token = secret.Reveal()
 		}

@@ -15,11 +15,25 @@ import (
 // store refuses it.
 type Scope struct {
 	tenant tenant.ID
-	user   tenant.UserID
+	// inc is the incarnation of the tenant the credential was checked
+	// against: stores refuse the Scope once it is no longer the tenant's
+	// current one, so a request authenticated before a delete and re-create
+	// cannot touch the new tenant.
+	inc  tenant.Incarnation
+	user tenant.UserID
+	key  tenant.KeyID // the API key that authenticated, empty for the operator
 }
 
 // Tenant returns the tenant the credential belongs to.
 func (s Scope) Tenant() tenant.ID { return s.tenant }
+
+// Incarnation returns the life of the tenant the credential was checked
+// against. Every piece of per-tenant state is keyed by it.
+func (s Scope) Incarnation() tenant.Incarnation { return s.inc }
+
+// Key returns the id of the API key that authenticated the request; it is
+// empty for the operator's Scopes.
+func (s Scope) Key() tenant.KeyID { return s.key }
 
 // User returns the end user inside the tenant.
 func (s Scope) User() tenant.UserID { return s.user }

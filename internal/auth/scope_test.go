@@ -133,7 +133,7 @@ func scopeConstructions(f *ast.File) []violation {
 			if id, ok := n.Fun.(*ast.Ident); ok && id.Name == "new" && len(n.Args) == 1 && isAuth(n.Args[0], "Scope") {
 				out = append(out, violation{n, "new(auth.Scope)"})
 			}
-			if isAuth(n.Fun, "TestScope") {
+			if isAuth(n.Fun, "TestScope") || isAuth(n.Fun, "TestScopeIn") {
 				out = append(out, violation{n, "auth.TestScope call"})
 			}
 		}

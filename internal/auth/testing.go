@@ -12,5 +12,13 @@ import (
 // source tree enforces that.
 func TestScope(tb testing.TB, id tenant.ID, user tenant.UserID) Scope {
 	tb.Helper()
-	return Scope{tenant: id, user: user}
+	return Scope{tenant: id, inc: tenant.Incarnation(id), user: user}
+}
+
+// TestScopeIn is TestScope for a given incarnation of a tenant, for tests of
+// what happens across a delete and re-create. Like TestScope it is for tests
+// alone.
+func TestScopeIn(tb testing.TB, inc tenant.Incarnation, user tenant.UserID) Scope {
+	tb.Helper()
+	return Scope{tenant: inc.Tenant(), inc: inc, user: user}
 }

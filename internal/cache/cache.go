@@ -65,8 +65,9 @@ type Backend interface {
 	Get(ctx context.Context, key string) ([]byte, bool, error)
 	// Set stores val under key for ttl; ttl <= 0 means no expiry.
 	Set(ctx context.Context, key string, val []byte, ttl time.Duration) error
-	// DeleteTenant drops every entry whose key starts with id + ":".
-	DeleteTenant(ctx context.Context, id tenant.ID) error
+	// DeleteTenant drops every entry whose key starts with id + ":", id
+	// being a tenant's incarnation.
+	DeleteTenant(ctx context.Context, id tenant.Incarnation) error
 }
 
 // ErrForeignEntry reports a refused entry: its envelope names another tenant,
@@ -138,9 +139,11 @@ func (x *Cache) Put(ctx context.Context, c *keyring.Cipher, req Request, v Value
 	return nil
 }
 
-// DeleteTenant drops every entry of tenant id, for offboarding.
-func (x *Cache) DeleteTenant(ctx context.Context, id tenant.ID) error {
-	if _, err := tenant.ParseID(string(id)); err != nil {
+// DeleteTenant drops every entry of incarnation id of a tenant, for
+// offboarding. Keys start with the incarnation, so a re-created tenant
+// never addresses its predecessor's entries even before they are gone.
+func (x *Cache) DeleteTenant(ctx context.Context, id tenant.Incarnation) error {
+	if err := tenant.CheckIncarnation(id); err != nil {
 		return fmt.Errorf("cache: delete tenant: %w", err)
 	}
 	if err := x.b.DeleteTenant(ctx, id); err != nil {
@@ -165,12 +168,12 @@ func PromptCacheKey(c *keyring.Cipher, profile string) string {
 // entryKey returns the tenant of c and the key of req for it. It fails
 // closed on a nil Cipher or one whose tenant is not a valid id (which could
 // contain the ':' separator).
-func entryKey(c *keyring.Cipher, req Request) (tenant.ID, string, error) {
+func entryKey(c *keyring.Cipher, req Request) (tenant.Incarnation, string, error) {
 	if c == nil {
 		return "", "", errors.New("cache: no tenant cipher")
 	}
-	id := c.Tenant()
-	if _, err := tenant.ParseID(string(id)); err != nil {
+	id := c.Incarnation()
+	if err := tenant.CheckIncarnation(id); err != nil {
 		return "", "", fmt.Errorf("cache: %w", err)
 	}
 	m := hmac.New(sha256.New, c.Derive(responsePurpose))
@@ -247,14 +250,14 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// Envelope layout: envelopeVersion, len(tenant) as one byte (ids are at most
-// 63 bytes), tenant, then the value sealed by the tenant's Cipher under
+// Envelope layout: envelopeVersion, len(incarnation) as one byte (at most
+// 63+1+64 bytes), the tenant's incarnation, then the value sealed by the tenant's Cipher under
 // sealContext(key).
 const envelopeVersion = 1
 
 func sealContext(key string) string { return "cache\x00" + key }
 
-func sealEntry(c *keyring.Cipher, id tenant.ID, key string, plaintext []byte) []byte {
+func sealEntry(c *keyring.Cipher, id tenant.Incarnation, key string, plaintext []byte) []byte {
 	sealed := c.Seal(plaintext, sealContext(key))
 	b := make([]byte, 0, 2+len(id)+len(sealed))
 	b = append(b, envelopeVersion, byte(len(id)))
@@ -264,7 +267,7 @@ func sealEntry(c *keyring.Cipher, id tenant.ID, key string, plaintext []byte) []
 
 // openEntry checks that the envelope b names tenant id and that its value
 // opens under c for key, and decodes it.
-func openEntry(c *keyring.Cipher, id tenant.ID, key string, b []byte) (Value, error) {
+func openEntry(c *keyring.Cipher, id tenant.Incarnation, key string, b []byte) (Value, error) {
 	if len(b) < 2 || b[0] != envelopeVersion || len(b) < 2+int(b[1]) {
 		return Value{}, fmt.Errorf("%w: malformed envelope", ErrForeignEntry)
 	}

@@ -137,7 +137,7 @@ func testTwoTenants(t *testing.T, b Backend) {
 }
 
 // withTenant rebuilds a stored envelope with its tenant replaced.
-func withTenant(t *testing.T, env []byte, id tenant.ID) []byte {
+func withTenant(t *testing.T, env []byte, id tenant.Incarnation) []byte {
 	t.Helper()
 	if len(env) < 2 || len(env) < 2+int(env[1]) {
 		t.Fatalf("stored entry is not an envelope: %x", env)
@@ -168,7 +168,7 @@ func testTampered(t *testing.T, newBackend func(*testing.T) Backend) {
 			t.Fatalf("backend Set(%q): %v", key, err)
 		}
 	}
-	sealedFor := func(c *keyring.Cipher, envTenant tenant.ID, key string) []byte {
+	sealedFor := func(c *keyring.Cipher, envTenant tenant.Incarnation, key string) []byte {
 		return sealEntry(c, envTenant, key, appendValue(nil, Value{Content: "forged", FinishReason: "stop"}))
 	}
 
@@ -301,7 +301,7 @@ func testDeleteTenant(t *testing.T, b Backend) {
 			checkHit(t, x, c, r, answer(string(c.Tenant())+r.Profile))
 		}
 	}
-	for _, bad := range []tenant.ID{"", "*", "acme:", "ACME"} {
+	for _, bad := range []tenant.Incarnation{"", "*", "acme:", "ACME"} {
 		if err := x.DeleteTenant(t.Context(), bad); err == nil {
 			t.Errorf("DeleteTenant(%q) = nil, want an error", bad)
 		}
@@ -705,7 +705,7 @@ func (failingBackend) Get(context.Context, string) ([]byte, bool, error) { retur
 func (failingBackend) Set(context.Context, string, []byte, time.Duration) error {
 	return errDown
 }
-func (failingBackend) DeleteTenant(context.Context, tenant.ID) error { return errDown }
+func (failingBackend) DeleteTenant(context.Context, tenant.Incarnation) error { return errDown }
 
 func TestBackendErrors(t *testing.T) {
 	x := New(failingBackend{}, time.Hour)

@@ -100,8 +100,8 @@ func (m *Memory) Set(_ context.Context, key string, val []byte, ttl time.Duratio
 }
 
 // DeleteTenant implements Backend.
-func (m *Memory) DeleteTenant(_ context.Context, id tenant.ID) error {
-	if _, err := tenant.ParseID(string(id)); err != nil {
+func (m *Memory) DeleteTenant(_ context.Context, id tenant.Incarnation) error {
+	if err := tenant.CheckIncarnation(id); err != nil {
 		return fmt.Errorf("memory cache: %w", err)
 	}
 	prefix := string(id) + ":"

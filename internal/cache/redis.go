@@ -60,8 +60,8 @@ func (r *Redis) Set(ctx context.Context, key string, val []byte, ttl time.Durati
 // by one, so no command spans hash slots. An entry written concurrently may
 // survive; after offboarding it is unaddressable and does not decrypt, since
 // its key and seal came from the destroyed data key.
-func (r *Redis) DeleteTenant(ctx context.Context, id tenant.ID) error {
-	if _, err := tenant.ParseID(string(id)); err != nil {
+func (r *Redis) DeleteTenant(ctx context.Context, id tenant.Incarnation) error {
+	if err := tenant.CheckIncarnation(id); err != nil {
 		return fmt.Errorf("redis cache: %w", err)
 	}
 	prefix := r.prefix + string(id) + ":"

@@ -89,6 +89,12 @@ type Tenant struct {
 	revision uint64 // counts updates in this process, for UpdateTenant
 }
 
+// Incarnation returns this life of the tenant: a tenant deleted and created
+// again under its id has a new storage id, so a new incarnation.
+func (t Tenant) Incarnation() tenant.Incarnation {
+	return tenant.NewIncarnation(t.ID, t.StorageID)
+}
+
 // Profile returns the named profile.
 func (t Tenant) Profile(name string) (Profile, bool) {
 	p, ok := t.Profiles[name]
@@ -418,10 +424,20 @@ func (p *Plane) storeUpdate(ctx context.Context, revision uint64, t Tenant, cfg 
 // authentication. The caller removes the tenant's data using the returned
 // storage id.
 func (p *Plane) DeleteTenant(ctx context.Context, id tenant.ID) (Tenant, error) {
+	return p.deleteTenant(ctx, id, "")
+}
+
+// DeleteIncarnation is DeleteTenant for incarnation inc only: a tenant
+// deleted and created again meanwhile is not found.
+func (p *Plane) DeleteIncarnation(ctx context.Context, inc tenant.Incarnation) (Tenant, error) {
+	return p.deleteTenant(ctx, inc.Tenant(), inc)
+}
+
+func (p *Plane) deleteTenant(ctx context.Context, id tenant.ID, inc tenant.Incarnation) (Tenant, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	t, ok := p.tenants[id]
-	if !ok {
+	if !ok || (inc != "" && t.Incarnation() != inc) {
 		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
 	}
 	if _, err := p.db.ExecContext(ctx, `DELETE FROM tenants WHERE id = ?`, id); err != nil {
@@ -487,28 +503,58 @@ func (p *Plane) KeyRecord(id tenant.KeyID) (auth.KeyRecord, bool) {
 	if !ok {
 		return auth.KeyRecord{}, false
 	}
-	return auth.KeyRecord{Tenant: k.tenant, Hash: k.hash, Status: t.Status}, true
+	return auth.KeyRecord{Tenant: k.tenant, Incarnation: t.Incarnation(), Hash: k.hash, Status: t.Status}, true
+}
+
+// current returns the tenant whose current incarnation is inc. A deleted
+// tenant, or an earlier life of a re-created one, is unknown: a request
+// authenticated before the delete must not reach the new tenant.
+func (p *Plane) current(inc tenant.Incarnation) (Tenant, error) {
+	p.mu.RLock()
+	t, ok := p.tenants[inc.Tenant()]
+	p.mu.RUnlock()
+	if !ok || t.Incarnation() != inc {
+		return Tenant{}, fmt.Errorf("%w: %s", store.ErrUnknownTenant, inc.Tenant())
+	}
+	return t, nil
+}
+
+// Current reports, as an error, whether inc is its tenant's current
+// incarnation.
+func (p *Plane) Current(_ context.Context, inc tenant.Incarnation) error {
+	_, err := p.current(inc)
+	return err
 }
 
 // StorageID implements the tenant stores' locator: it fails for a tenant that
-// does not exist, so no store is ever opened for one.
-func (p *Plane) StorageID(_ context.Context, id tenant.ID) (string, error) {
-	p.mu.RLock()
-	t, ok := p.tenants[id]
-	p.mu.RUnlock()
-	if !ok {
-		return "", fmt.Errorf("%w: %s", store.ErrUnknownTenant, id)
+// does not exist, or for an incarnation that is no longer current, so no
+// store is ever opened for either.
+func (p *Plane) StorageID(_ context.Context, inc tenant.Incarnation) (string, error) {
+	t, err := p.current(inc)
+	if err != nil {
+		return "", err
 	}
 	return t.StorageID, nil
 }
 
-// WrappedKey implements keyring.WrappedKeys. A deleted tenant has none.
-func (p *Plane) WrappedKey(_ context.Context, id tenant.ID) ([]byte, error) {
+// StorageIDs returns the storage ids of every tenant, for removing storage
+// that no tenant owns any more (a delete cut short by a crash).
+func (p *Plane) StorageIDs() map[string]bool {
 	p.mu.RLock()
-	t, ok := p.tenants[id]
-	p.mu.RUnlock()
-	if !ok {
-		return nil, fmt.Errorf("%w: %s", store.ErrUnknownTenant, id)
+	defer p.mu.RUnlock()
+	out := make(map[string]bool, len(p.tenants))
+	for _, t := range p.tenants {
+		out[t.StorageID] = true
+	}
+	return out
+}
+
+// WrappedKey implements keyring.WrappedKeys. A deleted tenant, or an earlier
+// incarnation, has none.
+func (p *Plane) WrappedKey(_ context.Context, inc tenant.Incarnation) ([]byte, error) {
+	t, err := p.current(inc)
+	if err != nil {
+		return nil, err
 	}
 	return t.WrappedKey, nil
 }

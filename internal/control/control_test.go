@@ -95,7 +95,7 @@ func TestTenantLifecycle(t *testing.T) {
 	if _, err := p.Tenant("acme"); !errors.Is(err, kind.NotFound) {
 		t.Fatalf("deleted tenant: err = %v, want NotFound", err)
 	}
-	if _, err := p.StorageID(ctx, "acme"); !errors.Is(err, store.ErrUnknownTenant) {
+	if _, err := p.StorageID(ctx, acme.Incarnation()); !errors.Is(err, store.ErrUnknownTenant) {
 		t.Fatalf("StorageID of deleted tenant: err = %v, want ErrUnknownTenant", err)
 	}
 	again, err := p.CreateTenant(ctx, newTenant("acme", "new"))
@@ -228,11 +228,12 @@ func TestDataKeys(t *testing.T) {
 		}
 	}
 	ring := keyring.NewRing(kek, p, 0)
-	acme, err := ring.Cipher(ctx, "acme")
+	oldAcme := incarnation(t, p, "acme")
+	acme, err := ring.Cipher(ctx, oldAcme)
 	if err != nil {
 		t.Fatal(err)
 	}
-	globex, err := ring.Cipher(ctx, "globex")
+	globex, err := ring.Cipher(ctx, incarnation(t, p, "globex"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,20 +244,34 @@ func TestDataKeys(t *testing.T) {
 	if _, err := p.DeleteTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	ring.Forget("acme")
-	if _, err := ring.Cipher(ctx, "acme"); !errors.Is(err, store.ErrUnknownTenant) {
+	ring.Forget(oldAcme)
+	if _, err := ring.Cipher(ctx, oldAcme); !errors.Is(err, store.ErrUnknownTenant) {
 		t.Fatalf("deleted tenant's key: err = %v, want ErrUnknownTenant", err)
 	}
 	if _, err := p.CreateTenant(ctx, newTenant("acme", "")); err != nil {
 		t.Fatal(err)
 	}
-	again, err := ring.Cipher(ctx, "acme")
+	// The earlier incarnation gets nothing, not even the new tenant's key.
+	if _, err := ring.Cipher(ctx, oldAcme); !errors.Is(err, store.ErrUnknownTenant) {
+		t.Fatalf("earlier incarnation after re-create: err = %v, want ErrUnknownTenant", err)
+	}
+	again, err := ring.Cipher(ctx, incarnation(t, p, "acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := again.Open(ct, "c"); !errors.Is(err, keyring.ErrDecrypt) {
 		t.Fatalf("re-created tenant opened its predecessor's data: %v", err)
 	}
+}
+
+// incarnation returns tenant id's current incarnation.
+func incarnation(t *testing.T, p *control.Plane, id tenant.ID) tenant.Incarnation {
+	t.Helper()
+	tn, err := p.Tenant(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn.Incarnation()
 }
 
 func TestRotateKEK(t *testing.T) {
@@ -267,7 +282,7 @@ func TestRotateKEK(t *testing.T) {
 	if _, err := p.CreateTenant(ctx, newTenant("acme", "")); err != nil {
 		t.Fatal(err)
 	}
-	before, err := keyring.NewRing(oldKEK, p, 0).Cipher(ctx, "acme")
+	before, err := keyring.NewRing(oldKEK, p, 0).Cipher(ctx, incarnation(t, p, "acme"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +295,7 @@ func TestRotateKEK(t *testing.T) {
 		t.Fatalf("old master key after rotation: err = %v, want ErrWrongMasterKey", err)
 	}
 	p = openWith(t, path, newKEKv)
-	after, err := keyring.NewRing(newKEKv, p, 0).Cipher(ctx, "acme")
+	after, err := keyring.NewRing(newKEKv, p, 0).Cipher(ctx, incarnation(t, p, "acme"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ type Cache struct {
 
 type cacheEntry struct {
 	key        string
-	tenant     tenant.ID
+	tenant     tenant.Incarnation
 	model      string
 	vec        []float32
 	prev, next *cacheEntry
@@ -76,8 +76,8 @@ func (c *Cache) Len() int {
 // a text repeated in texts is embedded once. An invalid tenant id, a short
 // key, or an Embedder answer of the wrong shape is an error and caches
 // nothing.
-func (c *Cache) Embed(ctx context.Context, e Embedder, id tenant.ID, tenantKey []byte, texts []string) ([][]float32, error) {
-	if _, err := tenant.ParseID(string(id)); err != nil {
+func (c *Cache) Embed(ctx context.Context, e Embedder, id tenant.Incarnation, tenantKey []byte, texts []string) ([][]float32, error) {
+	if err := tenant.CheckIncarnation(id); err != nil {
 		return nil, fmt.Errorf("embed: cache: %w", err)
 	}
 	if len(tenantKey) < MinTenantKeyLen {
@@ -153,7 +153,7 @@ func (c *Cache) Embed(ctx context.Context, e Embedder, id tenant.ID, tenantKey [
 
 // cacheKey returns id || ":" || HMAC-SHA256(tenantKey, model || 0 || text).
 // Tenant ids never contain ':', so the prefix is unambiguous.
-func cacheKey(mac hash.Hash, id tenant.ID, model, text string) string {
+func cacheKey(mac hash.Hash, id tenant.Incarnation, model, text string) string {
 	mac.Reset()
 	mac.Write([]byte(model))
 	mac.Write([]byte{0})
@@ -166,9 +166,9 @@ func cacheKey(mac hash.Hash, id tenant.ID, model, text string) string {
 	return string(b)
 }
 
-// DropTenant removes every entry of tenant id, for example when the tenant is
+// DropTenant removes every entry of incarnation id of a tenant, for example when the tenant is
 // deleted or its data key rotated, and returns how many it removed.
-func (c *Cache) DropTenant(id tenant.ID) int {
+func (c *Cache) DropTenant(id tenant.Incarnation) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	prefix := string(id) + ":"
@@ -185,7 +185,7 @@ func (c *Cache) DropTenant(id tenant.ID) int {
 
 // get returns a copy of the vector under k if the entry belongs to id and
 // model; an entry that does not is removed. c.mu must be held.
-func (c *Cache) get(k string, id tenant.ID, model string) ([]float32, bool) {
+func (c *Cache) get(k string, id tenant.Incarnation, model string) ([]float32, bool) {
 	e, ok := c.entries[k]
 	if !ok {
 		return nil, false

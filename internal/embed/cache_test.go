@@ -49,7 +49,7 @@ func (c *countingEmbedder) Embed(ctx context.Context, texts []string) ([][]float
 	return vecs, err
 }
 
-func mustEmbed(t *testing.T, c *Cache, e Embedder, id tenant.ID, key []byte, texts ...string) [][]float32 {
+func mustEmbed(t *testing.T, c *Cache, e Embedder, id tenant.Incarnation, key []byte, texts ...string) [][]float32 {
 	t.Helper()
 	got, err := c.Embed(context.Background(), e, id, key, texts)
 	if err != nil {
@@ -225,7 +225,7 @@ func TestCacheRefusesBadInput(t *testing.T) {
 	tests := []struct {
 		name string
 		e    Embedder
-		id   tenant.ID
+		id   tenant.Incarnation
 		key  []byte
 	}{
 		{"empty tenant", e, "", keyA},
@@ -332,7 +332,7 @@ func TestCacheDropTenant(t *testing.T) {
 func TestCacheConcurrent(t *testing.T) {
 	c := NewCache(64) // small, so eviction runs concurrently with reads
 	tenants := []struct {
-		id  tenant.ID
+		id  tenant.Incarnation
 		key []byte
 		e   *countingEmbedder
 	}{

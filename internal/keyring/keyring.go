@@ -84,6 +84,7 @@ func (k *LocalKEK) Unwrap(_ context.Context, ciphertext, aad []byte) ([]byte, er
 // column, does not decrypt.
 type Cipher struct {
 	tenant tenant.ID
+	inc    tenant.Incarnation // set by Ring: the incarnation it was handed out for
 	aead   cipher.AEAD
 	derive []byte // HMAC key for Derive, itself derived from the data key
 }
@@ -109,6 +110,10 @@ func (c *Cipher) Derive(purpose string) []byte {
 
 // Tenant returns the tenant whose key this is.
 func (c *Cipher) Tenant() tenant.ID { return c.tenant }
+
+// Incarnation returns the incarnation of the tenant a Ring handed c out for;
+// a Cipher made by NewCipher has the bare tenant id.
+func (c *Cipher) Incarnation() tenant.Incarnation { return c.inc }
 
 func (c *Cipher) aad(context string) []byte {
 	b := make([]byte, 0, len(recordPrefix)+len(c.tenant)+1+len(context))
@@ -153,7 +158,7 @@ func NewCipher(id tenant.ID, dataKey []byte) (*Cipher, error) {
 	}
 	m := hmac.New(sha256.New, dataKey)
 	m.Write([]byte("bulkhead/derive/v1\x00" + string(id)))
-	return &Cipher{tenant: id, aead: aead, derive: m.Sum(nil)}, nil
+	return &Cipher{tenant: id, inc: tenant.Incarnation(id), aead: aead, derive: m.Sum(nil)}, nil
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {
@@ -188,9 +193,11 @@ func open(aead cipher.AEAD, ciphertext, aad []byte) ([]byte, error) {
 	return pt, nil
 }
 
-// WrappedKeys finds a tenant's wrapped data key; the control plane implements it.
+// WrappedKeys finds the wrapped data key of a tenant's incarnation; the
+// control plane implements it, and fails for an incarnation that is not the
+// tenant's current one.
 type WrappedKeys interface {
-	WrappedKey(ctx context.Context, id tenant.ID) ([]byte, error)
+	WrappedKey(ctx context.Context, inc tenant.Incarnation) ([]byte, error)
 }
 
 // Ring hands out tenants' Ciphers, unwrapping each data key once and caching
@@ -203,7 +210,7 @@ type Ring struct {
 	now     func() time.Time
 
 	mu        sync.Mutex
-	cache     map[tenant.ID]cached
+	cache     map[tenant.Incarnation]cached
 	lastSweep time.Time
 }
 
@@ -221,19 +228,25 @@ func NewRing(kek KEK, wrapped WrappedKeys, ttl time.Duration) *Ring {
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	return &Ring{kek: kek, wrapped: wrapped, ttl: ttl, now: time.Now, cache: map[tenant.ID]cached{}}
+	return &Ring{kek: kek, wrapped: wrapped, ttl: ttl, now: time.Now, cache: map[tenant.Incarnation]cached{}}
 }
 
-// Cipher returns tenant id's Cipher. It fails closed: an unknown tenant or a
-// key that does not unwrap is an error, never a default key.
-func (r *Ring) Cipher(ctx context.Context, id tenant.ID) (*Cipher, error) {
-	wrapped, err := r.wrapped.WrappedKey(ctx, id)
+// Cipher returns the Cipher of incarnation inc of a tenant (a Scope's
+// Incarnation). It fails closed: an unknown tenant, an incarnation that is no
+// longer current or a key that does not unwrap is an error, never a default
+// key or the key of the tenant's next life.
+func (r *Ring) Cipher(ctx context.Context, inc tenant.Incarnation) (*Cipher, error) {
+	if err := tenant.CheckIncarnation(inc); err != nil {
+		return nil, fmt.Errorf("find data key: %w", err)
+	}
+	id := inc.Tenant()
+	wrapped, err := r.wrapped.WrappedKey(ctx, inc)
 	if err != nil {
 		return nil, fmt.Errorf("find data key: %w", err)
 	}
 	now := r.now()
 	r.mu.Lock()
-	e, ok := r.cache[id]
+	e, ok := r.cache[inc]
 	r.mu.Unlock()
 	if ok && now.Before(e.expires) && e.wrapped == string(wrapped) {
 		return e.c, nil
@@ -247,17 +260,18 @@ func (r *Ring) Cipher(ctx context.Context, id tenant.ID) (*Cipher, error) {
 	if err != nil {
 		return nil, err
 	}
+	c.inc = inc
 	r.mu.Lock()
-	r.cache[id] = cached{c: c, wrapped: string(wrapped), expires: now.Add(r.ttl)}
+	r.cache[inc] = cached{c: c, wrapped: string(wrapped), expires: now.Add(r.ttl)}
 	r.sweep(now)
 	r.mu.Unlock()
 	return c, nil
 }
 
-// Forget drops tenant id's cached key.
-func (r *Ring) Forget(id tenant.ID) {
+// Forget drops the cached key of incarnation inc.
+func (r *Ring) Forget(inc tenant.Incarnation) {
 	r.mu.Lock()
-	delete(r.cache, id)
+	delete(r.cache, inc)
 	r.mu.Unlock()
 }
 

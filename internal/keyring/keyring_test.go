@@ -122,7 +122,8 @@ func TestParseMasterKey(t *testing.T) {
 
 type wrappedMap map[tenant.ID][]byte
 
-func (m wrappedMap) WrappedKey(_ context.Context, id tenant.ID) ([]byte, error) {
+func (m wrappedMap) WrappedKey(_ context.Context, inc tenant.Incarnation) ([]byte, error) {
+	id := inc.Tenant()
 	w, ok := m[id]
 	if !ok {
 		return nil, fmt.Errorf("no tenant %s", id)

@@ -43,7 +43,7 @@ type Store interface {
 // Ciphers gives a tenant's cipher, whose derived key partitions the
 // embedding cache.
 type Ciphers interface {
-	Cipher(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
+	Cipher(ctx context.Context, inc tenant.Incarnation) (*keyring.Cipher, error)
 }
 
 // Deps is what a Service needs.
@@ -168,11 +168,11 @@ func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) (
 		}
 		return vecs, nil
 	}
-	c, err := s.Ciphers.Cipher(ctx, scope.Tenant())
+	c, err := s.Ciphers.Cipher(ctx, scope.Incarnation())
 	if err != nil {
 		return nil, fmt.Errorf("embed: %w", err)
 	}
-	vecs, err := s.Cache.Embed(ctx, e, scope.Tenant(), c.Derive("embedding-cache"), texts)
+	vecs, err := s.Cache.Embed(ctx, e, scope.Incarnation(), c.Derive("embedding-cache"), texts)
 	if err != nil {
 		return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
 	}
@@ -257,8 +257,9 @@ func (s *Service) vectorSearch(ctx context.Context, scope auth.Scope, query stri
 	if err != nil {
 		return nil, fmt.Errorf("vector search: %w", err)
 	}
-	// The index belongs to the tenant and to the model its vectors came from.
-	key := string(scope.Tenant()) + "/kb/" + e.Model()
+	// The index belongs to the tenant's incarnation and to the model its
+	// vectors came from: a re-created tenant never finds its predecessor's.
+	key := vector.Key(scope.Incarnation(), "kb", e.Model())
 	dim := len(q[0])
 	idx, err := s.Vectors.Get(key, version, func() (*vector.Index, error) {
 		chunks, err := s.Store.ChunkEmbeddings(ctx, scope)

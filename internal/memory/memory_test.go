@@ -21,15 +21,16 @@ import (
 // tenants is a locator and cipher source for provisioned test tenants.
 type tenants map[tenant.ID]*keyring.Cipher
 
-func (ts tenants) StorageID(_ context.Context, id tenant.ID) (string, error) {
+func (ts tenants) StorageID(_ context.Context, inc tenant.Incarnation) (string, error) {
+	id := inc.Tenant()
 	if _, ok := ts[id]; !ok {
 		return "", store.ErrUnknownTenant
 	}
 	return fmt.Sprintf("%x", []byte(strings.Repeat(string(id), 1)+"00000000"))[:16], nil
 }
 
-func (ts tenants) Cipher(_ context.Context, id tenant.ID) (*keyring.Cipher, error) {
-	c, ok := ts[id]
+func (ts tenants) Cipher(_ context.Context, inc tenant.Incarnation) (*keyring.Cipher, error) {
+	c, ok := ts[inc.Tenant()]
 	if !ok {
 		return nil, store.ErrUnknownTenant
 	}

@@ -38,9 +38,9 @@ func BenchmarkAdmit(b *testing.B) {
 		b.Run(be.name+"/parallel", func(b *testing.B) {
 			lim := be.new(b)
 			ctx := b.Context()
-			var ids [64]tenant.ID
+			var ids [64]tenant.Incarnation
 			for i := range ids {
-				ids[i] = tenant.ID(fmt.Sprintf("tenant-%d", i))
+				ids[i] = tenant.Incarnation(fmt.Sprintf("tenant-%d", i))
 			}
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {

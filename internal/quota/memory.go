@@ -26,7 +26,7 @@ type Memory struct {
 	now func() time.Time // injected by tests
 
 	mu        sync.RWMutex
-	tenants   map[tenant.ID]*account
+	tenants   map[tenant.Incarnation]*account
 	lastSweep atomic.Int64 // unix nanoseconds
 }
 
@@ -44,11 +44,11 @@ type account struct {
 
 // NewMemory returns an empty in-process Limiter.
 func NewMemory() *Memory {
-	return &Memory{now: time.Now, tenants: map[tenant.ID]*account{}}
+	return &Memory{now: time.Now, tenants: map[tenant.Incarnation]*account{}}
 }
 
 // Admit implements Limiter.
-func (m *Memory) Admit(ctx context.Context, id tenant.ID, l Limits) (release func(), err error) {
+func (m *Memory) Admit(ctx context.Context, id tenant.Incarnation, l Limits) (release func(), err error) {
 	if err := checkTenant(id); err != nil {
 		return nil, err
 	}
@@ -90,7 +90,7 @@ func (m *Memory) Admit(ctx context.Context, id tenant.ID, l Limits) (release fun
 }
 
 // Spend implements Limiter.
-func (m *Memory) Spend(ctx context.Context, id tenant.ID, l Limits, tokens int) error {
+func (m *Memory) Spend(ctx context.Context, id tenant.Incarnation, l Limits, tokens int) error {
 	if err := checkTenant(id); err != nil {
 		return err
 	}
@@ -117,8 +117,23 @@ func (m *Memory) Spend(ctx context.Context, id tenant.ID, l Limits, tokens int) 
 	return nil
 }
 
+// Forget implements Limiter. Requests of inc still running release into an
+// account nobody finds any more.
+func (m *Memory) Forget(_ context.Context, inc tenant.Incarnation) error {
+	m.mu.Lock()
+	a := m.tenants[inc]
+	delete(m.tenants, inc)
+	m.mu.Unlock()
+	if a != nil {
+		a.mu.Lock()
+		a.dead = true
+		a.mu.Unlock()
+	}
+	return nil
+}
+
 // account returns id's account, locked, creating it if needed.
-func (m *Memory) account(id tenant.ID, now time.Time) *account {
+func (m *Memory) account(id tenant.Incarnation, now time.Time) *account {
 	if last := m.lastSweep.Load(); now.UnixNano()-last >= int64(sweepEvery) && m.lastSweep.CompareAndSwap(last, now.UnixNano()) {
 		m.sweep(now)
 	}

@@ -127,8 +127,8 @@ func TestMemoryForgetsIdleTenants(t *testing.T) {
 	ctx := t.Context()
 	l := Limits{RequestsPerMinute: 10, TokensPerMinute: 100}
 	for i := range 1000 {
-		release := admit(t, m, tenant.ID(fmt.Sprintf("idle-%d", i)), l)
-		if err := m.Spend(ctx, tenant.ID(fmt.Sprintf("idle-%d", i)), l, 50); err != nil {
+		release := admit(t, m, tenant.Incarnation(fmt.Sprintf("idle-%d", i)), l)
+		if err := m.Spend(ctx, tenant.Incarnation(fmt.Sprintf("idle-%d", i)), l, 50); err != nil {
 			t.Fatal(err)
 		}
 		release()
@@ -143,7 +143,7 @@ func TestMemoryForgetsIdleTenants(t *testing.T) {
 	admit(t, m, "trigger", Limits{})() // sweeps
 
 	m.mu.RLock()
-	var ids []tenant.ID
+	var ids []tenant.Incarnation
 	for id := range m.tenants {
 		ids = append(ids, id)
 	}
@@ -186,9 +186,9 @@ func TestMemoryConcurrent(t *testing.T) {
 			var wg sync.WaitGroup
 			for g := range goroutines {
 				wg.Go(func() {
-					id := tenant.ID("shared")
+					id := tenant.Incarnation("shared")
 					if g%4 == 0 {
-						id = tenant.ID(fmt.Sprintf("own-%d", g)) // other tenants, same time
+						id = tenant.Incarnation(fmt.Sprintf("own-%d", g)) // other tenants, same time
 					}
 					for range perGoroutine {
 						release, err := m.Admit(t.Context(), id, tt.l)

@@ -81,10 +81,10 @@ func (l Limits) check() error {
 	return nil
 }
 
-// checkTenant refuses an id that did not come from tenant.ParseID: an empty
-// or malformed id must never share, or escape, a tenant's counters.
-func checkTenant(id tenant.ID) error {
-	if _, err := tenant.ParseID(string(id)); err != nil {
+// checkTenant refuses a malformed incarnation: an empty or malformed one must
+// never share, or escape, a tenant's counters.
+func checkTenant(inc tenant.Incarnation) error {
+	if err := tenant.CheckIncarnation(inc); err != nil {
 		return fmt.Errorf("quota: %w", err)
 	}
 	return nil
@@ -114,15 +114,20 @@ func limited(limit string, retry time.Duration) *LimitedError {
 
 // Limiter is implemented by Memory and Redis.
 type Limiter interface {
-	// Admit reserves one request for tenant id under limits l: it checks
+	// Admit reserves one request for incarnation inc of a tenant (a
+	// Scope's Incarnation, so a tenant deleted and created again starts
+	// with fresh counters) under limits l: it checks
 	// the request rate and concurrency, and that neither the token rate nor
 	// the budget is already exhausted. On success the caller must call
 	// release once when the request ends; further calls do nothing. A
 	// refusal is a *LimitedError; any other error also denies.
-	Admit(ctx context.Context, id tenant.ID, l Limits) (release func(), err error)
+	Admit(ctx context.Context, inc tenant.Incarnation, l Limits) (release func(), err error)
 	// Spend records the tokens a request used against the token rate and
 	// the budget.
-	Spend(ctx context.Context, id tenant.ID, l Limits, tokens int) error
+	Spend(ctx context.Context, inc tenant.Incarnation, l Limits, tokens int) error
+	// Forget drops every counter of incarnation inc, when its tenant is
+	// deleted.
+	Forget(ctx context.Context, inc tenant.Incarnation) error
 }
 
 var (

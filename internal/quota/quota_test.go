@@ -150,7 +150,7 @@ func testBehaviour(t *testing.T, newLimiter func(t *testing.T) Limiter) {
 	t.Run("invalid input fails closed", func(t *testing.T) {
 		lim := newLimiter(t)
 		tests := []struct {
-			id tenant.ID
+			id tenant.Incarnation
 			l  Limits
 		}{
 			{"", Limits{}},
@@ -177,7 +177,7 @@ func testBehaviour(t *testing.T, newLimiter func(t *testing.T) Limiter) {
 	})
 }
 
-func runSteps(t *testing.T, lim Limiter, id tenant.ID, steps []step) {
+func runSteps(t *testing.T, lim Limiter, id tenant.Incarnation, steps []step) {
 	t.Helper()
 	ctx := t.Context()
 	for i, s := range steps {
@@ -202,7 +202,7 @@ func runSteps(t *testing.T, lim Limiter, id tenant.ID, steps []step) {
 	}
 }
 
-func admit(t *testing.T, lim Limiter, id tenant.ID, l Limits) func() {
+func admit(t *testing.T, lim Limiter, id tenant.Incarnation, l Limits) func() {
 	t.Helper()
 	release, err := lim.Admit(t.Context(), id, l)
 	if err != nil {
@@ -213,7 +213,7 @@ func admit(t *testing.T, lim Limiter, id tenant.ID, l Limits) func() {
 
 // wantLimited checks that Admit refuses with limit and a RetryAfter in
 // (0, maxRetry].
-func wantLimited(t *testing.T, lim Limiter, id tenant.ID, l Limits, limit string, maxRetry time.Duration) *LimitedError {
+func wantLimited(t *testing.T, lim Limiter, id tenant.Incarnation, l Limits, limit string, maxRetry time.Duration) *LimitedError {
 	t.Helper()
 	release, err := lim.Admit(t.Context(), id, l)
 	if err == nil {

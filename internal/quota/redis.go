@@ -21,7 +21,7 @@ const defaultLeaseTTL = 30 * time.Second
 // sharing the server enforces one set of limits. Each check is one Lua script,
 // atomic on the server, timed by the server's clock.
 //
-// A tenant's keys are "<prefix>:{<tenant>}:<limit>"; the braces make them one
+// A tenant's keys are "<prefix>:{<tenant>@<storage id>}:<limit>", one set per incarnation; the braces make them one
 // Redis Cluster hash slot, so a script may touch them all. Every key has a
 // TTL: rate buckets expire when full again, budgets at the end of their
 // window, concurrency slots leaseTTL after their last renewal.
@@ -44,12 +44,30 @@ func NewRedis(client redis.UniversalClient, prefix string) *Redis {
 	return &Redis{client: client, prefix: prefix, leaseTTL: defaultLeaseTTL}
 }
 
-func (r *Redis) key(id tenant.ID, limit string) string {
+func (r *Redis) key(id tenant.Incarnation, limit string) string {
 	return r.prefix + ":{" + string(id) + "}:" + limit
 }
 
+// Forget implements Limiter: it deletes the incarnation's keys, which would
+// otherwise only expire.
+func (r *Redis) Forget(ctx context.Context, inc tenant.Incarnation) error {
+	if err := checkTenant(inc); err != nil {
+		return err
+	}
+	keys := []string{r.key(inc, LimitRequestsPerMinute), r.key(inc, LimitTokensPerMinute),
+		r.key(inc, LimitMaxConcurrent), r.key(inc, LimitTokenBudget)}
+	// One key at a time: in Redis Cluster they share a slot anyway, and a
+	// plain DEL of several keys is refused across slots.
+	for _, k := range keys {
+		if err := r.client.Del(ctx, k).Err(); err != nil {
+			return fmt.Errorf("quota: forget %s: %w", inc.Tenant(), err)
+		}
+	}
+	return nil
+}
+
 // Admit implements Limiter.
-func (r *Redis) Admit(ctx context.Context, id tenant.ID, l Limits) (release func(), err error) {
+func (r *Redis) Admit(ctx context.Context, id tenant.Incarnation, l Limits) (release func(), err error) {
 	if err := checkTenant(id); err != nil {
 		return nil, err
 	}
@@ -101,7 +119,7 @@ func parseAdmit(res []any) (limit string, retryMs int64, err error) {
 }
 
 // Spend implements Limiter.
-func (r *Redis) Spend(ctx context.Context, id tenant.ID, l Limits, tokens int) error {
+func (r *Redis) Spend(ctx context.Context, id tenant.Incarnation, l Limits, tokens int) error {
 	if err := checkTenant(id); err != nil {
 		return err
 	}

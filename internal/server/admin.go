@@ -1,16 +1,19 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
 	"time"
 
+	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/lifecycle"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -183,23 +186,12 @@ func handleCreateTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		created, err := d.Tenants.CreateTenant(r.Context(), t)
+		created, err := d.Lifecycle.Provision(r.Context(), t)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "tenant created", "tenant", created.ID)
-		RegisterTenant(d.Guard, created)
-		if scope, err := auth.AdminScope(r.Context(), created.ID); err == nil {
-			record(d, r, scope, "tenant.create", nil)
-			// A honey record: the canary also lives in the tenant's data, so
-			// a leak of that data (not only of the prompt) is recognized too.
-			if d.Knowledge != nil {
-				if _, _, err := d.Knowledge.AddDocument(r.Context(), scope, honeyText(canary), json.RawMessage(`{"honey":true}`)); err != nil {
-					d.Logger.ErrorContext(r.Context(), "store honey record", "tenant", created.ID, "error", err.Error())
-				}
-			}
-		}
 		encode(w, http.StatusCreated, viewTenant(created))
 	})
 }
@@ -261,7 +253,7 @@ func handlePatchTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, fmt.Errorf("%w: a tenant's id cannot be changed", kind.Invalid))
 			return
 		}
-		t, err := d.Tenants.UpdateTenant(r.Context(), id, func(t *control.Tenant) error { return body.apply(t, d) })
+		t, err := d.Lifecycle.Update(r.Context(), id, func(t *control.Tenant) error { return body.apply(t, d) })
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
@@ -280,18 +272,8 @@ func handleDeleteTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		// Keys stop working first; then the data goes.
-		t, err := d.Tenants.DeleteTenant(r.Context(), id)
-		if err != nil {
+		if _, err := d.Lifecycle.Offboard(r.Context(), id); err != nil {
 			writeError(d.Logger, w, r, err)
-			return
-		}
-		d.Keys.Forget(id)
-		if d.Guard != nil {
-			d.Guard.RemoveTenant(id)
-		}
-		if err := d.Data.Drop(r.Context(), t.StorageID); err != nil {
-			writeError(d.Logger, w, r, fmt.Errorf("delete data of tenant %s: %w", id, err))
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "tenant deleted", "tenant", id)
@@ -335,7 +317,7 @@ func handleRevokeKey(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		if err := d.Tenants.RevokeKey(r.Context(), id, tenant.KeyID(r.PathValue("id"))); err != nil {
+		if err := d.Lifecycle.RevokeKey(r.Context(), id, tenant.KeyID(r.PathValue("id"))); err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
@@ -366,7 +348,7 @@ func adminTenantScope(d Deps, r *http.Request) (scope auth.Scope, err error) {
 	if err != nil {
 		return scope, err
 	}
-	return auth.AdminScope(r.Context(), t.ID)
+	return auth.AdminScope(r.Context(), t.Incarnation())
 }
 
 func handlePutSecret(d Deps) http.Handler {
@@ -461,7 +443,40 @@ func handleExport(d Deps) http.Handler {
 	})
 }
 
-// honeyText is the body of a tenant's honey record.
+// honeyText is the body of a tenant's honey record: its canary also lives
+// in the tenant's data, so a leak of that data (not only of the prompt) is
+// recognized too.
 func honeyText(canary string) string {
 	return "Internal reference record " + canary + ". Not for disclosure."
+}
+
+// ProvisionRecords returns the lifecycle participants that write a new tenant's first
+// records: the "tenant.create" audit event and the honey record (when k is
+// not nil). They run inside the operator's request, so they act with its
+// AdminScope; their state goes with the tenant's store.
+func ProvisionRecords(k Knowledge, log AuditLog) []lifecycle.Participant {
+	var out []lifecycle.Participant
+	if log != nil {
+		out = append(out, lifecycle.Func{Label: "audit of creation", ProvisionFunc: func(ctx context.Context, t control.Tenant) error {
+			scope, err := auth.AdminScope(ctx, t.Incarnation())
+			if err != nil {
+				return err
+			}
+			return log.Record(scope, audit.Event{Type: "tenant.create"})
+		}})
+	}
+	if k != nil {
+		out = append(out, lifecycle.Func{Label: "honey record", ProvisionFunc: func(ctx context.Context, t control.Tenant) error {
+			if len(t.Canaries) == 0 {
+				return nil
+			}
+			scope, err := auth.AdminScope(ctx, t.Incarnation())
+			if err != nil {
+				return err
+			}
+			_, _, err = k.AddDocument(ctx, scope, honeyText(t.Canaries[0]), json.RawMessage(`{"honey":true}`))
+			return err
+		}})
+	}
+	return out
 }

@@ -409,10 +409,7 @@ func TestDeleteTenantLeavesNothing(t *testing.T) {
 	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/crm", map[string]string{"value": secret}, http.StatusNoContent)
 	env.say(t, chatCall{key: acmeKey, session: "s1", user: "alice", content: "remember " + acmeFact})
 
-	storage, err := env.plane.StorageID(t.Context(), "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
+	storage := env.incarnation(t, "acme").Storage()
 	dir := filepath.Join(env.dataDir, "tenants", storage)
 	files, err := filepath.Glob(filepath.Join(dir, "*"))
 	if err != nil || len(files) == 0 {

@@ -24,11 +24,7 @@ func record(d Deps, r *http.Request, scope auth.Scope, typ string, data map[stri
 
 // recordAdmin records an operator's change in the tenant's own log.
 func recordAdmin(d Deps, r *http.Request, typ string, data map[string]any) {
-	id, err := pathTenant(r)
-	if err != nil {
-		return
-	}
-	scope, err := auth.AdminScope(r.Context(), id)
+	scope, err := adminTenantScope(d, r)
 	if err != nil {
 		return
 	}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"net/http"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
@@ -15,7 +16,8 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 		}
 		writeError(d.Logger, w, r, err)
 	}
-	tenantAPI := d.Auth.RequireTenant(failTenant)
+	requireTenant := d.Auth.RequireTenant(failTenant)
+	tenantAPI := func(h http.Handler) http.Handler { return requireTenant(track(d, h)) }
 	admin := d.Auth.RequireAdmin(fail)
 
 	mux.Handle("GET /healthz", handleHealth())
@@ -49,4 +51,20 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("GET /admin/v1/tools/{name}", admin(handleGetTool(d)))
 	mux.Handle("DELETE /admin/v1/tools/{name}", admin(handleDeleteTool(d)))
 
+}
+
+// track runs each tenant API request under a context that the lifecycle
+// cancels when its tenant is deleted or suspended or its key revoked.
+func track(d Deps, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, ok := auth.FromContext(r.Context())
+		if !ok {
+			// RequireTenant runs first; without its Scope nothing runs.
+			writeError(d.Logger, w, r, errors.New("tenant request without a scope"))
+			return
+		}
+		ctx, done := d.Lifecycle.Track(r.Context(), scope)
+		defer done()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }

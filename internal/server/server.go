@@ -23,15 +23,25 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
-// Tenants is the control plane as the handlers use it.
+// Tenants is the control plane as the handlers use it. Creating and
+// deleting tenants, changing their status and revoking keys go through
+// Lifecycle instead, which knows every piece of a tenant's state.
 type Tenants interface {
-	CreateTenant(ctx context.Context, t control.Tenant) (control.Tenant, error)
 	Tenant(id tenant.ID) (control.Tenant, error)
 	Tenants() []control.Tenant
 	UpdateTenant(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
-	DeleteTenant(ctx context.Context, id tenant.ID) (control.Tenant, error)
 	AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error
+}
+
+// Lifecycle creates, changes and deletes tenants with every piece of their
+// state, and tracks the tenant API's requests in flight so that deleting or
+// suspending a tenant, or revoking a key, cancels them (*lifecycle.Lifecycle).
+type Lifecycle interface {
+	Provision(ctx context.Context, t control.Tenant) (control.Tenant, error)
+	Offboard(ctx context.Context, id tenant.ID) (control.Tenant, error)
+	Update(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
 	RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID) error
+	Track(ctx context.Context, scope auth.Scope) (context.Context, func())
 }
 
 // TenantData is the tenant data plane as the admin API uses it.
@@ -40,8 +50,6 @@ type TenantData interface {
 	DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error
 	Export(ctx context.Context, scope auth.Scope) (store.Export, error)
 	AuditRecords(ctx context.Context, scope auth.Scope, afterSeq int64, limit int) ([]store.AuditRecord, error)
-	// Drop removes a deleted tenant's stored data.
-	Drop(ctx context.Context, storageID string) error
 }
 
 // Catalog is the tool catalog.
@@ -95,11 +103,6 @@ func RegisterTenant(g Guard, t control.Tenant) {
 	}
 }
 
-// DataKeys forgets a deleted tenant's cached data key.
-type DataKeys interface {
-	Forget(id tenant.ID)
-}
-
 // Models resolves "provider/model" names.
 type Models interface {
 	Resolve(model string) (llm.Route, error)
@@ -110,8 +113,8 @@ type Deps struct {
 	Logger    *slog.Logger
 	Auth      *auth.Authenticator
 	Tenants   Tenants
+	Lifecycle Lifecycle
 	Data      TenantData
-	Keys      DataKeys
 	Catalog   Catalog
 	Policies  Policies
 	Knowledge Knowledge

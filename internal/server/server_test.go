@@ -29,6 +29,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/lifecycle"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
@@ -53,6 +54,14 @@ type envOptions struct {
 	// named tenant secret.
 	byok   map[string]byokProvider
 	logger *slog.Logger // nil: discard
+	// quota, if set, replaces the in-memory limiter (e.g. Redis).
+	quota envQuota
+}
+
+// envQuota is a limiter the test environment can use.
+type envQuota interface {
+	agent.Quota
+	lifecycle.Quota
 }
 
 type byokProvider struct {
@@ -67,6 +76,8 @@ type testEnv struct {
 	client  *http.Client
 	plane   *control.Plane
 	stores  *sqlite.DB
+	life    *lifecycle.Lifecycle
+	mcp     *tools.MCPExecutor
 	dataDir string
 }
 
@@ -125,17 +136,31 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		}
 	}
 	outputGuard := guard.New()
+	embedCache, vectors := embed.NewCache(10_000), vector.NewCache(64<<20)
 	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Store: stores, Ciphers: ring, Embedder: embed.NewOffline(0),
-		Cache: embed.NewCache(10_000), Vectors: vector.NewCache(64 << 20)})
+		Cache: embedCache, Vectors: vectors})
 	builtins := map[string]agent.Executor{}
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
 	}
+	var limiter envQuota = quota.NewMemory()
+	if opts.quota != nil {
+		limiter = opts.quota
+	}
+	responses := cache.New(cache.NewMemory(1000, 0), time.Minute)
+	life, err := lifecycle.New(plane, lifecycle.Parts{
+		DataKeys: ring, Store: stores, ResponseCache: responses, EmbeddingCache: embedCache, VectorIndexes: vectors,
+		Quota: limiter, ToolSessions: mcp, Guard: outputGuard, Audit: auditLog,
+		Extra: ProvisionRecords(knowledge, auditLog),
+	}, opts.logger)
+	if err != nil {
+		t.Fatalf("lifecycle.New: %v", err)
+	}
 	h := New(Deps{
 		Auth:      authn,
 		Tenants:   plane,
+		Lifecycle: life,
 		Data:      stores,
-		Keys:      ring,
 		Catalog:   plane,
 		Policies:  policies,
 		Knowledge: knowledge,
@@ -143,8 +168,8 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		Guard:     outputGuard,
 		Agent: agent.New(agent.Deps{
 			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: quota.NewMemory(),
-			Cache: cache.New(cache.NewMemory(1000, 0), time.Minute), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
+			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
+			Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
 			Logger: opts.logger, HistoryMessages: 50,
 		}),
 		Logger:       opts.logger,
@@ -158,7 +183,7 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	srv := httptest.NewServer(h)
 	tr := srv.Client().Transport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 512
-	env := &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: plane, stores: stores, dataDir: dir}
+	env := &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: plane, stores: stores, life: life, mcp: mcp, dataDir: dir}
 	t.Cleanup(func() {
 		srv.Close()
 		tr.CloseIdleConnections()
@@ -177,6 +202,16 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		}
 	})
 	return env
+}
+
+// incarnation returns tenant id's current incarnation.
+func (e *testEnv) incarnation(t testing.TB, id tenant.ID) tenant.Incarnation {
+	t.Helper()
+	tn, err := e.plane.Tenant(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn.Incarnation()
 }
 
 // response is a read HTTP response.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -94,3 +95,47 @@ func ParseStatus(s string) (Status, error) {
 	}
 	return "", fmt.Errorf("%w: status must be %q or %q", ErrInvalid, StatusActive, StatusSuspended)
 }
+
+// Incarnation names one life of a tenant: its id and the storage id the
+// control plane drew at random when that tenant was created, as
+// "<id>@<storage id>". A tenant deleted and created again under the same id
+// is a new incarnation, so state keyed by the incarnation (store handles,
+// caches, indexes, quota buckets, tool sessions, audit queues) never passes
+// from the old tenant to the new one. It starts with the tenant id, so keys
+// built from it still lead with the tenant.
+type Incarnation string
+
+// NewIncarnation returns the incarnation of tenant id whose storage id is
+// storage.
+func NewIncarnation(id ID, storage string) Incarnation {
+	return Incarnation(string(id) + "@" + storage)
+}
+
+// Tenant returns the tenant id part of i.
+func (i Incarnation) Tenant() ID {
+	id, _, _ := strings.Cut(string(i), "@")
+	return ID(id)
+}
+
+// Storage returns the storage id part of i, empty if it has none.
+func (i Incarnation) Storage() string {
+	_, s, _ := strings.Cut(string(i), "@")
+	return s
+}
+
+// CheckIncarnation reports, as an error, whether i is well formed: a valid
+// tenant id, optionally followed by '@' and a storage id of lowercase hex
+// digits. Without a storage id it names a tenant outside any control plane
+// (unit tests of one component); a control plane never hands one out.
+func CheckIncarnation(i Incarnation) error {
+	id, storage, found := strings.Cut(string(i), "@")
+	if _, err := ParseID(id); err != nil {
+		return err
+	}
+	if found && !storagePattern.MatchString(storage) {
+		return fmt.Errorf("%w: storage id of incarnation %q must be 1-64 lowercase hex digits", ErrInvalid, i)
+	}
+	return nil
+}
+
+var storagePattern = regexp.MustCompile(`^[0-9a-f]{1,64}$`)

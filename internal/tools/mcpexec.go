@@ -86,6 +86,7 @@ type MCPExecutor struct {
 // MCPExecutor.mu.
 type mcpSession struct {
 	tenant    tenant.ID
+	inc       tenant.Incarnation
 	transport string // "http" or "stdio", for logs
 
 	ready chan struct{}
@@ -152,7 +153,14 @@ func (e *MCPExecutor) Execute(ctx context.Context, call Call) (Result, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	var res *mcp.CallToolResult
-	err := e.use(ctx, call.Tenant, *call.Tool.MCP, call.Secrets, func(cs *mcp.ClientSession) error {
+	inc := tenant.Incarnation(call.Tenant)
+	if call.Scope.Valid() {
+		if call.Scope.Tenant() != call.Tenant {
+			return Result{}, errors.New("mcp executor: call's scope is of another tenant")
+		}
+		inc = call.Scope.Incarnation()
+	}
+	err := e.use(ctx, inc, *call.Tool.MCP, call.Secrets, func(cs *mcp.ClientSession) error {
 		var err error
 		var args any = call.Args
 		if call.Body != nil {
@@ -168,9 +176,9 @@ func (e *MCPExecutor) Execute(ctx context.Context, call Call) (Result, error) {
 	return Result{Content: capOutput(resultText(res), e.maxOutput), IsError: res.IsError}, nil
 }
 
-// List returns the tools the server offers, as seen in the tenant's own
-// session.
-func (e *MCPExecutor) List(ctx context.Context, id tenant.ID, spec MCPSpec, secrets map[tenant.SecretName]string) ([]UpstreamTool, error) {
+// List returns the tools the server offers, as seen in the own session of
+// incarnation id of a tenant.
+func (e *MCPExecutor) List(ctx context.Context, id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]string) ([]UpstreamTool, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	var out []UpstreamTool
@@ -210,10 +218,29 @@ func (e *MCPExecutor) Close() error {
 	return nil
 }
 
-// use runs fn with the session for (id, spec, credentials), creating it if
-// needed, and retires the session if fn failed below the MCP protocol.
-func (e *MCPExecutor) use(ctx context.Context, id tenant.ID, spec MCPSpec, secrets map[tenant.SecretName]string, fn func(*mcp.ClientSession) error) error {
-	if _, err := tenant.ParseID(string(id)); err != nil {
+// CloseTenant closes every session of incarnation inc, in use or not (their
+// calls fail), and ends their processes, when the tenant is deleted. A
+// re-created tenant is another incarnation and never shares them anyway.
+func (e *MCPExecutor) CloseTenant(inc tenant.Incarnation) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for key, s := range e.sessions {
+		if s.inc == inc {
+			e.retireLocked(key, s, "tenant deleted")
+		}
+	}
+	for s := range e.live {
+		if s.inc == inc {
+			e.closeLaterLocked(s, "tenant deleted")
+		}
+	}
+}
+
+// use runs fn with the session for (incarnation, spec, credentials),
+// creating it if needed, and retires the session if fn failed below the MCP
+// protocol.
+func (e *MCPExecutor) use(ctx context.Context, id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]string, fn func(*mcp.ClientSession) error) error {
+	if err := tenant.CheckIncarnation(id); err != nil {
 		return fmt.Errorf("mcp: %w", err)
 	}
 	up, err := prepareUpstream(id, spec, secrets)
@@ -264,7 +291,7 @@ func (e *MCPExecutor) acquire(ctx context.Context, up upstream) (*mcpSession, er
 		}
 		return s, nil
 	}
-	s = &mcpSession{tenant: up.tenant, transport: up.kind(), ready: make(chan struct{}), users: 1, lastUsed: e.now()}
+	s = &mcpSession{tenant: up.inc.Tenant(), inc: up.inc, transport: up.kind(), ready: make(chan struct{}), users: 1, lastUsed: e.now()}
 	e.sessions[up.key] = s
 	e.live[s] = true
 	// The session's watcher, started once connected.
@@ -362,11 +389,11 @@ func (e *MCPExecutor) closeSession(s *mcpSession, reason string) {
 
 // upstream is a server spec with the tenant's credentials filled in.
 type upstream struct {
-	tenant  tenant.ID
+	inc     tenant.Incarnation
 	spec    MCPSpec
 	headers map[string]string
 	env     map[string]string
-	// key identifies the session: tenant, server and credentials, hashed
+	// key identifies the session: incarnation, server and credentials, hashed
 	// so that no secret is kept as a map key.
 	key string
 }
@@ -378,12 +405,12 @@ func (u upstream) kind() string {
 	return "stdio"
 }
 
-func prepareUpstream(id tenant.ID, spec MCPSpec, secrets map[tenant.SecretName]string) (upstream, error) {
+func prepareUpstream(id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]string) (upstream, error) {
 	if (spec.URL == "") == (len(spec.Command) == 0) {
 		return upstream{}, errors.New("mcp: spec needs exactly one of url or command")
 	}
 	v := values{secrets: secrets}
-	up := upstream{tenant: id, spec: spec, headers: map[string]string{}, env: map[string]string{}}
+	up := upstream{inc: id, spec: spec, headers: map[string]string{}, env: map[string]string{}}
 	for name, tmpl := range spec.Headers {
 		val, err := v.expandHeader(tmpl)
 		if err != nil {
@@ -402,7 +429,7 @@ func prepareUpstream(id tenant.ID, spec MCPSpec, secrets map[tenant.SecretName]s
 		up.env[name] = val
 	}
 	b, err := json.Marshal(struct {
-		Tenant  tenant.ID
+		Tenant  tenant.Incarnation
 		URL     string
 		Command []string
 		Headers map[string]string

@@ -340,7 +340,7 @@ func TestMCPStdioEverything(t *testing.T) {
 	for _, tn := range tenants {
 		secrets := map[tenant.SecretName]string{"token": tn.token}
 
-		tools, err := e.List(ctx, tn.id, spec, secrets)
+		tools, err := e.List(ctx, tenant.Incarnation(tn.id), spec, secrets)
 		if err != nil {
 			t.Fatalf("%s: List: %v", tn.id, err)
 		}

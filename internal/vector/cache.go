@@ -4,14 +4,18 @@ import (
 	"container/list"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
+
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // Cache keeps recently used indexes in memory, least recently used first out,
 // within a bound on their total Bytes. It is safe for concurrent use.
 //
-// Keys are the caller's; they must begin with the tenant ("<tenant>/<kind>")
-// so that no two tenants ever share an entry. The cache compares whole keys
+// Keys are the caller's; they must begin with the tenant's incarnation (made
+// by Key) so that no two tenants, and no two lives of one tenant id, ever
+// share an entry. The cache compares whole keys
 // and never searches across them.
 type Cache struct {
 	maxBytes int
@@ -163,6 +167,31 @@ func (c *Cache) Invalidate(key string) {
 	}
 	for fk, f := range c.flights {
 		if fk.key == key {
+			f.detached = true
+			delete(c.flights, fk)
+		}
+	}
+}
+
+// Key returns the cache key of incarnation inc's index of kind (e.g. "kb")
+// embedded by model.
+func Key(inc tenant.Incarnation, kind, model string) string {
+	return string(inc) + "/" + kind + "/" + model
+}
+
+// InvalidateTenant drops every index of incarnation inc, as Invalidate does
+// for one key, when its tenant is deleted.
+func (c *Cache) InvalidateTenant(inc tenant.Incarnation) {
+	prefix := string(inc) + "/"
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for key, el := range c.entries {
+		if strings.HasPrefix(key, prefix) {
+			c.remove(el)
+		}
+	}
+	for fk, f := range c.flights {
+		if strings.HasPrefix(fk.key, prefix) {
 			f.detached = true
 			delete(c.flights, fk)
 		}

@@ -3,10 +3,13 @@ package vector
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // filled returns an index of dim 4 holding n vectors.
@@ -346,5 +349,29 @@ func TestCacheConcurrent(t *testing.T) {
 	wg.Wait()
 	if c.Bytes() > 4*x.Bytes() {
 		t.Errorf("Bytes = %d, over the bound %d", c.Bytes(), 4*x.Bytes())
+	}
+}
+
+// TestInvalidateTenant drops every index of one incarnation and keeps those
+// of the tenant's next life and of other tenants.
+func TestInvalidateTenant(t *testing.T) {
+	c := NewCache(1 << 20)
+	oldInc, newInc, other := tenant.NewIncarnation("acme", "0a"), tenant.NewIncarnation("acme", "0b"), tenant.NewIncarnation("globex", "0c")
+	keys := []string{Key(oldInc, "kb", "m1"), Key(oldInc, "kb", "m2"), Key(newInc, "kb", "m1"), Key(other, "kb", "m1")}
+	if len(slices.Compact(slices.Sorted(slices.Values(keys)))) != len(keys) {
+		t.Fatalf("keys collide: %q", keys)
+	}
+	for _, k := range keys {
+		if _, err := c.Get(k, 1, func() (*Index, error) { return New(2), nil }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.InvalidateTenant(oldInc)
+	if got := c.Len(); got != 2 {
+		t.Fatalf("indexes after InvalidateTenant: got %d, want 2", got)
+	}
+	loaded := false
+	if _, err := c.Get(keys[2], 1, func() (*Index, error) { loaded = true; return New(2), nil }); err != nil || loaded {
+		t.Errorf("the new incarnation's index was dropped (reloaded %v, %v)", loaded, err)
 	}
 }

@@ -154,7 +154,7 @@ func TestKnowledgeFilesHoldNoPlaintext(t *testing.T) {
 	forbidden = append(forbidden, embeddings...)
 	// What must be there, to show the scan sees the data: the document ids
 	// (clear) and the blind token of the rare word.
-	c, err := k.ring.Cipher(ctx, storetest.Acme)
+	c, err := k.ring.Cipher(ctx, tenant.Incarnation(storetest.Acme))
 	if err != nil {
 		t.Fatal(err)
 	}

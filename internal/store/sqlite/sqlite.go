@@ -39,16 +39,20 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
-// Locator maps a tenant to the opaque name of its storage directory. It is
-// consumed here, implemented by the control plane.
+// Locator maps an incarnation of a tenant to the opaque name of its storage
+// directory. It is consumed here, implemented by the control plane, and fails
+// with store.ErrUnknownTenant for an incarnation that is not the tenant's
+// current one: a Scope authenticated before its tenant was deleted and
+// created again must not reach the new tenant's data.
 type Locator interface {
-	StorageID(ctx context.Context, id tenant.ID) (string, error)
+	StorageID(ctx context.Context, inc tenant.Incarnation) (string, error)
 }
 
-// Ciphers hands out a tenant's data-key cipher; *keyring.Ring implements it.
-// An error fails the call: nothing is read or written without the key.
+// Ciphers hands out the data-key cipher of a tenant's incarnation;
+// *keyring.Ring implements it. An error fails the call: nothing is read or
+// written without the key.
 type Ciphers interface {
-	Cipher(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
+	Cipher(ctx context.Context, inc tenant.Incarnation) (*keyring.Cipher, error)
 }
 
 // Options configures Open.
@@ -319,14 +323,17 @@ func check(scope auth.Scope, session tenant.SessionID) error {
 // it. The cipher is found before the database is opened, so a tenant without
 // a usable key gets no file.
 func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB], *keyring.Cipher, error) {
-	id, err := db.locator.StorageID(ctx, scope.Tenant())
+	if scope.Incarnation().Tenant() != scope.Tenant() {
+		return nil, nil, store.ErrNoScope
+	}
+	id, err := db.locator.StorageID(ctx, scope.Incarnation())
 	if err != nil {
 		return nil, nil, fmt.Errorf("locate tenant store: %w", err)
 	}
 	if !validStorageID(id) {
 		return nil, nil, fmt.Errorf("locate tenant store: invalid storage id %q", id)
 	}
-	c, err := db.ciphers.Cipher(ctx, scope.Tenant())
+	c, err := db.ciphers.Cipher(ctx, scope.Incarnation())
 	if err != nil {
 		return nil, nil, fmt.Errorf("tenant key: %w", err)
 	}
@@ -337,7 +344,42 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 	if err != nil {
 		return nil, nil, fmt.Errorf("open tenant store: %w", err)
 	}
+	// The tenant may have been deleted while its store was opening. Once
+	// this check passes, a delete's Drop waits for this handle's release, so
+	// the work lands in the old store and goes with it; if it fails, opening
+	// may have re-created the dropped directory, and it goes now.
+	if _, err := db.locator.StorageID(ctx, scope.Incarnation()); err != nil {
+		db.pool.release(h)
+		if derr := db.Drop(context.WithoutCancel(ctx), id); derr != nil {
+			db.log.Warn("remove store of a deleted tenant", "storage_id", id, "error", derr.Error())
+		}
+		return nil, nil, fmt.Errorf("locate tenant store: %w", err)
+	}
 	return h, c, nil
+}
+
+// DropOrphans removes every storage directory under the store's directory
+// whose name keep does not report as a tenant's, and returns the names
+// removed. It runs at start, before any request: a delete cut short by a
+// crash (the control record, keys and data key are gone, the files not yet)
+// leaves a directory no tenant owns, and this finishes it.
+func (db *DB) DropOrphans(ctx context.Context, keep func(storageID string) bool) ([]string, error) {
+	entries, err := os.ReadDir(db.dir)
+	if err != nil {
+		return nil, fmt.Errorf("list tenant stores: %w", err)
+	}
+	var removed []string
+	for _, e := range entries {
+		name := e.Name()
+		if !e.IsDir() || !validStorageID(name) || keep(name) {
+			continue
+		}
+		if err := db.Drop(ctx, name); err != nil {
+			return removed, err
+		}
+		removed = append(removed, name)
+	}
+	return removed, nil
 }
 
 // tenantDB is one open tenant database. Writers queue on write in Go rather

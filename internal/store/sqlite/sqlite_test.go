@@ -25,7 +25,8 @@ import (
 // locator maps tenants to storage ids; any other tenant is unknown.
 type locator map[tenant.ID]string
 
-func (l locator) StorageID(_ context.Context, id tenant.ID) (string, error) {
+func (l locator) StorageID(_ context.Context, inc tenant.Incarnation) (string, error) {
+	id := inc.Tenant()
 	s, ok := l[id]
 	if !ok {
 		return "", fmt.Errorf("tenant %q: %w", id, store.ErrUnknownTenant)
@@ -86,10 +87,11 @@ func (k *keys) destroy(id tenant.ID) {
 	k.mu.Lock()
 	delete(k.wrapped, id)
 	k.mu.Unlock()
-	k.ring.Forget(id)
+	k.ring.Forget(tenant.Incarnation(id))
 }
 
-func (k *keys) WrappedKey(_ context.Context, id tenant.ID) ([]byte, error) {
+func (k *keys) WrappedKey(_ context.Context, inc tenant.Incarnation) ([]byte, error) {
+	id := inc.Tenant()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	w, ok := k.wrapped[id]
@@ -102,8 +104,8 @@ func (k *keys) WrappedKey(_ context.Context, id tenant.ID) ([]byte, error) {
 // ciphersFunc adapts a function to sqlite.Ciphers.
 type ciphersFunc func(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
 
-func (f ciphersFunc) Cipher(ctx context.Context, id tenant.ID) (*keyring.Cipher, error) {
-	return f(ctx, id)
+func (f ciphersFunc) Cipher(ctx context.Context, inc tenant.Incarnation) (*keyring.Cipher, error) {
+	return f(ctx, inc.Tenant())
 }
 
 func open(tb testing.TB, dir string, maxOpen int, l sqlite.Locator, c sqlite.Ciphers) *sqlite.DB {
@@ -709,7 +711,7 @@ func TestFilesHoldNoPlaintext(t *testing.T) {
 // before its database is opened, so nothing of it reaches a file.
 func TestCipherUnavailable(t *testing.T) {
 	k := newKeys(t, storetest.Globex)
-	globexCipher, err := k.ring.Cipher(t.Context(), storetest.Globex)
+	globexCipher, err := k.ring.Cipher(t.Context(), tenant.Incarnation(storetest.Globex))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,287 @@
+package lifecycle_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/lifecycle"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+)
+
+// recorder stands in for every holder of per-tenant state and records what
+// it was told.
+type recorder struct {
+	mu    sync.Mutex
+	calls []string
+	fail  map[string]bool // holders whose call fails
+}
+
+func (r *recorder) note(what string, inc tenant.Incarnation) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, what+" "+string(inc))
+	if r.fail[what] {
+		return errors.New(what + " is down")
+	}
+	return nil
+}
+
+func (r *recorder) Forget(inc tenant.Incarnation) { r.note("forget", inc) }
+func (r *recorder) Drop(_ context.Context, storage string) error {
+	return r.note("drop", tenant.Incarnation(storage))
+}
+func (r *recorder) DeleteTenant(_ context.Context, inc tenant.Incarnation) error {
+	return r.note("cache", inc)
+}
+func (r *recorder) DropTenant(inc tenant.Incarnation) int   { r.note("embeddings", inc); return 0 }
+func (r *recorder) InvalidateTenant(inc tenant.Incarnation) { r.note("vectors", inc) }
+func (r *recorder) CloseTenant(inc tenant.Incarnation)      { r.note("mcp", inc) }
+func (r *recorder) SetCanaries(id tenant.ID, _ []string)    { r.note("canaries", tenant.Incarnation(id)) }
+func (r *recorder) AddText(id tenant.ID, _ string)          { r.note("text", tenant.Incarnation(id)) }
+func (r *recorder) RemoveTenant(id tenant.ID)               { r.note("guard", tenant.Incarnation(id)) }
+
+type quotaRecorder struct{ *recorder }
+
+func (q quotaRecorder) Forget(_ context.Context, inc tenant.Incarnation) error {
+	return q.note("quota", inc)
+}
+
+func parts(r *recorder) lifecycle.Parts {
+	return lifecycle.Parts{DataKeys: r, Store: r, ResponseCache: r, EmbeddingCache: r, VectorIndexes: r,
+		Quota: quotaRecorder{r}, ToolSessions: r, Guard: r, Audit: r}
+}
+
+func openPlane(t *testing.T) *control.Plane {
+	t.Helper()
+	master, err := keyring.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kek, err := keyring.NewLocalKEK(master)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := control.Open(t.Context(), filepath.Join(t.TempDir(), "control.db"), kek, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func newTenant(id tenant.ID) control.Tenant {
+	return control.Tenant{ID: id, Canaries: []string{"bhc-canary"},
+		Profiles: map[string]control.Profile{control.DefaultProfile: {Model: "offline/default", SystemPrompt: "be brief"}}}
+}
+
+// TestNewRefusesMissingParts leaves out each holder in turn: New must refuse,
+// since that holder's state would outlive deleted tenants.
+func TestNewRefusesMissingParts(t *testing.T) {
+	p := openPlane(t)
+	full := parts(&recorder{})
+	if _, err := lifecycle.New(p, full, nil); err != nil {
+		t.Fatalf("New with every part: %v", err)
+	}
+	v := reflect.ValueOf(full)
+	for i := range v.NumField() {
+		name := v.Type().Field(i).Name
+		if name == "Extra" {
+			continue
+		}
+		missing := full
+		reflect.ValueOf(&missing).Elem().Field(i).SetZero()
+		if _, err := lifecycle.New(p, missing, nil); err == nil {
+			t.Errorf("New without %s: got nil error, want a refusal", name)
+		}
+	}
+}
+
+// TestOffboardReachesEveryHolder deletes a tenant: every holder hears of
+// the deleted incarnation, one failing does not stop the others, and the
+// control record is gone first.
+func TestOffboardReachesEveryHolder(t *testing.T) {
+	p := openPlane(t)
+	r := &recorder{fail: map[string]bool{"cache": true}}
+	l, err := lifecycle.New(p, parts(r), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	created, err := l.Provision(t.Context(), newTenant("acme"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"canaries acme", "text acme"}; !slices.Equal(r.calls, want) {
+		t.Fatalf("provision calls: got %q, want %q", r.calls, want)
+	}
+	r.calls = nil
+	_, err = l.Offboard(t.Context(), "acme")
+	if err == nil {
+		t.Error("Offboard with a failing cache: got nil error, want it reported")
+	}
+	inc := string(created.Incarnation())
+	want := []string{"forget " + inc, "mcp " + inc, "forget " + inc, "guard acme", "quota " + inc,
+		"cache " + inc, "embeddings " + inc, "vectors " + inc, "drop " + created.StorageID}
+	if !slices.Equal(r.calls, want) {
+		t.Errorf("offboard calls: got %q, want %q", r.calls, want)
+	}
+	if _, err := p.Tenant("acme"); err == nil {
+		t.Error("the control record survived Offboard")
+	}
+}
+
+// TestProvisionUndoneOnFailure makes a participant's Provision fail: the
+// tenant is not left half made.
+func TestProvisionUndoneOnFailure(t *testing.T) {
+	p := openPlane(t)
+	r := &recorder{}
+	pa := parts(r)
+	pa.Extra = []lifecycle.Participant{lifecycle.Func{Label: "honey", ProvisionFunc: func(context.Context, control.Tenant) error {
+		return errors.New("store down")
+	}}}
+	l, err := lifecycle.New(p, pa, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Provision(t.Context(), newTenant("acme")); err == nil {
+		t.Fatal("Provision with a failing participant: got nil error")
+	}
+	if _, err := p.Tenant("acme"); err == nil {
+		t.Error("the control record of a failed Provision survived")
+	}
+	if !slices.ContainsFunc(r.calls, func(c string) bool { return len(c) > 5 && c[:5] == "drop " }) {
+		t.Errorf("the failed tenant's store was not dropped: %q", r.calls)
+	}
+}
+
+// scopeFor authenticates key against p, as the tenant API does.
+func scopeFor(t *testing.T, a *auth.Authenticator, key string) auth.Scope {
+	t.Helper()
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	s, err := a.Tenant(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestTrackCancels tracks requests and ends their access in each way: the
+// right requests are cancelled with ErrGone, others go on. A change made
+// between authentication and Track cancels at once.
+func TestTrackCancels(t *testing.T) {
+	p := openPlane(t)
+	l, err := lifecycle.New(p, parts(&recorder{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn, err := auth.New(p, "admin-token-for-lifecycle-tests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := func(id tenant.ID) auth.Scope {
+		keyID, secret, hash, err := auth.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.AddKey(t.Context(), id, keyID, hash); err != nil {
+			t.Fatal(err)
+		}
+		return scopeFor(t, authn, secret.Reveal())
+	}
+	for _, id := range []tenant.ID{"acme", "globex"} {
+		if _, err := l.Provision(t.Context(), newTenant(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	acme1, acme2, globex := newKey("acme"), newKey("acme"), newKey("globex")
+	track := func(s auth.Scope) context.Context {
+		ctx, done := l.Track(context.Background(), s)
+		t.Cleanup(done)
+		return ctx
+	}
+	gone := func(ctx context.Context) bool { return errors.Is(context.Cause(ctx), lifecycle.ErrGone) }
+
+	c1, c2, cg := track(acme1), track(acme2), track(globex)
+	if err := l.RevokeKey(t.Context(), "acme", acme1.Key()); err != nil {
+		t.Fatal(err)
+	}
+	if !gone(c1) || gone(c2) || gone(cg) {
+		t.Fatalf("after revoking acme's first key: cancelled %v %v %v, want true false false", gone(c1), gone(c2), gone(cg))
+	}
+	// Revoked before Track: cancelled at once.
+	if c := track(acme1); !gone(c) {
+		t.Error("a request of a revoked key tracked after the revoke was not cancelled")
+	}
+	if _, err := l.Update(t.Context(), "acme", func(tn *control.Tenant) error { tn.Status = tenant.StatusSuspended; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !gone(c2) || gone(cg) {
+		t.Fatalf("after suspending acme: cancelled %v %v, want true false", gone(c2), gone(cg))
+	}
+	if c := track(acme2); !gone(c) {
+		t.Error("a request of a suspended tenant tracked after the suspend was not cancelled")
+	}
+	if _, err := l.Offboard(t.Context(), "globex"); err != nil {
+		t.Fatal(err)
+	}
+	if !gone(cg) {
+		t.Error("globex's request survived its deletion")
+	}
+	// Re-created: the old Scope's request is cancelled at once, a new one is not.
+	if _, err := l.Provision(t.Context(), newTenant("globex")); err != nil {
+		t.Fatal(err)
+	}
+	if c := track(globex); !gone(c) {
+		t.Error("a request of the deleted incarnation was not cancelled after the re-create")
+	}
+	if c := track(newKey("globex")); gone(c) {
+		t.Error("the re-created tenant's request was cancelled")
+	}
+	if n := l.InFlight(globex.Incarnation()); n != 1 {
+		t.Errorf("tracked requests of the old incarnation: %d, want 1 (until done)", n)
+	}
+}
+
+// BenchmarkTrack measures what tracking adds to every tenant API request.
+func BenchmarkTrack(b *testing.B) {
+	master, _ := keyring.NewKey()
+	kek, _ := keyring.NewLocalKEK(master)
+	p, err := control.Open(b.Context(), filepath.Join(b.TempDir(), "control.db"), kek, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	l, err := lifecycle.New(p, parts(&recorder{}), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := l.Provision(b.Context(), newTenant("acme")); err != nil {
+		b.Fatal(err)
+	}
+	keyID, secret, hash, _ := auth.NewKey()
+	if err := p.AddKey(b.Context(), "acme", keyID, hash); err != nil {
+		b.Fatal(err)
+	}
+	authn, _ := auth.New(p, "admin-token-for-lifecycle-tests")
+	req := httptest.NewRequest("GET", "/", nil)
+	req.Header.Set("Authorization", "Bearer "+secret.Reveal())
+	scope, err := authn.Tenant(req)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			_, done := l.Track(context.Background(), scope)
+			done()
+		}
+	})
+}
