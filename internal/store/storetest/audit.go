@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulkhead-ai/bulkhead/internal/audit"
+	"github.com/bulkhead-ai/bulkhead/internal/auditchain"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
@@ -50,16 +50,16 @@ func auditRecs(typ string, first, n int) []store.AuditRecord {
 func chainOf(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 	t.Helper()
 	var (
-		head audit.Head
+		head auditchain.Head
 		out  []store.AuditRecord
 	)
 	for _, r := range recs {
-		r, err := audit.Link(head, r)
+		r, err := auditchain.Link(head, r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, r)
-		head = audit.Head{Seq: r.Seq, Hash: r.Hash}
+		head = auditchain.Head{Seq: r.Seq, Hash: r.Hash}
 	}
 	return out
 }
@@ -121,7 +121,7 @@ func testAuditChain(t *testing.T, b AuditBackend) {
 	if diff := diffAudit(got, want); diff != "" {
 		t.Fatalf("AuditRecords: %s", diff)
 	}
-	if err := audit.Verify(got); err != nil {
+	if err := auditchain.Verify(got); err != nil {
 		t.Errorf("Verify: %v", err)
 	}
 	// Read back through JSON, as a client would, it still verifies.
@@ -133,7 +133,7 @@ func testAuditChain(t *testing.T, b AuditBackend) {
 	if err := json.Unmarshal(enc, &decoded); err != nil {
 		t.Fatal(err)
 	}
-	if err := audit.VerifyHead(decoded, audit.HeadOf(got)); err != nil {
+	if err := auditchain.VerifyHead(decoded, auditchain.HeadOf(got)); err != nil {
 		t.Errorf("Verify after a JSON round trip: %v", err)
 	}
 
@@ -148,7 +148,7 @@ func testAuditChain(t *testing.T, b AuditBackend) {
 	if c := got[0].Time; c.Before(before.Add(-time.Second)) || c.After(after.Add(time.Second)) || c.Location() != time.UTC {
 		t.Errorf("zero Time: got %v, want the append time in UTC, between %v and %v", c, before, after)
 	}
-	if err := audit.Verify(mustAudit(t, b, scope, 0, 0)); err != nil {
+	if err := auditchain.Verify(mustAudit(t, b, scope, 0, 0)); err != nil {
 		t.Errorf("Verify after a time-less record: %v", err)
 	}
 }
@@ -185,7 +185,7 @@ func testAuditPages(t *testing.T, b AuditBackend) {
 		pages = append(pages, page...)
 		after = page[len(page)-1].Seq
 	}
-	if err := audit.Verify(pages); err != nil {
+	if err := auditchain.Verify(pages); err != nil {
 		t.Errorf("Verify pages: %v", err)
 	}
 }
@@ -216,7 +216,7 @@ func testAuditTenantsAreSeparate(t *testing.T, b AuditBackend) {
 		if diff := diffAudit(got, tt.want); diff != "" {
 			t.Errorf("%s reads its log: %s", tt.name, diff)
 		}
-		if err := audit.Verify(got); err != nil {
+		if err := auditchain.Verify(got); err != nil {
 			t.Errorf("%s: Verify: %v", tt.name, err)
 		}
 	}
@@ -239,7 +239,7 @@ func testAuditInvalid(t *testing.T, b AuditBackend) {
 		{"type with a space", func(r *store.AuditRecord) { r.Type = "tool call" }, kind.Invalid},
 		{"data not JSON", func(r *store.AuditRecord) { r.Data = json.RawMessage(`{"a":`) }, kind.Invalid},
 		{"data too large", func(r *store.AuditRecord) {
-			r.Data = json.RawMessage(`"` + string(bytes.Repeat([]byte("x"), audit.MaxData)) + `"`)
+			r.Data = json.RawMessage(`"` + string(bytes.Repeat([]byte("x"), auditchain.MaxData)) + `"`)
 		}, kind.TooLarge},
 		{"time out of range", func(r *store.AuditRecord) { r.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }, kind.Invalid},
 	}
@@ -313,7 +313,7 @@ func testAuditConcurrentAppends(t *testing.T, b AuditBackend) {
 		if want := writers / 2 * batches * perBatch; len(got) != want {
 			t.Errorf("%s: got %d records, want %d", id.Tenant(), len(got), want)
 		}
-		if err := audit.Verify(got); err != nil {
+		if err := auditchain.Verify(got); err != nil {
 			t.Errorf("%s: Verify: %v", id.Tenant(), err)
 		}
 		// Each batch is contiguous, and no writer's records are in the other
