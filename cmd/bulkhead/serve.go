@@ -175,15 +175,16 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		scope, err = auth.AdminScope(opCtx, id)
 		return scope, opCtx, err
 	}
-	auditRefused := func(id tenant.ID, reason string) {
-		scope, _, err := asOperator(id)
-		if err == nil {
-			err = auditLog.Record(scope, audit.Event{Type: "auth.failure", Data: map[string]any{"reason": reason}})
-		}
-		if err != nil {
-			logger.Error("audit refused request", "tenant", id, "error", err.Error())
-		}
-	}
+	// Refused keys are counted per key id and minute, not recorded one by
+	// one: anyone can name a key id. Its writer stops before the log's.
+	auditRefused := audit.NewRefusals(auditLog, audit.RefusalOptions{Logger: logger,
+		ScopeFor: func(id tenant.ID) (auth.Scope, error) {
+			scope, _, err := asOperator(id)
+			return scope, err
+		}})
+	refusalsCtx, stopRefusals := context.WithCancel(context.WithoutCancel(ctx))
+	refusalsDone := make(chan error, 1)
+	go func() { refusalsDone <- auditRefused.Run(refusalsCtx) }()
 	// Rebuild the guard's fingerprints of what tenants store, in the
 	// background: until it finishes, stored text is not yet recognized.
 	indexDone := make(chan struct{})
@@ -215,10 +216,12 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		MaxBodyBytes: cfg.MaxBodyBytes,
 	})
 	closeAll := func() error {
+		stopRefusals()
+		refusalsErr := <-refusalsDone
 		stopLog()
 		<-indexDone
 		logErr := <-logDone
-		return errors.Join(logErr, mcp.Close(), stores.Close(), plane.Close())
+		return errors.Join(refusalsErr, logErr, mcp.Close(), stores.Close(), plane.Close())
 	}
 	return &app{handler: h, close: closeAll}, nil
 }

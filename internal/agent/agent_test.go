@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
@@ -110,8 +111,8 @@ func echoContext(t *testing.T, a *agent.Agent, scope auth.Scope, p agent.Profile
 
 func TestRunBuildsContextFromOwnProfileAndHistory(t *testing.T) {
 	a, _ := newAgent(t)
-	acme := auth.TestScope(t, "acme", "alice")
-	globex := auth.TestScope(t, "globex", "alice")
+	acme := authtest.Scope(t, "acme", "alice")
+	globex := authtest.Scope(t, "globex", "alice")
 	acmeP := agent.Profile{Name: "default", SystemPrompt: "ACME PROMPT", Model: "offline/x"}
 	globexP := agent.Profile{Name: "default", SystemPrompt: "GLOBEX PROMPT", Model: "offline/x"}
 	ctx := context.Background()
@@ -147,7 +148,7 @@ func TestRunBuildsContextFromOwnProfileAndHistory(t *testing.T) {
 
 func TestRunWithoutSessionKeepsNothing(t *testing.T) {
 	a, h := newAgent(t)
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	if _, err := a.Run(context.Background(), scope, agent.Profile{Model: "offline/x"}, agent.Turn{Messages: user("hi")}); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func TestRunWithoutSessionKeepsNothing(t *testing.T) {
 func TestRunStreams(t *testing.T) {
 	a, _ := newAgent(t)
 	var got strings.Builder
-	res, err := a.Run(context.Background(), auth.TestScope(t, "acme", ""), agent.Profile{Model: "offline/x"},
+	res, err := a.Run(context.Background(), authtest.Scope(t, "acme", ""), agent.Profile{Model: "offline/x"},
 		agent.Turn{Messages: user("/say one two three"), OnDelta: func(s string) error { got.WriteString(s); return nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -178,8 +179,8 @@ func TestRunErrors(t *testing.T) {
 		wantErr error
 	}{
 		{"no scope", auth.Scope{}, "offline/x", store.ErrNoScope},
-		{"unknown provider", auth.TestScope(t, "acme", ""), "nosuch/x", kind.NotFound},
-		{"provider down", auth.TestScope(t, "acme", ""), "down/x", kind.Unavailable},
+		{"unknown provider", authtest.Scope(t, "acme", ""), "nosuch/x", kind.NotFound},
+		{"provider down", authtest.Scope(t, "acme", ""), "down/x", kind.Unavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -202,7 +203,7 @@ func TestRunRedactsSecrets(t *testing.T) {
 	h := &memHistory{msgs: map[string][]store.Message{}}
 	secrets := memSecrets{"acme": {{Name: "crm", Value: []byte(crmToken)}}}
 	a := agent.New(agent.Deps{Models: reg, History: h, Secrets: secrets, HistoryMessages: 10})
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	want := "the token is [REDACTED:crm], base64 [REDACTED:crm]."
 	for _, stream := range []bool{false, true} {
 		var streamed strings.Builder
@@ -248,9 +249,9 @@ func TestRunBYOK(t *testing.T) {
 		wantKey string
 		wantErr error
 	}{
-		{"provider's secret", auth.TestScope(t, "acme", ""), agent.Profile{Model: "byok/m"}, "sk-acme-own-key-123", nil},
-		{"profile overrides", auth.TestScope(t, "acme", ""), agent.Profile{Model: "byok/m", KeySecret: "alt"}, "sk-acme-alt-key-456", nil},
-		{"tenant without the secret", auth.TestScope(t, "globex", ""), agent.Profile{Model: "byok/m"}, "", kind.Invalid},
+		{"provider's secret", authtest.Scope(t, "acme", ""), agent.Profile{Model: "byok/m"}, "sk-acme-own-key-123", nil},
+		{"profile overrides", authtest.Scope(t, "acme", ""), agent.Profile{Model: "byok/m", KeySecret: "alt"}, "sk-acme-alt-key-456", nil},
+		{"tenant without the secret", authtest.Scope(t, "globex", ""), agent.Profile{Model: "byok/m"}, "", kind.Invalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

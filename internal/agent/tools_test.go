@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
@@ -69,7 +69,7 @@ func newToolbox(t testing.TB, nPolicies int) (*toolbox, *recorder) {
 	rec := &recorder{}
 	a := New(Deps{Tools: catalog{"crm_lookup": crmTool(t)}, HTTP: rec})
 	secrets := []store.Secret{{Name: "crm_token", Value: store.SecretValue("acme-crm-token-1234")}}
-	b := a.toolbox(context.Background(), auth.TestScope(t, "acme", "alice"),
+	b := a.toolbox(context.Background(), authtest.Scope(t, "acme", "alice"),
 		Profile{Name: "default", Tools: []string{"crm_lookup"}, Policy: set}, secrets, redactor(secrets))
 	return b, rec
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -67,8 +68,8 @@ func TestLogToSQLite(t *testing.T) {
 	db := openStore(t)
 	l := audit.NewLog(db, audit.Options{FlushInterval: time.Millisecond, MaxBatch: 16})
 	stop := run(t, l)
-	acme := auth.TestScope(t, "acme", "alice")
-	globex := auth.TestScope(t, "globex", "bob")
+	acme := authtest.Scope(t, "acme", "alice")
+	globex := authtest.Scope(t, "globex", "bob")
 	const n = 500
 	for i := range n {
 		mustRecord(t, l, acme, event(i))
@@ -104,7 +105,7 @@ func BenchmarkLogAppend(b *testing.B) {
 			ctx := b.Context()
 			scopes := make([]auth.Scope, nTenants)
 			for i := range scopes {
-				scopes[i] = auth.TestScope(b, tenant.ID(fmt.Sprint("t", i)), "alice")
+				scopes[i] = authtest.Scope(b, tenant.ID(fmt.Sprint("t", i)), "alice")
 				// Open each tenant's database before timing.
 				if err := db.AppendAudit(ctx, scopes[i], nil); err != nil {
 					b.Fatal(err)

@@ -56,6 +56,9 @@ func writeAudit(d Deps, w http.ResponseWriter, r *http.Request, scope auth.Scope
 			return
 		}
 	}
+	if d.AuditRefused != nil {
+		d.AuditRefused.FlushTenant(scope.Tenant())
+	}
 	if d.Audit != nil {
 		if err := d.Audit.Flush(r.Context()); err != nil {
 			writeError(d.Logger, w, r, fmt.Errorf("flush audit log: %w", err))

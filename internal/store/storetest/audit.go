@@ -12,6 +12,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auditchain"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
@@ -96,7 +97,7 @@ func diffAudit(got, want []store.AuditRecord) string {
 }
 
 func testAuditChain(t *testing.T, b AuditBackend) {
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	if got := mustAudit(t, b, scope, 0, 0); len(got) != 0 {
 		t.Fatalf("fresh tenant: got %d records, want 0", len(got))
 	}
@@ -154,7 +155,7 @@ func testAuditChain(t *testing.T, b AuditBackend) {
 }
 
 func testAuditPages(t *testing.T, b AuditBackend) {
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	want := chainOf(t, auditRecs("cache.hit", 0, 10))
 	mustAppendAudit(t, b, scope, auditRecs("cache.hit", 0, 10))
 	tests := []struct {
@@ -191,8 +192,8 @@ func testAuditPages(t *testing.T, b AuditBackend) {
 }
 
 func testAuditTenantsAreSeparate(t *testing.T, b AuditBackend) {
-	acme := auth.TestScope(t, Acme, "alice")
-	globex := auth.TestScope(t, Globex, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 	acmeRecs := auditRecs("acme.event", 0, 3)
 	globexRecs := auditRecs("globex.event", 100, 5)
 	mustAppendAudit(t, b, acme, acmeRecs[:1])
@@ -228,7 +229,7 @@ func testAuditTenantsAreSeparate(t *testing.T, b AuditBackend) {
 
 func testAuditInvalid(t *testing.T, b AuditBackend) {
 	ctx := t.Context()
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	good := auditRecs("tool.call", 0, 1)[0]
 	tests := []struct {
 		name string
@@ -265,7 +266,7 @@ func testAuditRefused(t *testing.T, b AuditBackend) {
 		want  error
 	}{
 		{"zero scope", zero, store.ErrNoScope},
-		{"unknown tenant", auth.TestScope(t, "initech", "alice"), store.ErrUnknownTenant},
+		{"unknown tenant", authtest.Scope(t, "initech", "alice"), store.ErrUnknownTenant},
 	}
 	for _, tt := range tests {
 		if err := b.AppendAudit(ctx, tt.scope, auditRecs("tool.call", 0, 1)); !errors.Is(err, tt.want) {
@@ -286,9 +287,9 @@ func testAuditConcurrentAppends(t *testing.T, b AuditBackend) {
 	ctx := t.Context()
 	scopeOf := func(w int) auth.Scope {
 		if w%2 == 1 {
-			return auth.TestScope(t, Globex, "alice")
+			return authtest.Scope(t, Globex, "alice")
 		}
-		return auth.TestScope(t, Acme, "alice")
+		return authtest.Scope(t, Acme, "alice")
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
