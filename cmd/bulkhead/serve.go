@@ -162,6 +162,17 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{Logger: logger})
 	auditLog := audit.NewLog(stores, audit.Options{Logger: logger})
+	agnt, err := agent.New(agent.Deps{
+		Models: models, History: stores, Secrets: stores, Tools: plane,
+		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
+		Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
+		Logger: logger, HistoryMessages: cfg.HistoryMessages,
+	})
+	if err != nil {
+		stores.Close()
+		plane.Close()
+		return nil, errors.Join(err, mcp.Close())
+	}
 	// The log's writer outlives requests; close stops it after the server.
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
 	logDone := make(chan error, 1)
@@ -205,12 +216,7 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		Knowledge:    knowledge,
 		Audit:        auditLog,
 		Guard:        outputGuard,
-		Agent: agent.New(agent.Deps{
-			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
-			Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
-			Logger: logger, HistoryMessages: cfg.HistoryMessages,
-		}),
+		Agent:        agnt,
 		Models:       models,
 		DefaultModel: cfg.DefaultModel,
 		MaxBodyBytes: cfg.MaxBodyBytes,

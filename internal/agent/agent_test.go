@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -78,6 +79,20 @@ func (f failing) Chat(context.Context, llm.Request, func(string) error) (llm.Res
 	return llm.Response{}, f.err
 }
 
+// mustNew returns an Agent for d, with the explicit no-op guard, quota and
+// audit where d leaves them out.
+func mustNew(t *testing.T, d agent.Deps) *agent.Agent {
+	t.Helper()
+	d.Guard = cmp.Or(d.Guard, agent.NoGuard)
+	d.Quota = cmp.Or(d.Quota, agent.NoQuota)
+	d.Audit = cmp.Or(d.Audit, agent.NoAudit)
+	a, err := agent.New(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 func newAgent(t *testing.T) (*agent.Agent, *memHistory) {
 	t.Helper()
 	reg := llm.NewRegistry()
@@ -90,7 +105,7 @@ func newAgent(t *testing.T) (*agent.Agent, *memHistory) {
 		}
 	}
 	h := &memHistory{msgs: map[string][]store.Message{}}
-	return agent.New(agent.Deps{Models: reg, History: h, Secrets: memSecrets{}, HistoryMessages: 10}), h
+	return mustNew(t, agent.Deps{Models: reg, History: h, Secrets: memSecrets{}, HistoryMessages: 10}), h
 }
 
 func user(text string) []llm.Message { return []llm.Message{{Role: "user", Content: text}} }
@@ -202,7 +217,7 @@ func TestRunRedactsSecrets(t *testing.T) {
 	}
 	h := &memHistory{msgs: map[string][]store.Message{}}
 	secrets := memSecrets{"acme": {{Name: "crm", Value: []byte(crmToken)}}}
-	a := agent.New(agent.Deps{Models: reg, History: h, Secrets: secrets, HistoryMessages: 10})
+	a := mustNew(t, agent.Deps{Models: reg, History: h, Secrets: secrets, HistoryMessages: 10})
 	scope := authtest.Scope(t, "acme", "alice")
 	want := "the token is [REDACTED:crm], base64 [REDACTED:crm]."
 	for _, stream := range []bool{false, true} {
@@ -241,7 +256,7 @@ func TestRunBYOK(t *testing.T) {
 		t.Fatal(err)
 	}
 	secrets := memSecrets{"acme": {{Name: "openai_key", Value: []byte("sk-acme-own-key-123")}, {Name: "alt", Value: []byte("sk-acme-alt-key-456")}}}
-	a := agent.New(agent.Deps{Models: reg, History: &memHistory{msgs: map[string][]store.Message{}}, Secrets: secrets, HistoryMessages: 10})
+	a := mustNew(t, agent.Deps{Models: reg, History: &memHistory{msgs: map[string][]store.Message{}}, Secrets: secrets, HistoryMessages: 10})
 	tests := []struct {
 		name    string
 		scope   auth.Scope
@@ -262,6 +277,36 @@ func TestRunBYOK(t *testing.T) {
 			}
 			if string(up.req.APIKey) != tt.wantKey {
 				t.Fatalf("provider got key %q, want %q", string(up.req.APIKey), tt.wantKey)
+			}
+		})
+	}
+}
+
+// TestNewRequiresSecurityLayers: leaving out the guard, the quota or the
+// audit is an error, not a layer silently switched off.
+func TestNewRequiresSecurityLayers(t *testing.T) {
+	full := agent.Deps{Models: llm.NewRegistry(), History: &memHistory{}, Secrets: memSecrets{},
+		Guard: agent.NoGuard, Quota: agent.NoQuota, Audit: agent.NoAudit}
+	if _, err := agent.New(full); err != nil {
+		t.Fatalf("New with every layer: %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		drop func(*agent.Deps)
+	}{
+		{"Guard", func(d *agent.Deps) { d.Guard = nil }},
+		{"Quota", func(d *agent.Deps) { d.Quota = nil }},
+		{"Audit", func(d *agent.Deps) { d.Audit = nil }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := full
+			tt.drop(&d)
+			a, err := agent.New(d)
+			if err == nil || a != nil {
+				t.Fatalf("New without %s = %v, %v; want an error", tt.name, a, err)
+			}
+			if !strings.Contains(err.Error(), tt.name) {
+				t.Fatalf("error %q does not name %s", err, tt.name)
 			}
 		})
 	}

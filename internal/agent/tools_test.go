@@ -67,7 +67,10 @@ func newToolbox(t testing.TB, nPolicies int) (*toolbox, *recorder) {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	a := New(Deps{Tools: catalog{"crm_lookup": crmTool(t)}, HTTP: rec})
+	a, err := New(Deps{Tools: catalog{"crm_lookup": crmTool(t)}, HTTP: rec, Guard: NoGuard, Quota: NoQuota, Audit: NoAudit})
+	if err != nil {
+		t.Fatal(err)
+	}
 	secrets := []store.Secret{{Name: "crm_token", Value: store.SecretValue("acme-crm-token-1234")}}
 	b := a.toolbox(context.Background(), authtest.Scope(t, "acme", "alice"),
 		Profile{Name: "default", Tools: []string{"crm_lookup"}, Policy: set}, secrets, redactor(secrets))

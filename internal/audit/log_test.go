@@ -357,3 +357,34 @@ func TestLogRecordRefuses(t *testing.T) {
 		t.Errorf("Pending: got %d, want 0", n)
 	}
 }
+
+// TestRecordNow: RecordNow returns only once its event is stored, after the
+// tenant's events queued before it; when the store fails it returns the
+// error and leaves nothing of the event behind to be stored later.
+func TestRecordNow(t *testing.T) {
+	fs := &fakeStore{}
+	l := audit.NewLog(fs, audit.Options{FlushInterval: time.Hour})
+	acme := authtest.Scope(t, "acme", "alice")
+	for i := range 3 {
+		if err := l.Record(acme, audit.Event{Type: "tool.call", Data: map[string]any{"n": i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.RecordNow(context.Background(), acme, audit.Event{Type: "secret.set", Data: map[string]any{"n": 3}}); err != nil {
+		t.Fatalf("RecordNow: %v", err)
+	}
+	checkNumbers(t, "after RecordNow", fs.stored("acme"), 0, 4)
+	if got := l.Pending(); got != 0 {
+		t.Fatalf("pending after RecordNow: %d, want 0", got)
+	}
+
+	fs.fail = func(call) error { return errors.New("disk I/O error") }
+	if err := l.RecordNow(context.Background(), acme, audit.Event{Type: "secret.set", Data: map[string]any{"n": 4}}); err == nil {
+		t.Fatal("RecordNow with a failing store = nil, want an error")
+	}
+	fs.fail = nil
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkNumbers(t, "after a failed RecordNow", fs.stored("acme"), 0, 4)
+}

@@ -71,6 +71,9 @@ type Knowledge interface {
 // AuditLog is the per-tenant, hash-chained audit log.
 type AuditLog interface {
 	Record(scope auth.Scope, e audit.Event) error
+	// RecordNow stores e before it returns, for changes that must not go
+	// unrecorded.
+	RecordNow(ctx context.Context, scope auth.Scope, e audit.Event) error
 	Flush(ctx context.Context) error
 }
 

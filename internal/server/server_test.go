@@ -53,6 +53,8 @@ type envOptions struct {
 	// named tenant secret.
 	byok   map[string]byokProvider
 	logger *slog.Logger // nil: discard
+	// auditStore, if set, wraps the store the audit log writes to.
+	auditStore func(audit.Store) audit.Store
 }
 
 type byokProvider struct {
@@ -115,7 +117,11 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		t.Fatalf("policy.NewEngine: %v", err)
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{})
-	auditLog := audit.NewLog(stores, audit.Options{FlushInterval: 5 * time.Millisecond})
+	var auditStore audit.Store = stores
+	if opts.auditStore != nil {
+		auditStore = opts.auditStore(stores)
+	}
+	auditLog := audit.NewLog(auditStore, audit.Options{FlushInterval: 5 * time.Millisecond})
 	logCtx, stopLog := context.WithCancel(context.Background())
 	logDone := make(chan error, 1)
 	go func() { logDone <- auditLog.Run(logCtx) }()
@@ -131,22 +137,26 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
 	}
+	ag, err := agent.New(agent.Deps{
+		Models: models, History: stores, Secrets: stores, Tools: plane,
+		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: quota.NewMemory(),
+		Cache: cache.New(cache.NewMemory(1000, 0), time.Minute), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
+		Logger: opts.logger, HistoryMessages: 50,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := New(Deps{
-		Auth:      authn,
-		Tenants:   plane,
-		Data:      stores,
-		Keys:      ring,
-		Catalog:   plane,
-		Policies:  policies,
-		Knowledge: knowledge,
-		Audit:     auditLog,
-		Guard:     outputGuard,
-		Agent: agent.New(agent.Deps{
-			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: quota.NewMemory(),
-			Cache: cache.New(cache.NewMemory(1000, 0), time.Minute), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
-			Logger: opts.logger, HistoryMessages: 50,
-		}),
+		Auth:         authn,
+		Tenants:      plane,
+		Data:         stores,
+		Keys:         ring,
+		Catalog:      plane,
+		Policies:     policies,
+		Knowledge:    knowledge,
+		Audit:        auditLog,
+		Guard:        outputGuard,
+		Agent:        ag,
 		Logger:       opts.logger,
 		Models:       models,
 		DefaultModel: "offline/default",
