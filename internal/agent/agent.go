@@ -439,7 +439,7 @@ func redactor(secrets []store.Secret) *redact.Redactor {
 	}
 	rs := make([]redact.Secret, len(secrets))
 	for i, s := range secrets {
-		rs[i] = redact.Secret{Name: string(s.Name), Value: string(s.Value)}
+		rs[i] = redact.Secret{Name: string(s.Name), Value: s.Value.Reveal()}
 	}
 	return redact.New(rs)
 }
@@ -453,14 +453,14 @@ func providerKey(profile Profile, route llm.Route, secrets []store.Secret) (llm.
 		name = route.KeySecret
 	}
 	if name == "" {
-		return "", nil
+		return llm.Credential{}, nil
 	}
 	for _, s := range secrets {
 		if s.Name == name {
-			return llm.Credential(s.Value), nil
+			return s.Value, nil
 		}
 	}
-	return "", fmt.Errorf("%w: the model provider needs the tenant secret %q (its own API key), which is not set", kind.Invalid, name)
+	return llm.Credential{}, fmt.Errorf("%w: the model provider needs the tenant secret %q (its own API key), which is not set", kind.Invalid, name)
 }
 
 // upstreamUser is the opaque per-(tenant, end user) tag sent to providers; it

@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -216,7 +217,7 @@ func TestRunRedactsSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &memHistory{msgs: map[string][]store.Message{}}
-	secrets := memSecrets{"acme": {{Name: "crm", Value: []byte(crmToken)}}}
+	secrets := memSecrets{"acme": {{Name: "crm", Value: secret.New(crmToken)}}}
 	a := mustNew(t, agent.Deps{Models: reg, History: h, Secrets: secrets, HistoryMessages: 10})
 	scope := authtest.Scope(t, "acme", "alice")
 	want := "the token is [REDACTED:crm], base64 [REDACTED:crm]."
@@ -255,7 +256,7 @@ func TestRunBYOK(t *testing.T) {
 	if err := reg.AddBYOK("byok", up, "openai_key"); err != nil {
 		t.Fatal(err)
 	}
-	secrets := memSecrets{"acme": {{Name: "openai_key", Value: []byte("sk-acme-own-key-123")}, {Name: "alt", Value: []byte("sk-acme-alt-key-456")}}}
+	secrets := memSecrets{"acme": {{Name: "openai_key", Value: secret.New("sk-acme-own-key-123")}, {Name: "alt", Value: secret.New("sk-acme-alt-key-456")}}}
 	a := mustNew(t, agent.Deps{Models: reg, History: &memHistory{msgs: map[string][]store.Message{}}, Secrets: secrets, HistoryMessages: 10})
 	tests := []struct {
 		name    string
@@ -275,8 +276,8 @@ func TestRunBYOK(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
-			if string(up.req.APIKey) != tt.wantKey {
-				t.Fatalf("provider got key %q, want %q", string(up.req.APIKey), tt.wantKey)
+			if up.req.APIKey.Reveal() != tt.wantKey {
+				t.Fatalf("provider got a %d-byte key, want %q", up.req.APIKey.Len(), tt.wantKey)
 			}
 		})
 	}

@@ -25,7 +25,7 @@ func TestSecretsCacheFollowsWrites(t *testing.T) {
 		if len(list) == 0 {
 			return ""
 		}
-		return string(list[0].Value)
+		return list[0].Value.Reveal()
 	}
 	for _, v := range []string{"first-value-1", "second-value-2"} {
 		if err := db.PutSecret(ctx, acme, "token", []byte(v)); err != nil {

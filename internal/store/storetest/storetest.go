@@ -19,6 +19,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -320,9 +321,9 @@ func testSecrets(t *testing.T, b Backend) {
 	mustPut(t, b, alice, "empty", nil)
 	token[0] = 'X' // the backend must have copied the value
 	want := []store.Secret{
-		{Name: "api_token", Value: []byte("token-1")},
-		{Name: "db_password", Value: binary},
-		{Name: "empty", Value: nil},
+		{Name: "api_token", Value: secret.New("token-1")},
+		{Name: "db_password", Value: secret.New(string(binary))},
+		{Name: "empty"},
 	}
 	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
 		t.Errorf("after puts: %s", diff)
@@ -333,7 +334,7 @@ func testSecrets(t *testing.T, b Backend) {
 	}
 
 	mustPut(t, b, alice, "api_token", []byte("token-2"))
-	want[0].Value = []byte("token-2")
+	want[0].Value = secret.New("token-2")
 	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
 		t.Errorf("after overwrite: %s", diff)
 	}
@@ -352,7 +353,7 @@ func testSecrets(t *testing.T, b Backend) {
 	}
 
 	mustPut(t, b, alice, "db_password", []byte("again"))
-	want = append(want, store.Secret{Name: "db_password", Value: []byte("again")})
+	want = append(want, store.Secret{Name: "db_password", Value: secret.New("again")})
 	slices.SortFunc(want, func(a, b store.Secret) int { return strings.Compare(string(a.Name), string(b.Name)) })
 	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
 		t.Errorf("after put again: %s", diff)
@@ -383,11 +384,11 @@ func testSecretsAreSeparate(t *testing.T, b Backend) {
 	mustPut(t, b, globex, "api_token", []byte("globex-token"))
 	mustPut(t, b, globex, "globex_only", []byte("globex-only-value"))
 	globexWant := []store.Secret{
-		{Name: "api_token", Value: []byte("globex-token")},
-		{Name: "globex_only", Value: []byte("globex-only-value")},
+		{Name: "api_token", Value: secret.New("globex-token")},
+		{Name: "globex_only", Value: secret.New("globex-only-value")},
 	}
 
-	if diff := diffSecrets(mustSecrets(t, b, acme), []store.Secret{{Name: "api_token", Value: []byte("acme-token")}}); diff != "" {
+	if diff := diffSecrets(mustSecrets(t, b, acme), []store.Secret{{Name: "api_token", Value: secret.New("acme-token")}}); diff != "" {
 		t.Errorf("acme reads its secrets: %s", diff)
 	}
 	if diff := diffSecrets(mustSecrets(t, b, globex), globexWant); diff != "" {
@@ -556,8 +557,8 @@ func diffSecrets(got, want []store.Secret) string {
 		return fmt.Sprintf("got secrets %q, want %q", names(got), names(want))
 	}
 	for i := range got {
-		if !bytes.Equal(got[i].Value, want[i].Value) {
-			return fmt.Sprintf("secret %s: got a %d-byte value, want another, of %d bytes", got[i].Name, len(got[i].Value), len(want[i].Value))
+		if !got[i].Value.Equal(want[i].Value) {
+			return fmt.Sprintf("secret %s: got a %d-byte value, want another, of %d bytes", got[i].Name, got[i].Value.Len(), want[i].Value.Len())
 		}
 	}
 	return ""
