@@ -131,3 +131,14 @@ func TestRefusalsRunWritesOnStop(t *testing.T) {
 		t.Fatalf("after Run stopped: counts %s, want %s", got, want)
 	}
 }
+
+// BenchmarkRefusalsAdd counts refusals of one key, the cost a flood of
+// requests naming it adds per request.
+func BenchmarkRefusalsAdd(b *testing.B) {
+	r := audit.NewRefusals(&recorder{}, audit.RefusalOptions{
+		ScopeFor: func(id tenant.ID) (auth.Scope, error) { return authtest.Scope(b, id, ""), nil }})
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Add("globex", "00000000000000aa", "unauthenticated: invalid api key")
+	}
+}
