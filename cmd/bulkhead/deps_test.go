@@ -48,6 +48,7 @@ var layerRules = []layerRule{
 	{from: "internal/policy/...", deny: upper, why: "policy is a pure function under the agent"},
 	{from: "internal/tools/...", deny: upper, why: "tool executors run under the agent"},
 	{from: "internal/secret/...", deny: []string{"internal/..."}, why: "the secret type is a leaf"},
+	{from: "internal/textnorm/...", deny: []string{"internal/..."}, why: "normalisation is a leaf every matcher shares"},
 	{from: "internal/tenant", deny: []string{"internal/..."}, why: "ids are a leaf"},
 	{from: "internal/kind", deny: []string{"internal/..."}, why: "error kinds are a leaf"},
 	{from: "internal/auth", deny: []string{"internal/..."}, allow: []string{"internal/kind", "internal/tenant"},
