@@ -176,6 +176,17 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{Logger: logger})
 	auditLog := audit.NewLog(stores, audit.Options{Logger: logger})
+	agnt, err := agent.New(agent.Deps{
+		Models: models, History: stores, Secrets: stores, Tools: plane,
+		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
+		Cache: cache.New(cacheBackend, cfg.ResponseCacheTTL), Ciphers: ring, Audit: auditLog, Guard: outputGuard,
+		Logger: logger, HistoryMessages: cfg.HistoryMessages,
+	})
+	if err != nil {
+		stores.Close()
+		plane.Close()
+		return nil, errors.Join(err, mcp.Close())
+	}
 	// The log's writer outlives requests; close stops it after the server.
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
 	logDone := make(chan error, 1)
@@ -193,15 +204,16 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		scope, err = auth.AdminScope(opCtx, t.Incarnation())
 		return scope, opCtx, err
 	}
-	auditRefused := func(id tenant.ID, reason string) {
-		scope, _, err := asOperator(id)
-		if err == nil {
-			err = auditLog.Record(scope, audit.Event{Type: "auth.failure", Data: map[string]any{"reason": reason}})
-		}
-		if err != nil {
-			logger.Error("audit refused request", "tenant", id, "error", err.Error())
-		}
-	}
+	// Refused keys are counted per key id and minute, not recorded one by
+	// one: anyone can name a key id. Its writer stops before the log's.
+	auditRefused := audit.NewRefusals(auditLog, audit.RefusalOptions{Logger: logger,
+		ScopeFor: func(id tenant.ID) (auth.Scope, error) {
+			scope, _, err := asOperator(id)
+			return scope, err
+		}})
+	refusalsCtx, stopRefusals := context.WithCancel(context.WithoutCancel(ctx))
+	refusalsDone := make(chan error, 1)
+	go func() { refusalsDone <- auditRefused.Run(refusalsCtx) }()
 	// Rebuild the guard's fingerprints of what tenants store, in the
 	// background: until it finishes, stored text is not yet recognized.
 	indexDone := make(chan struct{})
@@ -217,6 +229,8 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		Extra: server.ProvisionRecords(knowledge, auditLog),
 	}, logger)
 	if err != nil {
+		stopRefusals()
+		<-refusalsDone
 		stopLog()
 		<-indexDone
 		<-logDone
@@ -235,21 +249,18 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		Knowledge:    knowledge,
 		Audit:        auditLog,
 		Guard:        outputGuard,
-		Agent: agent.New(agent.Deps{
-			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
-			Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
-			Logger: logger, HistoryMessages: cfg.HistoryMessages,
-		}),
+		Agent:        agnt,
 		Models:       models,
 		DefaultModel: cfg.DefaultModel,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 	})
 	closeAll := func() error {
+		stopRefusals()
+		refusalsErr := <-refusalsDone
 		stopLog()
 		<-indexDone
 		logErr := <-logDone
-		return errors.Join(logErr, mcp.Close(), stores.Close(), plane.Close())
+		return errors.Join(refusalsErr, logErr, mcp.Close(), stores.Close(), plane.Close())
 	}
 	return &app{handler: h, close: closeAll}, nil
 }

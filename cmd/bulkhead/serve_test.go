@@ -97,3 +97,48 @@ func TestEmbedderPerTenant(t *testing.T) {
 		t.Fatalf("unknown embedder: status %d, want 400", status)
 	}
 }
+
+// TestRefusedKeyFloodIsAggregated sends 1,000 requests naming globex's key id
+// with a wrong secret, as anyone can: globex's log must get a bounded number
+// of records that count them, not one hash-chained record each.
+func TestRefusedKeyFloodIsAggregated(t *testing.T) {
+	base, admin := startServer(t)
+	globexKey := createTenantKey(t, base, admin, map[string]any{"id": "globex"})
+	forged := globexKey[:len(globexKey)-4] + "AAAA"
+	if forged == globexKey {
+		forged = globexKey[:len(globexKey)-4] + "BBBB"
+	}
+	const flood = 1000
+	for range flood {
+		if status, _ := call(t, http.MethodGet, base+"/v1/models", forged, nil); status != http.StatusUnauthorized {
+			t.Fatalf("forged secret: status %d, want 401", status)
+		}
+	}
+	status, b := call(t, http.MethodGet, base+"/admin/v1/tenants/globex/audit", admin, nil)
+	if status != http.StatusOK {
+		t.Fatalf("globex's audit log: %d %s", status, b)
+	}
+	var log struct {
+		Data []struct {
+			Type string
+			Data struct{ Count int }
+		}
+	}
+	if err := json.Unmarshal(b, &log); err != nil {
+		t.Fatal(err)
+	}
+	var records, counted int
+	for _, r := range log.Data {
+		if r.Type == "auth.failure" {
+			records++
+			counted += max(r.Data.Count, 1)
+		}
+	}
+	// The flood may straddle a minute boundary: two windows, two records.
+	if records < 1 || records > 2 {
+		t.Fatalf("globex's log has %d auth.failure records for %d refused requests, want 1 or 2", records, flood)
+	}
+	if counted != flood {
+		t.Fatalf("auth.failure records count %d refused requests, want %d", counted, flood)
+	}
+}

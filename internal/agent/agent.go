@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
@@ -126,16 +127,49 @@ type Deps struct {
 	HistoryMessages int
 	// MaxSteps bounds model calls per turn when tools are used; 0 means 8.
 	MaxSteps int
-	// Quota admits each turn; nil admits everything.
+	// Quota admits each turn. Required: NoQuota admits everything.
 	Quota Quota
 	// Cache and Ciphers serve repeated questions; nil Cache disables it.
 	Cache   ResponseCache
 	Ciphers Ciphers
-	// Audit records decisions in the tenant's log; nil records nothing.
+	// Audit records decisions in the tenant's log. Required: NoAudit
+	// records nothing.
 	Audit Auditor
-	// Guard checks answers and tool arguments; nil checks nothing.
+	// Guard checks answers and tool arguments. Required: NoGuard checks
+	// nothing.
 	Guard OutputGuard
 }
+
+// The explicit opt-outs of the required layers, like slog.DiscardHandler: a
+// nil layer is refused by New, so switching one off is always written down.
+var (
+	// NoGuard lets every answer and tool argument through unchecked.
+	NoGuard OutputGuard = noGuard{}
+	// NoQuota admits every turn and counts nothing.
+	NoQuota Quota = noQuota{}
+	// NoAudit records nothing.
+	NoAudit Auditor = noAudit{}
+)
+
+type noGuard struct{}
+
+func (noGuard) Check(_ tenant.ID, text string, _ []string) guard.Verdict {
+	return guard.Verdict{Text: text}
+}
+
+// Stream is never called: the agent does not stream through NoGuard.
+func (noGuard) Stream(tenant.ID, []string) *guard.Stream { return nil }
+
+type noQuota struct{}
+
+func (noQuota) Admit(context.Context, tenant.Incarnation, quota.Limits) (func(), error) {
+	return func() {}, nil
+}
+func (noQuota) Spend(context.Context, tenant.Incarnation, quota.Limits, int) error { return nil }
+
+type noAudit struct{}
+
+func (noAudit) Record(auth.Scope, audit.Event) error { return nil }
 
 // Auditor appends to a tenant's audit log.
 type Auditor interface {
@@ -144,9 +178,6 @@ type Auditor interface {
 
 // audit records e, logging (never hiding) a failure to record.
 func (a *Agent) audit(ctx context.Context, scope auth.Scope, typ string, data map[string]any) {
-	if a.Audit == nil {
-		return
-	}
 	if err := a.Audit.Record(scope, audit.Event{Type: typ, Data: data}); err != nil {
 		a.Logger.ErrorContext(ctx, "audit record failed", "tenant", scope.Tenant(), "type", typ, "error", err.Error())
 	}
@@ -157,15 +188,34 @@ type Agent struct {
 	Deps
 }
 
-// New returns an Agent.
-func New(d Deps) *Agent {
+// New returns an Agent. Guard, Quota and Audit are required: a missing
+// security layer is an error, never a layer silently switched off (pass
+// NoGuard, NoQuota or NoAudit to mean it).
+func New(d Deps) (*Agent, error) {
+	var missing []string
+	for _, dep := range []struct {
+		name string
+		nil  bool
+	}{
+		{"Guard", d.Guard == nil}, {"Quota", d.Quota == nil}, {"Audit", d.Audit == nil},
+	} {
+		if dep.nil {
+			missing = append(missing, dep.name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("new agent: %s required (use agent.NoGuard, NoQuota or NoAudit to opt out explicitly)", strings.Join(missing, ", "))
+	}
+	if d.Cache != nil && d.Ciphers == nil {
+		return nil, errors.New("new agent: a Cache needs Ciphers to seal its entries")
+	}
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	if d.MaxSteps <= 0 {
 		d.MaxSteps = 8
 	}
-	return &Agent{Deps: d}
+	return &Agent{Deps: d}, nil
 }
 
 // Run executes one turn for scope with profile.
@@ -173,15 +223,13 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if !scope.Valid() {
 		return Result{}, fmt.Errorf("run agent: %w", store.ErrNoScope)
 	}
-	if a.Quota != nil {
-		release, err := a.Quota.Admit(ctx, scope.Incarnation(), profile.Limits)
-		if err != nil {
-			return Result{}, err
-		}
-		defer release()
+	release, err := a.Quota.Admit(ctx, scope.Incarnation(), profile.Limits)
+	if err != nil {
+		return Result{}, err
 	}
+	defer release()
 	res, err := a.run(ctx, scope, profile, turn)
-	if err == nil && a.Quota != nil {
+	if err == nil {
 		// The answer is given; a failure to count it is logged, not returned.
 		if err := a.Quota.Spend(context.WithoutCancel(ctx), scope.Incarnation(), profile.Limits, res.Usage.TotalTokens); err != nil {
 			a.Logger.ErrorContext(ctx, "record token use", "tenant", scope.Tenant(), "error", err.Error())
@@ -325,7 +373,7 @@ var errBlocked = errors.New("answer blocked by the output guard")
 // passed the guard.
 // flush emits what the guard held back at the end of the model's answer.
 func (a *Agent) guardStream(scope auth.Scope, profile Profile, onDelta func(string) error) (deltas func(string) error, flush func() error) {
-	if onDelta == nil || a.Guard == nil {
+	if _, off := a.Guard.(noGuard); off || onDelta == nil {
 		return onDelta, func() error { return nil }
 	}
 	gs := a.Guard.Stream(scope.Tenant(), profile.AllowedHosts)
@@ -344,7 +392,7 @@ func (a *Agent) guardStream(scope auth.Scope, profile Profile, onDelta func(stri
 
 // guardAnswer checks a final answer, replacing it if the guard blocks it.
 func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profile, m *llm.Message, finish *string) {
-	if a.Guard == nil || m.Content == "" || m.Content == withheld {
+	if m.Content == "" || m.Content == withheld {
 		return
 	}
 	v := a.Guard.Check(scope.Tenant(), m.Content, profile.AllowedHosts)
@@ -398,7 +446,7 @@ func redactor(secrets []store.Secret) *redact.Redactor {
 	}
 	rs := make([]redact.Secret, len(secrets))
 	for i, s := range secrets {
-		rs[i] = redact.Secret{Name: string(s.Name), Value: string(s.Value)}
+		rs[i] = redact.Secret{Name: string(s.Name), Value: s.Value.Reveal()}
 	}
 	return redact.New(rs)
 }
@@ -412,14 +460,14 @@ func providerKey(profile Profile, route llm.Route, secrets []store.Secret) (llm.
 		name = route.KeySecret
 	}
 	if name == "" {
-		return "", nil
+		return llm.Credential{}, nil
 	}
 	for _, s := range secrets {
 		if s.Name == name {
-			return llm.Credential(s.Value), nil
+			return s.Value, nil
 		}
 	}
-	return "", fmt.Errorf("%w: the model provider needs the tenant secret %q (its own API key), which is not set", kind.Invalid, name)
+	return llm.Credential{}, fmt.Errorf("%w: the model provider needs the tenant secret %q (its own API key), which is not set", kind.Invalid, name)
 }
 
 // upstreamUser is the opaque per-(tenant, end user) tag sent to providers; it

@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,8 +11,10 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -77,6 +80,20 @@ func (f failing) Chat(context.Context, llm.Request, func(string) error) (llm.Res
 	return llm.Response{}, f.err
 }
 
+// mustNew returns an Agent for d, with the explicit no-op guard, quota and
+// audit where d leaves them out.
+func mustNew(t *testing.T, d agent.Deps) *agent.Agent {
+	t.Helper()
+	d.Guard = cmp.Or(d.Guard, agent.NoGuard)
+	d.Quota = cmp.Or(d.Quota, agent.NoQuota)
+	d.Audit = cmp.Or(d.Audit, agent.NoAudit)
+	a, err := agent.New(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
 func newAgent(t *testing.T) (*agent.Agent, *memHistory) {
 	t.Helper()
 	reg := llm.NewRegistry()
@@ -89,7 +106,7 @@ func newAgent(t *testing.T) (*agent.Agent, *memHistory) {
 		}
 	}
 	h := &memHistory{msgs: map[string][]store.Message{}}
-	return agent.New(agent.Deps{Models: reg, History: h, Secrets: memSecrets{}, HistoryMessages: 10}), h
+	return mustNew(t, agent.Deps{Models: reg, History: h, Secrets: memSecrets{}, HistoryMessages: 10}), h
 }
 
 func user(text string) []llm.Message { return []llm.Message{{Role: "user", Content: text}} }
@@ -110,8 +127,8 @@ func echoContext(t *testing.T, a *agent.Agent, scope auth.Scope, p agent.Profile
 
 func TestRunBuildsContextFromOwnProfileAndHistory(t *testing.T) {
 	a, _ := newAgent(t)
-	acme := auth.TestScope(t, "acme", "alice")
-	globex := auth.TestScope(t, "globex", "alice")
+	acme := authtest.Scope(t, "acme", "alice")
+	globex := authtest.Scope(t, "globex", "alice")
 	acmeP := agent.Profile{Name: "default", SystemPrompt: "ACME PROMPT", Model: "offline/x"}
 	globexP := agent.Profile{Name: "default", SystemPrompt: "GLOBEX PROMPT", Model: "offline/x"}
 	ctx := context.Background()
@@ -147,7 +164,7 @@ func TestRunBuildsContextFromOwnProfileAndHistory(t *testing.T) {
 
 func TestRunWithoutSessionKeepsNothing(t *testing.T) {
 	a, h := newAgent(t)
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	if _, err := a.Run(context.Background(), scope, agent.Profile{Model: "offline/x"}, agent.Turn{Messages: user("hi")}); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +176,7 @@ func TestRunWithoutSessionKeepsNothing(t *testing.T) {
 func TestRunStreams(t *testing.T) {
 	a, _ := newAgent(t)
 	var got strings.Builder
-	res, err := a.Run(context.Background(), auth.TestScope(t, "acme", ""), agent.Profile{Model: "offline/x"},
+	res, err := a.Run(context.Background(), authtest.Scope(t, "acme", ""), agent.Profile{Model: "offline/x"},
 		agent.Turn{Messages: user("/say one two three"), OnDelta: func(s string) error { got.WriteString(s); return nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -178,8 +195,8 @@ func TestRunErrors(t *testing.T) {
 		wantErr error
 	}{
 		{"no scope", auth.Scope{}, "offline/x", store.ErrNoScope},
-		{"unknown provider", auth.TestScope(t, "acme", ""), "nosuch/x", kind.NotFound},
-		{"provider down", auth.TestScope(t, "acme", ""), "down/x", kind.Unavailable},
+		{"unknown provider", authtest.Scope(t, "acme", ""), "nosuch/x", kind.NotFound},
+		{"provider down", authtest.Scope(t, "acme", ""), "down/x", kind.Unavailable},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -200,9 +217,9 @@ func TestRunRedactsSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &memHistory{msgs: map[string][]store.Message{}}
-	secrets := memSecrets{"acme": {{Name: "crm", Value: []byte(crmToken)}}}
-	a := agent.New(agent.Deps{Models: reg, History: h, Secrets: secrets, HistoryMessages: 10})
-	scope := auth.TestScope(t, "acme", "alice")
+	secrets := memSecrets{"acme": {{Name: "crm", Value: secret.New(crmToken)}}}
+	a := mustNew(t, agent.Deps{Models: reg, History: h, Secrets: secrets, HistoryMessages: 10})
+	scope := authtest.Scope(t, "acme", "alice")
 	want := "the token is [REDACTED:crm], base64 [REDACTED:crm]."
 	for _, stream := range []bool{false, true} {
 		var streamed strings.Builder
@@ -239,8 +256,8 @@ func TestRunBYOK(t *testing.T) {
 	if err := reg.AddBYOK("byok", up, "openai_key"); err != nil {
 		t.Fatal(err)
 	}
-	secrets := memSecrets{"acme": {{Name: "openai_key", Value: []byte("sk-acme-own-key-123")}, {Name: "alt", Value: []byte("sk-acme-alt-key-456")}}}
-	a := agent.New(agent.Deps{Models: reg, History: &memHistory{msgs: map[string][]store.Message{}}, Secrets: secrets, HistoryMessages: 10})
+	secrets := memSecrets{"acme": {{Name: "openai_key", Value: secret.New("sk-acme-own-key-123")}, {Name: "alt", Value: secret.New("sk-acme-alt-key-456")}}}
+	a := mustNew(t, agent.Deps{Models: reg, History: &memHistory{msgs: map[string][]store.Message{}}, Secrets: secrets, HistoryMessages: 10})
 	tests := []struct {
 		name    string
 		scope   auth.Scope
@@ -248,9 +265,9 @@ func TestRunBYOK(t *testing.T) {
 		wantKey string
 		wantErr error
 	}{
-		{"provider's secret", auth.TestScope(t, "acme", ""), agent.Profile{Model: "byok/m"}, "sk-acme-own-key-123", nil},
-		{"profile overrides", auth.TestScope(t, "acme", ""), agent.Profile{Model: "byok/m", KeySecret: "alt"}, "sk-acme-alt-key-456", nil},
-		{"tenant without the secret", auth.TestScope(t, "globex", ""), agent.Profile{Model: "byok/m"}, "", kind.Invalid},
+		{"provider's secret", authtest.Scope(t, "acme", ""), agent.Profile{Model: "byok/m"}, "sk-acme-own-key-123", nil},
+		{"profile overrides", authtest.Scope(t, "acme", ""), agent.Profile{Model: "byok/m", KeySecret: "alt"}, "sk-acme-alt-key-456", nil},
+		{"tenant without the secret", authtest.Scope(t, "globex", ""), agent.Profile{Model: "byok/m"}, "", kind.Invalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -259,8 +276,38 @@ func TestRunBYOK(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
-			if string(up.req.APIKey) != tt.wantKey {
-				t.Fatalf("provider got key %q, want %q", string(up.req.APIKey), tt.wantKey)
+			if up.req.APIKey.Reveal() != tt.wantKey {
+				t.Fatalf("provider got a %d-byte key, want %q", up.req.APIKey.Len(), tt.wantKey)
+			}
+		})
+	}
+}
+
+// TestNewRequiresSecurityLayers: leaving out the guard, the quota or the
+// audit is an error, not a layer silently switched off.
+func TestNewRequiresSecurityLayers(t *testing.T) {
+	full := agent.Deps{Models: llm.NewRegistry(), History: &memHistory{}, Secrets: memSecrets{},
+		Guard: agent.NoGuard, Quota: agent.NoQuota, Audit: agent.NoAudit}
+	if _, err := agent.New(full); err != nil {
+		t.Fatalf("New with every layer: %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		drop func(*agent.Deps)
+	}{
+		{"Guard", func(d *agent.Deps) { d.Guard = nil }},
+		{"Quota", func(d *agent.Deps) { d.Quota = nil }},
+		{"Audit", func(d *agent.Deps) { d.Audit = nil }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := full
+			tt.drop(&d)
+			a, err := agent.New(d)
+			if err == nil || a != nil {
+				t.Fatalf("New without %s = %v, %v; want an error", tt.name, a, err)
+			}
+			if !strings.Contains(err.Error(), tt.name) {
+				t.Fatalf("error %q does not name %s", err, tt.name)
 			}
 		})
 	}

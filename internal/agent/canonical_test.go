@@ -13,11 +13,12 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
@@ -109,10 +110,13 @@ func newCanonicalRig(t *testing.T) *canonicalRig {
 	}
 	g := guard.New()
 	g.SetCanaries("globex", []string{globexCanary})
-	secrets := []store.Secret{{Name: "crm_token", Value: store.SecretValue(acmeSecret)}}
+	secrets := []store.Secret{{Name: "crm_token", Value: secret.New(acmeSecret)}}
 	r.guard = &seeingGuard{Guard: g, red: redactor(secrets), passed: map[string]bool{}}
-	a := New(Deps{Tools: catalog{"ticket": tool}, HTTP: tools.NewHTTP(tools.HTTPOptions{}), Guard: r.guard})
-	r.box = a.toolbox(context.Background(), auth.TestScope(t, "acme", "alice"),
+	a, err := New(Deps{Tools: catalog{"ticket": tool}, HTTP: tools.NewHTTP(tools.HTTPOptions{}), Guard: r.guard, Quota: NoQuota, Audit: NoAudit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.box = a.toolbox(context.Background(), authtest.Scope(t, "acme", "alice"),
 		Profile{Name: "default", Tools: []string{"ticket"}, Policy: set, AllowedHosts: []string{"docs.acme.example"}},
 		secrets, redactor(secrets))
 	r.box.authorized = func(_ string, args tools.Args) {

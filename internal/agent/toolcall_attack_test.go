@@ -14,9 +14,11 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
@@ -118,13 +120,16 @@ func newHostile(t testing.TB) *hostile {
 	g := guard.New()
 	g.SetCanaries("globex", []string{globexCanary})
 	h := &hostile{rec: &recorder{}, audit: &auditLog{}, logs: &bytes.Buffer{}}
-	a := New(Deps{
+	a, err := New(Deps{
 		Tools: catalog{"crm_update": updateTool(t), "globex_ledger": privateTool(t), "crm_lookup": crmTool(t)},
-		HTTP:  h.rec, Guard: g, Audit: h.audit,
+		HTTP:  h.rec, Guard: g, Audit: h.audit, Quota: NoQuota,
 		Logger: slog.New(slog.NewJSONHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
-	secrets := []store.Secret{{Name: "crm_token", Value: store.SecretValue(acmeSecret)}}
-	h.box = a.toolbox(context.Background(), auth.TestScope(t, "acme", "alice"),
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []store.Secret{{Name: "crm_token", Value: secret.New(acmeSecret)}}
+	h.box = a.toolbox(context.Background(), authtest.Scope(t, "acme", "alice"),
 		Profile{Name: "default", Tools: []string{"crm_update", "globex_ledger"}, Policy: set, AllowedHosts: []string{"docs.acme.example"}},
 		secrets, redactor(secrets))
 	return h

@@ -13,6 +13,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
@@ -42,7 +43,7 @@ type toolbox struct {
 	scope     auth.Scope
 	principal policy.Principal
 	set       *policy.Set
-	secrets   map[tenant.SecretName]string
+	secrets   map[tenant.SecretName]secret.Value
 	red       *redact.Redactor
 	tools     map[string]*tools.Tool // offered, by name
 	offered   []llm.Tool
@@ -59,9 +60,9 @@ type toolbox struct {
 func (a *Agent) toolbox(ctx context.Context, scope auth.Scope, profile Profile, secrets []store.Secret, red *redact.Redactor) *toolbox {
 	b := &toolbox{a: a, scope: scope, set: profile.Policy, red: red, tools: map[string]*tools.Tool{}, allowHosts: profile.AllowedHosts,
 		principal: policy.Principal{Tenant: scope.Tenant(), Profile: profile.Name, User: scope.User()},
-		secrets:   make(map[tenant.SecretName]string, len(secrets))}
+		secrets:   make(map[tenant.SecretName]secret.Value, len(secrets))}
 	for _, s := range secrets {
-		b.secrets[s.Name] = string(s.Value)
+		b.secrets[s.Name] = s.Value
 	}
 	if b.set == nil || a.Tools == nil {
 		return b
@@ -172,7 +173,7 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		return fmt.Sprintf("error: denied by policy (%s)", strings.Join(decision.Reasons, ", "))
 	}
 
-	call := tools.Call{Tool: t, Scope: b.scope, Tenant: b.scope.Tenant(), Args: args.Value, Body: args.JSON, Bound: map[string]string{}, Secrets: map[tenant.SecretName]string{}}
+	call := tools.Call{Tool: t, Scope: b.scope, Tenant: b.scope.Tenant(), Args: args.Value, Body: args.JSON, Bound: map[string]string{}, Secrets: map[tenant.SecretName]secret.Value{}}
 	for param := range t.Bound {
 		if s, ok := args.Value[param].(string); ok {
 			call.Bound[param] = s
@@ -216,7 +217,7 @@ func (b *toolbox) bind(source string) (string, error) {
 	}
 	if name, ok := strings.CutPrefix(source, tools.BindSecretPrefix); ok {
 		if v, ok := b.secrets[tenant.SecretName(name)]; ok {
-			return v, nil
+			return v.Reveal(), nil // injected: bound into the call's arguments
 		}
 		return "", fmt.Errorf("secret %q is not set", name)
 	}

@@ -8,9 +8,10 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
@@ -32,7 +33,7 @@ type recorder struct {
 func (r *recorder) Execute(_ context.Context, call tools.Call) (tools.Result, error) {
 	r.calls.Add(1)
 	r.last.Store(&call)
-	return tools.Result{Content: fmt.Sprintf("ok for %s with token %s", call.Args["tenant_id"], call.Secrets["crm_token"])}, nil
+	return tools.Result{Content: fmt.Sprintf("ok for %s with token %s", call.Args["tenant_id"], call.Secrets["crm_token"].Reveal())}, nil
 }
 
 func crmTool(t testing.TB) *tools.Tool {
@@ -67,9 +68,12 @@ func newToolbox(t testing.TB, nPolicies int) (*toolbox, *recorder) {
 		t.Fatal(err)
 	}
 	rec := &recorder{}
-	a := New(Deps{Tools: catalog{"crm_lookup": crmTool(t)}, HTTP: rec})
-	secrets := []store.Secret{{Name: "crm_token", Value: store.SecretValue("acme-crm-token-1234")}}
-	b := a.toolbox(context.Background(), auth.TestScope(t, "acme", "alice"),
+	a, err := New(Deps{Tools: catalog{"crm_lookup": crmTool(t)}, HTTP: rec, Guard: NoGuard, Quota: NoQuota, Audit: NoAudit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := []store.Secret{{Name: "crm_token", Value: secret.New("acme-crm-token-1234")}}
+	b := a.toolbox(context.Background(), authtest.Scope(t, "acme", "alice"),
 		Profile{Name: "default", Tools: []string{"crm_lookup"}, Policy: set}, secrets, redactor(secrets))
 	return b, rec
 }

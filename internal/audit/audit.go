@@ -85,9 +85,9 @@ var (
 //
 // The queue is bounded (MaxPending). Record never waits for the store: when
 // the queue is full, or Run has stopped, it fails, and the event is not
-// recorded. The caller must not ignore that: it logs the error and, for an
-// action that must not happen unaudited (a key, secret or policy change, a
-// deletion), fails the action. Events are lost only if the process dies
+// recorded. The caller must not ignore that: it logs the error. An action
+// that must not happen unaudited (a key, secret or policy change) uses
+// RecordNow instead, before acting, and fails if it fails. Events are lost only if the process dies
 // before they are stored (at most FlushInterval's worth, or what is queued
 // behind a failing store), or if the store refuses them for good (tenant
 // unknown, record invalid), which is logged as an error.
@@ -139,23 +139,10 @@ func NewLog(s Store, opts Options) *Log {
 // invalid scope, type or data, with ErrFull when MaxPending events are
 // pending and with ErrClosed once Run has stopped.
 func (l *Log) Record(scope auth.Scope, e Event) error {
-	if !scope.Valid() {
-		return fmt.Errorf("audit %s: %w", e.Type, store.ErrNoScope)
-	}
-	if err := checkType(e.Type); err != nil {
+	data, err := encodeEvent(scope, e)
+	if err != nil {
 		return err
 	}
-	data := []byte("{}")
-	if e.Data != nil {
-		var err error
-		if data, err = json.Marshal(e.Data); err != nil {
-			return fmt.Errorf("%w: audit %s: %v", kind.Invalid, e.Type, err)
-		}
-	}
-	if len(data) > MaxData {
-		return fmt.Errorf("%w: audit %s: data is %d bytes, over %d", kind.TooLarge, e.Type, len(data), MaxData)
-	}
-
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
@@ -193,6 +180,65 @@ func (l *Log) Forget(inc tenant.Incarnation) {
 		l.pending -= len(q.recs)
 		delete(l.queues, inc)
 	}
+}
+
+// encodeEvent checks scope and e and returns e's data as JSON.
+func encodeEvent(scope auth.Scope, e Event) ([]byte, error) {
+	if !scope.Valid() {
+		return nil, fmt.Errorf("audit %s: %w", e.Type, store.ErrNoScope)
+	}
+	if err := checkType(e.Type); err != nil {
+		return nil, err
+	}
+	data := []byte("{}")
+	if e.Data != nil {
+		var err error
+		if data, err = json.Marshal(e.Data); err != nil {
+			return nil, fmt.Errorf("%w: audit %s: %v", kind.Invalid, e.Type, err)
+		}
+	}
+	if len(data) > MaxData {
+		return nil, fmt.Errorf("%w: audit %s: data is %d bytes, over %d", kind.TooLarge, e.Type, len(data), MaxData)
+	}
+	return data, nil
+}
+
+// RecordNow stores e in scope's tenant's log before it returns, and returns
+// nil only once the store has committed it. It is for changes that must not
+// happen unaudited (key, secret, policy and tenant changes): the caller
+// records first and makes the change only if RecordNow succeeded, so every
+// change that was made has its record, even if the process dies right
+// after. The tenant's events Record queued earlier are stored first, in
+// one chain order. On failure nothing of e is stored or queued, and the
+// error says why (ErrClosed once Run has stopped; the store's error).
+func (l *Log) RecordNow(ctx context.Context, scope auth.Scope, e Event) error {
+	data, err := encodeEvent(scope, e)
+	if err != nil {
+		return err
+	}
+	// Holding flushing keeps the background flush from storing this
+	// tenant's queue around the record.
+	l.flushing.Lock()
+	defer l.flushing.Unlock()
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return fmt.Errorf("audit %s: %w", e.Type, ErrClosed)
+	}
+	inc := scope.Incarnation()
+	q := l.queues[inc]
+	delete(l.queues, inc)
+	rec := store.AuditRecord{Time: l.now().UTC(), Type: e.Type, Data: data}
+	l.mu.Unlock()
+	if q != nil {
+		if err := l.storeQueue(ctx, q); err != nil {
+			return fmt.Errorf("audit %s: store earlier events: %w", e.Type, err)
+		}
+	}
+	if err := l.store.AppendAudit(ctx, scope.WithUser(""), []store.AuditRecord{rec}); err != nil {
+		return fmt.Errorf("audit %s: %w", e.Type, err)
+	}
+	return nil
 }
 
 // Pending reports how many events are recorded and not yet stored.

@@ -5,6 +5,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -16,7 +17,7 @@ func TestQueuesPerIncarnation(t *testing.T) {
 	s := &fakeStore{}
 	l := audit.NewLog(s, audit.Options{})
 	oldInc, newInc := tenant.NewIncarnation("acme", "0a"), tenant.NewIncarnation("acme", "0b")
-	old, cur := auth.TestScopeIn(t, oldInc, ""), auth.TestScopeIn(t, newInc, "")
+	old, cur := authtest.ScopeIn(t, oldInc, ""), authtest.ScopeIn(t, newInc, "")
 	for _, sc := range []auth.Scope{cur, old, cur} {
 		if err := l.Record(sc, audit.Event{Type: "test.event"}); err != nil {
 			t.Fatal(err)

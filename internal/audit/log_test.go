@@ -11,6 +11,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -125,7 +126,7 @@ func TestLogBatches(t *testing.T) {
 	s := &fakeStore{}
 	l := audit.NewLog(s, audit.Options{FlushInterval: time.Hour, MaxBatch: 512})
 	stop := run(t, l)
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	for i := range 1000 {
 		mustRecord(t, l, scope, event(i))
 	}
@@ -153,7 +154,7 @@ func TestLogFlushInterval(t *testing.T) {
 	s := &fakeStore{}
 	l := audit.NewLog(s, audit.Options{FlushInterval: 5 * time.Millisecond})
 	run(t, l)
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	for i := range 5 {
 		mustRecord(t, l, scope, event(i))
 	}
@@ -173,7 +174,7 @@ func TestLogRunFlushesOnCancel(t *testing.T) {
 	s := &fakeStore{}
 	l := audit.NewLog(s, audit.Options{FlushInterval: time.Hour})
 	stop := run(t, l)
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	for i := range 10 {
 		mustRecord(t, l, scope, event(i))
 	}
@@ -200,7 +201,7 @@ func TestLogTenantsAreSeparate(t *testing.T) {
 	const perTenant = 300
 	var wg sync.WaitGroup
 	for _, id := range ids {
-		scope := auth.TestScope(t, id, "user-of-"+tenant.UserID(id))
+		scope := authtest.Scope(t, id, "user-of-"+tenant.UserID(id))
 		wg.Go(func() {
 			for i := range perTenant {
 				e := event(i)
@@ -239,7 +240,7 @@ func TestLogTime(t *testing.T) {
 	s := &fakeStore{}
 	now := time.Date(2025, 6, 7, 8, 9, 10, 11, time.FixedZone("X", 3600))
 	l := audit.NewLog(s, audit.Options{Now: func() time.Time { return now }})
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	mustRecord(t, l, scope, event(0))
 	recorded := now
 	now = now.Add(time.Hour)
@@ -255,8 +256,8 @@ func TestLogTime(t *testing.T) {
 func TestLogFull(t *testing.T) {
 	s := &fakeStore{}
 	l := audit.NewLog(s, audit.Options{MaxPending: 10})
-	acme := auth.TestScope(t, "acme", "alice")
-	globex := auth.TestScope(t, "globex", "alice")
+	acme := authtest.Scope(t, "acme", "alice")
+	globex := authtest.Scope(t, "globex", "alice")
 	for i := range 10 {
 		scope := acme
 		if i%2 == 1 {
@@ -286,7 +287,7 @@ func TestLogRetriesAfterStoreError(t *testing.T) {
 		return nil
 	}}
 	l := audit.NewLog(s, audit.Options{MaxBatch: 4})
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	for i := range 10 {
 		mustRecord(t, l, scope, event(i))
 	}
@@ -320,8 +321,8 @@ func TestLogDropsForUnknownTenant(t *testing.T) {
 		return nil
 	}}
 	l := audit.NewLog(s, audit.Options{})
-	mustRecord(t, l, auth.TestScope(t, "gone", ""), event(0))
-	mustRecord(t, l, auth.TestScope(t, "acme", ""), event(0))
+	mustRecord(t, l, authtest.Scope(t, "gone", ""), event(0))
+	mustRecord(t, l, authtest.Scope(t, "acme", ""), event(0))
 	if err := l.Flush(t.Context()); !errors.Is(err, store.ErrUnknownTenant) {
 		t.Fatalf("Flush: got %v, want %v", err, store.ErrUnknownTenant)
 	}
@@ -333,7 +334,7 @@ func TestLogDropsForUnknownTenant(t *testing.T) {
 
 func TestLogRecordRefuses(t *testing.T) {
 	l := audit.NewLog(&fakeStore{}, audit.Options{})
-	scope := auth.TestScope(t, "acme", "alice")
+	scope := authtest.Scope(t, "acme", "alice")
 	var zero auth.Scope
 	tests := []struct {
 		name  string
@@ -355,4 +356,35 @@ func TestLogRecordRefuses(t *testing.T) {
 	if n := l.Pending(); n != 0 {
 		t.Errorf("Pending: got %d, want 0", n)
 	}
+}
+
+// TestRecordNow: RecordNow returns only once its event is stored, after the
+// tenant's events queued before it; when the store fails it returns the
+// error and leaves nothing of the event behind to be stored later.
+func TestRecordNow(t *testing.T) {
+	fs := &fakeStore{}
+	l := audit.NewLog(fs, audit.Options{FlushInterval: time.Hour})
+	acme := authtest.Scope(t, "acme", "alice")
+	for i := range 3 {
+		if err := l.Record(acme, audit.Event{Type: "tool.call", Data: map[string]any{"n": i}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.RecordNow(context.Background(), acme, audit.Event{Type: "secret.set", Data: map[string]any{"n": 3}}); err != nil {
+		t.Fatalf("RecordNow: %v", err)
+	}
+	checkNumbers(t, "after RecordNow", fs.stored("acme"), 0, 4)
+	if got := l.Pending(); got != 0 {
+		t.Fatalf("pending after RecordNow: %d, want 0", got)
+	}
+
+	fs.fail = func(call) error { return errors.New("disk I/O error") }
+	if err := l.RecordNow(context.Background(), acme, audit.Event{Type: "secret.set", Data: map[string]any{"n": 4}}); err == nil {
+		t.Fatal("RecordNow with a failing store = nil, want an error")
+	}
+	fs.fail = nil
+	if err := l.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	checkNumbers(t, "after a failed RecordNow", fs.stored("acme"), 0, 4)
 }

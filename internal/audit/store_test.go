@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -68,8 +69,8 @@ func TestLogToSQLite(t *testing.T) {
 	db := openStore(t)
 	l := audit.NewLog(db, audit.Options{FlushInterval: time.Millisecond, MaxBatch: 16})
 	stop := run(t, l)
-	acme := auth.TestScope(t, "acme", "alice")
-	globex := auth.TestScope(t, "globex", "bob")
+	acme := authtest.Scope(t, "acme", "alice")
+	globex := authtest.Scope(t, "globex", "bob")
 	const n = 500
 	for i := range n {
 		mustRecord(t, l, acme, event(i))
@@ -105,7 +106,7 @@ func BenchmarkLogAppend(b *testing.B) {
 			ctx := b.Context()
 			scopes := make([]auth.Scope, nTenants)
 			for i := range scopes {
-				scopes[i] = auth.TestScope(b, tenant.ID(fmt.Sprint("t", i)), "alice")
+				scopes[i] = authtest.Scope(b, tenant.ID(fmt.Sprint("t", i)), "alice")
 				// Open each tenant's database before timing.
 				if err := db.AppendAudit(ctx, scopes[i], nil); err != nil {
 					b.Fatal(err)
@@ -156,5 +157,25 @@ func BenchmarkLogAppend(b *testing.B) {
 				b.Fatalf("stored %d events, want %d", stored, b.N)
 			}
 		})
+	}
+}
+
+// BenchmarkRecordNow stores one admin-change event at a time, as an admin
+// handler does before it makes the change: the latency an audited change
+// adds.
+func BenchmarkRecordNow(b *testing.B) {
+	db := openStore(b)
+	ctx := b.Context()
+	scope := authtest.Scope(b, "t0", "")
+	if err := db.AppendAudit(ctx, scope, nil); err != nil {
+		b.Fatal(err)
+	}
+	l := audit.NewLog(db, audit.Options{})
+	e := audit.Event{Type: "secret.set", Data: map[string]any{"secret": "crm_token"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := l.RecordNow(ctx, scope, e); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -59,10 +59,10 @@ func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
 		return Scope{}, fmt.Errorf("%w: invalid api key", kind.Unauthenticated)
 	}
 	if !rec.Hash.equal(hash) {
-		return Scope{}, refused{tenant: rec.Tenant, err: fmt.Errorf("%w: invalid api key", kind.Unauthenticated)}
+		return Scope{}, refused{tenant: rec.Tenant, key: id, err: fmt.Errorf("%w: invalid api key", kind.Unauthenticated)}
 	}
 	if rec.Status != tenant.StatusActive {
-		return Scope{}, refused{tenant: rec.Tenant, err: fmt.Errorf("%w: tenant is %s", kind.Denied, rec.Status)}
+		return Scope{}, refused{tenant: rec.Tenant, key: id, err: fmt.Errorf("%w: tenant is %s", kind.Denied, rec.Status)}
 	}
 	if rec.Incarnation.Tenant() != rec.Tenant {
 		return Scope{}, fmt.Errorf("key %s: incarnation %q is not of tenant %s", id, rec.Incarnation, rec.Tenant)
@@ -115,6 +115,7 @@ func (a *Authenticator) RequireAdmin(fail func(http.ResponseWriter, *http.Reques
 // that tenant's audit log should hear of it.
 type refused struct {
 	tenant tenant.ID
+	key    tenant.KeyID
 	err    error
 }
 
@@ -128,6 +129,16 @@ func RefusedTenant(err error) (tenant.ID, bool) {
 	var r refused
 	if errors.As(err, &r) {
 		return r.tenant, true
+	}
+	return "", false
+}
+
+// RefusedKey reports the key id that was presented, when err is such a
+// failure (see RefusedTenant): refusals are counted per key id.
+func RefusedKey(err error) (tenant.KeyID, bool) {
+	var r refused
+	if errors.As(err, &r) {
+		return r.key, true
 	}
 	return "", false
 }

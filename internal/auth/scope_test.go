@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 )
 
 func TestZeroScopeIsInvalid(t *testing.T) {
@@ -21,7 +22,7 @@ func TestZeroScopeIsInvalid(t *testing.T) {
 	if s.WithUser("alice").Valid() {
 		t.Fatal("zero Scope with a user reports Valid")
 	}
-	got := auth.TestScope(t, "acme", "bob").WithUser("alice")
+	got := authtest.Scope(t, "acme", "bob").WithUser("alice")
 	if got.Tenant() != "acme" || got.User() != "alice" {
 		t.Fatalf("WithUser: got (%q, %q), want (acme, alice)", got.Tenant(), got.User())
 	}
@@ -29,8 +30,10 @@ func TestZeroScopeIsInvalid(t *testing.T) {
 
 // TestOnlyAuthMakesScopes walks the module's source and fails if any
 // non-test file outside package auth builds a Scope (a composite literal,
-// new(auth.Scope)) or calls the test-only constructor. Together with the
-// unexported fields, this keeps authentication the only source of identity.
+// new(auth.Scope)). Together with the unexported fields, this keeps
+// authentication the only source of identity; tests get a Scope from
+// authtest, which authenticates a request like production does, and package
+// auth itself has no test-only constructor.
 func TestOnlyAuthMakesScopes(t *testing.T) {
 	root := moduleRoot(t)
 	authDir := filepath.Join(root, "internal", "auth")
@@ -46,7 +49,21 @@ func TestOnlyAuthMakesScopes(t *testing.T) {
 			}
 			return nil
 		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") || filepath.Dir(path) == authDir {
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		if filepath.Dir(path) == authDir {
+			// Package auth builds Scopes, but none for tests: a helper
+			// taking a testing.TB would be a backdoor any package can call.
+			f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
+			if err != nil {
+				return err
+			}
+			for _, imp := range f.Imports {
+				if imp.Path.Value == `"testing"` {
+					t.Errorf("%s: package auth imports testing: test helpers belong in authtest", fset.Position(imp.Pos()))
+				}
+			}
 			return nil
 		}
 		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly)
@@ -84,13 +101,12 @@ import a "github.com/bulkhead-ai/bulkhead/internal/auth"
 var s1 = a.Scope{}
 var s2 = new(a.Scope)
 var s3 = &a.Scope{}
-func f() { _ = a.TestScope(nil, "t", "u") }
 `
 	f, err := parser.ParseFile(token.NewFileSet(), "x.go", src, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := len(scopeConstructions(f)), 4; got != want {
+	if got, want := len(scopeConstructions(f)), 3; got != want {
 		t.Fatalf("found %d violations, want %d", got, want)
 	}
 }
@@ -133,9 +149,6 @@ func scopeConstructions(f *ast.File) []violation {
 			if id, ok := n.Fun.(*ast.Ident); ok && id.Name == "new" && len(n.Args) == 1 && isAuth(n.Args[0], "Scope") {
 				out = append(out, violation{n, "new(auth.Scope)"})
 			}
-			if isAuth(n.Fun, "TestScope") || isAuth(n.Fun, "TestScopeIn") {
-				out = append(out, violation{n, "auth.TestScope call"})
-			}
 		}
 		return true
 	})
@@ -143,8 +156,8 @@ func scopeConstructions(f *ast.File) []violation {
 }
 
 // isTestSupport reports whether the package at dir (a path or import path)
-// exists only to help tests, like storetest or testenv. Such packages may use
-// auth.TestScope; production packages may not import them.
+// exists only to help tests, like authtest, storetest or testenv; production
+// packages may not import them.
 func isTestSupport(dir string) bool {
 	base := filepath.Base(dir)
 	return strings.HasSuffix(base, "test") || base == "testenv"

@@ -6,6 +6,8 @@ package llm
 import (
 	"context"
 	"encoding/json"
+
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 )
 
 // Message is one chat message in OpenAI's shape.
@@ -64,11 +66,8 @@ type Request struct {
 }
 
 // Credential is an API key. It prints redacted, so a logged Request never
-// shows it.
-type Credential string
-
-func (Credential) String() string   { return "[REDACTED]" }
-func (Credential) GoString() string { return "[REDACTED]" }
+// shows it; the model client reveals it only to set the request's header.
+type Credential = secret.Value
 
 // Usage counts tokens.
 type Usage struct {

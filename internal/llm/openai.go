@@ -203,11 +203,11 @@ func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content str
 	if err := ctx.Err(); err != nil {
 		return Response{}, err
 	}
-	if req.APIKey != "" {
+	if !req.APIKey.IsZero() {
 		// The caller's key (a tenant's own, BYOK) replaces the configured
 		// one for this call only.
 		byok := *c
-		byok.apiKey, byok.redactor = string(req.APIKey), keyRedactor(string(req.APIKey))
+		byok.apiKey, byok.redactor = req.APIKey.Reveal(), keyRedactor(req.APIKey.Reveal())
 		c = &byok
 	}
 	body, err := encodeRequest(req, onDelta != nil)

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 )
 
 const testKey = "sk-test-SECRET-1234567890"
@@ -678,7 +680,7 @@ func TestOpenAIRequestKey(t *testing.T) {
 	}))
 	defer srv.Close()
 	c := newTestOpenAI(t, srv.URL, OpenAIOptions{APIKey: testKey, MaxRetries: -1})
-	_, err := c.Chat(context.Background(), Request{Model: "m", APIKey: tenantKey}, nil)
+	_, err := c.Chat(context.Background(), Request{Model: "m", APIKey: secret.New(tenantKey)}, nil)
 	if err == nil || strings.Contains(err.Error(), tenantKey) || !strings.Contains(err.Error(), "[REDACTED:api_key]") {
 		t.Fatalf("error = %v, want the tenant key redacted", err)
 	}
@@ -686,7 +688,7 @@ func TestOpenAIRequestKey(t *testing.T) {
 	if want := []string{"Bearer " + tenantKey, "Bearer " + testKey}; !slices.Equal(got, want) {
 		t.Fatalf("Authorization headers = %q, want %q", got, want)
 	}
-	if s := fmt.Sprintf("%v %+v", Request{APIKey: tenantKey}, Request{APIKey: tenantKey}); strings.Contains(s, tenantKey) {
+	if s := fmt.Sprintf("%v %+v", Request{APIKey: secret.New(tenantKey)}, Request{APIKey: secret.New(tenantKey)}); strings.Contains(s, tenantKey) {
 		t.Fatalf("formatted Request shows the key: %s", s)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
@@ -104,7 +105,7 @@ func evalSet(n, q int) (passages []string, questions []string) {
 func TestRetrievalQuality(t *testing.T) {
 	ctx := context.Background()
 	s := newService(t, "acme")
-	scope := auth.TestScope(t, "acme", "")
+	scope := authtest.Scope(t, "acme", "")
 	passages, questions := evalSet(200, 100)
 	docIDs := make([]string, len(passages))
 	for i, p := range passages {
@@ -143,7 +144,7 @@ func TestRetrievalQuality(t *testing.T) {
 func TestSearchIsPerTenant(t *testing.T) {
 	ctx := context.Background()
 	s := newService(t, "acme", "globex")
-	acme, globex := auth.TestScope(t, "acme", "alice"), auth.TestScope(t, "globex", "alice")
+	acme, globex := authtest.Scope(t, "acme", "alice"), authtest.Scope(t, "globex", "alice")
 	for scope, canary := range map[auth.Scope]string{acme: "ACMECANARY", globex: "GLOBEXCANARY"} {
 		if _, _, err := s.AddDocument(ctx, scope, "The vault code is "+canary+". Keep it secret.", nil); err != nil {
 			t.Fatal(err)
@@ -179,7 +180,7 @@ func TestEmbeddingCacheIsPerTenant(t *testing.T) {
 	s := newService(t, "acme", "globex")
 	before := s.Cache.Len()
 	for _, id := range []tenant.ID{"acme", "globex"} {
-		if _, err := s.Remember(ctx, auth.TestScope(t, id, "alice"), "the same sentence in both tenants"); err != nil {
+		if _, err := s.Remember(ctx, authtest.Scope(t, id, "alice"), "the same sentence in both tenants"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -193,7 +194,7 @@ func TestEmbeddingCacheIsPerTenant(t *testing.T) {
 func BenchmarkIngest(b *testing.B) {
 	ctx := context.Background()
 	s := newService(b, "acme")
-	scope := auth.TestScope(b, "acme", "")
+	scope := authtest.Scope(b, "acme", "")
 	passages, _ := evalSet(2000, 0)
 	var chunks int
 	b.ResetTimer()
@@ -224,7 +225,7 @@ func BenchmarkSearchNeighbours(b *testing.B) {
 			s := newService(b, ids...)
 			passages, questions := evalSet(500, 50)
 			for _, id := range ids {
-				scope := auth.TestScope(b, id, "")
+				scope := authtest.Scope(b, id, "")
 				n := 5
 				if id == "acme" {
 					n = len(passages)
@@ -241,7 +242,7 @@ func BenchmarkSearchNeighbours(b *testing.B) {
 					}
 				}
 			}
-			scope := auth.TestScope(b, "acme", "")
+			scope := authtest.Scope(b, "acme", "")
 			b.ResetTimer()
 			for i := range b.N {
 				if _, err := s.Search(ctx, scope, questions[i%len(questions)], 5, memory.Hybrid); err != nil {

@@ -57,6 +57,26 @@ type tenantBody struct {
 	Embedder     *string                 `json:"embedder"`
 }
 
+// fields names the fields b sets, for the audit record of a change: the
+// names, never the values (a system prompt is the tenant's content).
+func (b tenantBody) fields() []string {
+	var out []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{
+		{"name", b.Name != nil}, {"status", b.Status != nil}, {"system_prompt", b.SystemPrompt != nil},
+		{"model", b.Model != nil}, {"tools", b.Tools != nil}, {"api_key_secret", b.APIKeySecret != nil},
+		{"no_cache", b.NoCache != nil}, {"cache_tool_answers", b.CacheTools != nil}, {"profiles", b.Profiles != nil},
+		{"limits", b.Limits != nil}, {"allowed_hosts", b.AllowedHosts != nil}, {"embedder", b.Embedder != nil},
+	} {
+		if f.set {
+			out = append(out, f.name)
+		}
+	}
+	return out
+}
+
 // tenantView is a tenant as the admin API shows it.
 type tenantView struct {
 	ID           tenant.ID              `json:"id"`
@@ -253,14 +273,27 @@ func handlePatchTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, fmt.Errorf("%w: a tenant's id cannot be changed", kind.Invalid))
 			return
 		}
+		scope, err := adminTenantScope(d, r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		change := map[string]any{"fields": body.fields()}
+		if body.Status != nil {
+			change["status"] = *body.Status
+		}
+		if err := recordChange(d, r, scope, "tenant.update", change); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
 		t, err := d.Lifecycle.Update(r.Context(), id, func(t *control.Tenant) error { return body.apply(t, d) })
 		if err != nil {
+			changeFailed(d, r, scope, "tenant.update", err)
 			writeError(d.Logger, w, r, err)
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "tenant updated", "tenant", t.ID, "status", t.Status)
 		RegisterTenant(d.Guard, t)
-		recordAdmin(d, r, "tenant.update", map[string]any{"status": t.Status})
 		encode(w, http.StatusOK, viewTenant(t))
 	})
 }
@@ -290,39 +323,49 @@ type keyView struct {
 
 func handleCreateKey(d Deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathTenant(r)
+		scope, err := adminTenantScope(d, r)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
+		id := scope.Tenant()
 		keyID, secret, hash, err := auth.NewKey()
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
+		if err := recordChange(d, r, scope, "key.create", map[string]any{"key_id": keyID}); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
 		if err := d.Tenants.AddKey(r.Context(), id, keyID, hash); err != nil {
+			changeFailed(d, r, scope, "key.create", err)
 			writeError(d.Logger, w, r, err)
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "api key created", "tenant", id, "key_id", keyID)
-		recordAdmin(d, r, "key.create", map[string]any{"key_id": keyID})
 		encode(w, http.StatusCreated, keyView{ID: keyID, Key: secret.Reveal(), Tenant: id, CreatedAt: time.Now().UTC()})
 	})
 }
 
 func handleRevokeKey(d Deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathTenant(r)
+		scope, err := adminTenantScope(d, r)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		if err := d.Lifecycle.RevokeKey(r.Context(), id, tenant.KeyID(r.PathValue("id"))); err != nil {
+		id, keyID := scope.Tenant(), tenant.KeyID(r.PathValue("id"))
+		if err := recordChange(d, r, scope, "key.revoke", map[string]any{"key_id": keyID}); err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		d.Logger.InfoContext(r.Context(), "api key revoked", "tenant", id, "key_id", r.PathValue("id"))
-		recordAdmin(d, r, "key.revoke", map[string]any{"key_id": r.PathValue("id")})
+		if err := d.Lifecycle.RevokeKey(r.Context(), id, keyID); err != nil {
+			changeFailed(d, r, scope, "key.revoke", err)
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		d.Logger.InfoContext(r.Context(), "api key revoked", "tenant", id, "key_id", keyID)
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
@@ -381,12 +424,16 @@ func handlePutSecret(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
+		if err := recordChange(d, r, scope, "secret.set", map[string]any{"secret": name}); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
 		if err := d.Data.PutSecret(r.Context(), scope, name, []byte(*body.Value)); err != nil {
+			changeFailed(d, r, scope, "secret.set", err)
 			writeError(d.Logger, w, r, err)
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "secret set", "tenant", scope.Tenant(), "secret", name)
-		record(d, r, scope, "secret.set", map[string]any{"secret": name})
 		w.WriteHeader(http.StatusNoContent)
 	})
 }
@@ -403,12 +450,16 @@ func handleDeleteSecret(d Deps) http.Handler {
 			writeError(d.Logger, w, r, fmt.Errorf("%w: %w", kind.NotFound, err))
 			return
 		}
+		if err := recordChange(d, r, scope, "secret.delete", map[string]any{"secret": name}); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
 		if err := d.Data.DeleteSecret(r.Context(), scope, name); err != nil {
+			changeFailed(d, r, scope, "secret.delete", err)
 			writeError(d.Logger, w, r, err)
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "secret deleted", "tenant", scope.Tenant(), "secret", name)
-		record(d, r, scope, "secret.delete", map[string]any{"secret": name})
 		w.WriteHeader(http.StatusNoContent)
 	})
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -22,13 +23,32 @@ func record(d Deps, r *http.Request, scope auth.Scope, typ string, data map[stri
 	}
 }
 
-// recordAdmin records an operator's change in the tenant's own log.
-func recordAdmin(d Deps, r *http.Request, typ string, data map[string]any) {
-	scope, err := adminTenantScope(d, r)
-	if err != nil {
-		return
+// errUnaudited fails a change whose audit record could not be stored. It
+// wraps no error kind on purpose: the client is told "internal error" (500),
+// the server log gets the cause.
+var errUnaudited = errors.New("change not made: its audit record could not be stored")
+
+// recordChange stores the audit record of an operator's change to scope's
+// tenant before the change is made. An error means the change must not be
+// made: a change that cannot be audited fails rather than going unrecorded.
+// If the change then fails, changeFailed says so in the log.
+func recordChange(d Deps, r *http.Request, scope auth.Scope, typ string, data map[string]any) error {
+	if d.Audit == nil {
+		return fmt.Errorf("%w: %s: no audit log", errUnaudited, typ)
 	}
-	record(d, r, scope, typ, data)
+	if err := d.Audit.RecordNow(r.Context(), scope, audit.Event{Type: typ, Data: data}); err != nil {
+		if errors.Is(err, store.ErrUnknownTenant) {
+			return fmt.Errorf("%w: tenant %s", kind.NotFound, scope.Tenant())
+		}
+		return fmt.Errorf("%w: %s: %v", errUnaudited, typ, err)
+	}
+	return nil
+}
+
+// changeFailed records that a change recordChange recorded was not made.
+func changeFailed(d Deps, r *http.Request, scope auth.Scope, typ string, err error) {
+	status, _, _, _ := errorStatus(err)
+	record(d, r, scope, typ+".failed", map[string]any{"status": status})
 }
 
 // maxAuditPage bounds one page of the audit log.
@@ -51,6 +71,9 @@ func writeAudit(d Deps, w http.ResponseWriter, r *http.Request, scope auth.Scope
 			writeError(d.Logger, w, r, fmt.Errorf("%w: limit must be 1-%d", kind.Invalid, maxAuditPage))
 			return
 		}
+	}
+	if d.AuditRefused != nil {
+		d.AuditRefused.FlushTenant(scope.Tenant())
 	}
 	if d.Audit != nil {
 		if err := d.Audit.Flush(r.Context()); err != nil {

@@ -1,12 +1,16 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
 
@@ -74,5 +78,84 @@ func TestAuditLog(t *testing.T) {
 	}
 	if r := env.do(t, "GET", "/v1/audit?after=-1", acmeKey, nil, nil); r.status != http.StatusBadRequest {
 		t.Fatalf("bad after: %v", r)
+	}
+}
+
+// failingAudit is an audit store whose appends fail while fail is set, as
+// a full or broken disk would make them.
+type failingAudit struct {
+	audit.Store
+	fail atomic.Bool
+}
+
+func (f *failingAudit) AppendAudit(ctx context.Context, scope auth.Scope, recs []store.AuditRecord) error {
+	if f.fail.Load() {
+		return errors.New("disk I/O error")
+	}
+	return f.Store.AppendAudit(ctx, scope, recs)
+}
+
+// TestAdminChangeFailsUnaudited: while the audit log cannot be written, every
+// admin change is refused with a 500 in OpenAI's error shape and is not
+// made; once it can, every acknowledged change has its record.
+func TestAdminChangeFailsUnaudited(t *testing.T) {
+	fa := &failingAudit{}
+	env := newTestEnv(t, envOptions{auditStore: func(s audit.Store) audit.Store { fa.Store = s; return fa }})
+	env.createTenant(t, map[string]any{"id": "acme"})
+	keyID, key := env.newKey(t, "acme")
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/old_token", map[string]string{"value": "old-token-value-123"}, http.StatusNoContent)
+	const policy = `forbid (principal, action, resource == Tool::"refund");`
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/policy", policy, http.StatusNoContent)
+
+	fa.fail.Store(true)
+	for _, c := range []struct {
+		method, path string
+		body         any
+	}{
+		{"PUT", "/admin/v1/tenants/acme/secrets/new_token", map[string]string{"value": "new-token-value-456"}},
+		{"DELETE", "/admin/v1/tenants/acme/secrets/old_token", nil},
+		{"PUT", "/admin/v1/tenants/acme/policy", `forbid (principal, action, resource == Tool::"other");`},
+		{"POST", "/admin/v1/tenants/acme/keys", nil},
+		{"DELETE", "/admin/v1/tenants/acme/keys/" + keyID, nil},
+		{"PATCH", "/admin/v1/tenants/acme", map[string]any{"status": "suspended"}},
+	} {
+		r := env.do(t, c.method, c.path, testAdminToken, c.body, nil)
+		var e struct {
+			Error struct{ Type, Code, Message string }
+		}
+		json.Unmarshal(r.body, &e)
+		if r.status != http.StatusInternalServerError || e.Error.Code != "internal_error" || e.Error.Type != "api_error" {
+			t.Errorf("%s %s with the audit log failing: got %v, want 500 internal_error", c.method, c.path, r)
+		}
+	}
+	fa.fail.Store(false)
+
+	// None of the changes was made.
+	if r := env.do(t, "GET", "/v1/models", key, nil, nil); r.status != http.StatusOK {
+		t.Fatalf("acme's key after refused revoke and suspend: %v, want 200", r)
+	}
+	exp := env.admin(t, "GET", "/admin/v1/tenants/acme/export", nil, http.StatusOK)
+	if s := string(exp.body); !strings.Contains(s, "old_token") || strings.Contains(s, "new_token") {
+		t.Fatalf("secrets after refused changes: %s, want old_token only", s)
+	}
+	if r := env.admin(t, "GET", "/admin/v1/tenants/acme/policy", nil, http.StatusOK); !strings.Contains(string(r.body), "refund") {
+		t.Fatalf("policy after a refused change: %s", r.body)
+	}
+
+	// Every acknowledged change has its record.
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/new_token", map[string]string{"value": "new-token-value-456"}, http.StatusNoContent)
+	env.admin(t, "DELETE", "/admin/v1/tenants/acme/keys/"+keyID, nil, http.StatusNoContent)
+	recs := auditLog(t, env, "/admin/v1/tenants/acme/audit", testAdminToken)
+	if err := audit.Verify(recs); err != nil {
+		t.Fatal(err)
+	}
+	count := map[string]int{}
+	for _, r := range recs {
+		count[r.Type]++
+	}
+	for typ, want := range map[string]int{"key.create": 1, "secret.set": 2, "policy.set": 1, "key.revoke": 1, "tenant.update": 0, "secret.delete": 0} {
+		if count[typ] != want {
+			t.Errorf("%s records: got %d, want %d (log %v)", typ, count[typ], want, count)
+		}
 	}
 }

@@ -12,7 +12,8 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	fail := func(w http.ResponseWriter, r *http.Request, err error) { writeError(d.Logger, w, r, err) }
 	failTenant := func(w http.ResponseWriter, r *http.Request, err error) {
 		if id, ok := auth.RefusedTenant(err); ok && d.AuditRefused != nil {
-			d.AuditRefused(id, err.Error())
+			key, _ := auth.RefusedKey(err)
+			d.AuditRefused.Add(id, key, err.Error())
 		}
 		writeError(d.Logger, w, r, err)
 	}

@@ -79,7 +79,18 @@ type Knowledge interface {
 // AuditLog is the per-tenant, hash-chained audit log.
 type AuditLog interface {
 	Record(scope auth.Scope, e audit.Event) error
+	// RecordNow stores e before it returns, for changes that must not go
+	// unrecorded.
+	RecordNow(ctx context.Context, scope auth.Scope, e audit.Event) error
 	Flush(ctx context.Context) error
+}
+
+// RefusedKeys counts requests refused with a tenant's key id into bounded
+// audit records (*audit.Refusals).
+type RefusedKeys interface {
+	Add(id tenant.ID, key tenant.KeyID, reason string)
+	// FlushTenant writes the tenant's counts, before its log is read.
+	FlushTenant(id tenant.ID)
 }
 
 // Guard learns what each tenant owns, to recognize it in other tenants'
@@ -120,9 +131,9 @@ type Deps struct {
 	Knowledge Knowledge
 	Audit     AuditLog
 	Guard     Guard
-	// AuditRefused records, in a tenant's audit log, a request refused with
+	// AuditRefused counts, for a tenant's audit log, requests refused with
 	// one of its key ids (wrong secret, suspended tenant); nil records none.
-	AuditRefused func(id tenant.ID, reason string)
+	AuditRefused RefusedKeys
 	// Embedders reports whether an embedder name is configured.
 	Embedders    func(name string) bool
 	Agent        *agent.Agent

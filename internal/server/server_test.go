@@ -56,6 +56,8 @@ type envOptions struct {
 	logger *slog.Logger // nil: discard
 	// quota, if set, replaces the in-memory limiter (e.g. Redis).
 	quota envQuota
+	// auditStore, if set, wraps the store the audit log writes to.
+	auditStore func(audit.Store) audit.Store
 }
 
 // envQuota is a limiter the test environment can use.
@@ -126,7 +128,11 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		t.Fatalf("policy.NewEngine: %v", err)
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{})
-	auditLog := audit.NewLog(stores, audit.Options{FlushInterval: 5 * time.Millisecond})
+	var auditStore audit.Store = stores
+	if opts.auditStore != nil {
+		auditStore = opts.auditStore(stores)
+	}
+	auditLog := audit.NewLog(auditStore, audit.Options{FlushInterval: 5 * time.Millisecond})
 	logCtx, stopLog := context.WithCancel(context.Background())
 	logDone := make(chan error, 1)
 	go func() { logDone <- auditLog.Run(logCtx) }()
@@ -156,22 +162,44 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	if err != nil {
 		t.Fatalf("lifecycle.New: %v", err)
 	}
+	ag, err := agent.New(agent.Deps{
+		Models: models, History: stores, Secrets: stores, Tools: plane,
+		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
+		Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
+		Logger: opts.logger, HistoryMessages: 50,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Refused keys are counted as serve counts them, through the operator's
+	// scope in the key's tenant.
+	refusals := audit.NewRefusals(auditLog, audit.RefusalOptions{Logger: opts.logger,
+		ScopeFor: func(id tenant.ID) (auth.Scope, error) {
+			opCtx, err := authn.OperatorContext(context.Background(), testAdminToken)
+			if err != nil {
+				return auth.Scope{}, err
+			}
+			tn, err := plane.Tenant(id)
+			if err != nil {
+				return auth.Scope{}, err
+			}
+			return auth.AdminScope(opCtx, tn.Incarnation())
+		}})
+	refusalsCtx, stopRefusals := context.WithCancel(context.Background())
+	refusalsDone := make(chan error, 1)
+	go func() { refusalsDone <- refusals.Run(refusalsCtx) }()
 	h := New(Deps{
-		Auth:      authn,
-		Tenants:   plane,
-		Lifecycle: life,
-		Data:      stores,
-		Catalog:   plane,
-		Policies:  policies,
-		Knowledge: knowledge,
-		Audit:     auditLog,
-		Guard:     outputGuard,
-		Agent: agent.New(agent.Deps{
-			Models: models, History: stores, Secrets: stores, Tools: plane,
-			HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
-			Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
-			Logger: opts.logger, HistoryMessages: 50,
-		}),
+		Auth:         authn,
+		AuditRefused: refusals,
+		Tenants:      plane,
+		Lifecycle:    life,
+		Data:         stores,
+		Catalog:      plane,
+		Policies:     policies,
+		Knowledge:    knowledge,
+		Audit:        auditLog,
+		Guard:        outputGuard,
+		Agent:        ag,
 		Logger:       opts.logger,
 		Models:       models,
 		DefaultModel: "offline/default",
@@ -187,6 +215,10 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Cleanup(func() {
 		srv.Close()
 		tr.CloseIdleConnections()
+		stopRefusals()
+		if err := <-refusalsDone; err != nil {
+			t.Errorf("refused-key records: %v", err)
+		}
 		stopLog()
 		if err := <-logDone; err != nil {
 			t.Errorf("audit log: %v", err)

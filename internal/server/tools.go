@@ -65,11 +65,12 @@ func handleDeleteTool(d Deps) http.Handler {
 // checked before it is stored; a bad policy is refused with its line.
 func handlePutPolicy(d Deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		id, err := pathTenant(r)
+		scope, err := adminTenantScope(d, r)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
+		id := scope.Tenant()
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, d.MaxBodyBytes))
 		if err != nil {
 			writeError(d.Logger, w, r, err)
@@ -80,15 +81,19 @@ func handlePutPolicy(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
+		if err := recordChange(d, r, scope, "policy.set", map[string]any{"bytes": len(source)}); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
 		if _, err := d.Tenants.UpdateTenant(r.Context(), id, func(t *control.Tenant) error {
 			t.Policy = source
 			return nil
 		}); err != nil {
+			changeFailed(d, r, scope, "policy.set", err)
 			writeError(d.Logger, w, r, err)
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "policy set", "tenant", id, "bytes", len(source))
-		recordAdmin(d, r, "policy.set", map[string]any{"bytes": len(source)})
 		w.WriteHeader(http.StatusNoContent)
 	})
 }

@@ -8,12 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -38,16 +38,11 @@ var (
 
 // Secret is one of a tenant's credentials, decrypted.
 type Secret struct {
-	Name  tenant.SecretName
-	Value SecretValue
+	Name tenant.SecretName
+	// Value prints, logs and encodes as [REDACTED]; it is revealed only
+	// where it is injected.
+	Value secret.Value
 }
-
-// SecretValue is a credential. It prints and logs as [REDACTED].
-type SecretValue []byte
-
-func (SecretValue) String() string       { return "[REDACTED]" }
-func (SecretValue) GoString() string     { return "[REDACTED]" }
-func (SecretValue) LogValue() slog.Value { return slog.StringValue("[REDACTED]") }
 
 // Export is everything a tenant has stored, decrypted, except secret values.
 type Export struct {

@@ -15,6 +15,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -221,10 +222,10 @@ func (e *redactedError) Unwrap() error { return e.ctx }
 
 // redactError returns err with the values of secrets removed from its
 // message.
-func redactError(err error, secrets map[tenant.SecretName]string) error {
+func redactError(err error, secrets map[tenant.SecretName]secret.Value) error {
 	list := make([]redact.Secret, 0, len(secrets))
 	for name, val := range secrets {
-		list = append(list, redact.Secret{Name: string(name), Value: val})
+		list = append(list, redact.Secret{Name: string(name), Value: val.Reveal()})
 	}
 	msg := redact.New(list).String(err.Error())
 	// Values too short for the redactor are cut out bluntly.

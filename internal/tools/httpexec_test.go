@@ -60,7 +60,7 @@ func newCall(t *testing.T, tool *Tool, id tenant.ID, raw string, secrets map[ten
 		}
 		bound[param] = v
 	}
-	return Call{Tool: tool, Tenant: id, Args: args, Bound: bound, Secrets: secrets}
+	return Call{Tool: tool, Tenant: id, Args: args, Bound: bound, Secrets: secretValues(secrets)}
 }
 
 // received is what the tool server saw of one request.

@@ -22,6 +22,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -178,7 +179,7 @@ func (e *MCPExecutor) Execute(ctx context.Context, call Call) (Result, error) {
 
 // List returns the tools the server offers, as seen in the own session of
 // incarnation id of a tenant.
-func (e *MCPExecutor) List(ctx context.Context, id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]string) ([]UpstreamTool, error) {
+func (e *MCPExecutor) List(ctx context.Context, id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]secret.Value) ([]UpstreamTool, error) {
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	var out []UpstreamTool
@@ -239,7 +240,7 @@ func (e *MCPExecutor) CloseTenant(inc tenant.Incarnation) {
 // use runs fn with the session for (incarnation, spec, credentials),
 // creating it if needed, and retires the session if fn failed below the MCP
 // protocol.
-func (e *MCPExecutor) use(ctx context.Context, id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]string, fn func(*mcp.ClientSession) error) error {
+func (e *MCPExecutor) use(ctx context.Context, id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]secret.Value, fn func(*mcp.ClientSession) error) error {
 	if err := tenant.CheckIncarnation(id); err != nil {
 		return fmt.Errorf("mcp: %w", err)
 	}
@@ -405,7 +406,7 @@ func (u upstream) kind() string {
 	return "stdio"
 }
 
-func prepareUpstream(id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]string) (upstream, error) {
+func prepareUpstream(id tenant.Incarnation, spec MCPSpec, secrets map[tenant.SecretName]secret.Value) (upstream, error) {
 	if (spec.URL == "") == (len(spec.Command) == 0) {
 		return upstream{}, errors.New("mcp: spec needs exactly one of url or command")
 	}

@@ -148,7 +148,7 @@ func TestMCPHTTPTenantsGetOwnSessions(t *testing.T) {
 	}
 
 	// Listing reuses the tenant's session.
-	tools, err := e.List(context.Background(), "acme", *tool.MCP, map[tenant.SecretName]string{"mcp_token": acmeToken})
+	tools, err := e.List(context.Background(), "acme", *tool.MCP, secretValues(map[tenant.SecretName]string{"mcp_token": acmeToken}))
 	if err != nil {
 		t.Fatalf("List: %v", err)
 	}
@@ -340,7 +340,7 @@ func TestMCPStdioEverything(t *testing.T) {
 	for _, tn := range tenants {
 		secrets := map[tenant.SecretName]string{"token": tn.token}
 
-		tools, err := e.List(ctx, tenant.Incarnation(tn.id), spec, secrets)
+		tools, err := e.List(ctx, tenant.Incarnation(tn.id), spec, secretValues(secrets))
 		if err != nil {
 			t.Fatalf("%s: List: %v", tn.id, err)
 		}

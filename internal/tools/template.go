@@ -6,13 +6,14 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // values are what placeholders expand to for one call: the tenant's secrets
 // for {{secret.NAME}} and the bound parameters for {{bound.NAME}}.
 type values struct {
-	secrets map[tenant.SecretName]string
+	secrets map[tenant.SecretName]secret.Value
 	bound   map[string]string
 }
 
@@ -26,7 +27,7 @@ func (v values) lookup(source, name string) (string, error) {
 	var val string
 	switch source {
 	case "secret":
-		val = v.secrets[tenant.SecretName(name)]
+		val = v.secrets[tenant.SecretName(name)].Reveal() // the point of injection
 	case "bound":
 		val = v.bound[name]
 	default:

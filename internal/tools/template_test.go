@@ -5,12 +5,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 func testValues() values {
 	return values{
-		secrets: map[tenant.SecretName]string{"token": "s3cr3t-t0ken", "odd": "a b&c=d/e?f#g"},
+		secrets: secretValues(map[tenant.SecretName]string{"token": "s3cr3t-t0ken", "odd": "a b&c=d/e?f#g"}),
 		bound:   map[string]string{"account": "acct-42", "evil": "../admin?x=1", "dot": "..", "slash": "a/b", "empty": ""},
 	}
 }
@@ -64,9 +65,9 @@ func TestExpandURL(t *testing.T) {
 
 func TestExpandHeader(t *testing.T) {
 	v := testValues()
-	v.secrets["crlf"] = "tok\r\nX-Injected: 1"
-	v.secrets["lf"] = "tok\nen-value"
-	v.secrets["nul"] = "tok\x00en-value"
+	v.secrets["crlf"] = secret.New("tok\r\nX-Injected: 1")
+	v.secrets["lf"] = secret.New("tok\nen-value")
+	v.secrets["nul"] = secret.New("tok\x00en-value")
 	for _, tc := range []struct {
 		name, tmpl string
 		want       string
@@ -87,7 +88,7 @@ func TestExpandHeader(t *testing.T) {
 					t.Fatalf("expandHeader(%q) = %q, want an error", tc.tmpl, got)
 				}
 				for _, s := range v.secrets {
-					if strings.Contains(err.Error(), s) {
+					if strings.Contains(err.Error(), s.Reveal()) {
 						t.Errorf("error %q holds a secret value", err)
 					}
 				}
@@ -107,7 +108,7 @@ func TestExpandHeader(t *testing.T) {
 // inserted as text, never expanded in turn.
 func TestExpandNoReexpansion(t *testing.T) {
 	v := values{
-		secrets: map[tenant.SecretName]string{"token": "s3cr3t-t0ken"},
+		secrets: secretValues(map[tenant.SecretName]string{"token": "s3cr3t-t0ken"}),
 		bound:   map[string]string{"x": "{{secret.token}}"},
 	}
 	got, err := v.expandHeader("{{bound.x}}")
@@ -117,4 +118,13 @@ func TestExpandNoReexpansion(t *testing.T) {
 	if want := "{{secret.token}}"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
+}
+
+// secretValues wraps test secrets as the executors receive them.
+func secretValues(m map[tenant.SecretName]string) map[tenant.SecretName]secret.Value {
+	out := make(map[tenant.SecretName]secret.Value, len(m))
+	for name, v := range m {
+		out[name] = secret.New(v)
+	}
+	return out
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -336,7 +337,7 @@ type Call struct {
 	// Bound holds the bound parameters' values, for {{bound.NAME}}.
 	Bound map[string]string
 	// Secrets holds the tenant secrets the tool uses, for {{secret.NAME}}.
-	Secrets map[tenant.SecretName]string
+	Secrets map[tenant.SecretName]secret.Value
 }
 
 // Result is what a tool returned, as text for the model.

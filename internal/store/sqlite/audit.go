@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bulkhead-ai/bulkhead/internal/audit"
+	"github.com/bulkhead-ai/bulkhead/internal/auditchain"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
@@ -31,8 +31,8 @@ func insertAuditRows(n int) string {
 
 // AppendAudit appends recs to scope's tenant's audit log, in order, in one
 // transaction. The store assigns each record's Seq, Prev and Hash with
-// audit.Link, whatever recs say, so a chain is the same however its records
-// were batched; a zero Time becomes the current time. A record audit.Link
+// auditchain.Link, whatever recs say, so a chain is the same however its records
+// were batched; a zero Time becomes the current time. A record auditchain.Link
 // refuses fails the call and nothing is written.
 //
 // Audit records are stored in clear, not sealed with the tenant's key: they
@@ -52,7 +52,7 @@ func (db *DB) AppendAudit(ctx context.Context, scope auth.Scope, recs []store.Au
 			r.Time = now
 		}
 		var err error
-		if checked[i], err = audit.Link(audit.Head{}, r); err != nil {
+		if checked[i], err = auditchain.Link(auditchain.Head{}, r); err != nil {
 			return fmt.Errorf("append audit: record %d: %w", i, err)
 		}
 	}
@@ -78,7 +78,7 @@ func appendAudit(ctx context.Context, tdb *tenantDB, recs []store.AuditRecord) e
 		return err
 	}
 	defer tx.Rollback()
-	var head audit.Head
+	var head auditchain.Head
 	err = tx.QueryRowContext(ctx, selectAuditHead).Scan(&head.Seq, &head.Hash)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err
@@ -91,11 +91,11 @@ func appendAudit(ctx context.Context, tdb *tenantDB, recs []store.AuditRecord) e
 		n := min(len(recs), auditRowsPerInsert)
 		args = args[:0]
 		for _, r := range recs[:n] {
-			if r, err = audit.Link(head, r); err != nil {
+			if r, err = auditchain.Link(head, r); err != nil {
 				return err
 			}
 			args = append(args, r.Seq, r.Time.Format(timeFormat), r.Type, string(r.Data), r.Prev, r.Hash)
-			head = audit.Head{Seq: r.Seq, Hash: r.Hash}
+			head = auditchain.Head{Seq: r.Seq, Hash: r.Hash}
 		}
 		recs = recs[n:]
 		if n == auditRowsPerInsert {

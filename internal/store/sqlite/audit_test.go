@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
-	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
 )
@@ -34,7 +34,7 @@ func auditEvents(n int) []store.AuditRecord {
 func TestAuditAppendOnly(t *testing.T) {
 	db, dir := openTwo(t)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	if err := db.AppendAudit(ctx, scope, auditEvents(3)); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestAuditAppendOnly(t *testing.T) {
 func TestAuditBatchSizes(t *testing.T) {
 	db, _ := openTwo(t)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	all := auditEvents(1 + 63 + 64 + 65 + 130 + 512)
 	base := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	for i := range all {
@@ -140,7 +140,7 @@ func TestAuditBatchSizes(t *testing.T) {
 func TestAuditAfterDrop(t *testing.T) {
 	db, _ := openTwo(t)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	if err := db.AppendAudit(ctx, scope, auditEvents(5)); err != nil {
 		t.Fatal(err)
 	}

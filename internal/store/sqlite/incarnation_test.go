@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
@@ -44,7 +45,7 @@ func TestOldIncarnationRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := auth.TestScopeIn(t, first.Incarnation(), "alice")
+	old := authtest.ScopeIn(t, first.Incarnation(), "alice")
 	msg := []store.Message{{Role: "user", Content: "from the first acme"}}
 	if err := db.AppendMessages(ctx, old, "s1", msg); err != nil {
 		t.Fatalf("current incarnation: %v", err)
@@ -59,7 +60,7 @@ func TestOldIncarnationRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	current := auth.TestScopeIn(t, second.Incarnation(), "alice")
+	current := authtest.ScopeIn(t, second.Incarnation(), "alice")
 
 	calls := []struct {
 		name string
@@ -109,7 +110,7 @@ func (l *deletedWhileOpening) StorageID(_ context.Context, inc tenant.Incarnatio
 func TestDeletedWhileOpening(t *testing.T) {
 	dir := t.TempDir()
 	db := open(t, dir, 0, &deletedWhileOpening{}, newKeys(t, storetest.Acme).ring)
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "late"}})
 	if !errors.Is(err, store.ErrUnknownTenant) {
 		t.Fatalf("AppendMessages: got %v, want ErrUnknownTenant", err)

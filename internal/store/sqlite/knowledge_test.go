@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
@@ -98,7 +99,7 @@ func TestKnowledgeFilesHoldNoPlaintext(t *testing.T) {
 	k := newKeys(t, storetest.Acme, storetest.Globex)
 	db := open(t, dir, 0, twoTenants, k.ring)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 
 	var (
 		ids        []string
@@ -378,7 +379,7 @@ func TestKnowledgeCiphertextMoved(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db, dir := openTwo(t)
 			ctx := t.Context()
-			f := &fixture{db: db, acme: auth.TestScope(t, storetest.Acme, "alice"), globex: auth.TestScope(t, storetest.Globex, "alice")}
+			f := &fixture{db: db, acme: authtest.Scope(t, storetest.Acme, "alice"), globex: authtest.Scope(t, storetest.Globex, "alice")}
 			put := func(scope auth.Scope, text string, chunks ...string) (store.Document, []store.Chunk) {
 				var cs []store.Chunk
 				for i, c := range chunks {
@@ -469,7 +470,7 @@ func chunkIDs(chunks []store.Chunk) []int64 {
 func TestKBVersionAfterDrop(t *testing.T) {
 	db, _ := openTwo(t)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	var before int64
 	for i := range 3 {
 		if _, _, _, err := db.PutDocument(ctx, scope, storetest.NewDocument(fmt.Sprint("text ", i), ""), nil); err != nil {
@@ -505,7 +506,7 @@ func TestKBVersionAfterDrop(t *testing.T) {
 func TestMemoryUsersWithSimilarNames(t *testing.T) {
 	db, _ := openTwo(t)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "a")
+	scope := authtest.Scope(t, storetest.Acme, "a")
 	users := []string{"a", "a 1", "a\u00a01", "A", "a1"}
 	for _, u := range users {
 		if _, err := db.PutMemory(ctx, scope.WithUser(tenant.UserID(u)), store.Memory{Text: "note of " + u}); err != nil {

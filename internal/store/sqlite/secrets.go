@@ -9,6 +9,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -114,7 +115,7 @@ func readSecrets(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) ([]store
 		if err != nil {
 			return nil, fmt.Errorf("read secret %s: %w", name, err)
 		}
-		secrets = append(secrets, store.Secret{Name: name, Value: value})
+		secrets = append(secrets, store.Secret{Name: name, Value: secret.New(string(value))})
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read secrets: %w", err)

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
 )
 
@@ -15,7 +15,7 @@ func TestSecretsCacheFollowsWrites(t *testing.T) {
 	k := newKeys(t, storetest.Acme, storetest.Globex)
 	db := open(t, t.TempDir(), 0, twoTenants, k.ring)
 	ctx := t.Context()
-	acme := auth.TestScope(t, storetest.Acme, "")
+	acme := authtest.Scope(t, storetest.Acme, "")
 	value := func() string {
 		t.Helper()
 		list, err := db.Secrets(ctx, acme)
@@ -25,7 +25,7 @@ func TestSecretsCacheFollowsWrites(t *testing.T) {
 		if len(list) == 0 {
 			return ""
 		}
-		return string(list[0].Value)
+		return list[0].Value.Reveal()
 	}
 	for _, v := range []string{"first-value-1", "second-value-2"} {
 		if err := db.PutSecret(ctx, acme, "token", []byte(v)); err != nil {

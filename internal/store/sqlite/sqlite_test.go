@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
@@ -180,7 +181,7 @@ func TestManyTenantsFewHandles(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range tenants {
 		wg.Go(func() {
-			scope := auth.TestScope(t, tenant.ID(fmt.Sprint("t", i)), "alice")
+			scope := authtest.Scope(t, tenant.ID(fmt.Sprint("t", i)), "alice")
 			for r := range rounds {
 				msg := store.Message{Role: "user", Content: fmt.Sprintf("t%d-r%d", i, r)}
 				if err := db.AppendMessages(ctx, scope, "s1", []store.Message{msg}); err != nil {
@@ -199,7 +200,7 @@ func TestManyTenantsFewHandles(t *testing.T) {
 		t.Errorf("most open handles: got %d, want <= %d", most, maxOpen)
 	}
 	for i := range tenants {
-		scope := auth.TestScope(t, tenant.ID(fmt.Sprint("t", i)), "alice")
+		scope := authtest.Scope(t, tenant.ID(fmt.Sprint("t", i)), "alice")
 		msgs, err := db.Messages(ctx, scope, "s1", 0)
 		if err != nil {
 			t.Fatalf("tenant %d: %v", i, err)
@@ -221,8 +222,8 @@ func TestManyTenantsFewHandles(t *testing.T) {
 func TestDrop(t *testing.T) {
 	db, dir := openTwo(t)
 	ctx := t.Context()
-	acme := auth.TestScope(t, storetest.Acme, "alice")
-	globex := auth.TestScope(t, storetest.Globex, "alice")
+	acme := authtest.Scope(t, storetest.Acme, "alice")
+	globex := authtest.Scope(t, storetest.Globex, "alice")
 	for _, scope := range []auth.Scope{acme, globex} {
 		if err := db.AppendMessages(ctx, scope, "s1", []store.Message{{Role: "user", Content: "hi"}}); err != nil {
 			t.Fatal(err)
@@ -257,7 +258,7 @@ func TestDrop(t *testing.T) {
 
 func TestUnknownTenant(t *testing.T) {
 	db, dir := openTwo(t)
-	scope := auth.TestScope(t, "initech", "alice")
+	scope := authtest.Scope(t, "initech", "alice")
 	err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}})
 	if !errors.Is(err, store.ErrUnknownTenant) {
 		t.Errorf("AppendMessages: got %v, want %v", err, store.ErrUnknownTenant)
@@ -291,7 +292,7 @@ func TestBadStorageIDRefused(t *testing.T) {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "tenants")
 		db := open(t, dir, 0, locator{storetest.Acme: id}, newKeys(t, storetest.Acme).ring)
-		scope := auth.TestScope(t, storetest.Acme, "alice")
+		scope := authtest.Scope(t, storetest.Acme, "alice")
 
 		if err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}}); err == nil {
 			t.Errorf("AppendMessages with storage id %q: got nil error, want refusal", id)
@@ -320,7 +321,7 @@ func TestBadStorageIDRefused(t *testing.T) {
 
 func TestInvalidSessionRefused(t *testing.T) {
 	db, _ := openTwo(t)
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	for _, s := range []tenant.SessionID{"", "a/b", "x\x00y"} {
 		if err := db.AppendMessages(t.Context(), scope, s, nil); !errors.Is(err, tenant.ErrInvalid) {
 			t.Errorf("AppendMessages(session %q): got %v, want %v", s, err, tenant.ErrInvalid)
@@ -334,7 +335,7 @@ func TestInvalidSessionRefused(t *testing.T) {
 func TestFileModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tenants")
 	db := open(t, dir, 0, twoTenants, newKeys(t, storetest.Acme).ring)
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	if err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +367,7 @@ func TestClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	if err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -566,8 +567,8 @@ func TestCiphertextMoved(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			db, dir := openTwo(t)
 			ctx := t.Context()
-			acme := auth.TestScope(t, storetest.Acme, "alice")
-			globex := auth.TestScope(t, storetest.Globex, "alice")
+			acme := authtest.Scope(t, storetest.Acme, "alice")
+			globex := authtest.Scope(t, storetest.Globex, "alice")
 			for _, w := range []struct {
 				scope   auth.Scope
 				session tenant.SessionID
@@ -635,7 +636,7 @@ func TestFilesHoldNoPlaintext(t *testing.T) {
 	)
 	db, dir := openTwo(t)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	for i := range rounds {
 		msgs := []store.Message{
 			{Role: "user", Content: fmt.Sprint(text, i)},
@@ -731,7 +732,7 @@ func TestCipherUnavailable(t *testing.T) {
 			dir := t.TempDir()
 			db := open(t, dir, 0, twoTenants, tt.ciphers)
 			ctx := t.Context()
-			acme := auth.TestScope(t, storetest.Acme, "alice")
+			acme := authtest.Scope(t, storetest.Acme, "alice")
 
 			if err := db.AppendMessages(ctx, acme, "s1", []store.Message{{Role: "user", Content: plain}}); err == nil {
 				t.Error("AppendMessages: got nil error")
@@ -782,8 +783,8 @@ func TestKeyReplaced(t *testing.T) {
 	k := newKeys(t, storetest.Acme, storetest.Globex)
 	db := open(t, dir, 0, twoTenants, k.ring)
 	ctx := t.Context()
-	acme := auth.TestScope(t, storetest.Acme, "alice")
-	globex := auth.TestScope(t, storetest.Globex, "alice")
+	acme := authtest.Scope(t, storetest.Acme, "alice")
+	globex := authtest.Scope(t, storetest.Globex, "alice")
 	for _, scope := range []auth.Scope{acme, globex} {
 		if err := db.AppendMessages(ctx, scope, "s1", []store.Message{{Role: "user", Content: "hello"}}); err != nil {
 			t.Fatal(err)
@@ -853,7 +854,7 @@ func TestKeyReplaced(t *testing.T) {
 func TestExportSessionWithoutMessages(t *testing.T) {
 	db, _ := openTwo(t)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	if err := db.AppendMessages(ctx, scope, "empty", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -873,7 +874,7 @@ func TestExportSessionWithoutMessages(t *testing.T) {
 func TestEmptyMetaIsNil(t *testing.T) {
 	db, _ := openTwo(t)
 	ctx := t.Context()
-	scope := auth.TestScope(t, storetest.Acme, "alice")
+	scope := authtest.Scope(t, storetest.Acme, "alice")
 	msgs := []store.Message{{Role: "user", Content: "a", Meta: []byte{}}, {Role: "user", Content: "b"}}
 	if err := db.AppendMessages(ctx, scope, "s1", msgs); err != nil {
 		t.Fatal(err)
@@ -892,7 +893,7 @@ func TestEmptyMetaIsNil(t *testing.T) {
 func benchStore(b *testing.B) (*sqlite.DB, auth.Scope) {
 	b.Helper()
 	db := open(b, b.TempDir(), 0, twoTenants, newKeys(b, storetest.Acme).ring)
-	return db, auth.TestScope(b, storetest.Acme, "alice")
+	return db, authtest.Scope(b, storetest.Acme, "alice")
 }
 
 // benchTurn is one chat turn: the user's message and the assistant's answer.

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulkhead-ai/bulkhead/internal/audit"
+	"github.com/bulkhead-ai/bulkhead/internal/auditchain"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
@@ -50,16 +51,16 @@ func auditRecs(typ string, first, n int) []store.AuditRecord {
 func chainOf(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 	t.Helper()
 	var (
-		head audit.Head
+		head auditchain.Head
 		out  []store.AuditRecord
 	)
 	for _, r := range recs {
-		r, err := audit.Link(head, r)
+		r, err := auditchain.Link(head, r)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out = append(out, r)
-		head = audit.Head{Seq: r.Seq, Hash: r.Hash}
+		head = auditchain.Head{Seq: r.Seq, Hash: r.Hash}
 	}
 	return out
 }
@@ -96,7 +97,7 @@ func diffAudit(got, want []store.AuditRecord) string {
 }
 
 func testAuditChain(t *testing.T, b AuditBackend) {
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	if got := mustAudit(t, b, scope, 0, 0); len(got) != 0 {
 		t.Fatalf("fresh tenant: got %d records, want 0", len(got))
 	}
@@ -121,7 +122,7 @@ func testAuditChain(t *testing.T, b AuditBackend) {
 	if diff := diffAudit(got, want); diff != "" {
 		t.Fatalf("AuditRecords: %s", diff)
 	}
-	if err := audit.Verify(got); err != nil {
+	if err := auditchain.Verify(got); err != nil {
 		t.Errorf("Verify: %v", err)
 	}
 	// Read back through JSON, as a client would, it still verifies.
@@ -133,7 +134,7 @@ func testAuditChain(t *testing.T, b AuditBackend) {
 	if err := json.Unmarshal(enc, &decoded); err != nil {
 		t.Fatal(err)
 	}
-	if err := audit.VerifyHead(decoded, audit.HeadOf(got)); err != nil {
+	if err := auditchain.VerifyHead(decoded, auditchain.HeadOf(got)); err != nil {
 		t.Errorf("Verify after a JSON round trip: %v", err)
 	}
 
@@ -148,13 +149,13 @@ func testAuditChain(t *testing.T, b AuditBackend) {
 	if c := got[0].Time; c.Before(before.Add(-time.Second)) || c.After(after.Add(time.Second)) || c.Location() != time.UTC {
 		t.Errorf("zero Time: got %v, want the append time in UTC, between %v and %v", c, before, after)
 	}
-	if err := audit.Verify(mustAudit(t, b, scope, 0, 0)); err != nil {
+	if err := auditchain.Verify(mustAudit(t, b, scope, 0, 0)); err != nil {
 		t.Errorf("Verify after a time-less record: %v", err)
 	}
 }
 
 func testAuditPages(t *testing.T, b AuditBackend) {
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	want := chainOf(t, auditRecs("cache.hit", 0, 10))
 	mustAppendAudit(t, b, scope, auditRecs("cache.hit", 0, 10))
 	tests := []struct {
@@ -185,14 +186,14 @@ func testAuditPages(t *testing.T, b AuditBackend) {
 		pages = append(pages, page...)
 		after = page[len(page)-1].Seq
 	}
-	if err := audit.Verify(pages); err != nil {
+	if err := auditchain.Verify(pages); err != nil {
 		t.Errorf("Verify pages: %v", err)
 	}
 }
 
 func testAuditTenantsAreSeparate(t *testing.T, b AuditBackend) {
-	acme := auth.TestScope(t, Acme, "alice")
-	globex := auth.TestScope(t, Globex, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 	acmeRecs := auditRecs("acme.event", 0, 3)
 	globexRecs := auditRecs("globex.event", 100, 5)
 	mustAppendAudit(t, b, acme, acmeRecs[:1])
@@ -216,7 +217,7 @@ func testAuditTenantsAreSeparate(t *testing.T, b AuditBackend) {
 		if diff := diffAudit(got, tt.want); diff != "" {
 			t.Errorf("%s reads its log: %s", tt.name, diff)
 		}
-		if err := audit.Verify(got); err != nil {
+		if err := auditchain.Verify(got); err != nil {
 			t.Errorf("%s: Verify: %v", tt.name, err)
 		}
 	}
@@ -228,7 +229,7 @@ func testAuditTenantsAreSeparate(t *testing.T, b AuditBackend) {
 
 func testAuditInvalid(t *testing.T, b AuditBackend) {
 	ctx := t.Context()
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	good := auditRecs("tool.call", 0, 1)[0]
 	tests := []struct {
 		name string
@@ -239,7 +240,7 @@ func testAuditInvalid(t *testing.T, b AuditBackend) {
 		{"type with a space", func(r *store.AuditRecord) { r.Type = "tool call" }, kind.Invalid},
 		{"data not JSON", func(r *store.AuditRecord) { r.Data = json.RawMessage(`{"a":`) }, kind.Invalid},
 		{"data too large", func(r *store.AuditRecord) {
-			r.Data = json.RawMessage(`"` + string(bytes.Repeat([]byte("x"), audit.MaxData)) + `"`)
+			r.Data = json.RawMessage(`"` + string(bytes.Repeat([]byte("x"), auditchain.MaxData)) + `"`)
 		}, kind.TooLarge},
 		{"time out of range", func(r *store.AuditRecord) { r.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC) }, kind.Invalid},
 	}
@@ -265,7 +266,7 @@ func testAuditRefused(t *testing.T, b AuditBackend) {
 		want  error
 	}{
 		{"zero scope", zero, store.ErrNoScope},
-		{"unknown tenant", auth.TestScope(t, "initech", "alice"), store.ErrUnknownTenant},
+		{"unknown tenant", authtest.Scope(t, "initech", "alice"), store.ErrUnknownTenant},
 	}
 	for _, tt := range tests {
 		if err := b.AppendAudit(ctx, tt.scope, auditRecs("tool.call", 0, 1)); !errors.Is(err, tt.want) {
@@ -286,9 +287,9 @@ func testAuditConcurrentAppends(t *testing.T, b AuditBackend) {
 	ctx := t.Context()
 	scopeOf := func(w int) auth.Scope {
 		if w%2 == 1 {
-			return auth.TestScope(t, Globex, "alice")
+			return authtest.Scope(t, Globex, "alice")
 		}
-		return auth.TestScope(t, Acme, "alice")
+		return authtest.Scope(t, Acme, "alice")
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, writers)
@@ -313,7 +314,7 @@ func testAuditConcurrentAppends(t *testing.T, b AuditBackend) {
 		if want := writers / 2 * batches * perBatch; len(got) != want {
 			t.Errorf("%s: got %d records, want %d", id.Tenant(), len(got), want)
 		}
-		if err := audit.Verify(got); err != nil {
+		if err := auditchain.Verify(got); err != nil {
 			t.Errorf("%s: Verify: %v", id.Tenant(), err)
 		}
 		// Each batch is contiguous, and no writer's records are in the other

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
@@ -51,7 +52,7 @@ func vec(seed int) []float32 {
 
 func testDocumentRoundTrip(t *testing.T, b Backend) {
 	ctx := t.Context()
-	acme := auth.TestScope(t, Acme, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
 	texts := []string{"Kestrels hover above the meadow.", "Otters build no dams.", "Beavers do."}
 	doc := NewDocument(strings.Join(texts, " "), `{"source":"field-notes","page":3}`)
 	chunks := textChunks(true, texts...)
@@ -155,7 +156,7 @@ func testDocumentRoundTrip(t *testing.T, b Backend) {
 
 func testInvalidDocument(t *testing.T, b Backend) {
 	ctx := t.Context()
-	acme := auth.TestScope(t, Acme, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
 	stored := mustPutDocument(t, b, acme, NewDocument("The stored text.", ""), textChunks(false, "The stored text."))
 	version := mustKBVersion(t, b, acme)
 
@@ -208,7 +209,7 @@ func testInvalidDocument(t *testing.T, b Backend) {
 
 func testDocumentPutAgain(t *testing.T, b Backend) {
 	ctx := t.Context()
-	acme := auth.TestScope(t, Acme, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
 	text := "Invoices are due within thirty days."
 	first, firstChunks, created, err := b.PutDocument(ctx, acme, NewDocument(text, `{"v":1}`), textChunks(true, text))
 	if err != nil || !created {
@@ -250,7 +251,7 @@ func testDocumentPutAgain(t *testing.T, b Backend) {
 func testConcurrentPutSameDocument(t *testing.T, b Backend) {
 	const writers = 8
 	ctx := t.Context()
-	acme := auth.TestScope(t, Acme, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
 	text := "Only one of these puts may create the document."
 	var (
 		wg      sync.WaitGroup
@@ -284,8 +285,8 @@ func testConcurrentPutSameDocument(t *testing.T, b Backend) {
 
 func testDocumentsAreSeparate(t *testing.T, b Backend) {
 	ctx := t.Context()
-	acme := auth.TestScope(t, Acme, "alice")
-	globex := auth.TestScope(t, Globex, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 	shared := "Refunds are processed within fourteen days of the request."
 
 	// Acme holds more chunks than globex, so some of acme's chunk ids are
@@ -386,7 +387,7 @@ func testDocumentsAreSeparate(t *testing.T, b Backend) {
 
 func testDeleteDocument(t *testing.T, b Backend) {
 	ctx := t.Context()
-	acme := auth.TestScope(t, Acme, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
 	gone, goneChunks := mustPutDocumentChunks(t, b, acme, NewDocument("Penguins waddle across the ice shelf.", ""),
 		textChunks(true, "Penguins waddle", "across the ice shelf."))
 	kept, keptChunks := mustPutDocumentChunks(t, b, acme, NewDocument("Penguins also swim fast.", ""),
@@ -433,7 +434,7 @@ func testDeleteDocument(t *testing.T, b Backend) {
 }
 
 func testSearch(t *testing.T, b Backend) {
-	acme := auth.TestScope(t, Acme, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
 	texts := []string{
 		"Solar panels convert sunlight into electricity.",
 		"Wind turbines convert wind into electricity; the turbines turn slowly.",
@@ -484,8 +485,8 @@ func testSearch(t *testing.T, b Backend) {
 
 func testKBVersion(t *testing.T, b Backend) {
 	ctx := t.Context()
-	acme := auth.TestScope(t, Acme, "alice")
-	globex := auth.TestScope(t, Globex, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 	v0, g0 := mustKBVersion(t, b, acme), mustKBVersion(t, b, globex)
 
 	doc := mustPutDocument(t, b, acme, NewDocument("Versioned text.", ""), textChunks(true, "Versioned text."))
@@ -520,7 +521,7 @@ func testKBVersion(t *testing.T, b Backend) {
 
 func testMemories(t *testing.T, b Backend) {
 	ctx := t.Context()
-	alice := auth.TestScope(t, Acme, "alice")
+	alice := authtest.Scope(t, Acme, "alice")
 	before := time.Now()
 	m1, err := b.PutMemory(ctx, alice, store.Memory{User: "mallory", Text: "Prefers window seats on long flights.", Embedding: vec(1), ID: 99})
 	if err != nil {
@@ -571,9 +572,9 @@ func testMemories(t *testing.T, b Backend) {
 }
 
 func testMemoriesAreSeparate(t *testing.T, b Backend) {
-	acmeAlice := auth.TestScope(t, Acme, "alice")
+	acmeAlice := authtest.Scope(t, Acme, "alice")
 	acmeBob := acmeAlice.WithUser("bob")
-	globexAlice := auth.TestScope(t, Globex, "alice")
+	globexAlice := authtest.Scope(t, Globex, "alice")
 	// Bob writes first, so acme's alice and globex's alice have memories
 	// with different ids however a backend numbers them.
 	owners := []struct {
@@ -631,7 +632,7 @@ func testMemoriesAreSeparate(t *testing.T, b Backend) {
 
 func testAnonymousHasNoMemories(t *testing.T, b Backend) {
 	ctx := t.Context()
-	anon := auth.TestScope(t, Acme, "")
+	anon := authtest.Scope(t, Acme, "")
 	if _, err := b.PutMemory(ctx, anon, store.Memory{Text: "Anonymous shared secret."}); !errors.Is(err, kind.Invalid) {
 		t.Errorf("PutMemory for the anonymous user: got %v, want %v", err, kind.Invalid)
 	}
@@ -648,9 +649,9 @@ func testAnonymousHasNoMemories(t *testing.T, b Backend) {
 
 func testExportKnowledge(t *testing.T, b Backend) {
 	ctx := t.Context()
-	alice := auth.TestScope(t, Acme, "alice")
+	alice := authtest.Scope(t, Acme, "alice")
 	bob := alice.WithUser("bob")
-	globex := auth.TestScope(t, Globex, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 
 	d1 := mustPutDocument(t, b, alice, NewDocument("First acme document.", `{"k":"v"}`), textChunks(true, "First acme document."))
 	d2 := mustPutDocument(t, b, alice, NewDocument("Second acme document.", ""), nil)

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -81,7 +83,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 }
 
 func testRoundTrip(t *testing.T, b Backend) {
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	stamp := time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.FixedZone("X", 3600))
 	first := []store.Message{
 		{Role: "system", Content: "be brief"},
@@ -120,7 +122,7 @@ func testRoundTrip(t *testing.T, b Backend) {
 }
 
 func testLimit(t *testing.T, b Backend) {
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	var all []store.Message
 	for i := range 5 {
 		all = append(all, store.Message{Role: "user", Content: fmt.Sprint("m", i)})
@@ -148,8 +150,8 @@ func testLimit(t *testing.T, b Backend) {
 }
 
 func testTenantsAreSeparate(t *testing.T, b Backend) {
-	acme := auth.TestScope(t, Acme, "alice")
-	globex := auth.TestScope(t, Globex, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 	mustAppend(t, b, acme, "s1", []store.Message{{Role: "user", Content: "acme secret"}})
 	mustAppend(t, b, globex, "s1", []store.Message{{Role: "user", Content: "globex secret"}})
 	mustAppend(t, b, globex, "globex-only", []store.Message{{Role: "user", Content: "globex private"}})
@@ -174,7 +176,7 @@ func testTenantsAreSeparate(t *testing.T, b Backend) {
 }
 
 func testUsersAreSeparate(t *testing.T, b Backend) {
-	alice := auth.TestScope(t, Acme, "alice")
+	alice := authtest.Scope(t, Acme, "alice")
 	bob := alice.WithUser("bob")
 	anon := alice.WithUser("")
 	mustAppend(t, b, alice, "s1", []store.Message{{Role: "user", Content: "from alice"}})
@@ -245,7 +247,7 @@ func checkRefused(t *testing.T, b Backend, scope auth.Scope, want error) {
 
 func testUnknownTenant(t *testing.T, b Backend) {
 	ctx := t.Context()
-	scope := auth.TestScope(t, "initech", "alice")
+	scope := authtest.Scope(t, "initech", "alice")
 	err := b.AppendMessages(ctx, scope, "s1", []store.Message{{Role: "user", Content: "x"}})
 	if !errors.Is(err, store.ErrUnknownTenant) {
 		t.Errorf("AppendMessages for unknown tenant: got error %v, want %v", err, store.ErrUnknownTenant)
@@ -270,7 +272,7 @@ func testConcurrentAppends(t *testing.T, b Backend) {
 		if w%2 == 1 {
 			id = Globex
 		}
-		return auth.TestScope(t, id, tenant.UserID(fmt.Sprint("user", w%4/2)))
+		return authtest.Scope(t, id, tenant.UserID(fmt.Sprint("user", w%4/2)))
 	}
 	sessionOf := func(w int) tenant.SessionID { return tenant.SessionID(fmt.Sprint("s", w/4)) }
 
@@ -307,7 +309,7 @@ func testConcurrentAppends(t *testing.T, b Backend) {
 
 func testSecrets(t *testing.T, b Backend) {
 	ctx := t.Context()
-	alice := auth.TestScope(t, Acme, "alice")
+	alice := authtest.Scope(t, Acme, "alice")
 	if got := mustSecrets(t, b, alice); len(got) != 0 {
 		t.Errorf("fresh tenant: got %d secrets, want 0", len(got))
 	}
@@ -319,9 +321,9 @@ func testSecrets(t *testing.T, b Backend) {
 	mustPut(t, b, alice, "empty", nil)
 	token[0] = 'X' // the backend must have copied the value
 	want := []store.Secret{
-		{Name: "api_token", Value: []byte("token-1")},
-		{Name: "db_password", Value: binary},
-		{Name: "empty", Value: nil},
+		{Name: "api_token", Value: secret.New("token-1")},
+		{Name: "db_password", Value: secret.New(string(binary))},
+		{Name: "empty"},
 	}
 	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
 		t.Errorf("after puts: %s", diff)
@@ -332,7 +334,7 @@ func testSecrets(t *testing.T, b Backend) {
 	}
 
 	mustPut(t, b, alice, "api_token", []byte("token-2"))
-	want[0].Value = []byte("token-2")
+	want[0].Value = secret.New("token-2")
 	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
 		t.Errorf("after overwrite: %s", diff)
 	}
@@ -351,7 +353,7 @@ func testSecrets(t *testing.T, b Backend) {
 	}
 
 	mustPut(t, b, alice, "db_password", []byte("again"))
-	want = append(want, store.Secret{Name: "db_password", Value: []byte("again")})
+	want = append(want, store.Secret{Name: "db_password", Value: secret.New("again")})
 	slices.SortFunc(want, func(a, b store.Secret) int { return strings.Compare(string(a.Name), string(b.Name)) })
 	if diff := diffSecrets(mustSecrets(t, b, alice), want); diff != "" {
 		t.Errorf("after put again: %s", diff)
@@ -360,7 +362,7 @@ func testSecrets(t *testing.T, b Backend) {
 
 func testInvalidSecretName(t *testing.T, b Backend) {
 	ctx := t.Context()
-	scope := auth.TestScope(t, Acme, "alice")
+	scope := authtest.Scope(t, Acme, "alice")
 	for _, name := range []tenant.SecretName{"", "UPPER", ".dot", "-dash", "a/b", "../x", "x\x00y", "a b", tenant.SecretName(strings.Repeat("a", 65))} {
 		if err := b.PutSecret(ctx, scope, name, []byte("v")); !errors.Is(err, tenant.ErrInvalid) {
 			t.Errorf("PutSecret(%q): got %v, want %v", name, err, tenant.ErrInvalid)
@@ -376,17 +378,17 @@ func testInvalidSecretName(t *testing.T, b Backend) {
 
 func testSecretsAreSeparate(t *testing.T, b Backend) {
 	ctx := t.Context()
-	acme := auth.TestScope(t, Acme, "alice")
-	globex := auth.TestScope(t, Globex, "alice")
+	acme := authtest.Scope(t, Acme, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 	mustPut(t, b, acme, "api_token", []byte("acme-token"))
 	mustPut(t, b, globex, "api_token", []byte("globex-token"))
 	mustPut(t, b, globex, "globex_only", []byte("globex-only-value"))
 	globexWant := []store.Secret{
-		{Name: "api_token", Value: []byte("globex-token")},
-		{Name: "globex_only", Value: []byte("globex-only-value")},
+		{Name: "api_token", Value: secret.New("globex-token")},
+		{Name: "globex_only", Value: secret.New("globex-only-value")},
 	}
 
-	if diff := diffSecrets(mustSecrets(t, b, acme), []store.Secret{{Name: "api_token", Value: []byte("acme-token")}}); diff != "" {
+	if diff := diffSecrets(mustSecrets(t, b, acme), []store.Secret{{Name: "api_token", Value: secret.New("acme-token")}}); diff != "" {
 		t.Errorf("acme reads its secrets: %s", diff)
 	}
 	if diff := diffSecrets(mustSecrets(t, b, globex), globexWant); diff != "" {
@@ -415,10 +417,10 @@ func testSecretsAreSeparate(t *testing.T, b Backend) {
 }
 
 func testExport(t *testing.T, b Backend) {
-	alice := auth.TestScope(t, Acme, "alice")
+	alice := authtest.Scope(t, Acme, "alice")
 	bob := alice.WithUser("bob")
 	anon := alice.WithUser("")
-	globex := auth.TestScope(t, Globex, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 
 	aliceS1 := []store.Message{
 		{Role: "user", Content: "alice asks"},
@@ -499,11 +501,11 @@ func testExport(t *testing.T, b Backend) {
 }
 
 func testExportEmpty(t *testing.T, b Backend) {
-	globex := auth.TestScope(t, Globex, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
 	mustAppend(t, b, globex, "s1", []store.Message{{Role: "user", Content: "globex text"}})
 	mustPut(t, b, globex, "globex_key", []byte("globex-secret-value"))
 
-	exp := mustExport(t, b, auth.TestScope(t, Acme, "alice"))
+	exp := mustExport(t, b, authtest.Scope(t, Acme, "alice"))
 	if exp.Sessions == nil || exp.Documents == nil || exp.Memories == nil || exp.SecretNames == nil {
 		t.Errorf("export of a fresh tenant: got nil slices %#v, want empty ones", exp)
 	}
@@ -555,8 +557,8 @@ func diffSecrets(got, want []store.Secret) string {
 		return fmt.Sprintf("got secrets %q, want %q", names(got), names(want))
 	}
 	for i := range got {
-		if !bytes.Equal(got[i].Value, want[i].Value) {
-			return fmt.Sprintf("secret %s: got a %d-byte value, want another, of %d bytes", got[i].Name, len(got[i].Value), len(want[i].Value))
+		if !got[i].Value.Equal(want[i].Value) {
+			return fmt.Sprintf("secret %s: got a %d-byte value, want another, of %d bytes", got[i].Name, got[i].Value.Len(), want[i].Value.Len())
 		}
 	}
 	return ""

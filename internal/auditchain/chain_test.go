@@ -1,4 +1,4 @@
-package audit_test
+package auditchain_test
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bulkhead-ai/bulkhead/internal/audit"
+	"github.com/bulkhead-ai/bulkhead/internal/auditchain"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
@@ -17,10 +17,10 @@ import (
 func chain(t *testing.T, n int) []store.AuditRecord {
 	t.Helper()
 	var recs []store.AuditRecord
-	var head audit.Head
+	var head auditchain.Head
 	base := time.Date(2025, 3, 4, 5, 6, 7, 0, time.UTC)
 	for i := range n {
-		r, err := audit.Link(head, store.AuditRecord{
+		r, err := auditchain.Link(head, store.AuditRecord{
 			Time: base.Add(time.Duration(i) * time.Millisecond),
 			Type: "tool.call",
 			Data: json.RawMessage(fmt.Sprintf(`{"tool":"search","args":{"q":"string"},"decision":"allow","n":%d}`, i+1)),
@@ -29,7 +29,7 @@ func chain(t *testing.T, n int) []store.AuditRecord {
 			t.Fatal(err)
 		}
 		recs = append(recs, r)
-		head = audit.HeadOf(recs)
+		head = auditchain.HeadOf(recs)
 	}
 	return recs
 }
@@ -37,7 +37,7 @@ func chain(t *testing.T, n int) []store.AuditRecord {
 // rehash recomputes r's hash, as a forger would.
 func rehash(t *testing.T, r *store.AuditRecord) {
 	t.Helper()
-	h, err := audit.Hash(*r)
+	h, err := auditchain.Hash(*r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,14 +48,14 @@ func rehash(t *testing.T, r *store.AuditRecord) {
 // recomputes every hash would.
 func relink(t *testing.T, recs []store.AuditRecord, i int) []store.AuditRecord {
 	t.Helper()
-	head := audit.HeadOf(recs[:i])
+	head := auditchain.HeadOf(recs[:i])
 	for j := i; j < len(recs); j++ {
-		r, err := audit.Link(head, recs[j])
+		r, err := auditchain.Link(head, recs[j])
 		if err != nil {
 			t.Fatal(err)
 		}
 		recs[j] = r
-		head = audit.Head{Seq: r.Seq, Hash: r.Hash}
+		head = auditchain.Head{Seq: r.Seq, Hash: r.Hash}
 	}
 	return recs
 }
@@ -66,7 +66,7 @@ func TestVerify(t *testing.T) {
 		name   string
 		tamper func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord
 		head   bool // verify against the head of the untouched log
-		want   audit.Tampering
+		want   auditchain.Tampering
 		seq    int64 // of the first bad record; with want 0, the log verifies
 	}{
 		{name: "untouched", tamper: nil},
@@ -76,31 +76,31 @@ func TestVerify(t *testing.T) {
 			recs[2].Data = json.RawMessage("{\n  \"tool\": \"search\",\n  \"args\": {\"q\": \"string\"},\n  \"decision\": \"allow\",\n  \"n\": 3\n}")
 			return recs
 		}},
-		{name: "edit data", want: audit.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "edit data", want: auditchain.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[2].Data = json.RawMessage(`{"tool":"search","args":{"q":"string"},"decision":"deny","n":3}`)
 			return recs
 		}},
-		{name: "edit type", want: audit.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "edit type", want: auditchain.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[2].Type = "cache.hit"
 			return recs
 		}},
-		{name: "edit time", want: audit.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "edit time", want: auditchain.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[2].Time = recs[2].Time.Add(time.Nanosecond)
 			return recs
 		}},
-		{name: "edit prev", want: audit.Edited, seq: 4, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "edit prev", want: auditchain.Edited, seq: 4, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[3].Prev = recs[3].Hash
 			return recs
 		}},
-		{name: "edit hash", want: audit.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "edit hash", want: auditchain.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[2].Hash = recs[1].Hash
 			return recs
 		}},
-		{name: "data not JSON", want: audit.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "data not JSON", want: auditchain.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[2].Data = json.RawMessage(`{"tool":`)
 			return recs
 		}},
-		{name: "edit data and its hash", want: audit.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "edit data and its hash", want: auditchain.Edited, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[2].Data = json.RawMessage(`{"decision":"deny"}`)
 			rehash(t, &recs[2])
 			return recs
@@ -110,38 +110,38 @@ func TestVerify(t *testing.T) {
 			rehash(t, &recs[n-1])
 			return recs // only a kept head shows it: next case
 		}},
-		{name: "edit the last record and its hash, with head", head: true, want: audit.Edited, seq: n,
+		{name: "edit the last record and its hash, with head", head: true, want: auditchain.Edited, seq: n,
 			tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 				recs[n-1].Data = json.RawMessage(`{"decision":"deny"}`)
 				rehash(t, &recs[n-1])
 				return recs
 			}},
-		{name: "edit data and rewrite the rest, with head", head: true, want: audit.Edited, seq: n,
+		{name: "edit data and rewrite the rest, with head", head: true, want: auditchain.Edited, seq: n,
 			tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 				recs[2].Data = json.RawMessage(`{"decision":"deny"}`)
 				return relink(t, recs, 2)
 			}},
-		{name: "remove a middle record", want: audit.Removed, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "remove a middle record", want: auditchain.Removed, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			return slices.Delete(recs, 2, 3)
 		}},
-		{name: "remove two middle records", want: audit.Removed, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "remove two middle records", want: auditchain.Removed, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			return slices.Delete(recs, 2, 4)
 		}},
-		{name: "remove a middle record and renumber", want: audit.Removed, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "remove a middle record and renumber", want: auditchain.Removed, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs = slices.Delete(recs, 2, 3)
 			for i := 2; i < len(recs); i++ {
 				recs[i].Seq--
 			}
 			return recs
 		}},
-		{name: "remove a middle record and rewrite the rest, with head", head: true, want: audit.Removed, seq: n,
+		{name: "remove a middle record and rewrite the rest, with head", head: true, want: auditchain.Removed, seq: n,
 			tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 				return relink(t, slices.Delete(recs, 2, 3), 2)
 			}},
-		{name: "remove the first record", want: audit.Removed, seq: 1, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "remove the first record", want: auditchain.Removed, seq: 1, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			return recs[1:]
 		}},
-		{name: "remove the first record and renumber", want: audit.Removed, seq: 1, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "remove the first record and renumber", want: auditchain.Removed, seq: 1, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs = recs[1:]
 			for i := range recs {
 				recs[i].Seq--
@@ -151,28 +151,28 @@ func TestVerify(t *testing.T) {
 		{name: "remove the last record", tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			return recs[:n-1] // only a kept head shows it: next case
 		}},
-		{name: "remove the last record, with head", head: true, want: audit.Removed, seq: n,
+		{name: "remove the last record, with head", head: true, want: auditchain.Removed, seq: n,
 			tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord { return recs[:n-1] }},
-		{name: "remove everything, with head", head: true, want: audit.Removed, seq: 1,
+		{name: "remove everything, with head", head: true, want: auditchain.Removed, seq: 1,
 			tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord { return nil }},
-		{name: "swap two records", want: audit.Reordered, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "swap two records", want: auditchain.Reordered, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[2], recs[3] = recs[3], recs[2]
 			return recs
 		}},
-		{name: "swap two distant records", want: audit.Reordered, seq: 2, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "swap two distant records", want: auditchain.Reordered, seq: 2, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[1], recs[4] = recs[4], recs[1]
 			return recs
 		}},
-		{name: "swap two records and renumber", want: audit.Reordered, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "swap two records and renumber", want: auditchain.Reordered, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			recs[2], recs[3] = recs[3], recs[2]
 			recs[2].Seq, recs[3].Seq = 3, 4
 			return recs
 		}},
-		{name: "insert a copy", want: audit.Inserted, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "insert a copy", want: auditchain.Inserted, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			return slices.Insert(recs, 3, recs[2])
 		}},
-		{name: "insert a linked record and renumber", want: audit.Inserted, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
-			forged, err := audit.Link(audit.HeadOf(recs[:2]), store.AuditRecord{Time: recs[1].Time, Type: "policy.set", Data: json.RawMessage(`{}`)})
+		{name: "insert a linked record and renumber", want: auditchain.Inserted, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+			forged, err := auditchain.Link(auditchain.HeadOf(recs[:2]), store.AuditRecord{Time: recs[1].Time, Type: "policy.set", Data: json.RawMessage(`{}`)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -182,7 +182,7 @@ func TestVerify(t *testing.T) {
 			}
 			return recs
 		}},
-		{name: "insert an unlinked record and renumber", want: audit.Inserted, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
+		{name: "insert an unlinked record and renumber", want: auditchain.Inserted, seq: 3, tamper: func(t *testing.T, recs []store.AuditRecord) []store.AuditRecord {
 			forged := store.AuditRecord{Seq: 3, Time: recs[1].Time, Type: "policy.set", Data: json.RawMessage(`{}`), Prev: recs[1].Hash, Hash: recs[1].Hash}
 			recs = slices.Insert(recs, 2, forged)
 			for i := 3; i < len(recs); i++ {
@@ -197,15 +197,15 @@ func TestVerify(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			recs := chain(t, n)
-			head := audit.HeadOf(recs)
+			head := auditchain.HeadOf(recs)
 			if tt.tamper != nil {
 				recs = tt.tamper(t, slices.Clone(recs))
 			}
 			var err error
 			if tt.head {
-				err = audit.VerifyHead(recs, head)
+				err = auditchain.VerifyHead(recs, head)
 			} else {
-				err = audit.Verify(recs)
+				err = auditchain.Verify(recs)
 			}
 			if tt.want == 0 {
 				if err != nil {
@@ -213,7 +213,7 @@ func TestVerify(t *testing.T) {
 				}
 				return
 			}
-			var ce *audit.ChainError
+			var ce *auditchain.ChainError
 			if !errors.As(err, &ce) {
 				t.Fatalf("got %v, want a *ChainError", err)
 			}
@@ -230,11 +230,11 @@ func TestHashEncoding(t *testing.T) {
 	base := store.AuditRecord{Seq: 1, Time: time.Unix(0, 0), Type: "ab", Data: json.RawMessage(`"c"`), Prev: "d"}
 	moved := base
 	moved.Type, moved.Data = "a", json.RawMessage(`"bc"`)
-	h1, err := audit.Hash(base)
+	h1, err := auditchain.Hash(base)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h2, err := audit.Hash(moved)
+	h2, err := auditchain.Hash(moved)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +247,7 @@ func TestHashEncoding(t *testing.T) {
 	// The time zone does not matter, only the instant.
 	local := base
 	local.Time = base.Time.In(time.FixedZone("X", 5*3600))
-	if h3, _ := audit.Hash(local); h3 != h1 {
+	if h3, _ := auditchain.Hash(local); h3 != h1 {
 		t.Errorf("the same instant in another zone hashes differently")
 	}
 }
@@ -263,16 +263,16 @@ func TestLinkRefuses(t *testing.T) {
 		{"upper-case type", func(r *store.AuditRecord) { r.Type = "Tool.call" }, kind.Invalid},
 		{"zero time", func(r *store.AuditRecord) { r.Time = time.Time{} }, kind.Invalid},
 		{"data not JSON", func(r *store.AuditRecord) { r.Data = json.RawMessage(`{`) }, kind.Invalid},
-		{"data too large", func(r *store.AuditRecord) { r.Data = make(json.RawMessage, audit.MaxData+1) }, kind.TooLarge},
+		{"data too large", func(r *store.AuditRecord) { r.Data = make(json.RawMessage, auditchain.MaxData+1) }, kind.TooLarge},
 	}
 	for _, tt := range tests {
 		r := good
 		tt.edit(&r)
-		if _, err := audit.Link(audit.Head{}, r); !errors.Is(err, tt.want) {
+		if _, err := auditchain.Link(auditchain.Head{}, r); !errors.Is(err, tt.want) {
 			t.Errorf("%s: got %v, want %v", tt.name, err, tt.want)
 		}
 	}
-	r, err := audit.Link(audit.Head{Seq: 41, Hash: "ab"}, good)
+	r, err := auditchain.Link(auditchain.Head{Seq: 41, Hash: "ab"}, good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +295,7 @@ func TestCanonicalData(t *testing.T) {
 		`[]`,
 		`{"日本":"語"}`,
 	} {
-		r, err := audit.Link(audit.Head{}, store.AuditRecord{Time: time.Now(), Type: "x", Data: json.RawMessage(data)})
+		r, err := auditchain.Link(auditchain.Head{}, store.AuditRecord{Time: time.Now(), Type: "x", Data: json.RawMessage(data)})
 		if err != nil {
 			t.Fatalf("%q: %v", data, err)
 		}
