@@ -137,7 +137,13 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		}
 		return e, nil
 	}
-	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard,
+	tenantCanary := func(id tenant.ID) string {
+		if t, err := plane.Tenant(id); err == nil && len(t.Canaries) > 0 {
+			return t.Canaries[0]
+		}
+		return ""
+	}
+	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Canary: tenantCanary,
 		Store: stores, Ciphers: ring, Embedder: embedders[config.DefaultEmbedder], EmbedderFor: embedderFor,
 		Cache:   embed.NewCache(cfg.EmbeddingCacheEntries),
 		Vectors: vector.NewCache(cfg.VectorCacheBytes),
@@ -191,6 +197,9 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		defer close(indexDone)
 		indexStoredText(logCtx, plane.Tenants(), stores, outputGuard, asOperator, logger)
 	}()
+	// The guard's silent cross-tenant text check, off the requests' path.
+	guardDone := make(chan error, 1)
+	go func() { guardDone <- outputGuard.Run(logCtx, server.ReportTextMatches(logger)) }()
 	h := server.New(server.Deps{
 		AuditRefused: auditRefused,
 		Embedders:    func(name string) bool { _, ok := embedders[name]; return ok },
@@ -218,7 +227,7 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		stopLog()
 		<-indexDone
 		logErr := <-logDone
-		return errors.Join(logErr, mcp.Close(), stores.Close(), plane.Close())
+		return errors.Join(logErr, <-guardDone, mcp.Close(), stores.Close(), plane.Close())
 	}
 	return &app{handler: h, close: closeAll}, nil
 }

@@ -68,6 +68,7 @@ type testEnv struct {
 	plane   *control.Plane
 	stores  *sqlite.DB
 	dataDir string
+	guard   *guard.Guard
 }
 
 func newTestEnv(t testing.TB, opts envOptions) *testEnv {
@@ -125,8 +126,18 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		}
 	}
 	outputGuard := guard.New()
-	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Store: stores, Ciphers: ring, Embedder: embed.NewOffline(0),
-		Cache: embed.NewCache(10_000), Vectors: vector.NewCache(64 << 20)})
+	guardDone := make(chan error, 1)
+	go func() {
+		guardDone <- outputGuard.Run(logCtx, ReportTextMatches(cmp.Or(opts.logger, slog.New(slog.DiscardHandler))))
+	}()
+	tenantCanary := func(id tenant.ID) string {
+		if t, err := plane.Tenant(id); err == nil && len(t.Canaries) > 0 {
+			return t.Canaries[0]
+		}
+		return ""
+	}
+	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Canary: tenantCanary, Store: stores, Ciphers: ring,
+		Embedder: embed.NewOffline(0), Cache: embed.NewCache(10_000), Vectors: vector.NewCache(64 << 20)})
 	builtins := map[string]agent.Executor{}
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
@@ -158,13 +169,16 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	srv := httptest.NewServer(h)
 	tr := srv.Client().Transport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 512
-	env := &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: plane, stores: stores, dataDir: dir}
+	env := &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: plane, stores: stores, dataDir: dir, guard: outputGuard}
 	t.Cleanup(func() {
 		srv.Close()
 		tr.CloseIdleConnections()
 		stopLog()
 		if err := <-logDone; err != nil {
 			t.Errorf("audit log: %v", err)
+		}
+		if err := <-guardDone; err != nil {
+			t.Errorf("guard: %v", err)
 		}
 		if err := mcp.Close(); err != nil {
 			t.Errorf("close mcp sessions: %v", err)
