@@ -61,9 +61,11 @@
 // would give the whole answer (see Stream for the one difference: a block
 // stops at the first reason found). What each pass holds back:
 //
-//   - canary passes: the last L-1 bytes, L being the longest canary (23 for
-//     NewCanary's), so a canary is never split between what was sent and
-//     what is held (as in package redact);
+//   - canary passes: from the first of the last L-1 bytes (L being the
+//     longest canary, 24 for NewCanary's) where the rest of the text is the
+//     beginning of some canary, so a canary is never split between what was
+//     sent and what is held. Prose is held back only when it ends in such a
+//     beginning ("b", "bk", …), so usually not at all;
 //   - link passes: from the start of a construct that is not closed yet
 //     ("[", "![", "](", "<", or a last "!" or "]" that may begin one). A
 //     construct still open after 2 KiB is plain text if it has not reached
@@ -73,8 +75,9 @@
 //     complete words and the word in progress, to hash the shingles the next
 //     piece completes, and passes every byte on at once.
 //
-// The passes run one after the other, so a stream of prose holds back their
-// sum: 2×(L-1) bytes. Output is only cut at UTF-8 boundaries.
+// The passes run one after the other, so a stream of prose holds back at
+// most their sum, 2×(L-1) bytes, and usually nothing. Output is only cut at
+// UTF-8 boundaries.
 //
 // # URLs
 //
