@@ -4,7 +4,7 @@
 GO ?= go
 NPM ?= npm
 
-.PHONY: test bench demo fmt-check sdk-deps
+.PHONY: test bench demo fmt-check tidy-check sdk-deps
 
 test:
 	$(GO) vet ./...
@@ -18,6 +18,9 @@ demo:
 
 fmt-check:
 	@out="$$(gofmt -l .)"; test -z "$$out" || { echo "gofmt needed on:"; echo "$$out"; exit 1; }
+
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 sdk-deps:
 	$(NPM) ci --prefix test/openai-sdk

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
@@ -46,12 +46,18 @@ type toolbox struct {
 	red       *redact.Redactor
 	tools     map[string]*tools.Tool // offered, by name
 	offered   []llm.Tool
+	// allowHosts is the profile's allow-list for links and images, in tool
+	// arguments as in answers.
+	allowHosts []string
+	// authorized, when set (by tests), sees every call's arguments as
+	// policy is asked about them.
+	authorized func(tool string, args tools.Args)
 }
 
 // toolbox offers the profile's tools that the tenant's policy permits, with
 // bound parameters hidden from the model.
 func (a *Agent) toolbox(ctx context.Context, scope auth.Scope, profile Profile, secrets []store.Secret, red *redact.Redactor) *toolbox {
-	b := &toolbox{a: a, scope: scope, set: profile.Policy, red: red, tools: map[string]*tools.Tool{},
+	b := &toolbox{a: a, scope: scope, set: profile.Policy, red: red, tools: map[string]*tools.Tool{}, allowHosts: profile.AllowedHosts,
 		principal: policy.Principal{Tenant: scope.Tenant(), Profile: profile.Name, User: scope.User()},
 		secrets:   make(map[tenant.SecretName]string, len(secrets))}
 	for _, s := range secrets {
@@ -108,55 +114,67 @@ func toolMessage(tc llm.ToolCall, content string) llm.Message {
 	return llm.Message{Role: "tool", ToolCallID: tc.ID, Name: tc.Function.Name, Content: content}
 }
 
+// notAvailable is the whole answer to a call of a tool that was not offered:
+// the same whether the tool does not exist, belongs to another tenant or is
+// refused by policy, so that neither it nor the audit record tells them
+// apart.
+const notAvailable = "error: that tool is not available to you"
+
 // call checks and runs one tool call and returns the text for the model.
+// The arguments take one path: decoded once and checked key by key against
+// the schema, their string values passed through the guard and the
+// redactor, completed with the bound parameters and validated, authorized,
+// and sent as the one canonical encoding policy saw.
 func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 	name := tc.Function.Name
-	log := b.a.Logger.With("tenant", b.scope.Tenant(), "tool", name)
 	t, offered := b.tools[name]
 	if !offered {
-		// Not offered: not in the profile, or refused by policy. Ask the
-		// policy anyway when the tool exists, so the refusal names a reason.
-		reasons := []string{"not offered to this agent"}
-		if ct, ok := b.a.Tools.Tool(name); ok && b.set != nil {
-			reasons = append(reasons, b.set.Authorize(b.principal, resource(ct), nil).Reasons...)
+		// The operator's log may name a catalog tool; a name the model made
+		// up may carry a secret or a canary, so it appears only as a label.
+		logName := tools.Opaque(name)
+		if _, ok := b.a.Tools.Tool(name); ok {
+			logName = name
 		}
-		log.WarnContext(ctx, "tool call denied", "reasons", reasons)
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "deny", "reasons": reasons})
-		return fmt.Sprintf("error: tool %q is not available to you", name)
+		b.a.Logger.WarnContext(ctx, "tool call denied", "tenant", b.scope.Tenant(), "tool", logName, "reasons", []string{"not offered to this agent"})
+		// The tenant's log says "unknown" whatever the name: a label would
+		// differ between names, and a catalog name would tell that the
+		// tool exists.
+		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": "unknown", "decision": "deny", "reasons": []string{"not offered to this agent"}})
+		return notAvailable
 	}
+	log := b.a.Logger.With("tenant", b.scope.Tenant(), "tool", name)
 
-	args, err := t.Arguments(tc.Function.Arguments, b.bind)
-	if errors.Is(err, tools.ErrBoundByModel) {
-		log.WarnContext(ctx, "tool call denied", "reasons", []string{"model supplied a bound parameter"}, "error", err.Error())
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "deny", "reasons": []string{"model supplied a bound parameter"}})
-		return "error: refused: " + err.Error() + "; it is set by the system, never by you"
-	}
+	model, err := t.Decode(tc.Function.Arguments)
 	if err != nil {
-		log.InfoContext(ctx, "tool call rejected", "error", err.Error())
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "invalid_arguments"})
-		return "error: " + err.Error()
+		return b.refuseArguments(ctx, log, name, err)
 	}
-	decision := b.set.Authorize(b.principal, resource(t), args)
-	log = log.With("args", argShape(args), "reasons", decision.Reasons)
-	b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "args": argShape(args),
+	// The guard and the redactor run before the bound parameters are
+	// filled (those are the runtime's own values: a parameter bound to a
+	// secret would be redacted) and before policy, so that policy decides on
+	// the value as rewritten: the one that is sent.
+	if msg, ok := b.checkStrings(ctx, log, name, model); !ok {
+		return msg
+	}
+	args, err := t.Complete(model, b.bind)
+	if err != nil {
+		return b.refuseArguments(ctx, log, name, err)
+	}
+	if b.authorized != nil {
+		b.authorized(name, args)
+	}
+	shape := argShape(t, args.Value)
+	decision := b.set.Authorize(b.principal, resource(t), args.Value)
+	log = log.With("args", shape, "reasons", decision.Reasons)
+	b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "args": shape,
 		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors})
 	if !decision.Allow {
 		log.WarnContext(ctx, "tool call denied", "errors", decision.Errors)
 		return fmt.Sprintf("error: denied by policy (%s)", strings.Join(decision.Reasons, ", "))
 	}
 
-	if b.a.Guard != nil {
-		// Arguments leave for another system: they must not carry another
-		// tenant's data either.
-		if v := b.a.Guard.Check(b.scope.Tenant(), tc.Function.Arguments, nil); v.Blocked {
-			log.WarnContext(ctx, "tool call blocked by the output guard", "reasons", v.Reasons)
-			b.a.audit(ctx, b.scope, "guard.block", map[string]any{"tool": name, "reasons": v.Reasons})
-			return "error: refused: the arguments carry data that may not leave"
-		}
-	}
-	call := tools.Call{Tool: t, Scope: b.scope, Tenant: b.scope.Tenant(), Args: args, Bound: map[string]string{}, Secrets: map[tenant.SecretName]string{}}
+	call := tools.Call{Tool: t, Scope: b.scope, Tenant: b.scope.Tenant(), Args: args.Value, Body: args.JSON, Bound: map[string]string{}, Secrets: map[tenant.SecretName]string{}}
 	for param := range t.Bound {
-		if s, ok := args[param].(string); ok {
+		if s, ok := args.Value[param].(string); ok {
 			call.Bound[param] = s
 		}
 	}
@@ -221,12 +239,99 @@ func (a *Agent) executor(t *tools.Tool) (Executor, error) {
 	return e, nil
 }
 
-// argShape describes arguments without their values, for logs and audit.
-func argShape(args map[string]any) []string {
-	keys := slices.Sorted(maps.Keys(args))
-	for i, k := range keys {
-		keys[i] = k + ":" + jsonType(args[k])
+// refuseArguments answers a call whose arguments were refused, recording
+// why. err names declared keys only (tools.ArgumentError), so it may be
+// logged; the model gets it to correct its call.
+func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name string, err error) string {
+	var ae *tools.ArgumentError
+	if !errors.As(err, &ae) {
+		// Filling a bound parameter failed: the tool is not configured.
+		log.WarnContext(ctx, "tool call failed", "error", err.Error())
+		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "error", "reasons": []string{"bound parameter not set"}})
+		return "error: the tool is not configured for this tenant (" + err.Error() + ")"
 	}
+	record := map[string]any{"tool": name, "reasons": []string{ae.Reason}}
+	if ae.Path != "" {
+		record["at"] = ae.Path
+	}
+	switch ae.Reason {
+	case tools.ReasonLookAlike, tools.ReasonBound:
+		// An attempt to reach a parameter by another spelling, or to set
+		// one the runtime owns: a denial, whatever the value.
+		record["decision"] = "deny"
+		log.WarnContext(ctx, "tool call denied", "reasons", []string{ae.Reason}, "at", ae.Path)
+	default:
+		record["decision"] = "invalid_arguments"
+		log.InfoContext(ctx, "tool call rejected", "reasons", []string{ae.Reason}, "at", ae.Path)
+	}
+	b.a.audit(ctx, b.scope, "tool.call", record)
+	if ae.Reason == tools.ReasonBound {
+		return "error: refused: " + ae.Error() + "; it is set by the system, never by you"
+	}
+	return "error: refused: " + ae.Error()
+}
+
+// checkStrings passes every string of the model's decoded arguments, and
+// every key, through the guard and the redactor: the values as the tool
+// server will read them, not the JSON text where escapes hide them. A
+// rewrite of a value (a link or image to a host not allowed, a secret) is
+// applied; a key that would change, or a block, refuses the call.
+func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name string, model map[string]any) (string, bool) {
+	const refused = "error: refused: the arguments carry data that may not leave"
+	var blocked, rewritten []string
+	err := tools.MapStrings(model, func(s string, key bool) (string, error) {
+		out := s
+		if b.a.Guard != nil {
+			// Arguments leave for another system: they must not carry
+			// another tenant's data, nor links the tenant does not allow.
+			v := b.a.Guard.Check(b.scope.Tenant(), s, b.allowHosts)
+			if v.Blocked {
+				blocked = v.Reasons
+				return "", errArgBlocked
+			}
+			if v.Text != s {
+				rewritten = append(rewritten, v.Reasons...)
+				out = v.Text
+			}
+		}
+		if r := b.red.String(out); r != out {
+			rewritten = append(rewritten, "tenant secret redacted")
+			out = r
+		}
+		if key && out != s {
+			blocked = []string{"argument key carries data that may not leave"}
+			return "", errArgBlocked
+		}
+		return out, nil
+	})
+	if err != nil {
+		blocked = slices.Compact(slices.Sorted(slices.Values(blocked)))
+		log.WarnContext(ctx, "tool call blocked by the output guard", "reasons", blocked)
+		b.a.audit(ctx, b.scope, "guard.block", map[string]any{"tool": name, "reasons": blocked})
+		return refused, false
+	}
+	if len(rewritten) > 0 {
+		rewritten = slices.Compact(slices.Sorted(slices.Values(rewritten)))
+		log.InfoContext(ctx, "tool call arguments rewritten by the output guard", "reasons", rewritten)
+		b.a.audit(ctx, b.scope, "guard.rewrite", map[string]any{"tool": name, "reasons": rewritten})
+	}
+	return "", true
+}
+
+// errArgBlocked stops the walk over arguments at the first block.
+var errArgBlocked = errors.New("tool arguments blocked")
+
+// argShape describes arguments without their values, for logs and audit:
+// declared keys by name, any other key by its label.
+func argShape(t *tools.Tool, args map[string]any) []string {
+	keys := make([]string, 0, len(args))
+	for k, v := range args {
+		if !t.Declares(k) {
+			k = tools.Opaque(k)
+		}
+		keys = append(keys, k+":"+jsonType(v))
+	}
+	slices.Sort(keys)
 	return keys
 }
 

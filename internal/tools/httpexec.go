@@ -117,21 +117,26 @@ func (e *HTTPExecutor) execute(ctx context.Context, call Call) (Result, error) {
 			// The model may not replace or add to a parameter the
 			// operator fixed in the URL, such as a credential.
 			if q.Has(name) {
-				return Result{}, fmt.Errorf("tool %q: argument %q collides with a query parameter of the url", call.Tool.Name, name)
+				return Result{}, fmt.Errorf("tool %q: argument %s collides with a query parameter of the url", call.Tool.Name, call.Tool.keyLabel(name))
 			}
 		}
 		for name, arg := range call.Args {
 			s, err := queryValue(arg)
 			if err != nil {
-				return Result{}, fmt.Errorf("tool %q: argument %q: %w", call.Tool.Name, name, err)
+				return Result{}, fmt.Errorf("tool %q: argument %s: %w", call.Tool.Name, call.Tool.keyLabel(name), err)
 			}
 			q.Set(name, s)
 		}
 		u.RawQuery = q.Encode()
 	case http.MethodPost, http.MethodPut, http.MethodPatch:
-		b, err := json.Marshal(call.Args)
-		if err != nil {
-			return Result{}, fmt.Errorf("tool %q: encode arguments: %w", call.Tool.Name, err)
+		// The canonical bytes policy and the guard passed, as they are: a
+		// re-marshal here could differ from what was checked.
+		b := call.Body
+		if b == nil {
+			var err error
+			if b, err = Encode(call.Args); err != nil {
+				return Result{}, fmt.Errorf("tool %q: encode arguments: %w", call.Tool.Name, err)
+			}
 		}
 		body = bytes.NewReader(b)
 	default:
@@ -182,12 +187,10 @@ func queryValue(arg any) (string, error) {
 		return a, nil
 	case bool:
 		return strconv.FormatBool(a), nil
-	case float64:
-		return strconv.FormatFloat(a, 'f', -1, 64), nil
 	case json.Number:
 		return a.String(), nil
 	}
-	b, err := json.Marshal(arg)
+	b, err := Encode(arg)
 	return string(b), err
 }
 

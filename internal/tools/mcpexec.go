@@ -154,7 +154,12 @@ func (e *MCPExecutor) Execute(ctx context.Context, call Call) (Result, error) {
 	var res *mcp.CallToolResult
 	err := e.use(ctx, call.Tenant, *call.Tool.MCP, call.Secrets, func(cs *mcp.ClientSession) error {
 		var err error
-		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: call.Args})
+		var args any = call.Args
+		if call.Body != nil {
+			// The canonical encoding policy and the guard passed.
+			args = json.RawMessage(call.Body)
+		}
+		res, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
 		return err
 	})
 	if err != nil {

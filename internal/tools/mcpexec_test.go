@@ -1,6 +1,7 @@
 package tools
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -437,5 +439,47 @@ func TestMCPStdioEverything(t *testing.T) {
 		if _, err := os.Stat(home); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("after Close, HOME %s: %v, want it removed", home, err)
 		}
+	}
+}
+
+// TestMCPSendsCanonicalArguments: the MCP server receives the arguments
+// the runtime checked, not a re-marshal of them.
+func TestMCPSendsCanonicalArguments(t *testing.T) {
+	server := mcp.NewServer(&mcp.Implementation{Name: "echo", Version: "1"}, nil)
+	got := make(chan json.RawMessage, 1)
+	server.AddTool(&mcp.Tool{Name: "echo", InputSchema: json.RawMessage(`{"type":"object"}`)},
+		func(ctx context.Context, req *mcp.CallToolRequest) (*mcp.CallToolResult, error) {
+			got <- append(json.RawMessage(nil), req.Params.Arguments...)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil
+		})
+	srv := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, nil))
+	t.Cleanup(srv.Close)
+	tool := compile(t, Definition{Name: "echo",
+		Parameters: json.RawMessage(`{"type":"object","properties":{"b":{"type":"string"},"a":{"type":"number"},"tenant_id":{"type":"string"}}}`),
+		Bound:      map[string]string{"tenant_id": BindTenantID},
+		MCP:        &MCPSpec{URL: srv.URL}})
+	model, err := tool.Decode(`{"b":"<&> \u00e9\/","a":1.50}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args, err := tool.Complete(model, func(string) (string, error) { return "acme", nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewMCP(MCPOptions{})
+	defer e.Close()
+	if _, err := e.Execute(context.Background(), Call{Tool: tool, Tenant: "acme", Args: args.Value, Body: args.JSON}); err != nil {
+		t.Fatalf("Execute: %v", err)
+	}
+	received := <-got
+	var sent, seen any
+	if err := json.Unmarshal(args.JSON, &sent); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(received, &seen); err != nil || !reflect.DeepEqual(sent, seen) {
+		t.Fatalf("server got %s (%v), want %s", received, err, args.JSON)
+	}
+	if !bytes.Equal(received, args.JSON) {
+		t.Errorf("server got %s, want the canonical bytes %s", received, args.JSON)
 	}
 }

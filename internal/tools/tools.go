@@ -87,6 +87,8 @@ type MCPSpec struct {
 type Tool struct {
 	Definition
 	schema *jsonschema.Resolved
+	// keys is what the schema declares about argument keys, for Decode.
+	keys *keys
 	// visible is the parameter schema the model sees: bound parameters
 	// removed.
 	visible json.RawMessage
@@ -174,7 +176,8 @@ func Compile(d Definition) (*Tool, error) {
 	if err != nil {
 		return nil, invalid("parameters: %v", err)
 	}
-	return &Tool{Definition: d, schema: resolved, visible: vb}, nil
+	return &Tool{Definition: d, schema: resolved, visible: vb,
+		keys: keysOf(&schema, &schema, map[*jsonschema.Schema]*keys{})}, nil
 }
 
 func checkSource(source string) error {
@@ -302,54 +305,20 @@ var ErrBoundByModel = errors.New("the model supplied a parameter the runtime fil
 // maxArguments bounds the model's argument JSON.
 const maxArguments = 64 << 10
 
-// Arguments turns the model's raw JSON arguments into the call's arguments:
-// it refuses bound parameters from the model, fills them with bind(source),
-// and validates the result against the tool's schema.
+// Arguments turns the model's raw JSON arguments into the call's arguments
+// in one step: Decode, then Complete. Callers that must inspect or rewrite
+// the model's values in between (the agent's guard and redaction) call the
+// two themselves.
 func (t *Tool) Arguments(raw string, bind func(source string) (string, error)) (map[string]any, error) {
-	if len(raw) > maxArguments {
-		return nil, fmt.Errorf("%w: arguments larger than %d bytes", kind.Invalid, maxArguments)
-	}
-	args := map[string]any{}
-	if strings.TrimSpace(raw) != "" {
-		dec := json.NewDecoder(strings.NewReader(raw))
-		dec.UseNumber()
-		if err := dec.Decode(&args); err != nil || args == nil {
-			return nil, fmt.Errorf("%w: arguments must be a JSON object", kind.Invalid)
-		}
-	}
-	for param := range t.Bound {
-		if _, ok := args[param]; ok {
-			return nil, fmt.Errorf("%w: %q", ErrBoundByModel, param)
-		}
-	}
-	for param, source := range t.Bound {
-		v, err := bind(source)
-		if err != nil {
-			return nil, fmt.Errorf("fill bound parameter %q: %w", param, err)
-		}
-		args[param] = v
-	}
-	// The validator wants plain JSON values: numbers as float64.
-	plain, err := plainJSON(args)
-	if err != nil {
-		return nil, fmt.Errorf("%w: arguments: %v", kind.Invalid, err)
-	}
-	if err := t.schema.Validate(plain); err != nil {
-		return nil, fmt.Errorf("%w: arguments do not match the schema: %v", kind.Invalid, err)
-	}
-	return plain, nil
-}
-
-func plainJSON(args map[string]any) (map[string]any, error) {
-	b, err := json.Marshal(args)
+	model, err := t.Decode(raw)
 	if err != nil {
 		return nil, err
 	}
-	var out map[string]any
-	if err := json.Unmarshal(b, &out); err != nil {
+	args, err := t.Complete(model, bind)
+	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	return args.Value, nil
 }
 
 // Call is one authorized call, ready to execute.
@@ -360,6 +329,10 @@ type Call struct {
 	Scope  auth.Scope
 	Tenant tenant.ID
 	Args   map[string]any // validated, bound parameters filled
+	// Body is Args' canonical encoding (Complete), the exact bytes policy
+	// and the guard passed: executors send it as it is. Nil means encode
+	// Args.
+	Body []byte
 	// Bound holds the bound parameters' values, for {{bound.NAME}}.
 	Bound map[string]string
 	// Secrets holds the tenant secrets the tool uses, for {{secret.NAME}}.
