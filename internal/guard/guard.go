@@ -3,8 +3,9 @@
 // assumes every other layer failed and looks for three kinds of leak, two of
 // which change what is sent:
 //
-//   - Canaries. Each tenant has unique tokens planted in its system prompts and
-//     stored as honey records. Another tenant's canary anywhere in the text
+//   - Canaries. Each tenant has unique tokens planted in its system prompts,
+//     stored as honey records and attached to every passage retrieved from
+//     its stored records (package memory). Another tenant's canary anywhere in the text
 //     (ASCII case-insensitive) blocks it; the tenant's own canary is removed
 //     (its system prompt leaking to itself is not a cross-tenant leak).
 //   - Fingerprints, which never change what is sent. Text a tenant stores is
@@ -33,6 +34,9 @@
 //  5. fingerprints: the shingles of what passes are hashed as it passes and
 //     queued, when the text ends, for the silent check.
 //
+// Passes 3 and 4 exist because removing text joins what was around it; they
+// make the result fail closed without reasoning about every such seam.
+//
 // # Why fingerprints never block
 //
 // A verdict that depends on what another tenant stored is an oracle and a
@@ -49,9 +53,6 @@
 // What blocks a real leak is a canary: a random token of 100 bits, planted
 // in the tenant's system prompts and stored records, that no guess can
 // produce, so its presence proves the text came from that tenant's data.
-//
-// Passes 3 and 4 exist because removing text joins what was around it; they
-// make the result fail closed without reasoning about every such seam.
 //
 // # Streaming
 //
