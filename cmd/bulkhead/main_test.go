@@ -77,12 +77,19 @@ func startServer(t *testing.T) (base, adminToken string) {
 // it is healthy. stop cancels it and returns what run returned.
 func startServerWith(t *testing.T, dataDir string, env map[string]string, extraArgs ...string) (base string, stop func() error) {
 	t.Helper()
+	base, stop, _ = startServerLogged(t, dataDir, env, extraArgs...)
+	return base, stop
+}
+
+// startServerLogged is startServerWith that also returns the server's log.
+func startServerLogged(t *testing.T, dataDir string, env map[string]string, extraArgs ...string) (base string, stop func() error, logs *lockedBuffer) {
+	t.Helper()
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs lockedBuffer
+	logs = &lockedBuffer{}
 	errc := make(chan error, 1)
 	go func() {
-		errc <- run(ctx, append([]string{"serve", "--addr", addr, "--data", dataDir}, extraArgs...), envMap(env), io.Discard, &logs)
+		errc <- run(ctx, append([]string{"serve", "--addr", addr, "--data", dataDir}, extraArgs...), envMap(env), io.Discard, logs)
 	}()
 	var stopped bool
 	var stopErr error
@@ -118,7 +125,7 @@ func startServerWith(t *testing.T, dataDir string, env map[string]string, extraA
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return base, stop
+				return base, stop, logs
 			}
 		}
 		if time.Now().After(deadline) {

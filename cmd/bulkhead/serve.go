@@ -151,7 +151,13 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		return e, nil
 	}
 	embedCache, vectors := embed.NewCache(cfg.EmbeddingCacheEntries), vector.NewCache(cfg.VectorCacheBytes)
-	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard,
+	tenantCanary := func(id tenant.ID) string {
+		if t, err := plane.Tenant(id); err == nil && len(t.Canaries) > 0 {
+			return t.Canaries[0]
+		}
+		return ""
+	}
+	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Canary: tenantCanary,
 		Store: stores, Ciphers: ring, Embedder: embedders[config.DefaultEmbedder], EmbedderFor: embedderFor,
 		Cache:   embedCache,
 		Vectors: vectors,
@@ -221,6 +227,9 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		defer close(indexDone)
 		indexStoredText(logCtx, plane.Tenants(), stores, outputGuard, asOperator, logger)
 	}()
+	// The guard's silent cross-tenant text check, off the requests' path.
+	guardDone := make(chan error, 1)
+	go func() { guardDone <- outputGuard.Run(logCtx, server.ReportTextMatches(logger)) }()
 	responses := cache.New(cacheBackend, cfg.ResponseCacheTTL)
 	// Every holder of per-tenant state, for creating and deleting tenants.
 	life, err := lifecycle.New(plane, lifecycle.Parts{
@@ -260,7 +269,7 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		stopLog()
 		<-indexDone
 		logErr := <-logDone
-		return errors.Join(refusalsErr, logErr, mcp.Close(), stores.Close(), plane.Close())
+		return errors.Join(refusalsErr, logErr, <-guardDone, mcp.Close(), stores.Close(), plane.Close())
 	}
 	return &app{handler: h, close: closeAll}, nil
 }

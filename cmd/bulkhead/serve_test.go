@@ -30,10 +30,13 @@ func TestRestartKeepsGuardAndAuditsRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	base, _ = startServerWith(t, dir, env)
+	base, _, logs := startServerLogged(t, dir, env)
 	say := "/say I overheard that the magnet division will quietly acquire the northern ore company before the autumn board meeting."
 	var got string
-	// The guard indexes stored text in the background after a start.
+	// The guard indexes stored text in the background after a start; the
+	// answer is never withheld (the guard is no oracle), but the operator's
+	// log hears of it.
+	heard := "tenant=acme owners=[globex]"
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		status, b := call(t, http.MethodPost, base+"/v1/chat/completions", acmeKey,
 			map[string]any{"model": "default", "messages": []map[string]string{{"role": "user", "content": say}}})
@@ -45,12 +48,15 @@ func TestRestartKeepsGuardAndAuditsRefusals(t *testing.T) {
 		}
 		json.Unmarshal(b, &resp)
 		got = resp.Choices[0].Message.Content
-		if strings.Contains(got, "withheld") {
+		if got != strings.TrimPrefix(say, "/say ") {
+			t.Fatalf("after restart, acme's answer repeating globex's memo: %q, want it unchanged", got)
+		}
+		if strings.Contains(logs.String(), heard) {
 			break
 		}
 	}
-	if !strings.Contains(got, "withheld") || strings.Contains(got, "ore company") {
-		t.Fatalf("after restart, acme's answer repeating globex's memo: %q, want it withheld", got)
+	if !strings.Contains(logs.String(), heard) {
+		t.Fatalf("after restart, the operator's log has no %q", heard)
 	}
 
 	// A wrong secret for acme's key id: refused, and audited in acme's log.

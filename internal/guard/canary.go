@@ -31,6 +31,7 @@ func validCanary(c string) bool {
 // canarySet finds every tenant's canaries in a text. It is immutable.
 type canarySet struct {
 	owners map[string][]tenant.ID // lowercase canary → its tenants (one, unless reused)
+	sorted []string               // the lowercase canaries, sorted, to find prefixes
 	lens   []int                  // distinct canary lengths, longest first
 	maxLen int
 	firsts string // the bytes a canary can start with, in both cases
@@ -55,6 +56,7 @@ func newCanarySet(byTenant map[tenant.ID][]string) *canarySet {
 		}
 	}
 	for c := range cs.owners {
+		cs.sorted = append(cs.sorted, c)
 		if !slices.Contains(cs.lens, len(c)) {
 			cs.lens = append(cs.lens, len(c))
 		}
@@ -68,7 +70,33 @@ func newCanarySet(byTenant map[tenant.ID][]string) *canarySet {
 		cs.maxLen = max(cs.maxLen, len(c))
 	}
 	slices.SortFunc(cs.lens, func(a, b int) int { return b - a })
+	slices.Sort(cs.sorted)
 	return cs
+}
+
+// held returns where the tail of s that a canary may still start in
+// begins: the first of the last maxLen-1 positions at which the rest of s
+// is, ignoring ASCII case, the beginning of some canary. Any other position
+// can start no canary whatever follows, so holding back only from there
+// keeps a stream's verdict while prose is rarely held at all.
+func (cs *canarySet) held(s string) int {
+	var buf [MaxCanaryLen]byte
+	for i := max(0, len(s)-(cs.maxLen-1)); i < len(s); i++ {
+		j := strings.IndexAny(s[i:], cs.firsts)
+		if j < 0 {
+			break
+		}
+		i += j
+		low := buf[:copy(buf[:], s[i:])]
+		for k, b := range low {
+			low[k] = b | asciiCase(b)
+		}
+		at, _ := slices.BinarySearch(cs.sorted, string(low))
+		if at < len(cs.sorted) && strings.HasPrefix(cs.sorted[at], string(low)) {
+			return i
+		}
+	}
+	return cutRune(s, len(s))
 }
 
 func prefixHash(b []byte) uint32 {
@@ -118,7 +146,7 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 	// A canary starting at or after safe might still be incomplete.
 	safe := len(buf)
 	if !final {
-		safe = cutRune(buf, len(buf)-max(c.set.maxLen-1, 0))
+		safe = c.set.held(buf)
 	}
 	if c.set.maxLen == 0 {
 		c.pending = buf[safe:]

@@ -1,6 +1,9 @@
 package guard
 
 import (
+	"context"
+	"encoding/binary"
+	"errors"
 	"hash/maphash"
 	"slices"
 	"unicode"
@@ -154,7 +157,7 @@ func fingerprints(seed maphash.Seed, text string) (selected, all []uint64) {
 // the receiver" is decided by whether the receiver stored the shingle at
 // all, and the winnowed fingerprints only say who else did. The shingles
 // also let a hit be confirmed: the owner must have stored the whole window,
-// 12 words, so a shorter phrase that happens to match never blocks.
+// 12 words, so a shorter phrase that happens to match is never reported.
 //
 // Memory, per distinct fingerprint (about 2/(w+1) of the shingles, one per
 // three stored words): one entry in a Go map from uint64 to uint32, a
@@ -164,11 +167,12 @@ func fingerprints(seed maphash.Seed, text string) (selected, all []uint64) {
 // word): 4 bytes in its sorted set. About 15 bytes per stored word in all,
 // three quarters of the stored text's size; BenchmarkCheck reports it.
 type index struct {
-	m    map[uint64]uint32 // fingerprint → owner number, setRef|i, or common
-	sets [][]uint32        // owners of fingerprints stored by 2..MaxOwners tenants; nil when free
-	free []uint32          // free slots of sets
-	ids  map[tenant.ID]uint32
-	next uint32 // next owner number; numbers are never reused
+	m     map[uint64]uint32 // fingerprint → owner number, setRef|i, or common
+	sets  [][]uint32        // owners of fingerprints stored by 2..MaxOwners tenants; nil when free
+	free  []uint32          // free slots of sets
+	ids   map[tenant.ID]uint32
+	names map[uint32]tenant.ID // the inverse of ids, to name owners in a report
+	next  uint32               // next owner number; numbers are never reused
 	// stored holds, per owner number, the low 32 bits of every shingle the
 	// tenant stored. A collision (about n/2^32 for n shingles) makes one
 	// window of a leak look like the receiver's own text.
@@ -187,6 +191,7 @@ func newIndex() index {
 	return index{
 		m:      map[uint64]uint32{},
 		ids:    map[tenant.ID]uint32{},
+		names:  map[uint32]tenant.ID{},
 		next:   1,
 		stored: map[uint32]*shingleSet{},
 	}
@@ -204,6 +209,7 @@ func (x *index) add(id tenant.ID, selected, all []uint64) {
 		o = x.next
 		x.next++
 		x.ids[id] = o
+		x.names[o] = id
 		x.stored[o] = &shingleSet{}
 	}
 	x.stored[o].add(all)
@@ -255,6 +261,7 @@ func (x *index) remove(id tenant.ID) {
 		return
 	}
 	delete(x.ids, id)
+	delete(x.names, o)
 	delete(x.stored, o)
 	for h, v := range x.m {
 		switch {
@@ -274,16 +281,33 @@ func (x *index) remove(id tenant.ID) {
 	}
 }
 
-// leak reports whether some window of w consecutive shingles in hs (or all
-// of hs, if short and there are fewer) is a leak to the tenant numbered self
-// (0 if it has stored nothing): its winnowed fingerprint was selected by
-// another tenant, the receiver never stored that shingle, and that other
-// tenant stored every shingle of the window, so the text shares a run of at
-// least w+k-1 words with it. Checking the whole window, not only its
-// fingerprint, keeps shorter phrases that happen to match from blocking.
-func (x *index) leak(hs []uint64, short bool, self uint32) bool {
+// leaks returns the owner numbers of the tenants whose stored text leaks to
+// the tenant numbered self (0 if it has stored nothing), and in how many
+// windows of w consecutive shingles of hs (or in all of hs, if short and
+// there are fewer). A window leaks a tenant's text when its winnowed
+// fingerprint was selected by that tenant, the receiver never stored that
+// shingle, and the tenant stored every shingle of the window, so the text
+// shares a run of at least w+k-1 words with it. Checking the whole window,
+// not only its fingerprint, keeps shorter phrases that happen to match from
+// counting.
+func (x *index) leaks(hs []uint64, short bool, self uint32) (owners []uint32, windows int) {
+	check := func(win []uint64) {
+		found := x.leakWindow(win, self)
+		if len(found) == 0 {
+			return
+		}
+		windows++
+		for _, o := range found {
+			if !slices.Contains(owners, o) {
+				owners = append(owners, o)
+			}
+		}
+	}
 	if len(hs) < w {
-		return short && len(hs) > 0 && x.leakWindow(hs, self)
+		if short && len(hs) > 0 {
+			check(hs)
+		}
+		return owners, windows
 	}
 	var last uint64
 	missed := false // last is no fingerprint anyone owns
@@ -295,33 +319,34 @@ func (x *index) leak(hs []uint64, short bool, self uint32) bool {
 		}
 		v, ok := x.m[h]
 		last, missed = h, !ok || v == common
-		if !missed && x.leakWindow(win, self) {
-			return true
+		if !missed {
+			check(win)
 		}
 	}
-	return false
+	return owners, windows
 }
 
-// leakWindow reports whether the window win is a leak.
-func (x *index) leakWindow(win []uint64, self uint32) bool {
+// leakWindow returns the owners whose text the window win leaks, if any.
+func (x *index) leakWindow(win []uint64, self uint32) []uint32 {
 	h := slices.Min(win)
 	v, ok := x.m[h]
 	if !ok || v == common {
-		return false
+		return nil
 	}
 	owners := []uint32{v}
 	if v&setRef != 0 {
 		owners = x.sets[v&^setRef]
 	}
 	if slices.Contains(owners, self) || x.stored[self].has(uint32(h)) {
-		return false
+		return nil
 	}
+	var found []uint32
 	for _, o := range owners {
 		if x.stored[o].hasAll(win) {
-			return true
+			found = append(found, o)
 		}
 	}
-	return false
+	return found
 }
 
 // shingleSet is a set of 32-bit shingle hashes kept in sorted runs, each at
@@ -386,45 +411,184 @@ func (s *shingleSet) len() int {
 	return n
 }
 
-// fingerprintStage blocks text that leaks another tenant's stored text. It
-// holds back the last heldWords complete words and the word in progress (see
-// the package comment), so every window is checked once, with all its words.
-type fingerprintStage struct {
-	g       *Guard
-	self    tenant.ID
-	pending string
-	checked bool // a full window has been checked, so the text is not short
+// fingerprintTap hashes the shingles of the text a stream lets through,
+// without holding any of it back: it keeps only the last k-1 complete words
+// and the word in progress, to form the shingles the next piece completes.
+// The hashes go to the guard's silent check (see Run) in batches of at most
+// maxBatch shingles, the last when the stream is flushed.
+type fingerprintTap struct {
+	g        *Guard
+	self     tenant.ID
+	pending  string
+	hs       []uint64
+	shingles int // shingles in earlier batches
 }
 
-func (f *fingerprintStage) write(in string, final bool) (string, string) {
+// maxBatch bounds the shingles (8 bytes each) one check holds. Successive
+// batches overlap by w-1 shingles, so every window is checked.
+const maxBatch = 8192
+
+func (f *fingerprintTap) write(in string, final bool) (string, string) {
+	f.observe(in, final)
+	return in, ""
+}
+
+func (f *fingerprintTap) observe(in string, final bool) {
 	if !final && f.pending != "" && !endsWord(f.pending, in) {
 		// No word is completed, so nothing changes: skip splitting the
 		// pending text again, which could make one long word quadratic.
 		f.pending += in
-		return "", ""
+		return
 	}
 	buf := f.pending + in
 	ws := split(buf, final)
-	if hs := ws.shingles(f.g.seed); len(hs) > 0 {
-		short := final && !f.checked
-		f.checked = f.checked || len(hs) >= w
-		f.g.mu.RLock()
-		leak := f.g.idx.leak(hs, short, f.g.idx.ids[f.self])
-		f.g.mu.RUnlock()
-		if leak {
-			return "", ReasonForeignText
+	for _, h := range ws.shingles(f.g.seed) {
+		if len(f.hs) == maxBatch {
+			f.g.submit(textCheck{receiver: f.self, hs: f.hs})
+			f.shingles += len(f.hs) - (w - 1)
+			f.hs = append(make([]uint64, 0, min(2*w, maxBatch)), f.hs[len(f.hs)-(w-1):]...)
 		}
+		f.hs = append(f.hs, h)
 	}
 	if final {
-		f.pending = ""
-		return buf, ""
+		// A text with fewer than w shingles in all is checked whole.
+		f.g.submit(textCheck{receiver: f.self, hs: f.hs, short: f.shingles == 0})
+		f.pending, f.hs = "", nil
+		return
 	}
-	n := len(ws.start)
-	if n < minWords {
+	// The next shingle starts at word n-k+1 of the n complete ones.
+	if n := len(ws.start); n >= k {
+		f.pending = buf[ws.start[n-k+1]:]
+	} else {
 		f.pending = buf
-		return "", ""
 	}
-	cut := ws.start[n-heldWords]
-	f.pending = buf[cut:]
-	return buf[:cut], ""
+}
+
+// TextMatch is what the silent check found in one text that left for a
+// tenant: a run of at least 12 words that other tenants stored and the
+// receiver did not. It is for the operator only.
+type TextMatch struct {
+	Receiver tenant.ID   // the tenant the text was sent to
+	Owners   []tenant.ID // the tenants that stored the run, sorted
+	Windows  int         // windows of 12 words that matched: about how much
+	Total    uint64      // matches reported since the guard started, this one included
+}
+
+// TextStats counts the silent check's work since the guard started.
+type TextStats struct {
+	Checked uint64 // texts (or batches of a long one) checked
+	Matches uint64 // texts reported as carrying another tenant's text
+	Dropped uint64 // texts not checked because the queue was full
+}
+
+// textCheck is one text waiting for the silent check: the hashes of its
+// shingles, in order.
+type textCheck struct {
+	receiver tenant.ID
+	hs       []uint64
+	short    bool
+}
+
+// queueLen bounds the texts waiting for the silent check: at most
+// queueLen*maxBatch*8 bytes (16 MiB).
+const queueLen = 256
+
+// submit queues c for the silent check without ever waiting: a full queue
+// drops it and counts the drop.
+func (g *Guard) submit(c textCheck) {
+	if len(c.hs) == 0 {
+		return
+	}
+	select {
+	case g.checks <- c:
+	default:
+		g.dropped.Add(1)
+	}
+}
+
+// Stats reports the silent check's counters.
+func (g *Guard) Stats() TextStats {
+	return TextStats{Checked: g.checked.Load(), Matches: g.matches.Load(), Dropped: g.dropped.Load()}
+}
+
+// Run performs the silent cross-tenant text check of every text Check and
+// Stream let through, after it has left, and calls report for each one
+// that carries another tenant's stored text. report runs on Run's
+// goroutine; what it does (a line in the operator's log) must never reach
+// either tenant. Until Run is called, and after it returns, texts wait in a
+// bounded queue and are dropped when it is full. Run returns nil when ctx
+// is cancelled.
+//
+// A repeat of the same text to the same tenant among the last dedupWindow
+// checks is not reported again: the agent checks a streamed answer twice,
+// as a stream and then whole.
+func (g *Guard) Run(ctx context.Context, report func(TextMatch)) error {
+	if !g.running.CompareAndSwap(false, true) {
+		return errors.New("guard: Run called twice")
+	}
+	defer g.running.Store(false)
+	var recent dedup
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case c := <-g.checks:
+			m, ok := g.match(c)
+			if ok && recent.first(g.digest(c)) && report != nil {
+				m.Total = g.matches.Add(1)
+				report(m)
+			}
+		}
+	}
+}
+
+// match runs the check on c.
+func (g *Guard) match(c textCheck) (TextMatch, bool) {
+	g.checked.Add(1)
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	nums, windows := g.idx.leaks(c.hs, c.short, g.idx.ids[c.receiver])
+	if windows == 0 {
+		return TextMatch{}, false
+	}
+	m := TextMatch{Receiver: c.receiver, Windows: windows}
+	for _, o := range nums {
+		if id, ok := g.idx.names[o]; ok {
+			m.Owners = append(m.Owners, id)
+		}
+	}
+	slices.Sort(m.Owners)
+	return m, true
+}
+
+// digest identifies a check's text and receiver.
+func (g *Guard) digest(c textCheck) uint64 {
+	var h maphash.Hash
+	h.SetSeed(g.seed)
+	h.WriteString(string(c.receiver))
+	var b [8]byte
+	for _, x := range c.hs {
+		binary.LittleEndian.PutUint64(b[:], x)
+		h.Write(b[:])
+	}
+	return h.Sum64()
+}
+
+const dedupWindow = 64
+
+// dedup remembers the last dedupWindow digests.
+type dedup struct {
+	ring [dedupWindow]uint64
+	n    int
+}
+
+// first reports whether d is not among the remembered digests, and
+// remembers it.
+func (r *dedup) first(d uint64) bool {
+	if slices.Contains(r.ring[:min(r.n, dedupWindow)], d) {
+		return false
+	}
+	r.ring[r.n%dedupWindow] = d
+	r.n++
+	return true
 }

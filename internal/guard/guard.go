@@ -1,21 +1,24 @@
 // Package guard is the last check on everything that leaves the runtime: an
 // answer (streamed or not) or the arguments of an outgoing tool call. It
-// assumes every other layer failed and looks for three kinds of leak:
+// assumes every other layer failed and looks for three kinds of leak, two of
+// which change what is sent:
 //
-//   - Canaries. Each tenant has unique tokens planted in its system prompts and
-//     stored as honey records. Another tenant's canary anywhere in the text
+//   - Canaries. Each tenant has unique tokens planted in its system prompts,
+//     stored as honey records and attached to every passage retrieved from
+//     its stored records (package memory). Another tenant's canary anywhere in the text
 //     (ASCII case-insensitive) blocks it; the tenant's own canary is removed
 //     (its system prompt leaking to itself is not a cross-tenant leak).
-//   - Fingerprints. Text a tenant stores is cut into shingles of k=8 words
-//     (lowercased, punctuation ignored), hashed with a per-process key and
-//     winnowed with a window of w=5 shingles, so any shared run of w+k-1 = 12
-//     or more words is found. The text is blocked when such a run is text
-//     another tenant stored and the receiver did not: a window of the text
-//     whose winnowed fingerprint another tenant owns, that the receiver never
-//     stored, and whose every shingle that tenant stored. Shorter shared
-//     phrases never block; neither does text the receiver stored too
-//     (boilerplate), nor a fingerprint more than MaxOwners tenants own
-//     (common text is not a leak).
+//   - Fingerprints, which never change what is sent. Text a tenant stores is
+//     cut into shingles of k=8 words (lowercased, punctuation ignored),
+//     hashed with a per-process key and winnowed with a window of w=5
+//     shingles, so any shared run of w+k-1 = 12 or more words is found. A
+//     text that left carrying such a run of text another tenant stored and
+//     the receiver did not (a window whose winnowed fingerprint another
+//     tenant owns, that the receiver never stored, and whose every shingle
+//     that tenant stored) is reported to the operator by Run, after it was
+//     sent. Shorter shared phrases are not reported; neither is text the
+//     receiver stored too (boilerplate), nor a fingerprint more than
+//     MaxOwners tenants own (common text is not a leak).
 //   - Markdown and HTML links and images to hosts not on the tenant's
 //     allow-list, the zero-click exfiltration path of an image whose URL
 //     carries data in its query. They are removed: a link keeps its text, an
@@ -28,10 +31,28 @@
 //  2. links and images: disallowed ones are removed;
 //  3. canaries again: one formed by a removal in 1 or 2 blocks;
 //  4. links and images again: one formed by a removal in 1 or 2 blocks;
-//  5. fingerprints of other tenants' text block.
+//  5. fingerprints: the shingles of what passes are hashed as it passes and
+//     queued, when the text ends, for the silent check.
 //
 // Passes 3 and 4 exist because removing text joins what was around it; they
 // make the result fail closed without reasoning about every such seam.
+//
+// # Why fingerprints never block
+//
+// A verdict that depends on what another tenant stored is an oracle and a
+// weapon. Tenant A's model says whatever A asks it to, so if a guessed
+// sentence were withheld when tenant B stored it, A could confirm guesses
+// about B's documents and prompts one answer at a time; and B could get A's
+// answers withheld by storing a public text (a licence, a news story) that
+// A's answers quote. So nothing A sees may depend on B's fingerprints: not
+// the text, the finish reason, A's audit log, the headers, nor the time an
+// answer takes. The fingerprint pass therefore only observes; the check
+// runs on Run's goroutine, off the request's path, and its only output is
+// the report Run hands the operator (never either tenant's audit log: a
+// record in B's log would let B confirm guesses about A's answers).
+// What blocks a real leak is a canary: a random token of 100 bits, planted
+// in the tenant's system prompts and stored records, that no guess can
+// produce, so its presence proves the text came from that tenant's data.
 //
 // # Streaming
 //
@@ -41,22 +62,23 @@
 // would give the whole answer (see Stream for the one difference: a block
 // stops at the first reason found). What each pass holds back:
 //
-//   - canary passes: the last L-1 bytes, L being the longest canary (23 for
-//     NewCanary's), so a canary is never split between what was sent and
-//     what is held (as in package redact);
+//   - canary passes: from the first of the last L-1 bytes (L being the
+//     longest canary, 24 for NewCanary's) where the rest of the text is the
+//     beginning of some canary, so a canary is never split between what was
+//     sent and what is held. Prose is held back only when it ends in such a
+//     beginning ("b", "bk", …), so usually not at all;
 //   - link passes: from the start of a construct that is not closed yet
 //     ("[", "![", "](", "<", or a last "!" or "]" that may begin one). A
 //     construct still open after 2 KiB is plain text if it has not reached
 //     its URL, and blocks the text if it has: a URL that long cannot be
 //     checked, and passing it as text would let any long enough URL through;
-//   - the fingerprint pass: the last w+k-2 = 11 complete words and the word
-//     still being written. A shingle covers k words and a window w shingles,
-//     so the last window that involves a word ends 11 words after it; the
-//     word is sent once that window is checked. A leaked run is therefore
-//     found before any word of it leaves.
+//   - the fingerprint pass: nothing. It keeps a copy of the last k-1 = 7
+//     complete words and the word in progress, to hash the shingles the next
+//     piece completes, and passes every byte on at once.
 //
-// The passes run one after the other, so a stream of prose holds back their
-// sum: 2×(L-1) bytes and 12 words. Output is only cut at UTF-8 boundaries.
+// The passes run one after the other, so a stream of prose holds back at
+// most their sum, 2×(L-1) bytes, and usually nothing. Output is only cut at
+// UTF-8 boundaries.
 //
 // # URLs
 //
@@ -77,9 +99,10 @@
 //
 // Canaries are matched verbatim (ignoring ASCII case): a canary spelled out,
 // encoded or interleaved with other characters is not found. Fingerprints
-// ignore case, punctuation and zero-width characters but not paraphrase.
-// A tenant can make another tenant's answers block by storing text the other
-// tenant's model then quotes at length; that fails closed.
+// ignore case, punctuation and zero-width characters but not paraphrase; a
+// match is found after the text left and is only reported. A canary is only
+// found when the leak carries it: a leak of a few sentences of a document,
+// without the passage's reference, is reported, not stopped.
 package guard
 
 import (
@@ -90,6 +113,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -100,7 +124,6 @@ const (
 	ReasonForeignCanary = "canary of another tenant"
 	ReasonOwnCanary     = "canary of this tenant removed"
 	ReasonFormedCanary  = "canary formed by removing text"
-	ReasonForeignText   = "text stored only by another tenant"
 	ReasonTooLong       = "link or image longer than 2048 bytes"
 	ReasonFormedLink    = "link or image formed by removing text"
 	ReasonNoTenant      = "no tenant"
@@ -111,8 +134,6 @@ const (
 const (
 	// k words make a shingle; winnowing keeps the least of each w shingles.
 	k, w = 8, 5
-	// heldWords is how many complete words a stream holds back.
-	heldWords = w + k - 2
 	// minWords is the shortest run of words always found.
 	minWords = w + k - 1
 
@@ -128,7 +149,7 @@ const (
 )
 
 // Guard holds every tenant's canaries and fingerprints in memory. It is safe
-// for concurrent use.
+// for concurrent use. Its silent text check needs Run.
 type Guard struct {
 	seed maphash.Seed // keys fingerprints with a per-process secret
 
@@ -136,6 +157,11 @@ type Guard struct {
 	canaries map[tenant.ID][]string
 	cset     *canarySet // immutable; replaced whenever canaries change
 	idx      index
+
+	// The silent text check: texts that left, waiting for Run.
+	checks                    chan textCheck
+	running                   atomic.Bool
+	checked, matches, dropped atomic.Uint64
 }
 
 // New returns an empty Guard.
@@ -145,6 +171,7 @@ func New() *Guard {
 		canaries: map[tenant.ID][]string{},
 		cset:     newCanarySet(nil),
 		idx:      newIndex(),
+		checks:   make(chan textCheck, queueLen),
 	}
 }
 
@@ -174,8 +201,9 @@ func (g *Guard) SetCanaries(id tenant.ID, canaries []string) {
 }
 
 // AddText registers text the tenant stores (a document, a memory, a system
-// prompt) as fingerprints it owns. Fingerprints are kept until RemoveTenant;
-// a deleted document's text therefore stays protected.
+// prompt) as fingerprints it owns, so that Run reports it when it leaves for
+// another tenant. Fingerprints are kept until RemoveTenant; a deleted
+// document's text is therefore still recognized.
 func (g *Guard) AddText(id tenant.ID, text string) {
 	if id == "" {
 		return
@@ -207,8 +235,8 @@ type Verdict struct {
 	// be stopped.
 	Blocked bool
 	// Reasons lists what was found (by a stream, so far), sorted, e.g.
-	// "canary of another tenant", "text stored only by another tenant",
-	// "link to a host not allowed: evil.example". It names hosts, never
+	// "canary of another tenant", "link to a host not allowed:
+	// evil.example". It names hosts, never
 	// other content.
 	Reasons []string
 	// Text is what to send when not blocked (for a stream, this piece).
@@ -249,7 +277,10 @@ type stage interface {
 // exactly the Text of Check on the whole text and reports the same Reasons;
 // a stream is blocked exactly when Check is, though it may stop at a
 // different reason (it stops at the first one it finds). Canaries added while
-// a stream runs are not seen by it; fingerprints are.
+// a stream runs are not seen by it. The text a stream lets through is queued
+// for the silent check (see Run) when it is flushed, or in batches while it
+// runs when it is long; a stream that is never flushed is checked only in
+// the batches it completed.
 type Stream struct {
 	stages  []stage
 	reasons reasons
@@ -277,7 +308,7 @@ func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
 		&linkStage{hosts: hosts, r: &s.reasons, lineStart: true},
 		&canaryStage{set: cs, self: id, r: &s.reasons},
 		&linkStage{hosts: hosts, detect: true, r: &s.reasons, lineStart: true},
-		&fingerprintStage{g: g, self: id},
+		&fingerprintTap{g: g, self: id},
 	}
 	return s
 }

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"regexp"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -127,6 +129,25 @@ func docWords(seed uint64, vocab []string, n int) []string {
 	return randomText(rand.New(rand.NewPCG(seed, 7)), vocab, n)
 }
 
+// reported sends text to id through Check, which must pass it unchanged,
+// then runs the silent check on what Check queued, as Run would.
+func reported(t testing.TB, g *Guard, id tenant.ID, text string) bool {
+	t.Helper()
+	if v := g.Check(id, text, nil); v.Blocked || v.Text != text {
+		t.Fatalf("Check(%s) changed a text with no canary or link: %+v", id, v)
+	}
+	found := false
+	for {
+		select {
+		case c := <-g.checks:
+			_, ok := g.match(c)
+			found = found || ok
+		default:
+			return found
+		}
+	}
+}
+
 func TestForeignText(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	vocab := pseudoWords(r, 600)
@@ -137,35 +158,35 @@ func TestForeignText(t *testing.T) {
 	g.AddText(globex, strings.Join(docWords(2, docVocab, 200), " "))
 
 	// Every 12-word run of acme's document, however punctuated and cased,
-	// blocks an answer to globex and not one to acme.
+	// is reported in an answer to globex and not in one to acme.
 	for off := 0; off+minWords <= len(doc); off++ {
 		run := mangle(r, doc[off:off+minWords])
 		text := strings.Join(randomText(r, filler, 30), " ") + ". " + run + ". " + strings.Join(randomText(r, filler, 30), " ")
-		if v := g.Check(globex, text, nil); !v.Blocked || !slices.Contains(v.Reasons, ReasonForeignText) {
-			t.Fatalf("run at %d to globex: %+v, want blocked for %q", off, v, ReasonForeignText)
+		if !reported(t, g, globex, text) {
+			t.Fatalf("run at %d to globex: not reported", off)
 		}
-		if v := g.Check(acme, text, nil); v.Blocked {
-			t.Fatalf("run at %d to acme, who stored it: blocked %q", off, v.Reasons)
+		if reported(t, g, acme, text) {
+			t.Fatalf("run at %d to acme, who stored it: reported", off)
 		}
-		if v := g.Check(initech, run, nil); !v.Blocked {
-			t.Fatalf("run at %d alone to a tenant that stored nothing: not blocked", off)
+		if !reported(t, g, initech, run) {
+			t.Fatalf("run at %d alone to a tenant that stored nothing: not reported", off)
 		}
 	}
-	// Shorter runs never block.
+	// Shorter runs are never reported.
 	for off := 0; off+minWords-1 <= len(doc); off++ {
 		text := strings.Join(randomText(r, filler, 20), " ") + " " + mangle(r, doc[off:off+minWords-1]) + " " + strings.Join(randomText(r, filler, 20), " ")
-		if v := g.Check(globex, text, nil); v.Blocked {
-			t.Fatalf("11-word run at %d: blocked %q", off, v.Reasons)
+		if reported(t, g, globex, text) {
+			t.Fatalf("11-word run at %d: reported", off)
 		}
 	}
-	// A short document is still protected when quoted whole.
+	// A short document is still recognized when quoted whole.
 	short := strings.Join(randomText(r, filler, 10), " ")
 	g.AddText(initech, short)
-	if v := g.Check(globex, short, nil); !v.Blocked {
-		t.Fatalf("a 10-word document quoted whole: not blocked")
+	if !reported(t, g, globex, short) {
+		t.Fatalf("a 10-word document quoted whole: not reported")
 	}
-	if v := g.Check(initech, short, nil); v.Blocked {
-		t.Fatalf("a 10-word document to its owner: blocked")
+	if reported(t, g, initech, short) {
+		t.Fatalf("a 10-word document to its owner: reported")
 	}
 }
 
@@ -185,18 +206,18 @@ func TestSharedText(t *testing.T) {
 		to := from + minWords + r.IntN(len(boiler)-from-minWords+1)
 		text := strings.Join(randomText(r, filler, 10), " ") + " " + mangle(r, boiler[from:to]) + " " + strings.Join(randomText(r, filler, 10), " ")
 		for _, id := range []tenant.ID{acme, globex} {
-			if v := g.Check(id, text, nil); v.Blocked {
-				t.Fatalf("boilerplate words %d..%d to %s, who stored it: blocked %q", from, to, id, v.Reasons)
+			if reported(t, g, id, text) {
+				t.Fatalf("boilerplate words %d..%d to %s, who stored it: reported", from, to, id)
 			}
 		}
-		if v := g.Check(initech, text, nil); !v.Blocked {
-			t.Fatalf("boilerplate words %d..%d to initech, who did not store it: not blocked", from, to)
+		if !reported(t, g, initech, text) {
+			t.Fatalf("boilerplate words %d..%d to initech, who did not store it: not reported", from, to)
 		}
 	}
 	// The boilerplate followed by 12 words only acme stored leaks acme's text.
 	text := strings.Join(slices.Concat(boiler, aTail[:minWords]), " ")
-	if v := g.Check(globex, text, nil); !v.Blocked {
-		t.Fatalf("boilerplate and 12 words of acme's own: not blocked")
+	if !reported(t, g, globex, text) {
+		t.Fatalf("boilerplate and 12 words of acme's own: not reported")
 	}
 }
 
@@ -211,9 +232,8 @@ func TestCommonText(t *testing.T) {
 			id := tenant.ID(fmt.Sprintf("t%d", i))
 			g.AddText(id, strings.Join(slices.Concat(randomText(r, vocab[300:], 50), common, randomText(r, vocab[300:], 50)), " "))
 		}
-		v := g.Check(initech, text, nil)
-		if want := owners <= MaxOwners; v.Blocked != want {
-			t.Fatalf("text stored by %d tenants: blocked %v, want %v", owners, v.Blocked, want)
+		if got, want := reported(t, g, initech, text), owners <= MaxOwners; got != want {
+			t.Fatalf("text stored by %d tenants: reported %v, want %v", owners, got, want)
 		}
 	}
 }
@@ -250,22 +270,23 @@ func TestRemoveTenant(t *testing.T) {
 	g.AddText(globex, doc) // shared, then acme leaves
 	own := "unrelated text of initech that is long enough to hold a shingle or two of words"
 	g.AddText(initech, own)
-	for _, text := range []string{c, doc} {
-		if v := g.Check(initech, text, nil); !v.Blocked {
-			t.Fatalf("before removal, %.20q… not blocked", text)
-		}
+	if v := g.Check(initech, c, nil); !v.Blocked {
+		t.Fatalf("before removal, acme's canary not blocked")
+	}
+	if !reported(t, g, initech, doc) {
+		t.Fatalf("before removal, the shared text not reported")
 	}
 	g.RemoveTenant(acme)
 	if v := g.Check(initech, c, nil); v.Blocked {
 		t.Fatalf("removed tenant's canary still blocks: %q", v.Reasons)
 	}
 	// globex still owns the text alone.
-	if v := g.Check(initech, doc, nil); !v.Blocked {
-		t.Fatalf("after removal, globex's text not blocked")
+	if !reported(t, g, initech, doc) {
+		t.Fatalf("after removal, globex's text not reported")
 	}
 	g.RemoveTenant(globex)
-	if v := g.Check(initech, doc, nil); v.Blocked {
-		t.Fatalf("text of removed tenants still blocks: %q", v.Reasons)
+	if reported(t, g, initech, doc) {
+		t.Fatalf("text of removed tenants still reported")
 	}
 	selected, _ := fingerprints(g.seed, own)
 	if got, want := len(g.idx.m), len(selected); got != want {
@@ -286,11 +307,11 @@ func TestFailClosed(t *testing.T) {
 		t.Fatalf("no tenant: %+v, want blocked", v)
 	}
 	s := g.Stream(acme, nil)
-	if out, v := s.Write("hello "); v.Blocked || out != "" {
-		// Fewer than 12 words are held.
+	if out, v := s.Write("hello "); v.Blocked || out != "hello " {
+		// No canary is set, so nothing is held.
 		t.Fatalf("Write = %q %+v", out, v)
 	}
-	if out, v := s.Flush(); v.Blocked || out != "hello " {
+	if out, v := s.Flush(); v.Blocked || out != "" {
 		t.Fatalf("Flush = %q %+v", out, v)
 	}
 	if out, v := s.Write("more"); !v.Blocked || out != "" || !slices.Contains(v.Reasons, ReasonAfterFlush) {
@@ -356,34 +377,53 @@ func TestConcurrent(t *testing.T) {
 	wg.Wait()
 }
 
-// TestStreamStopsBeforeRun streams another tenant's text word by word and
-// checks that no word of the leaked run was sent before the block.
-func TestStreamStopsBeforeRun(t *testing.T) {
+// TestStreamReportsRunAfterSending streams another tenant's text word by
+// word: nothing is blocked or held back for it, and once the stream is
+// flushed Run reports it, naming both tenants.
+func TestStreamReportsRunAfterSending(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	vocab := pseudoWords(r, 600)
 	doc := docWords(3, vocab[:300], 100)
 	g := New()
 	g.AddText(globex, strings.Join(doc, " "))
+	reports := make(chan TextMatch, 16)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx, func(m TextMatch) { reports <- m }) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
 	for off := 0; off+minWords <= len(doc); off += 7 {
 		run := doc[off : off+minWords]
 		answer := slices.Concat(randomText(r, vocab[300:], 20), run, randomText(r, vocab[300:], 20))
 		s := g.Stream(acme, nil)
 		var sent strings.Builder
-		blocked := false
-		for _, wd := range answer {
+		for i, wd := range answer {
 			out, v := s.Write(wd + " ")
+			if v.Blocked {
+				t.Fatalf("run at %d: blocked after word %d: %q", off, i, v.Reasons)
+			}
+			if out != wd+" " {
+				t.Fatalf("run at %d: word %d: sent %q, want %q at once", off, i, out, wd+" ")
+			}
 			sent.WriteString(out)
-			if blocked = v.Blocked; blocked {
-				break
+		}
+		if out, v := s.Flush(); v.Blocked || out != "" {
+			t.Fatalf("run at %d: Flush = %q %+v", off, out, v)
+		}
+		select {
+		case m := <-reports:
+			if m.Receiver != acme || !slices.Equal(m.Owners, []tenant.ID{globex}) || m.Windows == 0 {
+				t.Fatalf("run at %d: got report %+v, want acme receiving globex's text", off, m)
 			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run at %d: no report", off)
 		}
-		if !blocked || sent.Len() == 0 {
-			t.Fatalf("run at %d: blocked %v after sending %q, want blocked after the first words", off, blocked, sent.String())
-		}
-		for _, wd := range strings.Fields(sent.String()) {
-			if slices.Contains(run, wd) {
-				t.Fatalf("run at %d: sent %q of the run before blocking", off, wd)
-			}
-		}
+	}
+	if got := g.Stats(); got.Matches == 0 || got.Checked < got.Matches {
+		t.Fatalf("Stats() = %+v, want matches counted", got)
 	}
 }

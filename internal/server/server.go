@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
@@ -111,6 +112,18 @@ func RegisterTenant(g Guard, t control.Tenant) {
 		if p.SystemPrompt != "" {
 			g.AddText(t.ID, p.SystemPrompt)
 		}
+	}
+}
+
+// ReportTextMatches returns the observer of the guard's silent text check
+// (guard.Guard.Run): a warning in the operator's log naming the tenant that
+// received another tenant's stored text and the tenants that stored it. It
+// goes to no tenant's audit log: in the receiver's it would confirm guesses
+// about the others' text, in an owner's guesses about the receiver's answers.
+func ReportTextMatches(logger *slog.Logger) func(guard.TextMatch) {
+	return func(m guard.TextMatch) {
+		logger.Warn("another tenant's stored text in an output", "tenant", m.Receiver,
+			"owners", m.Owners, "windows", m.Windows, "total", m.Total)
 	}
 }
 

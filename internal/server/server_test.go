@@ -81,6 +81,7 @@ type testEnv struct {
 	life    *lifecycle.Lifecycle
 	mcp     *tools.MCPExecutor
 	dataDir string
+	guard   *guard.Guard
 }
 
 func newTestEnv(t testing.TB, opts envOptions) *testEnv {
@@ -143,8 +144,18 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	}
 	outputGuard := guard.New()
 	embedCache, vectors := embed.NewCache(10_000), vector.NewCache(64<<20)
-	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Store: stores, Ciphers: ring, Embedder: embed.NewOffline(0),
-		Cache: embedCache, Vectors: vectors})
+	guardDone := make(chan error, 1)
+	go func() {
+		guardDone <- outputGuard.Run(logCtx, ReportTextMatches(cmp.Or(opts.logger, slog.New(slog.DiscardHandler))))
+	}()
+	tenantCanary := func(id tenant.ID) string {
+		if t, err := plane.Tenant(id); err == nil && len(t.Canaries) > 0 {
+			return t.Canaries[0]
+		}
+		return ""
+	}
+	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Canary: tenantCanary, Store: stores, Ciphers: ring,
+		Embedder: embed.NewOffline(0), Cache: embedCache, Vectors: vectors})
 	builtins := map[string]agent.Executor{}
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
@@ -211,7 +222,7 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	srv := httptest.NewServer(h)
 	tr := srv.Client().Transport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 512
-	env := &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: plane, stores: stores, life: life, mcp: mcp, dataDir: dir}
+	env := &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: plane, stores: stores, life: life, mcp: mcp, dataDir: dir, guard: outputGuard}
 	t.Cleanup(func() {
 		srv.Close()
 		tr.CloseIdleConnections()
@@ -222,6 +233,9 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		stopLog()
 		if err := <-logDone; err != nil {
 			t.Errorf("audit log: %v", err)
+		}
+		if err := <-guardDone; err != nil {
+			t.Errorf("guard: %v", err)
 		}
 		if err := mcp.Close(); err != nil {
 			t.Errorf("close mcp sessions: %v", err)
