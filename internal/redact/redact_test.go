@@ -8,6 +8,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
 const token = "sk-live/4f9+Zq=xY_token"
@@ -64,8 +66,8 @@ func TestNilRedactor(t *testing.T) {
 func TestStreamSplitEverywhere(t *testing.T) {
 	r := New([]Secret{{Name: "crm", Value: token}, {Name: "byok", Value: "ключ-секрет-42"}})
 	var in strings.Builder
-	for _, f := range forms(token) {
-		in.WriteString("ü text " + f + " more ")
+	for _, f := range textnorm.Encodings(token) {
+		in.WriteString("ü text " + f.Text + " more ")
 	}
 	in.WriteString("and ключ-секрет-42 at the end")
 	text := in.String()

@@ -1,0 +1,484 @@
+package textnorm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math/bits"
+	"slices"
+	"strings"
+	"sync"
+	"unicode/utf8"
+)
+
+// Minimum pattern lengths, in view bytes. A pattern in the squeezed view
+// must have at least MinSqueezed letters and digits: a random value then has
+// about 5 bits per character left after case folding (60 bits), and ordinary
+// text does not hold it by chance. Shorter values are searched only in the
+// exact view, only in their exact forms (not as encoding interiors), with at
+// least MinExact bytes. So base64 is matched ignoring case (its folded
+// interior of 12 or more characters is still specific enough), and a value
+// shorter than about 10 bytes is found inside longer base64 or base32 data
+// only where it is encoded on its own.
+const (
+	MinSqueezed = 12
+	MinExact    = 8
+	prefixLen   = 8 // bytes the prefilter hashes
+	maxTrail    = 8
+)
+
+// Options tunes a Matcher.
+type Options struct {
+	// MaxPattern, if positive, cuts squeezed patterns to their first
+	// MaxPattern bytes. A detector (the guard) needs no more to be sure, and
+	// a stream holds back less; a redactor must cut the whole form and
+	// leaves it 0.
+	MaxPattern int
+	// Lookahead is the least number of view bytes a Scanner holds after a
+	// position before searching it, for a Visit function that reads
+	// windows of that length.
+	Lookahead int
+}
+
+// A Match is one place a value was found: bytes [Start, End) of the text.
+type Match struct {
+	Start, End int
+	Value      int // index of the value in the list given to NewMatcher
+	Form       Form
+
+	trail   string // bytes to take into the match if they follow it
+	pending bool   // trail not checked yet: the text may not have reached it
+}
+
+// Matcher finds a fixed list of values, in all their Encodings and in both
+// views of a text. It is immutable and safe for concurrent use.
+type Matcher struct {
+	exact, squeezed patternSet
+	lookahead       int
+}
+
+type pattern struct {
+	text  string
+	trail string
+	value int32
+	form  Form
+}
+
+// patternSet is the patterns of one view with its prefilter: a bitmap over
+// a hash of each pattern's first prefixLen bytes, so that most positions of
+// a text cost one load, one multiplication and one bit test.
+//
+// The set probes only every stride-th position of a view: a pattern of at
+// least minLen bytes has a probed position among its first stride ones, and
+// the index holds each pattern's prefixLen-grams at offsets 0 to stride-1.
+type patternSet struct {
+	pats     []pattern
+	byPrefix map[uint64][]gram
+	filter   []uint64
+	shift    uint
+	maxLen   int
+	stride   int
+}
+
+// gram is a pattern whose prefixLen bytes at offset off hash to a key.
+type gram struct{ pat, off int32 }
+
+const hashMul = 0x9E3779B97F4A7C15
+
+// NewMatcher returns a Matcher for values. Values too short for either view
+// are never found.
+func NewMatcher(values []string, opts Options) *Matcher {
+	m := &Matcher{lookahead: opts.Lookahead}
+	type key struct {
+		text  string
+		value int32
+	}
+	seen := map[key]bool{}
+	add := func(ps *patternSet, p pattern) {
+		if strings.IndexByte(p.text, breakByte) >= 0 || seen[key{p.text, p.value}] {
+			return
+		}
+		seen[key{p.text, p.value}] = true
+		ps.pats = append(ps.pats, p)
+	}
+	for vi, v := range values {
+		for _, e := range Encodings(v) {
+			d, q := Views(e.Text)
+			switch {
+			case len(q) >= MinSqueezed:
+				p := pattern{text: q, value: int32(vi), form: e.Form}
+				if opts.MaxPattern > 0 && len(q) > opts.MaxPattern {
+					p.text = q[:opts.MaxPattern]
+				} else {
+					p.trail = trail(e.Text)
+				}
+				add(&m.squeezed, p)
+			case !e.Interior && len(d) >= MinExact:
+				add(&m.exact, pattern{text: d, value: int32(vi), form: e.Form})
+			}
+		}
+	}
+	m.exact.index()
+	m.squeezed.index()
+	return m
+}
+
+// trail returns the ASCII punctuation that ends s (base64 padding, say), to
+// be cut with a match of the squeezed form that leaves it out.
+func trail(s string) string {
+	i := len(s)
+	for i > 0 && len(s)-i < maxTrail {
+		c := s[i-1]
+		if c >= utf8.RuneSelf || asciiSqueezed[c] != "" || c == '%' || c == '\\' {
+			break
+		}
+		i--
+	}
+	return s[i:]
+}
+
+func (ps *patternSet) index() {
+	ps.stride = 1
+	if len(ps.pats) == 0 {
+		return
+	}
+	// Longest first, so a position reports its longest match first.
+	slices.SortStableFunc(ps.pats, func(a, b pattern) int { return len(b.text) - len(a.text) })
+	minLen := len(ps.pats[len(ps.pats)-1].text)
+	ps.stride = max(1, minLen-prefixLen+1)
+	n := max(1<<10, min(1<<22, len(ps.pats)*ps.stride*16))
+	lg := bits.Len(uint(n - 1))
+	ps.filter = make([]uint64, (1<<lg)/64)
+	ps.shift = uint(64 - lg)
+	ps.byPrefix = make(map[uint64][]gram, len(ps.pats)*ps.stride)
+	for i, p := range ps.pats {
+		for off := range ps.stride {
+			k := binary.LittleEndian.Uint64([]byte(p.text[off : off+prefixLen]))
+			ps.byPrefix[k] = append(ps.byPrefix[k], gram{int32(i), int32(off)})
+			h := (k * hashMul) >> ps.shift
+			ps.filter[h>>6] |= 1 << (h & 63)
+		}
+		ps.maxLen = max(ps.maxLen, len(p.text))
+	}
+}
+
+// Empty reports whether m finds nothing.
+func (m *Matcher) Empty() bool {
+	return m == nil || len(m.exact.pats)+len(m.squeezed.pats) == 0
+}
+
+// Holdback is the most view bytes a Scanner holds back. Each view byte comes
+// from at most maxUnit+maxGap bytes of text, which bounds the text held.
+func (m *Matcher) Holdback() int {
+	if m == nil {
+		return 0
+	}
+	return max(m.exact.maxLen, m.squeezed.maxLen, m.lookahead) - 1
+}
+
+var scanners = sync.Pool{New: func() any { return new(Scanner) }}
+
+// Find returns every match in text, sorted by Start. Matches may overlap.
+func (m *Matcher) Find(text string) []Match {
+	if m.Empty() {
+		return nil
+	}
+	s := scanners.Get().(*Scanner)
+	s.reset(m)
+	// In pieces, so the views stay in the processor's cache.
+	const piece = 4 << 10
+	var found []Match
+	for i := 0; i < len(text) || i == 0; i += piece {
+		base := s.base
+		_, ms := s.advance(text[i:min(len(text), i+piece)], i+piece >= len(text), false)
+		for _, x := range ms {
+			x.Start += base
+			x.End += base
+			found = append(found, x)
+		}
+	}
+	s.m = nil
+	scanners.Put(s)
+	return found
+}
+
+// Scanner finds a Matcher's values in a text that arrives in pieces. It is
+// not safe for concurrent use.
+type Scanner struct {
+	m    *Matcher
+	base int    // offset in the text of orig[0]
+	orig []byte // the text not settled yet
+	proc int    // offset up to which units went into the views
+
+	exact, squeezed view
+	found           []Match
+
+	// Visit, if set, is called with the squeezed view after each search:
+	// positions [from, to) of buf were just searched, and buf holds the
+	// Matcher's Lookahead bytes after each of them unless the text ends or a
+	// break intervenes first. src gives each byte's offset in the text.
+	Visit func(buf []byte, src []int32, from, to int)
+}
+
+// Scanner returns a new Scanner for m.
+func (m *Matcher) Scanner() *Scanner {
+	s := &Scanner{}
+	s.reset(m)
+	return s
+}
+
+func (s *Scanner) reset(m *Matcher) {
+	s.m, s.base, s.proc, s.Visit = m, 0, 0, nil
+	s.orig, s.found = s.orig[:0], s.found[:0]
+	s.exact.reset()
+	s.squeezed.reset()
+}
+
+// Advance takes the next piece of the text (final: the last) and returns
+// the text now settled, which no later piece can change, and the matches
+// inside it, offsets relative to that segment, sorted by Start. With final
+// the whole rest is settled.
+//
+// What is held back: the text behind the last Holdback view bytes, a unit
+// not complete yet (an escape or a UTF-8 sequence cut by the piece's end),
+// and a match that a later piece may lengthen (padding).
+func (s *Scanner) Advance(piece string, final bool) (string, []Match) {
+	if s.m.Empty() {
+		return piece, nil
+	}
+	return s.advance(piece, final, true)
+}
+
+func (s *Scanner) advance(piece string, final, wantText bool) (string, []Match) {
+	s.orig = append(s.orig, piece...)
+	s.build(final)
+	if len(s.m.exact.pats) > 0 {
+		s.search(&s.exact, &s.m.exact, final, nil)
+	}
+	s.search(&s.squeezed, &s.m.squeezed, final, s.Visit)
+	b := s.settle(final)
+	n := b - s.base
+	var seg string
+	if wantText {
+		seg = string(s.orig[:n])
+	}
+	var out []Match
+	keep := s.found[:0]
+	for _, m := range s.found {
+		if m.End <= b {
+			m.Start -= s.base
+			m.End -= s.base
+			out = append(out, m)
+		} else {
+			keep = append(keep, m)
+		}
+	}
+	s.found = keep
+	slices.SortStableFunc(out, func(a, b Match) int { return a.Start - b.Start })
+	s.orig = s.orig[:copy(s.orig, s.orig[n:])]
+	s.base = b
+	s.exact.drop()
+	s.squeezed.drop()
+	return seg, out
+}
+
+func (s *Scanner) build(final bool) {
+	if len(s.m.exact.pats) == 0 {
+		s.buildSqueezed(final)
+		return
+	}
+	end := s.base + len(s.orig)
+	for s.proc < end {
+		i := s.proc - s.base
+		c := s.orig[i]
+		var d, q string
+		n := 1
+		if c < utf8.RuneSelf && c != '%' && c != '\\' {
+			d, q = asciiSkeleton[c], asciiSqueezed[c]
+		} else if d, q, n = unitViews(s.orig[i:], final); n == 0 {
+			break
+		}
+		start := s.proc
+		s.proc += n
+		s.exact.add(d, start, s.proc)
+		s.squeezed.add(q, start, s.proc)
+	}
+}
+
+// buildSqueezed is build for the squeezed view alone, with a fast path for
+// the ASCII bytes that make up most text.
+func (s *Scanner) buildSqueezed(final bool) {
+	v := &s.squeezed
+	end := s.base + len(s.orig)
+	// Room for one view byte per text byte; the slow path grows it.
+	buf := slices.Grow(v.buf, end-s.proc+1)
+	src := slices.Grow(v.src, end-s.proc+1)
+	n := len(buf)
+	buf, src = buf[:cap(buf)], src[:cap(src)]
+	p, base, orig := s.proc, s.base, s.orig
+	lastOut, broken := v.lastOut, v.broken
+	for p < end {
+		// Fast path: ASCII bytes whose squeezed skeleton is one byte or none.
+		in := orig[p-base : end-base]
+		j := 0
+		for ; j < len(in); j++ {
+			t := asciiClass[in[j]]
+			if t > 1 {
+				if n >= len(buf) || n >= len(src) {
+					break
+				}
+				buf[n], src[n] = t, int32(p+j)
+				n++
+				lastOut, broken = p+j+1, false
+				continue
+			}
+			if t == 0 {
+				break
+			}
+			if !broken && p+j+1-lastOut > maxGap {
+				if n >= len(buf) || n >= len(src) {
+					break
+				}
+				buf[n], src[n] = breakByte, int32(p+j)
+				n++
+				broken = true
+				v.lastBreak = n
+			}
+		}
+		p += j
+		if p >= end {
+			break
+		}
+		_, q, u := unitViews(orig[p-base:], final)
+		if u == 0 {
+			break
+		}
+		start := p
+		p += u
+		buf, src = buf[:n], src[:n]
+		if q == "" {
+			if !broken && p-lastOut > maxGap {
+				buf, src = append(buf, breakByte), append(src, int32(start))
+				broken = true
+				v.lastBreak = len(buf)
+			}
+		} else {
+			for k := 0; k < len(q); k++ {
+				buf, src = append(buf, q[k]), append(src, int32(start))
+			}
+			lastOut, broken = p, false
+		}
+		n = len(buf)
+		buf, src = slices.Grow(buf, end-p+1), slices.Grow(src, end-p+1)
+		buf, src = buf[:cap(buf)], src[:cap(src)]
+	}
+	v.buf, v.src, v.lastOut, v.broken = buf[:n], src[:n], lastOut, broken
+	s.proc = p
+}
+
+// asciiClass is, for each byte, its squeezed skeleton when that is one
+// byte, 1 when it is empty, and 0 when the byte needs the slow path (an
+// escape, a non-ASCII byte, or a letter with a longer skeleton).
+var asciiClass [256]byte
+
+// initASCIIClass is called by init once asciiSqueezed is set.
+func initASCIIClass() {
+	for c := range utf8.RuneSelf {
+		switch q := asciiSqueezed[c]; {
+		case c == '%' || c == '\\':
+		case q == "":
+			asciiClass[c] = 1
+		case len(q) == 1:
+			asciiClass[c] = q[0]
+		}
+	}
+}
+
+func (s *Scanner) search(v *view, ps *patternSet, final bool, visit func([]byte, []int32, int, int)) {
+	la := max(ps.maxLen, s.m.lookahead)
+	limit := max(len(v.buf)-(la-1), v.lastBreak)
+	if final {
+		limit = len(v.buf)
+	}
+	from := v.scanned
+	if limit <= from {
+		return
+	}
+	if len(ps.pats) > 0 {
+		buf := v.buf
+		end := min(limit, len(buf)-prefixLen+1)
+		st := ps.stride
+		i := from
+		if r := (v.dropped + i) % st; r != 0 {
+			i += st - r
+		}
+		for ; i < end; i += st {
+			k := binary.LittleEndian.Uint64(buf[i:])
+			h := (k * hashMul) >> ps.shift
+			if ps.filter[h>>6]&(1<<(h&63)) == 0 {
+				continue
+			}
+			for _, g := range ps.byPrefix[k] {
+				p := &ps.pats[g.pat]
+				at := i - int(g.off)
+				if at >= 0 && len(buf)-at >= len(p.text) && string(buf[at:at+len(p.text)]) == p.text {
+					s.addMatch(v, at, p, final)
+				}
+			}
+		}
+	}
+	v.scanned = limit
+	// Every match starting before settled is found: its probed position is
+	// before limit, or it ends before a break, or the text ended.
+	v.settled = max(limit-(ps.stride-1), v.lastBreak, v.settled)
+	if final {
+		v.settled = len(v.buf)
+	}
+	if visit != nil {
+		visit(v.buf, v.src, from, limit)
+	}
+}
+
+func (s *Scanner) addMatch(v *view, i int, p *pattern, final bool) {
+	last := int(v.src[i+len(p.text)-1])
+	m := Match{Start: int(v.src[i]), End: last + unitEnd(s.orig[last-s.base:]), Value: int(p.value), Form: p.form, trail: p.trail}
+	if m.trail != "" {
+		s.resolveTrail(&m, final)
+	}
+	s.found = append(s.found, m)
+}
+
+func (s *Scanner) resolveTrail(m *Match, final bool) {
+	rest := s.orig[m.End-s.base:]
+	if len(rest) < len(m.trail) && !final {
+		m.pending = true
+		return
+	}
+	if bytes.HasPrefix(rest, []byte(m.trail)) {
+		m.End += len(m.trail)
+	}
+	m.trail, m.pending = "", false
+}
+
+// settle returns the offset before which the text is settled.
+func (s *Scanner) settle(final bool) int {
+	b := s.proc
+	for _, v := range []*view{&s.exact, &s.squeezed} {
+		if v.settled < len(v.buf) {
+			b = min(b, int(v.src[v.settled]))
+		}
+	}
+	for i := range s.found {
+		if s.found[i].pending {
+			s.resolveTrail(&s.found[i], final)
+		}
+	}
+	for changed := true; changed; {
+		changed = false
+		for _, m := range s.found {
+			if m.Start < b && (m.End > b || m.pending) {
+				b, changed = m.Start, true
+			}
+		}
+	}
+	return b
+}
