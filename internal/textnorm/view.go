@@ -32,7 +32,7 @@ const (
 	maxGap = 16
 	// maxUnit is the longest unit: a surrogate pair "\uD83D\uDE00", or four
 	// %XX or \xXX escapes of one UTF-8 sequence.
-	maxUnit = 16
+	maxUnit   = 16
 	breakByte = 0
 )
 
