@@ -98,6 +98,7 @@ import (
 // URL, e.g. "image from a host not allowed: evil.example".
 const (
 	ReasonForeignCanary = "canary of another tenant"
+	ReasonForeignSecret = "secret of another tenant"
 	ReasonOwnCanary     = "canary of this tenant removed"
 	ReasonFormedCanary  = "canary formed by removing text"
 	ReasonForeignText   = "text stored only by another tenant"
@@ -132,18 +133,29 @@ const (
 type Guard struct {
 	seed maphash.Seed // keys fingerprints with a per-process secret
 
+	keys *secretKeys  // keys the hashes of secrets' tiles
+
 	mu       sync.RWMutex
 	canaries map[tenant.ID][]string
-	cset     *canarySet // immutable; replaced whenever canaries change
-	idx      index
+	secrets  map[tenant.ID]map[string][]secretTile
+	// cset is immutable; it is dropped whenever canaries or secrets change
+	// and rebuilt by the next Stream, so loading many tenants costs one
+	// build.
+	cset *canarySet
+	idx  index
 }
 
 // New returns an empty Guard.
 func New() *Guard {
+	random := make([]byte, 40)
+	if _, err := rand.Read(random); err != nil {
+		panic(fmt.Sprintf("guard: read random key: %v", err)) // crypto/rand does not fail on supported systems
+	}
 	return &Guard{
 		seed:     maphash.MakeSeed(),
+		keys:     newSecretKeys(random),
 		canaries: map[tenant.ID][]string{},
-		cset:     newCanarySet(nil),
+		secrets:  map[tenant.ID]map[string][]secretTile{},
 		idx:      newIndex(),
 	}
 }
@@ -170,7 +182,70 @@ func (g *Guard) SetCanaries(id tenant.ID, canaries []string) {
 	} else {
 		g.canaries[id] = slices.Clone(canaries)
 	}
-	g.cset = newCanarySet(g.canaries)
+	g.cset = nil
+}
+
+// SetSecret records the tenant's secret name, to recognize its value in
+// other tenants' answers, and reports whether it is tracked: only values of
+// at least 16 bytes with an estimated 64 bits of entropy are (see secrets.go
+// for why). The guard keeps keyed hashes of windows of the value's forms,
+// never the value. A value that is not tracked forgets an earlier one of
+// the same name.
+func (g *Guard) SetSecret(id tenant.ID, name string, value []byte) bool {
+	if id == "" {
+		return false
+	}
+	var tiles []secretTile
+	if tracked(value) {
+		tiles = g.keys.tiles(value)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(tiles) == 0 {
+		g.deleteSecretLocked(id, name)
+		return false
+	}
+	if g.secrets[id] == nil {
+		g.secrets[id] = map[string][]secretTile{}
+	}
+	g.secrets[id][name] = tiles
+	g.cset = nil
+	return true
+}
+
+// DeleteSecret forgets the tenant's secret name.
+func (g *Guard) DeleteSecret(id tenant.ID, name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.deleteSecretLocked(id, name)
+}
+
+func (g *Guard) deleteSecretLocked(id tenant.ID, name string) {
+	if _, ok := g.secrets[id][name]; !ok {
+		return
+	}
+	delete(g.secrets[id], name)
+	if len(g.secrets[id]) == 0 {
+		delete(g.secrets, id)
+	}
+	g.cset = nil
+}
+
+// canarySet returns the current canary set, building it if a change
+// dropped it.
+func (g *Guard) canarySet() *canarySet {
+	g.mu.RLock()
+	cs := g.cset
+	g.mu.RUnlock()
+	if cs != nil {
+		return cs
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cset == nil {
+		g.cset = newCanarySet(g.canaries, newSecretSet(g.keys, g.secrets))
+	}
+	return g.cset
 }
 
 // AddText registers text the tenant stores (a document, a memory, a system
@@ -194,9 +269,12 @@ func (g *Guard) AddText(id tenant.ID, text string) {
 func (g *Guard) RemoveTenant(id tenant.ID) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.canaries[id]; ok {
+	_, c := g.canaries[id]
+	_, sec := g.secrets[id]
+	if c || sec {
 		delete(g.canaries, id)
-		g.cset = newCanarySet(g.canaries)
+		delete(g.secrets, id)
+		g.cset = nil
 	}
 	g.idx.remove(id)
 }
@@ -213,6 +291,43 @@ type Verdict struct {
 	Reasons []string
 	// Text is what to send when not blocked (for a stream, this piece).
 	Text string
+	// Owners lists, sorted, the tenants whose canary or secret was found
+	// (by a stream, so far): the victims of a blocked leak, for their own
+	// audit logs. It never holds the receiving tenant.
+	Owners []tenant.ID
+	// Leaks says what of each owner's was found, sorted by owner and kind.
+	Leaks []Leak
+}
+
+// LeakKind is what of another tenant's was found.
+type LeakKind string
+
+// The kinds of leak.
+const (
+	LeakCanary LeakKind = "canary"
+	LeakSecret LeakKind = "secret"
+)
+
+// Leak is one kind of another tenant's data found in a text.
+type Leak struct {
+	Owner tenant.ID
+	Kind  LeakKind
+}
+
+// leaks collects what a stream found of other tenants'.
+type leaks struct{ list []Leak }
+
+func (l *leaks) add(owner tenant.ID, kind LeakKind) {
+	lk := Leak{Owner: owner, Kind: kind}
+	cmp := func(a, b Leak) int {
+		if a.Owner != b.Owner {
+			return strings.Compare(string(a.Owner), string(b.Owner))
+		}
+		return strings.Compare(string(a.Kind), string(b.Kind))
+	}
+	if i, found := slices.BinarySearchFunc(l.list, lk, cmp); !found {
+		l.list = slices.Insert(l.list, i, lk)
+	}
 }
 
 // Check inspects text that is about to leave for tenant id: an answer or the
@@ -253,6 +368,7 @@ type stage interface {
 type Stream struct {
 	stages  []stage
 	reasons reasons
+	leaks   leaks
 	blocked bool
 	flushed bool
 }
@@ -268,14 +384,12 @@ func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
 		s.block(ReasonNoTenant)
 		return s
 	}
-	g.mu.RLock()
-	cs := g.cset
-	g.mu.RUnlock()
+	cs := g.canarySet()
 	hosts := newHostList(allowHosts)
 	s.stages = []stage{
-		&canaryStage{set: cs, self: id, remove: true, r: &s.reasons},
+		&canaryStage{set: cs, self: id, remove: true, r: &s.reasons, leaks: &s.leaks},
 		&linkStage{hosts: hosts, r: &s.reasons, lineStart: true},
-		&canaryStage{set: cs, self: id, r: &s.reasons},
+		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks},
 		&linkStage{hosts: hosts, detect: true, r: &s.reasons, lineStart: true},
 		&fingerprintStage{g: g, self: id},
 	}
@@ -323,7 +437,12 @@ func (s *Stream) block(reason string) {
 }
 
 func (s *Stream) verdict(text string) Verdict {
-	v := Verdict{Blocked: s.blocked, Text: text, Reasons: slices.Clone(s.reasons.list)}
+	v := Verdict{Blocked: s.blocked, Text: text, Reasons: slices.Clone(s.reasons.list), Leaks: slices.Clone(s.leaks.list)}
+	for _, l := range v.Leaks {
+		if len(v.Owners) == 0 || v.Owners[len(v.Owners)-1] != l.Owner {
+			v.Owners = append(v.Owners, l.Owner)
+		}
+	}
 	if v.Blocked {
 		v.Text = ""
 	}

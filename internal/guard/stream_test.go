@@ -200,10 +200,12 @@ func TestStreamHoldsBackLittle(t *testing.T) {
 		}
 		sent.WriteString(out)
 		held := len(strings.Join(list[:i+1], " ")+" ") - sent.Len()
-		// Each canary pass holds 23 bytes (the canary's length less one),
-		// the fingerprint pass 11 words and the one in progress: at most
-		// 12 words of up to 7 letters and a space here.
-		if limit := 2*23 + (heldWords+1)*8; i+1 >= minWords+6 && held > limit {
+		// Each canary pass holds the text behind its last 31 letters and
+		// digits (maxCanaryPattern less one): at most 31 letters and 10
+		// spaces of these words. The fingerprint pass holds 11 words and
+		// the one in progress: at most 12 words of up to 7 letters and a
+		// space here.
+		if limit := 2*(maxCanaryPattern-1+10) + (heldWords+1)*8; i+1 >= minWords+6 && held > limit {
 			t.Fatalf("after %d words holding %d bytes, want at most %d", i+1, held, limit)
 		}
 	}

@@ -37,6 +37,10 @@ type Options struct {
 	// position before searching it, for a Visit function that reads
 	// windows of that length.
 	Lookahead int
+	// Early makes a Scanner report a match as soon as its text is there,
+	// before the text around it is settled (in the next Advance whose
+	// segment reaches it), so a detector can stop a stream at once.
+	Early bool
 }
 
 // A Match is one place a value was found: bytes [Start, End) of the text.
@@ -54,6 +58,7 @@ type Match struct {
 type Matcher struct {
 	exact, squeezed patternSet
 	lookahead       int
+	early           bool
 }
 
 type pattern struct {
@@ -87,7 +92,7 @@ const hashMul = 0x9E3779B97F4A7C15
 // NewMatcher returns a Matcher for values. Values too short for either view
 // are never found.
 func NewMatcher(values []string, opts Options) *Matcher {
-	m := &Matcher{lookahead: opts.Lookahead}
+	m := &Matcher{lookahead: opts.Lookahead, early: opts.Early}
 	type key struct {
 		text  string
 		value int32
@@ -236,7 +241,8 @@ func (s *Scanner) reset(m *Matcher) {
 // Advance takes the next piece of the text (final: the last) and returns
 // the text now settled, which no later piece can change, and the matches
 // inside it, offsets relative to that segment, sorted by Start. With final
-// the whole rest is settled.
+// the whole rest is settled. With Options.Early, Pending reports matches in
+// the part not settled yet.
 //
 // What is held back: the text behind the last Holdback view bytes, a unit
 // not complete yet (an escape or a UTF-8 sequence cut by the piece's end),
@@ -400,31 +406,14 @@ func (s *Scanner) search(v *view, ps *patternSet, final bool, visit func([]byte,
 		limit = len(v.buf)
 	}
 	from := v.scanned
+	if s.m.early && !final && len(ps.pats) > 0 {
+		s.probe(v, ps, max(limit, from), len(v.buf)-prefixLen+1, final, true)
+	}
 	if limit <= from {
 		return
 	}
 	if len(ps.pats) > 0 {
-		buf := v.buf
-		end := min(limit, len(buf)-prefixLen+1)
-		st := ps.stride
-		i := from
-		if r := (v.dropped + i) % st; r != 0 {
-			i += st - r
-		}
-		for ; i < end; i += st {
-			k := binary.LittleEndian.Uint64(buf[i:])
-			h := (k * hashMul) >> ps.shift
-			if ps.filter[h>>6]&(1<<(h&63)) == 0 {
-				continue
-			}
-			for _, g := range ps.byPrefix[k] {
-				p := &ps.pats[g.pat]
-				at := i - int(g.off)
-				if at >= 0 && len(buf)-at >= len(p.text) && string(buf[at:at+len(p.text)]) == p.text {
-					s.addMatch(v, at, p, final)
-				}
-			}
-		}
+		s.probe(v, ps, from, min(limit, len(v.buf)-prefixLen+1), final, false)
 	}
 	v.scanned = limit
 	// Every match starting before settled is found: its probed position is
@@ -438,11 +427,41 @@ func (s *Scanner) search(v *view, ps *patternSet, final bool, visit func([]byte,
 	}
 }
 
+// probe looks for patterns at the probed positions in [from, end). With
+// early set, it skips matches it has found already.
+func (s *Scanner) probe(v *view, ps *patternSet, from, end int, final, early bool) {
+	buf := v.buf
+	st := ps.stride
+	i := from
+	if r := (v.dropped + i) % st; r != 0 {
+		i += st - r
+	}
+	for ; i < end; i += st {
+		k := binary.LittleEndian.Uint64(buf[i:])
+		h := (k * hashMul) >> ps.shift
+		if ps.filter[h>>6]&(1<<(h&63)) == 0 {
+			continue
+		}
+		for _, g := range ps.byPrefix[k] {
+			p := &ps.pats[g.pat]
+			at := i - int(g.off)
+			if at >= 0 && len(buf)-at >= len(p.text) && string(buf[at:at+len(p.text)]) == p.text {
+				s.addMatch(v, at, p, final)
+			}
+		}
+	}
+}
+
 func (s *Scanner) addMatch(v *view, i int, p *pattern, final bool) {
 	last := int(v.src[i+len(p.text)-1])
 	m := Match{Start: int(v.src[i]), End: last + unitEnd(s.orig[last-s.base:]), Value: int(p.value), Form: p.form, trail: p.trail}
 	if m.trail != "" {
 		s.resolveTrail(&m, final)
+	}
+	if s.m.early && slices.ContainsFunc(s.found, func(f Match) bool {
+		return f.Start == m.Start && f.Value == m.Value && f.Form == m.Form
+	}) {
+		return
 	}
 	s.found = append(s.found, m)
 }
@@ -458,6 +477,10 @@ func (s *Scanner) resolveTrail(m *Match, final bool) {
 	}
 	m.trail, m.pending = "", false
 }
+
+// Pending returns the matches found that Advance has not returned yet,
+// offsets relative to the next segment. The caller must not keep it.
+func (s *Scanner) Pending() []Match { return s.found }
 
 // settle returns the offset before which the text is settled.
 func (s *Scanner) settle(final bool) int {

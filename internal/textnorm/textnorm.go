@@ -168,13 +168,30 @@ func computeRune(r rune) string {
 		if Ignorable(d) {
 			continue
 		}
-		for _, c := range confusables.Skeleton(string(fold(d))) {
+		// The prototype of a capital can differ from its small letter's
+		// (Cyrillic В is B, в is ʙ; but Latin I is l, i is i). A non-ASCII
+		// capital is mapped as written first, so it meets the Latin capital
+		// it imitates; everything else is folded first, so ASCII letters stay
+		// case-insensitive.
+		k := string(fold(d))
+		if d >= utf8.RuneSelf && unicode.IsUpper(d) {
+			k = foldString(confusables.Skeleton(string(d)))
+		}
+		for _, c := range confusables.Skeleton(k) {
 			if !Ignorable(c) {
 				out.WriteRune(fold(c))
 			}
 		}
 	}
 	return out.String()
+}
+
+func foldString(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteRune(fold(r))
+	}
+	return b.String()
 }
 
 // fold maps r to the smallest-case form of its simple case-folding orbit
