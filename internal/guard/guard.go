@@ -133,7 +133,7 @@ const (
 type Guard struct {
 	seed maphash.Seed // keys fingerprints with a per-process secret
 
-	keys *secretKeys  // keys the hashes of secrets' tiles
+	keys *secretKeys // keys the hashes of secrets' tiles
 
 	mu       sync.RWMutex
 	canaries map[tenant.ID][]string
