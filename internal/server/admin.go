@@ -403,6 +403,9 @@ func handlePutSecret(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
+		if d.Guard != nil {
+			d.Guard.SetSecret(scope.Tenant(), string(name), []byte(*body.Value))
+		}
 		d.Logger.InfoContext(r.Context(), "secret set", "tenant", scope.Tenant(), "secret", name)
 		record(d, r, scope, "secret.set", map[string]any{"secret": name})
 		w.WriteHeader(http.StatusNoContent)
@@ -424,6 +427,9 @@ func handleDeleteSecret(d Deps) http.Handler {
 		if err := d.Data.DeleteSecret(r.Context(), scope, name); err != nil {
 			writeError(d.Logger, w, r, err)
 			return
+		}
+		if d.Guard != nil {
+			d.Guard.DeleteSecret(scope.Tenant(), string(name))
 		}
 		d.Logger.InfoContext(r.Context(), "secret deleted", "tenant", scope.Tenant(), "secret", name)
 		record(d, r, scope, "secret.delete", map[string]any{"secret": name})

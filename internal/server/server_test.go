@@ -115,7 +115,14 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		t.Fatalf("policy.NewEngine: %v", err)
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{})
-	auditLog := audit.NewLog(stores, audit.Options{FlushInterval: 5 * time.Millisecond})
+	auditLog := audit.NewLog(stores, audit.Options{FlushInterval: 5 * time.Millisecond,
+		OperatorScope: func(id tenant.ID) (auth.Scope, error) {
+			ctx, err := authn.OperatorContext(context.Background(), testAdminToken)
+			if err != nil {
+				return auth.Scope{}, err
+			}
+			return auth.AdminScope(ctx, id)
+		}})
 	logCtx, stopLog := context.WithCancel(context.Background())
 	logDone := make(chan error, 1)
 	go func() { logDone <- auditLog.Run(logCtx) }()

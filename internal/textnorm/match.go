@@ -248,7 +248,7 @@ func (s *Scanner) reset(m *Matcher) {
 // not complete yet (an escape or a UTF-8 sequence cut by the piece's end),
 // and a match that a later piece may lengthen (padding).
 func (s *Scanner) Advance(piece string, final bool) (string, []Match) {
-	if s.m.Empty() {
+	if s.m == nil || s.m.Empty() && s.Visit == nil {
 		return piece, nil
 	}
 	return s.advance(piece, final, true)
