@@ -96,6 +96,12 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 		}
 	}
 	seg, ms := c.sc.Advance(in, final)
+	defer func() {
+		if final || len(c.leaks.list) > 0 {
+			c.sc.Release()
+			c.sc = nil
+		}
+	}()
 	// A foreign canary complete in the held tail blocks at once.
 	early := false
 	for _, m := range c.sc.Pending() {

@@ -224,11 +224,22 @@ type Scanner struct {
 	Visit func(buf []byte, src []int32, from, to int)
 }
 
-// Scanner returns a new Scanner for m.
+// Scanner returns a new Scanner for m. Release returns its buffers for
+// reuse.
 func (m *Matcher) Scanner() *Scanner {
-	s := &Scanner{}
+	s := scanners.Get().(*Scanner)
 	s.reset(m)
 	return s
+}
+
+// Release gives the Scanner's buffers back for another Scanner to use. The
+// Scanner must not be used afterwards.
+func (s *Scanner) Release() {
+	if s == nil || cap(s.orig) > 1<<20 {
+		return
+	}
+	s.m, s.Visit = nil, nil
+	scanners.Put(s)
 }
 
 func (s *Scanner) reset(m *Matcher) {
@@ -315,9 +326,10 @@ func (s *Scanner) build(final bool) {
 func (s *Scanner) buildSqueezed(final bool) {
 	v := &s.squeezed
 	end := s.base + len(s.orig)
-	// Room for one view byte per text byte; the slow path grows it.
-	buf := slices.Grow(v.buf, end-s.proc+1)
-	src := slices.Grow(v.src, end-s.proc+1)
+	// Room for two view bytes per text byte (m is rn); the slow path grows
+	// it when a rune's skeleton is longer.
+	buf := slices.Grow(v.buf, 2*(end-s.proc)+2)
+	src := slices.Grow(v.src, 2*(end-s.proc)+2)
 	n := len(buf)
 	buf, src = buf[:cap(buf)], src[:cap(src)]
 	p, base, orig := s.proc, s.base, s.orig
@@ -328,6 +340,16 @@ func (s *Scanner) buildSqueezed(final bool) {
 		j := 0
 		for ; j < len(in); j++ {
 			t := asciiClass[in[j]]
+			if t == classRN {
+				// m and M, whose skeleton is rn.
+				if n+1 >= len(buf) || n+1 >= len(src) {
+					break
+				}
+				buf[n], buf[n+1], src[n], src[n+1] = 'r', 'n', int32(p+j), int32(p+j)
+				n += 2
+				lastOut, broken = p+j+1, false
+				continue
+			}
 			if t > 1 {
 				if n >= len(buf) || n >= len(src) {
 					break
@@ -374,7 +396,7 @@ func (s *Scanner) buildSqueezed(final bool) {
 			lastOut, broken = p, false
 		}
 		n = len(buf)
-		buf, src = slices.Grow(buf, end-p+1), slices.Grow(src, end-p+1)
+		buf, src = slices.Grow(buf, 2*(end-p)+2), slices.Grow(src, 2*(end-p)+2)
 		buf, src = buf[:cap(buf)], src[:cap(src)]
 	}
 	v.buf, v.src, v.lastOut, v.broken = buf[:n], src[:n], lastOut, broken
@@ -386,6 +408,9 @@ func (s *Scanner) buildSqueezed(final bool) {
 // escape, a non-ASCII byte, or a letter with a longer skeleton).
 var asciiClass [256]byte
 
+// classRN marks the bytes whose squeezed skeleton is "rn".
+const classRN = 0xFF
+
 // initASCIIClass is called by init once asciiSqueezed is set.
 func initASCIIClass() {
 	for c := range utf8.RuneSelf {
@@ -395,6 +420,8 @@ func initASCIIClass() {
 			asciiClass[c] = 1
 		case len(q) == 1:
 			asciiClass[c] = q[0]
+		case q == "rn":
+			asciiClass[c] = classRN
 		}
 	}
 }
