@@ -4,8 +4,18 @@
 //
 //   - Canaries. Each tenant has unique tokens planted in its system prompts and
 //     stored as honey records. Another tenant's canary anywhere in the text
-//     (ASCII case-insensitive) blocks it; the tenant's own canary is removed
-//     (its system prompt leaking to itself is not a cross-tenant leak).
+//     blocks it; the tenant's own canary is removed (its system prompt
+//     leaking to itself is not a cross-tenant leak). Canaries are matched as
+//     a reader or a decoder would recover them (package textnorm): in
+//     look-alike letters, fullwidth, any case, with zero-width characters or
+//     soft hyphens inside, percent-, JSON- or \x-escaped, spaced out,
+//     reversed, rot13'd, as hex with or without separators, and as base64,
+//     base64url or base32 at any byte offset of longer encoded data. Every
+//     form is computed once per canary set.
+//   - Other tenants' secrets. The guard keeps keyed hashes of disjoint
+//     windows of each high-entropy secret's forms, never the secret, and
+//     blocks a text holding a window of another tenant's (see secrets.go for
+//     why that is no oracle). The tenant's own secrets are the redactor's.
 //   - Fingerprints. Text a tenant stores is cut into shingles of k=8 words
 //     (lowercased, punctuation ignored), hashed with a per-process key and
 //     winnowed with a window of w=5 shingles, so any shared run of w+k-1 = 12
@@ -23,8 +33,8 @@
 //
 // A check runs five passes over the text, each a small streaming filter:
 //
-//  1. canaries in the raw text: another tenant's blocks, the tenant's own is
-//     removed;
+//  1. canaries and secrets: another tenant's block, the tenant's own canary
+//     is removed;
 //  2. links and images: disallowed ones are removed;
 //  3. canaries again: one formed by a removal in 1 or 2 blocks;
 //  4. links and images again: one formed by a removal in 1 or 2 blocks;
@@ -41,9 +51,14 @@
 // would give the whole answer (see Stream for the one difference: a block
 // stops at the first reason found). What each pass holds back:
 //
-//   - canary passes: the last L-1 bytes, L being the longest canary (23 for
-//     NewCanary's), so a canary is never split between what was sent and
-//     what is held (as in package redact);
+//   - canary passes: the text behind the last 31 letters and digits of
+//     textnorm's squeezed view (each canary form is cut to its first 32),
+//     plus an escape or UTF-8 sequence not complete yet, so no form of a
+//     canary is split between what was sent and what is held. For prose
+//     that is about 40 bytes; it is bounded by 31 × (16 + 16) bytes for text
+//     made of escapes and ignorable characters, because a view breaks a
+//     match at a gap of more than 16 bytes that add nothing to it. A
+//     foreign canary complete in the held tail blocks at once;
 //   - link passes: from the start of a construct that is not closed yet
 //     ("[", "![", "](", "<", or a last "!" or "]" that may begin one). A
 //     construct still open after 2 KiB is plain text if it has not reached
@@ -56,7 +71,8 @@
 //     found before any word of it leaves.
 //
 // The passes run one after the other, so a stream of prose holds back their
-// sum: 2×(L-1) bytes and 12 words. Output is only cut at UTF-8 boundaries.
+// sum: two canary tails and 12 words. Output is only cut at UTF-8
+// boundaries.
 //
 // # URLs
 //
@@ -75,8 +91,13 @@
 //
 // # Limits
 //
-// Canaries are matched verbatim (ignoring ASCII case): a canary spelled out,
-// encoded or interleaved with other characters is not found. Fingerprints
+// A canary or secret is not found when its characters are more than 16
+// bytes apart, when it is encoded twice over or in an encoding not listed
+// above (a translation, a spelling-out in words, base64 of its hex), or, for
+// an encoded form inside longer data, by the one or two characters that mix
+// its bits with its neighbours'. A secret of another tenant is found only if
+// at least a whole window of a form leaks (2n-1 letters and digits, n being
+// 16 or 32), and only if it has enough entropy to be tracked. Fingerprints
 // ignore case, punctuation and zero-width characters but not paraphrase.
 // A tenant can make another tenant's answers block by storing text the other
 // tenant's model then quotes at length; that fails closed.
