@@ -340,6 +340,15 @@ func (s *Scanner) buildSqueezed(final bool) {
 		j := 0
 		for ; j < len(in); j++ {
 			t := asciiClass[in[j]]
+			if t >= '0' { // the common case: a letter or digit
+				if n >= len(buf) || n >= len(src) {
+					break
+				}
+				buf[n], src[n] = t, int32(p+j)
+				n++
+				lastOut, broken = p+j+1, false
+				continue
+			}
 			if t == classRN {
 				// m and M, whose skeleton is rn.
 				if n+1 >= len(buf) || n+1 >= len(src) {
@@ -347,15 +356,6 @@ func (s *Scanner) buildSqueezed(final bool) {
 				}
 				buf[n], buf[n+1], src[n], src[n+1] = 'r', 'n', int32(p+j), int32(p+j)
 				n += 2
-				lastOut, broken = p+j+1, false
-				continue
-			}
-			if t > 1 {
-				if n >= len(buf) || n >= len(src) {
-					break
-				}
-				buf[n], src[n] = t, int32(p+j)
-				n++
 				lastOut, broken = p+j+1, false
 				continue
 			}
@@ -408,8 +408,10 @@ func (s *Scanner) buildSqueezed(final bool) {
 // escape, a non-ASCII byte, or a letter with a longer skeleton).
 var asciiClass [256]byte
 
-// classRN marks the bytes whose squeezed skeleton is "rn".
-const classRN = 0xFF
+// classRN marks the bytes whose squeezed skeleton is "rn"; 1 marks those
+// whose skeleton is empty, 0 those that need the slow path; any other value
+// is the byte's one-byte squeezed skeleton, a letter or digit (>= '0').
+const classRN = 2
 
 // initASCIIClass is called by init once asciiSqueezed is set.
 func initASCIIClass() {

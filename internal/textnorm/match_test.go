@@ -331,3 +331,19 @@ func FuzzMatcher(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkFind searches 64 KiB of prose for 20 values in all their forms.
+func BenchmarkFind(b *testing.B) {
+	r := rand.New(rand.NewPCG(3, 4))
+	var values []string
+	for range 20 {
+		values = append(values, randomValue(r))
+	}
+	m := NewMatcher(values, Options{})
+	text := strings.Repeat("the quick brown fox jumps over the lazy dog and keeps running through fields of data ", 800)[:64<<10]
+	b.SetBytes(int64(len(text)))
+	b.ReportAllocs()
+	for b.Loop() {
+		m.Find(text)
+	}
+}
