@@ -66,6 +66,10 @@ type pattern struct {
 	trail string
 	value int32
 	form  Form
+	// eaten is the set (bit k) of the numbers k of leading bytes an escape
+	// in the text before the form may have swallowed (see eatable): the
+	// form is also matched without them.
+	eaten uint8
 }
 
 // patternSet is the patterns of one view with its prefilter: a bitmap over
@@ -106,11 +110,15 @@ func NewMatcher(values []string, opts Options) *Matcher {
 		ps.pats = append(ps.pats, p)
 	}
 	for vi, v := range values {
-		for _, e := range Encodings(v) {
+		encs := Encodings(v)
+		for i, e := range withEatenStarts(encs) {
 			d, q := Views(e.Text)
 			switch {
+			case len(q) >= MinSqueezed && i >= len(encs):
+				// A squeezed form's eaten starts are found by probing its
+				// own grams (see probe), not by patterns of their own.
 			case len(q) >= MinSqueezed:
-				p := pattern{text: q, value: int32(vi), form: e.Form}
+				p := pattern{text: q, value: int32(vi), form: e.Form, eaten: eatable(e.Text)}
 				if opts.MaxPattern > 0 && len(q) > opts.MaxPattern {
 					p.text = q[:opts.MaxPattern]
 				} else {
@@ -125,6 +133,55 @@ func NewMatcher(values []string, opts Options) *Matcher {
 	m.exact.index()
 	m.squeezed.index()
 	return m
+}
+
+// withEatenStarts adds, to each form that starts with characters an escape
+// could swallow together with one byte written before it ("ab…" after '%',
+// "n…", "x41…" or "u0041…" after a backslash), the form without them: the
+// views decode that escape, and the form's first characters are gone from
+// them. The same at a form's end (a value ending in "%4" before a "1") is not
+// covered: it needs the value itself to end in a partial escape.
+func withEatenStarts(es []Encoded) []Encoded {
+	out := es
+	for _, e := range es {
+		for k := 1; k <= maxEaten; k++ {
+			if eatable(e.Text)&(1<<k) != 0 {
+				out = append(out, Encoded{Form: e.Form, Text: e.Text[k:], Interior: e.Interior})
+			}
+		}
+	}
+	return out
+}
+
+// maxEaten is the most leading characters of a form an escape can swallow.
+const maxEaten = 5
+
+// eatable returns the set (bit k) of the numbers k of leading characters
+// of t that an escape begun before it can swallow. Those characters are
+// ASCII letters and digits, one view byte each, so the squeezed form loses
+// exactly k bytes too.
+func eatable(t string) uint8 {
+	var set uint8
+	// An escape begun before the form ("%", "%4", `\u0`, …) ends in its
+	// first one to four hex digits.
+	for k := 1; k <= 4 && k <= len(t) && isHex(t[k-1]); k++ {
+		set |= 1 << k
+	}
+	if len(t) >= 1 && strings.IndexByte("nrt", t[0]) >= 0 {
+		set |= 1 << 1 // \n and the other one-letter escapes (b and f are hex)
+	}
+	if len(t) >= 3 && (t[0] == 'x' || t[0] == 'X') && isHex(t[1]) && isHex(t[2]) {
+		set |= 1 << 3 // \xXX
+	}
+	if len(t) >= 5 && (t[0] == 'u' || t[0] == 'U') && isHex(t[1]) && isHex(t[2]) && isHex(t[3]) && isHex(t[4]) {
+		set |= 1 << 5 // \uXXXX
+	}
+	return set
+}
+
+func isHex(c byte) bool {
+	_, ok := unhex(c)
+	return ok
 }
 
 // trail returns the ASCII punctuation that ends s (base64 padding, say), to
@@ -148,15 +205,26 @@ func (ps *patternSet) index() {
 	}
 	// Longest first, so a position reports its longest match first.
 	slices.SortStableFunc(ps.pats, func(a, b pattern) int { return len(b.text) - len(a.text) })
+	// The shortest text matched, counting the forms without their eaten
+	// starts (no shorter than MinSqueezed, the least those are cut to).
 	minLen := len(ps.pats[len(ps.pats)-1].text)
+	for _, p := range ps.pats {
+		if p.eaten != 0 {
+			minLen = min(minLen, max(MinSqueezed, len(p.text)-(bits.Len8(p.eaten)-1)))
+		}
+	}
 	ps.stride = max(1, minLen-prefixLen+1)
-	n := max(1<<10, min(1<<22, len(ps.pats)*ps.stride*16))
+	n := max(1<<10, min(1<<22, len(ps.pats)*(ps.stride+2)*16))
 	lg := bits.Len(uint(n - 1))
 	ps.filter = make([]uint64, (1<<lg)/64)
 	ps.shift = uint(64 - lg)
 	ps.byPrefix = make(map[uint64][]gram, len(ps.pats)*ps.stride)
 	for i, p := range ps.pats {
-		for off := range ps.stride {
+		span := ps.stride
+		if p.eaten != 0 {
+			span += bits.Len8(p.eaten) - 1
+		}
+		for off := range min(span, len(p.text)-prefixLen+1) {
 			k := binary.LittleEndian.Uint64([]byte(p.text[off : off+prefixLen]))
 			ps.byPrefix[k] = append(ps.byPrefix[k], gram{int32(i), int32(off)})
 			h := (k * hashMul) >> ps.shift
@@ -474,15 +542,27 @@ func (s *Scanner) probe(v *view, ps *patternSet, from, end int, final, early boo
 		for _, g := range ps.byPrefix[k] {
 			p := &ps.pats[g.pat]
 			at := i - int(g.off)
-			if at >= 0 && len(buf)-at >= len(p.text) && string(buf[at:at+len(p.text)]) == p.text {
-				s.addMatch(v, at, p, final)
+			if int(g.off) < ps.stride && at >= 0 && len(buf)-at >= len(p.text) && string(buf[at:at+len(p.text)]) == p.text {
+				s.addMatch(v, at, p, p.text, final)
+			}
+			// The form without its first e bytes, swallowed by an escape:
+			// found at the probe among its own first stride positions.
+			for e := 1; p.eaten>>e != 0; e++ {
+				off := int(g.off) - e
+				if p.eaten&(1<<e) == 0 || off < 0 || off >= ps.stride || len(p.text)-e < MinSqueezed {
+					continue
+				}
+				rest := p.text[e:]
+				if at := i - off; at >= 0 && len(buf)-at >= len(rest) && string(buf[at:at+len(rest)]) == rest {
+					s.addMatch(v, at, p, rest, final)
+				}
 			}
 		}
 	}
 }
 
-func (s *Scanner) addMatch(v *view, i int, p *pattern, final bool) {
-	last := int(v.src[i+len(p.text)-1])
+func (s *Scanner) addMatch(v *view, i int, p *pattern, text string, final bool) {
+	last := int(v.src[i+len(text)-1])
 	m := Match{Start: int(v.src[i]), End: last + unitEnd(s.orig[last-s.base:]), Value: int(p.value), Form: p.form, trail: p.trail}
 	if m.trail != "" {
 		s.resolveTrail(&m, final)
