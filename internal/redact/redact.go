@@ -22,7 +22,11 @@
 package redact
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"strings"
+	"sync"
 
 	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
@@ -45,7 +49,60 @@ type Redactor struct {
 }
 
 // New returns a Redactor for secrets. Values shorter than MinLen are skipped.
+//
+// Every turn builds one, from the same few secrets, and computing every
+// form of each is costly, so New keeps the Redactors of the last sets it was
+// asked for (at most maxCached), found by a hash of the names and values
+// keyed with a per-process secret, so that the cache's keys say nothing of
+// the values. A set not asked for again is dropped when the cache fills.
 func New(secrets []Secret) *Redactor {
+	key := cacheKey(secrets)
+	cache.Lock()
+	r, ok := cache.m[key]
+	cache.Unlock()
+	if ok {
+		return r
+	}
+	r = build(secrets)
+	cache.Lock()
+	if len(cache.m) >= maxCached {
+		clear(cache.m)
+	}
+	cache.m[key] = r
+	cache.Unlock()
+	return r
+}
+
+const maxCached = 512
+
+var cache = struct {
+	sync.Mutex
+	m map[[sha256.Size]byte]*Redactor
+}{m: map[[sha256.Size]byte]*Redactor{}}
+
+var cacheSalt = func() []byte {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	return b
+}()
+
+func cacheKey(secrets []Secret) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(cacheSalt)
+	var n [8]byte
+	for _, s := range secrets {
+		for _, f := range []string{s.Name, s.Value} {
+			binary.LittleEndian.PutUint64(n[:], uint64(len(f)))
+			h.Write(n[:])
+			h.Write([]byte(f))
+		}
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func build(secrets []Secret) *Redactor {
 	r := &Redactor{}
 	var values []string
 	for _, s := range secrets {

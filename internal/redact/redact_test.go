@@ -135,3 +135,21 @@ func BenchmarkString(b *testing.B) {
 		r.String(text)
 	}
 }
+
+// BenchmarkNew gets a Redactor for 3 secrets, as every turn does (cached
+// after the first), and BenchmarkBuild builds one.
+func BenchmarkNew(b *testing.B) {
+	secrets := []Secret{{"a", "sk-live/4f9+Zq=xY_token"}, {"b", "gx_live_7Hq2ZxV5nLp0Ws3KaRb9YtU4"}, {"c", "hunter22"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		New(secrets)
+	}
+}
+
+func BenchmarkBuild(b *testing.B) {
+	secrets := []Secret{{"a", "sk-live/4f9+Zq=xY_token"}, {"b", "gx_live_7Hq2ZxV5nLp0Ws3KaRb9YtU4"}, {"c", "hunter22"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		build(secrets)
+	}
+}

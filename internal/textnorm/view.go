@@ -266,15 +266,36 @@ func unitEnd(s []byte) int {
 // Views returns the exact and squeezed views of s (see the comment on
 // views above), for tests and for computing the forms of a value.
 func Views(s string) (exact, squeezed string) {
-	var d, q view
+	var d, q formView
+	d.buf = make([]byte, 0, 2*len(s))
+	q.buf = make([]byte, 0, 2*len(s))
 	b := []byte(s)
 	for i := 0; i < len(b); {
 		ds, qs, n := unitViews(b[i:], true)
-		d.add(ds, i, i+n)
-		q.add(qs, i, i+n)
+		d.add(ds, i+n)
+		q.add(qs, i+n)
 		i += n
 	}
 	return string(d.buf), string(q.buf)
+}
+
+// formView is a view without offsets, built the same way (view.add).
+type formView struct {
+	buf     []byte
+	lastOut int
+	broken  bool
+}
+
+func (v *formView) add(out string, end int) {
+	if out == "" {
+		if !v.broken && end-v.lastOut > maxGap {
+			v.buf = append(v.buf, breakByte)
+			v.broken = true
+		}
+		return
+	}
+	v.buf = append(v.buf, out...)
+	v.lastOut, v.broken = end, false
 }
 
 // unitViews returns what the unit at s[0:] adds to each view and its length,
