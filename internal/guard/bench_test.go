@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
 // benchFixture is a guard loaded with 1,000 tenants, each with about 20 KB
@@ -186,5 +187,24 @@ func BenchmarkCanaryPasses(b *testing.B) {
 				b.Fatal(blocked)
 			}
 		}
+	}
+}
+
+// BenchmarkCanarySetBuild builds the canary set of 1,000 tenants, as the
+// first Stream after a canary or secret change does.
+func BenchmarkCanarySetBuild(b *testing.B) {
+	byTenant := map[tenant.ID][]string{}
+	for i := range benchTenants {
+		c, err := NewCanary()
+		if err != nil {
+			b.Fatal(err)
+		}
+		byTenant[tenant.ID(fmt.Sprintf("tenant-%04d", i))] = []string{c}
+	}
+	compiled := map[string]*textnorm.Compiled{}
+	newCanarySet(byTenant, nil, compiled)
+	b.ReportAllocs()
+	for b.Loop() {
+		newCanarySet(byTenant, nil, compiled)
 	}
 }

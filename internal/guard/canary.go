@@ -45,7 +45,10 @@ type canarySet struct {
 // what a stream holds back.
 const maxCanaryPattern = 32
 
-func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet) *canarySet {
+// newCanarySet builds the set. compiled caches each canary's patterns
+// across builds (nil: none); it is updated, and entries for canaries no
+// longer set are dropped.
+func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet, compiled map[string]*textnorm.Compiled) *canarySet {
 	cs := &canarySet{secrets: secrets}
 	ids := slices.Sorted(maps.Keys(byTenant))
 	idx := map[string]int{}
@@ -68,7 +71,21 @@ func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet) *canarySe
 			}
 		}
 	}
-	cs.m = textnorm.NewMatcher(values, textnorm.Options{MaxPattern: maxCanaryPattern, Lookahead: maxTile, Early: true})
+	comp := make([]*textnorm.Compiled, len(values))
+	for i, v := range values {
+		c, ok := compiled[v]
+		if !ok {
+			c = textnorm.Compile(v, maxCanaryPattern)
+		}
+		comp[i] = c
+	}
+	if compiled != nil {
+		clear(compiled)
+		for i, v := range values {
+			compiled[v] = comp[i]
+		}
+	}
+	cs.m = textnorm.NewMatcherOf(comp, textnorm.Options{Lookahead: maxTile, Early: true})
 	return cs
 }
 

@@ -113,6 +113,7 @@ import (
 	"sync"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
 // Reasons reported in a Verdict. Link reasons add the host or the kind of
@@ -163,7 +164,9 @@ type Guard struct {
 	// and rebuilt by the next Stream, so loading many tenants costs one
 	// build.
 	cset *canarySet
-	idx  index
+	// compiled caches each canary's patterns between builds of cset.
+	compiled map[string]*textnorm.Compiled
+	idx      index
 }
 
 // New returns an empty Guard.
@@ -177,6 +180,7 @@ func New() *Guard {
 		keys:     newSecretKeys(random),
 		canaries: map[tenant.ID][]string{},
 		secrets:  map[tenant.ID]map[string][]secretTile{},
+		compiled: map[string]*textnorm.Compiled{},
 		idx:      newIndex(),
 	}
 }
@@ -264,7 +268,7 @@ func (g *Guard) canarySet() *canarySet {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.cset == nil {
-		g.cset = newCanarySet(g.canaries, newSecretSet(g.keys, g.secrets))
+		g.cset = newCanarySet(g.canaries, newSecretSet(g.keys, g.secrets), g.compiled)
 	}
 	return g.cset
 }

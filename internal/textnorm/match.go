@@ -96,38 +96,66 @@ const hashMul = 0x9E3779B97F4A7C15
 // NewMatcher returns a Matcher for values. Values too short for either view
 // are never found.
 func NewMatcher(values []string, opts Options) *Matcher {
-	m := &Matcher{lookahead: opts.Lookahead, early: opts.Early}
-	type key struct {
-		text  string
-		value int32
+	cs := make([]*Compiled, len(values))
+	for i, v := range values {
+		cs[i] = Compile(v, opts.MaxPattern)
 	}
-	seen := map[key]bool{}
-	add := func(ps *patternSet, p pattern) {
-		if strings.IndexByte(p.text, breakByte) >= 0 || seen[key{p.text, p.value}] {
+	return NewMatcherOf(cs, opts)
+}
+
+// Compiled is one value's patterns, computed once by Compile and shared by
+// the Matchers NewMatcherOf builds: computing every form is most of the cost
+// of a Matcher. It is immutable.
+type Compiled struct {
+	exact, squeezed []pattern
+}
+
+// Compile computes v's patterns, squeezed ones cut to maxPattern bytes if
+// it is positive (see Options.MaxPattern).
+func Compile(v string, maxPattern int) *Compiled {
+	c := &Compiled{}
+	seen := map[string]bool{}
+	add := func(list *[]pattern, p pattern) {
+		if strings.IndexByte(p.text, breakByte) >= 0 || seen[p.text] {
 			return
 		}
-		seen[key{p.text, p.value}] = true
-		ps.pats = append(ps.pats, p)
+		seen[p.text] = true
+		*list = append(*list, p)
 	}
-	for vi, v := range values {
-		encs := Encodings(v)
-		for i, e := range withEatenStarts(encs) {
-			d, q := Views(e.Text)
-			switch {
-			case len(q) >= MinSqueezed && i >= len(encs):
-				// A squeezed form's eaten starts are found by probing its
-				// own grams (see probe), not by patterns of their own.
-			case len(q) >= MinSqueezed:
-				p := pattern{text: q, value: int32(vi), form: e.Form, eaten: eatable(e.Text)}
-				if opts.MaxPattern > 0 && len(q) > opts.MaxPattern {
-					p.text = q[:opts.MaxPattern]
-				} else {
-					p.trail = trail(e.Text)
-				}
-				add(&m.squeezed, p)
-			case !e.Interior && len(d) >= MinExact:
-				add(&m.exact, pattern{text: d, value: int32(vi), form: e.Form})
+	encs := Encodings(v)
+	for i, e := range withEatenStarts(encs) {
+		d, q := Views(e.Text)
+		switch {
+		case len(q) >= MinSqueezed && i >= len(encs):
+			// A squeezed form's eaten starts are found by probing its own
+			// grams (see probe), not by patterns of their own.
+		case len(q) >= MinSqueezed:
+			p := pattern{text: q, form: e.Form, eaten: eatable(e.Text)}
+			if maxPattern > 0 && len(q) > maxPattern {
+				p.text = q[:maxPattern]
+			} else {
+				p.trail = trail(e.Text)
 			}
+			add(&c.squeezed, p)
+		case !e.Interior && len(d) >= MinExact:
+			add(&c.exact, pattern{text: d, form: e.Form})
+		}
+	}
+	return c
+}
+
+// NewMatcherOf returns a Matcher for the compiled values: a Match's Value
+// is an index into cs. Options.MaxPattern is Compile's business here.
+func NewMatcherOf(cs []*Compiled, opts Options) *Matcher {
+	m := &Matcher{lookahead: opts.Lookahead, early: opts.Early}
+	for vi, c := range cs {
+		for _, p := range c.exact {
+			p.value = int32(vi)
+			m.exact.pats = append(m.exact.pats, p)
+		}
+		for _, p := range c.squeezed {
+			p.value = int32(vi)
+			m.squeezed.pats = append(m.squeezed.pats, p)
 		}
 	}
 	m.exact.index()
