@@ -113,12 +113,18 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 		}
 	}
 	seg, ms := c.sc.Advance(in, final)
-	defer func() {
-		if final || len(c.leaks.list) > 0 {
-			c.sc.Release()
-			c.sc = nil
-		}
-	}()
+	out, blocked := c.rewrite(seg, ms)
+	if final || blocked != "" {
+		// Nothing follows: the scanner's buffers can serve another stream.
+		c.sc.Release()
+		c.sc = nil
+	}
+	return out, blocked
+}
+
+// rewrite acts on the matches of a settled segment and on those already
+// found in the held tail.
+func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) {
 	// A foreign canary complete in the held tail blocks at once.
 	early := false
 	for _, m := range c.sc.Pending() {
