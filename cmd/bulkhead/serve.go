@@ -181,7 +181,25 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 		cacheBackend = cache.NewRedis(rdb, prefix+":response-cache:")
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{Logger: logger})
-	auditLog := audit.NewLog(stores, audit.Options{Logger: logger})
+	// The process acts as the operator only for these chores: indexing
+	// stored text, auditing refused requests and telling a tenant its data
+	// was caught leaving. It holds
+	// the admin token, and nothing else gets the operator context.
+	asOperator := func(id tenant.ID) (scope auth.Scope, opCtx context.Context, err error) {
+		if opCtx, err = authn.OperatorContext(context.WithoutCancel(ctx), adminToken); err != nil {
+			return scope, nil, err
+		}
+		t, err := plane.Tenant(id)
+		if err != nil {
+			return scope, nil, err
+		}
+		scope, err = auth.AdminScope(opCtx, t.Incarnation())
+		return scope, opCtx, err
+	}
+	auditLog := audit.NewLog(stores, audit.Options{Logger: logger, OperatorScope: func(id tenant.ID) (auth.Scope, error) {
+		scope, _, err := asOperator(id)
+		return scope, err
+	}})
 	agnt, err := agent.New(agent.Deps{
 		Models: models, History: stores, Secrets: stores, Tools: plane,
 		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
@@ -197,19 +215,6 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	logCtx, stopLog := context.WithCancel(context.WithoutCancel(ctx))
 	logDone := make(chan error, 1)
 	go func() { logDone <- auditLog.Run(logCtx) }()
-	// The process acts as the operator only for these two chores: it holds
-	// the admin token, and nothing else gets the operator context.
-	asOperator := func(id tenant.ID) (scope auth.Scope, opCtx context.Context, err error) {
-		if opCtx, err = authn.OperatorContext(context.WithoutCancel(ctx), adminToken); err != nil {
-			return scope, nil, err
-		}
-		t, err := plane.Tenant(id)
-		if err != nil {
-			return scope, nil, err
-		}
-		scope, err = auth.AdminScope(opCtx, t.Incarnation())
-		return scope, opCtx, err
-	}
 	// Refused keys are counted per key id and minute, not recorded one by
 	// one: anyone can name a key id. Its writer stops before the log's.
 	auditRefused := audit.NewRefusals(auditLog, audit.RefusalOptions{Logger: logger,
@@ -392,7 +397,8 @@ func devSecret(path, what string, stderr io.Writer, generate func() (string, err
 }
 
 // indexStoredText teaches the guard every document and memory tenants
-// stored before this start. It stops when ctx is cancelled.
+// stored before this start, and the keyed hashes of their secrets. It stops
+// when ctx is cancelled.
 func indexStoredText(ctx context.Context, tenants []control.Tenant, stores *sqlite.DB, g *guard.Guard,
 	asOperator func(tenant.ID) (auth.Scope, context.Context, error), logger *slog.Logger) {
 	start := time.Now()
@@ -416,6 +422,13 @@ func indexStoredText(ctx context.Context, tenants []control.Tenant, stores *sqli
 		}
 		for _, m := range exp.Memories {
 			g.AddText(t.ID, m.Text)
+		}
+		secrets, err := stores.Secrets(opCtx, scope)
+		if err != nil {
+			logger.Error("load secrets for the guard", "tenant", t.ID, "error", err.Error())
+		}
+		for _, s := range secrets {
+			g.SetSecret(t.ID, string(s.Name), []byte(s.Value.Reveal()))
 		}
 		texts += len(exp.Documents) + len(exp.Memories)
 	}

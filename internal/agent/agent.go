@@ -169,11 +169,17 @@ func (noQuota) Spend(context.Context, tenant.Incarnation, quota.Limits, int) err
 
 type noAudit struct{}
 
-func (noAudit) Record(auth.Scope, audit.Event) error { return nil }
+func (noAudit) Record(auth.Scope, audit.Event) error            { return nil }
+func (noAudit) RecordForeignLeak(tenant.ID, string, bool) error { return nil }
 
 // Auditor appends to a tenant's audit log.
 type Auditor interface {
 	Record(scope auth.Scope, e audit.Event) error
+	// RecordForeignLeak tells owner, in its own log, that its data (kind:
+	// "canary" or "secret") was caught leaving towards another tenant,
+	// without naming that tenant. The agent holds no Scope for owner, and
+	// this is all it may write there.
+	RecordForeignLeak(owner tenant.ID, kind string, streamed bool) error
 }
 
 // audit records e, logging (never hiding) a failure to record.
@@ -298,7 +304,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	steps := 0
 	for step := 1; ; step++ {
 		steps = step
-		deltas, flushGuard := a.guardStream(scope, profile, turn.OnDelta)
+		deltas, flushGuard := a.guardStream(ctx, scope, profile, turn.OnDelta)
 		resp, err = a.chat(ctx, route, llm.Request{
 			Model:          route.Model,
 			Messages:       msgs,
@@ -370,15 +376,16 @@ var errBlocked = errors.New("answer blocked by the output guard")
 
 // guardStream checks streamed content on its way to the client. When the
 // guard blocks, the stream stops with errBlocked; what was already sent had
-// passed the guard.
+// passed the guard. The owners of what was caught hear of it (recordLeaks).
 // flush emits what the guard held back at the end of the model's answer.
-func (a *Agent) guardStream(scope auth.Scope, profile Profile, onDelta func(string) error) (deltas func(string) error, flush func() error) {
+func (a *Agent) guardStream(ctx context.Context, scope auth.Scope, profile Profile, onDelta func(string) error) (deltas func(string) error, flush func() error) {
 	if _, off := a.Guard.(noGuard); off || onDelta == nil {
 		return onDelta, func() error { return nil }
 	}
 	gs := a.Guard.Stream(scope.Tenant(), profile.AllowedHosts)
 	emit := func(out string, v guard.Verdict) error {
 		if v.Blocked {
+			a.recordLeaks(ctx, scope, v, true)
 			return errBlocked
 		}
 		if out == "" {
@@ -399,6 +406,7 @@ func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profi
 	if v.Blocked {
 		a.Logger.WarnContext(ctx, "answer blocked", "tenant", scope.Tenant(), "reasons", v.Reasons)
 		a.audit(ctx, scope, "guard.block", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
+		a.recordLeaks(ctx, scope, v, false)
 		m.Content, *finish = withheld, "content_filter"
 		return
 	}
@@ -406,6 +414,22 @@ func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profi
 		a.audit(ctx, scope, "guard.rewrite", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
 	}
 	m.Content = v.Text
+}
+
+// recordLeaks tells each tenant whose canary or secret the guard caught
+// leaving towards scope's tenant, in the owner's own audit log and without
+// naming the receiver; the receiver's log has its guard.block record, and
+// the operator's log names both.
+func (a *Agent) recordLeaks(ctx context.Context, scope auth.Scope, v guard.Verdict, streamed bool) {
+	for _, l := range v.Leaks {
+		a.Logger.WarnContext(ctx, "another tenant's data caught leaving", "tenant", scope.Tenant(), "owner", l.Owner, "kind", string(l.Kind))
+		if a.Audit == nil {
+			continue
+		}
+		if err := a.Audit.RecordForeignLeak(l.Owner, string(l.Kind), streamed); err != nil {
+			a.Logger.ErrorContext(ctx, "audit record failed", "tenant", l.Owner, "type", "guard.foreign_leak", "error", err.Error())
+		}
+	}
 }
 
 // chat makes one model call, streaming its content through the redactor.

@@ -20,6 +20,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
@@ -45,6 +46,10 @@ func (l *auditLog) Record(_ auth.Scope, e audit.Event) error {
 	defer l.mu.Unlock()
 	l.events = append(l.events, e)
 	return nil
+}
+
+func (l *auditLog) RecordForeignLeak(owner tenant.ID, kind string, streamed bool) error {
+	return l.Record(auth.Scope{}, audit.Event{Type: audit.ForeignLeak, Data: map[string]any{"owner": string(owner), "kind": kind}})
 }
 
 func (l *auditLog) all() []audit.Event {

@@ -56,6 +56,10 @@ type Options struct {
 	MaxPending int
 	Logger     *slog.Logger     // nil → discard
 	Now        func() time.Time // nil → time.Now
+	// OperatorScope makes the operator's Scope acting in a tenant, for the
+	// records the runtime itself writes into a tenant's log on its behalf
+	// (RecordForeignLeak); nil makes those fail.
+	OperatorScope func(id tenant.ID) (auth.Scope, error)
 }
 
 const (
@@ -98,6 +102,7 @@ type Log struct {
 	maxPending int
 	log        *slog.Logger
 	now        func() time.Time
+	operator   func(id tenant.ID) (auth.Scope, error)
 
 	running  atomic.Bool
 	flushing sync.Mutex    // held by a flush, so each tenant's batches are stored in order
@@ -128,6 +133,7 @@ func NewLog(s Store, opts Options) *Log {
 		maxBatch:   cmp.Or(opts.MaxBatch, defaultMaxBatch),
 		maxPending: cmp.Or(opts.MaxPending, defaultMaxPending),
 		log:        cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
+		operator:   opts.OperatorScope,
 		now:        opts.Now,
 		kick:       make(chan struct{}, 1),
 		queues:     map[tenant.Incarnation]*queue{},
@@ -239,6 +245,27 @@ func (l *Log) RecordNow(ctx context.Context, scope auth.Scope, e Event) error {
 		return fmt.Errorf("audit %s: %w", e.Type, err)
 	}
 	return nil
+}
+
+// ForeignLeak is the type of the record that tells a tenant its data (a
+// canary or a secret) was caught leaving towards another tenant.
+const ForeignLeak = "guard.foreign_leak"
+
+// RecordForeignLeak records in owner's log that its data of the given kind
+// ("canary" or "secret") was caught leaving towards another tenant, which the
+// record does not name: it is for the victim to know, not to learn who
+// received it (the operator's log names both). It is the one record written
+// to a tenant other than the request's, so it takes no Scope and no data
+// beyond the kind.
+func (l *Log) RecordForeignLeak(owner tenant.ID, kind string, streamed bool) error {
+	if l.operator == nil {
+		return fmt.Errorf("audit %s: no operator scope configured", ForeignLeak)
+	}
+	scope, err := l.operator(owner)
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", ForeignLeak, err)
+	}
+	return l.Record(scope, Event{Type: ForeignLeak, Data: map[string]any{"kind": kind, "streamed": streamed}})
 }
 
 // Pending reports how many events are recorded and not yet stored.

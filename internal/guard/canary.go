@@ -1,11 +1,13 @@
 package guard
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
 // Canary values must be MinCanaryLen to MaxCanaryLen bytes of ASCII letters,
@@ -28,161 +30,162 @@ func validCanary(c string) bool {
 	return true
 }
 
-// canarySet finds every tenant's canaries in a text. It is immutable.
+// canarySet finds every tenant's canaries in a text, in every form of
+// textnorm.Encodings and in both of textnorm's views, and other tenants'
+// secrets by their keyed windows. It is immutable.
 type canarySet struct {
-	owners map[string][]tenant.ID // lowercase canary → its tenants (one, unless reused)
-	sorted []string               // the lowercase canaries, sorted, to find prefixes
-	lens   []int                  // distinct canary lengths, longest first
-	maxLen int
-	firsts string // the bytes a canary can start with, in both cases
-	// filter is a bitmap over a hash of each canary's first four bytes, so
-	// most candidate positions cost one bit test.
-	filter [1 << filterBits / 64]uint64
+	m       *textnorm.Matcher
+	owners  [][]tenant.ID // by value index of m: one tenant, unless reused
+	secrets *secretSet
 }
 
-const filterBits = 16
+// maxCanaryPattern cuts each form of a canary to its first 32 letters and
+// digits: enough to be sure (the shortest cut form, a canary's 32 first hex
+// digits, still holds 12 of its random characters, 60 bits), and it bounds
+// what a stream holds back.
+const maxCanaryPattern = 32
 
-func newCanarySet(byTenant map[tenant.ID][]string) *canarySet {
-	cs := &canarySet{owners: map[string][]tenant.ID{}}
-	for id, list := range byTenant {
-		for _, c := range list {
+// newCanarySet builds the set. compiled caches each canary's patterns
+// across builds (nil: none); it is updated, and entries for canaries no
+// longer set are dropped.
+func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet, compiled map[string]*textnorm.Compiled) *canarySet {
+	cs := &canarySet{secrets: secrets}
+	ids := slices.Sorted(maps.Keys(byTenant))
+	idx := map[string]int{}
+	var values []string
+	for _, id := range ids {
+		for _, c := range byTenant[id] {
 			if !validCanary(c) {
 				continue
 			}
 			c = asciiLower(c)
-			if !slices.Contains(cs.owners[c], id) {
-				cs.owners[c] = append(cs.owners[c], id)
+			i, ok := idx[c]
+			if !ok {
+				i = len(values)
+				idx[c] = i
+				values = append(values, c)
+				cs.owners = append(cs.owners, nil)
+			}
+			if !slices.Contains(cs.owners[i], id) {
+				cs.owners[i] = append(cs.owners[i], id)
 			}
 		}
 	}
-	for c := range cs.owners {
-		cs.sorted = append(cs.sorted, c)
-		if !slices.Contains(cs.lens, len(c)) {
-			cs.lens = append(cs.lens, len(c))
+	comp := make([]*textnorm.Compiled, len(values))
+	for i, v := range values {
+		c, ok := compiled[v]
+		if !ok {
+			c = textnorm.Compile(v, maxCanaryPattern)
 		}
-		for _, b := range []byte{c[0], asciiUpper(c[0])} {
-			if strings.IndexByte(cs.firsts, b) < 0 {
-				cs.firsts += string(rune(b))
-			}
-		}
-		h := prefixHash([]byte(c))
-		cs.filter[h/64] |= 1 << (h % 64)
-		cs.maxLen = max(cs.maxLen, len(c))
+		comp[i] = c
 	}
-	slices.SortFunc(cs.lens, func(a, b int) int { return b - a })
-	slices.Sort(cs.sorted)
+	if compiled != nil {
+		clear(compiled)
+		for i, v := range values {
+			compiled[v] = comp[i]
+		}
+	}
+	cs.m = textnorm.NewMatcherOf(comp, textnorm.Options{Lookahead: maxTile, Early: true})
 	return cs
 }
 
-// held returns where the tail of s that a canary may still start in
-// begins: the first of the last maxLen-1 positions at which the rest of s
-// is, ignoring ASCII case, the beginning of some canary. Any other position
-// can start no canary whatever follows, so holding back only from there
-// keeps a stream's verdict while prose is rarely held at all.
-func (cs *canarySet) held(s string) int {
-	var buf [MaxCanaryLen]byte
-	for i := max(0, len(s)-(cs.maxLen-1)); i < len(s); i++ {
-		j := strings.IndexAny(s[i:], cs.firsts)
-		if j < 0 {
-			break
-		}
-		i += j
-		low := buf[:copy(buf[:], s[i:])]
-		for k, b := range low {
-			low[k] = b | asciiCase(b)
-		}
-		at, _ := slices.BinarySearch(cs.sorted, string(low))
-		if at < len(cs.sorted) && strings.HasPrefix(cs.sorted[at], string(low)) {
-			return i
-		}
-	}
-	return cutRune(s, len(s))
-}
-
-func prefixHash(b []byte) uint32 {
-	k := uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
-	return (k * 0x9E3779B1) >> (32 - filterBits)
-}
-
-// find reports the longest canary at s[i:], ignoring ASCII case, and its
-// owners, or 0.
-func (cs *canarySet) find(s string, i int) (int, []tenant.ID) {
-	var buf [MaxCanaryLen]byte
-	low := buf[:copy(buf[:], s[i:min(len(s), i+cs.maxLen)])]
-	if len(low) < MinCanaryLen {
-		return 0, nil
-	}
-	for j, b := range low {
-		if 'A' <= b && b <= 'Z' {
-			low[j] = b + 'a' - 'A'
-		}
-	}
-	if h := prefixHash(low); cs.filter[h/64]&(1<<(h%64)) == 0 {
-		return 0, nil
-	}
-	for _, n := range cs.lens {
-		if n <= len(low) {
-			if o, ok := cs.owners[string(low[:n])]; ok {
-				return n, o
-			}
-		}
-	}
-	return 0, nil
-}
-
-// canaryStage is a pass for canaries. With remove set (the first pass) it
-// removes the receiver's own canaries; otherwise any canary is one formed by
-// an earlier removal and blocks. Another tenant's canary always blocks.
+// canaryStage is a pass for canaries and secrets. With remove set (the
+// first pass) it removes the receiver's own canaries; otherwise any canary
+// is one formed by an earlier removal and blocks. Another tenant's canary or
+// secret always blocks.
 type canaryStage struct {
-	set     *canarySet
-	self    tenant.ID
-	remove  bool
-	r       *reasons
-	pending string
+	set    *canarySet
+	self   tenant.ID
+	remove bool
+	r      *reasons
+	leaks  *leaks
+	sc     *textnorm.Scanner
+	hit    []tenant.ID // owners of secrets found by the scanner's Visit
 }
 
 func (c *canaryStage) write(in string, final bool) (string, string) {
-	buf := c.pending + in
-	// A canary starting at or after safe might still be incomplete.
-	safe := len(buf)
-	if !final {
-		safe = c.set.held(buf)
+	if c.sc == nil {
+		c.sc = c.set.m.Scanner()
+		if ss := c.set.secrets; ss.others(c.self) {
+			c.sc.Visit = func(buf []byte, _ []int32, from, to int) {
+				c.hit = ss.find(buf, from, to, c.self, c.hit)
+			}
+		}
 	}
-	if c.set.maxLen == 0 {
-		c.pending = buf[safe:]
-		return buf[:safe], ""
+	seg, ms := c.sc.Advance(in, final)
+	out, blocked := c.rewrite(seg, ms)
+	if final || blocked != "" {
+		// Nothing follows: the scanner's buffers can serve another stream.
+		c.sc.Release()
+		c.sc = nil
+	}
+	return out, blocked
+}
+
+// rewrite acts on the matches of a settled segment and on those already
+// found in the held tail.
+func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) {
+	// A foreign canary complete in the held tail blocks at once.
+	early := false
+	for _, m := range c.sc.Pending() {
+		for _, o := range c.set.owners[m.Value] {
+			if o != c.self {
+				early = true
+				c.leaks.add(o, LeakCanary)
+			}
+		}
+	}
+	for _, o := range c.hit {
+		c.leaks.add(o, LeakSecret)
+	}
+	switch {
+	case len(c.hit) > 0:
+		return "", ReasonForeignSecret
+	case early:
+		return "", ReasonForeignCanary
 	}
 	var b strings.Builder
 	done := 0
-	for i := 0; i < safe; {
-		j := strings.IndexAny(buf[i:safe], c.set.firsts)
-		if j < 0 {
-			break
+	blocked := ""
+	for i := 0; i < len(ms); {
+		start, end := ms[i].Start, ms[i].End
+		foreign := false
+		j := i
+		for ; j < len(ms) && (j == i || ms[j].Start < end); j++ {
+			end = max(end, ms[j].End)
+			for _, o := range c.set.owners[ms[j].Value] {
+				if o != c.self {
+					foreign = true
+					c.leaks.add(o, LeakCanary)
+				}
+			}
 		}
-		i += j
-		n, owners := c.set.find(buf, i)
-		if n == 0 {
-			i++
+		i = j
+		switch {
+		case foreign:
+			blocked = ReasonForeignCanary
+		case !c.remove && blocked == "":
+			blocked = ReasonFormedCanary
+		}
+		if blocked != "" {
 			continue
 		}
-		switch {
-		case slices.ContainsFunc(owners, func(o tenant.ID) bool { return o != c.self }):
-			return "", ReasonForeignCanary
-		case !c.remove:
-			return "", ReasonFormedCanary
-		}
 		c.r.add(ReasonOwnCanary)
-		b.WriteString(buf[done:i])
-		done = i + n
-		i = done
+		b.WriteString(seg[done:start])
+		done = end
 	}
-	end := max(safe, done)
-	c.pending = buf[end:]
+	if blocked != "" {
+		return "", blocked
+	}
 	if done == 0 {
-		return buf[:end], ""
+		return seg, ""
 	}
-	b.WriteString(buf[done:end])
+	b.WriteString(seg[done:])
 	return b.String(), ""
+}
+
+func (c *canaryStage) foreign(m textnorm.Match) bool {
+	return slices.ContainsFunc(c.set.owners[m.Value], func(o tenant.ID) bool { return o != c.self })
 }
 
 // cutRune moves the cut n of s back to the start of a rune, and before a
@@ -220,13 +223,6 @@ func asciiLower(s string) string {
 		}
 	}
 	return string(b)
-}
-
-func asciiUpper(b byte) byte {
-	if 'a' <= b && b <= 'z' {
-		return b - ('a' - 'A')
-	}
-	return b
 }
 
 // asciiCase is the bit to set to lowercase b, if b is an ASCII capital.

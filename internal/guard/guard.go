@@ -5,9 +5,19 @@
 //
 //   - Canaries. Each tenant has unique tokens planted in its system prompts,
 //     stored as honey records and attached to every passage retrieved from
-//     its stored records (package memory). Another tenant's canary anywhere in the text
-//     (ASCII case-insensitive) blocks it; the tenant's own canary is removed
-//     (its system prompt leaking to itself is not a cross-tenant leak).
+//     its stored records (package memory). Another tenant's canary anywhere
+//     in the text blocks it; the tenant's own canary is removed (its system
+//     prompt leaking to itself is not a cross-tenant leak). Canaries are
+//     matched as a reader or a decoder would recover them (package
+//     textnorm): in look-alike letters, fullwidth, any case, with zero-width
+//     characters or soft hyphens inside, percent-, JSON- or \x-escaped,
+//     spaced out, reversed, rot13'd, as hex with or without separators, and
+//     as base64, base64url or base32 at any byte offset of longer encoded
+//     data. Every form is computed once per canary set.
+//   - Other tenants' secrets. The guard keeps keyed hashes of disjoint
+//     windows of each high-entropy secret's forms, never the secret, and
+//     blocks a text holding a window of another tenant's (see secrets.go for
+//     why that is no oracle). The tenant's own secrets are the redactor's.
 //   - Fingerprints, which never change what is sent. Text a tenant stores is
 //     cut into shingles of k=8 words (lowercased, punctuation ignored),
 //     hashed with a per-process key and winnowed with a window of w=5
@@ -26,8 +36,8 @@
 //
 // A check runs five passes over the text, each a small streaming filter:
 //
-//  1. canaries in the raw text: another tenant's blocks, the tenant's own is
-//     removed;
+//  1. canaries and secrets: another tenant's block, the tenant's own canary
+//     is removed;
 //  2. links and images: disallowed ones are removed;
 //  3. canaries again: one formed by a removal in 1 or 2 blocks;
 //  4. links and images again: one formed by a removal in 1 or 2 blocks;
@@ -62,11 +72,14 @@
 // would give the whole answer (see Stream for the one difference: a block
 // stops at the first reason found). What each pass holds back:
 //
-//   - canary passes: from the first of the last L-1 bytes (L being the
-//     longest canary, 24 for NewCanary's) where the rest of the text is the
-//     beginning of some canary, so a canary is never split between what was
-//     sent and what is held. Prose is held back only when it ends in such a
-//     beginning ("b", "bk", …), so usually not at all;
+//   - canary passes: the text behind the last 31 letters and digits of
+//     textnorm's squeezed view (each canary form is cut to its first 32),
+//     plus an escape or UTF-8 sequence not complete yet, so no form of a
+//     canary is split between what was sent and what is held. For prose
+//     that is about 40 bytes; it is bounded by 31 × (16 + 16) bytes for text
+//     made of escapes and ignorable characters, because a view breaks a
+//     match at a gap of more than 16 bytes that add nothing to it. A
+//     foreign canary complete in the held tail blocks at once;
 //   - link passes: from the start of a construct that is not closed yet
 //     ("[", "![", "](", "<", or a last "!" or "]" that may begin one). A
 //     construct still open after 2 KiB is plain text if it has not reached
@@ -76,9 +89,8 @@
 //     complete words and the word in progress, to hash the shingles the next
 //     piece completes, and passes every byte on at once.
 //
-// The passes run one after the other, so a stream of prose holds back at
-// most their sum, 2×(L-1) bytes, and usually nothing. Output is only cut at
-// UTF-8 boundaries.
+// The passes run one after the other, so a stream of prose holds back
+// their sum: two canary tails. Output is only cut at UTF-8 boundaries.
 //
 // # URLs
 //
@@ -97,8 +109,13 @@
 //
 // # Limits
 //
-// Canaries are matched verbatim (ignoring ASCII case): a canary spelled out,
-// encoded or interleaved with other characters is not found. Fingerprints
+// A canary or secret is not found when its characters are more than 16
+// bytes apart, when it is encoded twice over or in an encoding not listed
+// above (a translation, a spelling-out in words, base64 of its hex), or, for
+// an encoded form inside longer data, by the one or two characters that mix
+// its bits with its neighbours'. A secret of another tenant is found only if
+// at least a whole window of a form leaks (2n-1 letters and digits, n being
+// 16 or 32), and only if it has enough entropy to be tracked. Fingerprints
 // ignore case, punctuation and zero-width characters but not paraphrase; a
 // match is found after the text left and is only reported. A canary is only
 // found when the leak carries it: a leak of a few sentences of a document,
@@ -116,12 +133,14 @@ import (
 	"sync/atomic"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
 // Reasons reported in a Verdict. Link reasons add the host or the kind of
 // URL, e.g. "image from a host not allowed: evil.example".
 const (
 	ReasonForeignCanary = "canary of another tenant"
+	ReasonForeignSecret = "secret of another tenant"
 	ReasonOwnCanary     = "canary of this tenant removed"
 	ReasonFormedCanary  = "canary formed by removing text"
 	ReasonTooLong       = "link or image longer than 2048 bytes"
@@ -153,9 +172,17 @@ const (
 type Guard struct {
 	seed maphash.Seed // keys fingerprints with a per-process secret
 
+	keys *secretKeys // keys the hashes of secrets' tiles
+
 	mu       sync.RWMutex
 	canaries map[tenant.ID][]string
-	cset     *canarySet // immutable; replaced whenever canaries change
+	secrets  map[tenant.ID]map[string][]secretTile
+	// cset is immutable; it is dropped whenever canaries or secrets change
+	// and rebuilt by the next Stream, so loading many tenants costs one
+	// build.
+	cset *canarySet
+	// compiled caches each canary's patterns between builds of cset.
+	compiled map[string]*textnorm.Compiled
 	idx      index
 
 	// The silent text check: texts that left, waiting for Run.
@@ -166,10 +193,16 @@ type Guard struct {
 
 // New returns an empty Guard.
 func New() *Guard {
+	random := make([]byte, 40)
+	if _, err := rand.Read(random); err != nil {
+		panic(fmt.Sprintf("guard: read random key: %v", err)) // crypto/rand does not fail on supported systems
+	}
 	return &Guard{
 		seed:     maphash.MakeSeed(),
+		keys:     newSecretKeys(random),
 		canaries: map[tenant.ID][]string{},
-		cset:     newCanarySet(nil),
+		secrets:  map[tenant.ID]map[string][]secretTile{},
+		compiled: map[string]*textnorm.Compiled{},
 		idx:      newIndex(),
 		checks:   make(chan textCheck, queueLen),
 	}
@@ -197,7 +230,70 @@ func (g *Guard) SetCanaries(id tenant.ID, canaries []string) {
 	} else {
 		g.canaries[id] = slices.Clone(canaries)
 	}
-	g.cset = newCanarySet(g.canaries)
+	g.cset = nil
+}
+
+// SetSecret records the tenant's secret name, to recognize its value in
+// other tenants' answers, and reports whether it is tracked: only values of
+// at least 16 bytes with an estimated 64 bits of entropy are (see secrets.go
+// for why). The guard keeps keyed hashes of windows of the value's forms,
+// never the value. A value that is not tracked forgets an earlier one of
+// the same name.
+func (g *Guard) SetSecret(id tenant.ID, name string, value []byte) bool {
+	if id == "" {
+		return false
+	}
+	var tiles []secretTile
+	if tracked(value) {
+		tiles = g.keys.tiles(value)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(tiles) == 0 {
+		g.deleteSecretLocked(id, name)
+		return false
+	}
+	if g.secrets[id] == nil {
+		g.secrets[id] = map[string][]secretTile{}
+	}
+	g.secrets[id][name] = tiles
+	g.cset = nil
+	return true
+}
+
+// DeleteSecret forgets the tenant's secret name.
+func (g *Guard) DeleteSecret(id tenant.ID, name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.deleteSecretLocked(id, name)
+}
+
+func (g *Guard) deleteSecretLocked(id tenant.ID, name string) {
+	if _, ok := g.secrets[id][name]; !ok {
+		return
+	}
+	delete(g.secrets[id], name)
+	if len(g.secrets[id]) == 0 {
+		delete(g.secrets, id)
+	}
+	g.cset = nil
+}
+
+// canarySet returns the current canary set, building it if a change
+// dropped it.
+func (g *Guard) canarySet() *canarySet {
+	g.mu.RLock()
+	cs := g.cset
+	g.mu.RUnlock()
+	if cs != nil {
+		return cs
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cset == nil {
+		g.cset = newCanarySet(g.canaries, newSecretSet(g.keys, g.secrets), g.compiled)
+	}
+	return g.cset
 }
 
 // AddText registers text the tenant stores (a document, a memory, a system
@@ -222,9 +318,12 @@ func (g *Guard) AddText(id tenant.ID, text string) {
 func (g *Guard) RemoveTenant(id tenant.ID) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if _, ok := g.canaries[id]; ok {
+	_, c := g.canaries[id]
+	_, sec := g.secrets[id]
+	if c || sec {
 		delete(g.canaries, id)
-		g.cset = newCanarySet(g.canaries)
+		delete(g.secrets, id)
+		g.cset = nil
 	}
 	g.idx.remove(id)
 }
@@ -241,6 +340,43 @@ type Verdict struct {
 	Reasons []string
 	// Text is what to send when not blocked (for a stream, this piece).
 	Text string
+	// Owners lists, sorted, the tenants whose canary or secret was found
+	// (by a stream, so far): the victims of a blocked leak, for their own
+	// audit logs. It never holds the receiving tenant.
+	Owners []tenant.ID
+	// Leaks says what of each owner's was found, sorted by owner and kind.
+	Leaks []Leak
+}
+
+// LeakKind is what of another tenant's was found.
+type LeakKind string
+
+// The kinds of leak.
+const (
+	LeakCanary LeakKind = "canary"
+	LeakSecret LeakKind = "secret"
+)
+
+// Leak is one kind of another tenant's data found in a text.
+type Leak struct {
+	Owner tenant.ID
+	Kind  LeakKind
+}
+
+// leaks collects what a stream found of other tenants'.
+type leaks struct{ list []Leak }
+
+func (l *leaks) add(owner tenant.ID, kind LeakKind) {
+	lk := Leak{Owner: owner, Kind: kind}
+	cmp := func(a, b Leak) int {
+		if a.Owner != b.Owner {
+			return strings.Compare(string(a.Owner), string(b.Owner))
+		}
+		return strings.Compare(string(a.Kind), string(b.Kind))
+	}
+	if i, found := slices.BinarySearchFunc(l.list, lk, cmp); !found {
+		l.list = slices.Insert(l.list, i, lk)
+	}
 }
 
 // Check inspects text that is about to leave for tenant id: an answer or the
@@ -284,6 +420,7 @@ type stage interface {
 type Stream struct {
 	stages  []stage
 	reasons reasons
+	leaks   leaks
 	blocked bool
 	flushed bool
 }
@@ -299,14 +436,12 @@ func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
 		s.block(ReasonNoTenant)
 		return s
 	}
-	g.mu.RLock()
-	cs := g.cset
-	g.mu.RUnlock()
+	cs := g.canarySet()
 	hosts := newHostList(allowHosts)
 	s.stages = []stage{
-		&canaryStage{set: cs, self: id, remove: true, r: &s.reasons},
+		&canaryStage{set: cs, self: id, remove: true, r: &s.reasons, leaks: &s.leaks},
 		&linkStage{hosts: hosts, r: &s.reasons, lineStart: true},
-		&canaryStage{set: cs, self: id, r: &s.reasons},
+		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks},
 		&linkStage{hosts: hosts, detect: true, r: &s.reasons, lineStart: true},
 		&fingerprintTap{g: g, self: id},
 	}
@@ -354,7 +489,12 @@ func (s *Stream) block(reason string) {
 }
 
 func (s *Stream) verdict(text string) Verdict {
-	v := Verdict{Blocked: s.blocked, Text: text, Reasons: slices.Clone(s.reasons.list)}
+	v := Verdict{Blocked: s.blocked, Text: text, Reasons: slices.Clone(s.reasons.list), Leaks: slices.Clone(s.leaks.list)}
+	for _, l := range v.Leaks {
+		if len(v.Owners) == 0 || v.Owners[len(v.Owners)-1] != l.Owner {
+			v.Owners = append(v.Owners, l.Owner)
+		}
+	}
 	if v.Blocked {
 		v.Text = ""
 	}

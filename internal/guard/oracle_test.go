@@ -160,31 +160,3 @@ func TestReportOnce(t *testing.T) {
 		t.Fatalf("second report %+v, want initech's, the second in all", m)
 	}
 }
-
-// TestCanaryTailHeld checks what a canary pass holds back: exactly the tail
-// that may still begin a canary, ignoring ASCII case.
-func TestCanaryTailHeld(t *testing.T) {
-	own, other := newCanary(t), newCanary(t)
-	cs := newCanarySet(map[tenant.ID][]string{acme: {own}, globex: {other}})
-	tests := []struct {
-		text string
-		held string
-	}{
-		{"plain prose ", ""},
-		{"a job", "b"},
-		{"a jo" + "B", "B"},
-		{"see bk", "bk"},
-		{"see bkc-", "bkc-"},
-		{"see " + strings.ToUpper(other[:10]), strings.ToUpper(other[:10])},
-		{"see " + other[:len(other)-1], other[:len(other)-1]},
-		{"see bkz", ""},
-		{"see bkc-" + other[4:6] + "!", ""},
-		{"ünïcode ", ""},
-		{"split \xc3", "\xc3"}, // an incomplete rune is never sent
-	}
-	for _, tt := range tests {
-		if got := tt.text[cs.held(tt.text):]; got != tt.held {
-			t.Errorf("held(%q) keeps %q, want %q", tt.text, got, tt.held)
-		}
-	}
-}

@@ -237,9 +237,10 @@ func TestStreamHoldsBackLittle(t *testing.T) {
 		}
 		sent.WriteString(out)
 		held := len(strings.Join(list[:i+1], " ")+" ") - sent.Len()
-		// Each canary pass holds 23 bytes (the canary's length less one);
-		// the fingerprint pass holds nothing.
-		if limit := 2 * 23; held > limit {
+		// Each canary pass holds the text behind its last 31 letters and
+		// digits (maxCanaryPattern less one): at most 31 letters and 10
+		// spaces of these words. The fingerprint pass holds nothing.
+		if limit := 2 * (maxCanaryPattern - 1 + 10); held > limit {
 			t.Fatalf("after %d words holding %d bytes, want at most %d", i+1, held, limit)
 		}
 	}

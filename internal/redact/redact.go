@@ -1,18 +1,34 @@
 // Package redact removes secret values from text before it goes anywhere a
 // secret must not: the model, the client, logs and the audit trail. Each
-// secret is searched for as is and in the encodings it is most often leaked
-// in (base64, base64url, URL escaping, hex), and replaced by
-// "[REDACTED:name]".
+// secret is replaced by "[REDACTED:name]" wherever a reader or a lenient
+// decoder would recover it:
+//
+//   - as it is, or in look-alike letters, fullwidth forms, any case, with
+//     zero-width or soft-hyphen characters inside (the skeleton of package
+//     textnorm);
+//   - percent-encoded in full or in part, written with JSON escapes
+//     (\u002B, \/) or \x escapes, spaced out or split by punctuation;
+//   - reversed, rot13'd, hex (any case, with or without separators such as
+//     ':', ' ', '-' or "\x"), base64 or base64url, base32, also inside
+//     longer encoded data at any byte offset (base64("Bearer " + secret)),
+//     found by the alignment-stable interior of each encoding.
+//
+// The cut is made in the original text: the bytes from the first to the
+// last character of the form found (with an encoding's padding). A
+// secret's encoded form inside longer data leaves the one or two characters
+// of that data that mix its bits with its neighbours'. See textnorm.Matcher
+// for the minimum lengths that keep false positives away: a secret shorter
+// than 12 letters and digits is only found in its exact forms.
 package redact
 
 import (
-	"encoding/base64"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
-	"net/url"
-	"slices"
 	"strings"
-	"unicode/utf8"
+	"sync"
+
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
 // MinLen is the shortest secret value redacted. Shorter values would match
@@ -28,155 +44,148 @@ type Secret struct {
 // Redactor finds and replaces a fixed set of secrets. It is immutable and safe
 // for concurrent use; build one per request from the secrets resolved for it.
 type Redactor struct {
-	patterns []pattern
-	// byPrefix maps the first four bytes of each pattern to its indexes; filter
-	// is a bitmap over a hash of those bytes, so most positions in a text cost
-	// one load and one bit test.
-	byPrefix map[uint32][]int
-	filter   [1 << filterBits / 64]uint64
-	maxLen   int
-}
-
-const filterBits = 16
-
-type pattern struct {
-	text        string
-	replacement string
+	m            *textnorm.Matcher
+	replacements []string // by value index
 }
 
 // New returns a Redactor for secrets. Values shorter than MinLen are skipped.
+//
+// Every turn builds one, from the same few secrets, and computing every
+// form of each is costly, so New keeps the Redactors of the last sets it was
+// asked for (at most maxCached), found by a hash of the names and values
+// keyed with a per-process secret, so that the cache's keys say nothing of
+// the values. A set not asked for again is dropped when the cache fills.
 func New(secrets []Secret) *Redactor {
-	r := &Redactor{byPrefix: map[uint32][]int{}}
-	seen := map[string]bool{}
+	key := cacheKey(secrets)
+	cache.Lock()
+	r, ok := cache.m[key]
+	cache.Unlock()
+	if ok {
+		return r
+	}
+	r = build(secrets)
+	cache.Lock()
+	if len(cache.m) >= maxCached {
+		clear(cache.m)
+	}
+	cache.m[key] = r
+	cache.Unlock()
+	return r
+}
+
+const maxCached = 512
+
+var cache = struct {
+	sync.Mutex
+	m map[[sha256.Size]byte]*Redactor
+}{m: map[[sha256.Size]byte]*Redactor{}}
+
+var cacheSalt = func() []byte {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	return b
+}()
+
+func cacheKey(secrets []Secret) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(cacheSalt)
+	var n [8]byte
+	for _, s := range secrets {
+		for _, f := range []string{s.Name, s.Value} {
+			binary.LittleEndian.PutUint64(n[:], uint64(len(f)))
+			h.Write(n[:])
+			h.Write([]byte(f))
+		}
+	}
+	var k [sha256.Size]byte
+	h.Sum(k[:0])
+	return k
+}
+
+func build(secrets []Secret) *Redactor {
+	r := &Redactor{}
+	var values []string
 	for _, s := range secrets {
 		if len(s.Value) < MinLen {
 			continue
 		}
-		repl := "[REDACTED:" + s.Name + "]"
-		for _, form := range forms(s.Value) {
-			if seen[form] {
-				continue
-			}
-			seen[form] = true
-			r.patterns = append(r.patterns, pattern{text: form, replacement: repl})
-		}
+		values = append(values, s.Value)
+		r.replacements = append(r.replacements, "[REDACTED:"+s.Name+"]")
 	}
-	// Longest first, so that at one position the longest form wins.
-	slices.SortStableFunc(r.patterns, func(a, b pattern) int { return len(b.text) - len(a.text) })
-	for i, p := range r.patterns {
-		k := prefix(p.text, 0)
-		r.byPrefix[k] = append(r.byPrefix[k], i)
-		h := hash(k)
-		r.filter[h/64] |= 1 << (h % 64)
-		r.maxLen = max(r.maxLen, len(p.text))
+	if len(values) > 0 {
+		r.m = textnorm.NewMatcher(values, textnorm.Options{})
 	}
 	return r
 }
 
-// forms lists the encodings of v searched for.
-func forms(v string) []string {
-	b := []byte(v)
-	return []string{
-		v,
-		base64.StdEncoding.EncodeToString(b),
-		base64.RawStdEncoding.EncodeToString(b),
-		base64.URLEncoding.EncodeToString(b),
-		base64.RawURLEncoding.EncodeToString(b),
-		url.QueryEscape(v),
-		url.PathEscape(v),
-		hex.EncodeToString(b),
-		strings.ToUpper(hex.EncodeToString(b)),
-	}
-}
-
-func prefix(s string, i int) uint32 { return binary.LittleEndian.Uint32([]byte(s[i : i+4])) }
-
-func hash(k uint32) uint32 { return (k * 0x9E3779B1) >> (32 - filterBits) }
-
 // Empty reports whether r has nothing to redact.
-func (r *Redactor) Empty() bool { return r == nil || len(r.patterns) == 0 }
+func (r *Redactor) Empty() bool { return r == nil || r.m.Empty() }
 
 // String returns s with every secret replaced.
 func (r *Redactor) String(s string) string {
 	if r.Empty() {
 		return s
 	}
-	out, _ := r.redact(s, len(s), true)
-	return out
+	return r.apply(s, r.m.Find(s))
 }
 
-// redact replaces matches in s that start before limit and returns the
-// rewritten text up to the end of the region it settled (at least limit, or
-// past a match that crosses it) plus the length of s that region covers.
-func (r *Redactor) redact(s string, limit int, final bool) (string, int) {
+// apply replaces the matches in s, sorted by start. Overlapping matches are
+// cut as one, named for the first.
+func (r *Redactor) apply(s string, ms []textnorm.Match) string {
+	if len(ms) == 0 {
+		return s
+	}
 	var b strings.Builder
+	b.Grow(len(s))
 	done := 0
-	for i := 0; i < limit && i+4 <= len(s); i++ {
-		k := binary.LittleEndian.Uint32([]byte(s[i : i+4]))
-		if h := hash(k); r.filter[h/64]&(1<<(h%64)) == 0 {
-			continue
+	for i := 0; i < len(ms); {
+		start, end, name := ms[i].Start, ms[i].End, r.replacements[ms[i].Value]
+		for i++; i < len(ms) && ms[i].Start < end; i++ {
+			end = max(end, ms[i].End)
 		}
-		for _, pi := range r.byPrefix[k] {
-			p := r.patterns[pi]
-			if strings.HasPrefix(s[i:], p.text) {
-				if b.Len() == 0 && done == 0 {
-					b.Grow(len(s))
-				}
-				b.WriteString(s[done:i])
-				b.WriteString(p.replacement)
-				done = i + len(p.text)
-				i = done - 1
-				break
-			}
-		}
+		b.WriteString(s[done:start])
+		b.WriteString(name)
+		done = end
 	}
-	end := max(limit, done)
-	if final {
-		end = len(s)
-	}
-	if done == 0 {
-		return s[:end], end
-	}
-	b.WriteString(s[done:end])
-	return b.String(), end
+	b.WriteString(s[done:])
+	return b.String()
 }
 
 // Stream redacts text that arrives in pieces, such as a streamed answer. A
-// secret split across pieces is still caught: Stream holds back the shortest
-// tail that could be the start of one. It is not safe for concurrent use.
+// secret split across pieces is still caught: Stream holds back the text
+// behind the last view bytes a secret's longest form could still need (see
+// textnorm.Scanner.Advance): about that many bytes of ordinary text, and at
+// most textnorm's per-character bound times as many for text made of
+// escapes and ignorable characters. It is not safe for concurrent use.
 type Stream struct {
-	r       *Redactor
-	pending string
+	r  *Redactor
+	sc *textnorm.Scanner
 }
 
 // Stream returns a new streaming redactor.
-func (r *Redactor) Stream() *Stream { return &Stream{r: r} }
+func (r *Redactor) Stream() *Stream {
+	s := &Stream{r: r}
+	if !r.Empty() {
+		s.sc = r.m.Scanner()
+	}
+	return s
+}
 
 // Write takes the next piece and returns the text that is now safe to emit,
-// possibly empty.
+// possibly empty. It never cuts inside a UTF-8 sequence.
 func (s *Stream) Write(piece string) string {
-	if s.r.Empty() {
+	if s.sc == nil {
 		return piece
 	}
-	buf := s.pending + piece
-	// A match starting at or after safe might still be incomplete.
-	safe := len(buf) - (s.r.maxLen - 1)
-	if safe <= 0 {
-		s.pending = buf
-		return ""
-	}
-	// Never cut inside a UTF-8 sequence: the piece becomes a JSON string.
-	for safe > 0 && safe < len(buf) && !utf8.RuneStart(buf[safe]) {
-		safe--
-	}
-	out, used := s.r.redact(buf, safe, false)
-	s.pending = buf[used:]
-	return out
+	seg, ms := s.sc.Advance(piece, false)
+	return s.r.apply(seg, ms)
 }
 
 // Flush returns whatever is held back, redacted. Call it at the end.
 func (s *Stream) Flush() string {
-	out := s.r.String(s.pending)
-	s.pending = ""
-	return out
+	if s.sc == nil {
+		return ""
+	}
+	seg, ms := s.sc.Advance("", true)
+	return s.r.apply(seg, ms)
 }

@@ -433,6 +433,9 @@ func handlePutSecret(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
+		if d.Guard != nil {
+			d.Guard.SetSecret(scope.Tenant(), string(name), []byte(*body.Value))
+		}
 		d.Logger.InfoContext(r.Context(), "secret set", "tenant", scope.Tenant(), "secret", name)
 		w.WriteHeader(http.StatusNoContent)
 	})
@@ -458,6 +461,9 @@ func handleDeleteSecret(d Deps) http.Handler {
 			changeFailed(d, r, scope, "secret.delete", err)
 			writeError(d.Logger, w, r, err)
 			return
+		}
+		if d.Guard != nil {
+			d.Guard.DeleteSecret(scope.Tenant(), string(name))
 		}
 		d.Logger.InfoContext(r.Context(), "secret deleted", "tenant", scope.Tenant(), "secret", name)
 		w.WriteHeader(http.StatusNoContent)

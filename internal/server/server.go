@@ -100,6 +100,10 @@ type Guard interface {
 	SetCanaries(id tenant.ID, canaries []string)
 	AddText(id tenant.ID, text string)
 	RemoveTenant(id tenant.ID)
+	// SetSecret and DeleteSecret keep the guard's keyed hashes of the
+	// tenant's secrets, so that they are caught in other tenants' answers.
+	SetSecret(id tenant.ID, name string, value []byte) bool
+	DeleteSecret(id tenant.ID, name string)
 }
 
 // RegisterTenant tells g a tenant's canaries and system prompts.

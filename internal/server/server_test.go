@@ -133,7 +133,18 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	if opts.auditStore != nil {
 		auditStore = opts.auditStore(stores)
 	}
-	auditLog := audit.NewLog(auditStore, audit.Options{FlushInterval: 5 * time.Millisecond})
+	auditLog := audit.NewLog(auditStore, audit.Options{FlushInterval: 5 * time.Millisecond,
+		OperatorScope: func(id tenant.ID) (auth.Scope, error) {
+			ctx, err := authn.OperatorContext(context.Background(), testAdminToken)
+			if err != nil {
+				return auth.Scope{}, err
+			}
+			tn, err := plane.Tenant(id)
+			if err != nil {
+				return auth.Scope{}, err
+			}
+			return auth.AdminScope(ctx, tn.Incarnation())
+		}})
 	logCtx, stopLog := context.WithCancel(context.Background())
 	logDone := make(chan error, 1)
 	go func() { logDone <- auditLog.Run(logCtx) }()

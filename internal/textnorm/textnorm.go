@@ -37,8 +37,15 @@ import (
 // that matchers read, and mapping '%' or '"' onto look-alikes would blur it.
 var asciiSkeleton [utf8.RuneSelf]string
 
-// cache holds the skeleton of every non-ASCII rune seen so far.
-var cache sync.Map // rune → string
+// asciiSqueezed is the squeezed skeleton of each ASCII byte (see Squeeze):
+// its skeleton if that is a letter or digit, else "".
+var asciiSqueezed [utf8.RuneSelf]string
+
+// runeInfo is what the views need of one non-ASCII rune.
+type runeInfo struct{ skel, squeezed string }
+
+// cache holds the runeInfo of every non-ASCII rune seen so far.
+var cache sync.Map // rune → *runeInfo
 
 func init() {
 	for b := range rune(utf8.RuneSelf) {
@@ -47,7 +54,30 @@ func init() {
 		} else {
 			asciiSkeleton[b] = string(b)
 		}
+		asciiSqueezed[b] = squeezeSkel(asciiSkeleton[b])
 	}
+	initASCIIClass()
+}
+
+// squeezeSkel keeps the letters and digits of a skeleton.
+func squeezeSkel(s string) string {
+	keep := true
+	for _, r := range s {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) {
+			keep = false
+			break
+		}
+	}
+	if keep {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // Skeleton returns the skeleton of s (see the package comment). Invalid
@@ -108,12 +138,17 @@ func Rune(r rune) string {
 	if 0 <= r && r < utf8.RuneSelf {
 		return asciiSkeleton[r]
 	}
+	return info(r).skel
+}
+
+func info(r rune) *runeInfo {
 	if v, ok := cache.Load(r); ok {
-		return v.(string)
+		return v.(*runeInfo)
 	}
 	s := computeRune(r)
-	cache.Store(r, s)
-	return s
+	in := &runeInfo{skel: s, squeezed: squeezeSkel(s)}
+	cache.Store(r, in)
+	return in
 }
 
 // Ignorable reports whether r is dropped from skeletons: a default-ignorable
@@ -133,13 +168,30 @@ func computeRune(r rune) string {
 		if Ignorable(d) {
 			continue
 		}
-		for _, c := range confusables.Skeleton(string(fold(d))) {
+		// The prototype of a capital can differ from its small letter's
+		// (Cyrillic В is B, в is ʙ; but Latin I is l, i is i). A non-ASCII
+		// capital is mapped as written first, so it meets the Latin capital
+		// it imitates; everything else is folded first, so ASCII letters stay
+		// case-insensitive.
+		k := string(fold(d))
+		if d >= utf8.RuneSelf && unicode.IsUpper(d) {
+			k = foldString(confusables.Skeleton(string(d)))
+		}
+		for _, c := range confusables.Skeleton(k) {
 			if !Ignorable(c) {
 				out.WriteRune(fold(c))
 			}
 		}
 	}
 	return out.String()
+}
+
+func foldString(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		b.WriteRune(fold(r))
+	}
+	return b.String()
 }
 
 // fold maps r to the smallest-case form of its simple case-folding orbit

@@ -1,0 +1,317 @@
+package textnorm
+
+import (
+	"unicode/utf16"
+	"unicode/utf8"
+)
+
+// Views. A matcher does not search the text itself but two views of it, each
+// built unit by unit, where a unit is one UTF-8 rune or one escape that a
+// lenient reader decodes: %XX (and runs of them forming one UTF-8 sequence),
+// \uXXXX (with surrogate pairs), \xXX and the JSON escapes \" \/ \\ \b \f \n
+// \r \t. Each decoded rune is replaced by its skeleton.
+//
+//   - The exact view is that skeleton text: a value is found in it whatever
+//     its letters look like and however much of it is escaped.
+//   - The squeezed view keeps only the letters and digits of the exact view,
+//     so a value spaced out ("s k - 1 2"), split by punctuation, or written
+//     as hex with separators ("de:ad:be:ef", "de ad", "\xde\xad") is one run
+//     of characters there.
+//
+// A view stops joining across long gaps: when more than maxGap bytes of the
+// text produce nothing in a view (separators in the squeezed view, ignorable
+// code points in both), the view gets a break byte (0) that no pattern
+// contains. So a match in a view spans at most maxUnit+maxGap bytes of text per
+// view byte, which bounds what a stream must hold back, and a value written
+// with more than maxGap bytes of padding between two of its characters is not
+// found: that is the documented limit of the spaced-out form.
+
+const (
+	// maxGap is the most bytes of text that may produce nothing in a view
+	// between two characters of one match.
+	maxGap = 16
+	// maxUnit is the longest unit: a surrogate pair "\uD83D\uDE00", or four
+	// %XX or \xXX escapes of one UTF-8 sequence.
+	maxUnit   = 16
+	breakByte = 0
+)
+
+// view is one view of a text being scanned: its bytes and, for each, the
+// offset in the text of the unit it came from.
+type view struct {
+	buf       []byte
+	src       []int32
+	lastOut   int  // text offset just after the last unit that wrote a byte
+	broken    bool // a break was written since then
+	lastBreak int  // index just after the last break byte in buf, or 0
+	scanned   int  // buf positions before this were probed
+	settled   int  // every match starting before this was found
+	dropped   int  // bytes dropped from the front of buf so far
+}
+
+func (v *view) add(out string, start, end int) {
+	if out == "" {
+		if !v.broken && end-v.lastOut > maxGap {
+			v.buf = append(v.buf, breakByte)
+			v.src = append(v.src, int32(start))
+			v.broken = true
+			v.lastBreak = len(v.buf)
+		}
+		return
+	}
+	for k := 0; k < len(out); k++ {
+		v.buf = append(v.buf, out[k])
+		v.src = append(v.src, int32(start))
+	}
+	v.lastOut, v.broken = end, false
+}
+
+// drop forgets the settled part of the view.
+func (v *view) drop() {
+	n := v.settled
+	if n == 0 {
+		return
+	}
+	v.buf = v.buf[:copy(v.buf, v.buf[n:])]
+	v.src = v.src[:copy(v.src, v.src[n:])]
+	v.lastBreak = max(0, v.lastBreak-n)
+	v.scanned -= n
+	v.settled = 0
+	v.dropped += n
+}
+
+func (v *view) reset() {
+	*v = view{buf: v.buf[:0], src: v.src[:0]}
+}
+
+// unit decodes the unit at the start of s. ok is false when s may hold the
+// start of a longer unit than it has (only when !final): the caller waits.
+func unit(s []byte, final bool) (r rune, n int, ok bool) {
+	c := s[0]
+	switch {
+	case c == '%':
+		return escapedBytes(s, '%', 3, final)
+	case c == '\\':
+		if len(s) < 2 {
+			return '\\', 1, final
+		}
+		switch s[1] {
+		case 'u', 'U':
+			return unicodeEscape(s, final)
+		case 'x', 'X':
+			return escapedBytes(s, '\\', 4, final)
+		case '"', '/', '\\', '\'':
+			return rune(s[1]), 2, true
+		case 'b':
+			return '\b', 2, true
+		case 'f':
+			return '\f', 2, true
+		case 'n':
+			return '\n', 2, true
+		case 'r':
+			return '\r', 2, true
+		case 't':
+			return '\t', 2, true
+		}
+		return '\\', 1, true
+	case c < utf8.RuneSelf:
+		return rune(c), 1, true
+	}
+	if !final && !utf8.FullRune(s) {
+		return 0, 0, false
+	}
+	r, n = utf8.DecodeRune(s)
+	return r, n, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
+
+// hexByte decodes the escape of width w at s[0:] ("%XX" or "\xXX"), whose
+// first byte is lead. more reports that s ends before the escape could.
+func hexByte(s []byte, lead byte, w int) (b byte, ok, more bool) {
+	if len(s) == 0 {
+		return 0, false, true
+	}
+	if s[0] != lead {
+		return 0, false, false
+	}
+	if lead == '\\' {
+		if len(s) < 2 {
+			return 0, false, true
+		}
+		if s[1] != 'x' && s[1] != 'X' {
+			return 0, false, false
+		}
+	}
+	hi := w - 2
+	if len(s) <= hi {
+		return 0, false, true
+	}
+	h, ok1 := unhex(s[hi])
+	if !ok1 {
+		return 0, false, false
+	}
+	if len(s) <= hi+1 {
+		return 0, false, true
+	}
+	l, ok2 := unhex(s[hi+1])
+	if !ok2 {
+		return 0, false, false
+	}
+	return h<<4 | l, true, false
+}
+
+// escapedBytes decodes a run of w-byte escapes of one UTF-8 sequence.
+func escapedBytes(s []byte, lead byte, w int, final bool) (rune, int, bool) {
+	b, ok, more := hexByte(s, lead, w)
+	switch {
+	case more && !final:
+		return 0, 0, false
+	case !ok:
+		return rune(lead), 1, true
+	case b < utf8.RuneSelf:
+		return rune(b), w, true
+	}
+	var seq [utf8.UTFMax]byte
+	seq[0] = b
+	n := 1
+	for n < utf8.UTFMax && !utf8.FullRune(seq[:n]) {
+		c, ok, more := hexByte(s[min(len(s), n*w):], lead, w)
+		if more && !final {
+			return 0, 0, false
+		}
+		if !ok || utf8.RuneStart(c) {
+			break
+		}
+		seq[n] = c
+		n++
+	}
+	r, size := utf8.DecodeRune(seq[:n])
+	if r == utf8.RuneError && size <= 1 {
+		return rune(lead), 1, true
+	}
+	return r, size * w, true
+}
+
+// unicodeEscape decodes \uXXXX at s[0:], with a following low surrogate.
+func unicodeEscape(s []byte, final bool) (rune, int, bool) {
+	r, ok, more := hex4(s)
+	switch {
+	case more && !final:
+		return 0, 0, false
+	case !ok:
+		return '\\', 1, true
+	case !utf16.IsSurrogate(r):
+		return r, 6, true
+	case r >= 0xDC00:
+		return utf8.RuneError, 6, true
+	}
+	lo, ok, more := hex4(s[6:])
+	switch {
+	case more && !final:
+		return 0, 0, false
+	case ok && 0xDC00 <= lo && lo < 0xE000:
+		return utf16.DecodeRune(r, lo), 12, true
+	}
+	return utf8.RuneError, 6, true
+}
+
+func hex4(s []byte) (rune, bool, bool) {
+	if len(s) == 0 {
+		return 0, false, true
+	}
+	if s[0] != '\\' {
+		return 0, false, false
+	}
+	if len(s) < 2 {
+		return 0, false, true
+	}
+	if s[1] != 'u' && s[1] != 'U' {
+		return 0, false, false
+	}
+	var r rune
+	for i := 2; i < 6; i++ {
+		if i >= len(s) {
+			return 0, false, true
+		}
+		h, ok := unhex(s[i])
+		if !ok {
+			return 0, false, false
+		}
+		r = r<<4 | rune(h)
+	}
+	return r, true, false
+}
+
+// unitEnd returns the end of the unit starting at s[0:], all of which is
+// present.
+func unitEnd(s []byte) int {
+	if c := s[0]; c < utf8.RuneSelf && c != '%' && c != '\\' {
+		return 1
+	}
+	_, n, _ := unit(s, true)
+	return n
+}
+
+// Views returns the exact and squeezed views of s (see the comment on
+// views above), for tests and for computing the forms of a value.
+func Views(s string) (exact, squeezed string) {
+	var d, q formView
+	d.buf = make([]byte, 0, 2*len(s))
+	q.buf = make([]byte, 0, 2*len(s))
+	b := []byte(s)
+	for i := 0; i < len(b); {
+		ds, qs, n := unitViews(b[i:], true)
+		d.add(ds, i+n)
+		q.add(qs, i+n)
+		i += n
+	}
+	return string(d.buf), string(q.buf)
+}
+
+// formView is a view without offsets, built the same way (view.add).
+type formView struct {
+	buf     []byte
+	lastOut int
+	broken  bool
+}
+
+func (v *formView) add(out string, end int) {
+	if out == "" {
+		if !v.broken && end-v.lastOut > maxGap {
+			v.buf = append(v.buf, breakByte)
+			v.broken = true
+		}
+		return
+	}
+	v.buf = append(v.buf, out...)
+	v.lastOut, v.broken = end, false
+}
+
+// unitViews returns what the unit at s[0:] adds to each view and its length,
+// or n = 0 to wait for more.
+func unitViews(s []byte, final bool) (exact, squeezed string, n int) {
+	c := s[0]
+	if c < utf8.RuneSelf && c != '%' && c != '\\' {
+		return asciiSkeleton[c], asciiSqueezed[c], 1
+	}
+	r, n, ok := unit(s, final)
+	if !ok {
+		return "", "", 0
+	}
+	if 0 <= r && r < utf8.RuneSelf {
+		return asciiSkeleton[r], asciiSqueezed[r], n
+	}
+	in := info(r)
+	return in.skel, in.squeezed, n
+}
