@@ -279,6 +279,31 @@ func TestToolCallChecksDecodedValues(t *testing.T) {
 	}
 }
 
+// TestToolCallSplitCanaryRefused: another tenant's canary cut in two and
+// spread over two strings of one call reaches the tool server whole, so the
+// strings are checked joined too, in either order and with other strings
+// between them.
+func TestToolCallSplitCanaryRefused(t *testing.T) {
+	head, tail := globexCanary[:10], globexCanary[10:]
+	tests := []struct{ name, args string }{
+		{"note then owner", `{"customer":"c","note":"` + head + `","owner":{"id":"` + tail + `"}}`},
+		{"reversed key order", `{"customer":"c","note":"` + tail + `","owner":{"id":"` + head + `"}}`},
+		{"across array items", `{"customer":"c","tags":[{"name":"` + head + `"},{"name":"x"},{"name":"` + tail + `"}]}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHostile(t)
+			got := h.call("crm_update", tt.args)
+			if sent := h.sent(t); sent != "" {
+				t.Fatalf("executor got %s (answer %q), want the call refused", sent, got)
+			}
+			if !strings.Contains(got, "refused") {
+				t.Errorf("answer %q, want a refusal", got)
+			}
+		})
+	}
+}
+
 // TestToolCallAllowedLinkKept: a link to a host the profile allows passes
 // unchanged, so the rewrite above is the allow-list and not a blanket strip.
 func TestToolCallAllowedLinkKept(t *testing.T) {

@@ -279,9 +279,12 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 // applied; a key that would change, or a block, refuses the call.
 func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name string, model map[string]any) (string, bool) {
 	const refused = "error: refused: the arguments carry data that may not leave"
-	var blocked, rewritten []string
+	var blocked, rewritten, values []string
 	err := tools.MapStrings(model, func(s string, key bool) (string, error) {
 		out := s
+		if !key {
+			defer func() { values = append(values, out) }()
+		}
 		if b.a.Guard != nil {
 			// Arguments leave for another system: they must not carry
 			// another tenant's data, nor links the tenant does not allow.
@@ -305,6 +308,16 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name strin
 		}
 		return out, nil
 	})
+	if err == nil && b.a.Guard != nil && len(values) > 1 {
+		// A canary or secret cut in two and spread over two strings reaches
+		// the tool server whole all the same: check the strings joined.
+		for _, text := range pairs(values) {
+			if v := b.a.Guard.Check(b.scope.Tenant(), text, b.allowHosts); v.Blocked {
+				blocked, err = v.Reasons, errArgBlocked
+				break
+			}
+		}
+	}
 	if err != nil {
 		blocked = slices.Compact(slices.Sorted(slices.Values(blocked)))
 		log.WarnContext(ctx, "tool call blocked by the output guard", "reasons", blocked)
@@ -317,6 +330,33 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name strin
 		b.a.audit(ctx, b.scope, "guard.rewrite", map[string]any{"tool": name, "reasons": rewritten})
 	}
 	return "", true
+}
+
+// maxPaired is how many string values of one call are checked joined pairwise;
+// beyond it, all of them are checked joined in two orders.
+const maxPaired = 12
+
+// pairs returns the texts that join the strings of one call two at a time,
+// in both orders, so a token split across two of them is found whole; with
+// more than maxPaired strings, all of them joined in sorted and reverse
+// order (a split over three or more strings, or over two far apart in that
+// order, is not found then).
+func pairs(values []string) []string {
+	if len(values) > maxPaired {
+		sorted := slices.Sorted(slices.Values(values))
+		joined := strings.Join(sorted, "")
+		slices.Reverse(sorted)
+		return []string{joined, strings.Join(sorted, "")}
+	}
+	var out []string
+	for i, a := range values {
+		for j, b := range values {
+			if i != j && a != "" && b != "" {
+				out = append(out, a+b)
+			}
+		}
+	}
+	return out
 }
 
 // errArgBlocked stops the walk over arguments at the first block.
