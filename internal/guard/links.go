@@ -142,6 +142,18 @@ func validScheme(s string) bool {
 // maxConstruct bytes. A construct not yet closed is held back; one still open
 // at maxConstruct bytes is plain text if it has not reached its URL and
 // blocks if it has.
+//
+// It does not parse markdown the way a renderer does, and need not: at every
+// position it asks whether some reading of the text makes a link or image
+// start there, and removes the construct if its URL is refused. An allowed
+// construct is never skipped as a whole: its text, destination, title or
+// attributes are scanned like any other text, because a renderer may read
+// them otherwise (a code span, raw HTML or an autolink binds tighter than a
+// link's brackets, and an invalid title makes the brackets plain text).
+// Reference definitions are matched after any container prefix (see
+// startsLine) and removed when their URL is refused, so every reference to
+// them, full, collapsed or shortcut and however its label is spelt, renders
+// as text.
 type linkStage struct {
 	hosts     hostList
 	detect    bool
@@ -210,14 +222,17 @@ func (l *linkStage) run(s string, final bool, lineStart *bool) (out string, used
 	return b.String(), i, ""
 }
 
-// startsLine reports whether s[i] is at the start of a line, allowing for
-// indentation and block quote markers; first says whether s[0] is.
+// startsLine reports whether s[i] may start a block inside containers: only
+// indentation and container markers (block quote '>', list item "-", "+",
+// "*", "1." or "1)", in any nesting) precede it on its line. It accepts more
+// than CommonMark does ("1.5 "), which only makes more text a candidate
+// definition. first says whether s[0] may.
 func startsLine(s string, i int, first bool) bool {
 	for i--; i >= 0; i-- {
-		switch s[i] {
-		case ' ', '\t', '>':
-		case '\n':
+		switch c := s[i]; {
+		case c == '\n' || c == '\r': // '\r' alone ends a line too
 			return true
+		case c == ' ' || c == '\t' || c == '>' || c == '-' || c == '+' || c == '*' || c == '.' || c == ')' || isDigit(c):
 		default:
 			return false
 		}
@@ -270,7 +285,7 @@ func (l *linkStage) match(s string, lineStart bool) (construct, string) {
 		if ok, why := checkURL(url, l.hosts); !ok {
 			return construct{n: end, out: "]", reason: "link to a " + why}, ""
 		}
-		return construct{n: end, out: s[:end]}, ""
+		return none, ""
 	case '<':
 		return l.angle(s), ""
 	}
@@ -296,18 +311,18 @@ func (l *linkStage) link(s string, bracket int, lineStart bool) (construct, stri
 			return m, ""
 		}
 		ok, why := checkURL(url, l.hosts)
-		if !ok && image {
+		switch {
+		case ok:
+			return none, "" // scanned on from the next byte
+		case image:
 			return construct{n: end, out: imageRemoved, reason: "image from a " + why}, ""
 		}
-		// The text is kept either way, and may hold links and images itself.
+		// The text is kept, and may hold links and images itself.
 		inner, _, blocked := l.run(text, true, new(bool))
 		if blocked != "" {
 			return none, blocked
 		}
-		if !ok {
-			return construct{n: end, out: inner, reason: "link to a " + why}, ""
-		}
-		return construct{n: end, out: s[:bracket+1] + inner + s[closing:end]}, ""
+		return construct{n: end, out: inner, reason: "link to a " + why}, ""
 	case ':':
 		if image || !lineStart {
 			return none, ""
@@ -317,9 +332,12 @@ func (l *linkStage) link(s string, bracket int, lineStart bool) (construct, stri
 			return m, ""
 		}
 		if ok, why := checkURL(url, l.hosts); !ok {
-			return construct{n: end, reason: "link to a " + why}, ""
+			// If s ends in the URL, m is open and the definition, which
+			// the end of the text completes, is removed at the end.
+			m.n, m.reason = end, "link to a "+why
+			return m, ""
 		}
-		return construct{n: end, out: s[:end]}, ""
+		return construct{short: m.short, inURL: m.inURL}, ""
 	}
 	return none, ""
 }
@@ -409,7 +427,8 @@ func destination(s string, p int) (int, string, construct) {
 }
 
 // definition matches the URL of a reference definition "[label]: url",
-// starting at s[p] just after the colon, and returns the index past it.
+// starting at s[p] just after the colon, and returns the index past it. A URL
+// that runs to the end of s is returned with open: more input may extend it.
 func definition(s string, p int) (int, string, construct) {
 	j := skipSpace(s, p)
 	if j < 0 {
@@ -433,7 +452,7 @@ func definition(s string, p int) (int, string, construct) {
 		j++
 	}
 	if j >= len(s) {
-		return 0, "", open
+		return j, s[start:j], open
 	}
 	return j, s[start:j], none
 }
@@ -464,7 +483,7 @@ func (l *linkStage) angle(s string) construct {
 	run := s[1:j]
 	colon := strings.IndexByte(run, ':')
 	isLink := colon > 0 && validScheme(run[:colon]) ||
-		strings.IndexByte(run, '@') > 0 && !strings.ContainsAny(run, "/=\"'")
+		strings.IndexByte(run, '@') > 0 && !strings.ContainsAny(run, "/=\"'") || isEmail(run)
 	switch {
 	case j >= len(s) && isLink:
 		return open
@@ -472,9 +491,29 @@ func (l *linkStage) angle(s string) construct {
 		if ok, why := checkURL(s[1:j], l.hosts); !ok {
 			return construct{n: j + 1, out: linkRemoved, reason: "link to a " + why}
 		}
-		return construct{n: j + 1, out: s[:j+1]}
+		return none
 	}
 	return l.tag(s)
+}
+
+// isEmail reports whether s has the form of a CommonMark email autolink's
+// address, whose local part may hold '/', '=' and '\” (<a/b@host> is one).
+func isEmail(s string) bool {
+	at := strings.IndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 {
+		return false
+	}
+	for i := 0; i < at; i++ {
+		if c := s[i]; !isAlnum(c) && !strings.ContainsRune(".!#$%&'*+/=?^_`{|}~-", rune(c)) {
+			return false
+		}
+	}
+	for i := at + 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // tag matches a raw HTML start tag: a name, then attributes tokenized the
@@ -498,7 +537,14 @@ func (l *linkStage) tag(s string) construct {
 	name := strings.ToLower(s[1:j])
 	why := ""
 	check := func(value string) {
-		if why == "" && (strings.ContainsAny(value, ":\\&") || strings.Contains(value, "//")) {
+		if why != "" {
+			return
+		}
+		// A browser drops tabs and line breaks from a URL: "/\t/host".
+		if strings.ContainsAny(value, "\t\n\r") {
+			value = strings.Map(dropTabsAndBreaks, value)
+		}
+		if strings.ContainsAny(value, ":\\&") || strings.Contains(value, "//") {
 			if ok, reason := checkURL(value, l.hosts); !ok {
 				why = reason
 			}
@@ -523,7 +569,7 @@ func (l *linkStage) tag(s string) construct {
 		case j >= len(s):
 			return end(len(s), open)
 		case s[j] == '>':
-			return end(j+1, construct{n: j + 1, out: s[:j+1]})
+			return end(j+1, none) // allowed: its attributes are scanned too
 		}
 		j++ // a name's first byte may be anything left, even '='
 		for j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' && s[j] != '=' {
@@ -564,6 +610,13 @@ func (l *linkStage) tag(s string) construct {
 			return end(len(s), open)
 		}
 	}
+}
+
+func dropTabsAndBreaks(r rune) rune {
+	if r == '\t' || r == '\n' || r == '\r' {
+		return -1
+	}
+	return r
 }
 
 func isTagSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' }

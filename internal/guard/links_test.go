@@ -110,3 +110,73 @@ func TestLinks(t *testing.T) {
 		})
 	}
 }
+
+// renderedCases are markdown that CommonMark renders as a link or image
+// although the construct is not where a line-based reading expects it:
+// reference definitions inside containers, references of every kind and
+// label spelling, multi-line definitions, and constructs a code span, raw
+// HTML or an invalid title turns into something else. Each must leave the
+// guard with nothing that goldmark renders as a disallowed link or image;
+// want is the guard's output where it is worth pinning.
+var renderedCases = []struct {
+	name, text, want string
+}{
+	{name: "definition in a list item", text: "- [r]: https://evil.example/x.png\n\n![a][r]", want: "- \n\n![a][r]"},
+	{name: "definition in a star and a plus item", text: "* [r]: https://evil.example/x.png\n+ [s]: https://evil.example/y\n\n![a][r] [b][s]", want: "* \n+ \n\n![a][r] [b][s]"},
+	{name: "definition in an ordered item", text: "1. [r]: https://evil.example/x.png\n\n![a][r]", want: "1. \n\n![a][r]"},
+	{name: "definition in an ordered item with a paren", text: "10) [r]: https://evil.example/x.png\n\n![a][r]", want: "10) \n\n![a][r]"},
+	{name: "definition in a quote in a list item", text: "- > [r]: https://evil.example/x.png\n\n![a][r]", want: "- > \n\n![a][r]"},
+	{name: "definition in a list item in a quote", text: "> - [r]: https://evil.example/x.png\n\n![a][r]", want: "> - \n\n![a][r]"},
+	{name: "definition in nested containers", text: "> 1. > - [r]: https://evil.example/x.png\n\n![a][r]", want: "> 1. > - \n\n![a][r]"},
+	{name: "definition after a tab list marker", text: "-\t[r]: https://evil.example/x.png\n\n![a][r]", want: "-\t\n\n![a][r]"},
+	{name: "definition indented three spaces", text: "   [r]: https://evil.example/x.png\n\n![a][r]", want: "   \n\n![a][r]"},
+	{name: "definition in a list item's second paragraph", text: "- a\n\n  [r]: https://evil.example/x.png\n\n![a][r]", want: "- a\n\n  \n\n![a][r]"},
+	{name: "collapsed reference", text: "- [r]: https://evil.example/x.png\n\n![r][]", want: "- \n\n![r][]"},
+	{name: "shortcut reference", text: "- [r]: https://evil.example/x.png\n\n![r]", want: "- \n\n![r]"},
+	{name: "label case and whitespace folded", text: "- [Foo  BAR]: https://evil.example/x.png\n\n![a][foo\nbar]", want: "- \n\n![a][foo\nbar]"},
+	{name: "label Unicode case folded", text: "- [ẞ Ω]: https://evil.example/x.png\n\n![a][ss ω] ![b][SS Ω]", want: "- \n\n![a][ss ω] ![b][SS Ω]"},
+	{name: "used before the definition", text: "![a][r]\n\n- [r]: https://evil.example/x.png", want: "![a][r]\n\n- "},
+	{name: "title on the next line", text: "- [r]: https://evil.example/x.png\n  \"t\"\n\n![a][r]", want: "- \n  \"t\"\n\n![a][r]"},
+	{name: "destination on the next line", text: "- [r]:\n  https://evil.example/x.png\n\n![a][r]", want: "- \n\n![a][r]"},
+	{name: "label over two lines", text: "- [r\n  s]: https://evil.example/x.png\n\n![a][r s]", want: "- \n\n![a][r s]"},
+	{name: "angle destination in a list item", text: "- [r]: <https://evil.example/x y.png>\n\n![a][r]", want: "- \n\n![a][r]"},
+	{name: "carriage returns", text: "a\r\r[r]: https://evil.example/x.png\r\r![a][r]", want: "a\r\r\r\r![a][r]"},
+	{name: "destination on a quote's next line", text: "> [r]:\n> https://evil.example/x.png\n\n![a][r]"},
+	{name: "email autolink with a slash", text: "<a/b@evil.example>", want: "[link removed]"},
+	{name: "tab in a raw URL", text: "<img src=\"/\t/evil.example/x\">", want: "[image removed]"},
+	{name: "raw HTML closing a link's text", text: `[a <img src="x](https://ok.example)" src="https://evil.example/p.png">`, want: "[a [image removed]"},
+	{name: "invalid title hides an image", text: "[x](https://ok.example junk ![i](https://evil.example/a.png))", want: "[x](https://ok.example junk [image removed])"},
+	{name: "raw HTML after an invalid destination", text: "[x](https://ok.example/<img src=https://evil.example/x>)", want: "[x](https://ok.example/[image removed])"},
+	{name: "code span opening in a title", text: "`[x](https://ok.example \"`![i](https://evil.example/a.png \"))\")", want: "`[x](https://ok.example \"`[image removed])\")"},
+	{name: "code span opening in a destination", text: "`[x](https://ok.example/`![i](https://evil.example/a.png))", want: "`[x](https://ok.example/`[image removed])"},
+	{name: "code span opening in an autolink", text: "`<https://ok.example/`[x](https://evil.example)>", want: "`<https://ok.example/`x>"},
+	{name: "code span opening in a tag", text: "`<b title=\"`[x](https://evil.example)\">"},
+	{name: "raw HTML in a label that is no definition", text: "a\n[<img src=https://evil.example/x>]: https://ok.example/\n", want: "a\n[[image removed]]: https://ok.example/\n"},
+	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
+}
+
+func TestLinksAsRendered(t *testing.T) {
+	for _, tt := range renderedCases {
+		t.Run(tt.name, func(t *testing.T) {
+			v := New().Check(acme, tt.text, oracleAllow)
+			if v.Blocked {
+				return // nothing is sent
+			}
+			if bad := leaks(render(t, v.Text)); len(bad) > 0 {
+				t.Errorf("Check(%q).Text = %q, which renders as %q reaching %q", tt.text, v.Text, render(t, v.Text), bad)
+			}
+			if tt.want != "" && v.Text != tt.want {
+				t.Errorf("Check(%q).Text = %q, want %q", tt.text, v.Text, tt.want)
+			}
+		})
+	}
+}
+
+// fuzzSeeds seed FuzzLinks: the cases above and what fuzzing found.
+var fuzzSeeds = func() []string {
+	var s []string
+	for _, tt := range renderedCases {
+		s = append(s, tt.text)
+	}
+	return s
+}()
