@@ -483,10 +483,17 @@ func (l *linkStage) angle(s string) construct {
 	run := s[1:j]
 	colon := strings.IndexByte(run, ':')
 	isLink := colon > 0 && validScheme(run[:colon]) ||
-		strings.IndexByte(run, '@') > 0 && !strings.ContainsAny(run, "/=\"'") || isEmail(run)
+		strings.IndexByte(run, '@') > 0 && !strings.ContainsAny(run, "/=\"'") || isEmail(run, false)
 	switch {
 	case j >= len(s) && isLink:
 		return open
+	case j >= len(s) && (!strings.ContainsAny(run, "/=\"'") || isEmail(run, true)):
+		// More input may make it an email autolink ("<a/b" and "@host>"):
+		// undecided, so held back, but removed at the end if as a tag it
+		// must be.
+		c := l.tag(s)
+		c.short, c.inURL = true, true
+		return c
 	case j < len(s) && s[j] == '>' && isLink:
 		if ok, why := checkURL(s[1:j], l.hosts); !ok {
 			return construct{n: j + 1, out: linkRemoved, reason: "link to a " + why}
@@ -497,10 +504,16 @@ func (l *linkStage) angle(s string) construct {
 }
 
 // isEmail reports whether s has the form of a CommonMark email autolink's
-// address, whose local part may hold '/', '=' and '\” (<a/b@host> is one).
-func isEmail(s string) bool {
+// address, whose local part may hold '/', '=' and an apostrophe (<a/b@host>
+// is one), or with prefix set whether more bytes could give it that form.
+func isEmail(s string, prefix bool) bool {
 	at := strings.IndexByte(s, '@')
-	if at <= 0 || at == len(s)-1 {
+	switch {
+	case at < 0 && prefix:
+		at = len(s)
+	case at <= 0:
+		return false
+	case at == len(s)-1 && !prefix:
 		return false
 	}
 	for i := 0; i < at; i++ {

@@ -172,11 +172,39 @@ func TestLinksAsRendered(t *testing.T) {
 	}
 }
 
+// fuzzFound are inputs FuzzLinks found, fixed since.
+var fuzzFound = []string{
+	// A stream let "<A!" through before the "@" made an email autolink of it.
+	"<A!0@00000000000000>",
+}
+
+// TestLinksFuzzFound runs what fuzzing found through Check and through a
+// stream fed a byte at a time.
+func TestLinksFuzzFound(t *testing.T) {
+	for _, text := range fuzzFound {
+		g := New()
+		want := g.Check(acme, text, oracleAllow)
+		if !want.Blocked {
+			if bad := leaks(render(t, want.Text)); len(bad) > 0 {
+				t.Errorf("Check(%q).Text = %q, which renders reaching %q", text, want.Text, bad)
+			}
+		}
+		var pieces []string
+		for i := range len(text) {
+			pieces = append(pieces, text[i:i+1])
+		}
+		got, v, _ := stream(g, pieces, oracleAllow)
+		if v.Blocked != want.Blocked || !v.Blocked && got != want.Text {
+			t.Errorf("stream of %q a byte at a time sent %v %q, Check gave %v %q", text, v.Blocked, got, want.Blocked, want.Text)
+		}
+	}
+}
+
 // fuzzSeeds seed FuzzLinks: the cases above and what fuzzing found.
 var fuzzSeeds = func() []string {
 	var s []string
 	for _, tt := range renderedCases {
 		s = append(s, tt.text)
 	}
-	return s
+	return append(s, fuzzFound...)
 }()
