@@ -532,7 +532,9 @@ func isEmail(s string, prefix bool) bool {
 // tag matches a raw HTML start tag: a name, then attributes tokenized the
 // lenient way browsers do (a name runs to a space, '/', '>' or '='; a value
 // is quoted or runs to a space or '>'). It is removed if any attribute value
-// that could name another origin is not an allowed URL; an img tag becomes
+// that could name another origin is not an allowed URL, and so are script
+// and style tags and tags with an event handler or srcdoc attribute, which
+// can reach any origin without naming it; an img tag becomes
 // "[image removed]". A tag that ends early after such a value, at a blank
 // line or at the end of the text, is removed up to there: a renderer or
 // browser may still close it with whatever follows.
@@ -594,10 +596,14 @@ func (l *linkStage) tag(s string) construct {
 		for j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' && s[j] != '=' {
 			j++
 		}
-		if why == "" && j < len(s) && (j-attr >= 2 && strings.EqualFold(s[attr:attr+2], "on") || strings.EqualFold(s[attr:j], "srcdoc")) {
-			// An event handler's script, or a document of its own, can
-			// build any URL.
-			why = "tag not allowed: " + strings.ToLower(s[attr:min(j, attr+16)])
+		// An event handler's script, or a document of its own, can build
+		// any URL. (The reason names no more of the text than that.)
+		switch {
+		case why != "" || j >= len(s):
+		case j-attr >= 2 && strings.EqualFold(s[attr:attr+2], "on"):
+			why = "tag not allowed: event handler"
+		case strings.EqualFold(s[attr:j], "srcdoc"):
+			why = "tag not allowed: srcdoc"
 		}
 		v := skipSpace(s, j)
 		switch {
