@@ -318,7 +318,7 @@ func (g *mdGen) prefix() string {
 }
 
 func (g *mdGen) piece() string {
-	switch g.r.IntN(22) {
+	switch g.r.IntN(23) {
 	case 0, 1:
 		return "[" + g.label() + "]:" + g.pick(" ", "\n", "\n  ", "\t", "  ") + g.dest()
 	case 2:
@@ -334,7 +334,8 @@ func (g *mdGen) piece() string {
 	case 8:
 		return g.pick("<img src=\"", "<a href='", "<iframe src=", "<img srcset=\"a.png 1x, ", "<div style=\"background:url(") + g.url() + g.pick("\">", "'>", ">", "", " alt=x>")
 	case 9:
-		return g.pick(`<img src="/	/evil.example/x">`, "<b>", "</a>", "<!-- ", " -->", "<div>", "</div>", "<img", " src=", "<p title=\"", `<a href="rel">`)
+		return g.pick(`<img src="/	/evil.example/x">`, "<b>", "</a>", "<!-- ", " -->", "<div>", "</div>", "<img", " src=", "<p title=\"", `<a href="rel">`,
+			"<style>", "</style>", "<script>", "<img src=x onerror=", "<iframe srcdoc=\"", "<svg><image href=", "<base href=", "<meta http-equiv=refresh content=\"0;url=")
 	case 10:
 		return g.pick("`", "``", "\n```\n", "\n~~~\n", "`code`")
 	case 11:
@@ -349,6 +350,10 @@ func (g *mdGen) piece() string {
 		return "\n" + g.prefix()
 	case 17:
 		return g.url()
+	case 18:
+		// A code span, raw HTML or autolink opening before a link and
+		// closing inside it.
+		return g.pick("`[x](", "`<", "<b title=\"", "[a <img alt=\"") + g.pick(genAllowed...) + g.pick("`", "\"", " \"`", "/`") + g.piece()
 	}
 	return g.pick("word ", "some text ", "é ", "日本 ", " ", "  ", "a")
 }
