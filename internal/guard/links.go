@@ -381,7 +381,7 @@ func destination(s string, p int) (int, string, construct) {
 	}
 	var url string
 	if s[j] == '<' {
-		end := strings.IndexAny(s[j+1:], "<>\n")
+		end := angleEnd(s[j+1:])
 		switch {
 		case end < 0:
 			return 0, "", open
@@ -395,7 +395,7 @@ func destination(s string, p int) (int, string, construct) {
 	run:
 		for ; j < len(s); j++ {
 			switch c := s[j]; {
-			case c <= ' ' || c == 0x7f:
+			case isMarkdownSpace(c):
 				break run
 			case c == '\\':
 				j++
@@ -438,7 +438,7 @@ func definition(s string, p int) (int, string, construct) {
 		return 0, "", open
 	}
 	if s[j] == '<' {
-		end := strings.IndexAny(s[j+1:], "<>\n")
+		end := angleEnd(s[j+1:])
 		switch {
 		case end < 0:
 			return 0, "", open
@@ -448,13 +448,28 @@ func definition(s string, p int) (int, string, construct) {
 		return j + end + 2, s[j+1 : j+1+end], none
 	}
 	start := j
-	for j < len(s) && s[j] > ' ' && s[j] != 0x7f {
+	for j < len(s) && !isMarkdownSpace(s[j]) {
 		j++
 	}
 	if j >= len(s) {
 		return j, s[start:j], open
 	}
 	return j, s[start:j], none
+}
+
+// angleEnd returns the index in s of the '>' or line break that ends a
+// "<…>" destination, or -1. A '<' does not end it: CommonMark says it may not
+// occur there, but goldmark takes it, and a URL that goes on further than a
+// renderer's only fails the check more often. Other bytes a renderer might
+// take (controls) are in the URL too, for the same reason; checkURL refuses
+// them.
+func angleEnd(s string) int { return strings.IndexAny(s, ">\n") }
+
+// isMarkdownSpace reports whether c ends a raw link destination: the bytes
+// renderers treat as white space (goldmark's, which include '\v' and '\f').
+// Any other byte, a control character or DEL too, may be part of one.
+func isMarkdownSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
 }
 
 // skipSpace skips spaces, tabs and line breaks from s[j]. It returns -1 at a
@@ -477,7 +492,7 @@ func skipSpace(s string, j int) int {
 // angle matches an autolink or a raw HTML tag at s[0] == '<'.
 func (l *linkStage) angle(s string) construct {
 	j := 1
-	for j < len(s) && s[j] > ' ' && s[j] != 0x7f && s[j] != '<' && s[j] != '>' {
+	for j < len(s) && s[j] > ' ' && s[j] != '<' && s[j] != '>' { // DEL too: goldmark takes it
 		j++
 	}
 	run := s[1:j]

@@ -271,6 +271,7 @@ var (
 		"https://evil.example/x.png?d=1", "//evil.example/x", "https://cdn.example/", "https://ok.example.evil.example/",
 		"javascript:alert(1)", "data:image/png;base64,AAAA", "mailto:a@evil.example", "x/y", "https://ok.example@evil.example/",
 		`https:\\evil.example/`, "https:evil.example", "https://evil.example/a(b)c", "HTTPS://EVIL.EXAMPLE/",
+		"https://ok.example\x01@evil.example/", "https://ok.example\x7f@evil.example/", "https://ok.example<@evil.example/",
 	}
 	genLabels = []string{"r", "Foo Bar", "foo  bar", "FOO\nBAR", "ẞ", "ss", "SS", "Ω", "ω", "a\\]b", "1", "x y"}
 )
@@ -355,7 +356,7 @@ func (g *mdGen) piece() string {
 		// closing inside it.
 		return g.pick("`[x](", "`<", "<b title=\"", "[a <img alt=\"") + g.pick(genAllowed...) + g.pick("`", "\"", " \"`", "/`") + g.piece()
 	}
-	return g.pick("word ", "some text ", "é ", "日本 ", " ", "  ", "a")
+	return g.pick("word ", "some text ", "é ", "日本 ", " ", "  ", "a", "\x7f", "\x00", "\v", "\f", "\x01")
 }
 
 func (g *mdGen) doc() string {

