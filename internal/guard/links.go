@@ -558,11 +558,10 @@ func (l *linkStage) tag(s string) construct {
 	if !isAlpha(s[j]) {
 		return none
 	}
-	for j < len(s) && (isAlnum(s[j]) || s[j] == '-') {
+	// A browser's tag name runs to a space, '/' or '>': "<b)" and "<a!x" are
+	// elements too, and any element takes a style attribute.
+	for j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' {
 		j++
-	}
-	if j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' {
-		return none // "<b)", "<n;": not a tag
 	}
 	name := strings.ToLower(s[1:j])
 	why := ""

@@ -162,6 +162,7 @@ var renderedCases = []struct {
 	{name: "DEL in a definition", text: "[r]: https://ok.example\x7f@evil.example/\n\n[x][r]", want: "\n\n[x][r]"},
 	{name: "DEL in an autolink", text: "<https://evil.example/\x7fx>", want: "[link removed]"},
 	{name: "'<' in an angle destination", text: "[x](<https://ok.example<@evil.example>)", want: "x"},
+	{name: "tag name a browser reads on", text: "<div>\n<a!x style=\"background:url(//evil.example/x)\">", want: "<div>\n"},
 	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
 }
 
@@ -187,6 +188,8 @@ var fuzzFound = []string{
 	// A stream let "<A!" through before the "@" made an email autolink of it.
 	"<A!0@00000000000000>",
 	// goldmark's autolinks take DEL, which ended the guard's.
+	// A tag name as a browser reads it runs on past '!': "<A!div style=…".
+	"   <?<A!div style=\"background:url(https://ok.example/a_(b) alt=x>[a\\]b]:\n  //evil.example/x (t)[Ω]\\`<HTTPS://evil.example>\n",
 	"- > ](\nx/y junk)\n\n>[a <img alt=\"https://img.cdn.example/a.png \"```[SS]\n\n-\t[FOO\nBAR]:  //evil.example/x junk`<https://ok.example/a_(b) \"`</a>é [ ω  ]:  <https:/\x7f/ok.example/x>\r\n-\t<https://ok.example/x>&#91;日本 é <x@ok.example>`\n",
 }
 
