@@ -619,7 +619,7 @@ func (l *linkStage) tag(s string) construct {
 		case strings.EqualFold(s[attr:j], "srcdoc"):
 			why = "tag not allowed: srcdoc"
 		}
-		v := skipSpace(s, j)
+		v := skipAttrSpace(s, j)
 		switch {
 		case v < 0:
 			return end(j, none)
@@ -628,7 +628,7 @@ func (l *linkStage) tag(s string) construct {
 		case s[v] != '=':
 			continue // an attribute without a value
 		}
-		v = skipSpace(s, v+1)
+		v = skipAttrSpace(s, v+1)
 		switch {
 		case v < 0:
 			return end(j, none)
@@ -664,6 +664,17 @@ func dropTabsAndBreaks(r rune) rune {
 }
 
 func isTagSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' }
+
+// skipAttrSpace skips a browser's white space (form feeds too) around an
+// attribute's '=' from s[j]. It returns -1 at a blank line.
+func skipAttrSpace(s string, j int) int {
+	for ; j < len(s) && isTagSpace(s[j]); j++ {
+		if s[j] == '\n' && j+1 < len(s) && s[j+1] == '\n' {
+			return -1
+		}
+	}
+	return j
+}
 
 // skipTagSpace skips spaces and slashes between attributes from s[j]. At a
 // blank line it returns minus its position.

@@ -163,6 +163,7 @@ var renderedCases = []struct {
 	{name: "DEL in an autolink", text: "<https://evil.example/\x7fx>", want: "[link removed]"},
 	{name: "'<' in an angle destination", text: "[x](<https://ok.example<@evil.example>)", want: "x"},
 	{name: "tag name a browser reads on", text: "<div>\n<a!x style=\"background:url(//evil.example/x)\">", want: "<div>\n"},
+	{name: "form feeds around '='", text: "<div>\n<img src\f=\fhttps://evil.example/x>", want: "<div>\n[image removed]"},
 	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
 }
 
