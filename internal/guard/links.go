@@ -513,7 +513,8 @@ func (l *linkStage) angle(s string) construct {
 		if ok, why := checkURL(s[1:j], l.hosts); !ok {
 			return construct{n: j + 1, out: linkRemoved, reason: "link to a " + why}
 		}
-		return none
+		// In an HTML block the same bytes are raw HTML, which a browser
+		// reads as a tag "https:" with attributes ("<https://h/?/style=…>").
 	}
 	return l.tag(s)
 }
@@ -637,11 +638,23 @@ func (l *linkStage) tag(s string) construct {
 		}
 		if q := s[v]; q == '"' || q == '\'' {
 			n := strings.IndexByte(s[v+1:], q)
+			value := s[v+1:]
+			if n >= 0 {
+				value = value[:n]
+			}
+			if why == "" && strings.ContainsAny(value, "\n\r") {
+				// An HTML block ends at a line's end (a blank line, the
+				// end of its container, its end condition); what
+				// follows is rendered as markdown, with quotes and '>'
+				// escaped, so a browser still in the value reads the
+				// rendered text and markup after it as this tag's
+				// attributes, not what this scan sees.
+				why = "tag not allowed: value over lines"
+			}
+			check(value)
 			if n < 0 {
-				check(s[v+1:])
 				return end(len(s), open)
 			}
-			check(s[v+1 : v+1+n])
 			j = v + n + 2
 			continue
 		}

@@ -266,7 +266,7 @@ type mdGen struct {
 func (g *mdGen) pick(s ...string) string { return s[g.r.IntN(len(s))] }
 
 var (
-	genAllowed    = []string{"https://ok.example/x", "https://img.cdn.example/a.png", "HTTP://OK.Example:8080/p?q=1", "https://ok.example/a_(b)"}
+	genAllowed    = []string{"https://ok.example/x", "https://img.cdn.example/a.png", "HTTP://OK.Example:8080/p?q=1", "https://ok.example/a_(b)", "https://ok.example/?/src=//evil.example/x"}
 	genDisallowed = []string{
 		"https://evil.example/x.png?d=1", "//evil.example/x", "https://cdn.example/", "https://ok.example.evil.example/",
 		"javascript:alert(1)", "data:image/png;base64,AAAA", "mailto:a@evil.example", "x/y", "https://ok.example@evil.example/",
@@ -336,7 +336,7 @@ func (g *mdGen) piece() string {
 		return g.pick("<img src=\"", "<a href='", "<iframe src=", "<img srcset=\"a.png 1x, ", "<div style=\"background:url(") + g.url() + g.pick("\">", "'>", ">", "", " alt=x>")
 	case 9:
 		return g.pick(`<img src="/	/evil.example/x">`, "<b>", "</a>", "<!-- ", " -->", "<div>", "</div>", "<img", " src=", "<p title=\"", `<a href="rel">`,
-			"<style>", "</style>", "<script>", "<img src=x onerror=", "<iframe srcdoc=\"", "<svg><image href=", "<base href=", "<img src\f=\f", "<meta http-equiv=refresh content=\"0;url=")
+			"<style>", "</style>", "<script>", "<img src=x onerror=", "<iframe srcdoc=\"", "<svg><image href=", "<base href=", "<pre>", "</pre>", "```x/src=//evil.example/x\n", "<img src\f=\f", "<meta http-equiv=refresh content=\"0;url=")
 	case 10:
 		return g.pick("`", "``", "\n```\n", "\n~~~\n", "`code`")
 	case 11:

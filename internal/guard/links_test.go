@@ -164,6 +164,10 @@ var renderedCases = []struct {
 	{name: "'<' in an angle destination", text: "[x](<https://ok.example<@evil.example>)", want: "x"},
 	{name: "tag name a browser reads on", text: "<div>\n<a!x style=\"background:url(//evil.example/x)\">", want: "<div>\n"},
 	{name: "form feeds around '='", text: "<div>\n<img src\f=\fhttps://evil.example/x>", want: "<div>\n[image removed]"},
+	{name: "quoted value past a blank line", text: "<div>\n<img alt=\"x\n\ny\" > [l](https://ok.example/?/src=//evil.example/x)", want: "<div>\n[image removed] [l](https://ok.example/?/src=//evil.example/x)"},
+	{name: "quoted value past an HTML block's end", text: "<pre>\n<img alt='x</pre>\ny' > src=//evil.example/x", want: "<pre>\n[image removed] src=//evil.example/x"},
+	{name: "quoted value past a list item's end", text: "- <div>\n  <img alt=\"x\ny\" > ```a/src=//evil.example/x\n", want: "- <div>\n  [image removed] ```a/src=//evil.example/x\n"},
+	{name: "autolink that an HTML block makes a tag", text: "<div>\n<https://ok.example/?/src=//evil.example/x>", want: "<div>\n"},
 	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
 }
 
