@@ -556,9 +556,14 @@ func isEmail(s string, prefix bool) bool {
 // browser may still close it with whatever follows.
 func (l *linkStage) tag(s string) construct {
 	j := 1
-	if !isAlpha(s[j]) {
+	if !isAlpha(s[j]) && s[j] != '/' && s[j] != '!' && s[j] != '?' {
 		return none
 	}
+	// "</x", "<!--", "<?" and "<!X" create no element, but they start HTML
+	// blocks, and a tag still open at the end of the block before it (a
+	// blank line ended it, which ends no tag for a browser) takes their
+	// "name=value" runs as its own attributes: they are checked the same.
+	//
 	// A browser's tag name runs to a space, '/' or '>': "<b)" and "<a!x" are
 	// elements too, and any element takes a style attribute.
 	for j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' {

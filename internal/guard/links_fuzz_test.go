@@ -336,7 +336,7 @@ func (g *mdGen) piece() string {
 		return g.pick("<img src=\"", "<a href='", "<iframe src=", "<img srcset=\"a.png 1x, ", "<div style=\"background:url(") + g.url() + g.pick("\">", "'>", ">", "", " alt=x>")
 	case 9:
 		return g.pick(`<img src="/	/evil.example/x">`, "<b>", "</a>", "<!-- ", " -->", "<div>", "</div>", "<img", " src=", "<p title=\"", `<a href="rel">`,
-			"<style>", "</style>", "<script>", "<img src=x onerror=", "<iframe srcdoc=\"", "<svg><image href=", "<base href=", "<pre>", "</pre>", "```x/src=//evil.example/x\n", "<img src\f=\f", "<meta http-equiv=refresh content=\"0;url=")
+			"<style>", "</style>", "<script>", "<img src=x onerror=", "<iframe srcdoc=\"", "<svg><image href=", "<base href=", "<!-- src=", "</x src=", "<? src=", "<pre>", "</pre>", "```x/src=//evil.example/x\n", "<img src\f=\f", "<meta http-equiv=refresh content=\"0;url=")
 	case 10:
 		return g.pick("`", "``", "\n```\n", "\n~~~\n", "`code`")
 	case 11:

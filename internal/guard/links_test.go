@@ -168,6 +168,8 @@ var renderedCases = []struct {
 	{name: "quoted value past an HTML block's end", text: "<pre>\n<img alt='x</pre>\ny' > src=//evil.example/x", want: "<pre>\n[image removed] src=//evil.example/x"},
 	{name: "quoted value past a list item's end", text: "- <div>\n  <img alt=\"x\ny\" > ```a/src=//evil.example/x\n", want: "- <div>\n  [image removed] ```a/src=//evil.example/x\n"},
 	{name: "autolink that an HTML block makes a tag", text: "<div>\n<https://ok.example/?/src=//evil.example/x>", want: "<div>\n"},
+	{name: "tag continued by a comment block", text: "<div>\n<img\n\n<!-- src=//evil.example/x -->", want: "<div>\n<img\n\n"},
+	{name: "tag continued by an end tag block", text: "<div>\n<img\n\n</div src=//evil.example/x>", want: "<div>\n<img\n\n"},
 	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
 }
 
