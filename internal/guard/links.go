@@ -619,7 +619,8 @@ func (l *linkStage) tag(s string) construct {
 		// An event handler's script, or a document of its own, can build
 		// any URL. (The reason names no more of the text than that.)
 		switch {
-		case why != "" || j >= len(s):
+		case why != "": // (a name that runs to the end of s may be cut:
+			// then the tag is open and the decision provisional)
 		case j-attr >= 2 && strings.EqualFold(s[attr:attr+2], "on"):
 			why = "tag not allowed: event handler"
 		case strings.EqualFold(s[attr:j], "srcdoc"):
@@ -684,22 +685,38 @@ func dropTabsAndBreaks(r rune) rune {
 func isTagSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' }
 
 // skipAttrSpace skips a browser's white space (form feeds too) around an
-// attribute's '=' from s[j]. It returns -1 at a blank line.
+// attribute's '=' from s[j], and block quote markers after a line break (see
+// skipTagSpace). It returns -1 at a blank line.
 func skipAttrSpace(s string, j int) int {
-	for ; j < len(s) && isTagSpace(s[j]); j++ {
-		if s[j] == '\n' && j+1 < len(s) && s[j+1] == '\n' {
-			return -1
-		}
+	if j = skipTagSpaceOr(s, j, false); j < 0 {
+		return -1
 	}
 	return j
 }
 
 // skipTagSpace skips spaces and slashes between attributes from s[j]. At a
 // blank line it returns minus its position.
-func skipTagSpace(s string, j int) int {
-	for ; j < len(s) && (isTagSpace(s[j]) || s[j] == '/'); j++ {
-		if s[j] == '\n' && j+1 < len(s) && s[j+1] == '\n' {
-			return -j
+//
+// A '>' that only spaces and other '>' separate from a line break is skipped
+// too: in a block quote it is a marker the renderer strips from the HTML
+// block, so a browser reads the tag on ("> <img\n> src=…" is an img with a
+// src). If it really ends the tag, the text after it is checked as attributes
+// in vain, which only removes more.
+func skipTagSpace(s string, j int) int { return skipTagSpaceOr(s, j, true) }
+
+func skipTagSpaceOr(s string, j int, slash bool) int {
+	lineStart := false
+	for ; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '\n':
+			if j+1 < len(s) && s[j+1] == '\n' {
+				return -j
+			}
+			lineStart = true
+		case isTagSpace(c) || slash && c == '/':
+		case c == '>' && lineStart:
+		default:
+			return j
 		}
 	}
 	return j

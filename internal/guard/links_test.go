@@ -170,6 +170,8 @@ var renderedCases = []struct {
 	{name: "autolink that an HTML block makes a tag", text: "<div>\n<https://ok.example/?/src=//evil.example/x>", want: "<div>\n"},
 	{name: "tag continued by a comment block", text: "<div>\n<img\n\n<!-- src=//evil.example/x -->", want: "<div>\n<img\n\n"},
 	{name: "tag continued by an end tag block", text: "<div>\n<img\n\n</div src=//evil.example/x>", want: "<div>\n<img\n\n"},
+	{name: "tag over block quote lines", text: "> <div>\n> <img\n> src=//evil.example/x>", want: "> <div>\n> [image removed]"},
+	{name: "attribute over block quote lines", text: "> <div>\n> <img src\n>> =//evil.example/x>", want: "> <div>\n> [image removed]"},
 	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
 }
 
@@ -196,6 +198,9 @@ var fuzzFound = []string{
 	"<A!0@00000000000000>",
 	// goldmark's autolinks take DEL, which ended the guard's.
 	// A tag name as a browser reads it runs on past '!': "<A!div style=…".
+	// An attribute name at the very end: the page around the answer
+	// continues the tag.
+	"<frAme srCdoC",
 	"   <?<A!div style=\"background:url(https://ok.example/a_(b) alt=x>[a\\]b]:\n  //evil.example/x (t)[Ω]\\`<HTTPS://evil.example>\n",
 	"- > ](\nx/y junk)\n\n>[a <img alt=\"https://img.cdn.example/a.png \"```[SS]\n\n-\t[FOO\nBAR]:  //evil.example/x junk`<https://ok.example/a_(b) \"`</a>é [ ω  ]:  <https:/\x7f/ok.example/x>\r\n-\t<https://ok.example/x>&#91;日本 é <x@ok.example>`\n",
 }
