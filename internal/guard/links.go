@@ -617,10 +617,11 @@ func (l *linkStage) tag(s string) construct {
 			j++
 		}
 		// An event handler's script, or a document of its own, can build
-		// any URL. (The reason names no more of the text than that.)
+		// any URL. (The reason names no more of the text than that.) A
+		// name that runs to the end of s may be cut short; the tag is then
+		// open, so the decision is provisional.
 		switch {
-		case why != "": // (a name that runs to the end of s may be cut:
-			// then the tag is open and the decision provisional)
+		case why != "":
 		case j-attr >= 2 && strings.EqualFold(s[attr:attr+2], "on"):
 			why = "tag not allowed: event handler"
 		case strings.EqualFold(s[attr:j], "srcdoc"):
