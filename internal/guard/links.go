@@ -570,6 +570,23 @@ func (l *linkStage) tag(s string) construct {
 		j++
 	}
 	name := strings.ToLower(s[1:j])
+	c := l.attributes(s, j, name)
+	if strings.IndexByte(name, '=') >= 0 {
+		// A tag a blank line left open reads "<x=//host" as an attribute
+		// "<x" with a value; a tag of its own, as a name.
+		d := l.attributes(s, 0, name)
+		short, inURL := c.short || d.short, c.inURL || d.inURL
+		if c.reason == "" {
+			c = d
+		}
+		c.short, c.inURL = short, inURL
+	}
+	return c
+}
+
+// attributes matches the attributes of the tag s, whose name is name, from
+// s[j] (see tag).
+func (l *linkStage) attributes(s string, j int, name string) construct {
 	why := ""
 	if name == "script" || name == "style" {
 		// Their content fetches what it likes (CSS url(), @import,

@@ -172,6 +172,7 @@ var renderedCases = []struct {
 	{name: "tag continued by an end tag block", text: "<div>\n<img\n\n</div src=//evil.example/x>", want: "<div>\n<img\n\n"},
 	{name: "tag over block quote lines", text: "> <div>\n> <img\n> src=//evil.example/x>", want: "> <div>\n> [image removed]"},
 	{name: "attribute over block quote lines", text: "> <div>\n> <img src\n>> =//evil.example/x>", want: "> <div>\n> [image removed]"},
+	{name: "tag continued by a declaration holding '='", text: "<div>\n<img\n\n<!X=//evil.example/x>", want: "<div>\n<img\n\n"},
 	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
 }
 
@@ -201,6 +202,8 @@ var fuzzFound = []string{
 	// An attribute name at the very end: the page around the answer
 	// continues the tag.
 	"<frAme srCdoC",
+	// A tag a blank line left open reads "<!A0=//0" as an attribute.
+	"<A>\n<A\n\n<!A0=//0",
 	"   <?<A!div style=\"background:url(https://ok.example/a_(b) alt=x>[a\\]b]:\n  //evil.example/x (t)[Ω]\\`<HTTPS://evil.example>\n",
 	"- > ](\nx/y junk)\n\n>[a <img alt=\"https://img.cdn.example/a.png \"```[SS]\n\n-\t[FOO\nBAR]:  //evil.example/x junk`<https://ok.example/a_(b) \"`</a>é [ ω  ]:  <https:/\x7f/ok.example/x>\r\n-\t<https://ok.example/x>&#91;日本 é <x@ok.example>`\n",
 }
