@@ -500,12 +500,10 @@ func (l *linkStage) angle(s string) construct {
 	isLink := colon > 0 && validScheme(run[:colon]) ||
 		strings.IndexByte(run, '@') > 0 && !strings.ContainsAny(run, "/=\"'") || isEmail(run, false)
 	switch {
-	case j >= len(s) && isLink:
-		return open
-	case j >= len(s) && (!strings.ContainsAny(run, "/=\"'") || isEmail(run, true)):
-		// More input may make it an email autolink ("<a/b" and "@host>"):
-		// undecided, so held back, but removed at the end if as a tag it
-		// must be.
+	case j >= len(s) && (isLink || !strings.ContainsAny(run, "/=\"'") || isEmail(run, true)):
+		// An autolink not closed yet, or a run more input may make an
+		// email autolink of ("<a/b" and "@host>"): undecided, so held
+		// back, but removed at the end if as a tag it must be ("<a:/x=//").
 		c := l.tag(s)
 		c.short, c.inURL = true, true
 		return c

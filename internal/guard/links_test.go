@@ -202,6 +202,8 @@ var fuzzFound = []string{
 	// An attribute name at the very end: the page around the answer
 	// continues the tag.
 	"<frAme srCdoC",
+	// An autolink not closed at the end is a tag with attributes too.
+	"<A>\n<A:/0=//",
 	// A tag a blank line left open reads "<!A0=//0" as an attribute.
 	"<A>\n<A\n\n<!A0=//0",
 	"   <?<A!div style=\"background:url(https://ok.example/a_(b) alt=x>[a\\]b]:\n  //evil.example/x (t)[Ω]\\`<HTTPS://evil.example>\n",
