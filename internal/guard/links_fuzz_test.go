@@ -39,9 +39,9 @@ func render(t testing.TB, md string) string {
 	return b.String()
 }
 
-// leaks returns, for the HTML page, every attribute whose value a browser
+// renderedLeaks returns, for the HTML page, every attribute whose value a browser
 // would use to reach a host the oracle does not allow.
-func leaks(page string) []string {
+func renderedLeaks(page string) []string {
 	var bad []string
 	// Every '<' followed by a letter starts a tag for some tokenizer state
 	// (goldmark escapes '<' in text, so in its output these are all real
@@ -215,7 +215,7 @@ func checkRendered(t *testing.T, r *rand.Rand, text string) (blocked bool) {
 		return true
 	}
 	page := render(t, v.Text)
-	if bad := leaks(page); len(bad) > 0 {
+	if bad := renderedLeaks(page); len(bad) > 0 {
 		t.Fatalf("input %q\nguard output %q\nrenders as %q\nreaching %q", text, v.Text, page, bad)
 	}
 	return false
@@ -240,7 +240,7 @@ func TestOracle(t *testing.T) {
 		"[x](https://cdn.example/)",
 		"[x](https://evil%2Eexample/)",
 	} {
-		if bad := leaks(render(t, md)); len(bad) == 0 {
+		if bad := renderedLeaks(render(t, md)); len(bad) == 0 {
 			t.Errorf("oracle finds nothing in %q, rendered %q", md, render(t, md))
 		}
 	}
@@ -249,7 +249,7 @@ func TestOracle(t *testing.T) {
 		"[x](rel/path)", `<img src="logo.png" alt="see: here">`, "https://evil.example/ in prose",
 		"`<img src=https://evil.example/x>`", "<b title='a: b'>x</b>",
 	} {
-		if bad := leaks(render(t, md)); len(bad) > 0 {
+		if bad := renderedLeaks(render(t, md)); len(bad) > 0 {
 			t.Errorf("oracle finds %q in %q, rendered %q", bad, md, render(t, md))
 		}
 	}

@@ -183,7 +183,7 @@ func TestLinksAsRendered(t *testing.T) {
 			if v.Blocked {
 				return // nothing is sent
 			}
-			if bad := leaks(render(t, v.Text)); len(bad) > 0 {
+			if bad := renderedLeaks(render(t, v.Text)); len(bad) > 0 {
 				t.Errorf("Check(%q).Text = %q, which renders as %q reaching %q", tt.text, v.Text, render(t, v.Text), bad)
 			}
 			if tt.want != "" && v.Text != tt.want {
@@ -217,7 +217,7 @@ func TestLinksFuzzFound(t *testing.T) {
 		g := New()
 		want := g.Check(acme, text, oracleAllow)
 		if !want.Blocked {
-			if bad := leaks(render(t, want.Text)); len(bad) > 0 {
+			if bad := renderedLeaks(render(t, want.Text)); len(bad) > 0 {
 				t.Errorf("Check(%q).Text = %q, which renders reaching %q", text, want.Text, bad)
 			}
 		}
