@@ -26,6 +26,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
 // History is the per-tenant session store.
@@ -434,12 +435,15 @@ func (a *Agent) recordLeaks(ctx context.Context, scope auth.Scope, v guard.Verdi
 
 // chat makes one model call, streaming its content through the redactor.
 func (a *Agent) chat(ctx context.Context, route llm.Route, req llm.Request, red *redact.Redactor, onDelta func(string) error) (llm.Response, error) {
+	// Long invisible runs go first: padding the characters of a secret or a
+	// canary with them would hide it from the redactor and the guard.
+	var invisible textnorm.InvisibleFilter
 	var stream *redact.Stream
 	var deltas func(string) error
 	if onDelta != nil {
 		stream = red.Stream()
 		deltas = func(s string) error {
-			if out := stream.Write(s); out != "" {
+			if out := stream.Write(invisible.Write(s)); out != "" {
 				return onDelta(out)
 			}
 			return nil
@@ -450,14 +454,14 @@ func (a *Agent) chat(ctx context.Context, route llm.Route, req llm.Request, red 
 		return llm.Response{}, modelError(err)
 	}
 	if stream != nil {
-		if tail := stream.Flush(); tail != "" {
+		if tail := stream.Write(invisible.Flush()) + stream.Flush(); tail != "" {
 			if err := onDelta(tail); err != nil {
 				return llm.Response{}, err
 			}
 		}
 	}
 	resp.Message.Role = "assistant"
-	resp.Message.Content = red.String(resp.Message.Content)
+	resp.Message.Content = red.String(textnorm.StripInvisibleRuns(resp.Message.Content))
 	for i := range resp.Message.ToolCalls {
 		resp.Message.ToolCalls[i].Function.Arguments = red.String(resp.Message.ToolCalls[i].Function.Arguments)
 	}

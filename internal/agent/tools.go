@@ -16,6 +16,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
@@ -104,7 +105,7 @@ func (b *toolbox) run(ctx context.Context, calls []llm.ToolCall) []llm.Message {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			out[i] = toolMessage(tc, b.red.String(b.call(ctx, tc)))
+			out[i] = toolMessage(tc, b.red.String(textnorm.StripInvisibleRuns(b.call(ctx, tc))))
 		}()
 	}
 	wg.Wait()
@@ -281,19 +282,22 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name strin
 	const refused = "error: refused: the arguments carry data that may not leave"
 	var blocked, rewritten, values []string
 	err := tools.MapStrings(model, func(s string, key bool) (string, error) {
-		out := s
+		out := textnorm.StripInvisibleRuns(s)
+		if out != s {
+			rewritten = append(rewritten, "invisible padding removed")
+		}
 		if !key {
 			defer func() { values = append(values, out) }()
 		}
 		if b.a.Guard != nil {
 			// Arguments leave for another system: they must not carry
 			// another tenant's data, nor links the tenant does not allow.
-			v := b.a.Guard.Check(b.scope.Tenant(), s, b.allowHosts)
+			v := b.a.Guard.Check(b.scope.Tenant(), out, b.allowHosts)
 			if v.Blocked {
 				blocked = v.Reasons
 				return "", errArgBlocked
 			}
-			if v.Text != s {
+			if v.Text != out {
 				rewritten = append(rewritten, v.Reasons...)
 				out = v.Text
 			}
