@@ -394,80 +394,82 @@ func (s *Scanner) advance(piece string, final, wantText bool) (string, []Match) 
 	return seg, out
 }
 
+// build adds to the views the units of the text not in them yet. Most text
+// is ASCII without escapes, whose bytes each give one byte (or none, or
+// "rn") in each view: those runs go through the tight loops exactASCII and
+// squeezeASCII, written straight into the views' buffers, and only the
+// other units (escapes, non-ASCII runes) through unitViews and view.add.
 func (s *Scanner) build(final bool) {
 	if len(s.m.exact.pats) == 0 {
 		s.buildSqueezed(final)
 		return
 	}
+	d, q := &s.exact, &s.squeezed
 	end := s.base + len(s.orig)
-	for s.proc < end {
-		i := s.proc - s.base
-		c := s.orig[i]
-		var d, q string
-		n := 1
-		if c < utf8.RuneSelf && c != '%' && c != '\\' {
-			d, q = asciiSkeleton[c], asciiSqueezed[c]
-		} else if d, q, n = unitViews(s.orig[i:], final); n == 0 {
+	p, base, orig := s.proc, s.base, s.orig
+	// Each text byte gives at most two view bytes ("rn"), except through
+	// the slow path, which grows the buffers itself.
+	dbuf, dsrc, dn := grown(d.buf, d.src, 2*(end-p)+2)
+	qbuf, qsrc, qn := grown(q.buf, q.src, 2*(end-p)+2)
+	dLast, dBroken := d.lastOut, d.broken
+	qGap := gapOf(q, p)
+	for p < end {
+		in := orig[p-base : end-base]
+		r := exactASCII(in, p, dbuf[dn:], dsrc[dn:])
+		if r > 0 {
+			var j int
+			j, qn, qGap = squeezeASCII(q, in[:r], p, qbuf, qsrc, qn, qGap)
+			// j < r only if the squeezed buffers were full, which their
+			// room above rules out; the exact view then gives back the
+			// bytes the squeezed one did not take, and the slow path goes on.
+			dn += j
+			dLast, dBroken = p+j, false
+			p += j
+			if p >= end {
+				break
+			}
+		}
+		if c := orig[p-base]; asciiClass[c] == classRN && dn+1 < len(dbuf) && dn+1 < len(dsrc) && qn+1 < len(qbuf) && qn+1 < len(qsrc) {
+			at := int32(p)
+			dbuf[dn], dbuf[dn+1], dsrc[dn], dsrc[dn+1] = 'r', 'n', at, at
+			qbuf[qn], qbuf[qn+1], qsrc[qn], qsrc[qn+1] = 'r', 'n', at, at
+			dn, qn = dn+2, qn+2
+			p++
+			dLast, dBroken, qGap = p, false, 0
+			continue
+		}
+		ds, qs, u := unitViews(orig[p-base:], final)
+		if u == 0 {
 			break
 		}
-		start := s.proc
-		s.proc += n
-		s.exact.add(d, start, s.proc)
-		s.squeezed.add(q, start, s.proc)
+		start := p
+		p += u
+		d.buf, d.src, d.lastOut, d.broken = dbuf[:dn], dsrc[:dn], dLast, dBroken
+		d.add(ds, start, p)
+		q.buf, q.src = qbuf[:qn], qsrc[:qn]
+		setGap(q, start, qGap)
+		q.add(qs, start, p)
+		dbuf, dsrc, dn = grown(d.buf, d.src, 2*(end-p)+2)
+		qbuf, qsrc, qn = grown(q.buf, q.src, 2*(end-p)+2)
+		dLast, dBroken = d.lastOut, d.broken
+		qGap = gapOf(q, p)
 	}
+	d.buf, d.src, d.lastOut, d.broken = dbuf[:dn], dsrc[:dn], dLast, dBroken
+	q.buf, q.src = qbuf[:qn], qsrc[:qn]
+	setGap(q, p, qGap)
+	s.proc = p
 }
 
-// buildSqueezed is build for the squeezed view alone, with a fast path for
-// the ASCII bytes that make up most text.
+// buildSqueezed is build for the squeezed view alone.
 func (s *Scanner) buildSqueezed(final bool) {
 	v := &s.squeezed
 	end := s.base + len(s.orig)
-	// Room for two view bytes per text byte (m is rn); the slow path grows
-	// it when a rune's skeleton is longer.
-	buf := slices.Grow(v.buf, 2*(end-s.proc)+2)
-	src := slices.Grow(v.src, 2*(end-s.proc)+2)
-	n := len(buf)
-	buf, src = buf[:cap(buf)], src[:cap(src)]
 	p, base, orig := s.proc, s.base, s.orig
-	lastOut, broken := v.lastOut, v.broken
+	buf, src, n := grown(v.buf, v.src, 2*(end-p)+2)
+	gap := gapOf(v, p)
 	for p < end {
-		// Fast path: ASCII bytes whose squeezed skeleton is one byte or none.
-		in := orig[p-base : end-base]
-		j := 0
-		for ; j < len(in); j++ {
-			t := asciiClass[in[j]]
-			if t >= '0' { // the common case: a letter or digit
-				if n >= len(buf) || n >= len(src) {
-					break
-				}
-				buf[n], src[n] = t, int32(p+j)
-				n++
-				lastOut, broken = p+j+1, false
-				continue
-			}
-			if t == classRN {
-				// m and M, whose skeleton is rn.
-				if n+1 >= len(buf) || n+1 >= len(src) {
-					break
-				}
-				buf[n], buf[n+1], src[n], src[n+1] = 'r', 'n', int32(p+j), int32(p+j)
-				n += 2
-				lastOut, broken = p+j+1, false
-				continue
-			}
-			if t == 0 {
-				break
-			}
-			if !broken && p+j+1-lastOut > maxGap {
-				if n >= len(buf) || n >= len(src) {
-					break
-				}
-				buf[n], src[n] = breakByte, int32(p+j)
-				n++
-				broken = true
-				v.lastBreak = n
-			}
-		}
+		var j int
+		j, n, gap = squeezeASCII(v, orig[p-base:end-base], p, buf, src, n, gap)
 		p += j
 		if p >= end {
 			break
@@ -478,48 +480,131 @@ func (s *Scanner) buildSqueezed(final bool) {
 		}
 		start := p
 		p += u
-		buf, src = buf[:n], src[:n]
-		if q == "" {
-			if !broken && p-lastOut > maxGap {
-				buf, src = append(buf, breakByte), append(src, int32(start))
-				broken = true
-				v.lastBreak = len(buf)
-			}
-		} else {
-			for k := 0; k < len(q); k++ {
-				buf, src = append(buf, q[k]), append(src, int32(start))
-			}
-			lastOut, broken = p, false
-		}
-		n = len(buf)
-		buf, src = slices.Grow(buf, 2*(end-p)+2), slices.Grow(src, 2*(end-p)+2)
-		buf, src = buf[:cap(buf)], src[:cap(src)]
+		v.buf, v.src = buf[:n], src[:n]
+		setGap(v, start, gap)
+		v.add(q, start, p)
+		buf, src, n = grown(v.buf, v.src, 2*(end-p)+2)
+		gap = gapOf(v, p)
 	}
-	v.buf, v.src, v.lastOut, v.broken = buf[:n], src[:n], lastOut, broken
+	v.buf, v.src = buf[:n], src[:n]
+	setGap(v, p, gap)
 	s.proc = p
 }
 
-// asciiClass is, for each byte, its squeezed skeleton when that is one
-// byte, 1 when it is empty, and 0 when the byte needs the slow path (an
-// escape, a non-ASCII byte, or a letter with a longer skeleton).
-var asciiClass [256]byte
+// grown returns buf and src with room for n more bytes, resliced to their
+// capacity, and their length before.
+func grown(buf []byte, src []int32, n int) ([]byte, []int32, int) {
+	l := len(buf)
+	buf, src = slices.Grow(buf, n), slices.Grow(src, n)
+	return buf[:cap(buf)], src[:cap(src)], l
+}
 
-// classRN marks the bytes whose squeezed skeleton is "rn"; 1 marks those
-// whose skeleton is empty, 0 those that need the slow path; any other value
-// is the byte's one-byte squeezed skeleton, a letter or digit (>= '0').
+// The fast paths keep a view's lastOut and broken (see view.add) as one
+// gap: the bytes of text since the last one that wrote to the view, or
+// brokenGap, far below zero, once a break is written.
+const brokenGap = -1 << 40
+
+// gapOf returns v's gap at text offset p.
+func gapOf(v *view, p int) int {
+	if v.broken {
+		return brokenGap
+	}
+	return p - v.lastOut
+}
+
+// setGap sets v's lastOut and broken from its gap at text offset p. A
+// broken view's lastOut was set when the break was written.
+func setGap(v *view, p, gap int) {
+	if gap < 0 {
+		v.broken = true
+		return
+	}
+	v.lastOut, v.broken = p-gap, false
+}
+
+// exactASCII writes into buf and src the exact view of the leading bytes of
+// in that are units of their own with a one-byte skeleton, in[j] being at
+// text offset p+j, and returns how many it wrote: one view byte each.
+func exactASCII(in []byte, p int, buf []byte, src []int32) int {
+	n := min(len(in), len(buf), len(src))
+	in, buf, src = in[:n], buf[:n], src[:n]
+	for j, c := range in {
+		d := asciiExact[c]
+		if d == 0 {
+			return j
+		}
+		buf[j], src[j] = d, int32(p+j)
+	}
+	return n
+}
+
+// squeezeASCII writes the squeezed view of the leading bytes of in that
+// are units of their own with an ASCII squeezed skeleton (in[j] being at
+// text offset p+j) into buf and src from index n, breaking the view as
+// view.add does, and returns how many bytes of in it took, the new n and
+// the new gap. It stops early only at a byte that needs the slow path or
+// when buf or src is full.
+//
+// A separator is written too and then overwritten: the loop does not
+// branch on whether a byte is kept.
+func squeezeASCII(v *view, in []byte, p int, buf []byte, src []int32, n, gap int) (int, int, int) {
+	j := 0
+	for ; j < len(in); j++ {
+		c := in[j]
+		t := asciiClass[c]
+		if t&^classRN == 0 { // 0 or classRN
+			if t == 0 || n+1 >= len(buf) || n+1 >= len(src) {
+				break
+			}
+			buf[n], buf[n+1], src[n], src[n+1] = 'r', 'n', int32(p+j), int32(p+j)
+			n += 2
+			gap = 0
+			continue
+		}
+		if n >= len(buf) || n >= len(src) {
+			break
+		}
+		buf[n], src[n] = t, int32(p+j)
+		// 1 for a letter or digit (t >= '0'), 0 for a separator (t == 1).
+		keep := int((t + 0x7e) >> 7)
+		n += keep
+		gap = (gap + 1) &^ -keep
+		if gap > maxGap {
+			buf[n], src[n] = breakByte, int32(p+j)
+			n++
+			v.lastBreak = n
+			v.lastOut = p + j + 1 - gap
+			gap = brokenGap
+		}
+	}
+	return j, n, gap
+}
+
+// asciiClass is, for each byte, its squeezed skeleton when that is one
+// byte, 1 when it is empty, classRN when it is "rn", and 0 when the byte
+// needs the slow path (an escape starter, a non-ASCII byte, or any other
+// skeleton). asciiExact is a byte's exact skeleton where asciiClass is
+// neither 0 nor classRN (one byte), else 0.
+var asciiClass, asciiExact [256]byte
+
+// classRN marks the bytes whose skeleton and squeezed skeleton are "rn";
+// any value other than 0, 1 and classRN is a letter or digit ('0' to 'z').
 const classRN = 2
 
-// initASCIIClass is called by init once asciiSqueezed is set.
+// initASCIIClass is called by init once asciiSkeleton and asciiSqueezed
+// are set.
 func initASCIIClass() {
 	for c := range utf8.RuneSelf {
-		switch q := asciiSqueezed[c]; {
+		d, q := asciiSkeleton[c], asciiSqueezed[c]
+		switch {
 		case c == '%' || c == '\\':
-		case q == "":
-			asciiClass[c] = 1
-		case len(q) == 1:
-			asciiClass[c] = q[0]
-		case q == "rn":
+		case d == "rn" && q == "rn":
 			asciiClass[c] = classRN
+		case len(d) != 1 || d[0] == 0:
+		case q == "":
+			asciiClass[c], asciiExact[c] = 1, d[0]
+		case q == d && '0' <= d[0] && d[0] < utf8.RuneSelf:
+			asciiClass[c], asciiExact[c] = d[0], d[0]
 		}
 	}
 }
