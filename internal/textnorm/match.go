@@ -395,8 +395,8 @@ func (s *Scanner) advance(piece string, final, wantText bool) (string, []Match) 
 }
 
 // build adds to the views the units of the text not in them yet. Most text
-// is ASCII without escapes, whose bytes each give one byte (or none, or
-// "rn") in each view: those runs go through the tight loops exactASCII and
+// is ASCII without escapes, whose bytes each give one byte, none or "rn" in
+// each view: those runs go through the tight loops exactASCII and
 // squeezeASCII, written straight into the views' buffers, and only the
 // other units (escapes, non-ASCII runes) through unitViews and view.add.
 func (s *Scanner) build(final bool) {
@@ -407,36 +407,23 @@ func (s *Scanner) build(final bool) {
 	d, q := &s.exact, &s.squeezed
 	end := s.base + len(s.orig)
 	p, base, orig := s.proc, s.base, s.orig
-	// Each text byte gives at most two view bytes ("rn"), except through
-	// the slow path, which grows the buffers itself.
 	dbuf, dsrc, dn := grown(d.buf, d.src, 2*(end-p)+2)
 	qbuf, qsrc, qn := grown(q.buf, q.src, 2*(end-p)+2)
 	dLast, dBroken := d.lastOut, d.broken
 	qGap := gapOf(q, p)
 	for p < end {
-		in := orig[p-base : end-base]
-		r := exactASCII(in, p, dbuf[dn:], dsrc[dn:])
+		// Cut to the room of both views, so that both loops stop at the
+		// same byte: the one that needs the slow path.
+		in := fastRoom(fastRoom(orig[p-base:end-base], dbuf, dsrc, dn), qbuf, qsrc, qn)
+		var r int
+		r, dn = exactASCII(in, p, dbuf, dsrc, dn)
+		_, qn, qGap = squeezeASCII(q, in[:r], p, qbuf, qsrc, qn, qGap)
 		if r > 0 {
-			var j int
-			j, qn, qGap = squeezeASCII(q, in[:r], p, qbuf, qsrc, qn, qGap)
-			// j < r only if the squeezed buffers were full, which their
-			// room above rules out; the exact view then gives back the
-			// bytes the squeezed one did not take, and the slow path goes on.
-			dn += j
-			dLast, dBroken = p+j, false
-			p += j
+			p += r
+			dLast, dBroken = p, false
 			if p >= end {
 				break
 			}
-		}
-		if c := orig[p-base]; asciiClass[c] == classRN && dn+1 < len(dbuf) && dn+1 < len(dsrc) && qn+1 < len(qbuf) && qn+1 < len(qsrc) {
-			at := int32(p)
-			dbuf[dn], dbuf[dn+1], dsrc[dn], dsrc[dn+1] = 'r', 'n', at, at
-			qbuf[qn], qbuf[qn+1], qsrc[qn], qsrc[qn+1] = 'r', 'n', at, at
-			dn, qn = dn+2, qn+2
-			p++
-			dLast, dBroken, qGap = p, false, 0
-			continue
 		}
 		ds, qs, u := unitViews(orig[p-base:], final)
 		if u == 0 {
@@ -492,7 +479,8 @@ func (s *Scanner) buildSqueezed(final bool) {
 }
 
 // grown returns buf and src with room for n more bytes, resliced to their
-// capacity, and their length before.
+// capacity, and their length before. Each text byte gives at most two view
+// bytes in the fast paths ("rn"); the slow path grows the buffers itself.
 func grown(buf []byte, src []int32, n int) ([]byte, []int32, int) {
 	l := len(buf)
 	buf, src = slices.Grow(buf, n), slices.Grow(src, n)
@@ -522,89 +510,97 @@ func setGap(v *view, p, gap int) {
 	v.lastOut, v.broken = p-gap, false
 }
 
-// exactASCII writes into buf and src the exact view of the leading bytes of
-// in that are units of their own with a one-byte skeleton, in[j] being at
-// text offset p+j, and returns how many it wrote: one view byte each.
-func exactASCII(in []byte, p int, buf []byte, src []int32) int {
-	n := min(len(in), len(buf), len(src))
-	in, buf, src = in[:n], buf[:n], src[:n]
-	for j, c := range in {
-		d := asciiExact[c]
-		if d == 0 {
-			return j
-		}
-		buf[j], src[j] = d, int32(p+j)
-	}
-	return n
+// fastRoom cuts in to the bytes whose view fits in buf and src from
+// index n: two view bytes each, and one more.
+func fastRoom(in []byte, buf []byte, src []int32, n int) []byte {
+	room := (min(len(buf), len(src)) - n - 1) / 2
+	return in[:max(0, min(len(in), room))]
 }
 
-// squeezeASCII writes the squeezed view of the leading bytes of in that
-// are units of their own with an ASCII squeezed skeleton (in[j] being at
-// text offset p+j) into buf and src from index n, breaking the view as
-// view.add does, and returns how many bytes of in it took, the new n and
-// the new gap. It stops early only at a byte that needs the slow path or
+// exactASCII writes into buf and src, from index n, the exact view of the
+// leading bytes of in that are units of their own with an ASCII skeleton,
+// in[j] being at text offset p+j. It returns how many bytes of in it took
+// and the new n, and stops early only at a byte that needs the slow path or
 // when buf or src is full.
 //
-// A separator is written too and then overwritten: the loop does not
-// branch on whether a byte is kept.
+// Every byte writes two view bytes, of which it keeps asciiExact's count:
+// the loop does not branch on the "rn" of m.
+func exactASCII(in []byte, p int, buf []byte, src []int32, n int) (int, int) {
+	in = fastRoom(in, buf, src, n)
+	for j, c := range in {
+		e := asciiExact[c]
+		if e == 0 {
+			return j, n
+		}
+		at := int32(p + j)
+		buf[n], buf[n+1] = byte(e), 'n'
+		src[n], src[n+1] = at, at
+		n += int(e >> 8)
+	}
+	return len(in), n
+}
+
+// squeezeASCII is exactASCII for the squeezed view, which it breaks as
+// view.add does: it takes the gap before in and returns the gap after
+// the bytes it took.
+//
+// A separator is written too and then overwritten, so the loop branches
+// neither on whether a byte is kept nor on the "rn" of m.
 func squeezeASCII(v *view, in []byte, p int, buf []byte, src []int32, n, gap int) (int, int, int) {
-	j := 0
-	for ; j < len(in); j++ {
-		c := in[j]
-		t := asciiClass[c]
-		if t&^classRN == 0 { // 0 or classRN
-			if t == 0 || n+1 >= len(buf) || n+1 >= len(src) {
-				break
-			}
-			buf[n], buf[n+1], src[n], src[n+1] = 'r', 'n', int32(p+j), int32(p+j)
-			n += 2
-			gap = 0
-			continue
+	in = fastRoom(in, buf, src, n)
+	for j, c := range in {
+		e := asciiSqueezedView[c]
+		if e == 0 {
+			return j, n, gap
 		}
-		if n >= len(buf) || n >= len(src) {
-			break
-		}
-		buf[n], src[n] = t, int32(p+j)
-		// 1 for a letter or digit (t >= '0'), 0 for a separator (t == 1).
-		keep := int((t + 0x7e) >> 7)
-		n += keep
-		gap = (gap + 1) &^ -keep
+		at := int32(p + j)
+		buf[n], buf[n+1] = byte(e), 'n'
+		src[n], src[n+1] = at, at
+		k := int(e >> 8)
+		n += k
+		// 0 after a byte kept (k is 1 or 2), one more after a separator.
+		gap = (gap + 1) &^ -((k + 1) >> 1)
 		if gap > maxGap {
-			buf[n], src[n] = breakByte, int32(p+j)
+			buf[n], src[n] = breakByte, at
 			n++
 			v.lastBreak = n
 			v.lastOut = p + j + 1 - gap
 			gap = brokenGap
 		}
 	}
-	return j, n, gap
+	return len(in), n, gap
 }
 
-// asciiClass is, for each byte, its squeezed skeleton when that is one
-// byte, 1 when it is empty, classRN when it is "rn", and 0 when the byte
-// needs the slow path (an escape starter, a non-ASCII byte, or any other
-// skeleton). asciiExact is a byte's exact skeleton where asciiClass is
-// neither 0 nor classRN (one byte), else 0.
-var asciiClass, asciiExact [256]byte
-
-// classRN marks the bytes whose skeleton and squeezed skeleton are "rn";
-// any value other than 0, 1 and classRN is a letter or digit ('0' to 'z').
-const classRN = 2
+// asciiExact and asciiSqueezedView give, for each byte that is a unit of
+// its own with an ASCII skeleton, how its skeleton goes into the exact and
+// the squeezed view: the low byte is the skeleton's first byte (or 1 when
+// it is empty), the high byte the skeleton's length, and when that is 2 the
+// second byte is 'n' (the "rn" of m). A byte that needs the slow path (an
+// escape starter, a non-ASCII byte, any other skeleton) has 0.
+var asciiExact, asciiSqueezedView [256]uint16
 
 // initASCIIClass is called by init once asciiSkeleton and asciiSqueezed
 // are set.
 func initASCIIClass() {
-	for c := range utf8.RuneSelf {
-		d, q := asciiSkeleton[c], asciiSqueezed[c]
+	enc := func(s string) (uint16, bool) {
 		switch {
-		case c == '%' || c == '\\':
-		case d == "rn" && q == "rn":
-			asciiClass[c] = classRN
-		case len(d) != 1 || d[0] == 0:
-		case q == "":
-			asciiClass[c], asciiExact[c] = 1, d[0]
-		case q == d && '0' <= d[0] && d[0] < utf8.RuneSelf:
-			asciiClass[c], asciiExact[c] = d[0], d[0]
+		case s == "":
+			return 1, true
+		case len(s) == 1 && s[0] != 0:
+			return uint16(s[0]) | 1<<8, true
+		case len(s) == 2 && s[0] != 0 && s[1] == 'n':
+			return uint16(s[0]) | 2<<8, true
+		}
+		return 0, false
+	}
+	for c := range utf8.RuneSelf {
+		if c == '%' || c == '\\' {
+			continue
+		}
+		d, dok := enc(asciiSkeleton[c])
+		q, qok := enc(asciiSqueezed[c])
+		if dok && qok && d != 1 {
+			asciiExact[c], asciiSqueezedView[c] = d, q
 		}
 	}
 }
