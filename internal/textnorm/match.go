@@ -527,15 +527,16 @@ func fastRoom(in []byte, buf []byte, src []int32, n int) []byte {
 // the loop does not branch on the "rn" of m.
 func exactASCII(in []byte, p int, buf []byte, src []int32, n int) (int, int) {
 	in = fastRoom(in, buf, src, n)
+	at := int32(p)
 	for j, c := range in {
 		e := asciiExact[c]
 		if e == 0 {
 			return j, n
 		}
-		at := int32(p + j)
-		buf[n], buf[n+1] = byte(e), 'n'
-		src[n], src[n+1] = at, at
+		buf[n+1], buf[n] = 'n', byte(e)
+		src[n+1], src[n] = at, at
 		n += int(e >> 8)
+		at++
 	}
 	return len(in), n
 }
@@ -548,14 +549,14 @@ func exactASCII(in []byte, p int, buf []byte, src []int32, n int) (int, int) {
 // neither on whether a byte is kept nor on the "rn" of m.
 func squeezeASCII(v *view, in []byte, p int, buf []byte, src []int32, n, gap int) (int, int, int) {
 	in = fastRoom(in, buf, src, n)
+	at := int32(p)
 	for j, c := range in {
 		e := asciiSqueezedView[c]
 		if e == 0 {
 			return j, n, gap
 		}
-		at := int32(p + j)
-		buf[n], buf[n+1] = byte(e), 'n'
-		src[n], src[n+1] = at, at
+		buf[n+1], buf[n] = 'n', byte(e)
+		src[n+1], src[n] = at, at
 		k := int(e >> 8)
 		n += k
 		// 0 after a byte kept (k is 1 or 2), one more after a separator.
@@ -567,6 +568,7 @@ func squeezeASCII(v *view, in []byte, p int, buf []byte, src []int32, n, gap int
 			v.lastOut = p + j + 1 - gap
 			gap = brokenGap
 		}
+		at++
 	}
 	return len(in), n, gap
 }
