@@ -394,80 +394,69 @@ func (s *Scanner) advance(piece string, final, wantText bool) (string, []Match) 
 	return seg, out
 }
 
+// build adds to the views the units of the text not in them yet. Most text
+// is ASCII without escapes, whose bytes each give one byte, none or "rn" in
+// each view: those runs go through the tight loops exactASCII and
+// squeezeASCII, written straight into the views' buffers, and only the
+// other units (escapes, non-ASCII runes) through unitViews and view.add.
 func (s *Scanner) build(final bool) {
 	if len(s.m.exact.pats) == 0 {
 		s.buildSqueezed(final)
 		return
 	}
+	d, q := &s.exact, &s.squeezed
 	end := s.base + len(s.orig)
-	for s.proc < end {
-		i := s.proc - s.base
-		c := s.orig[i]
-		var d, q string
-		n := 1
-		if c < utf8.RuneSelf && c != '%' && c != '\\' {
-			d, q = asciiSkeleton[c], asciiSqueezed[c]
-		} else if d, q, n = unitViews(s.orig[i:], final); n == 0 {
+	p, base, orig := s.proc, s.base, s.orig
+	dbuf, dsrc, dn := grown(d.buf, d.src, 2*(end-p)+2)
+	qbuf, qsrc, qn := grown(q.buf, q.src, 2*(end-p)+2)
+	dLast, dBroken := d.lastOut, d.broken
+	qGap := gapOf(q, p)
+	for p < end {
+		// Cut to the room of both views, so that both loops stop at the
+		// same byte: the one that needs the slow path.
+		in := fastRoom(fastRoom(orig[p-base:end-base], dbuf, dsrc, dn), qbuf, qsrc, qn)
+		var r int
+		r, dn = exactASCII(in, p, dbuf, dsrc, dn)
+		_, qn, qGap = squeezeASCII(q, in[:r], p, qbuf, qsrc, qn, qGap)
+		if r > 0 {
+			p += r
+			dLast, dBroken = p, false
+			if p >= end {
+				break
+			}
+		}
+		ds, qs, u := unitViews(orig[p-base:], final)
+		if u == 0 {
 			break
 		}
-		start := s.proc
-		s.proc += n
-		s.exact.add(d, start, s.proc)
-		s.squeezed.add(q, start, s.proc)
+		start := p
+		p += u
+		d.buf, d.src, d.lastOut, d.broken = dbuf[:dn], dsrc[:dn], dLast, dBroken
+		d.add(ds, start, p)
+		q.buf, q.src = qbuf[:qn], qsrc[:qn]
+		setGap(q, start, qGap)
+		q.add(qs, start, p)
+		dbuf, dsrc, dn = grown(d.buf, d.src, 2*(end-p)+2)
+		qbuf, qsrc, qn = grown(q.buf, q.src, 2*(end-p)+2)
+		dLast, dBroken = d.lastOut, d.broken
+		qGap = gapOf(q, p)
 	}
+	d.buf, d.src, d.lastOut, d.broken = dbuf[:dn], dsrc[:dn], dLast, dBroken
+	q.buf, q.src = qbuf[:qn], qsrc[:qn]
+	setGap(q, p, qGap)
+	s.proc = p
 }
 
-// buildSqueezed is build for the squeezed view alone, with a fast path for
-// the ASCII bytes that make up most text.
+// buildSqueezed is build for the squeezed view alone.
 func (s *Scanner) buildSqueezed(final bool) {
 	v := &s.squeezed
 	end := s.base + len(s.orig)
-	// Room for two view bytes per text byte (m is rn); the slow path grows
-	// it when a rune's skeleton is longer.
-	buf := slices.Grow(v.buf, 2*(end-s.proc)+2)
-	src := slices.Grow(v.src, 2*(end-s.proc)+2)
-	n := len(buf)
-	buf, src = buf[:cap(buf)], src[:cap(src)]
 	p, base, orig := s.proc, s.base, s.orig
-	lastOut, broken := v.lastOut, v.broken
+	buf, src, n := grown(v.buf, v.src, 2*(end-p)+2)
+	gap := gapOf(v, p)
 	for p < end {
-		// Fast path: ASCII bytes whose squeezed skeleton is one byte or none.
-		in := orig[p-base : end-base]
-		j := 0
-		for ; j < len(in); j++ {
-			t := asciiClass[in[j]]
-			if t >= '0' { // the common case: a letter or digit
-				if n >= len(buf) || n >= len(src) {
-					break
-				}
-				buf[n], src[n] = t, int32(p+j)
-				n++
-				lastOut, broken = p+j+1, false
-				continue
-			}
-			if t == classRN {
-				// m and M, whose skeleton is rn.
-				if n+1 >= len(buf) || n+1 >= len(src) {
-					break
-				}
-				buf[n], buf[n+1], src[n], src[n+1] = 'r', 'n', int32(p+j), int32(p+j)
-				n += 2
-				lastOut, broken = p+j+1, false
-				continue
-			}
-			if t == 0 {
-				break
-			}
-			if !broken && p+j+1-lastOut > maxGap {
-				if n >= len(buf) || n >= len(src) {
-					break
-				}
-				buf[n], src[n] = breakByte, int32(p+j)
-				n++
-				broken = true
-				v.lastBreak = n
-			}
-		}
+		var j int
+		j, n, gap = squeezeASCII(v, orig[p-base:end-base], p, buf, src, n, gap)
 		p += j
 		if p >= end {
 			break
@@ -478,48 +467,142 @@ func (s *Scanner) buildSqueezed(final bool) {
 		}
 		start := p
 		p += u
-		buf, src = buf[:n], src[:n]
-		if q == "" {
-			if !broken && p-lastOut > maxGap {
-				buf, src = append(buf, breakByte), append(src, int32(start))
-				broken = true
-				v.lastBreak = len(buf)
-			}
-		} else {
-			for k := 0; k < len(q); k++ {
-				buf, src = append(buf, q[k]), append(src, int32(start))
-			}
-			lastOut, broken = p, false
-		}
-		n = len(buf)
-		buf, src = slices.Grow(buf, 2*(end-p)+2), slices.Grow(src, 2*(end-p)+2)
-		buf, src = buf[:cap(buf)], src[:cap(src)]
+		v.buf, v.src = buf[:n], src[:n]
+		setGap(v, start, gap)
+		v.add(q, start, p)
+		buf, src, n = grown(v.buf, v.src, 2*(end-p)+2)
+		gap = gapOf(v, p)
 	}
-	v.buf, v.src, v.lastOut, v.broken = buf[:n], src[:n], lastOut, broken
+	v.buf, v.src = buf[:n], src[:n]
+	setGap(v, p, gap)
 	s.proc = p
 }
 
-// asciiClass is, for each byte, its squeezed skeleton when that is one
-// byte, 1 when it is empty, and 0 when the byte needs the slow path (an
-// escape, a non-ASCII byte, or a letter with a longer skeleton).
-var asciiClass [256]byte
+// grown returns buf and src with room for n more bytes, resliced to their
+// capacity, and their length before. Each text byte gives at most two view
+// bytes in the fast paths ("rn"); the slow path grows the buffers itself.
+func grown(buf []byte, src []int32, n int) ([]byte, []int32, int) {
+	l := len(buf)
+	buf, src = slices.Grow(buf, n), slices.Grow(src, n)
+	return buf[:cap(buf)], src[:cap(src)], l
+}
 
-// classRN marks the bytes whose squeezed skeleton is "rn"; 1 marks those
-// whose skeleton is empty, 0 those that need the slow path; any other value
-// is the byte's one-byte squeezed skeleton, a letter or digit (>= '0').
-const classRN = 2
+// The fast paths keep a view's lastOut and broken (see view.add) as one
+// gap: the bytes of text since the last one that wrote to the view, or
+// brokenGap, far below zero, once a break is written.
+const brokenGap = -1 << 40
 
-// initASCIIClass is called by init once asciiSqueezed is set.
+// gapOf returns v's gap at text offset p.
+func gapOf(v *view, p int) int {
+	if v.broken {
+		return brokenGap
+	}
+	return p - v.lastOut
+}
+
+// setGap sets v's lastOut and broken from its gap at text offset p. A
+// broken view's lastOut was set when the break was written.
+func setGap(v *view, p, gap int) {
+	if gap < 0 {
+		v.broken = true
+		return
+	}
+	v.lastOut, v.broken = p-gap, false
+}
+
+// fastRoom cuts in to the bytes whose view fits in buf and src from
+// index n: two view bytes each, and one more.
+func fastRoom(in []byte, buf []byte, src []int32, n int) []byte {
+	room := (min(len(buf), len(src)) - n - 1) / 2
+	return in[:max(0, min(len(in), room))]
+}
+
+// exactASCII writes into buf and src, from index n, the exact view of the
+// leading bytes of in that are units of their own with an ASCII skeleton,
+// in[j] being at text offset p+j. It returns how many bytes of in it took
+// and the new n, and stops early only at a byte that needs the slow path or
+// when buf or src is full.
+//
+// Every byte writes two view bytes, of which it keeps asciiExact's count:
+// the loop does not branch on the "rn" of m.
+func exactASCII(in []byte, p int, buf []byte, src []int32, n int) (int, int) {
+	in = fastRoom(in, buf, src, n)
+	at := int32(p)
+	for j, c := range in {
+		e := asciiExact[c]
+		if e == 0 {
+			return j, n
+		}
+		buf[n+1], buf[n] = 'n', byte(e)
+		src[n+1], src[n] = at, at
+		n += int(e >> 8)
+		at++
+	}
+	return len(in), n
+}
+
+// squeezeASCII is exactASCII for the squeezed view, which it breaks as
+// view.add does: it takes the gap before in and returns the gap after
+// the bytes it took.
+//
+// A separator is written too and then overwritten, so the loop branches
+// neither on whether a byte is kept nor on the "rn" of m.
+func squeezeASCII(v *view, in []byte, p int, buf []byte, src []int32, n, gap int) (int, int, int) {
+	in = fastRoom(in, buf, src, n)
+	at := int32(p)
+	for j, c := range in {
+		e := asciiSqueezedView[c]
+		if e == 0 {
+			return j, n, gap
+		}
+		buf[n+1], buf[n] = 'n', byte(e)
+		src[n+1], src[n] = at, at
+		k := int(e >> 8)
+		n += k
+		// 0 after a byte kept (k is 1 or 2), one more after a separator.
+		gap = (gap + 1) &^ -((k + 1) >> 1)
+		if gap > maxGap {
+			buf[n], src[n] = breakByte, at
+			n++
+			v.lastBreak = n
+			v.lastOut = p + j + 1 - gap
+			gap = brokenGap
+		}
+		at++
+	}
+	return len(in), n, gap
+}
+
+// asciiExact and asciiSqueezedView give, for each byte that is a unit of
+// its own with an ASCII skeleton, how its skeleton goes into the exact and
+// the squeezed view: the low byte is the skeleton's first byte (or 1 when
+// it is empty), the high byte the skeleton's length, and when that is 2 the
+// second byte is 'n' (the "rn" of m). A byte that needs the slow path (an
+// escape starter, a non-ASCII byte, any other skeleton) has 0.
+var asciiExact, asciiSqueezedView [256]uint16
+
+// initASCIIClass is called by init once asciiSkeleton and asciiSqueezed
+// are set.
 func initASCIIClass() {
+	enc := func(s string) (uint16, bool) {
+		switch {
+		case s == "":
+			return 1, true
+		case len(s) == 1 && s[0] != 0:
+			return uint16(s[0]) | 1<<8, true
+		case len(s) == 2 && s[0] != 0 && s[1] == 'n':
+			return uint16(s[0]) | 2<<8, true
+		}
+		return 0, false
+	}
 	for c := range utf8.RuneSelf {
-		switch q := asciiSqueezed[c]; {
-		case c == '%' || c == '\\':
-		case q == "":
-			asciiClass[c] = 1
-		case len(q) == 1:
-			asciiClass[c] = q[0]
-		case q == "rn":
-			asciiClass[c] = classRN
+		if c == '%' || c == '\\' {
+			continue
+		}
+		d, dok := enc(asciiSkeleton[c])
+		q, qok := enc(asciiSqueezed[c])
+		if dok && qok && d != 1 {
+			asciiExact[c], asciiSqueezedView[c] = d, q
 		}
 	}
 }
