@@ -112,6 +112,10 @@ type Log struct {
 	queues  map[tenant.Incarnation]*queue // by incarnation: a re-created tenant never joins its predecessor's queue
 	pending int                           // recorded and not yet stored, queued or being stored
 	closed  bool                          // Run has stopped
+
+	leakMu       sync.Mutex // taken before mu, never after
+	leaks        map[leakKey]*leakCount
+	leakOverflow int // leaks not counted since the last flush: too many owners
 }
 
 // queue is one tenant's pending events, oldest first, and the scope to store
@@ -137,6 +141,7 @@ func NewLog(s Store, opts Options) *Log {
 		now:        opts.Now,
 		kick:       make(chan struct{}, 1),
 		queues:     map[tenant.Incarnation]*queue{},
+		leaks:      map[leakKey]*leakCount{},
 	}
 }
 
@@ -251,23 +256,6 @@ func (l *Log) RecordNow(ctx context.Context, scope auth.Scope, e Event) error {
 // canary or a secret) was caught leaving towards another tenant.
 const ForeignLeak = "guard.foreign_leak"
 
-// RecordForeignLeak records in owner's log that its data of the given kind
-// ("canary" or "secret") was caught leaving towards another tenant, which the
-// record does not name: it is for the victim to know, not to learn who
-// received it (the operator's log names both). It is the one record written
-// to a tenant other than the request's, so it takes no Scope and no data
-// beyond the kind.
-func (l *Log) RecordForeignLeak(owner tenant.ID, kind string, streamed bool) error {
-	if l.operator == nil {
-		return fmt.Errorf("audit %s: no operator scope configured", ForeignLeak)
-	}
-	scope, err := l.operator(owner)
-	if err != nil {
-		return fmt.Errorf("audit %s: %w", ForeignLeak, err)
-	}
-	return l.Record(scope, Event{Type: ForeignLeak, Data: map[string]any{"kind": kind, "streamed": streamed}})
-}
-
 // Pending reports how many events are recorded and not yet stored.
 func (l *Log) Pending() int {
 	l.mu.Lock()
@@ -288,6 +276,7 @@ func (l *Log) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			l.flushLeaks(true) // counted leaks go in before Record stops
 			l.mu.Lock()
 			l.closed = true
 			l.mu.Unlock()
@@ -300,6 +289,7 @@ func (l *Log) Run(ctx context.Context) error {
 			}
 			return nil
 		case <-tick.C:
+			l.flushLeaks(false)
 			_ = l.flush(ctx, 0) // logged by flush; the events stay queued
 		case <-l.kick:
 			_ = l.flush(ctx, l.maxBatch) // likewise

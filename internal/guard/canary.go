@@ -85,7 +85,7 @@ func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet, compiled 
 			compiled[v] = comp[i]
 		}
 	}
-	cs.m = textnorm.NewMatcherOf(comp, textnorm.Options{Lookahead: maxTile, Early: true})
+	cs.m = textnorm.NewMatcherOf(comp, textnorm.Options{Lookahead: secrets.lookahead(), Early: true})
 	return cs
 }
 

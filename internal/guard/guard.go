@@ -14,10 +14,16 @@
 //     spaced out, reversed, rot13'd, as hex with or without separators, and
 //     as base64, base64url or base32 at any byte offset of longer encoded
 //     data. Every form is computed once per canary set.
-//   - Other tenants' secrets. The guard keeps keyed hashes of disjoint
-//     windows of each high-entropy secret's forms, never the secret, and
-//     blocks a text holding a window of another tenant's (see secrets.go for
-//     why that is no oracle). The tenant's own secrets are the redactor's.
+//   - Other tenants' secrets. Only a secret random enough that a guess of
+//     it is infeasible is tracked: at least 20 bytes and two character
+//     classes, not mostly words, and an estimated 80 bits that repeats and
+//     words do not inflate. The guard keeps keyed hashes of each of its
+//     forms whole (a value over 96 bytes: of each random-enough 96-byte
+//     piece), never the secret, and blocks a text holding a whole one of
+//     another tenant's. So a quote of public text that a secret begins with
+//     (a PEM or JWT header, a licence) never matches, and a guess confirms
+//     nothing short of the whole value (see secrets.go). The tenant's own
+//     secrets are the redactor's.
 //   - Fingerprints, which never change what is sent. Text a tenant stores is
 //     cut into shingles of k=8 words (lowercased, punctuation ignored),
 //     hashed with a per-process key and winnowed with a window of w=5
@@ -114,8 +120,9 @@
 // above (a translation, a spelling-out in words, base64 of its hex), or, for
 // an encoded form inside longer data, by the one or two characters that mix
 // its bits with its neighbours'. A secret of another tenant is found only if
-// at least a whole window of a form leaks (2n-1 letters and digits, n being
-// 16 or 32), and only if it has enough entropy to be tracked. Fingerprints
+// a whole form of it leaks (of a 96-byte piece of a longer one: 191
+// consecutive bytes of it always hold one), and only if it is random enough
+// to be tracked. Fingerprints
 // ignore case, punctuation and zero-width characters but not paraphrase; a
 // match is found after the text left and is only reported. A canary is only
 // found when the leak carries it: a leak of a few sentences of a document,
@@ -234,10 +241,10 @@ func (g *Guard) SetCanaries(id tenant.ID, canaries []string) {
 }
 
 // SetSecret records the tenant's secret name, to recognize its value in
-// other tenants' answers, and reports whether it is tracked: only values of
-// at least 16 bytes with an estimated 64 bits of entropy are (see secrets.go
-// for why). The guard keeps keyed hashes of windows of the value's forms,
-// never the value. A value that is not tracked forgets an earlier one of
+// other tenants' answers, and reports whether it is tracked: only values
+// random enough that a guess is infeasible are (see secrets.go for what and
+// why). The guard keeps keyed hashes of the value's forms whole, never the
+// value. A value that is not tracked forgets an earlier one of
 // the same name.
 func (g *Guard) SetSecret(id tenant.ID, name string, value []byte) bool {
 	if id == "" {

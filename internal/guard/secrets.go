@@ -16,56 +16,78 @@ import (
 // Other tenants' secrets.
 //
 // The guard must recognize tenant B's secret in tenant A's answer without
-// holding B's plaintext. For each secret it keeps keyed hashes (HMAC-SHA256
-// with a key made at process start, cut to 128 bits) of tiles: disjoint
-// windows, at offsets 0, n, 2n, …, of the squeezed view of each of the
-// secret's encodings (textnorm.Encodings: plain, reversed, rot13, hex,
-// base64 and base32 with their interiors at every alignment). A tile is
-// 16 letters and digits of the plain, reversed and rot13 forms and 32 of the
-// encoded ones, so it carries at least 16 bytes of the secret. An answer's
-// squeezed view is hashed at every position for both tile lengths (a
-// rolling hash picks the candidates, HMAC confirms them); a tile of another
-// tenant's secret blocks it. Any leak of at least 2n-1 consecutive letters
-// and digits of a form holds a whole tile.
+// holding B's plaintext, and without letting B's secrets make A's answers
+// be withheld (B could store a credential whose beginning is public
+// boilerplate: a PEM header, a JWT header, a licence) or letting A confirm
+// a guess of B's secret. So a secret is matched only as a whole, and only
+// if it is random enough that a guess of the whole is infeasible.
 //
-// The check is no oracle because only secrets with enough entropy are
-// tracked (at least 16 bytes, two character classes, and an estimated 64
-// bits: see secretBits), and the tiles do not overlap: confirming one tile
-// needs a guess of all of its (about 64 bits or more) at once, and knowing
-// one tile tells nothing about the next, so the tiles cannot be found one
-// character at a time. A low-entropy secret (a word, a short PIN) is not
-// tracked at all: its absence from answers is the redactor's job for its
-// own tenant, and no other tenant may learn whether it guessed it.
+// What is matched. A value of at most maxWhole (96) bytes is one unit; a
+// longer one is cut into units of maxWhole bytes at offsets 0, 96, 192, …,
+// the last unit being the value's final 96 bytes. For each unit that is
+// random enough (below), the guard keeps keyed hashes (HMAC-SHA256 with a
+// key made at process start, cut to 128 bits) of the squeezed view of each
+// of the unit's forms as a whole (textnorm.Encodings: plain, reversed,
+// rot13, hex, query, base64 and base32, with the base64 and base32
+// interiors at every alignment, which are the whole value but for a
+// character or two). An answer's squeezed view is hashed at every position
+// for exactly those lengths (a rolling hash picks the candidates, HMAC
+// confirms them); a whole unit form of another tenant's secret blocks it.
+// A quote of public text therefore never matches unless it holds a whole
+// unit, random part included; a leak of a long value is caught if it holds
+// at least one whole unit (2×96-1 consecutive bytes always do). The stream
+// holds back as many view bytes as the longest window (at most a few
+// hundred; at least 32).
+//
+// What is random enough (randomEnough). A unit is tracked only if it has
+// at least minSecretLen (20) bytes, at least two character classes (lower,
+// upper, digit, other), at most half its bytes in word-shaped letter runs
+// (4 or more letters: lowercase, capitalized or all capitals), and an
+// estimated entropy of at least minSecretBits (80) bits. The estimate
+// parses the unit LZ-style: a repeat of 4 or more bytes seen before costs
+// 8 bits, whatever its length; a literal costs the unit's empirical
+// per-character Shannon entropy (Miller–Madow corrected, capped by the
+// alphabet its classes span), or 2 bits after the first letter of a
+// word-shaped run. So "Summer2024!Summer2024!" (a repeat), a sentence (words),
+// "correct7horse9battery3staple" (words) and a PIN are not tracked, while a
+// random 20-character token (~100 bits estimated) and a hex or base64 key
+// are. The check cannot confirm a guess: a guess confirms only by matching
+// a whole unit, which takes at least ~2^80 guesses for a tracked one, and
+// nothing smaller than a unit is ever matched, so a unit cannot be found a
+// few characters at a time. A secret that is not tracked is the redactor's
+// job for its own tenant only.
+//
+// The limit: a unit that is itself public but looks random (the jwt.io
+// example token, a published certificate) stored by B blocks A's answers
+// quoting it whole; being random-looking and public is not something the
+// guard can tell.
 const (
-	minSecretLen  = 16
-	minSecretBits = 64
-	tileShort     = 16
-	maxTile       = 32
+	minSecretLen  = 20
+	minSecretBits = 80
+	maxWhole      = 96 // bytes of a value matched as one unit
+	minWindow     = 16 // fewer view bytes than this: the form is not tracked
+	minLookahead  = 32 // the canary matcher's own, kept when no secret needs more
 )
 
-// secretTile is one tile of one secret: its MAC and its filter key (the top
-// bits of its rolling hash, all the filter keeps).
+// secretTile is one window of one secret: the MAC of a whole unit form's
+// squeezed view, its filter key (the top bits of its rolling hash, all the
+// filter keeps) and its length.
 type secretTile struct {
 	mac  [16]byte
 	roll uint64 // truncated to filterKeep bits
-	n    uint8
+	n    uint16
 }
 
-const filterKeep = 26 // bits of a tile's rolling hash kept
+const filterKeep = 26 // bits of a window's rolling hash kept
 
 // secretKeys are the guard's per-process keys for secrets.
 type secretKeys struct {
 	mac  []byte
 	base uint64 // odd multiplier of the rolling hash
-	pow  [maxTile + 1]uint64
 }
 
 func (k *secretKeys) init(mac []byte, base uint64) {
 	k.mac, k.base = mac, base|1
-	k.pow[0] = 1
-	for i := 1; i <= maxTile; i++ {
-		k.pow[i] = k.pow[i-1] * k.base
-	}
 }
 
 // roll is the rolling hash of w.
@@ -77,6 +99,15 @@ func (k *secretKeys) roll(w []byte) uint64 {
 	return h
 }
 
+// pow is base^n.
+func (k *secretKeys) pow(n int) uint64 {
+	p := uint64(1)
+	for range n {
+		p *= k.base
+	}
+	return p
+}
+
 func (k *secretKeys) sum(h hash.Hash, w []byte) (out [16]byte) {
 	h.Reset()
 	h.Write(w)
@@ -85,18 +116,9 @@ func (k *secretKeys) sum(h hash.Hash, w []byte) (out [16]byte) {
 	return out
 }
 
-// secretBits estimates the entropy of v in bits: its length times the
-// lesser of the bits per character of the character classes it uses and
-// its empirical per-character entropy (with the Miller–Madow correction for
-// short samples).
-func secretBits(v []byte) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	var classes [4]bool // lower, upper, digit, other
-	counts := map[byte]int{}
+// charClasses reports which of lower, upper, digit and other v uses.
+func charClasses(v []byte) (classes [4]bool) {
 	for _, c := range v {
-		counts[c]++
 		switch {
 		case 'a' <= c && c <= 'z':
 			classes[0] = true
@@ -108,45 +130,167 @@ func secretBits(v []byte) float64 {
 			classes[3] = true
 		}
 	}
-	alphabet, kinds := 0, 0
-	for i, sizes := range []int{26, 26, 10, 33} {
-		if classes[i] {
-			alphabet += sizes
-			kinds++
+	return classes
+}
+
+// wordRuns marks the bytes of v in word-shaped letter runs: 4 or more
+// ASCII letters, all lowercase, all capitals, or one capital then
+// lowercase.
+func wordRuns(v []byte) []bool {
+	in := make([]bool, len(v))
+	isLetter := func(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' }
+	isUpper := func(c byte) bool { return 'A' <= c && c <= 'Z' }
+	for i := 0; i < len(v); {
+		if !isLetter(v[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(v) && isLetter(v[j]) {
+			j++
+		}
+		upper := 0
+		for _, c := range v[i+1 : j] {
+			if isUpper(c) {
+				upper++
+			}
+		}
+		if j-i >= 4 && (upper == 0 || upper == j-i-1 && isUpper(v[i])) {
+			for p := i; p < j; p++ {
+				in[p] = true
+			}
+		}
+		i = j
+	}
+	return in
+}
+
+// secretBits estimates the entropy of v in bits (see the package comment
+// on secrets): an LZ-style parse where a repeat of 4 or more earlier bytes
+// costs 8 bits and a literal its per-character entropy, or 2 bits inside a
+// word-shaped run past its first letter.
+func secretBits(v []byte) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	alphabet := 0
+	for i, c := range charClasses(v) {
+		if c {
+			alphabet += []int{26, 26, 10, 33}[i]
 		}
 	}
-	if kinds < 2 {
-		return 0 // one class: a word, a number; not random enough to trust
+	var counts [256]int
+	distinct := 0
+	for _, c := range v {
+		if counts[c] == 0 {
+			distinct++
+		}
+		counts[c]++
 	}
 	n := float64(len(v))
 	var h float64
 	for _, k := range counts {
-		p := float64(k) / n
-		h -= p * math.Log2(p)
+		if k > 0 {
+			p := float64(k) / n
+			h -= p * math.Log2(p)
+		}
 	}
-	h += float64(len(counts)-1) / (2 * n * math.Ln2)
-	return n * min(h, math.Log2(float64(alphabet)))
+	h += float64(distinct-1) / (2 * n * math.Ln2)
+	h = min(h, math.Log2(float64(alphabet)))
+
+	words := wordRuns(v)
+	var total float64
+	for i := 0; i < len(v); {
+		best := 0
+		for j := range i { // overlapping repeats count too ("-----")
+			l := 0
+			for i+l < len(v) && v[j+l] == v[i+l] {
+				l++
+			}
+			best = max(best, l)
+		}
+		if best >= 4 {
+			total += 8
+			i += best
+			continue
+		}
+		if words[i] && i > 0 && words[i-1] {
+			total += min(h, 2)
+		} else {
+			total += h
+		}
+		i++
+	}
+	return total
 }
 
-// tracked reports whether v has enough entropy for the guard to look for it
-// in other tenants' answers.
+// randomEnough reports whether a unit is random enough for the guard to
+// look for it in other tenants' answers (see the package comment on
+// secrets).
+func randomEnough(u []byte) bool {
+	if len(u) < minSecretLen {
+		return false
+	}
+	kinds := 0
+	for _, c := range charClasses(u) {
+		if c {
+			kinds++
+		}
+	}
+	if kinds < 2 {
+		return false // one class: a word, a number
+	}
+	inWords := 0
+	for _, w := range wordRuns(u) {
+		if w {
+			inWords++
+		}
+	}
+	if 2*inWords > len(u) {
+		return false // mostly words: prose, a passphrase, boilerplate
+	}
+	return secretBits(u) >= minSecretBits
+}
+
+// secretUnits returns the units of v that are random enough to track.
+func secretUnits(v []byte) [][]byte {
+	if len(v) <= maxWhole {
+		if randomEnough(v) {
+			return [][]byte{v}
+		}
+		return nil
+	}
+	var out [][]byte
+	for off := 0; off < len(v); off += maxWhole {
+		u := v[off:min(off+maxWhole, len(v))]
+		if len(u) < maxWhole {
+			u = v[len(v)-maxWhole:] // the last unit: the final maxWhole bytes
+		}
+		if randomEnough(u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// tracked reports whether the guard looks for v in other tenants' answers.
 func tracked(v []byte) bool {
-	return len(v) >= minSecretLen && secretBits(v) >= minSecretBits
+	return len(secretUnits(v)) > 0
 }
 
+// tiles returns the windows of v: each tracked unit's forms, whole.
 func (k *secretKeys) tiles(v []byte) []secretTile {
 	h := hmac.New(sha256.New, k.mac)
 	var out []secretTile
 	seen := map[[16]byte]bool{}
-	for _, e := range textnorm.Encodings(string(v)) {
-		_, q := textnorm.Views(e.Text)
-		n := maxTile
-		if e.Form == textnorm.Plain || e.Form == textnorm.Reversed || e.Form == textnorm.Rot13 || e.Form == textnorm.Query {
-			n = tileShort
-		}
-		for off := 0; off+n <= len(q); off += n {
-			w := []byte(q[off : off+n])
-			t := secretTile{mac: k.sum(h, w), roll: k.roll(w) >> (64 - filterKeep), n: uint8(n)}
+	for _, u := range secretUnits(v) {
+		for _, e := range textnorm.Encodings(string(u)) {
+			_, q := textnorm.Views(e.Text)
+			if len(q) < minWindow || len(q) > math.MaxUint16 {
+				continue
+			}
+			w := []byte(q)
+			t := secretTile{mac: k.sum(h, w), roll: k.roll(w) >> (64 - filterKeep), n: uint16(len(w))}
 			if !seen[t.mac] {
 				seen[t.mac] = true
 				out = append(out, t)
@@ -156,13 +300,14 @@ func (k *secretKeys) tiles(v []byte) []secretTile {
 	return out
 }
 
-// secretSet is every tenant's tiles, indexed. It is immutable.
+// secretSet is every tenant's windows, indexed. It is immutable.
 type secretSet struct {
 	keys   *secretKeys
 	owners map[[16]byte][]tenant.ID
 	filter []uint64
-	lens   []int
-	ids    []tenant.ID // tenants with tiles
+	lens   []int       // the windows' lengths
+	tops   []uint64    // base^(n-1) for each of lens
+	ids    []tenant.ID // tenants with windows
 }
 
 func newSecretSet(keys *secretKeys, byTenant map[tenant.ID]map[string][]secretTile) *secretSet {
@@ -193,7 +338,20 @@ func newSecretSet(keys *secretKeys, byTenant map[tenant.ID]map[string][]secretTi
 			}
 		}
 	}
+	slices.Sort(ss.lens)
+	for _, n := range ss.lens {
+		ss.tops = append(ss.tops, keys.pow(n-1))
+	}
 	return ss
+}
+
+// lookahead is how many view bytes the scanner must hold after a position
+// for find to see every window starting there.
+func (ss *secretSet) lookahead() int {
+	if ss == nil || len(ss.lens) == 0 {
+		return minLookahead
+	}
+	return max(minLookahead, ss.lens[len(ss.lens)-1])
 }
 
 // others reports whether the set holds secrets of a tenant other than self.
@@ -201,18 +359,18 @@ func (ss *secretSet) others(self tenant.ID) bool {
 	return ss != nil && slices.ContainsFunc(ss.ids, func(id tenant.ID) bool { return id != self })
 }
 
-// find appends to hit the owners other than self of tiles at positions
+// find appends to hit the owners other than self of windows at positions
 // [from, to) of the squeezed view buf.
 func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []tenant.ID) []tenant.ID {
 	k := ss.keys
 	lg := uint(bits.Len(uint(len(ss.filter)*64)) - 1)
 	var h hash.Hash
-	for _, n := range ss.lens {
+	for li, n := range ss.lens {
 		end := min(to, len(buf)-n+1)
 		if from >= end {
 			continue
 		}
-		top := k.pow[n-1]
+		top := ss.tops[li]
 		r := k.roll(buf[from : from+n])
 		for i := from; ; i++ {
 			b := (r >> (64 - filterKeep)) >> (filterKeep - lg)

@@ -76,6 +76,7 @@ func writeAudit(d Deps, w http.ResponseWriter, r *http.Request, scope auth.Scope
 		d.AuditRefused.FlushTenant(scope.Tenant())
 	}
 	if d.Audit != nil {
+		d.Audit.FlushLeaks(scope.Tenant())
 		if err := d.Audit.Flush(r.Context()); err != nil {
 			writeError(d.Logger, w, r, fmt.Errorf("flush audit log: %w", err))
 			return

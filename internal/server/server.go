@@ -84,6 +84,9 @@ type AuditLog interface {
 	// unrecorded.
 	RecordNow(ctx context.Context, scope auth.Scope, e audit.Event) error
 	Flush(ctx context.Context) error
+	// FlushLeaks writes the foreign leaks counted for the tenant, before
+	// its own log is read.
+	FlushLeaks(owner tenant.ID)
 }
 
 // RefusedKeys counts requests refused with a tenant's key id into bounded
