@@ -42,8 +42,19 @@ type canarySet struct {
 	// patterns: what the first pass must hold back for it (see
 	// canaryStage). Only the receiver's own canaries, never another
 	// tenant's, decide what is held, so how a stream is cut tells a tenant
-	// nothing about the others' canaries.
-	own map[tenant.ID]*textnorm.Prefixes
+	// nothing about the others' canaries. Built on a tenant's first
+	// stream.
+	own    sync.Map // tenant.ID → *textnorm.Prefixes
+	compOf map[tenant.ID][]*textnorm.Compiled
+}
+
+// ownPrefixes returns the beginnings of id's canaries' patterns.
+func (cs *canarySet) ownPrefixes(id tenant.ID) *textnorm.Prefixes {
+	if p, ok := cs.own.Load(id); ok {
+		return p.(*textnorm.Prefixes)
+	}
+	p, _ := cs.own.LoadOrStore(id, textnorm.NewPrefixes(cs.compOf[id]))
+	return p.(*textnorm.Prefixes)
 }
 
 // maxCanaryPattern cuts each form of a canary to its first 32 letters and
@@ -93,15 +104,11 @@ func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet, compiled 
 		}
 	}
 	cs.m = textnorm.NewMatcherOf(comp, textnorm.Options{Lookahead: maxTile, Early: true})
-	cs.own = make(map[tenant.ID]*textnorm.Prefixes, len(ids))
-	byOwner := map[tenant.ID][]*textnorm.Compiled{}
+	cs.compOf = make(map[tenant.ID][]*textnorm.Compiled, len(ids))
 	for i, os := range cs.owners {
 		for _, o := range os {
-			byOwner[o] = append(byOwner[o], comp[i])
+			cs.compOf[o] = append(cs.compOf[o], comp[i])
 		}
-	}
-	for id, c := range byOwner {
-		cs.own[id] = textnorm.NewPrefixes(c)
 	}
 	return cs
 }
@@ -157,9 +164,9 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 	}
 	var n int
 	if c.remove {
-		n = c.sc.Free(c.set.own[c.self], publicPrefixes())
+		n = c.sc.Free(c.sent, c.set.ownPrefixes(c.self), publicPrefixes())
 	} else {
-		n = c.sc.Free(publicPrefixes())
+		n = c.sc.Free(c.sent, publicPrefixes())
 	}
 	if n > c.sent {
 		out += string(c.sc.Unsettled()[c.sent:n])

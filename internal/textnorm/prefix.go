@@ -31,6 +31,7 @@ type prefixView struct {
 	// PrefixMax bytes.
 	whole  []uint64
 	first  [4]uint64
+	lens   uint16 // bit n: some key of whole has n bytes
 	maxLen int
 }
 
@@ -55,6 +56,7 @@ func NewPrefixes(cs []*Compiled) *Prefixes {
 		for _, k := range v.keys {
 			if k>>(8*(PrefixMax-1)) != 0 {
 				v.whole = append(v.whole, k)
+				v.lens |= 1 << PrefixMax
 			}
 		}
 	}
@@ -100,6 +102,7 @@ func CommonPrefixes(cs []*Compiled, minWhole int) *Prefixes {
 		for _, k := range v.keys {
 			if keyLen(k) >= minWhole && !extended[k] {
 				v.whole = append(v.whole, k)
+				v.lens |= 1 << keyLen(k)
 			}
 		}
 		slices.Sort(v.whole)
@@ -140,13 +143,21 @@ func (v *prefixView) add(t string) {
 // hold returns the offset in the text of the first position of the view at
 // which a pattern of pv may begin that is not all there yet, or MaxInt.
 // Before the view's last maxLen-1 bytes every pattern that begins is
-// whole, and the Scanner has found it.
-func (pv *prefixView) hold(v *view) int {
+// whole, and the Scanner has found it. Positions from text before free
+// are not looked at: they were free before, and the text that followed
+// cannot have made them begin a pattern (a view only grows, and every
+// beginning of a whole one is a beginning too).
+func (pv *prefixView) hold(v *view, free int) int {
 	n := len(v.buf)
 	if pv.maxLen == 0 {
 		return math.MaxInt
 	}
-	for i := max(0, n-(pv.maxLen-1)); i < n; i++ {
+	from := max(0, n-(pv.maxLen-1))
+	i := n
+	for i > from && int(v.src[i-1]) >= free {
+		i--
+	}
+	for ; i < n; i++ {
 		c := v.buf[i]
 		if pv.first[c>>6]&(1<<(c&63)) == 0 {
 			continue
@@ -161,7 +172,7 @@ func (pv *prefixView) hold(v *view) int {
 				break
 			}
 			k |= uint64(b) << (8 * j)
-			if len(pv.whole) > 0 {
+			if pv.lens&(1<<(j+1)) != 0 {
 				if _, ok := slices.BinarySearch(pv.whole, k); ok {
 					return int(v.src[i])
 				}
@@ -183,7 +194,9 @@ func (pv *prefixView) hold(v *view) int {
 func (s *Scanner) Unsettled() []byte { return s.orig }
 
 // Free returns how many bytes at the start of Unsettled no later text can
-// make part of a match of p's patterns: they end before the first unit not
+// make part of a match of the patterns of ps, given that the first free of
+// them are known to be (returned by an earlier Free): they end before the
+// first unit not
 // complete yet, before the first match found that Advance has not returned,
 // and before the first position of either view at which a pattern of one
 // of ps may begin that is not whole yet. With no ps only the first two
@@ -191,7 +204,7 @@ func (s *Scanner) Unsettled() []byte { return s.orig }
 //
 // The patterns of ps must be among the Matcher's, so that a match of them
 // that is whole is found.
-func (s *Scanner) Free(ps ...*Prefixes) int {
+func (s *Scanner) Free(free int, ps ...*Prefixes) int {
 	if s.m == nil {
 		return 0
 	}
@@ -203,9 +216,9 @@ func (s *Scanner) Free(ps ...*Prefixes) int {
 		if p == nil {
 			continue
 		}
-		end = min(end, p.squeezed.hold(&s.squeezed))
+		end = min(end, p.squeezed.hold(&s.squeezed, s.base+free))
 		if len(s.m.exact.pats) > 0 {
-			end = min(end, p.exact.hold(&s.exact))
+			end = min(end, p.exact.hold(&s.exact, s.base+free))
 		}
 	}
 	return max(0, min(end-s.base, len(s.orig)))
