@@ -4,6 +4,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -37,6 +38,23 @@ type canarySet struct {
 	m       *textnorm.Matcher
 	owners  [][]tenant.ID // by value index of m: one tenant, unless reused
 	secrets *secretSet
+	// own is, for each tenant, the beginnings of its own canaries'
+	// patterns: what the first pass must hold back for it (see
+	// canaryStage). Only the receiver's own canaries, never another
+	// tenant's, decide what is held, so how a stream is cut tells a tenant
+	// nothing about the others' canaries. Built on a tenant's first
+	// stream.
+	own    sync.Map // tenant.ID → *textnorm.Prefixes
+	compOf map[tenant.ID][]*textnorm.Compiled
+}
+
+// ownPrefixes returns the beginnings of id's canaries' patterns.
+func (cs *canarySet) ownPrefixes(id tenant.ID) *textnorm.Prefixes {
+	if p, ok := cs.own.Load(id); ok {
+		return p.(*textnorm.Prefixes)
+	}
+	p, _ := cs.own.LoadOrStore(id, textnorm.NewPrefixes(cs.compOf[id]))
+	return p.(*textnorm.Prefixes)
 }
 
 // maxCanaryPattern cuts each form of a canary to its first 32 letters and
@@ -86,6 +104,12 @@ func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet, compiled 
 		}
 	}
 	cs.m = textnorm.NewMatcherOf(comp, textnorm.Options{Lookahead: secrets.lookahead(), Early: true})
+	cs.compOf = make(map[tenant.ID][]*textnorm.Compiled, len(ids))
+	for i, os := range cs.owners {
+		for _, o := range os {
+			cs.compOf[o] = append(cs.compOf[o], comp[i])
+		}
+	}
 	return cs
 }
 
@@ -93,6 +117,21 @@ func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet, compiled 
 // first pass) it removes the receiver's own canaries; otherwise any canary
 // is one formed by an earlier removal and blocks. Another tenant's canary or
 // secret always blocks.
+//
+// The scanner settles text only once no match can begin in it, which for
+// every tenant's canaries and the secrets' windows means the last 31 letters
+// and digits. The stage sends more than that, ahead of the scanner: all the
+// text in which no match it would act on by rewriting can begin. That is,
+// in the first pass, the text before the first position whose next view
+// bytes could begin a form of one of the receiver's own canaries (see
+// textnorm.Prefixes), and in the second pass, where every match blocks,
+// all of it. A match of another tenant's canary or secret is still found by
+// the scanner, which keeps the text it needs, and blocks the stream as soon
+// as it is whole; only a match to remove must be held whole, so that the
+// removal cuts the same text as Check's. What is held therefore never
+// depends on other tenants' canaries or secrets: holding the beginnings of
+// those would tell the receiver, from where its stream is cut, which
+// strings begin another tenant's canary, one character at a time.
 type canaryStage struct {
 	set    *canarySet
 	self   tenant.ID
@@ -101,6 +140,9 @@ type canaryStage struct {
 	leaks  *leaks
 	sc     *textnorm.Scanner
 	hit    []tenant.ID // owners of secrets found by the scanner's Visit
+	// sent is how many bytes of the scanner's unsettled text were sent
+	// already.
+	sent int
 }
 
 func (c *canaryStage) write(in string, final bool) (string, string) {
@@ -118,21 +160,61 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 		// Nothing follows: the scanner's buffers can serve another stream.
 		c.sc.Release()
 		c.sc = nil
+		return out, blocked
 	}
-	return out, blocked
+	var n int
+	if c.remove {
+		n = c.sc.Free(c.sent, c.set.ownPrefixes(c.self), publicPrefixes())
+	} else {
+		n = c.sc.Free(c.sent, publicPrefixes())
+	}
+	if n > c.sent {
+		out += string(c.sc.Unsettled()[c.sent:n])
+		c.sent = n
+	}
+	return out, ""
 }
 
+// publicPrefixes returns the beginnings of the forms that every canary
+// NewCanary makes has, because they are fixed by its "bkc-" prefix (in the
+// squeezed view "bkc", rot13 "oxp", hex "626b632d", the first characters
+// of its base64 and base32): found in a stream, they are held until a
+// canary could be whole, so that no byte of those forms of another tenant's
+// canary is sent before the stream blocks. They are the same for every
+// tenant, so holding them tells no one anything. (The reversed form begins
+// with random characters and cannot be held so: it is caught, and blocks,
+// once whole.)
+var publicPrefixes = sync.OnceValue(func() *textnorm.Prefixes {
+	var cs []*textnorm.Compiled
+	for range 4 {
+		c, err := NewCanary()
+		if err != nil {
+			panic(err) // crypto/rand does not fail on supported systems
+		}
+		cs = append(cs, textnorm.Compile(c, maxCanaryPattern))
+	}
+	// Three bytes at least: the two a form keeps after an escape swallows
+	// its first ("kc") are common in prose.
+	return textnorm.CommonPrefixes(cs, 3)
+})
+
 // rewrite acts on the matches of a settled segment and on those already
-// found in the held tail.
+// found in the held tail. The first c.sent bytes of seg were sent already.
 func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) {
-	// A foreign canary complete in the held tail blocks at once.
-	early := false
+	sent := min(c.sent, len(seg))
+	c.sent -= sent
+	// A foreign canary complete in the held tail blocks at once, and in
+	// the second pass any canary does.
+	early := ""
 	for _, m := range c.sc.Pending() {
 		for _, o := range c.set.owners[m.Value] {
 			if o != c.self {
-				early = true
+				early = ReasonForeignCanary
 				c.leaks.add(o, LeakCanary)
 			}
+		}
+		if !c.remove && early == "" {
+			early = ReasonFormedCanary
 		}
 	}
 	for _, o := range c.hit {
@@ -141,8 +223,8 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 	switch {
 	case len(c.hit) > 0:
 		return "", ReasonForeignSecret
-	case early:
-		return "", ReasonForeignCanary
+	case early != "":
+		return "", early
 	}
 	var b strings.Builder
 	done := 0
@@ -166,6 +248,10 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 			blocked = ReasonForeignCanary
 		case !c.remove && blocked == "":
 			blocked = ReasonFormedCanary
+		case start < sent && blocked == "":
+			// A canary to remove begins in text already sent, which
+			// Free rules out: fail closed.
+			blocked = ReasonFormedCanary
 		}
 		if blocked != "" {
 			continue
@@ -178,10 +264,11 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 		return "", blocked
 	}
 	if done == 0 {
-		return seg, ""
+		return seg[sent:], ""
 	}
 	b.WriteString(seg[done:])
-	return b.String(), ""
+	// No removal begins before sent, so the output begins with seg[:sent].
+	return b.String()[sent:], ""
 }
 
 func (c *canaryStage) foreign(m textnorm.Match) bool {

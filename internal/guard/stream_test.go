@@ -221,31 +221,3 @@ func joinChecks(cs []textCheck) []uint64 {
 	}
 	return hs
 }
-
-// TestStreamHoldsBackLittle checks what a stream holds back from plain text:
-// the canary tail, and nothing for fingerprints.
-func TestStreamHoldsBackLittle(t *testing.T) {
-	g := New()
-	g.SetCanaries(globex, []string{newCanary(t)})
-	list := strings.Fields(strings.Repeat("alpha beta gamma delta epsilon zeta eta theta iota kappa ", 10))
-	s := g.Stream(acme, nil)
-	var sent strings.Builder
-	for i, wd := range list {
-		out, v := s.Write(wd + " ")
-		if v.Blocked {
-			t.Fatalf("blocked: %q", v.Reasons)
-		}
-		sent.WriteString(out)
-		held := len(strings.Join(list[:i+1], " ")+" ") - sent.Len()
-		// Each canary pass holds the text behind its last 31 letters and
-		// digits (maxCanaryPattern less one): at most 31 letters and 10
-		// spaces of these words. The fingerprint pass holds nothing.
-		if limit := 2 * (maxCanaryPattern - 1 + 10); held > limit {
-			t.Fatalf("after %d words holding %d bytes, want at most %d", i+1, held, limit)
-		}
-	}
-	out, _ := s.Flush()
-	if got, want := sent.String()+out, strings.Join(list, " ")+" "; got != want {
-		t.Fatalf("stream sent %q, want %q", got, want)
-	}
-}

@@ -78,8 +78,10 @@ func TestLeaksAreToldToTheVictim(t *testing.T) {
 			kinds["secret"]++
 		}
 	}
-	if kinds["canary"] < 6 || kinds["secret"] < 4 {
-		t.Errorf("globex's log holds %v foreign-leak records, want 6 canary and 4 secret", kinds)
+	// Records are aggregated per kind and minute: at least one of each, at
+	// most two (the first at once, the rest counted at the window's end).
+	if kinds["canary"] < 1 || kinds["canary"] > 2 || kinds["secret"] < 1 || kinds["secret"] > 2 {
+		t.Errorf("globex's log holds %v foreign-leak records, want 1-2 of each kind", kinds)
 	}
 	var blocks int
 	for _, r := range auditLog(t, env, "/v1/audit", acmeKey) {
