@@ -172,3 +172,68 @@ func redactURL(s string) string {
 	}
 	return u.Redacted()
 }
+
+// PostgresRoles is a fresh database (as Postgres) with the two roles the
+// PostgreSQL backends expect: owner, which owns the database and runs the
+// migrations, and app, which the application connects as: it logs in, owns
+// nothing, is neither superuser nor BYPASSRLS, and is no member of owner. Both
+// roles are named after the database, so parallel tests never share one, and
+// are dropped when the test ends.
+func PostgresRoles(t testing.TB) (ownerURL, appURL string) {
+	t.Helper()
+	super := Postgres(t)
+	u, err := url.Parse(super)
+	if err != nil {
+		t.Fatalf("parsing %s: %v", redactURL(super), err)
+	}
+	db := u.Path[1:]
+	owner, app := db+"_owner", db+"_app"
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, super)
+	if err != nil {
+		t.Fatalf("connecting to the test database: %v", err)
+	}
+	defer conn.Close(context.Background())
+	for _, stmt := range []string{
+		"CREATE ROLE " + owner + " LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB",
+		"CREATE ROLE " + app + " LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE NOCREATEDB NOINHERIT",
+		"ALTER DATABASE " + db + " OWNER TO " + owner,
+		"ALTER SCHEMA public OWNER TO " + owner,
+		"REVOKE ALL ON SCHEMA public FROM PUBLIC",
+		"GRANT USAGE ON SCHEMA public TO " + app,
+	} {
+		if _, err := conn.Exec(ctx, stmt); err != nil {
+			t.Fatalf("setting up roles (%s): %v", stmt, err)
+		}
+	}
+	// Cleanups run last-registered first, so this runs before Postgres's own:
+	// drop the database here, then the roles nothing depends on any more.
+	t.Cleanup(func() {
+		server, _ := postgresServer()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, server)
+		if err != nil {
+			t.Errorf("dropping test roles: %v", err)
+			return
+		}
+		defer conn.Close(context.Background())
+		for _, stmt := range []string{
+			"DROP DATABASE IF EXISTS " + db + " WITH (FORCE)",
+			"DROP ROLE IF EXISTS " + owner,
+			"DROP ROLE IF EXISTS " + app,
+		} {
+			if _, err := conn.Exec(ctx, stmt); err != nil {
+				t.Errorf("dropping test roles (%s): %v", stmt, err)
+			}
+		}
+	})
+	withUser := func(name string) string {
+		v := *u
+		v.User = url.User(name)
+		return v.String()
+	}
+	return withUser(owner), withUser(app)
+}
