@@ -11,6 +11,7 @@
 //     matched as a reader or a decoder would recover them (package
 //     textnorm): in look-alike letters, fullwidth, any case, with zero-width
 //     characters or soft hyphens inside, percent-, JSON- or \x-escaped,
+//     as HTML character references or split by empty tags and comments,
 //     spaced out, reversed, rot13'd, as hex with or without separators, and
 //     as base64, base64url or base32 at any byte offset of longer encoded
 //     data. Every form is computed once per canary set.
@@ -78,14 +79,18 @@
 // would give the whole answer (see Stream for the one difference: a block
 // stops at the first reason found). What each pass holds back:
 //
-//   - canary passes: the text behind the last 31 letters and digits of
-//     textnorm's squeezed view (each canary form is cut to its first 32),
-//     plus an escape or UTF-8 sequence not complete yet, so no form of a
-//     canary is split between what was sent and what is held. For prose
-//     that is about 40 bytes; it is bounded by 31 × (16 + 16) bytes for text
-//     made of escapes and ignorable characters, because a view breaks a
-//     match at a gap of more than 16 bytes that add nothing to it. A
-//     foreign canary complete in the held tail blocks at once;
+//   - canary passes: only text in which a match they would act on by
+//     rewriting could still begin. In the first pass that is the text from
+//     the first position whose next view bytes begin a form of one of the
+//     receiver's own canaries, or a form every canary shares because it is
+//     fixed by the public "bkc-" prefix (see publicPrefixes), plus an escape,
+//     character reference, tag or UTF-8 sequence not complete yet. For prose
+//     that is nothing most of the time and a few dozen bytes at worst, never
+//     a count of words. What is held never depends on other tenants'
+//     canaries or secrets, so where a stream is cut tells the receiver
+//     nothing about them; their matches are still found by the scanner,
+//     which keeps the text it needs, and block the stream as soon as they
+//     are whole (canaryStage);
 //   - link passes: from the start of a construct that is not closed yet
 //     ("[", "![", "](", "<", or a last "!" or "]" that may begin one). A
 //     construct still open after 2 KiB is plain text if it has not reached
@@ -95,8 +100,8 @@
 //     complete words and the word in progress, to hash the shingles the next
 //     piece completes, and passes every byte on at once.
 //
-// The passes run one after the other, so a stream of prose holds back
-// their sum: two canary tails. Output is only cut at UTF-8 boundaries.
+// The passes run one after the other, so a stream holds back their sum.
+// Output is only cut at UTF-8 boundaries.
 //
 // # URLs
 //
@@ -110,13 +115,17 @@
 // another origin (it contains ':', '//', '\' or '&') must be an allowed
 // http(s) URL or the tag is removed (an img tag becomes "[image removed]");
 // values that are plainly relative stay on the page's origin and are kept.
-// Bare URLs in prose are left alone: they are visible and fetched only on a
+// script and style elements, event-handler (on*) attributes and srcdoc are
+// removed whatever they hold: each runs or loads content without a URL to
+// check. Bare URLs in prose are left alone: they are visible and fetched only on a
 // click. Code spans and blocks are treated like any other text.
 //
 // # Limits
 //
 // A canary or secret is not found when its characters are more than 16
-// bytes apart, when it is encoded twice over or in an encoding not listed
+// bytes apart (counting what shows nothing: separators, ignorable code
+// points, tags and comments; runs of more than three invisible code points
+// are removed from the answer first), when it is encoded twice over or in an encoding not listed
 // above (a translation, a spelling-out in words, base64 of its hex), or, for
 // an encoded form inside longer data, by the one or two characters that mix
 // its bits with its neighbours'. A secret of another tenant is found only if

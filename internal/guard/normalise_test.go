@@ -37,6 +37,19 @@ var leakForms = []struct {
 	{"percent", func(_ *rand.Rand, v string) string { return percent(v, nil) }},
 	{"percent partial", func(r *rand.Rand, v string) string { return percent(v, r) }},
 	{"json escapes", func(_ *rand.Rand, v string) string { return jsonEscaped(v) }},
+	{"html character references", func(_ *rand.Rand, v string) string {
+		var b strings.Builder
+		for i, c := range v {
+			if i%2 == 0 {
+				fmt.Fprintf(&b, "&#%d;", c)
+			} else {
+				fmt.Fprintf(&b, "&#x%x;", c)
+			}
+		}
+		return b.String()
+	}},
+	{"empty html tags", func(_ *rand.Rand, v string) string { return between(v, "<b></b>") }},
+	{"html comments", func(_ *rand.Rand, v string) string { return between(v, "<!---->") }},
 	{"base64", func(_ *rand.Rand, v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }},
 	{"base64url raw", func(_ *rand.Rand, v string) string { return base64.RawURLEncoding.EncodeToString([]byte(v)) }},
 	{"base64 bearer", func(_ *rand.Rand, v string) string { return base64.StdEncoding.EncodeToString([]byte("Bearer " + v)) }},

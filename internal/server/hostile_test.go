@@ -509,6 +509,8 @@ func TestHostileTenant(t *testing.T) {
 			{"hex with spaces", hostileHexSep(hostileAToken, " ")},
 			{"base32", base32.StdEncoding.EncodeToString([]byte(hostileAToken))},
 			{"reversed", hostileReverse(hostileAToken)},
+			{"HTML character references", hostileCharRefs(hostileAToken)},
+			{"split by empty HTML tags", hostileInterleave(hostileAToken, "<i></i>")},
 		}
 		for _, v := range variants {
 			hostileMustSee(t, v.name, v.text, w.aSecret)
@@ -1106,6 +1108,8 @@ func hostileHay(s string) hostileHaystack {
 	add("percent-decoded", p)
 	ht := html.UnescapeString(p)
 	add("HTML-unescaped", ht)
+	ht = hostileMarkup.ReplaceAllString(ht, "")
+	add("HTML tags and comments removed", ht)
 	add("normalised (NFKC, confusables, invisibles, case)", hostileSkeleton(ht))
 	add("normalised, as sent", hostileSkeleton(s))
 	return h
@@ -1281,6 +1285,26 @@ func hostileSkeleton(s string) string {
 type hostileVariant struct{ name, text string }
 
 // hostileLookalikes are spellings of c that read the same.
+// hostileMarkup is what a renderer shows nothing of: comments and tags.
+var hostileMarkup = regexp.MustCompile(`<!--.*?-->|</?[A-Za-z][A-Za-z0-9]*\s*/?>`)
+
+// hostileCharRefs writes every other character of s as an HTML character
+// reference, decimal and hex in turn.
+func hostileCharRefs(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		switch i % 4 {
+		case 0:
+			fmt.Fprintf(&b, "&#%d;", r)
+		case 2:
+			fmt.Fprintf(&b, "&#x%x;", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
 func hostileLookalikes(c string) []hostileVariant {
 	cyr := strings.NewReplacer("a", "а", "c", "с", "e", "е", "o", "о", "p", "р", "x", "х", "y", "у", "i", "і", "j", "ј", "s", "ѕ")
 	var mathBold strings.Builder
@@ -1311,6 +1335,9 @@ func hostileLookalikes(c string) []hostileVariant {
 		{"word joiners", hostileInterleave(c, "\u2060")},
 		{"Cyrillic homoglyphs", cyr.Replace(c)},
 		{"mathematical bold", mathBold.String()},
+		{"HTML character references", hostileCharRefs(c)},
+		{"split by empty HTML tags", hostileInterleave(c, "<b></b>")},
+		{"split by HTML comments", hostileInterleave(c, "<!---->")},
 		{"upper case, half fullwidth, zero-width non-joiners", mixed.String()},
 		{"Cyrillic homoglyphs and soft hyphens", hostileInterleave(cyr.Replace(c), "\u00ad")},
 	}

@@ -218,7 +218,7 @@ func trail(s string) string {
 	i := len(s)
 	for i > 0 && len(s)-i < maxTrail {
 		c := s[i-1]
-		if c >= utf8.RuneSelf || asciiSqueezed[c] != "" || c == '%' || c == '\\' {
+		if c >= utf8.RuneSelf || asciiSqueezed[c] != "" || unitStart(c) {
 			break
 		}
 		i--
@@ -596,7 +596,7 @@ func initASCIIClass() {
 		return 0, false
 	}
 	for c := range utf8.RuneSelf {
-		if c == '%' || c == '\\' {
+		if unitStart(byte(c)) {
 			continue
 		}
 		d, dok := enc(asciiSkeleton[c])

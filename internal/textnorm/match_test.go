@@ -49,10 +49,28 @@ var encoders = []struct {
 	{"base64url offset", func(r *rand.Rand, v string) string {
 		return base64.URLEncoding.EncodeToString([]byte(randomWord(r, r.IntN(7)) + v + randomWord(r, r.IntN(7))))
 	}},
+	{"html decimal refs", func(r *rand.Rand, v string) string { return htmlRefs(r, v, "&#%d;") }},
+	{"html hex refs", func(r *rand.Rand, v string) string { return htmlRefs(r, v, "&#x%X;") }},
+	{"empty tags", func(r *rand.Rand, v string) string {
+		return interleave(v, []string{"<b></b>", "<!---->", "<br/>", "</i>"}[r.IntN(4)])
+	}},
 	{"base32", func(_ *rand.Rand, v string) string { return base32.StdEncoding.EncodeToString([]byte(v)) }},
 	{"base32 offset", func(r *rand.Rand, v string) string {
 		return base32.StdEncoding.EncodeToString([]byte(randomWord(r, r.IntN(11)) + v + randomWord(r, r.IntN(11))))
 	}},
+}
+
+// htmlRefs writes some of v's characters as HTML character references.
+func htmlRefs(r *rand.Rand, v, format string) string {
+	var b strings.Builder
+	for _, c := range v {
+		if r.IntN(2) == 0 {
+			fmt.Fprintf(&b, format, c)
+		} else {
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
 }
 
 func interleave(v, sep string) string {
@@ -269,6 +287,11 @@ func TestViewsDecodeEscapes(t *testing.T) {
 		{"%4", "%4", "4"},
 		{`\u12`, `\ul2`, "ul2"},
 		{"a" + strings.Repeat(" ", 20) + "b", "a" + strings.Repeat(" ", 20) + "b", "a\x00b"},
+		{"&#98;&#x6B;&#X63;-&amp;&lt;", "bkc-&<", "bkc"},
+		{"&#98 &#; &#12345678; &nosuch; &", "&#98 &#; &#l2345678; &nosuch; &", "98l2345678nosuch"},
+		{"&#0;", "\ufffd", ""},
+		{"s<b></b>k<!---->-<br/>x</span >y", "sk-xy", "skxy"},
+		{"a<b c>d <3 <!-- unterminated", "a<b c>d <3 <!-- unterrninated", "abcd3unterrninated"},
 	}
 	for _, tt := range tests {
 		exact, squeezed := Views(tt.in)

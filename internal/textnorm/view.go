@@ -1,6 +1,8 @@
 package textnorm
 
 import (
+	"html"
+	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -8,8 +10,12 @@ import (
 // Views. A matcher does not search the text itself but two views of it, each
 // built unit by unit, where a unit is one UTF-8 rune or one escape that a
 // lenient reader decodes: %XX (and runs of them forming one UTF-8 sequence),
-// \uXXXX (with surrogate pairs), \xXX and the JSON escapes \" \/ \\ \b \f \n
-// \r \t. Each decoded rune is replaced by its skeleton.
+// \uXXXX (with surrogate pairs), \xXX, the JSON escapes \" \/ \\ \b \f \n
+// \r \t, and what an HTML or markdown renderer shows differently from its
+// source: character references (&#98; &#x62; &amp;, with the semicolon
+// CommonMark requires) decode to their rune, and a tag without attributes or
+// a comment (<b>, </span>, <br/>, <!---->) of at most maxUnit bytes shows
+// nothing. Each decoded rune is replaced by its skeleton.
 //
 //   - The exact view is that skeleton text: a value is found in it whatever
 //     its letters look like and however much of it is escaped.
@@ -84,11 +90,22 @@ func (v *view) reset() {
 	*v = view{buf: v.buf[:0], src: v.src[:0]}
 }
 
+// noRune is the rune of a unit that shows nothing (an HTML tag or comment).
+const noRune rune = -1
+
+// unitStart reports whether an ASCII byte may begin a unit longer than itself.
+func unitStart(c byte) bool { return c == '%' || c == '\\' || c == '&' || c == '<' }
+
 // unit decodes the unit at the start of s. ok is false when s may hold the
 // start of a longer unit than it has (only when !final): the caller waits.
+// r is noRune for a unit that shows nothing.
 func unit(s []byte, final bool) (r rune, n int, ok bool) {
 	c := s[0]
 	switch {
+	case c == '&':
+		return charRef(s, final)
+	case c == '<':
+		return markup(s, final)
 	case c == '%':
 		return escapedBytes(s, '%', 3, final)
 	case c == '\\':
@@ -256,7 +273,7 @@ func hex4(s []byte) (rune, bool, bool) {
 // unitEnd returns the end of the unit starting at s[0:], all of which is
 // present.
 func unitEnd(s []byte) int {
-	if c := s[0]; c < utf8.RuneSelf && c != '%' && c != '\\' {
+	if c := s[0]; c < utf8.RuneSelf && !unitStart(c) {
 		return 1
 	}
 	_, n, _ := unit(s, true)
@@ -302,12 +319,15 @@ func (v *formView) add(out string, end int) {
 // or n = 0 to wait for more.
 func unitViews(s []byte, final bool) (exact, squeezed string, n int) {
 	c := s[0]
-	if c < utf8.RuneSelf && c != '%' && c != '\\' {
+	if c < utf8.RuneSelf && !unitStart(c) {
 		return asciiSkeleton[c], asciiSqueezed[c], 1
 	}
 	r, n, ok := unit(s, final)
 	if !ok {
 		return "", "", 0
+	}
+	if r == noRune {
+		return "", "", n
 	}
 	if 0 <= r && r < utf8.RuneSelf {
 		return asciiSkeleton[r], asciiSqueezed[r], n
@@ -315,3 +335,132 @@ func unitViews(s []byte, final bool) (exact, squeezed string, n int) {
 	in := info(r)
 	return in.skel, in.squeezed, n
 }
+
+// charRef decodes an HTML character reference at s[0:] ('&'): &#DDD;,
+// &#xHHH; or a named one that stands for one rune, of at most maxUnit bytes.
+// Anything else is a plain '&'.
+func charRef(s []byte, final bool) (rune, int, bool) {
+	end := -1
+	for i := 1; i < len(s) && i < maxUnit; i++ {
+		c := s[i]
+		if c == ';' {
+			end = i + 1
+			break
+		}
+		if !(c == '#' && i == 1) && !isAlnum(c) {
+			break
+		}
+	}
+	if end < 0 {
+		if !final && len(s) < maxUnit && refPrefix(s) {
+			return 0, 0, false
+		}
+		return '&', 1, true
+	}
+	body := string(s[1 : end-1])
+	if strings.HasPrefix(body, "#") {
+		r, ok := numericRef(body[1:])
+		if !ok {
+			return '&', 1, true
+		}
+		return r, end, true
+	}
+	decoded := html.UnescapeString(string(s[:end]))
+	r, size := utf8.DecodeRuneInString(decoded)
+	if decoded == string(s[:end]) || size != len(decoded) {
+		return '&', 1, true
+	}
+	return r, end, true
+}
+
+// refPrefix reports whether all of s could still begin a character reference.
+func refPrefix(s []byte) bool {
+	for i := 1; i < len(s); i++ {
+		if !(s[i] == '#' && i == 1) && !isAlnum(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// numericRef decodes the digits of &#…; (CommonMark: 1–7 decimal digits, or
+// x and 1–6 hex digits). Invalid code points read as U+FFFD, as renderers do.
+func numericRef(d string) (rune, bool) {
+	base, digits := 10, 7
+	if d != "" && (d[0] == 'x' || d[0] == 'X') {
+		base, digits, d = 16, 6, d[1:]
+	}
+	if d == "" || len(d) > digits {
+		return 0, false
+	}
+	var r rune
+	for i := 0; i < len(d); i++ {
+		h, ok := unhex(d[i])
+		if !ok || int(h) >= base {
+			return 0, false
+		}
+		r = r*rune(base) + rune(h)
+	}
+	if r == 0 || !utf8.ValidRune(r) {
+		return utf8.RuneError, true
+	}
+	return r, true
+}
+
+// markup recognises, at s[0:] ('<'), a comment or a tag without attributes
+// of at most maxUnit bytes: a renderer shows nothing of either, so text split
+// by one ("sk<b></b>-live") reads joined. Anything else is a plain '<'.
+func markup(s []byte, final bool) (rune, int, bool) {
+	n := min(len(s), maxUnit)
+	if end := markupEnd(s[:n]); end > 0 {
+		return noRune, end, true
+	} else if end < 0 && !final && len(s) < maxUnit {
+		return 0, 0, false
+	}
+	return '<', 1, true
+}
+
+// markupEnd returns the length of the tag or comment that s begins, 0 if it
+// begins none, or -1 if more bytes could make it begin one.
+func markupEnd(s []byte) int {
+	const open, closing = "<!--", "-->"
+	if len(s) < len(open) && strings.HasPrefix(open, string(s)) {
+		return -1
+	}
+	if strings.HasPrefix(string(s), open) {
+		if i := strings.Index(string(s[len(open):]), closing); i >= 0 {
+			return len(open) + i + len(closing)
+		}
+		return -1
+	}
+	i := 1
+	if i < len(s) && s[i] == '/' {
+		i++
+	}
+	if i == len(s) {
+		return -1
+	}
+	if !isLetter(s[i]) {
+		return 0
+	}
+	for i < len(s) && isAlnum(s[i]) {
+		i++
+	}
+	for i < len(s) && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n') {
+		i++
+	}
+	if i < len(s) && s[i] == '/' && (s[1] != '/') {
+		i++
+	}
+	switch {
+	case i == len(s):
+		return -1
+	case s[i] == '>':
+		return i + 1
+	}
+	return 0
+}
+
+func isLetter(c byte) bool { return 'a' <= c|0x20 && c|0x20 <= 'z' }
+
+func isAlnum(c byte) bool { return isLetter(c) || '0' <= c && c <= '9' }

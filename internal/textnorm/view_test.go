@@ -40,6 +40,7 @@ func viewText(r *rand.Rand) string {
 		"%41", "%4", "%", "%e2%82%ac", "%zz", `\u0041`, `\ud83d\ude00`, `\u12`, `\x41`, `\x`,
 		`\n`, `\\`, `\"`, `\`, "\u200d", "\u00ad", "\u200b\u200b\u200b\u200b\u200b\u200b",
 		"é", "Ａ", "ß", "😀", "\xff", "\xe2\x82",
+		"&#98;", "&#x6b;", "&amp;", "&", "&#", "&#9", "&lt", "&nosuch;", "<b>", "</b>", "<!---->", "<!--", "<", "<br/>", "<a href=x>",
 	}
 	var b strings.Builder
 	for range r.IntN(80) {
