@@ -164,7 +164,19 @@ func computeRune(r rune) string {
 		return ""
 	}
 	var out strings.Builder
-	for _, d := range norm.NFKD.String(string(r)) {
+	// A compatibility decomposition to ASCII is what every folding reader
+	// sees (ſ is s, ﬁ is fi); any other is not, and may lead away from the
+	// letter the rune imitates (lunate sigma ϲ, which looks like c,
+	// decomposes to final sigma ς, which folds to σ, whose prototype is o):
+	// then the rune's own prototype comes first, as UTS #39 maps before it
+	// decomposes.
+	src := norm.NFKD.String(string(r))
+	if !isASCII(src) {
+		if p := confusables.Skeleton(string(r)); p != string(r) {
+			src = norm.NFKD.String(p)
+		}
+	}
+	for _, d := range src {
 		if Ignorable(d) {
 			continue
 		}
@@ -184,6 +196,15 @@ func computeRune(r rune) string {
 		}
 	}
 	return out.String()
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 func foldString(s string) string {

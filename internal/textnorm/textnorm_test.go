@@ -22,6 +22,8 @@ func TestSkeletonFoldsLookalikes(t *testing.T) {
 		{"combining acute", "ca\u0301nary", "canary"},
 		{"digit zero and one look like o and l", "0l1", "oll"},
 		{"variation selector", "a\uFE0Fb", "ab"},
+		{"lunate sigma looks like c", "\u03F2anary \u03F9ANARY", "canary canary"},
+		{"ligature fi", "\uFB01le", "file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
