@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -149,7 +150,7 @@ func handleChat(d Deps) http.Handler {
 				return
 			}
 			status, typ, code, message := errorStatus(err)
-			d.Logger.WarnContext(r.Context(), "stream failed", "tenant", scope.Tenant(), "status", status, "error", err.Error())
+			logFailure(d.Logger, r, "stream failed", status, code, err, slog.String("tenant", string(scope.Tenant())))
 			s.event(apiError{Error: apiErrorBody{Message: message, Type: typ, Code: code}})
 			return
 		}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -65,12 +66,22 @@ func writeError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err
 	if errors.As(err, &limited) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limited.RetryAfter.Seconds()))))
 	}
+	logFailure(logger, r, "request failed", status, code, err)
+	encode(w, status, apiError{Error: apiErrorBody{Message: message, Type: typ, Code: code}})
+}
+
+// logFailure logs a failed request. The log gets the route, not the path,
+// and a client error's code, not its message: both carry what the client
+// sent (ids, model names, a pasted secret), which the operator's log must
+// not hold verbatim. A server error's cause is the runtime's own and is what
+// the operator needs.
+func logFailure(logger *slog.Logger, r *http.Request, msg string, status int, code string, err error, attrs ...slog.Attr) {
 	level := slog.LevelInfo
+	attrs = append(attrs, slog.String("method", r.Method), slog.String("route", cmp.Or(r.Pattern, "unmatched")),
+		slog.Int("status", status), slog.String("code", code))
 	if status >= 500 {
 		level = slog.LevelError
+		attrs = append(attrs, slog.String("error", err.Error()))
 	}
-	logger.LogAttrs(r.Context(), level, "request failed",
-		slog.String("method", r.Method), slog.String("path", r.URL.Path),
-		slog.Int("status", status), slog.String("error", err.Error()))
-	encode(w, status, apiError{Error: apiErrorBody{Message: message, Type: typ, Code: code}})
+	logger.LogAttrs(r.Context(), level, msg, attrs...)
 }

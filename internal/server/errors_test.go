@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
@@ -86,5 +88,28 @@ func TestWriteError(t *testing.T) {
 				t.Errorf("got body %s, want %s", w.Body, tt.wantBody)
 			}
 		})
+	}
+}
+
+// TestWriteErrorLogsNoClientText checks that what a client sent (in the path
+// or echoed by a 4xx message) never reaches the operator's log verbatim.
+func TestWriteErrorLogsNoClientText(t *testing.T) {
+	const pasted = "sk-live-PASTED0123456789abcdef"
+	mux := http.NewServeMux()
+	var logs bytes.Buffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	mux.HandleFunc("GET /v1/documents/{id}", func(w http.ResponseWriter, r *http.Request) {
+		writeError(logger, w, r, fmt.Errorf("%w: document %q", kind.NotFound, r.PathValue("id")))
+	})
+	w := httptest.NewRecorder()
+	mux.ServeHTTP(w, httptest.NewRequest("GET", "/v1/documents/"+pasted, nil))
+	if w.Code != http.StatusNotFound {
+		t.Fatalf("got status %d, want 404", w.Code)
+	}
+	if strings.Contains(logs.String(), pasted) {
+		t.Errorf("the log holds what the client sent: %s", logs.String())
+	}
+	if !strings.Contains(logs.String(), `"route":"GET /v1/documents/{id}"`) || !strings.Contains(logs.String(), `"code":"not_found"`) {
+		t.Errorf("the log lacks the route and code: %s", logs.String())
 	}
 }
