@@ -185,13 +185,28 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 // with random characters and cannot be held so: it is caught, and blocks,
 // once whole.)
 var publicPrefixes = sync.OnceValue(func() *textnorm.Prefixes {
-	var cs []*textnorm.Compiled
-	for range 4 {
+	// The beginnings every sample shares are those "bkc-" fixes only if no
+	// random bit is the same in all samples. Random samples alone do not
+	// ensure it (with 4, a character of the base32 and base64 forms that
+	// mixes the class of the first random character, letter or digit, was
+	// shared in about a third of processes, and a canary of the other class
+	// was not held), so the samples are every character of the alphabet
+	// repeated, which varies every bit a random character can vary, and a
+	// few random canaries, which vary neighbours independently.
+	var values []string
+	for _, ch := range canaryAlphabet {
+		values = append(values, canaryPrefix+strings.Repeat(string(ch), canaryRandomChars))
+	}
+	for range 8 {
 		c, err := NewCanary()
 		if err != nil {
 			panic(err) // crypto/rand does not fail on supported systems
 		}
-		cs = append(cs, textnorm.Compile(c, maxCanaryPattern))
+		values = append(values, c)
+	}
+	cs := make([]*textnorm.Compiled, len(values))
+	for i, v := range values {
+		cs[i] = textnorm.Compile(v, maxCanaryPattern)
 	}
 	// Three bytes at least: the two a form keeps after an escape swallows
 	// its first ("kc") are common in prose.

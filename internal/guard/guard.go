@@ -177,6 +177,9 @@ const (
 
 	canaryPrefix      = "bkc-"
 	canaryRandomChars = 20
+	// canaryAlphabet is what NewCanary's random characters are drawn from:
+	// lower-case base32.
+	canaryAlphabet    = "abcdefghijklmnopqrstuvwxyz234567"
 	canaryRandomBytes = 13 // 104 bits; base32 makes 21 characters of them
 
 	imageRemoved = "[image removed]"

@@ -162,25 +162,33 @@ func TestStreamOwnCanarySplit(t *testing.T) {
 // form (which begins with random characters, see publicPrefixes), no byte
 // of the form was sent before it did.
 func TestStreamForeignCanarySplit(t *testing.T) {
-	g := crowdedGuard(t, 50)
-	other := newCanary(t)
-	g.SetCanaries(globex, []string{other})
-	const before = "Here is what I found: "
-	for _, e := range canaryForms(other) {
-		text := before + e.Text + " and more words after it."
-		if v := g.Check(acme, text, nil); !v.Blocked {
-			t.Fatalf("%v form %q: Check did not block", e.Form, e.Text)
+	// The first random character decides bits of the encoded forms' first
+	// mixed characters; each class (letter, digit) must be held, whichever
+	// this process's random samples are.
+	for _, first := range []string{"", "a", "z", "2", "7"} {
+		other := newCanary(t)
+		if first != "" {
+			other = other[:len(canaryPrefix)] + first + other[len(canaryPrefix)+1:]
 		}
-		for _, pieces := range splits(text) {
-			sent, v, _ := stream(g, pieces, nil)
-			if !v.Blocked {
-				t.Fatalf("%v form, pieces %q: not blocked", e.Form, pieces)
+		g := crowdedGuard(t, 50)
+		g.SetCanaries(globex, []string{other})
+		const before = "Here is what I found: "
+		for _, e := range canaryForms(other) {
+			text := before + e.Text + " and more words after it."
+			if v := g.Check(acme, text, nil); !v.Blocked {
+				t.Fatalf("%v form %q: Check did not block", e.Form, e.Text)
 			}
-			if e.Form != textnorm.Reversed && len(sent) > len(before) {
-				t.Fatalf("%v form, pieces %q: sent %q, part of the canary", e.Form, pieces, sent)
-			}
-			if !utf8.ValidString(sent) {
-				t.Fatalf("pieces %q: sent invalid UTF-8", pieces)
+			for _, pieces := range splits(text) {
+				sent, v, _ := stream(g, pieces, nil)
+				if !v.Blocked {
+					t.Fatalf("%s: %v form, pieces %q: not blocked", other, e.Form, pieces)
+				}
+				if e.Form != textnorm.Reversed && len(sent) > len(before) {
+					t.Fatalf("%s: %v form, pieces %q: sent %q, part of the canary", other, e.Form, pieces, sent)
+				}
+				if !utf8.ValidString(sent) {
+					t.Fatalf("pieces %q: sent invalid UTF-8", pieces)
+				}
 			}
 		}
 	}

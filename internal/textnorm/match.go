@@ -2,6 +2,7 @@ package textnorm
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"math/bits"
 	"slices"
@@ -51,6 +52,7 @@ type Match struct {
 
 	trail   string // bytes to take into the match if they follow it
 	pending bool   // trail not checked yet: the text may not have reached it
+	bare    int    // End before the trail was taken in
 }
 
 // Matcher finds a fixed list of values, in all their Encodings and in both
@@ -386,7 +388,8 @@ func (s *Scanner) advance(piece string, final, wantText bool) (string, []Match) 
 		}
 	}
 	s.found = keep
-	slices.SortStableFunc(out, func(a, b Match) int { return a.Start - b.Start })
+	// By start, the longest first, whichever search found them first.
+	slices.SortStableFunc(out, func(a, b Match) int { return cmp.Or(a.Start-b.Start, b.End-a.End) })
 	s.orig = s.orig[:copy(s.orig, s.orig[n:])]
 	s.base = b
 	s.exact.drop()
@@ -674,12 +677,14 @@ func (s *Scanner) probe(v *view, ps *patternSet, from, end int, final, early boo
 
 func (s *Scanner) addMatch(v *view, i int, p *pattern, text string, final bool) {
 	last := int(v.src[i+len(text)-1])
-	m := Match{Start: int(v.src[i]), End: last + unitEnd(s.orig[last-s.base:]), Value: int(p.value), Form: p.form, trail: p.trail}
+	end := last + unitEnd(s.orig[last-s.base:])
+	m := Match{Start: int(v.src[i]), End: end, Value: int(p.value), Form: p.form, trail: p.trail, bare: end}
 	if m.trail != "" {
 		s.resolveTrail(&m, final)
 	}
 	if s.m.early && slices.ContainsFunc(s.found, func(f Match) bool {
-		return f.Start == m.Start && f.Value == m.Value && f.Form == m.Form
+		// An early search sees a place again as more text arrives.
+		return f.Start == m.Start && f.bare == m.bare && f.Value == m.Value && f.Form == m.Form
 	}) {
 		return
 	}

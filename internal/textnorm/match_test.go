@@ -251,6 +251,12 @@ func TestEncodedValuesAreFound(t *testing.T) {
 		if !slices.Equal(found, streamed) {
 			t.Fatalf("case %d, %s: Find %v, stream %v in %q", n, e.name, found, streamed, text)
 		}
+		// An early scanner (the guard's) searches text again as it grows:
+		// it must end with the same matches.
+		early := NewMatcher(values, Options{Early: true})
+		if _, streamed := stream(early, pieces(r, text)); !slices.Equal(found, streamed) {
+			t.Fatalf("case %d, %s: Find %v, early stream %v in %q", n, e.name, found, streamed, text)
+		}
 	}
 }
 
