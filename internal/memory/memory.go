@@ -272,18 +272,24 @@ func (s *Service) vectorSearch(ctx context.Context, scope auth.Scope, query stri
 			return nil, err
 		}
 		idx := vector.New(dim)
-		skipped := 0
+		skipped, unindexable := 0, 0
 		for _, c := range chunks {
 			if len(c.Embedding) != dim {
 				skipped++ // embedded by another model: re-ingest to search it
 				continue
 			}
-			if err := idx.Add(c.ID, c.Embedding); err != nil {
-				return nil, fmt.Errorf("chunk %d: %w", c.ID, err)
+			// A vector without a direction (a chunk of only punctuation or
+			// emoji embeds to zeros) is similar to nothing: it is left out,
+			// so that one such chunk cannot break the tenant's search.
+			if idx.Add(c.ID, c.Embedding) != nil {
+				unindexable++
 			}
 		}
 		if skipped > 0 {
 			s.Logger.WarnContext(ctx, "chunks embedded by another model are not searched by vector", "tenant", scope.Tenant(), "chunks", skipped)
+		}
+		if unindexable > 0 {
+			s.Logger.InfoContext(ctx, "chunks without a usable vector are searched by text only", "tenant", scope.Tenant(), "chunks", unindexable)
 		}
 		return idx, nil
 	})
@@ -356,9 +362,8 @@ func (s *Service) Recall(ctx context.Context, scope auth.Scope, query string, k 
 		if len(m.Embedding) != len(q[0]) {
 			continue // embedded by another model
 		}
-		if err := idx.Add(m.ID, m.Embedding); err != nil {
-			return nil, fmt.Errorf("memory %d: %w", m.ID, err)
-		}
+		// Without a direction (see vectorSearch) it is found by text only.
+		_ = idx.Add(m.ID, m.Embedding)
 	}
 	var vecIDs []int64
 	for _, h := range idx.Search(q[0], max(4*k, 20)) {

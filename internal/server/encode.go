@@ -1,11 +1,14 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 )
@@ -21,24 +24,36 @@ func encode(w http.ResponseWriter, status int, v any) {
 // decode reads one JSON value of at most limit bytes from r's body. strict
 // rejects unknown fields (admin API); the OpenAI-compatible API accepts them,
 // as OpenAI's own clients send fields this server does not use.
+//
+// The body must be I-JSON (RFC 7493): unique member names and valid UTF-8.
+// encoding/json alone would keep the last of two "id"s and replace invalid
+// bytes, so what was stored and checked would not be what was sent.
 func decode[T any](w http.ResponseWriter, r *http.Request, limit int64, strict bool) (T, error) {
 	var v T
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
-	if strict {
-		dec.DisallowUnknownFields()
-	}
-	if err := dec.Decode(&v); err != nil {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return v, err
 		}
-		if errors.Is(err, io.EOF) {
-			return v, fmt.Errorf("%w: request body is empty", kind.Invalid)
-		}
+		return v, fmt.Errorf("read request body: %w", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return v, fmt.Errorf("%w: request body is empty", kind.Invalid)
+	}
+	check := jsontext.NewDecoder(bytes.NewReader(body))
+	if _, err := check.ReadValue(); err != nil {
 		return v, fmt.Errorf("%w: malformed JSON body: %v", kind.Invalid, err)
 	}
-	if dec.More() {
+	if _, err := check.ReadToken(); !errors.Is(err, io.EOF) {
 		return v, fmt.Errorf("%w: request body holds more than one JSON value", kind.Invalid)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if strict {
+		dec.DisallowUnknownFields()
+	}
+	if err := dec.Decode(&v); err != nil {
+		return v, fmt.Errorf("%w: malformed JSON body: %v", kind.Invalid, err)
 	}
 	return v, nil
 }

@@ -49,6 +49,11 @@ func TestDecode(t *testing.T) {
 		{"wrong type", `{"a":"1"}`, false, body{}, kind.Invalid},
 		{"two values", `{"a":1}{"a":2}`, false, body{}, kind.Invalid},
 		{"value then garbage", `{"a":1} x`, false, body{}, kind.Invalid},
+		{"duplicate key", `{"b":"x","b":"y"}`, false, body{}, kind.Invalid},
+		{"duplicate key, escaped", `{"b":"x","\u0062":"y"}`, false, body{}, kind.Invalid},
+		{"duplicate unknown key", `{"c":1,"c":2}`, false, body{}, kind.Invalid},
+		{"invalid UTF-8", "{\"b\":\"\xff\"}", false, body{}, kind.Invalid},
+		{"lone surrogate escape", `{"b":"\ud800"}`, false, body{}, kind.Invalid},
 		{"over the limit", `{"b":"` + strings.Repeat("x", limit) + `"}`, false, body{}, errTooLarge},
 		{"unknown field over the limit", `{"c":"` + strings.Repeat("x", limit) + `","a":1}`, false, body{}, errTooLarge},
 	}

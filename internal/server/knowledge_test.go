@@ -151,3 +151,33 @@ func TestDocumentsIdempotentAndValidated(t *testing.T) {
 		t.Fatalf("deleted document still found: %s", r.body)
 	}
 }
+
+// TestTermlessTextBreaksNoSearch stores a document and a memory of only
+// punctuation and emoji, which embed to a vector without a direction: the
+// tenant's searches must go on working in every mode, and find the rest.
+func TestTermlessTextBreaksNoSearch(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "acme", "tools": []string{"memory_search"}})
+	_, key := env.newKey(t, "acme")
+	for _, text := range []string{"Refunds take five days.", "!!! 🎉🎉 ... ???"} {
+		if r := env.do(t, "POST", "/v1/documents", key, map[string]any{"text": text}, nil); r.status != http.StatusCreated {
+			t.Fatalf("POST /v1/documents %q: %v", text, r)
+		}
+		if r := env.do(t, "POST", "/v1/memories", key, map[string]any{"user": "alice", "text": text}, nil); r.status != http.StatusCreated {
+			t.Fatalf("POST /v1/memories %q: %v", text, r)
+		}
+	}
+	for _, mode := range []string{"", "lexical", "vector", "hybrid"} {
+		r := env.do(t, "POST", "/v1/search", key, map[string]any{"query": "refunds", "mode": mode}, nil)
+		if r.status != http.StatusOK || !strings.Contains(string(r.body), "Refunds take five days.") {
+			t.Errorf("search mode %q: got %v, want the refunds document", mode, r)
+		}
+	}
+	if r := env.do(t, "POST", "/v1/search", key, map[string]any{"query": "🎉", "mode": "vector"}, nil); r.status != http.StatusOK {
+		t.Errorf("search for a termless query: got %v, want 200", r)
+	}
+	got := env.say(t, chatCall{key: key, user: "alice", content: `/call memory_search {"query":"refunds"}`})
+	if !strings.Contains(got, "Refunds take five days.") {
+		t.Errorf("memory_search: got %q, want the refunds memory", got)
+	}
+}
