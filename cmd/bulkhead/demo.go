@@ -21,6 +21,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
+	"github.com/bulkhead-ai/bulkhead/internal/server"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
 
@@ -67,16 +68,17 @@ func runDemo(ctx context.Context, dataDir string, getenv func(string) string, ou
 	if err != nil {
 		return err
 	}
-	a, err := newApp(ctx, dataDir, cfg, adminTok, key, getenv, logger)
+	inst, err := server.Open(ctx, server.Options{DataDir: dataDir, Config: cfg, AdminToken: adminTok, MasterKey: key,
+		Getenv: getenv, Logger: logger})
 	if err != nil {
 		return err
 	}
-	defer a.close()
+	defer inst.Close()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: inst.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln) //nolint:errcheck // Serve returns ErrServerClosed after Shutdown below.
 	defer srv.Shutdown(context.WithoutCancel(ctx))
 
