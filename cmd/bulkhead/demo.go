@@ -54,7 +54,7 @@ func newDemoCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 }
 
 // runDemo starts a real server on a loopback port and drives it over HTTP.
-func runDemo(ctx context.Context, dataDir string, getenv func(string) string, out io.Writer, logger *slog.Logger) error {
+func runDemo(ctx context.Context, dataDir string, getenv func(string) string, out io.Writer, logger *slog.Logger) (err error) {
 	cfg, err := config.Parse(nil)
 	if err != nil {
 		return err
@@ -73,7 +73,7 @@ func runDemo(ctx context.Context, dataDir string, getenv func(string) string, ou
 	if err != nil {
 		return err
 	}
-	defer inst.Close()
+	defer func() { err = errors.Join(err, inst.Close()) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
