@@ -131,11 +131,8 @@ func Open(ctx context.Context, o Options) (*Instance, error) {
 // release onto c as soon as it is open, and open never releases anything
 // itself.
 func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
-	switch {
-	case o.DataDir == "":
+	if o.DataDir == "" {
 		return nil, errors.New("open server: no data directory")
-	case o.AdminToken == "":
-		return nil, errors.New("open server: no admin token")
 	}
 	cfg := o.Config.WithDefaults()
 	getenv := o.Getenv

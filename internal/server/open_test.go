@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io/fs"
@@ -14,14 +16,40 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
-// What Open opens, in the order it opens it, with the default configuration.
-var wantOpened = []string{"control plane", "tenant stores", "mcp tool sessions",
-	"audit log", "refused-key records", "guard text check", "guard index of stored text"}
+// What Open opens, in the order it opens it, with the default configuration
+// and with Redis.
+var (
+	wantOpened = []string{"control plane", "tenant stores", "mcp tool sessions",
+		"audit log", "refused-key records", "guard text check", "guard index of stored text"}
+	wantOpenedRedis = slices.Insert(slices.Clone(wantOpened), 2, "redis client")
+)
+
+// testRedisConfig returns a Redis configuration for BULKHEAD_TEST_REDIS
+// (host:port; default 127.0.0.1:6379) under a fresh prefix, whose keys are
+// deleted when the test ends.
+func testRedisConfig(t *testing.T) *config.Redis {
+	t.Helper()
+	addr := cmpOr(os.Getenv("BULKHEAD_TEST_REDIS"), "127.0.0.1:6379")
+	client := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second})
+	err := client.Ping(t.Context()).Err()
+	testenv.Require(t, "Redis", err == nil, "start redis-server or set BULKHEAD_TEST_REDIS")
+	prefix := "bulkhead-test-open-" + rand.Text()
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for iter := client.Scan(ctx, 0, prefix+":*", 1000).Iterator(); iter.Next(ctx); {
+			client.Del(ctx, iter.Val())
+		}
+		client.Close()
+	})
+	return &config.Redis{Addr: addr, Prefix: prefix}
+}
 
 // leakCheck records the open file descriptors and goroutines, and checks
 // both are back to that when called again.
@@ -68,9 +96,27 @@ func testOptions(t *testing.T, dir string) Options {
 // goroutine is left. The data directory opens again afterwards with the
 // document still there.
 func TestOpenCloseReleasesEverything(t *testing.T) {
+	tests := []struct {
+		name       string
+		redis      bool
+		wantOpened []string
+	}{
+		{"in-process limits and cache", false, wantOpened},
+		{"redis", true, wantOpenedRedis},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := testOptions(t, t.TempDir())
+			if tt.redis {
+				o.Config.Redis = testRedisConfig(t)
+			}
+			checkOpenClose(t, o, tt.wantOpened)
+		})
+	}
+}
+
+func checkOpenClose(t *testing.T, o Options, wantOpened []string) {
 	checkLeaks := leakCheck(t)
-	dir := t.TempDir()
-	o := testOptions(t, dir)
 	c := &closers{}
 	in, err := open(t.Context(), o, c)
 	if err != nil {
@@ -154,6 +200,11 @@ func TestOpenFailureClosesWhatWasOpened(t *testing.T) {
 		wantErr    string
 		wantClosed []string
 	}{
+		{
+			name:    "no data directory",
+			setup:   func(t *testing.T, o *Options) { o.DataDir = "" },
+			wantErr: "no data directory",
+		},
 		{
 			name: "bad provider config",
 			setup: func(t *testing.T, o *Options) {
