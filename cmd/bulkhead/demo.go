@@ -21,6 +21,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
+	"github.com/bulkhead-ai/bulkhead/internal/server"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
 
@@ -53,7 +54,7 @@ func newDemoCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 }
 
 // runDemo starts a real server on a loopback port and drives it over HTTP.
-func runDemo(ctx context.Context, dataDir string, getenv func(string) string, out io.Writer, logger *slog.Logger) error {
+func runDemo(ctx context.Context, dataDir string, getenv func(string) string, out io.Writer, logger *slog.Logger) (err error) {
 	cfg, err := config.Parse(nil)
 	if err != nil {
 		return err
@@ -67,16 +68,17 @@ func runDemo(ctx context.Context, dataDir string, getenv func(string) string, ou
 	if err != nil {
 		return err
 	}
-	a, err := newApp(ctx, dataDir, cfg, adminTok, key, getenv, logger)
+	inst, err := server.Open(ctx, server.Options{DataDir: dataDir, Config: cfg, AdminToken: adminTok, MasterKey: key,
+		Getenv: getenv, Logger: logger})
 	if err != nil {
 		return err
 	}
-	defer a.close()
+	defer func() { err = errors.Join(err, inst.Close()) }()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: inst.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln) //nolint:errcheck // Serve returns ErrServerClosed after Shutdown below.
 	defer srv.Shutdown(context.WithoutCancel(ctx))
 

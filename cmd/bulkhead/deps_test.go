@@ -20,24 +20,44 @@ const modulePath = "github.com/bulkhead-ai/bulkhead"
 
 // layerRule forbids packages matching from (a module-relative path; a
 // trailing "/..." also matches the packages under it) to import any package
-// matching one of deny, except those matching allow.
+// matching one of deny, except those matching allow. Packages matching
+// exempt are not bound by the rule, nor, for a rule that keeps a concrete
+// backend to the wiring, test-support packages that set one up for tests.
 type layerRule struct {
-	from  string
-	deny  []string
-	allow []string
-	why   string
+	from     string
+	deny     []string
+	allow    []string
+	exempt   []string
+	concrete bool
+	why      string
 }
 
 // upper is everything above the storage and security leaves.
 var upper = []string{"internal/agent", "internal/server", "cmd/...", "internal/memory", "internal/control"}
 
-// concrete are the storage backends only cmd and server may choose. (The
-// Redis-backed cache and quota live beside their in-memory twins; choosing
-// between them is cmd's.)
-var concrete = []string{"internal/store/sqlite", "internal/store/postgres"}
+// domain are the packages that decide or carry what the runtime does, as
+// opposed to the leaves that name things (tenant, kind, secret), check
+// identity (auth) or seal bytes (keyring, auditchain).
+var domain = append([]string{"internal/audit", "internal/cache", "internal/config", "internal/embed", "internal/guard",
+	"internal/lifecycle", "internal/llm", "internal/policy", "internal/quota", "internal/redact", "internal/tools",
+	"internal/upstream", "internal/vector"}, upper...)
+
+// stores are the places tenant and control data are kept.
+var stores = []string{"internal/store/...", "internal/control/..."}
+
+// The concrete backends and their drivers, which only cmd and server choose.
+// Each may be used by the packages that implement the backend, beside their
+// in-memory twins (the Redis cache and limiter, the SQLite and PostgreSQL
+// stores and control plane); choosing between them is the wiring's.
+var (
+	concreteStores = []string{"internal/store/sqlite", "internal/store/postgres"}
+	redisDriver    = []string{"github.com/redis/go-redis/..."}
+	postgresDriver = []string{"github.com/jackc/pgx/..."}
+	wiring         = []string{"internal/server"}
+)
 
 var layerRules = []layerRule{
-	{from: "internal/store/...", deny: append([]string{"internal/audit", "internal/tools", "internal/guard", "internal/policy", "internal/llm"}, upper...),
+	{from: "internal/store/...", deny: domain,
 		why: "storage is the bottom of the data plane: it knows records, not who writes them"},
 	{from: "internal/auditchain", deny: []string{"internal/..."}, allow: []string{"internal/kind", "internal/store"},
 		why: "the chain is a leaf that stores and audit both use"},
@@ -47,6 +67,9 @@ var layerRules = []layerRule{
 	{from: "internal/redact/...", deny: upper, why: "the redactor is a pure transform under the agent"},
 	{from: "internal/policy/...", deny: upper, why: "policy is a pure function under the agent"},
 	{from: "internal/tools/...", deny: upper, why: "tool executors run under the agent"},
+	{from: "internal/llm/...", deny: stores, why: "model clients get what they send from the agent, never from a store"},
+	{from: "internal/embed/...", deny: stores, why: "embedders get text from memory, never from a store"},
+	{from: "internal/tools/...", deny: stores, why: "tool executors get their secrets from the agent, never from a store"},
 	{from: "internal/secret/...", deny: []string{"internal/..."}, why: "the secret type is a leaf"},
 	{from: "internal/textnorm/...", deny: []string{"internal/..."}, why: "normalisation is a leaf every matcher shares"},
 	{from: "internal/tenant", deny: []string{"internal/..."}, why: "ids are a leaf"},
@@ -54,18 +77,18 @@ var layerRules = []layerRule{
 	{from: "internal/auth", deny: []string{"internal/..."}, allow: []string{"internal/kind", "internal/tenant"},
 		why: "identity comes from credentials alone"},
 	{from: "internal/agent", deny: []string{"internal/server", "cmd/..."}, why: "the agent is driven by the server"},
-	{from: "internal/...", deny: concrete, allow: nil,
+	{from: "internal/...", deny: concreteStores, exempt: append([]string{"internal/store/..."}, wiring...), concrete: true,
 		why: "only cmd and server wire concrete implementations"},
+	{from: "internal/...", deny: redisDriver, exempt: append([]string{"internal/cache", "internal/quota"}, wiring...), concrete: true,
+		why: "only cmd and server connect to Redis"},
+	{from: "internal/...", deny: postgresDriver, exempt: append([]string{"internal/store/...", "internal/control/..."}, wiring...), concrete: true,
+		why: "only cmd and server connect to PostgreSQL"},
 }
 
-// exempt lists the packages a rule's from pattern matches but that the rule
-// does not bind: the server may wire concrete implementations too, and a
-// concrete store may use its own package.
+// exempt reports whether rule r does not bind pkg although its from pattern
+// matches.
 func exempt(r layerRule, pkg string) bool {
-	if slices.Equal(r.deny, concrete) {
-		return pkg == "internal/server" || match("internal/store/...", pkg) || isTestSupport(pkg)
-	}
-	return false
+	return slices.ContainsFunc(r.exempt, func(e string) bool { return match(e, pkg) }) || (r.concrete && isTestSupport(pkg))
 }
 
 // match reports whether pkg (module-relative or external) matches pattern.
@@ -168,21 +191,43 @@ func TestImportLayers(t *testing.T) {
 }
 
 // TestImportLayersCatchBackEdges shows the rules reject the edges they are
-// for, including the one the store once had.
+// for, including the one the store once had, and allow the wiring's.
 func TestImportLayersCatchBackEdges(t *testing.T) {
-	graph := map[string][]string{
-		"internal/store/sqlite":   {"internal/audit"},
-		"internal/guard":          {"internal/agent"},
-		"internal/redact":         {"internal/server"},
-		"internal/auth":           {"internal/store"},
-		"internal/memory":         {"internal/store/sqlite"},
-		"internal/agent":          {"internal/store/storetest"},
-		"internal/server":         {"internal/store/sqlite"}, // allowed
-		"internal/store/sqlite/x": {"internal/store/sqlite"}, // allowed
-		"cmd/bulkhead":            {"internal/store/sqlite", "internal/server"},
+	tests := []struct {
+		from, imp string
+		want      bool // a violation
+	}{
+		{"internal/store/sqlite", "internal/audit", true},
+		{"internal/store/postgres", "internal/lifecycle", true},
+		{"internal/store", "internal/config", true},
+		{"internal/store/sqlite", "internal/keyring", false},
+		{"internal/guard", "internal/agent", true},
+		{"internal/redact", "internal/server", true},
+		{"internal/auth", "internal/store", true},
+		{"internal/llm", "internal/store", true},
+		{"internal/embed", "internal/store/sqlite", true},
+		{"internal/tools", "internal/control", true},
+		{"internal/llm", "internal/redact", false},
+		{"internal/memory", "internal/store/sqlite", true},
+		{"internal/memory", "internal/store", false},
+		{"internal/agent", "internal/store/storetest", true},
+		{"internal/agent", "github.com/redis/go-redis/v9", true},
+		{"internal/memory", "github.com/jackc/pgx/v5/pgxpool", true},
+		{"internal/cache", "github.com/redis/go-redis/v9", false},
+		{"internal/quota", "github.com/redis/go-redis/v9", false},
+		{"internal/store/postgres", "github.com/jackc/pgx/v5", false},
+		{"internal/control", "github.com/jackc/pgx/v5", false},
+		{"internal/testenv", "github.com/jackc/pgx/v5", false},
+		{"internal/server", "internal/store/sqlite", false},
+		{"internal/server", "github.com/redis/go-redis/v9", false},
+		{"internal/store/sqlite/x", "internal/store/sqlite", false},
+		{"cmd/bulkhead", "internal/store/sqlite", false},
+		{"cmd/bulkhead", "internal/server", false},
 	}
-	got := violations(graph, layerRules)
-	if len(got) != 6 {
-		t.Fatalf("got %d violations, want 6:\n%s", len(got), strings.Join(got, "\n"))
+	for _, tt := range tests {
+		got := violations(map[string][]string{tt.from: {tt.imp}}, layerRules)
+		if (len(got) > 0) != tt.want {
+			t.Errorf("%s imports %s: got violations %q, want a violation: %v", tt.from, tt.imp, got, tt.want)
+		}
 	}
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
-// Config is the server configuration. The zero value plus Defaults is a
+// Config is the server configuration. The zero value with WithDefaults is a
 // working offline setup.
 type Config struct {
 	Providers []Provider `yaml:"providers"`
@@ -100,8 +100,9 @@ func Load(path string) (Config, error) {
 	return c, nil
 }
 
-// Parse decodes YAML strictly (unknown fields are errors) and fills defaults.
-// With no providers declared, the built-in offline model is the only one.
+// Parse decodes YAML strictly (unknown fields are errors) and fills defaults
+// (WithDefaults). With no providers declared, the built-in offline model is
+// the only one.
 func Parse(b []byte) (Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
@@ -109,6 +110,13 @@ func Parse(b []byte) (Config, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("parse config: %w", err)
 	}
+	return c.WithDefaults(), nil
+}
+
+// WithDefaults returns c with every unset field at its default, so that a
+// Config built in code, even the zero value, is the one Parse would give.
+// Applying it twice changes nothing.
+func (c Config) WithDefaults() Config {
 	if len(c.Providers) == 0 {
 		c.Providers = []Provider{{Name: OfflineProvider, Type: "scripted"}}
 	}
@@ -139,7 +147,7 @@ func Parse(b []byte) (Config, error) {
 	if c.EmbeddingCacheEntries <= 0 {
 		c.EmbeddingCacheEntries = 100_000
 	}
-	return c, nil
+	return c
 }
 
 // Models builds the provider registry. getenv supplies provider API keys.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -134,5 +135,32 @@ func TestEmbedders(t *testing.T) {
 	}
 	if _, err := (Config{Embedder: Embedder{Type: "magic"}}).NewEmbedders(func(string) string { return "" }); err == nil {
 		t.Error("unknown embedder type accepted")
+	}
+}
+
+func TestWithDefaults(t *testing.T) {
+	parsed, err := Parse(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		in   Config
+		want Config
+	}{
+		{"zero is what Parse gives", Config{}, parsed},
+		{"twice is once", parsed, parsed},
+		{"set fields are kept", Config{MaxBodyBytes: 8 << 10, MaxOpenTenants: 3}, func() Config {
+			c := parsed
+			c.MaxBodyBytes, c.MaxOpenTenants = 8<<10, 3
+			return c
+		}()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.in.WithDefaults(); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("WithDefaults:\ngot  %+v\nwant %+v", got, tt.want)
+			}
+		})
 	}
 }

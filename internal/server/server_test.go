@@ -3,7 +3,6 @@ package server
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -23,30 +21,24 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
-	"github.com/bulkhead-ai/bulkhead/internal/auth"
-	"github.com/bulkhead-ai/bulkhead/internal/cache"
+	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
-	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/lifecycle"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
-	"github.com/bulkhead-ai/bulkhead/internal/memory"
-	"github.com/bulkhead-ai/bulkhead/internal/policy"
-	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
-	"github.com/bulkhead-ai/bulkhead/internal/vector"
 )
 
 // testAdminToken is the operator's token in every test server.
 const testAdminToken = "test-admin-token-0123456789abcdef"
 
-// envOptions tunes newTestEnv; the zero value is a sensible default.
+// envOptions tunes newTestEnv; the zero value is what serve runs.
 type envOptions struct {
-	maxBodyBytes int64                   // 0: 1 MiB
-	maxOpen      int                     // open tenant databases; 0: 16
+	maxBodyBytes int64                   // 0: the default, 1 MiB
+	maxOpen      int                     // open tenant databases; 0: the default, 128
 	providers    map[string]llm.Provider // registered besides "offline"
 	// wrap, if set, wraps the server's handler, to observe requests.
 	wrap func(http.Handler) http.Handler
@@ -71,8 +63,9 @@ type byokProvider struct {
 	secret   tenant.SecretName
 }
 
-// testEnv is a real server: control plane, per-tenant SQLite stores, the
-// scripted "offline" model and the agent, behind an httptest.Server.
+// testEnv is a real server, built by Open as serve builds it (control plane,
+// per-tenant SQLite stores, the scripted "offline" model, the agent and the
+// background work), behind an httptest.Server.
 type testEnv struct {
 	srv     *httptest.Server
 	client  *http.Client
@@ -91,174 +84,43 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kek, err := keyring.NewLocalKEK(masterKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plane, err := control.Open(t.Context(), filepath.Join(dir, "control.db"), kek, nil)
-	if err != nil {
-		t.Fatalf("control.Open: %v", err)
-	}
-	ring := keyring.NewRing(kek, plane, 0)
-	stores, err := sqlite.Open(sqlite.Options{
-		Dir: filepath.Join(dir, "tenants"), MaxOpen: cmp.Or(opts.maxOpen, 16), Locator: plane, Ciphers: ring})
-	if err != nil {
-		plane.Close()
-		t.Fatalf("sqlite.Open: %v", err)
-	}
-	models := llm.NewRegistry()
-	if err := models.Add("offline", llm.NewScripted()); err != nil {
-		t.Fatalf("register offline model: %v", err)
-	}
+	var providers []Provider
 	for name, p := range opts.providers {
-		if err := models.Add(name, p); err != nil {
-			t.Fatalf("register model %q: %v", name, err)
-		}
+		providers = append(providers, Provider{Name: name, Provider: p})
 	}
 	for name, p := range opts.byok {
-		if err := models.AddBYOK(name, p.provider, p.secret); err != nil {
-			t.Fatalf("register model %q: %v", name, err)
-		}
+		providers = append(providers, Provider{Name: name, Provider: p.provider, KeySecret: p.secret})
 	}
-	authn, err := auth.New(plane, testAdminToken)
+	o := Options{
+		DataDir:        dir,
+		Config:         config.Config{MaxBodyBytes: opts.maxBodyBytes, MaxOpenTenants: opts.maxOpen},
+		AdminToken:     testAdminToken,
+		MasterKey:      masterKey,
+		Logger:         opts.logger,
+		Providers:      providers,
+		Quota:          opts.quota,
+		WrapAuditStore: opts.auditStore,
+	}
+	inst, err := Open(t.Context(), o)
 	if err != nil {
-		t.Fatalf("auth.New: %v", err)
+		t.Fatalf("open server: %v", err)
 	}
-	policies, err := policy.NewEngine()
-	if err != nil {
-		t.Fatalf("policy.NewEngine: %v", err)
-	}
-	mcp := tools.NewMCP(tools.MCPOptions{})
-	var auditStore audit.Store = stores
-	if opts.auditStore != nil {
-		auditStore = opts.auditStore(stores)
-	}
-	auditLog := audit.NewLog(auditStore, audit.Options{FlushInterval: 5 * time.Millisecond,
-		OperatorScope: func(id tenant.ID) (auth.Scope, error) {
-			ctx, err := authn.OperatorContext(context.Background(), testAdminToken)
-			if err != nil {
-				return auth.Scope{}, err
-			}
-			tn, err := plane.Tenant(id)
-			if err != nil {
-				return auth.Scope{}, err
-			}
-			return auth.AdminScope(ctx, tn.Incarnation())
-		}})
-	logCtx, stopLog := context.WithCancel(context.Background())
-	logDone := make(chan error, 1)
-	go func() { logDone <- auditLog.Run(logCtx) }()
-	for _, def := range memory.BuiltinDefinitions() {
-		if _, err := plane.CreateTool(t.Context(), def); err != nil {
-			t.Fatalf("register %s: %v", def.Name, err)
-		}
-	}
-	outputGuard := guard.New()
-	embedCache, vectors := embed.NewCache(10_000), vector.NewCache(64<<20)
-	guardDone := make(chan error, 1)
-	go func() {
-		guardDone <- outputGuard.Run(logCtx, ReportTextMatches(cmp.Or(opts.logger, slog.New(slog.DiscardHandler))))
-	}()
-	tenantCanary := func(id tenant.ID) string {
-		if t, err := plane.Tenant(id); err == nil && len(t.Canaries) > 0 {
-			return t.Canaries[0]
-		}
-		return ""
-	}
-	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Canary: tenantCanary, Store: stores, Ciphers: ring,
-		Embedder: embed.NewOffline(0), Cache: embedCache, Vectors: vectors})
-	builtins := map[string]agent.Executor{}
-	for name, f := range knowledge.Builtins() {
-		builtins[name] = f
-	}
-	var limiter envQuota = quota.NewMemory()
-	if opts.quota != nil {
-		limiter = opts.quota
-	}
-	responses := cache.New(cache.NewMemory(1000, 0), time.Minute)
-	life, err := lifecycle.New(plane, lifecycle.Parts{
-		DataKeys: ring, Store: stores, ResponseCache: responses, EmbeddingCache: embedCache, VectorIndexes: vectors,
-		Quota: limiter, ToolSessions: mcp, Guard: outputGuard, Audit: auditLog,
-		Extra: ProvisionRecords(knowledge, auditLog),
-	}, opts.logger)
-	if err != nil {
-		t.Fatalf("lifecycle.New: %v", err)
-	}
-	ag, err := agent.New(agent.Deps{
-		Models: models, History: stores, Secrets: stores, Tools: plane,
-		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
-		Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
-		Logger: opts.logger, HistoryMessages: 50,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Refused keys are counted as serve counts them, through the operator's
-	// scope in the key's tenant.
-	refusals := audit.NewRefusals(auditLog, audit.RefusalOptions{Logger: opts.logger,
-		ScopeFor: func(id tenant.ID) (auth.Scope, error) {
-			opCtx, err := authn.OperatorContext(context.Background(), testAdminToken)
-			if err != nil {
-				return auth.Scope{}, err
-			}
-			tn, err := plane.Tenant(id)
-			if err != nil {
-				return auth.Scope{}, err
-			}
-			return auth.AdminScope(opCtx, tn.Incarnation())
-		}})
-	refusalsCtx, stopRefusals := context.WithCancel(context.Background())
-	refusalsDone := make(chan error, 1)
-	go func() { refusalsDone <- refusals.Run(refusalsCtx) }()
-	h := New(Deps{
-		Auth:         authn,
-		AuditRefused: refusals,
-		Tenants:      plane,
-		Lifecycle:    life,
-		Data:         stores,
-		Catalog:      plane,
-		Policies:     policies,
-		Knowledge:    knowledge,
-		Audit:        auditLog,
-		Guard:        outputGuard,
-		Agent:        ag,
-		Logger:       opts.logger,
-		Models:       models,
-		DefaultModel: "offline/default",
-		MaxBodyBytes: cmp.Or(opts.maxBodyBytes, 1<<20),
-	})
+	h := inst.Handler()
 	if opts.wrap != nil {
 		h = opts.wrap(h)
 	}
 	srv := httptest.NewServer(h)
 	tr := srv.Client().Transport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 512
-	env := &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: plane, stores: stores, life: life, mcp: mcp, dataDir: dir, guard: outputGuard}
 	t.Cleanup(func() {
 		srv.Close()
 		tr.CloseIdleConnections()
-		stopRefusals()
-		if err := <-refusalsDone; err != nil {
-			t.Errorf("refused-key records: %v", err)
-		}
-		stopLog()
-		if err := <-logDone; err != nil {
-			t.Errorf("audit log: %v", err)
-		}
-		if err := <-guardDone; err != nil {
-			t.Errorf("guard: %v", err)
-		}
-		if err := mcp.Close(); err != nil {
-			t.Errorf("close mcp sessions: %v", err)
-		}
-		if err := stores.Close(); err != nil {
-			t.Errorf("close stores: %v", err)
-		}
-		if err := plane.Close(); err != nil {
-			t.Errorf("close control plane: %v", err)
+		if err := inst.Close(); err != nil {
+			t.Errorf("close server: %v", err)
 		}
 	})
-	return env
+	return &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: inst.Plane(), stores: inst.Stores(),
+		life: inst.Lifecycle(), mcp: inst.MCP(), dataDir: dir, guard: inst.Guard()}
 }
 
 // incarnation returns tenant id's current incarnation.
