@@ -36,7 +36,13 @@ func startServerProcess(t *testing.T, dataDir string, env map[string]string) (ba
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting the server process: %v", err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("server process log:\n%s", logs.String())
+		}
+	})
 	base = "http://" + addr
 	client := &http.Client{Timeout: time.Second}
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {

@@ -139,6 +139,39 @@ func masterKey(dataDir string, getenv func(string) string, stderr io.Writer) ([]
 // devSecret reads the secret stored at path or, if there is none, generates
 // one, stores it with mode 0600 and prints it once. It is for development;
 // production passes secrets in the environment.
+// writeDurably creates path holding b, all at once and on disk before it
+// returns: a crash leaves either no file or the whole one, never an empty
+// key that would stop every later start. It fails with fs.ErrExist if path
+// exists.
+func writeDurably(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
 func devSecret(path, what string, stderr io.Writer, generate func() (string, error)) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return "", fmt.Errorf("create data directory: %w", err)
@@ -154,15 +187,10 @@ func devSecret(path, what string, stderr io.Writer, generate func() (string, err
 	if err != nil {
 		return "", fmt.Errorf("generate %s: %w", what, err)
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return "", fmt.Errorf("store %s: %w", what, err)
-	}
-	if _, err := f.WriteString(v + "\n"); err != nil {
-		f.Close()
-		return "", fmt.Errorf("store %s: %w", what, err)
-	}
-	if err := f.Close(); err != nil {
+	if err := writeDurably(path, []byte(v+"\n")); errors.Is(err, fs.ErrExist) {
+		// Another process generated one first: use it.
+		return devSecret(path, what, stderr, generate)
+	} else if err != nil {
 		return "", fmt.Errorf("store %s: %w", what, err)
 	}
 	fmt.Fprintf(stderr, "Generated %s (shown once; stored in %s):\n  %s\n", what, path, v)

@@ -148,7 +148,7 @@ func Open(ctx context.Context, path string, kek keyring.KEK, logger *slog.Logger
 	}
 	// A file: URI, so no character of path can be read as a parameter.
 	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: url.Values{
-		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)"},
+		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"},
 		"_txlock": {"immediate"},
 	}.Encode()}).String()
 	db, err := sql.Open("sqlite", dsn)

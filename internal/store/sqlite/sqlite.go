@@ -588,7 +588,7 @@ func dsn(path string) string {
 		"_pragma": {
 			"busy_timeout(5000)",
 			"journal_mode(WAL)",
-			"synchronous(NORMAL)",
+			"synchronous(FULL)",
 			"wal_autocheckpoint(0)",
 			"foreign_keys(ON)",
 		},
