@@ -444,9 +444,16 @@ func (p *Plane) follow(ctx context.Context, b *pgBackend, cfg *pgx.ConnConfig, p
 	if _, err := conn.Exec(ctx, "LISTEN "+pgChannel); err != nil {
 		return false, fmt.Errorf("listen: %w", err)
 	}
-	// Listening from here on: catch up with what happened before.
+	// Listening from here on: catch up with what happened before, if
+	// anything did.
+	var v int64
+	if err := conn.QueryRow(ctx, `SELECT version FROM control_state WHERE id = 1`).Scan(&v); err != nil {
+		return true, fmt.Errorf("read change version: %w", err)
+	}
 	p.wmu.Lock()
-	err = p.reloadAll(ctx)
+	if v != p.version {
+		err = p.reloadAll(ctx)
+	}
 	p.wmu.Unlock()
 	if err != nil {
 		return true, err
@@ -471,7 +478,6 @@ func (p *Plane) follow(ctx context.Context, b *pgBackend, cfg *pgx.ConnConfig, p
 		// The safety net: a version committed a whole poll ago that the
 		// snapshot still lacks means a notification went missing.
 		next = time.Now().Add(poll)
-		var v int64
 		if err := conn.QueryRow(ctx, `SELECT version FROM control_state WHERE id = 1`).Scan(&v); err != nil {
 			return true, fmt.Errorf("read change version: %w", err)
 		}
