@@ -47,6 +47,11 @@ const (
 	pgChannel = "bulkhead_control"
 )
 
+// ListenerApplicationName is the application_name of each replica's
+// connection listening for the others' changes (one per Plane), so
+// operators can find it in pg_stat_activity.
+const ListenerApplicationName = "bulkhead-control-listener"
+
 // OpenPostgres opens the control plane in the PostgreSQL database of
 // opts.URL, migrating it first as opts.OwnerURL. Any number of servers may
 // open the same database: each follows the others' changes (LISTEN/NOTIFY,
@@ -82,7 +87,9 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions, kek keyring.KEK, lo
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		p.watch(wctx, b, poolCfg.ConnConfig.Copy(), poll)
+		listen := poolCfg.ConnConfig.Copy()
+		listen.RuntimeParams["application_name"] = ListenerApplicationName
+		p.watch(wctx, b, listen, poll)
 	}()
 	p.stopWatch = func() { cancel(); <-done }
 	return p, nil

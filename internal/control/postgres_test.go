@@ -137,7 +137,7 @@ func TestPostgresListenerDropped(t *testing.T) {
 	conn := connect(t, app)
 	var killed int
 	if err := conn.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN%'`).Scan(&killed); err != nil {
+		WHERE datname = current_database() AND application_name = $1`, control.ListenerApplicationName).Scan(&killed); err != nil {
 		t.Fatal(err)
 	}
 	if killed != 2 {
