@@ -20,6 +20,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -212,6 +213,12 @@ type Plane struct {
 	tenants map[tenant.ID]Tenant
 	keys    map[tenant.KeyID]keyEntry
 	tools   map[string]*tools.Tool
+
+	// freshUntil (Unix nanoseconds) is when the snapshot stops counting as
+	// current unless the watcher confirms it again; zero maxStale (one
+	// server, nothing to follow) means it never does.
+	maxStale   time.Duration
+	freshUntil atomic.Int64
 
 	hooks     hookQueue
 	stopWatch func() // stops the backend's watcher; nil if it has none
@@ -586,8 +593,24 @@ func (p *Plane) RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID)
 	return nil
 }
 
-// KeyRecord implements auth.Keys.
+// confirmFresh records that the snapshot is known to be current now.
+func (p *Plane) confirmFresh() {
+	p.freshUntil.Store(time.Now().Add(p.maxStale).UnixNano())
+}
+
+// fresh reports whether the snapshot may still be trusted: a replica that
+// lost sight of the database for longer than maxStale cannot know which
+// keys the others revoked, so it fails closed.
+func (p *Plane) fresh() bool {
+	return p.maxStale == 0 || time.Now().UnixNano() < p.freshUntil.Load()
+}
+
+// KeyRecord implements auth.Keys. A replica that has not heard from the
+// database for longer than PostgresOptions.MaxStaleness finds no key.
 func (p *Plane) KeyRecord(id tenant.KeyID) (auth.KeyRecord, bool) {
+	if !p.fresh() {
+		return auth.KeyRecord{}, false
+	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	k, ok := p.keys[id]

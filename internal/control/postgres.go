@@ -34,6 +34,12 @@ type PostgresOptions struct {
 	// change counter with the snapshot's, in case a notification was
 	// missed; 0 means one second.
 	PollInterval time.Duration
+	// MaxStaleness is how long the snapshot is trusted without word from
+	// the database (a notification or a poll). Past it, no API key
+	// authenticates on this replica until it reconnects and catches up: it
+	// cannot know what the others revoked. 0 means 5 s (at least three
+	// polls).
+	MaxStaleness time.Duration
 }
 
 const (
@@ -83,6 +89,11 @@ func OpenPostgres(ctx context.Context, opts PostgresOptions, kek keyring.KEK, lo
 	if poll <= 0 {
 		poll = time.Second
 	}
+	p.maxStale = opts.MaxStaleness
+	if p.maxStale <= 0 {
+		p.maxStale = max(5*time.Second, 3*poll)
+	}
+	p.confirmFresh()
 	wctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -465,6 +476,7 @@ func (p *Plane) follow(ctx context.Context, b *pgBackend, cfg *pgx.ConnConfig, p
 	if err != nil {
 		return true, err
 	}
+	p.confirmFresh()
 	var polled int64 // the database's version at the previous poll
 	next := time.Now().Add(poll)
 	for {
@@ -478,6 +490,7 @@ func (p *Plane) follow(ctx context.Context, b *pgBackend, cfg *pgx.ConnConfig, p
 			if err := p.apply(ctx, b, n.Payload); err != nil {
 				return true, err
 			}
+			p.confirmFresh()
 			continue
 		case !pgconn.Timeout(err):
 			return true, fmt.Errorf("wait for changes: %w", err)
@@ -498,6 +511,7 @@ func (p *Plane) follow(ctx context.Context, b *pgBackend, cfg *pgx.ConnConfig, p
 			return true, err
 		}
 		polled = v
+		p.confirmFresh()
 	}
 }
 

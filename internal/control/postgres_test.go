@@ -270,3 +270,41 @@ func BenchmarkPropagation(b *testing.B) {
 			func(int) bool { t, err := p2.Tenant("acme"); return err == nil && t.Incarnation() != old })
 	})
 }
+
+// TestPostgresCutOffReplicaFailsClosed: a replica that cannot reach the
+// database stops authenticating keys after MaxStaleness (it cannot know
+// which the others revoked), and recovers once it catches up.
+func TestPostgresCutOffReplicaFailsClosed(t *testing.T) {
+	ctx := context.Background()
+	owner, app := testenv.PostgresRoles(t)
+	opts := control.PostgresOptions{URL: app, OwnerURL: owner, PollInterval: 50 * time.Millisecond, MaxStaleness: 300 * time.Millisecond}
+	p, err := control.OpenPostgres(ctx, opts, controltest.NewKEK(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.CreateTenant(ctx, controltest.NewTenant("acme", "")); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := controltest.AddKey(t, p, "acme")
+	if _, ok := p.KeyRecord(key); !ok {
+		t.Fatal("key not found while connected")
+	}
+
+	ownerConn, appConn := connect(t, owner), connect(t, app)
+	db := ownerConn.Config().Database
+	role := pgx.Identifier{appConn.Config().User}.Sanitize()
+	if _, err := ownerConn.Exec(ctx, `REVOKE CONNECT ON DATABASE `+db+` FROM PUBLIC, `+role); err != nil {
+		t.Fatal(err)
+	}
+	// Only a member of the role may end its sessions: the app role itself.
+	if _, err := appConn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = $1`, control.ListenerApplicationName); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cut off: keys refused after %v", controltest.Eventually(t, "fail closed", func() bool { _, ok := p.KeyRecord(key); return !ok }))
+	if _, err := ownerConn.Exec(ctx, `GRANT CONNECT ON DATABASE `+db+` TO `+role); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("reconnected: keys accepted again after %v", controltest.Eventually(t, "recover", func() bool { _, ok := p.KeyRecord(key); return ok }))
+}
