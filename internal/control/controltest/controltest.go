@@ -792,7 +792,10 @@ func testReplicasFollow(t *testing.T, b Backend) {
 		seen func() bool
 	}{
 		{"suspend", func() { update(func(t *control.Tenant) { t.Status = tenant.StatusSuspended }) },
-			func() bool { r, _ := p2.KeyRecord(key); return r.Status == tenant.StatusSuspended }},
+			func() bool {
+				r, _ := p2.KeyRecord(key)
+				return r.Status == tenant.StatusSuspended && seen.has(func(c control.Change) bool { return slices.Contains(c.Tenants, "acme") })
+			}},
 		{"resume", func() { update(func(t *control.Tenant) { t.Status = tenant.StatusActive }) },
 			func() bool { r, _ := p2.KeyRecord(key); return r.Status == tenant.StatusActive }},
 		{"profile", func() {
@@ -820,7 +823,10 @@ func testReplicasFollow(t *testing.T, b Backend) {
 			if err := p1.DeleteTool(ctx, "crm_lookup"); err != nil {
 				t.Fatal(err)
 			}
-		}, func() bool { _, ok := p2.Tool("crm_lookup"); return !ok }},
+		}, func() bool {
+			_, ok := p2.Tool("crm_lookup")
+			return !ok && seen.has(func(c control.Change) bool { return slices.Contains(c.Tools, "crm_lookup") })
+		}},
 		{"key revoked", func() {
 			if err := p1.RevokeKey(ctx, "acme", key); err != nil {
 				t.Fatal(err)
