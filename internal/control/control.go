@@ -1,6 +1,8 @@
 // Package control is the control plane: tenants, their agent profiles and
-// limits, and API keys. It is durable in SQLite and served from an in-memory
-// snapshot, so authenticating a request never touches the disk.
+// limits, API keys, wrapped data keys and the tool catalog. It is durable in
+// SQLite (one server) or PostgreSQL (several replicas, which follow each
+// other's changes) and served from an in-memory snapshot, so authenticating
+// a request never touches the database.
 package control
 
 import (
@@ -16,14 +18,12 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
-	"net/url"
-	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
@@ -86,7 +86,7 @@ type Tenant struct {
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
 
-	revision uint64 // counts updates in this process, for UpdateTenant
+	revision uint64 // counts the stored tenant's updates, for UpdateTenant
 }
 
 // Incarnation returns this life of the tenant: a tenant deleted and created
@@ -118,71 +118,152 @@ type keyEntry struct {
 	hash   auth.KeyHash
 }
 
-// Plane is the control plane. It is safe for concurrent use.
-type Plane struct {
-	db     *sql.DB
-	logger *slog.Logger
-	now    func() time.Time
-	kek    keyring.KEK // guarded by mu: rotation replaces it
+// backend keeps the control plane durable: SQLite (one process) or
+// PostgreSQL (any number of replicas). Every method is one transaction. The
+// database, not the snapshot, decides conflicts: a write whose precondition
+// does not hold there fails with errExists or errMissing, and the Plane then
+// refreshes what it holds of that tenant.
+type backend interface {
+	// load reads everything, consistently, with the change version it
+	// reflects.
+	load(ctx context.Context) (snapshot, error)
+	// loadTenant reads one tenant (absent if deleted), its live keys and the
+	// tools it owns.
+	loadTenant(ctx context.Context, id tenant.ID) (snapshot, error)
+	// initCheck stores check as the KEK check value unless one is stored, and
+	// returns the stored one.
+	initCheck(ctx context.Context, check []byte) ([]byte, error)
+	// createTenant inserts t, if the stored KEK check is still check (no
+	// other replica rotated the master key meanwhile).
+	createTenant(ctx context.Context, t Tenant, cfg string, check []byte) (int64, error)
+	// updateTenant stores t if the stored tenant is incarnation t.StorageID
+	// at revision; t.revision is revision+1.
+	updateTenant(ctx context.Context, t Tenant, cfg string, revision uint64) (int64, error)
+	// deleteTenant deletes tenant id (only incarnation storageID, if not
+	// empty) with its keys and tools, and returns what it deleted.
+	deleteTenant(ctx context.Context, id tenant.ID, storageID string) (Tenant, int64, error)
+	addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, at time.Time) (int64, error)
+	revokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, at time.Time) (int64, error)
+	createTool(ctx context.Context, t *tools.Tool, def string, at time.Time) (int64, error)
+	deleteTool(ctx context.Context, name string) (int64, error)
+	// rotate rewraps every stored data key with rewrap and stores check as
+	// the new KEK check value, if the stored one is still old.
+	rotate(ctx context.Context, old, check []byte, rewrap func(id tenant.ID, wrapped []byte) ([]byte, error)) (map[tenant.Incarnation][]byte, int64, error)
+	close() error
+}
 
-	// mu guards the snapshot; writers hold it across the database write so the
-	// snapshot never disagrees with what is committed.
-	mu      sync.RWMutex
+// Conditions a backend reports; the Plane turns them into kind errors.
+var (
+	errExists     = errors.New("already exists")
+	errMissing    = errors.New("not found as expected")
+	errNoOwner    = errors.New("owner tenant does not exist")
+	errKEKChanged = errors.New("the master key was rotated by another server: restart this one with the new master key")
+)
+
+// snapshot is what a backend read: everything, or one tenant's part.
+type snapshot struct {
+	version int64 // the backend's change counter; 0 where there is none
+	check   []byte
 	tenants map[tenant.ID]Tenant
 	keys    map[tenant.KeyID]keyEntry
 	tools   map[string]*tools.Tool
 }
 
-//go:embed migrations/*.sql
+func newSnapshot() snapshot {
+	return snapshot{tenants: map[tenant.ID]Tenant{}, keys: map[tenant.KeyID]keyEntry{}, tools: map[string]*tools.Tool{}}
+}
+
+// Change is what a Plane learned from its database that it did not do
+// itself: a change made through another replica. Lists are sorted.
+type Change struct {
+	// Tenants were created, changed (any field, the wrapped data key
+	// included) or deleted.
+	Tenants []tenant.ID
+	// Ended are incarnations that no longer exist: deleted, or replaced by a
+	// tenant created again under the same id. Their state must go.
+	Ended []tenant.Incarnation
+	// RevokedKeys no longer authenticate (revoked, or their tenant ended).
+	RevokedKeys []tenant.KeyID
+	// Tools were created, changed or deleted in the catalog.
+	Tools []string
+	// KEKRotated reports that another replica rotated the master key.
+	KEKRotated bool
+}
+
+func (c Change) empty() bool {
+	return len(c.Tenants) == 0 && len(c.Ended) == 0 && len(c.RevokedKeys) == 0 && len(c.Tools) == 0 && !c.KEKRotated
+}
+
+// Plane is the control plane. It is safe for concurrent use.
+type Plane struct {
+	be     backend
+	logger *slog.Logger
+	now    func() time.Time
+
+	// wmu serialises changes of the snapshot: this Plane's writes, held
+	// across the database write so the snapshot never runs behind what this
+	// replica committed, and refreshes from the database.
+	wmu     sync.Mutex
+	kek     keyring.KEK // guarded by wmu: rotation replaces it
+	check   []byte      // the KEK check value kek verified; guarded by wmu
+	version int64       // the backend change the snapshot reflects; guarded by wmu
+
+	// mu guards the snapshot for readers; writers hold it only to swap.
+	mu      sync.RWMutex
+	tenants map[tenant.ID]Tenant
+	keys    map[tenant.KeyID]keyEntry
+	tools   map[string]*tools.Tool
+
+	// freshUntil (Unix nanoseconds) is when the snapshot stops counting as
+	// current unless the watcher confirms it again; zero maxStale (one
+	// server, nothing to follow) means it never does.
+	maxStale   time.Duration
+	freshUntil atomic.Int64
+
+	hooks     hookQueue
+	stopWatch func() // stops the backend's watcher; nil if it has none
+	closeOnce sync.Once
+	closeErr  error
+}
+
+//go:embed migrations
 var migrations embed.FS
 
 // ErrWrongMasterKey means the KEK is not the one the data directory was
 // created with.
 var ErrWrongMasterKey = errors.New("the master key does not match this data directory (check BULKHEAD_MASTER_KEY or DATA/master_key)")
 
-// Open opens (creating and migrating) the control database at path. It fails
-// if kek is not the key the database was created with.
-func Open(ctx context.Context, path string, kek keyring.KEK, logger *slog.Logger) (*Plane, error) {
+// open verifies kek against be and loads the snapshot.
+func open(ctx context.Context, be backend, kek keyring.KEK, logger *slog.Logger) (*Plane, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	// A file: URI, so no character of path can be read as a parameter.
-	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: url.Values{
-		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"},
-		"_txlock": {"immediate"},
-	}.Encode()}).String()
-	db, err := sql.Open("sqlite", dsn)
+	p := &Plane{be: be, logger: logger, now: time.Now, kek: kek}
+	fresh, err := kek.Wrap(ctx, kekCheckPlain, kekCheckAAD)
 	if err != nil {
-		return nil, fmt.Errorf("open control database: %w", err)
+		return nil, fmt.Errorf("write key check: %w", err)
 	}
-	db.SetMaxOpenConns(1) // one writer; reads are served from memory
-	p := &Plane{db: db, logger: logger, now: time.Now, kek: kek,
-		tenants: map[tenant.ID]Tenant{}, keys: map[tenant.KeyID]keyEntry{}, tools: map[string]*tools.Tool{}}
-	if err := p.migrate(ctx); err != nil {
-		db.Close()
+	if p.check, err = be.initCheck(ctx, fresh); err != nil {
 		return nil, err
 	}
-	if err := p.checkKEK(ctx); err != nil {
-		db.Close()
+	if !p.verifies(ctx, p.check) {
+		return nil, ErrWrongMasterKey
+	}
+	snap, err := be.load(ctx)
+	if err != nil {
 		return nil, err
 	}
-	if err := p.load(ctx); err != nil {
-		db.Close()
-		return nil, err
-	}
-	if err := p.loadTools(ctx); err != nil {
-		db.Close()
-		return nil, err
-	}
+	p.tenants, p.keys, p.tools, p.version = snap.tenants, snap.keys, snap.tools, snap.version
+	p.hooks.start(logger)
 	return p, nil
 }
 
-func (p *Plane) migrate(ctx context.Context) error {
-	fsys, err := fs.Sub(migrations, "migrations")
+func migrate(ctx context.Context, dialect goose.Dialect, db *sql.DB, dir string, opts ...goose.ProviderOption) error {
+	fsys, err := fs.Sub(migrations, "migrations/"+dir)
 	if err != nil {
 		return fmt.Errorf("open control migrations: %w", err)
 	}
-	prov, err := goose.NewProvider(goose.DialectSQLite3, p.db, fsys)
+	prov, err := goose.NewProvider(dialect, db, fsys, opts...)
 	if err != nil {
 		return fmt.Errorf("prepare control migrations: %w", err)
 	}
@@ -197,74 +278,32 @@ var (
 	kekCheckAAD   = []byte("bulkhead/kek-check/v1")
 )
 
-// checkKEK verifies the KEK against the stored check value, writing one on
-// first start.
-func (p *Plane) checkKEK(ctx context.Context) error {
-	var check []byte
-	err := p.db.QueryRowContext(ctx, `SELECT check_value FROM keyring WHERE id = 1`).Scan(&check)
-	if errors.Is(err, sql.ErrNoRows) {
-		if check, err = p.kek.Wrap(ctx, kekCheckPlain, kekCheckAAD); err != nil {
-			return fmt.Errorf("write key check: %w", err)
-		}
-		if _, err := p.db.ExecContext(ctx, `INSERT INTO keyring (id, check_value) VALUES (1, ?)`, check); err != nil {
-			return fmt.Errorf("write key check: %w", err)
-		}
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("read key check: %w", err)
-	}
-	if plain, err := p.kek.Unwrap(ctx, check, kekCheckAAD); err != nil || !bytes.Equal(plain, kekCheckPlain) {
-		return ErrWrongMasterKey
-	}
-	return nil
+// verifies reports whether the Plane's KEK opens check.
+func (p *Plane) verifies(ctx context.Context, check []byte) bool {
+	plain, err := p.kek.Unwrap(ctx, check, kekCheckAAD)
+	return err == nil && bytes.Equal(plain, kekCheckPlain)
 }
 
-func (p *Plane) load(ctx context.Context) error {
-	rows, err := p.db.QueryContext(ctx, `SELECT id, name, status, storage_id, config, wrapped_key, policy, created_at, updated_at FROM tenants`)
-	if err != nil {
-		return fmt.Errorf("load tenants: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var t Tenant
-		var cfg, created, updated string
-		if err := rows.Scan(&t.ID, &t.Name, &t.Status, &t.StorageID, &cfg, &t.WrappedKey, &t.Policy, &created, &updated); err != nil {
-			return fmt.Errorf("load tenants: %w", err)
+// Close stops following other replicas and closes the database. Calls
+// after the first do nothing.
+func (p *Plane) Close() error {
+	p.closeOnce.Do(func() {
+		if p.stopWatch != nil {
+			p.stopWatch()
 		}
-		if err := decodeConfig(cfg, &t); err != nil {
-			return fmt.Errorf("load tenant %s: %w", t.ID, err)
-		}
-		t.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
-		t.UpdatedAt, _ = time.Parse(time.RFC3339Nano, updated)
-		p.tenants[t.ID] = t
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("load tenants: %w", err)
-	}
-	krows, err := p.db.QueryContext(ctx, `SELECT id, tenant_id, hash FROM api_keys WHERE revoked_at IS NULL`)
-	if err != nil {
-		return fmt.Errorf("load api keys: %w", err)
-	}
-	defer krows.Close()
-	for krows.Next() {
-		var id tenant.KeyID
-		var e keyEntry
-		var hash []byte
-		if err := krows.Scan(&id, &e.tenant, &hash); err != nil {
-			return fmt.Errorf("load api keys: %w", err)
-		}
-		if len(hash) != len(e.hash) {
-			return fmt.Errorf("load api key %s: bad hash length", id)
-		}
-		copy(e.hash[:], hash)
-		p.keys[id] = e
-	}
-	return krows.Err()
+		p.hooks.stop()
+		p.closeErr = p.be.close()
+	})
+	return p.closeErr
 }
 
-// Close closes the database.
-func (p *Plane) Close() error { return p.db.Close() }
+// OnChange registers f to be called with every change this Plane takes from
+// its database that it did not make itself (on PostgreSQL: changes made
+// through other replicas), after the snapshot shows it. Calls come one at a
+// time, in order, from a goroutine of the Plane's; f may read the Plane.
+// Layers keeping per-tenant state use it to follow: cancel requests of
+// revoked keys and ended incarnations, drop their caches, reload canaries.
+func (p *Plane) OnChange(f func(Change)) { p.hooks.add(f) }
 
 type storedConfig struct {
 	Profiles     map[string]Profile `json:"profiles"`
@@ -288,6 +327,31 @@ func decodeConfig(s string, t *Tenant) error {
 	return nil
 }
 
+func decodeTool(name, def string) (*tools.Tool, error) {
+	var d tools.Definition
+	if err := json.Unmarshal([]byte(def), &d); err != nil {
+		return nil, fmt.Errorf("load tool %s: %w", name, err)
+	}
+	t, err := tools.Compile(d)
+	if err != nil {
+		return nil, fmt.Errorf("load tool %s: %w", name, err)
+	}
+	return t, nil
+}
+
+// stamp is the current time as both backends store it (PostgreSQL keeps
+// microseconds), so a tenant reads back as it was written.
+func (p *Plane) stamp() time.Time { return p.now().UTC().Truncate(time.Microsecond) }
+
+// committed records that the database is at version v after a write of
+// this Plane. A gap means another replica's change is still on its way;
+// the watcher closes it.
+func (p *Plane) committed(v int64) {
+	if v == p.version+1 {
+		p.version = v
+	}
+}
+
 // CreateTenant stores a new tenant. Status defaults to active; the storage id
 // is always fresh, so a re-created tenant never finds its predecessor's files.
 func (p *Plane) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
@@ -306,38 +370,49 @@ func (p *Plane) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 	if err != nil {
 		return Tenant{}, err
 	}
-	t.CreatedAt = p.now().UTC()
+	defer clear(dataKey)
+	t.CreatedAt = p.stamp()
 	t.UpdatedAt = t.CreatedAt
+	t.revision = 0
 	t = t.clone()
 	cfg, err := encodeConfig(t)
 	if err != nil {
 		return Tenant{}, fmt.Errorf("encode tenant: %w", err)
 	}
 
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.tenants[t.ID]; ok {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if _, ok := p.tenant(t.ID); ok {
 		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.Conflict, t.ID)
 	}
 	if t.WrappedKey, err = keyring.WrapKey(ctx, p.kek, t.ID, dataKey); err != nil {
 		return Tenant{}, err
 	}
-	clear(dataKey)
-	ts := t.CreatedAt.Format(time.RFC3339Nano)
-	if _, err := p.db.ExecContext(ctx,
-		`INSERT INTO tenants (id, name, status, storage_id, config, wrapped_key, policy, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		t.ID, t.Name, t.Status, t.StorageID, cfg, t.WrappedKey, t.Policy, ts, ts); err != nil {
+	v, err := p.be.createTenant(ctx, t, cfg, p.check)
+	if errors.Is(err, errExists) {
+		p.refresh(ctx, t.ID)
+		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.Conflict, t.ID)
+	}
+	if err != nil {
 		return Tenant{}, fmt.Errorf("create tenant %s: %w", t.ID, err)
 	}
+	p.mu.Lock()
 	p.tenants[t.ID] = t
+	p.mu.Unlock()
+	p.committed(v)
 	return t.clone(), nil
+}
+
+func (p *Plane) tenant(id tenant.ID) (Tenant, bool) {
+	p.mu.RLock()
+	t, ok := p.tenants[id]
+	p.mu.RUnlock()
+	return t, ok
 }
 
 // Tenant returns the tenant with the given id.
 func (p *Plane) Tenant(id tenant.ID) (Tenant, error) {
-	p.mu.RLock()
-	t, ok := p.tenants[id]
-	p.mu.RUnlock()
+	t, ok := p.tenant(id)
 	if !ok {
 		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
 	}
@@ -366,15 +441,18 @@ func compareIDs(a, b tenant.ID) int {
 	return 0
 }
 
+// maxUpdateAttempts bounds UpdateTenant's retries when other writers keep
+// changing the tenant first.
+const maxUpdateAttempts = 100
+
 // UpdateTenant applies change to a copy of the tenant and stores the result.
 // change runs without the plane's lock held (it may read the plane); if the
-// tenant changed meanwhile, it runs again on the new version. It cannot alter
-// the id, storage id or data key.
+// tenant changed meanwhile, here or through another replica, it runs again
+// on the new version. It cannot alter the id, storage id or data key, and it
+// never reaches a later incarnation of the tenant.
 func (p *Plane) UpdateTenant(ctx context.Context, id tenant.ID, change func(*Tenant) error) (Tenant, error) {
-	for {
-		p.mu.RLock()
-		old, ok := p.tenants[id]
-		p.mu.RUnlock()
+	for range maxUpdateAttempts {
+		old, ok := p.tenant(id)
 		if !ok {
 			return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
 		}
@@ -390,33 +468,40 @@ func (p *Plane) UpdateTenant(ctx context.Context, id tenant.ID, change func(*Ten
 		if err != nil {
 			return Tenant{}, fmt.Errorf("encode tenant: %w", err)
 		}
-		updated, retry, err := p.storeUpdate(ctx, old.revision, t, cfg)
+		updated, retry, err := p.storeUpdate(ctx, old, t, cfg)
 		if !retry {
 			return updated, err
 		}
 	}
+	return Tenant{}, fmt.Errorf("%w: tenant %s kept changing during the update", kind.Conflict, id)
 }
 
-// storeUpdate writes t if the stored tenant is still at revision, and
-// reports whether the caller must retry because it is not.
-func (p *Plane) storeUpdate(ctx context.Context, revision uint64, t Tenant, cfg string) (Tenant, bool, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	cur, ok := p.tenants[t.ID]
+// storeUpdate writes t if the stored tenant is still old, and reports
+// whether the caller must retry because it is not.
+func (p *Plane) storeUpdate(ctx context.Context, old, t Tenant, cfg string) (Tenant, bool, error) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	cur, ok := p.tenant(t.ID)
 	if !ok {
 		return Tenant{}, false, fmt.Errorf("%w: tenant %s", kind.NotFound, t.ID)
 	}
-	if cur.revision != revision {
+	if cur.revision != old.revision || cur.StorageID != old.StorageID {
 		return Tenant{}, true, nil
 	}
-	t.UpdatedAt = p.now().UTC()
-	if _, err := p.db.ExecContext(ctx,
-		`UPDATE tenants SET name = ?, status = ?, config = ?, policy = ?, updated_at = ? WHERE id = ?`,
-		t.Name, t.Status, cfg, t.Policy, t.UpdatedAt.Format(time.RFC3339Nano), t.ID); err != nil {
+	t.UpdatedAt = p.stamp()
+	t.revision = old.revision + 1
+	v, err := p.be.updateTenant(ctx, t, cfg, old.revision)
+	if errors.Is(err, errMissing) {
+		// Another replica changed or replaced it: take its version, retry.
+		return Tenant{}, true, p.refresh(ctx, t.ID)
+	}
+	if err != nil {
 		return Tenant{}, false, fmt.Errorf("update tenant %s: %w", t.ID, err)
 	}
-	t.revision = revision + 1
+	p.mu.Lock()
 	p.tenants[t.ID] = t
+	p.mu.Unlock()
+	p.committed(v)
 	return t.clone(), false, nil
 }
 
@@ -430,69 +515,102 @@ func (p *Plane) DeleteTenant(ctx context.Context, id tenant.ID) (Tenant, error) 
 // DeleteIncarnation is DeleteTenant for incarnation inc only: a tenant
 // deleted and created again meanwhile is not found.
 func (p *Plane) DeleteIncarnation(ctx context.Context, inc tenant.Incarnation) (Tenant, error) {
-	return p.deleteTenant(ctx, inc.Tenant(), inc)
+	if inc.Storage() == "" {
+		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, inc.Tenant())
+	}
+	return p.deleteTenant(ctx, inc.Tenant(), inc.Storage())
 }
 
-func (p *Plane) deleteTenant(ctx context.Context, id tenant.ID, inc tenant.Incarnation) (Tenant, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t, ok := p.tenants[id]
-	if !ok || (inc != "" && t.Incarnation() != inc) {
-		return Tenant{}, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+// deleteTenant deletes what the database holds, which may be newer than
+// the snapshot: the returned tenant is the one whose data must go.
+func (p *Plane) deleteTenant(ctx context.Context, id tenant.ID, storageID string) (Tenant, error) {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	t, v, err := p.be.deleteTenant(ctx, id, storageID)
+	if errors.Is(err, errMissing) {
+		return Tenant{}, errors.Join(fmt.Errorf("%w: tenant %s", kind.NotFound, id), p.refresh(ctx, id))
 	}
-	if _, err := p.db.ExecContext(ctx, `DELETE FROM tenants WHERE id = ?`, id); err != nil {
+	if err != nil {
 		return Tenant{}, fmt.Errorf("delete tenant %s: %w", id, err)
 	}
-	delete(p.tenants, id)
-	for name, t := range p.tools {
-		if t.Owner == id {
-			delete(p.tools, name)
-		}
-	}
-	for kid, k := range p.keys {
-		if k.tenant == id {
-			delete(p.keys, kid)
-		}
-	}
+	p.mu.Lock()
+	p.dropTenant(id)
+	p.mu.Unlock()
+	p.committed(v)
 	return t, nil
+}
+
+// dropTenant removes id, its keys and its tools from the snapshot. The
+// caller holds wmu and mu.
+func (p *Plane) dropTenant(id tenant.ID) {
+	delete(p.tenants, id)
+	maps.DeleteFunc(p.tools, func(_ string, t *tools.Tool) bool { return t.Owner == id })
+	maps.DeleteFunc(p.keys, func(_ tenant.KeyID, k keyEntry) bool { return k.tenant == id })
 }
 
 // AddKey records a new API key for the tenant. Only its hash is stored.
 func (p *Plane) AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.tenants[id]; !ok {
-		return fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	v, err := p.be.addKey(ctx, id, keyID, hash, p.stamp())
+	if errors.Is(err, errMissing) {
+		return errors.Join(fmt.Errorf("%w: tenant %s", kind.NotFound, id), p.refresh(ctx, id))
 	}
-	if _, err := p.db.ExecContext(ctx,
-		`INSERT INTO api_keys (id, tenant_id, hash, created_at) VALUES (?, ?, ?, ?)`,
-		keyID, id, hash[:], p.now().UTC().Format(time.RFC3339Nano)); err != nil {
+	if err != nil {
 		return fmt.Errorf("add api key for %s: %w", id, err)
 	}
+	p.mu.Lock()
 	p.keys[keyID] = keyEntry{tenant: id, hash: hash}
+	p.mu.Unlock()
+	p.committed(v)
 	return nil
 }
 
 // RevokeKey revokes one of the tenant's keys, effective immediately. A key of
 // another tenant is reported as not found.
 func (p *Plane) RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	k, ok := p.keys[keyID]
-	if !ok || k.tenant != id {
-		return fmt.Errorf("%w: key %s", kind.NotFound, keyID)
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	v, err := p.be.revokeKey(ctx, id, keyID, p.stamp())
+	if errors.Is(err, errMissing) {
+		notFound := fmt.Errorf("%w: key %s", kind.NotFound, keyID)
+		p.mu.RLock()
+		k, ok := p.keys[keyID]
+		p.mu.RUnlock()
+		if ok && k.tenant == id {
+			// The snapshot still has a key the database does not.
+			return errors.Join(notFound, p.refresh(ctx, id))
+		}
+		return notFound
 	}
-	if _, err := p.db.ExecContext(ctx,
-		`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id = ?`,
-		p.now().UTC().Format(time.RFC3339Nano), keyID, id); err != nil {
+	if err != nil {
 		return fmt.Errorf("revoke api key %s: %w", keyID, err)
 	}
+	p.mu.Lock()
 	delete(p.keys, keyID)
+	p.mu.Unlock()
+	p.committed(v)
 	return nil
 }
 
-// KeyRecord implements auth.Keys.
+// confirmFresh records that the snapshot is known to be current now.
+func (p *Plane) confirmFresh() {
+	p.freshUntil.Store(time.Now().Add(p.maxStale).UnixNano())
+}
+
+// fresh reports whether the snapshot may still be trusted: a replica that
+// lost sight of the database for longer than maxStale cannot know which
+// keys the others revoked, so it fails closed.
+func (p *Plane) fresh() bool {
+	return p.maxStale == 0 || time.Now().UnixNano() < p.freshUntil.Load()
+}
+
+// KeyRecord implements auth.Keys. A replica that has not heard from the
+// database for longer than PostgresOptions.MaxStaleness finds no key.
 func (p *Plane) KeyRecord(id tenant.KeyID) (auth.KeyRecord, bool) {
+	if !p.fresh() {
+		return auth.KeyRecord{}, false
+	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	k, ok := p.keys[id]
@@ -510,9 +628,7 @@ func (p *Plane) KeyRecord(id tenant.KeyID) (auth.KeyRecord, bool) {
 // tenant, or an earlier life of a re-created one, is unknown: a request
 // authenticated before the delete must not reach the new tenant.
 func (p *Plane) current(inc tenant.Incarnation) (Tenant, error) {
-	p.mu.RLock()
-	t, ok := p.tenants[inc.Tenant()]
-	p.mu.RUnlock()
+	t, ok := p.tenant(inc.Tenant())
 	if !ok || t.Incarnation() != inc {
 		return Tenant{}, fmt.Errorf("%w: %s", store.ErrUnknownTenant, inc.Tenant())
 	}
@@ -563,46 +679,206 @@ func (p *Plane) WrappedKey(_ context.Context, inc tenant.Incarnation) ([]byte, e
 // makes next the KEK. Data encrypted under the data keys is not touched.
 // Servers running on the old KEK must be restarted with the new one.
 func (p *Plane) RotateKEK(ctx context.Context, next keyring.KEK) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	tx, err := p.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("rotate master key: %w", err)
-	}
-	defer tx.Rollback()
-	rewrapped := make(map[tenant.ID][]byte, len(p.tenants))
-	for id, t := range p.tenants {
-		dataKey, err := keyring.UnwrapKey(ctx, p.kek, id, t.WrappedKey)
-		if err != nil {
-			return fmt.Errorf("rotate master key: %w", err)
-		}
-		w, err := keyring.WrapKey(ctx, next, id, dataKey)
-		clear(dataKey)
-		if err != nil {
-			return fmt.Errorf("rotate master key: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE tenants SET wrapped_key = ? WHERE id = ?`, w, id); err != nil {
-			return fmt.Errorf("rotate master key: %w", err)
-		}
-		rewrapped[id] = w
-	}
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
 	check, err := next.Wrap(ctx, kekCheckPlain, kekCheckAAD)
 	if err != nil {
 		return fmt.Errorf("rotate master key: %w", err)
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE keyring SET check_value = ? WHERE id = 1`, check); err != nil {
+	rewrapped, v, err := p.be.rotate(ctx, p.check, check, func(id tenant.ID, wrapped []byte) ([]byte, error) {
+		dataKey, err := keyring.UnwrapKey(ctx, p.kek, id, wrapped)
+		if err != nil {
+			return nil, err
+		}
+		defer clear(dataKey)
+		return keyring.WrapKey(ctx, next, id, dataKey)
+	})
+	if err != nil {
 		return fmt.Errorf("rotate master key: %w", err)
 	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("rotate master key: %w", err)
-	}
-	for id, w := range rewrapped {
-		t := p.tenants[id]
+	p.kek, p.check = next, check
+	p.mu.Lock()
+	var stale []tenant.ID
+	for id, t := range p.tenants {
+		w, ok := rewrapped[t.Incarnation()]
+		if !ok {
+			stale = append(stale, id)
+			continue
+		}
 		t.WrappedKey = w
 		p.tenants[id] = t
 	}
-	p.kek = next
+	p.mu.Unlock()
+	p.committed(v)
+	var errs []error
+	for _, id := range stale {
+		errs = append(errs, p.refresh(ctx, id))
+	}
+	return errors.Join(errs...)
+}
+
+// refresh replaces what the snapshot holds of tenant id with what the
+// database holds. The caller holds wmu.
+func (p *Plane) refresh(ctx context.Context, id tenant.ID) error {
+	part, err := p.be.loadTenant(ctx, id)
+	if err != nil {
+		return fmt.Errorf("reload tenant %s: %w", id, err)
+	}
+	p.replace(part, func(t tenant.ID) bool { return t == id }, func(t *tools.Tool) bool { return t.Owner == id })
 	return nil
+}
+
+// reloadAll replaces the whole snapshot with the database's. The caller
+// holds wmu.
+func (p *Plane) reloadAll(ctx context.Context) error {
+	snap, err := p.be.load(ctx)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(snap.check, p.check) {
+		if p.verifies(ctx, snap.check) {
+			p.check = snap.check // a KEK that opens both (a KMS key with versions)
+		} else {
+			p.logger.ErrorContext(ctx, "the master key was rotated by another server; restart this one with the new master key")
+		}
+		p.hooks.push(Change{KEKRotated: true})
+	}
+	all := func(tenant.ID) bool { return true }
+	p.replace(snap, all, func(*tools.Tool) bool { return true })
+	p.version = snap.version
+	return nil
+}
+
+// replace swaps the part of the snapshot that inTenant and inTool select for
+// part, and queues the difference for the OnChange hooks. The caller holds
+// wmu.
+func (p *Plane) replace(part snapshot, inTenant func(tenant.ID) bool, inTool func(*tools.Tool) bool) {
+	var ch Change
+	p.mu.Lock()
+	for id, old := range p.tenants {
+		if !inTenant(id) {
+			continue
+		}
+		t, ok := part.tenants[id]
+		if !ok || t.StorageID != old.StorageID {
+			ch.Ended = append(ch.Ended, old.Incarnation())
+		}
+		if !ok || t.StorageID != old.StorageID || t.revision != old.revision || !bytes.Equal(t.WrappedKey, old.WrappedKey) {
+			ch.Tenants = append(ch.Tenants, id)
+		}
+		if !ok {
+			delete(p.tenants, id)
+		}
+	}
+	for id, t := range part.tenants {
+		if _, ok := p.tenants[id]; !ok {
+			ch.Tenants = append(ch.Tenants, id)
+		}
+		p.tenants[id] = t
+	}
+	for kid, k := range p.keys {
+		if !inTenant(k.tenant) {
+			continue
+		}
+		if n, ok := part.keys[kid]; !ok || n != k {
+			ch.RevokedKeys = append(ch.RevokedKeys, kid)
+			delete(p.keys, kid)
+		}
+	}
+	maps.Copy(p.keys, part.keys)
+	for name, old := range p.tools {
+		if !inTool(old) {
+			continue
+		}
+		if t, ok := part.tools[name]; !ok || !sameTool(t, old) {
+			ch.Tools = append(ch.Tools, name)
+			delete(p.tools, name)
+		}
+	}
+	for name, t := range part.tools {
+		if _, ok := p.tools[name]; !ok {
+			ch.Tools = append(ch.Tools, name)
+		}
+		p.tools[name] = t
+	}
+	p.mu.Unlock()
+	if !ch.empty() {
+		slices.SortFunc(ch.Tenants, compareIDs)
+		ch.Tenants = slices.Compact(ch.Tenants)
+		slices.Sort(ch.Ended)
+		slices.Sort(ch.RevokedKeys)
+		slices.Sort(ch.Tools)
+		ch.Tools = slices.Compact(ch.Tools)
+		p.hooks.push(ch)
+	}
+}
+
+// sameTool reports whether two catalog entries have the same definition.
+func sameTool(a, b *tools.Tool) bool {
+	if a == b {
+		return true
+	}
+	ja, errA := json.Marshal(a.Definition)
+	jb, errB := json.Marshal(b.Definition)
+	return errA == nil && errB == nil && bytes.Equal(ja, jb)
+}
+
+// hookQueue delivers Changes to the OnChange hooks in order, from one
+// goroutine, so no hook runs while the Plane holds a lock.
+type hookQueue struct {
+	mu      sync.Mutex
+	hooks   []func(Change)
+	pending []Change
+	wake    chan struct{}
+	done    chan struct{}
+	stopped chan struct{}
+	logger  *slog.Logger
+}
+
+func (q *hookQueue) start(logger *slog.Logger) {
+	q.wake, q.done, q.stopped, q.logger = make(chan struct{}, 1), make(chan struct{}), make(chan struct{}), logger
+	go q.run()
+}
+
+func (q *hookQueue) add(f func(Change)) {
+	q.mu.Lock()
+	q.hooks = append(q.hooks, f)
+	q.mu.Unlock()
+}
+
+func (q *hookQueue) push(ch Change) {
+	q.mu.Lock()
+	q.pending = append(q.pending, ch)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (q *hookQueue) run() {
+	defer close(q.stopped)
+	for {
+		select {
+		case <-q.done:
+			return
+		case <-q.wake:
+		}
+		q.mu.Lock()
+		pending, hooks := q.pending, slices.Clone(q.hooks)
+		q.pending = nil
+		q.mu.Unlock()
+		for _, ch := range pending {
+			for _, f := range hooks {
+				f(ch)
+			}
+		}
+	}
+}
+
+func (q *hookQueue) stop() {
+	close(q.done)
+	<-q.stopped
 }
 
 func newStorageID() (string, error) {

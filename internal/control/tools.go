@@ -2,40 +2,15 @@ package control
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
-
-func (p *Plane) loadTools(ctx context.Context) error {
-	rows, err := p.db.QueryContext(ctx, `SELECT name, definition FROM tools`)
-	if err != nil {
-		return fmt.Errorf("load tools: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var name, def string
-		if err := rows.Scan(&name, &def); err != nil {
-			return fmt.Errorf("load tools: %w", err)
-		}
-		var d tools.Definition
-		if err := json.Unmarshal([]byte(def), &d); err != nil {
-			return fmt.Errorf("load tool %s: %w", name, err)
-		}
-		t, err := tools.Compile(d)
-		if err != nil {
-			return fmt.Errorf("load tool %s: %w", name, err)
-		}
-		p.tools[name] = t
-	}
-	return rows.Err()
-}
 
 // CreateTool adds a tool to the catalog. Names are unique across the
 // catalog, so a tenant's tool can never shadow the operator's or another
@@ -49,23 +24,24 @@ func (p *Plane) CreateTool(ctx context.Context, d tools.Definition) (*tools.Tool
 	if err != nil {
 		return nil, fmt.Errorf("encode tool: %w", err)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.tools[t.Name]; ok {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	if _, ok := p.Tool(t.Name); ok {
 		return nil, fmt.Errorf("%w: tool %s", kind.Conflict, t.Name)
 	}
-	var owner sql.NullString
-	if t.Owner != "" {
-		if _, ok := p.tenants[t.Owner]; !ok {
-			return nil, fmt.Errorf("%w: tool %s: owner tenant %s does not exist", kind.Invalid, t.Name, t.Owner)
-		}
-		owner = sql.NullString{String: string(t.Owner), Valid: true}
-	}
-	if _, err := p.db.ExecContext(ctx, `INSERT INTO tools (name, owner, definition, created_at) VALUES (?, ?, ?, ?)`,
-		t.Name, owner, string(def), p.now().UTC().Format(time.RFC3339Nano)); err != nil {
+	v, err := p.be.createTool(ctx, t, string(def), p.stamp())
+	switch {
+	case errors.Is(err, errExists):
+		return nil, fmt.Errorf("%w: tool %s", kind.Conflict, t.Name)
+	case errors.Is(err, errNoOwner):
+		return nil, fmt.Errorf("%w: tool %s: owner tenant %s does not exist", kind.Invalid, t.Name, t.Owner)
+	case err != nil:
 		return nil, fmt.Errorf("create tool %s: %w", t.Name, err)
 	}
+	p.mu.Lock()
 	p.tools[t.Name] = t
+	p.mu.Unlock()
+	p.committed(v)
 	return t, nil
 }
 
@@ -92,14 +68,21 @@ func (p *Plane) Tools() []*tools.Tool {
 // DeleteTool removes a tool from the catalog. Profiles that name it stop
 // offering it.
 func (p *Plane) DeleteTool(ctx context.Context, name string) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.tools[name]; !ok {
+	p.wmu.Lock()
+	defer p.wmu.Unlock()
+	v, err := p.be.deleteTool(ctx, name)
+	if errors.Is(err, errMissing) {
+		p.mu.Lock()
+		delete(p.tools, name) // if the snapshot still had it, it is gone
+		p.mu.Unlock()
 		return fmt.Errorf("%w: tool %s", kind.NotFound, name)
 	}
-	if _, err := p.db.ExecContext(ctx, `DELETE FROM tools WHERE name = ?`, name); err != nil {
+	if err != nil {
 		return fmt.Errorf("delete tool %s: %w", name, err)
 	}
+	p.mu.Lock()
 	delete(p.tools, name)
+	p.mu.Unlock()
+	p.committed(v)
 	return nil
 }
