@@ -343,6 +343,31 @@ func (l *Lifecycle) RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.Ke
 	return nil
 }
 
+// Follow applies a change another replica made (control.Plane.OnChange):
+// requests in flight of keys revoked there, and of incarnations ended or
+// suspended there, are cancelled here too, and the ended incarnations'
+// state this replica holds is dropped (every participant tolerates an
+// incarnation it never saw or already dropped). Participants' errors are
+// logged: the change has happened, there is no one to tell.
+func (l *Lifecycle) Follow(ctx context.Context, ch control.Change) {
+	for _, k := range ch.RevokedKeys {
+		l.cancelAll(take(l, l.byKey, k))
+	}
+	for _, inc := range ch.Ended {
+		l.cancelAll(take(l, l.byInc, inc))
+		for _, p := range l.parts {
+			if err := p.Offboard(ctx, inc); err != nil {
+				l.log.ErrorContext(ctx, "follow a remote delete", "part", p.Name(), "error", err.Error())
+			}
+		}
+	}
+	for _, id := range ch.Tenants {
+		if t, err := l.control.Tenant(id); err == nil && t.Status != tenant.StatusActive {
+			l.cancelAll(take(l, l.byInc, t.Incarnation()))
+		}
+	}
+}
+
 // Track registers a request of scope (authenticated with a tenant key) until
 // done is called, and returns its context: it is cancelled with cause ErrGone
 // as soon as the tenant is deleted or suspended or the key revoked. A

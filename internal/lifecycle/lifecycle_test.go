@@ -251,6 +251,75 @@ func TestTrackCancels(t *testing.T) {
 	}
 }
 
+// TestFollowCancelsWhatAnotherReplicaChanged makes the changes through the
+// control plane directly, as another replica does, and tells the lifecycle
+// only what OnChange would: its requests in flight are cancelled all the
+// same, and an ended incarnation's state is dropped.
+func TestFollowCancelsWhatAnotherReplicaChanged(t *testing.T) {
+	p := openPlane(t)
+	rec := &recorder{}
+	l, err := lifecycle.New(p, parts(rec), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn, err := auth.New(p, "admin-token-for-lifecycle-tests")
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := func(id tenant.ID) auth.Scope {
+		keyID, secret, hash, err := auth.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.AddKey(t.Context(), id, keyID, hash); err != nil {
+			t.Fatal(err)
+		}
+		return scopeFor(t, authn, secret.Reveal())
+	}
+	for _, id := range []tenant.ID{"acme", "globex", "initech"} {
+		if _, err := l.Provision(t.Context(), newTenant(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	track := func(s auth.Scope) context.Context {
+		ctx, done := l.Track(context.Background(), s)
+		t.Cleanup(done)
+		return ctx
+	}
+	gone := func(ctx context.Context) bool { return errors.Is(context.Cause(ctx), lifecycle.ErrGone) }
+	acme, globex, initech := newKey("acme"), newKey("globex"), newKey("initech")
+	ca, cg, ci := track(acme), track(globex), track(initech)
+
+	if err := p.RevokeKey(t.Context(), "acme", acme.Key()); err != nil {
+		t.Fatal(err)
+	}
+	l.Follow(t.Context(), control.Change{RevokedKeys: []tenant.KeyID{acme.Key()}})
+	if !gone(ca) || gone(cg) || gone(ci) {
+		t.Fatalf("after a remote revoke of acme's key: cancelled %v %v %v, want true false false", gone(ca), gone(cg), gone(ci))
+	}
+	if _, err := p.UpdateTenant(t.Context(), "globex", func(tn *control.Tenant) error { tn.Status = tenant.StatusSuspended; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	l.Follow(t.Context(), control.Change{Tenants: []tenant.ID{"globex"}})
+	if !gone(cg) || gone(ci) {
+		t.Fatalf("after a remote suspend of globex: cancelled %v %v, want true false", gone(cg), gone(ci))
+	}
+	ended, err := p.DeleteTenant(t.Context(), "initech")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Follow(t.Context(), control.Change{Tenants: []tenant.ID{"initech"}, Ended: []tenant.Incarnation{ended.Incarnation()}})
+	if !gone(ci) {
+		t.Fatal("initech's request survived its remote deletion")
+	}
+	rec.mu.Lock()
+	calls := slices.Clone(rec.calls)
+	rec.mu.Unlock()
+	if !slices.Contains(calls, "vectors "+string(ended.Incarnation())) {
+		t.Errorf("the ended incarnation's vector indexes were not dropped: %v", calls)
+	}
+}
+
 // BenchmarkTrack measures what tracking adds to every tenant API request.
 func BenchmarkTrack(b *testing.B) {
 	master, _ := keyring.NewKey()

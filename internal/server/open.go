@@ -271,6 +271,18 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		return nil, err
 	}
 
+	// What another replica changes (a shared PostgreSQL control plane)
+	// takes effect here too: requests in flight of what it ended are
+	// cancelled, and the guard learns the tenants' new canaries and prompts.
+	plane.OnChange(func(ch control.Change) {
+		life.Follow(context.WithoutCancel(ctx), ch)
+		for _, id := range ch.Tenants {
+			if t, err := plane.Tenant(id); err == nil {
+				RegisterTenant(outputGuard, t)
+			}
+		}
+	})
+
 	// Background work, last, so nothing after it can fail. The stack stops
 	// it newest first: the refusals' writer before the log it writes to,
 	// and all of it before the stores close.
