@@ -17,7 +17,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
@@ -170,15 +169,16 @@ func newApp(ctx context.Context, dataDir string, cfg config.Config, adminToken s
 	var limiter quota.Limiter = quota.NewMemory()
 	var cacheBackend cache.Backend = cache.NewMemory(cfg.ResponseCacheEntries, 0)
 	if cfg.Redis != nil {
-		rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
+		rdb := cfg.Redis.NewClient(getenv)
 		if err := rdb.Ping(ctx).Err(); err != nil {
 			stores.Close()
 			plane.Close()
 			return nil, fmt.Errorf("connect to redis at %s: %w", cfg.Redis.Addr, err)
 		}
 		prefix := cmp.Or(cfg.Redis.Prefix, "bulkhead")
-		limiter = quota.NewRedis(rdb, prefix)
-		cacheBackend = cache.NewRedis(rdb, prefix+":response-cache:")
+		// Both fail safe: local limits and no cache while Redis is sick.
+		limiter = quota.NewRedisWith(rdb, quota.RedisOptions{Prefix: prefix, Timeout: cfg.Redis.LimitTimeout, Logger: logger})
+		cacheBackend = cache.NewRedisWith(rdb, cache.RedisOptions{Prefix: prefix + ":response-cache:", Timeout: cfg.Redis.CacheTimeout, Logger: logger})
 	}
 	mcp := tools.NewMCP(tools.MCPOptions{Logger: logger})
 	// The process acts as the operator only for these chores: indexing

@@ -56,6 +56,8 @@ type envOptions struct {
 	logger *slog.Logger // nil: discard
 	// quota, if set, replaces the in-memory limiter (e.g. Redis).
 	quota envQuota
+	// cache, if set, replaces the in-memory response cache backend.
+	cache cache.Backend
 	// auditStore, if set, wraps the store the audit log writes to.
 	auditStore func(audit.Store) audit.Store
 }
@@ -175,7 +177,11 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	if opts.quota != nil {
 		limiter = opts.quota
 	}
-	responses := cache.New(cache.NewMemory(1000, 0), time.Minute)
+	var cacheBackend cache.Backend = cache.NewMemory(1000, 0)
+	if opts.cache != nil {
+		cacheBackend = opts.cache
+	}
+	responses := cache.New(cacheBackend, time.Minute)
 	life, err := lifecycle.New(plane, lifecycle.Parts{
 		DataKeys: ring, Store: stores, ResponseCache: responses, EmbeddingCache: embedCache, VectorIndexes: vectors,
 		Quota: limiter, ToolSessions: mcp, Guard: outputGuard, Audit: auditLog,
