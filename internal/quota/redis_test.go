@@ -358,3 +358,26 @@ func TestRedisLeaseOutlivesOutage(t *testing.T) {
 		t.Error("replica 2 admitted on its fallback; want through Redis")
 	}
 }
+
+// TestRedisBudgetRefusalOutlivesOutage: the local fallback knows nothing of
+// the budget spent through Redis, but a tenant Redis refused for its budget
+// stays refused while Redis is away, instead of getting a fresh budget.
+func TestRedisBudgetRefusalOutlivesOutage(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	r := NewRedis(faultClient(t, rs), "bulkhead-test-budget")
+	l := Limits{TokenBudget: 10, BudgetPeriod: time.Hour}
+	admit(t, r, "spent", l)()
+	if err := r.Spend(t.Context(), "spent", l, 10); err != nil {
+		t.Fatal(err)
+	}
+	wantLimited(t, r, "spent", l, LimitTokenBudget, time.Hour)
+	rs.Stop()
+	for range 10 {
+		wantLimited(t, r, "spent", l, LimitTokenBudget, time.Hour)
+	}
+	if !r.Fallback() {
+		t.Error("Fallback() = false with Redis stopped")
+	}
+	// Another tenant is not affected (the negative test).
+	admit(t, r, "fresh", l)()
+}

@@ -40,7 +40,7 @@ type faultRedis struct {
 	limiter *quota.Redis
 	cache   *cache.Redis
 	env     *testEnv
-	logs    *syncBuffer // the operator log of the breakers
+	logs    *lockedBuffer // the operator log of the breakers
 }
 
 func newFaultRedis(t testing.TB) *faultRedis {
@@ -48,7 +48,7 @@ func newFaultRedis(t testing.TB) *faultRedis {
 	rs := testenv.StartRedis(t)
 	client := config.Redis{Addr: rs.Addr}.NewClient(os.Getenv)
 	t.Cleanup(func() { client.Close() })
-	logs := &syncBuffer{}
+	logs := &lockedBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	f := &faultRedis{rs: rs, client: client, logs: logs,
 		limiter: quota.NewRedisWith(client, quota.RedisOptions{Prefix: faultPrefix, Logger: logger}),
@@ -407,22 +407,4 @@ func (f *faultRedis) checkCacheKeys(t *testing.T, ids ...string) {
 			t.Errorf("cache key %q starts with none of the tenants' incarnations %q", k, prefixes)
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writes, for a logger.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
