@@ -193,8 +193,19 @@ func faultClient(t *testing.T, rs *testenv.RedisServer) *redis.Client {
 	return client
 }
 
+// faultTimeout bounds each Redis call in the fault tests: generous, so that
+// a loaded test machine does not fall back while Redis is up and upset the
+// exact counts. What the default deadline costs is measured by
+// BenchmarkRedisFault in internal/server.
+const faultTimeout = 500 * time.Millisecond
+
+// faultRedis returns a limiter on client with faultTimeout.
+func faultRedis(client *redis.Client, prefix string) *Redis {
+	return NewRedisWith(client, RedisOptions{Prefix: prefix, Timeout: faultTimeout})
+}
+
 // slowBound is the generous bound on any one call while Redis is sick: the
-// deadline is 100ms, this only catches a stall.
+// deadline is at most 500ms, this only catches a stall.
 const slowBound = 2 * time.Second
 
 // admitFast calls Admit and fails the test if it stalls or errs with
@@ -285,7 +296,7 @@ func TestRedisFallsBackWhenDown(t *testing.T) {
 func TestRedisFaultPauseAndStop(t *testing.T) {
 	rs := testenv.StartRedis(t)
 	prefix := "bulkhead-test-fault"
-	r1, r2 := NewRedis(faultClient(t, rs), prefix), NewRedis(faultClient(t, rs), prefix)
+	r1, r2 := faultRedis(faultClient(t, rs), prefix), faultRedis(faultClient(t, rs), prefix)
 	noisy, calm := Limits{RequestsPerMinute: 20, MaxConcurrent: 4}, Limits{RequestsPerMinute: 1_000_000, MaxConcurrent: 4}
 
 	// shared checks that r1 and r2 count tenant id together.
@@ -335,7 +346,7 @@ func TestRedisFaultPauseAndStop(t *testing.T) {
 func TestRedisLeaseOutlivesOutage(t *testing.T) {
 	const ttl = 600 * time.Millisecond
 	rs := testenv.StartRedis(t)
-	r1, r2 := NewRedis(faultClient(t, rs), "bulkhead-test-lease"), NewRedis(faultClient(t, rs), "bulkhead-test-lease")
+	r1, r2 := faultRedis(faultClient(t, rs), "bulkhead-test-lease"), faultRedis(faultClient(t, rs), "bulkhead-test-lease")
 	r1.leaseTTL, r2.leaseTTL = ttl, ttl
 	l := Limits{MaxConcurrent: 1}
 	release := admit(t, r1, "tenant-a", l)
@@ -364,7 +375,7 @@ func TestRedisLeaseOutlivesOutage(t *testing.T) {
 // stays refused while Redis is away, instead of getting a fresh budget.
 func TestRedisBudgetRefusalOutlivesOutage(t *testing.T) {
 	rs := testenv.StartRedis(t)
-	r := NewRedis(faultClient(t, rs), "bulkhead-test-budget")
+	r := faultRedis(faultClient(t, rs), "bulkhead-test-budget")
 	l := Limits{TokenBudget: 10, BudgetPeriod: time.Hour}
 	admit(t, r, "spent", l)()
 	if err := r.Spend(t.Context(), "spent", l, 10); err != nil {
