@@ -79,8 +79,8 @@ var layerRules = []layerRule{
 	{from: "internal/agent", deny: []string{"internal/server", "cmd/..."}, why: "the agent is driven by the server"},
 	{from: "internal/...", deny: concreteStores, exempt: append([]string{"internal/store/..."}, wiring...), concrete: true,
 		why: "only cmd and server wire concrete implementations"},
-	{from: "internal/...", deny: redisDriver, exempt: append([]string{"internal/cache", "internal/quota"}, wiring...), concrete: true,
-		why: "only cmd and server connect to Redis"},
+	{from: "internal/...", deny: redisDriver, exempt: append([]string{"internal/cache", "internal/quota", "internal/config", "internal/testenv"}, wiring...), concrete: true,
+		why: "only cmd and server connect to Redis (config builds the client the configuration describes)"},
 	{from: "internal/...", deny: postgresDriver, exempt: append([]string{"internal/store/...", "internal/control/..."}, wiring...), concrete: true,
 		why: "only cmd and server connect to PostgreSQL"},
 }

@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bulkhead-ai/bulkhead/internal/config"
+	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
@@ -159,5 +162,119 @@ func TestGlobEscape(t *testing.T) {
 		if got := globEscape(tt.in); got != tt.want {
 			t.Errorf("globEscape(%q) = %q, want %q", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestRedisFaultBypassesCache drives a response cache on a throwaway
+// redis-server that is paused, resumed, killed and restarted: no call
+// stalls, a sick Redis is a miss and never an answer of another tenant,
+// the cache is bypassed silently while the breaker is open, and it is used
+// again once Redis answers.
+func TestRedisFaultBypassesCache(t *testing.T) {
+	rs := testenv.StartRedis(t)
+	client := config.Redis{Addr: rs.Addr}.NewClient(os.Getenv)
+	t.Cleanup(func() { client.Close() })
+	// A generous deadline, so that a loaded test machine does not miss
+	// while Redis is up; BenchmarkRedisFault in internal/server measures
+	// the default.
+	backend := NewRedisWith(client, RedisOptions{Prefix: "bulkhead-test-fault:", Timeout: 500 * time.Millisecond})
+	x := New(backend, time.Minute)
+	acme, globex := mustCipher(t, "acme", "acme-key"), mustCipher(t, "globex", "globex-key")
+	req := fullRequest()
+
+	// get looks req up for c and fails the test on a stall, a wrong answer
+	// or, unless errOK, an error. It reports whether it hit.
+	get := func(c *keyring.Cipher, errOK bool) bool {
+		t.Helper()
+		start := time.Now()
+		v, hit, err := x.Get(t.Context(), c, req)
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("Get took %v with a deadline of 500ms", d)
+		}
+		if err != nil && (!errOK || errors.Is(err, ErrForeignEntry)) {
+			t.Fatalf("Get(%s) = %v", c.Tenant(), err)
+		}
+		if hit && v != answer(string(c.Tenant())) {
+			t.Fatalf("Get(%s) = %+v; want its own answer", c.Tenant(), v)
+		}
+		return hit
+	}
+	// waitUsed waits until the cache is used again (the breaker probes).
+	waitUsed := func() {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for backend.Bypassed() {
+			if time.Now().After(deadline) {
+				t.Fatal("cache still bypassed 10s after Redis came back")
+			}
+			get(acme, true)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	mustPut(t, x, acme, req, answer("acme"))
+	if !get(acme, false) || get(globex, false) {
+		t.Fatal("with Redis up: want acme's entry for acme only")
+	}
+
+	rs.Pause()
+	for range 10 {
+		if get(acme, true) || get(globex, true) {
+			t.Fatal("hit while Redis is paused")
+		}
+	}
+	if !backend.Bypassed() {
+		t.Fatal("Bypassed() = false after consecutive timeouts")
+	}
+	// Open: a silent miss, and puts are dropped without error.
+	if _, hit, err := x.Get(t.Context(), acme, req); hit || err != nil {
+		t.Errorf("Get while bypassed = hit %v, %v; want a silent miss", hit, err)
+	}
+	if err := x.Put(t.Context(), globex, req, answer("globex")); err != nil {
+		t.Errorf("Put while bypassed = %v; want dropped silently", err)
+	}
+	rs.Resume()
+	waitUsed()
+	if !get(acme, false) {
+		t.Error("after the pause: acme's entry, still in Redis, is not served")
+	}
+	if get(globex, false) {
+		t.Error("after the pause: globex hit, but its put was dropped while bypassed")
+	}
+
+	rs.Stop()
+	for range 10 {
+		if get(acme, true) {
+			t.Fatal("hit while Redis is stopped")
+		}
+	}
+	rs.Start()
+	waitUsed()
+	if get(acme, false) {
+		t.Error("hit on a restarted, empty Redis")
+	}
+	mustPut(t, x, globex, req, answer("globex"))
+	if !get(globex, false) || get(acme, false) {
+		t.Error("after the restart: want globex's new entry for globex only")
+	}
+	// Every key still starts with the tenant's incarnation.
+	keys, err := client.Keys(t.Context(), "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "bulkhead-test-fault:" + string(globex.Incarnation()) + ":"
+	if len(keys) != 1 || !strings.HasPrefix(keys[0], want) {
+		t.Errorf("keys after the restart = %q; want one, starting with %q", keys, want)
+	}
+}
+
+// TestRedisDeleteTenantWhileDown: offboarding does not fail because Redis is
+// away; the entries are left to expire (they are unaddressable by a later
+// incarnation and do not decrypt once the data key is gone).
+func TestRedisDeleteTenantWhileDown(t *testing.T) {
+	client := config.Redis{Addr: "127.0.0.1:1"}.NewClient(os.Getenv)
+	defer client.Close()
+	if err := NewRedis(client, "").DeleteTenant(t.Context(), "acme"); err != nil {
+		t.Errorf("DeleteTenant with Redis down = %v; want nil (entries left to expire)", err)
 	}
 }

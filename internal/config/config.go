@@ -9,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"gopkg.in/yaml.v3"
 
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
@@ -40,16 +41,56 @@ type Config struct {
 	ResponseCacheTTL     time.Duration `yaml:"response_cache_ttl"`
 	ResponseCacheEntries int           `yaml:"response_cache_entries"`
 	// Redis, when set, holds rate limits and the response cache, shared by
-	// every replica; otherwise both live in this process.
+	// every replica; otherwise both live in this process. Embeddings are
+	// cached in each process either way.
 	Redis *Redis `yaml:"redis"`
 }
 
-// Redis locates the shared Redis server.
+// Redis locates the shared Redis server and bounds how long a request may
+// wait for it. Every call has a deadline and goes through a circuit breaker:
+// while Redis is slow or down the response cache is bypassed and rate limits
+// are enforced by each replica alone (see quota.Redis).
 type Redis struct {
 	Addr        string `yaml:"addr"`
 	PasswordEnv string `yaml:"password_env"`
 	DB          int    `yaml:"db"`
 	Prefix      string `yaml:"prefix"` // key prefix, default "bulkhead"
+	// CacheTimeout bounds each response-cache call (default 50ms), and
+	// LimitTimeout each rate-limit call (default 100ms).
+	CacheTimeout time.Duration `yaml:"cache_timeout"`
+	LimitTimeout time.Duration `yaml:"limit_timeout"`
+}
+
+// Defaults of the Redis deadlines. A healthy Redis answers in well under a
+// millisecond, so both leave room for load. A cache lookup only saves a model
+// call, and a timed-out one costs a miss: 50ms. A timed-out limit check
+// costs more (the replica falls back to its local limiter, less exact), so it
+// gets more headroom: 100ms. Either is far below the 5-15s a paused Redis
+// used to cost every request.
+const (
+	DefaultRedisCacheTimeout = 50 * time.Millisecond
+	DefaultRedisLimitTimeout = 100 * time.Millisecond
+)
+
+// NewClient returns a client for r, with getenv supplying the password, set
+// up for a hot path: small dial, read, write and pool timeouts, the
+// caller's deadlines respected, and no retries (the circuit breakers decide
+// what a failure means; a retry would only double a stall).
+func (r Redis) NewClient(getenv func(string) string) *redis.Client {
+	var password string
+	if r.PasswordEnv != "" {
+		password = getenv(r.PasswordEnv)
+	}
+	return redis.NewClient(&redis.Options{
+		Addr: r.Addr, Password: password, DB: r.DB,
+		DialTimeout:           500 * time.Millisecond,
+		ReadTimeout:           500 * time.Millisecond,
+		WriteTimeout:          500 * time.Millisecond,
+		PoolTimeout:           200 * time.Millisecond,
+		DialerRetries:         1,
+		ContextTimeoutEnabled: true, // otherwise go-redis ignores the per-call deadlines
+		MaxRetries:            -1,   // -1, not 0, disables retries
+	})
 }
 
 // Embedder declares the embedding model: the built-in offline one (default)
@@ -143,6 +184,14 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.ResponseCacheEntries <= 0 {
 		c.ResponseCacheEntries = 10_000
+	}
+	if c.Redis != nil {
+		if c.Redis.CacheTimeout <= 0 {
+			c.Redis.CacheTimeout = DefaultRedisCacheTimeout
+		}
+		if c.Redis.LimitTimeout <= 0 {
+			c.Redis.LimitTimeout = DefaultRedisLimitTimeout
+		}
 	}
 	if c.EmbeddingCacheEntries <= 0 {
 		c.EmbeddingCacheEntries = 100_000

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 )
@@ -162,5 +163,47 @@ func TestWithDefaults(t *testing.T) {
 				t.Errorf("WithDefaults:\ngot  %+v\nwant %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+func TestRedisTimeouts(t *testing.T) {
+	tests := []struct {
+		yaml         string
+		cache, limit time.Duration
+	}{
+		{"redis: {addr: 127.0.0.1:6379}", DefaultRedisCacheTimeout, DefaultRedisLimitTimeout},
+		{"redis: {addr: 127.0.0.1:6379, cache_timeout: 20ms, limit_timeout: 250ms}", 20 * time.Millisecond, 250 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		c, err := Parse([]byte(tt.yaml))
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", tt.yaml, err)
+		}
+		if c.Redis.CacheTimeout != tt.cache || c.Redis.LimitTimeout != tt.limit {
+			t.Errorf("Parse(%q): cache %v, limit %v; want %v, %v", tt.yaml, c.Redis.CacheTimeout, c.Redis.LimitTimeout, tt.cache, tt.limit)
+		}
+	}
+}
+
+// TestRedisClientOptions: the shared client respects per-call deadlines and
+// never retries or waits long on its own.
+func TestRedisClientOptions(t *testing.T) {
+	client := Redis{Addr: "127.0.0.1:1", PasswordEnv: "PW", DB: 2}.NewClient(func(k string) string { return "secret-" + k })
+	defer client.Close()
+	o := client.Options()
+	if !o.ContextTimeoutEnabled {
+		t.Error("ContextTimeoutEnabled = false: go-redis would ignore the callers' deadlines")
+	}
+	if o.MaxRetries != -1 && o.MaxRetries != 0 {
+		t.Errorf("MaxRetries = %d; want none", o.MaxRetries)
+	}
+	for name, d := range map[string]time.Duration{"DialTimeout": o.DialTimeout, "ReadTimeout": o.ReadTimeout,
+		"WriteTimeout": o.WriteTimeout, "PoolTimeout": o.PoolTimeout} {
+		if d <= 0 || d > time.Second {
+			t.Errorf("%s = %v; want at most 1s", name, d)
+		}
+	}
+	if o.Addr != "127.0.0.1:1" || o.Password != "secret-PW" || o.DB != 2 {
+		t.Errorf("Addr, Password, DB = %q, %q, %d", o.Addr, o.Password, o.DB)
 	}
 }

@@ -19,8 +19,9 @@
 //     carries over (capped at the new allowance), and existing debt is kept:
 //     raising a limit unblocks a throttled tenant at once, lowering it bites
 //     at once.
-//   - Fail closed: a backend or input error denies the request with an error
-//     that is not a [LimitedError].
+//   - Fail closed: an input error denies the request with an error that is
+//     not a [LimitedError]. A Redis that is slow or down is not an error:
+//     [Redis] falls back to limits enforced by this replica alone.
 package quota
 
 import (

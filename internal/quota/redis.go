@@ -1,15 +1,18 @@
 package quota
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/bulkhead-ai/bulkhead/internal/breaker"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -31,27 +34,82 @@ const defaultLeaseTTL = 30 * time.Second
 // counter with a TTL, leaked slots expire one by one even while the tenant
 // keeps the key busy.
 //
+// Redis fails safe. Every call has a short deadline and goes through a
+// circuit breaker; when a call fails, or the breaker is open because calls
+// kept failing, the limits are enforced by a local [Memory] of this replica
+// instead, still per incarnation. While that lasts each replica enforces
+// every limit on its own, starting from a full allowance: N replicas may
+// admit up to N times a tenant's rate and concurrency, and a budget is
+// counted per replica, except that a tenant Redis refused for its budget
+// stays refused here until its window ends. The breaker probes Redis once per
+// cooldown and the shared counters take over again when it answers.
+// Concurrency leases held in Redis when it went away are released if the
+// call still succeeds, and otherwise expire within leaseTTL, as does a slot
+// that an admission which timed out (and was then admitted locally) may
+// still have taken.
+//
 // Redis needs server version 5 or later (scripts that read TIME and write).
 type Redis struct {
 	client   redis.UniversalClient
 	prefix   string
 	leaseTTL time.Duration // shortened by tests
+	guard    *breaker.Breaker
+	local    *Memory
+	log      *slog.Logger
+	// exhausted holds, per incarnation, when the budget window Redis last
+	// refused ends (time.Time): the local fallback knows nothing of budgets
+	// spent through Redis.
+	exhausted sync.Map
 }
 
-// NewRedis returns a Limiter keeping its counters in client under keys that
-// start with prefix.
-func NewRedis(client redis.UniversalClient, prefix string) *Redis {
-	return &Redis{client: client, prefix: prefix, leaseTTL: defaultLeaseTTL}
+// RedisOptions configures NewRedisWith; zero fields take defaults.
+type RedisOptions struct {
+	// Prefix starts every key.
+	Prefix string
+	// Timeout bounds each call to Redis; zero means DefaultRedisTimeout.
+	Timeout time.Duration
+	// Logger receives the breaker's transitions; nil discards them.
+	Logger *slog.Logger
 }
+
+// DefaultRedisTimeout bounds each Redis call of a limiter: far above a
+// healthy Redis's answer time, far below what a stalled request costs.
+const DefaultRedisTimeout = 100 * time.Millisecond
+
+// NewRedis returns a Limiter keeping its counters in client under keys that
+// start with prefix, with the default timeout and no logging.
+func NewRedis(client redis.UniversalClient, prefix string) *Redis {
+	return NewRedisWith(client, RedisOptions{Prefix: prefix})
+}
+
+// NewRedisWith returns a Limiter keeping its counters in client, set up by o.
+func NewRedisWith(client redis.UniversalClient, o RedisOptions) *Redis {
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Redis{client: client, prefix: o.Prefix, leaseTTL: defaultLeaseTTL, log: log, local: NewMemory(),
+		guard: breaker.New(breaker.Options{Name: "redis rate limits", Timeout: cmp.Or(o.Timeout, DefaultRedisTimeout), Logger: log})}
+}
+
+// Fallback reports whether limits are being enforced locally because Redis
+// has been failing (the breaker is not closed).
+func (r *Redis) Fallback() bool { return r.guard.State() != breaker.Closed }
 
 func (r *Redis) key(id tenant.Incarnation, limit string) string {
 	return r.prefix + ":{" + string(id) + "}:" + limit
 }
 
 // Forget implements Limiter: it deletes the incarnation's keys, which would
-// otherwise only expire.
+// otherwise only expire, and its local fallback counters. If Redis does not
+// answer, the keys are left to expire: they belong to this incarnation only,
+// which no tenant created later can address.
 func (r *Redis) Forget(ctx context.Context, inc tenant.Incarnation) error {
 	if err := checkTenant(inc); err != nil {
+		return err
+	}
+	r.exhausted.Delete(inc)
+	if err := r.local.Forget(ctx, inc); err != nil {
 		return err
 	}
 	keys := []string{r.key(inc, LimitRequestsPerMinute), r.key(inc, LimitTokensPerMinute),
@@ -59,8 +117,10 @@ func (r *Redis) Forget(ctx context.Context, inc tenant.Incarnation) error {
 	// One key at a time: in Redis Cluster they share a slot anyway, and a
 	// plain DEL of several keys is refused across slots.
 	for _, k := range keys {
-		if err := r.client.Del(ctx, k).Err(); err != nil {
-			return fmt.Errorf("quota: forget %s: %w", inc.Tenant(), err)
+		err := r.guard.Do(ctx, func(ctx context.Context) error { return r.client.Del(ctx, k).Err() })
+		if err != nil {
+			r.log.WarnContext(ctx, "rate-limit keys of a deleted tenant left to expire", "tenant", inc.Tenant(), "error", err.Error())
+			return nil
 		}
 	}
 	return nil
@@ -87,23 +147,49 @@ func (r *Redis) Admit(ctx context.Context, id tenant.Incarnation, l Limits) (rel
 	if l.MaxConcurrent > 0 {
 		lease = rand.Text()
 	}
-	res, err := admitScript.Run(ctx, r.client, keys,
-		l.RequestsPerMinute, l.TokensPerMinute, l.MaxConcurrent,
-		l.TokenBudget, l.periodMillis(), lease, r.leaseTTL.Milliseconds()).Slice()
+	var res []any
+	err = r.guard.Do(ctx, func(ctx context.Context) (err error) {
+		res, err = admitScript.Run(ctx, r.client, keys,
+			l.RequestsPerMinute, l.TokensPerMinute, l.MaxConcurrent,
+			l.TokenBudget, l.periodMillis(), lease, r.leaseTTL.Milliseconds()).Slice()
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("quota: admit tenant %s: %w", id, err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("quota: admit tenant %s: %w", id, err)
+		}
+		return r.admitLocal(ctx, id, l)
 	}
 	limit, retryMs, err := parseAdmit(res)
 	if err != nil {
 		return nil, fmt.Errorf("quota: admit tenant %s: %w", id, err)
 	}
 	if limit != "" {
-		return nil, limited(limit, time.Duration(retryMs)*time.Millisecond)
+		retry := time.Duration(retryMs) * time.Millisecond
+		if limit == LimitTokenBudget {
+			r.exhausted.Store(id, time.Now().Add(retry))
+		}
+		return nil, limited(limit, retry)
+	}
+	if l.TokenBudget > 0 {
+		r.exhausted.Delete(id)
 	}
 	if lease == "" {
 		return func() {}, nil
 	}
 	return r.hold(ctx, keys[2], lease), nil
+}
+
+// admitLocal admits under the local fallback limiter, while Redis does not
+// answer.
+func (r *Redis) admitLocal(ctx context.Context, id tenant.Incarnation, l Limits) (release func(), err error) {
+	if v, ok := r.exhausted.Load(id); ok {
+		if until := v.(time.Time); time.Now().Before(until) {
+			return nil, limited(LimitTokenBudget, time.Until(until))
+		}
+		r.exhausted.Delete(id)
+	}
+	return r.local.Admit(ctx, id, l)
 }
 
 func parseAdmit(res []any) (limit string, retryMs int64, err error) {
@@ -133,8 +219,16 @@ func (r *Redis) Spend(ctx context.Context, id tenant.Incarnation, l Limits, toke
 		return nil
 	}
 	keys := []string{r.key(id, LimitTokensPerMinute), r.key(id, LimitTokenBudget)}
-	if err := spendScript.Run(ctx, r.client, keys, l.TokensPerMinute, l.TokenBudget, l.periodMillis(), tokens).Err(); err != nil {
-		return fmt.Errorf("quota: spend tenant %s: %w", id, err)
+	err := r.guard.Do(ctx, func(ctx context.Context) error {
+		return spendScript.Run(ctx, r.client, keys, l.TokensPerMinute, l.TokenBudget, l.periodMillis(), tokens).Err()
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("quota: spend tenant %s: %w", id, err)
+		}
+		// Counted where the next admissions are checked while Redis is
+		// away; lost for the shared counters.
+		return r.local.Spend(ctx, id, l, tokens)
 	}
 	return nil
 }
@@ -162,11 +256,11 @@ func (r *Redis) hold(ctx context.Context, key, id string) (release func()) {
 }
 
 func (l *lease) renew() {
-	ctx, cancel := context.WithTimeout(l.ctx, l.every)
-	// A failed renewal is retried at the next tick; the lease outlives two
-	// missed ones.
-	_ = renewScript.Run(ctx, l.r.client, []string{l.key}, l.id, l.r.leaseTTL.Milliseconds()).Err()
-	cancel()
+	// A failed renewal (or one skipped while the breaker is open) is retried
+	// at the next tick; the lease outlives two missed ones.
+	_ = l.r.guard.Do(l.ctx, func(ctx context.Context) error {
+		return renewScript.Run(ctx, l.r.client, []string{l.key}, l.id, l.r.leaseTTL.Milliseconds()).Err()
+	})
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.released {
@@ -179,11 +273,11 @@ func (l *lease) release() {
 	l.released = true
 	l.timer.Stop()
 	l.mu.Unlock()
-	ctx, cancel := context.WithTimeout(l.ctx, l.r.leaseTTL)
-	defer cancel()
-	// If this fails, the slot frees itself within leaseTTL; renewals, which
-	// only update existing leases (XX), cannot bring it back.
-	_ = l.r.client.ZRem(ctx, l.key, l.id).Err()
+	// If this fails or is skipped, the slot frees itself within leaseTTL;
+	// renewals, which only update existing leases (XX), cannot bring it
+	// back. It runs on the request's path, so it gets the same short
+	// deadline as every other call.
+	_ = l.r.guard.Do(l.ctx, func(ctx context.Context) error { return l.r.client.ZRem(ctx, l.key, l.id).Err() })
 }
 
 // luaCommon holds the helpers of the scripts. Times are milliseconds of the

@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
@@ -60,6 +58,9 @@ type Options struct {
 	Providers []Provider
 	// Quota, if set, replaces the limiter Config selects.
 	Quota Quota
+	// ResponseCache replaces the response cache's store (a Redis of the
+	// test's own, say).
+	ResponseCache cache.Backend
 	// WrapAuditStore, if set, wraps the store the audit log writes to, so a
 	// test can watch or fail its writes.
 	WrapAuditStore func(audit.Store) audit.Store
@@ -212,12 +213,15 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		builtins[name] = f
 	}
 
-	limiter, responseStore, err := openShared(ctx, cfg, getenv, c)
+	limiter, responseStore, err := openShared(ctx, cfg, getenv, logger, c)
 	if err != nil {
 		return nil, err
 	}
 	if o.Quota != nil {
 		limiter = o.Quota
+	}
+	if o.ResponseCache != nil {
+		responseStore = o.ResponseCache
 	}
 	responses := cache.New(responseStore, cfg.ResponseCacheTTL)
 
@@ -361,17 +365,19 @@ func openBackends(ctx context.Context, dataDir string, cfg config.Config, kek ke
 
 // openShared returns the rate limiter and the response cache's store: in
 // Redis, shared by every replica, when cfg names one, else in this process.
-func openShared(ctx context.Context, cfg config.Config, getenv func(string) string, c *closers) (Quota, cache.Backend, error) {
+func openShared(ctx context.Context, cfg config.Config, getenv func(string) string, logger *slog.Logger, c *closers) (Quota, cache.Backend, error) {
 	if cfg.Redis == nil {
 		return quota.NewMemory(), cache.NewMemory(cfg.ResponseCacheEntries, 0), nil
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: cfg.Redis.Addr, Password: getenv(cfg.Redis.PasswordEnv), DB: cfg.Redis.DB})
+	rdb := cfg.Redis.NewClient(getenv)
 	c.push("redis client", rdb.Close)
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return nil, nil, fmt.Errorf("connect to redis at %s: %w", cfg.Redis.Addr, err)
 	}
 	prefix := cmp.Or(cfg.Redis.Prefix, "bulkhead")
-	return quota.NewRedis(rdb, prefix), cache.NewRedis(rdb, prefix+":response-cache:"), nil
+	// Both fail safe: local limits and no cache while Redis is sick.
+	return quota.NewRedisWith(rdb, quota.RedisOptions{Prefix: prefix, Timeout: cfg.Redis.LimitTimeout, Logger: logger}),
+		cache.NewRedisWith(rdb, cache.RedisOptions{Prefix: prefix + ":response-cache:", Timeout: cfg.Redis.CacheTimeout, Logger: logger}), nil
 }
 
 // indexStoredText teaches the guard every document and memory tenants

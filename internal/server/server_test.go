@@ -21,6 +21,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
+	"github.com/bulkhead-ai/bulkhead/internal/cache"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
@@ -48,6 +49,8 @@ type envOptions struct {
 	logger *slog.Logger // nil: discard
 	// quota, if set, replaces the in-memory limiter (e.g. Redis).
 	quota envQuota
+	// cache, if set, replaces the in-memory response cache backend.
+	cache cache.Backend
 	// auditStore, if set, wraps the store the audit log writes to.
 	auditStore func(audit.Store) audit.Store
 }
@@ -99,6 +102,7 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		Logger:         opts.logger,
 		Providers:      providers,
 		Quota:          opts.quota,
+		ResponseCache:  opts.cache,
 		WrapAuditStore: opts.auditStore,
 	}
 	inst, err := Open(t.Context(), o)
