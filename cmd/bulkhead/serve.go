@@ -24,7 +24,7 @@ import (
 )
 
 func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
-	var addr, dataDir, configPath string
+	var addr, dataDir, configPath, database string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP server",
@@ -33,6 +33,14 @@ func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Co
 			cfg, err := config.Load(configPath)
 			if err != nil {
 				return err
+			}
+			if database != "" {
+				d := config.Database{}
+				if cfg.Database != nil {
+					d = *cfg.Database
+				}
+				d.URL, d.URLEnv = database, ""
+				cfg.Database = &d
 			}
 			logger := slog.New(slog.NewTextHandler(stderr, nil))
 			ln, err := net.Listen("tcp", addr)
@@ -45,6 +53,7 @@ func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Co
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
 	cmd.Flags().StringVar(&dataDir, "data", "./bulkhead-data", "data directory")
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
+	cmd.Flags().StringVar(&database, "database", "", "PostgreSQL URL of the application role (postgres://…): keep all state there instead of in --data; the owner role's URL, which runs the migrations, is read from $"+config.DefaultOwnerURLEnv)
 	return cmd
 }
 

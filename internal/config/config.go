@@ -3,6 +3,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,39 @@ type Config struct {
 	// every replica; otherwise both live in this process. Embeddings are
 	// cached in each process either way.
 	Redis *Redis `yaml:"redis"`
+	// Database, when set, keeps the control plane and the tenants' data in
+	// PostgreSQL, shared by every replica, instead of in SQLite files under
+	// the data directory.
+	Database *Database `yaml:"database"`
+}
+
+// Database locates PostgreSQL. The server connects as an application role
+// that owns nothing; the schema's owner runs the migrations at start.
+type Database struct {
+	// URL, or URLEnv naming the environment variable that holds it, is the
+	// application role's postgres:// URL.
+	URL    string `yaml:"url"`
+	URLEnv string `yaml:"url_env"`
+	// OwnerURLEnv names the environment variable holding the owner role's
+	// URL (default BULKHEAD_DATABASE_OWNER_URL); unset, the application's
+	// URL runs the migrations, which then needs the rights to.
+	OwnerURLEnv string `yaml:"owner_url_env"`
+}
+
+// DefaultOwnerURLEnv is where the owner role's URL is read by default.
+const DefaultOwnerURLEnv = "BULKHEAD_DATABASE_OWNER_URL"
+
+// URLs returns the application and owner URLs.
+func (d Database) URLs(getenv func(string) string) (app, owner string, err error) {
+	app = d.URL
+	if d.URLEnv != "" {
+		app = getenv(d.URLEnv)
+	}
+	if app == "" {
+		return "", "", errors.New("database: no URL (set database.url, database.url_env or --database)")
+	}
+	owner = getenv(cmp.Or(d.OwnerURLEnv, DefaultOwnerURLEnv))
+	return app, cmp.Or(owner, app), nil
 }
 
 // Redis locates the shared Redis server and bounds how long a request may

@@ -335,6 +335,9 @@ type backends struct {
 // openBackends opens the control plane and the tenants' stores in dataDir
 // and finishes the deletes a crash cut short. Each pushes its release onto c.
 func openBackends(ctx context.Context, dataDir string, cfg config.Config, kek keyring.KEK, logger *slog.Logger, c *closers) (backends, error) {
+	if cfg.Database != nil {
+		return backends{}, errors.New("database: the PostgreSQL backend is not wired into serve yet")
+	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return backends{}, fmt.Errorf("create data directory: %w", err)
 	}
