@@ -53,7 +53,7 @@ func TestOldIncarnationRefused(t *testing.T) {
 	if _, err := plane.DeleteTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Drop(ctx, first.StorageID); err != nil {
+	if err := db.Drop(ctx, first.Incarnation()); err != nil {
 		t.Fatal(err)
 	}
 	second, err := plane.CreateTenant(ctx, def)

@@ -16,6 +16,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 )
 
 // PutDocument stores doc and its chunks, with the chunks' blind index rows,
@@ -69,21 +70,21 @@ func putDocument(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, doc stor
 	doc.CreatedAt = now
 
 	// Encrypt and blind before queueing for the write lock: neither needs it.
-	mac := docHashMAC(c, doc.Hash)
-	text := c.Seal([]byte(doc.Text), docTextContext(doc.ID))
-	hash := c.Seal([]byte(doc.Hash), docHashContext(doc.ID))
+	mac := seal.DocumentHashMAC(c, doc.Hash)
+	text := c.Seal([]byte(doc.Text), seal.DocumentText(doc.ID))
+	hash := c.Seal([]byte(doc.Hash), seal.DocumentHash(doc.ID))
 	var meta []byte
 	if doc.Metadata != nil {
-		meta = c.Seal(doc.Metadata, docMetaContext(doc.ID))
+		meta = c.Seal(doc.Metadata, seal.DocumentMetadata(doc.ID))
 	}
-	bl := newBlinder(c, "")
+	bl := seal.ChunkBlinder(c)
 	sealed := make([]sealedChunk, len(chunks))
 	out := make([]store.Chunk, len(chunks))
 	for i, ch := range chunks {
 		sealed[i] = sealedChunk{
-			text:      c.Seal([]byte(ch.Text), chunkTextContext(doc.ID, i)),
-			embedding: sealEmbedding(c, ch.Embedding, chunkEmbeddingContext(doc.ID, i)),
-			terms:     bl.document(ch.Text),
+			text:      c.Seal([]byte(ch.Text), seal.ChunkText(doc.ID, i)),
+			embedding: seal.Embedding(c, ch.Embedding, seal.ChunkEmbedding(doc.ID, i)),
+			terms:     bl.Document(ch.Text),
 		}
 		out[i] = store.Chunk{DocumentID: doc.ID, Ordinal: i, Text: ch.Text, Embedding: ch.Embedding}
 	}
@@ -200,20 +201,20 @@ func readDocument(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher, id str
 // listing); a nil meta is NULL.
 func openDocument(c *keyring.Cipher, id string, hash, text, meta []byte, chunks int, created string) (store.Document, error) {
 	d := store.Document{ID: id, Chunks: chunks}
-	h, err := c.Open(hash, docHashContext(id))
+	h, err := c.Open(hash, seal.DocumentHash(id))
 	if err != nil {
 		return store.Document{}, fmt.Errorf("document %s hash: %w", id, err)
 	}
 	d.Hash = string(h)
 	if text != nil {
-		t, err := c.Open(text, docTextContext(id))
+		t, err := c.Open(text, seal.DocumentText(id))
 		if err != nil {
 			return store.Document{}, fmt.Errorf("document %s text: %w", id, err)
 		}
 		d.Text = string(t)
 	}
 	if meta != nil {
-		if d.Metadata, err = c.Open(meta, docMetaContext(id)); err != nil {
+		if d.Metadata, err = c.Open(meta, seal.DocumentMetadata(id)); err != nil {
 			return store.Document{}, fmt.Errorf("document %s metadata: %w", id, err)
 		}
 	}
@@ -240,12 +241,12 @@ func documentChunks(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher, doc 
 		if err := rows.Scan(&ch.ID, &ch.Ordinal, &text, &embedding); err != nil {
 			return nil, err
 		}
-		t, err := c.Open(text, chunkTextContext(doc, ch.Ordinal))
+		t, err := c.Open(text, seal.ChunkText(doc, ch.Ordinal))
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d text: %w", ch.ID, err)
 		}
 		ch.Text = string(t)
-		if ch.Embedding, err = openEmbedding(c, embedding, chunkEmbeddingContext(doc, ch.Ordinal)); err != nil {
+		if ch.Embedding, err = seal.OpenEmbedding(c, embedding, seal.ChunkEmbedding(doc, ch.Ordinal)); err != nil {
 			return nil, fmt.Errorf("chunk %d embedding: %w", ch.ID, err)
 		}
 		chunks = append(chunks, ch)
@@ -403,7 +404,7 @@ func readChunks(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, ids []int
 		if err := rows.Scan(&ch.ID, &ch.DocumentID, &ch.Ordinal, &text); err != nil {
 			return nil, err
 		}
-		t, err := c.Open(text, chunkTextContext(ch.DocumentID, ch.Ordinal))
+		t, err := c.Open(text, seal.ChunkText(ch.DocumentID, ch.Ordinal))
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d text: %w", ch.ID, err)
 		}
@@ -458,7 +459,7 @@ func chunkEmbeddings(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) ([]s
 		if err := rows.Scan(&id, &doc, &ordinal, &embedding); err != nil {
 			return nil, err
 		}
-		v, err := openEmbedding(c, embedding, chunkEmbeddingContext(doc, ordinal))
+		v, err := seal.OpenEmbedding(c, embedding, seal.ChunkEmbedding(doc, ordinal))
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d embedding: %w", id, err)
 		}
@@ -481,7 +482,7 @@ func (db *DB) SearchChunks(ctx context.Context, scope auth.Scope, query string, 
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
 	defer db.pool.release(h)
-	hits, err := search(ctx, h.v.searchChunks, newBlinder(c, "").query(query), k)
+	hits, err := search(ctx, h.v.searchChunks, match(seal.ChunkBlinder(c).Query(query)), k)
 	if err != nil {
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}

@@ -485,7 +485,7 @@ func TestKBVersionAfterDrop(t *testing.T) {
 		}
 		before = v
 	}
-	if err := db.Drop(ctx, twoTenants[storetest.Acme]); err != nil {
+	if err := db.Drop(ctx, acmeIncarnation); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, _, err := db.PutDocument(ctx, scope, storetest.NewDocument("text after drop", ""), nil); err != nil {

@@ -125,6 +125,9 @@ func open(tb testing.TB, dir string, maxOpen int, l sqlite.Locator, c sqlite.Cip
 
 var twoTenants = locator{storetest.Acme: "acme0storage", storetest.Globex: "globex0storage"}
 
+// acmeIncarnation is Acme's incarnation in twoTenants, as Drop takes it.
+var acmeIncarnation = tenant.NewIncarnation(storetest.Acme, twoTenants[storetest.Acme])
+
 // openTwo opens a store under a new directory in which Acme and Globex have
 // data keys, and returns it with the directory.
 func openTwo(tb testing.TB) (*sqlite.DB, string) {
@@ -234,7 +237,7 @@ func TestDrop(t *testing.T) {
 		t.Fatalf("before Drop: %v", err)
 	}
 
-	if err := db.Drop(ctx, twoTenants[storetest.Acme]); err != nil {
+	if err := db.Drop(ctx, acmeIncarnation); err != nil {
 		t.Fatalf("Drop: %v", err)
 	}
 	if _, err := os.Stat(acmeDir); !errors.Is(err, fs.ErrNotExist) {
@@ -251,7 +254,7 @@ func TestDrop(t *testing.T) {
 		t.Errorf("acme after Drop: got %d messages, %v; want 0, nil", len(msgs), err)
 	}
 	// Dropping a tenant that was never opened removes nothing and succeeds.
-	if err := db.Drop(ctx, "neverused"); err != nil {
+	if err := db.Drop(ctx, tenant.NewIncarnation("nobody", "neverused")); err != nil {
 		t.Errorf("Drop of an unused storage id: %v", err)
 	}
 }
@@ -300,7 +303,7 @@ func TestBadStorageIDRefused(t *testing.T) {
 		if _, err := db.Messages(t.Context(), scope, "s1", 0); err == nil {
 			t.Errorf("Messages with storage id %q: got nil error, want refusal", id)
 		}
-		if err := db.Drop(t.Context(), id); err == nil {
+		if err := db.Drop(t.Context(), tenant.NewIncarnation(storetest.Acme, id)); err == nil {
 			t.Errorf("Drop(%q): got nil error, want refusal", id)
 		}
 		var created []string
@@ -700,7 +703,7 @@ func TestFilesHoldNoPlaintext(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := db.Drop(ctx, twoTenants[storetest.Acme]); err != nil {
+	if err := db.Drop(ctx, acmeIncarnation); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(tenantDir); !errors.Is(err, fs.ErrNotExist) {
