@@ -97,7 +97,7 @@ func TestKnowledgeFilesHoldNoPlaintext(t *testing.T) {
 	)
 	dir := t.TempDir()
 	k := newKeys(t, storetest.Acme, storetest.Globex)
-	db := open(t, dir, 0, twoTenants, k.ring)
+	db := open(t, dir, 0, twoTenants, k.Ring())
 	ctx := t.Context()
 	scope := authtest.Scope(t, storetest.Acme, "alice")
 
@@ -155,7 +155,7 @@ func TestKnowledgeFilesHoldNoPlaintext(t *testing.T) {
 	forbidden = append(forbidden, embeddings...)
 	// What must be there, to show the scan sees the data: the document ids
 	// (clear) and the blind token of the rare word.
-	c, err := k.ring.Cipher(ctx, tenant.Incarnation(storetest.Acme))
+	c, err := k.Ring().Cipher(ctx, tenant.Incarnation(storetest.Acme))
 	if err != nil {
 		t.Fatal(err)
 	}
