@@ -358,7 +358,9 @@ func testCiphertextMoved(t *testing.T, open func(t *testing.T) AtRestBackend) {
 		return func(*movedFixture) Place { return Place{Tenant: id, Column: SecretValue, Secret: name} }
 	}
 	doc := func(id tenant.ID, c Column, which func(*movedFixture) store.Document, ordinal int) func(*movedFixture) Place {
-		return func(f *movedFixture) Place { return Place{Tenant: id, Column: c, Document: which(f).ID, Ordinal: ordinal} }
+		return func(f *movedFixture) Place {
+			return Place{Tenant: id, Column: c, Document: which(f).ID, Ordinal: ordinal}
+		}
 	}
 	mem := func(id tenant.ID, c Column, which func(*movedFixture) store.Memory) func(*movedFixture) Place {
 		return func(f *movedFixture) Place {
@@ -374,19 +376,25 @@ func testCiphertextMoved(t *testing.T, open func(t *testing.T) AtRestBackend) {
 	bobM := func(f *movedFixture) store.Memory { return f.bobM }
 	globexM := func(f *movedFixture) store.Memory { return f.globexM }
 	messages := func(scope func(*movedFixture) auth.Scope, session tenant.SessionID) func(context.Context, *movedFixture) (any, error) {
-		return func(ctx context.Context, f *movedFixture) (any, error) { return f.b.Messages(ctx, scope(f), session, 0) }
+		return func(ctx context.Context, f *movedFixture) (any, error) {
+			return f.b.Messages(ctx, scope(f), session, 0)
+		}
 	}
 	acme := func(f *movedFixture) auth.Scope { return f.acme }
 	bob := func(f *movedFixture) auth.Scope { return f.acme.WithUser("bob") }
 	globex := func(f *movedFixture) auth.Scope { return f.globex }
 	chunks := func(scope func(*movedFixture) auth.Scope, id func(*movedFixture) int64) func(context.Context, *movedFixture) (any, error) {
-		return func(ctx context.Context, f *movedFixture) (any, error) { return f.b.Chunks(ctx, scope(f), []int64{id(f)}) }
+		return func(ctx context.Context, f *movedFixture) (any, error) {
+			return f.b.Chunks(ctx, scope(f), []int64{id(f)})
+		}
 	}
 	memories := func(scope func(*movedFixture) auth.Scope) func(context.Context, *movedFixture) (any, error) {
 		return func(ctx context.Context, f *movedFixture) (any, error) { return f.b.Memories(ctx, scope(f), 0) }
 	}
 	document := func(scope func(*movedFixture) auth.Scope, which func(*movedFixture) store.Document) func(context.Context, *movedFixture) (any, error) {
-		return func(ctx context.Context, f *movedFixture) (any, error) { return f.b.Document(ctx, scope(f), which(f).ID) }
+		return func(ctx context.Context, f *movedFixture) (any, error) {
+			return f.b.Document(ctx, scope(f), which(f).ID)
+		}
 	}
 
 	tests := []struct {
