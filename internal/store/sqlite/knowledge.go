@@ -2,11 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -36,7 +32,7 @@ func (db *DB) PutDocument(ctx context.Context, scope auth.Scope, doc store.Docum
 	if !scope.Valid() {
 		return store.Document{}, nil, false, fmt.Errorf("put document: %w", store.ErrNoScope)
 	}
-	if err := checkDocument(doc); err != nil {
+	if err := store.CheckDocument(doc); err != nil {
 		return store.Document{}, nil, false, fmt.Errorf("put document: %w", err)
 	}
 	h, c, err := db.acquire(ctx, scope)
@@ -61,7 +57,7 @@ type sealedChunk struct {
 func putDocument(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, doc store.Document, chunks []store.Chunk) (store.Document, []store.Chunk, bool, error) {
 	now := time.Now().UTC()
 	if doc.ID == "" {
-		doc.ID = newDocumentID()
+		doc.ID = store.NewDocumentID()
 	}
 	if len(doc.Metadata) == 0 {
 		doc.Metadata = nil
@@ -171,7 +167,7 @@ func (db *DB) Document(ctx context.Context, scope auth.Scope, id string) (store.
 		return store.Document{}, fmt.Errorf("read document: %w", err)
 	}
 	defer db.pool.release(h)
-	if !validDocumentID(id) {
+	if !store.ValidDocumentID(id) {
 		return store.Document{}, fmt.Errorf("read document: %w", store.ErrNotFound)
 	}
 	d, err := readDocument(ctx, h.v.selectDocument, c, id)
@@ -267,7 +263,7 @@ func (db *DB) DeleteDocument(ctx context.Context, scope auth.Scope, id string) e
 		return fmt.Errorf("delete document: %w", err)
 	}
 	defer db.pool.release(h)
-	if !validDocumentID(id) {
+	if !store.ValidDocumentID(id) {
 		return fmt.Errorf("delete document: %w", store.ErrNotFound)
 	}
 	if err := deleteDocument(ctx, h.v, id); err != nil {
@@ -533,42 +529,4 @@ func (db *DB) KBVersion(ctx context.Context, scope auth.Scope) (int64, error) {
 		return 0, fmt.Errorf("read knowledge base version: %w", err)
 	}
 	return v, nil
-}
-
-// checkDocument refuses a document whose id, hash or metadata is malformed.
-func checkDocument(doc store.Document) error {
-	if doc.ID != "" && !validDocumentID(doc.ID) {
-		return fmt.Errorf("%w: document id must be 1-128 of [A-Za-z0-9._:-]", kind.Invalid)
-	}
-	sum := sha256.Sum256([]byte(doc.Text))
-	if doc.Hash != hex.EncodeToString(sum[:]) {
-		return fmt.Errorf("%w: document hash is not the hex SHA-256 of its text", kind.Invalid)
-	}
-	if len(doc.Metadata) > 0 && !json.Valid(doc.Metadata) {
-		return fmt.Errorf("%w: document metadata is not JSON", kind.Invalid)
-	}
-	return nil
-}
-
-// newDocumentID returns "doc_" and 24 random hex digits.
-func newDocumentID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return "doc_" + hex.EncodeToString(b[:])
-}
-
-// validDocumentID reports whether id is 1 to 128 of [A-Za-z0-9._:-]; so it
-// holds no NUL, which the encryption contexts rely on.
-func validDocumentID(id string) bool {
-	if len(id) < 1 || len(id) > 128 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == ':', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }
