@@ -536,36 +536,11 @@ func TestMemoryUsersWithSimilarNames(t *testing.T) {
 	}
 }
 
-// benchStopwords is how many of the most frequent words of the benchmark
-// vocabulary count as stopwords: store.Terms drops those of English, which
-// would otherwise be in nearly every chunk.
-const benchStopwords = 100
-
-// benchWord returns a word drawn from a Zipf-distributed vocabulary, like
-// the words of natural text, stopwords left out.
-func benchWord(z *rand.Zipf) string {
-	for {
-		if v := z.Uint64(); v >= benchStopwords {
-			return fmt.Sprintf("w%x", v)
-		}
-	}
-}
-
-// benchText returns about n characters of benchWords.
-func benchText(z *rand.Zipf, n int) string {
-	var b strings.Builder
-	for b.Len() < n {
-		b.WriteString(benchWord(z))
-		b.WriteByte(' ')
-	}
-	return b.String()
-}
-
 func benchDocument(r *rand.Rand, z *rand.Zipf, chunks, dim int) (store.Document, []store.Chunk) {
 	cs := make([]store.Chunk, chunks)
 	var text strings.Builder
 	for i := range cs {
-		cs[i] = store.Chunk{Text: benchText(z, 1000), Embedding: embedding(dim, r.Uint64())}
+		cs[i] = store.Chunk{Text: storetest.BenchText(z, 1000), Embedding: embedding(dim, r.Uint64())}
 		text.WriteString(cs[i].Text)
 	}
 	return storetest.NewDocument(text.String(), `{"source":"bench"}`), cs
@@ -613,7 +588,7 @@ func BenchmarkSearchChunks(b *testing.B) {
 	}
 	queries := make([]string, 100)
 	for i := range queries {
-		queries[i] = benchWord(z) + " " + benchWord(z) + " " + benchWord(z)
+		queries[i] = storetest.BenchWord(z) + " " + storetest.BenchWord(z) + " " + storetest.BenchWord(z)
 	}
 	matches := 0
 	for _, q := range queries {

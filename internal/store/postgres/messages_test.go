@@ -1,0 +1,71 @@
+package postgres_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
+)
+
+func benchStore(b *testing.B) (*fixture, auth.Scope) {
+	b.Helper()
+	return newFixture(b), authtest.Scope(b, storetest.Acme, "alice")
+}
+
+// benchTurn is one chat turn: the user's message and the assistant's answer,
+// as in the SQLite backend's benchmarks.
+var benchTurn = []store.Message{
+	{Role: "user", Content: strings.Repeat("What is the weather like in Lisbon today? ", 4)},
+	{Role: "assistant", Content: strings.Repeat("It is sunny and 24°C in Lisbon. ", 8), Meta: []byte(`{"tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Lisbon\"}"}}]}`)},
+}
+
+func BenchmarkAppendMessages(b *testing.B) {
+	db, scope := benchStore(b)
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkAppendMessagesParallel appends turns from many goroutines, each
+// to its own session, as concurrent chats do.
+func BenchmarkAppendMessagesParallel(b *testing.B) {
+	db, scope := benchStore(b)
+	ctx := b.Context()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+}
+
+// BenchmarkMessages reads the last 20 messages of a 100-message session.
+func BenchmarkMessages(b *testing.B) {
+	db, scope := benchStore(b)
+	ctx := b.Context()
+	for range 50 {
+		if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		msgs, err := db.Messages(ctx, scope, "s1", 20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(msgs) != 20 {
+			b.Fatalf("got %d messages, want 20", len(msgs))
+		}
+	}
+}
