@@ -446,6 +446,13 @@ func (db *DB) ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Ch
 // constants). $1 is the tenant, $2 the query's tokens, $3 the limit; the
 // statistics come from the stats CTE each query supplies.
 
+// bm25Score is the BM25 sum over the matching postings p of a row r with
+// the corpus statistics s and the document frequencies df.
+const bm25Score = `sum(
+		greatest(ln((s.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
+		* p.tf * (1.2 + 1) / (p.tf + 1.2 * (1 - 0.75 + 0.75 * r.length / greatest(s.avgdl, 1e-9)))
+	)`
+
 // searchChunks ranks the tenant's chunks; the corpus statistics are the
 // tenant's knowledge row.
 const searchChunks = `
@@ -458,15 +465,12 @@ const searchChunks = `
 		SELECT p.term, count(*)::float8 AS n FROM tenant_data.chunk_terms p JOIN q USING (term)
 		WHERE p.tenant_id = $1 GROUP BY p.term
 	)
-	SELECT p.chunk_id, sum(
-		greatest(ln((s.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
-		* p.tf * (1.2 + 1) / (p.tf + 1.2 * (1 - 0.75 + 0.75 * c.length / greatest(s.avgdl, 1e-9)))
-	) AS score
+	SELECT p.chunk_id, ` + bm25Score + ` AS score
 	FROM tenant_data.chunk_terms p
 	JOIN df USING (term)
-	JOIN tenant_data.chunks c ON c.tenant_id = p.tenant_id AND c.id = p.chunk_id
+	JOIN tenant_data.chunks r ON r.tenant_id = p.tenant_id AND r.id = p.chunk_id
 	CROSS JOIN stats s
-	WHERE p.tenant_id = $1 AND c.tenant_id = $1
+	WHERE p.tenant_id = $1 AND r.tenant_id = $1
 	GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT $3`
 
 // SearchChunks ranks scope's tenant's chunks against query with BM25 over the

@@ -25,7 +25,7 @@ func (db *DB) PutMemory(ctx context.Context, scope auth.Scope, m store.Memory) (
 		return store.Memory{}, fmt.Errorf("put memory: %w", store.ErrNoScope)
 	}
 	user := scope.User()
-	if err := checkMemoryUser(user); err != nil {
+	if err := store.CheckMemoryUser(user); err != nil {
 		return store.Memory{}, fmt.Errorf("put memory: %w", err)
 	}
 	now := time.Unix(0, time.Now().UnixNano()).UTC()
@@ -121,15 +121,12 @@ const searchMemories = `
 		SELECT p.term, count(*)::float8 AS n FROM tenant_data.memory_terms p JOIN q USING (term)
 		WHERE p.tenant_id = $1 GROUP BY p.term
 	)
-	SELECT p.memory_id, sum(
-		greatest(ln((s.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
-		* p.tf * (1.2 + 1) / (p.tf + 1.2 * (1 - 0.75 + 0.75 * m.length / greatest(s.avgdl, 1e-9)))
-	) AS score
+	SELECT p.memory_id, ` + bm25Score + ` AS score
 	FROM tenant_data.memory_terms p
 	JOIN df USING (term)
-	JOIN tenant_data.memories m ON m.tenant_id = p.tenant_id AND m.id = p.memory_id
+	JOIN tenant_data.memories r ON r.tenant_id = p.tenant_id AND r.id = p.memory_id
 	CROSS JOIN stats s
-	WHERE p.tenant_id = $1 AND m.tenant_id = $1 AND m.user_id = $4
+	WHERE p.tenant_id = $1 AND r.tenant_id = $1 AND r.user_id = $4
 	GROUP BY p.memory_id ORDER BY score DESC, p.memory_id LIMIT $3`
 
 // SearchMemories ranks scope's end user's memories, and no one else's,
@@ -158,16 +155,4 @@ func (db *DB) SearchMemories(ctx context.Context, scope auth.Scope, query string
 		return nil, fmt.Errorf("search memories: %w", err)
 	}
 	return hits, nil
-}
-
-// checkMemoryUser refuses an end user that cannot have memories: the
-// anonymous one, or a malformed id.
-func checkMemoryUser(user tenant.UserID) error {
-	if user == "" {
-		return fmt.Errorf("%w: memories belong to a named end user, not the anonymous one", kind.Invalid)
-	}
-	if _, err := tenant.ParseUserID(string(user)); err != nil {
-		return fmt.Errorf("%w: %w", kind.Invalid, err)
-	}
-	return nil
 }

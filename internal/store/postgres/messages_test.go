@@ -1,12 +1,10 @@
 package postgres_test
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
-	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
 )
 
@@ -15,12 +13,8 @@ func benchStore(b *testing.B) (*fixture, auth.Scope) {
 	return newFixture(b), authtest.Scope(b, storetest.Acme, "alice")
 }
 
-// benchTurn is one chat turn: the user's message and the assistant's answer,
-// as in the SQLite backend's benchmarks.
-var benchTurn = []store.Message{
-	{Role: "user", Content: strings.Repeat("What is the weather like in Lisbon today? ", 4)},
-	{Role: "assistant", Content: strings.Repeat("It is sunny and 24°C in Lisbon. ", 8), Meta: []byte(`{"tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Lisbon\"}"}}]}`)},
-}
+// benchTurn is one chat turn, as in the SQLite backend's benchmarks.
+var benchTurn = storetest.BenchTurn
 
 func BenchmarkAppendMessages(b *testing.B) {
 	db, scope := benchStore(b)

@@ -24,7 +24,7 @@ func (db *DB) PutMemory(ctx context.Context, scope auth.Scope, m store.Memory) (
 		return store.Memory{}, fmt.Errorf("put memory: %w", store.ErrNoScope)
 	}
 	user := scope.User()
-	if err := checkMemoryUser(user); err != nil {
+	if err := store.CheckMemoryUser(user); err != nil {
 		return store.Memory{}, fmt.Errorf("put memory: %w", err)
 	}
 	h, c, err := db.acquire(ctx, scope)
@@ -169,16 +169,4 @@ func (db *DB) SearchMemories(ctx context.Context, scope auth.Scope, query string
 		return nil, fmt.Errorf("search memories: %w", err)
 	}
 	return hits, nil
-}
-
-// checkMemoryUser refuses an end user that cannot have memories: the
-// anonymous one, or a malformed id.
-func checkMemoryUser(user tenant.UserID) error {
-	if user == "" {
-		return fmt.Errorf("%w: memories belong to a named end user, not the anonymous one", kind.Invalid)
-	}
-	if _, err := tenant.ParseUserID(string(user)); err != nil {
-		return fmt.Errorf("%w: %w", kind.Invalid, err)
-	}
-	return nil
 }

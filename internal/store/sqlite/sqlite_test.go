@@ -577,10 +577,7 @@ func benchStore(b *testing.B) (*sqlite.DB, auth.Scope) {
 }
 
 // benchTurn is one chat turn: the user's message and the assistant's answer.
-var benchTurn = []store.Message{
-	{Role: "user", Content: strings.Repeat("What is the weather like in Lisbon today? ", 4)},
-	{Role: "assistant", Content: strings.Repeat("It is sunny and 24°C in Lisbon. ", 8), Meta: []byte(`{"tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Lisbon\"}"}}]}`)},
-}
+var benchTurn = storetest.BenchTurn
 
 func BenchmarkAppendMessages(b *testing.B) {
 	db, scope := benchStore(b)

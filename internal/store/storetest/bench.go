@@ -4,7 +4,16 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+
+	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
+
+// BenchTurn is one chat turn, the user's message and the assistant's answer,
+// which the message benchmarks of every backend append.
+var BenchTurn = []store.Message{
+	{Role: "user", Content: strings.Repeat("What is the weather like in Lisbon today? ", 4)},
+	{Role: "assistant", Content: strings.Repeat("It is sunny and 24°C in Lisbon. ", 8), Meta: []byte(`{"tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Lisbon\"}"}}]}`)},
+}
 
 // benchStopwords is how many of the most frequent words of the benchmark
 // vocabulary count as stopwords: store.Terms drops those of English, which

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // CheckDocument refuses, with an error wrapping kind.Invalid, a document to
@@ -49,4 +50,17 @@ func ValidDocumentID(id string) bool {
 		}
 	}
 	return true
+}
+
+// CheckMemoryUser refuses, with an error wrapping kind.Invalid, an end user
+// that cannot have memories: the anonymous one, which stands for any number
+// of people, or a malformed id.
+func CheckMemoryUser(user tenant.UserID) error {
+	if user == "" {
+		return fmt.Errorf("%w: memories belong to a named end user, not the anonymous one", kind.Invalid)
+	}
+	if _, err := tenant.ParseUserID(string(user)); err != nil {
+		return fmt.Errorf("%w: %w", kind.Invalid, err)
+	}
+	return nil
 }
