@@ -149,12 +149,12 @@ func putDocument(ctx context.Context, tx tenantTx, doc store.Document, chunks []
 
 // insertTerms writes the postings of the rows ids, whose sorted tokens are
 // tokens, into table (chunk_terms or memory_terms), whose idColumn names the
-// row: one row per distinct token, with its frequency.
+// row: one row per distinct token, with its frequency and the row's length.
 func insertTerms(ctx context.Context, tx tenantTx, table, idColumn string, ids []int64, tokens [][]string) error {
 	var (
-		terms   []string
-		postIDs []int64
-		tfs     []int32
+		terms        []string
+		postIDs      []int64
+		tfs, lengths []int32
 	)
 	for i, id := range ids {
 		toks := tokens[i]
@@ -163,16 +163,18 @@ func insertTerms(ctx context.Context, tx tenantTx, table, idColumn string, ids [
 			for k < len(toks) && toks[k] == toks[j] {
 				k++
 			}
-			terms, postIDs, tfs = append(terms, toks[j]), append(postIDs, id), append(tfs, int32(k-j))
+			terms, postIDs = append(terms, toks[j]), append(postIDs, id)
+			tfs, lengths = append(tfs, int32(k-j)), append(lengths, int32(len(toks)))
 			j = k
 		}
 	}
 	if len(terms) == 0 {
 		return nil
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO tenant_data.`+table+` (tenant_id, term, `+idColumn+`, tf)
-		SELECT $1, t.term, t.id, t.tf FROM unnest($2::text[], $3::bigint[], $4::integer[]) AS t (term, id, tf)`,
-		tx.id, terms, postIDs, tfs)
+	_, err := tx.Exec(ctx, `INSERT INTO tenant_data.`+table+` (tenant_id, term, `+idColumn+`, tf, length)
+		SELECT $1, t.term, t.id, t.tf, t.length
+		FROM unnest($2::text[], $3::bigint[], $4::integer[], $5::integer[]) AS t (term, id, tf, length)`,
+		tx.id, terms, postIDs, tfs, lengths)
 	return err
 }
 
@@ -446,32 +448,28 @@ func (db *DB) ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Ch
 // constants). $1 is the tenant, $2 the query's tokens, $3 the limit; the
 // statistics come from the stats CTE each query supplies.
 
-// bm25Score is the BM25 sum over the matching postings p of a row r with
-// the corpus statistics s and the document frequencies df.
+// bm25Score is the BM25 sum over the matching postings p, each with its
+// document frequency df, given the corpus statistics s.
 const bm25Score = `sum(
-		greatest(ln((s.n - df.n + 0.5) / (df.n + 0.5)), 1e-6)
-		* p.tf * (1.2 + 1) / (p.tf + 1.2 * (1 - 0.75 + 0.75 * r.length / greatest(s.avgdl, 1e-9)))
+		greatest(ln((s.n - p.df + 0.5) / (p.df + 0.5)), 1e-6)
+		* p.tf * (1.2 + 1) / (p.tf + 1.2 * (1 - 0.75 + 0.75 * p.length / greatest(s.avgdl, 1e-9)))
 	)`
 
-// searchChunks ranks the tenant's chunks; the corpus statistics are the
-// tenant's knowledge row.
+// searchChunks ranks the tenant's chunks from their postings alone, read
+// once through the primary key (tenant_id, term, chunk_id); the corpus
+// statistics are the tenant's knowledge row. The query's tokens are
+// distinct (seal.Blinder.Query).
 const searchChunks = `
-	WITH stats AS (
+	WITH s AS (
 		SELECT chunks::float8 AS n, CASE WHEN chunks > 0 THEN terms::float8 / chunks ELSE 1 END AS avgdl
 		FROM tenant_data.knowledge WHERE tenant_id = $1
-	), q AS (
-		SELECT DISTINCT term FROM unnest($2::text[]) AS term
-	), df AS (
-		SELECT p.term, count(*)::float8 AS n FROM tenant_data.chunk_terms p JOIN q USING (term)
-		WHERE p.tenant_id = $1 GROUP BY p.term
+	), p AS (
+		SELECT chunk_id AS id, tf, length, count(*) OVER (PARTITION BY term) AS df
+		FROM tenant_data.chunk_terms WHERE tenant_id = $1 AND term = ANY($2::text[])
 	)
-	SELECT p.chunk_id, ` + bm25Score + ` AS score
-	FROM tenant_data.chunk_terms p
-	JOIN df USING (term)
-	JOIN tenant_data.chunks r ON r.tenant_id = p.tenant_id AND r.id = p.chunk_id
-	CROSS JOIN stats s
-	WHERE p.tenant_id = $1 AND r.tenant_id = $1
-	GROUP BY p.chunk_id ORDER BY score DESC, p.chunk_id LIMIT $3`
+	SELECT p.id, ` + bm25Score + ` AS score
+	FROM p CROSS JOIN s
+	GROUP BY p.id ORDER BY score DESC, p.id LIMIT $3`
 
 // SearchChunks ranks scope's tenant's chunks against query with BM25 over the
 // tenant's own blind index and returns the best k, best first; higher Score

@@ -109,25 +109,23 @@ func openMemory(c *keyring.Cipher, m *store.Memory, text []byte, created int64) 
 	return nil
 }
 
-// searchMemories ranks one end user's memories ($4); the corpus statistics
+// searchMemories ranks one end user's ($4) memories; the corpus statistics
 // are that user's memories, so nothing of another user's changes the scores.
+// The tokens are keyed by the user, so no other user's posting matches; the
+// join on the user says so again.
 const searchMemories = `
-	WITH stats AS (
+	WITH s AS (
 		SELECT count(*)::float8 AS n, coalesce(avg(length), 1)::float8 AS avgdl
 		FROM tenant_data.memories WHERE tenant_id = $1 AND user_id = $4
-	), q AS (
-		SELECT DISTINCT term FROM unnest($2::text[]) AS term
-	), df AS (
-		SELECT p.term, count(*)::float8 AS n FROM tenant_data.memory_terms p JOIN q USING (term)
-		WHERE p.tenant_id = $1 GROUP BY p.term
+	), p AS (
+		SELECT t.memory_id AS id, t.tf, t.length, count(*) OVER (PARTITION BY t.term) AS df
+		FROM tenant_data.memory_terms t
+		JOIN tenant_data.memories m ON m.tenant_id = t.tenant_id AND m.id = t.memory_id
+		WHERE t.tenant_id = $1 AND m.tenant_id = $1 AND m.user_id = $4 AND t.term = ANY($2::text[])
 	)
-	SELECT p.memory_id, ` + bm25Score + ` AS score
-	FROM tenant_data.memory_terms p
-	JOIN df USING (term)
-	JOIN tenant_data.memories r ON r.tenant_id = p.tenant_id AND r.id = p.memory_id
-	CROSS JOIN stats s
-	WHERE p.tenant_id = $1 AND r.tenant_id = $1 AND r.user_id = $4
-	GROUP BY p.memory_id ORDER BY score DESC, p.memory_id LIMIT $3`
+	SELECT p.id, ` + bm25Score + ` AS score
+	FROM p CROSS JOIN s
+	GROUP BY p.id ORDER BY score DESC, p.id LIMIT $3`
 
 // SearchMemories ranks scope's end user's memories, and no one else's,
 // against query with BM25 over the blind index and returns the best k, best

@@ -100,24 +100,58 @@ func (f *fixture) Incarnation(id tenant.ID) tenant.Incarnation {
 	return storetest.TwoTenants.Incarnation(id)
 }
 
-// tenantTables returns the tables of schema tenant_data that have a
-// tenant_id column, from the catalog, so a new table cannot be missed.
+// tenantTables returns every table of schema tenant_data but goose's version
+// table, from the catalog, so a new table cannot be missed, and checks that
+// each has a tenant_id column leading its primary key.
 func tenantTables(t *testing.T, conn *pgx.Conn) []string {
 	t.Helper()
 	rows, err := conn.Query(t.Context(), `
-		SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE n.nspname = 'tenant_data' AND c.relkind IN ('r', 'p')
-			AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)
+		SELECT c.relname,
+			coalesce((SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+			          WHERE i.indrelid = c.oid AND i.indisprimary), '')
+		FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = 'tenant_data' AND c.relkind IN ('r', 'p') AND c.relname <> 'store_version'
 		ORDER BY c.relname`)
 	if err != nil {
 		t.Fatal(err)
 	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
+	var names []string
+	var name, lead string
+	if _, err := pgx.ForEachRow(rows, []any{&name, &lead}, func() error {
+		if lead != "tenant_id" {
+			t.Errorf("table %s: primary key leads with %q, want tenant_id", name, lead)
+		}
+		names = append(names, name)
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
 	if len(names) < 10 {
 		t.Fatalf("found tenant tables %q: the catalog query is broken", names)
+	}
+	// Every index, not only the primary keys, leads with tenant_id.
+	rows, err = conn.Query(t.Context(), `
+		SELECT ic.relname, a.attname
+		FROM pg_index i
+		JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+		JOIN pg_class ic ON ic.oid = i.indexrelid
+		JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+		WHERE n.nspname = 'tenant_data' AND c.relname <> 'store_version'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	indexes := 0
+	if _, err := pgx.ForEachRow(rows, []any{&name, &lead}, func() error {
+		indexes++
+		if lead != "tenant_id" {
+			t.Errorf("index %s leads with %q, want tenant_id", name, lead)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if indexes < len(names) {
+		t.Fatalf("found %d indexes on %d tables: the catalog query is broken", indexes, len(names))
 	}
 	return names
 }

@@ -81,13 +81,15 @@ CREATE TABLE tenant_data.chunks (
 );
 
 -- The blind full-text index of the chunks: one row per (term, chunk) with
--- the term's frequency in the chunk.
+-- the term's frequency in the chunk and the chunk's length (a copy of
+-- chunks.length, so a search reads the postings alone).
 CREATE TABLE tenant_data.chunk_terms (
     tenant_id text    NOT NULL,
     term      text    NOT NULL, -- blind token
     chunk_id  bigint  NOT NULL,
     tf        integer NOT NULL,
-    PRIMARY KEY (tenant_id, term, chunk_id),
+    length    integer NOT NULL,
+    PRIMARY KEY (tenant_id, term, chunk_id) INCLUDE (tf, length), -- a search can read the index alone
     FOREIGN KEY (tenant_id, chunk_id) REFERENCES tenant_data.chunks (tenant_id, id) ON DELETE CASCADE
 );
 
@@ -123,6 +125,7 @@ CREATE TABLE tenant_data.memory_terms (
     term      text    NOT NULL,
     memory_id bigint  NOT NULL,
     tf        integer NOT NULL,
+    length    integer NOT NULL, -- of the memory
     PRIMARY KEY (tenant_id, term, memory_id),
     FOREIGN KEY (tenant_id, memory_id) REFERENCES tenant_data.memories (tenant_id, id) ON DELETE CASCADE
 );
