@@ -115,10 +115,10 @@ func openMemory(c *keyring.Cipher, m *store.Memory, text []byte, created int64) 
 // join on the user says so again.
 const searchMemories = `
 	WITH s AS (
-		SELECT count(*)::float8 AS n, coalesce(avg(length), 1)::float8 AS avgdl
+		SELECT count(*)::float8 AS n, greatest(coalesce(avg(length)::float8, 1), 1e-9) AS avgdl
 		FROM tenant_data.memories WHERE tenant_id = $1 AND user_id = $4
 	), p AS (
-		SELECT t.memory_id AS id, t.tf, t.length, count(*) OVER (PARTITION BY t.term) AS df
+		SELECT t.memory_id AS id, t.tf::float8, t.length::float8, (count(*) OVER (PARTITION BY t.term))::float8 AS df
 		FROM tenant_data.memory_terms t
 		JOIN tenant_data.memories m ON m.tenant_id = t.tenant_id AND m.id = t.memory_id
 		WHERE t.tenant_id = $1 AND m.tenant_id = $1 AND m.user_id = $4 AND t.term = ANY($2::text[])

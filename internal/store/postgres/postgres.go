@@ -9,8 +9,9 @@
 // old one's) leads every key and index. Every table has row-level security
 // enabled and forced, with a policy that shows and admits only rows whose
 // tenant_id is the transaction's app.tenant_id setting. Every operation runs
-// in a transaction that first sets it with set_config(..., true), so the
-// setting dies with the transaction and a pooled connection carries none; and
+// in a transaction that first sets it with set_config(..., true), in the
+// round trip of its BEGIN, so the setting dies with the transaction and a
+// pooled connection carries none; and
 // every query names tenant_id explicitly as well. Without the setting, reads
 // return nothing and writes fail.
 //
@@ -48,6 +49,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -219,10 +221,28 @@ func (db *DB) Close() error {
 	return nil
 }
 
-// setTenant scopes the transaction to a tenant. The third argument, true,
-// makes the setting local to the transaction, so the pooled connection
-// carries no tenant once it ends.
-const setTenant = `SELECT set_config('app.tenant_id', $1, true)`
+// begin returns the statements that open a transaction with opts and scope
+// it to tenant id: set_config's third argument, true, makes the setting local
+// to the transaction, so the pooled connection carries no tenant once it
+// ends. Both go in one round trip (pgx sends a BeginQuery as one simple
+// query), which is why id is a literal here rather than a parameter: it is
+// one of [a-z0-9] (validStorageID, checked by every caller and again here),
+// so it cannot end the literal.
+func begin(opts pgx.TxOptions, id string) (string, error) {
+	if !validStorageID(id) {
+		return "", fmt.Errorf("invalid storage id %q", id)
+	}
+	var b strings.Builder
+	b.WriteString("BEGIN")
+	if opts.IsoLevel != "" {
+		b.WriteString(" ISOLATION LEVEL " + string(opts.IsoLevel))
+	}
+	if opts.AccessMode != "" {
+		b.WriteString(" " + string(opts.AccessMode))
+	}
+	b.WriteString("; SELECT set_config('app.tenant_id', '" + id + "', true)")
+	return b.String(), nil
+}
 
 // tenantTx is a transaction scoped to one tenant: id is the tenant_id every
 // query names, c the tenant's cipher.
@@ -271,14 +291,15 @@ func (db *DB) run(ctx context.Context, scope auth.Scope, opts pgx.TxOptions, fn 
 
 // inTenant runs fn in a transaction whose app.tenant_id is id.
 func (db *DB) inTenant(ctx context.Context, id string, opts pgx.TxOptions, fn func(ctx context.Context, tx pgx.Tx) error) error {
-	tx, err := db.pool.BeginTx(ctx, opts)
+	q, err := begin(opts, id)
+	if err != nil {
+		return err
+	}
+	tx, err := db.pool.BeginTx(ctx, pgx.TxOptions{BeginQuery: q})
 	if err != nil {
 		return err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // after Commit it is a no-op
-	if _, err := tx.Exec(ctx, setTenant, id); err != nil {
-		return err
-	}
 	if err := fn(ctx, tx); err != nil {
 		return err
 	}
