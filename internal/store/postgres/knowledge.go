@@ -470,7 +470,11 @@ const searchChunks = `
 		SELECT chunk_id AS id, tf::float8, length::float8, (count(*) OVER (PARTITION BY term))::float8 AS df
 		FROM tenant_data.chunk_terms WHERE tenant_id = $1 AND term = ANY($2::text[])
 	)
-	SELECT p.id, ` + bm25Score + ` AS score
+	` + bm25Rank
+
+// bm25Rank ranks the rows of the postings p with the statistics s and keeps
+// the best $3, ties broken by id, as FTS5 does by rowid.
+const bm25Rank = `SELECT p.id, ` + bm25Score + ` AS score
 	FROM p CROSS JOIN s
 	GROUP BY p.id ORDER BY score DESC, p.id LIMIT $3`
 

@@ -123,9 +123,7 @@ const searchMemories = `
 		JOIN tenant_data.memories m ON m.tenant_id = t.tenant_id AND m.id = t.memory_id
 		WHERE t.tenant_id = $1 AND m.tenant_id = $1 AND m.user_id = $4 AND t.term = ANY($2::text[])
 	)
-	SELECT p.id, ` + bm25Score + ` AS score
-	FROM p CROSS JOIN s
-	GROUP BY p.id ORDER BY score DESC, p.id LIMIT $3`
+	` + bm25Rank
 
 // SearchMemories ranks scope's end user's memories, and no one else's,
 // against query with BM25 over the blind index and returns the best k, best

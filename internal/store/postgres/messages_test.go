@@ -1,11 +1,14 @@
 package postgres_test
 
 import (
+	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 func benchStore(b *testing.B) (*fixture, auth.Scope) {
@@ -33,9 +36,11 @@ func BenchmarkAppendMessagesParallel(b *testing.B) {
 	db, scope := benchStore(b)
 	ctx := b.Context()
 	b.ReportAllocs()
+	var sessions atomic.Int64
 	b.RunParallel(func(pb *testing.PB) {
+		session := tenant.SessionID(fmt.Sprint("s", sessions.Add(1)))
 		for pb.Next() {
-			if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+			if err := db.AppendMessages(ctx, scope, session, benchTurn); err != nil {
 				b.Error(err)
 				return
 			}

@@ -204,13 +204,13 @@ func checkAppRole(ctx context.Context, pool *pgxpool.Pool) error {
 	err := pool.QueryRow(ctx, `
 		SELECT r.rolsuper, r.rolbypassrls,
 			(SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-			 WHERE n.nspname = 'tenant_data' AND pg_has_role(current_user, c.relowner, 'USAGE'))
+			 WHERE n.nspname = 'tenant_data' AND pg_has_role(current_user, c.relowner, 'MEMBER'))
 		FROM pg_roles r WHERE r.rolname = current_user`).Scan(&super, &bypass, &owned)
 	if err != nil {
 		return fmt.Errorf("check the application role: %w", err)
 	}
 	if super || bypass || owned > 0 {
-		return fmt.Errorf("the application role bypasses row-level security (superuser %v, bypassrls %v, owns or inherits %d tenant tables)", super, bypass, owned)
+		return fmt.Errorf("the application role bypasses row-level security (superuser %v, bypassrls %v, owns or may become the owner of %d tenant tables)", super, bypass, owned)
 	}
 	return nil
 }
