@@ -11,7 +11,7 @@
 // ids, session ids, secret names, document ids, ordinals and chunk counts are
 // stored in clear: they are what the rows are indexed and ordered by. The
 // full-text indexes (FTS5, BM25) are blind: they hold keyed hashes of terms,
-// never terms (see index.go).
+// never terms. Sealing and blinding are package seal's, shared with store/postgres.
 package sqlite
 
 import (
