@@ -92,6 +92,10 @@ var migrations embed.FS
 // its migrations in the same database.
 const versionTable = "tenant_data.store_version"
 
+// migrationLock is the advisory lock id under which Open migrates and
+// grants ("bulkstor"), apart from the control plane's.
+const migrationLock = 0x62756c6b73746f72
+
 // tables lists every tenant table; each is under row-level security.
 var tables = []string{"sessions", "messages", "secrets", "documents", "chunks", "chunk_terms",
 	"knowledge", "memories", "memory_terms", "audit"}
@@ -154,7 +158,19 @@ func migrate(ctx context.Context, ownerURL, app string) error {
 	}
 	sqlDB := stdlib.OpenDB(*cfg)
 	defer sqlDB.Close()
-	if _, err := sqlDB.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS tenant_data"); err != nil {
+	// Replicas starting together take turns, holding a session lock of our
+	// own id while they create the schema, migrate and grant: CREATE SCHEMA
+	// IF NOT EXISTS and GRANT both fail when run concurrently.
+	conn, err := sqlDB.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", migrationLock); err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLock) //nolint:errcheck // closing the connections unlocks too
+	if _, err := conn.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS tenant_data"); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
 	fsys, err := fs.Sub(migrations, "migrations")
@@ -169,13 +185,13 @@ func migrate(ctx context.Context, ownerURL, app string) error {
 	if _, err := p.Up(ctx); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	return grant(ctx, sqlDB, app)
+	return grant(ctx, conn, app)
 }
 
 // grant gives the application role what the store needs and no more: the
 // schema's usage, rows of the tenant tables, the audit log only to read and
 // append, the memory id sequence, and the function Drop removes a log with.
-func grant(ctx context.Context, sqlDB *sql.DB, app string) error {
+func grant(ctx context.Context, conn *sql.Conn, app string) error {
 	role := pgx.Identifier{app}.Sanitize()
 	stmts := []string{"GRANT USAGE ON SCHEMA tenant_data TO " + role}
 	for _, t := range tables {
@@ -189,7 +205,7 @@ func grant(ctx context.Context, sqlDB *sql.DB, app string) error {
 		"GRANT USAGE ON SEQUENCE tenant_data.memories_id_seq TO "+role,
 		"GRANT EXECUTE ON FUNCTION tenant_data.drop_audit() TO "+role)
 	for _, s := range stmts {
-		if _, err := sqlDB.ExecContext(ctx, s); err != nil {
+		if _, err := conn.ExecContext(ctx, s); err != nil {
 			return fmt.Errorf("grant: %s: %w", s, err)
 		}
 	}

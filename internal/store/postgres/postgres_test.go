@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -563,4 +564,27 @@ func wantRLSError(t *testing.T, what string, err error) {
 	if err == nil || !strings.Contains(err.Error(), "row-level security") {
 		t.Errorf("%s: got %v, want a row-level security violation", what, err)
 	}
+}
+
+// TestOpenConcurrently starts several stores on one new database at once, as
+// replicas starting together do: migrations and grants take turns, and
+// every store works.
+func TestOpenConcurrently(t *testing.T) {
+	ownerURL, appURL := testenv.PostgresRoles(t)
+	keys := storetest.NewKeys(t, storetest.Acme)
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			db, err := postgres.Open(t.Context(), postgres.Options{URL: appURL, OwnerURL: ownerURL, Locator: storetest.TwoTenants, Ciphers: keys.Ring()})
+			if err != nil {
+				t.Errorf("Open %d: %v", i, err)
+				return
+			}
+			defer db.Close()
+			if err := db.PutSecret(t.Context(), authtest.Scope(t, storetest.Acme, "alice"), "api_token", []byte("v")); err != nil {
+				t.Errorf("store %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
 }
