@@ -69,9 +69,9 @@ type Provisioner interface {
 type (
 	// DataKeys caches unwrapped data keys (*keyring.Ring).
 	DataKeys interface{ Forget(inc tenant.Incarnation) }
-	// Store holds tenants' files (*sqlite.DB).
+	// Store holds tenants' rows or files (*sqlite.DB, *postgres.DB).
 	Store interface {
-		Drop(ctx context.Context, storageID string) error
+		Drop(ctx context.Context, inc tenant.Incarnation) error
 	}
 	// ResponseCache holds cached answers (*cache.Cache).
 	ResponseCache interface {
@@ -178,7 +178,7 @@ func (p Parts) participants() ([]Participant, error) {
 			if inc.Storage() == "" {
 				return fmt.Errorf("incarnation of %s has no storage id", inc.Tenant())
 			}
-			return p.Store.Drop(ctx, inc.Storage())
+			return p.Store.Drop(ctx, inc)
 		}},
 	}
 	return append(list, p.Extra...), nil

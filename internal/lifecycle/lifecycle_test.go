@@ -36,8 +36,8 @@ func (r *recorder) note(what string, inc tenant.Incarnation) error {
 }
 
 func (r *recorder) Forget(inc tenant.Incarnation) { r.note("forget", inc) }
-func (r *recorder) Drop(_ context.Context, storage string) error {
-	return r.note("drop", tenant.Incarnation(storage))
+func (r *recorder) Drop(_ context.Context, inc tenant.Incarnation) error {
+	return r.note("drop", inc)
 }
 func (r *recorder) DeleteTenant(_ context.Context, inc tenant.Incarnation) error {
 	return r.note("cache", inc)
@@ -129,7 +129,7 @@ func TestOffboardReachesEveryHolder(t *testing.T) {
 	}
 	inc := string(created.Incarnation())
 	want := []string{"forget " + inc, "mcp " + inc, "forget " + inc, "guard acme", "quota " + inc,
-		"cache " + inc, "embeddings " + inc, "vectors " + inc, "drop " + created.StorageID}
+		"cache " + inc, "embeddings " + inc, "vectors " + inc, "drop " + inc}
 	if !slices.Equal(r.calls, want) {
 		t.Errorf("offboard calls: got %q, want %q", r.calls, want)
 	}

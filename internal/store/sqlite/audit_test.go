@@ -144,7 +144,7 @@ func TestAuditAfterDrop(t *testing.T) {
 	if err := db.AppendAudit(ctx, scope, auditEvents(5)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Drop(ctx, twoTenants[storetest.Acme]); err != nil {
+	if err := db.Drop(ctx, acmeIncarnation); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.AppendAudit(ctx, scope, auditEvents(1)); err != nil {

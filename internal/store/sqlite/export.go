@@ -9,6 +9,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -82,7 +83,7 @@ func export(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) (store.Export
 			}
 			exp.Sessions = append(exp.Sessions, s)
 			cur = &exp.Sessions[len(exp.Sessions)-1]
-			contentCtx, metaCtx = contentContext(user, session), metaContext(user, session)
+			contentCtx, metaCtx = seal.MessageContent(user, session), seal.MessageMeta(user, session)
 		}
 		if !id.Valid {
 			continue // a session without messages

@@ -53,7 +53,7 @@ func TestOldIncarnationRefused(t *testing.T) {
 	if _, err := plane.DeleteTenant(ctx, "acme"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.Drop(ctx, first.StorageID); err != nil {
+	if err := db.Drop(ctx, first.Incarnation()); err != nil {
 		t.Fatal(err)
 	}
 	second, err := plane.CreateTenant(ctx, def)
@@ -109,7 +109,7 @@ func (l *deletedWhileOpening) StorageID(_ context.Context, inc tenant.Incarnatio
 // using it: the call is refused and leaves no directory behind.
 func TestDeletedWhileOpening(t *testing.T) {
 	dir := t.TempDir()
-	db := open(t, dir, 0, &deletedWhileOpening{}, newKeys(t, storetest.Acme).ring)
+	db := open(t, dir, 0, &deletedWhileOpening{}, newKeys(t, storetest.Acme).Ring())
 	scope := authtest.Scope(t, storetest.Acme, "alice")
 	err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "late"}})
 	if !errors.Is(err, store.ErrUnknownTenant) {

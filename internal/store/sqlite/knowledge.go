@@ -2,11 +2,7 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,6 +12,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 )
 
 // PutDocument stores doc and its chunks, with the chunks' blind index rows,
@@ -35,7 +32,7 @@ func (db *DB) PutDocument(ctx context.Context, scope auth.Scope, doc store.Docum
 	if !scope.Valid() {
 		return store.Document{}, nil, false, fmt.Errorf("put document: %w", store.ErrNoScope)
 	}
-	if err := checkDocument(doc); err != nil {
+	if err := store.CheckDocument(doc); err != nil {
 		return store.Document{}, nil, false, fmt.Errorf("put document: %w", err)
 	}
 	h, c, err := db.acquire(ctx, scope)
@@ -60,7 +57,7 @@ type sealedChunk struct {
 func putDocument(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, doc store.Document, chunks []store.Chunk) (store.Document, []store.Chunk, bool, error) {
 	now := time.Now().UTC()
 	if doc.ID == "" {
-		doc.ID = newDocumentID()
+		doc.ID = store.NewDocumentID()
 	}
 	if len(doc.Metadata) == 0 {
 		doc.Metadata = nil
@@ -69,21 +66,21 @@ func putDocument(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, doc stor
 	doc.CreatedAt = now
 
 	// Encrypt and blind before queueing for the write lock: neither needs it.
-	mac := docHashMAC(c, doc.Hash)
-	text := c.Seal([]byte(doc.Text), docTextContext(doc.ID))
-	hash := c.Seal([]byte(doc.Hash), docHashContext(doc.ID))
+	mac := seal.DocumentHashMAC(c, doc.Hash)
+	text := c.Seal([]byte(doc.Text), seal.DocumentText(doc.ID))
+	hash := c.Seal([]byte(doc.Hash), seal.DocumentHash(doc.ID))
 	var meta []byte
 	if doc.Metadata != nil {
-		meta = c.Seal(doc.Metadata, docMetaContext(doc.ID))
+		meta = c.Seal(doc.Metadata, seal.DocumentMetadata(doc.ID))
 	}
-	bl := newBlinder(c, "")
+	bl := seal.ChunkBlinder(c)
 	sealed := make([]sealedChunk, len(chunks))
 	out := make([]store.Chunk, len(chunks))
 	for i, ch := range chunks {
 		sealed[i] = sealedChunk{
-			text:      c.Seal([]byte(ch.Text), chunkTextContext(doc.ID, i)),
-			embedding: sealEmbedding(c, ch.Embedding, chunkEmbeddingContext(doc.ID, i)),
-			terms:     bl.document(ch.Text),
+			text:      c.Seal([]byte(ch.Text), seal.ChunkText(doc.ID, i)),
+			embedding: seal.Embedding(c, ch.Embedding, seal.ChunkEmbedding(doc.ID, i)),
+			terms:     bl.Document(ch.Text),
 		}
 		out[i] = store.Chunk{DocumentID: doc.ID, Ordinal: i, Text: ch.Text, Embedding: ch.Embedding}
 	}
@@ -170,7 +167,7 @@ func (db *DB) Document(ctx context.Context, scope auth.Scope, id string) (store.
 		return store.Document{}, fmt.Errorf("read document: %w", err)
 	}
 	defer db.pool.release(h)
-	if !validDocumentID(id) {
+	if !store.ValidDocumentID(id) {
 		return store.Document{}, fmt.Errorf("read document: %w", store.ErrNotFound)
 	}
 	d, err := readDocument(ctx, h.v.selectDocument, c, id)
@@ -200,20 +197,20 @@ func readDocument(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher, id str
 // listing); a nil meta is NULL.
 func openDocument(c *keyring.Cipher, id string, hash, text, meta []byte, chunks int, created string) (store.Document, error) {
 	d := store.Document{ID: id, Chunks: chunks}
-	h, err := c.Open(hash, docHashContext(id))
+	h, err := c.Open(hash, seal.DocumentHash(id))
 	if err != nil {
 		return store.Document{}, fmt.Errorf("document %s hash: %w", id, err)
 	}
 	d.Hash = string(h)
 	if text != nil {
-		t, err := c.Open(text, docTextContext(id))
+		t, err := c.Open(text, seal.DocumentText(id))
 		if err != nil {
 			return store.Document{}, fmt.Errorf("document %s text: %w", id, err)
 		}
 		d.Text = string(t)
 	}
 	if meta != nil {
-		if d.Metadata, err = c.Open(meta, docMetaContext(id)); err != nil {
+		if d.Metadata, err = c.Open(meta, seal.DocumentMetadata(id)); err != nil {
 			return store.Document{}, fmt.Errorf("document %s metadata: %w", id, err)
 		}
 	}
@@ -240,12 +237,12 @@ func documentChunks(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher, doc 
 		if err := rows.Scan(&ch.ID, &ch.Ordinal, &text, &embedding); err != nil {
 			return nil, err
 		}
-		t, err := c.Open(text, chunkTextContext(doc, ch.Ordinal))
+		t, err := c.Open(text, seal.ChunkText(doc, ch.Ordinal))
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d text: %w", ch.ID, err)
 		}
 		ch.Text = string(t)
-		if ch.Embedding, err = openEmbedding(c, embedding, chunkEmbeddingContext(doc, ch.Ordinal)); err != nil {
+		if ch.Embedding, err = seal.OpenEmbedding(c, embedding, seal.ChunkEmbedding(doc, ch.Ordinal)); err != nil {
 			return nil, fmt.Errorf("chunk %d embedding: %w", ch.ID, err)
 		}
 		chunks = append(chunks, ch)
@@ -266,7 +263,7 @@ func (db *DB) DeleteDocument(ctx context.Context, scope auth.Scope, id string) e
 		return fmt.Errorf("delete document: %w", err)
 	}
 	defer db.pool.release(h)
-	if !validDocumentID(id) {
+	if !store.ValidDocumentID(id) {
 		return fmt.Errorf("delete document: %w", store.ErrNotFound)
 	}
 	if err := deleteDocument(ctx, h.v, id); err != nil {
@@ -403,7 +400,7 @@ func readChunks(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, ids []int
 		if err := rows.Scan(&ch.ID, &ch.DocumentID, &ch.Ordinal, &text); err != nil {
 			return nil, err
 		}
-		t, err := c.Open(text, chunkTextContext(ch.DocumentID, ch.Ordinal))
+		t, err := c.Open(text, seal.ChunkText(ch.DocumentID, ch.Ordinal))
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d text: %w", ch.ID, err)
 		}
@@ -458,7 +455,7 @@ func chunkEmbeddings(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) ([]s
 		if err := rows.Scan(&id, &doc, &ordinal, &embedding); err != nil {
 			return nil, err
 		}
-		v, err := openEmbedding(c, embedding, chunkEmbeddingContext(doc, ordinal))
+		v, err := seal.OpenEmbedding(c, embedding, seal.ChunkEmbedding(doc, ordinal))
 		if err != nil {
 			return nil, fmt.Errorf("chunk %d embedding: %w", id, err)
 		}
@@ -481,7 +478,7 @@ func (db *DB) SearchChunks(ctx context.Context, scope auth.Scope, query string, 
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
 	defer db.pool.release(h)
-	hits, err := search(ctx, h.v.searchChunks, newBlinder(c, "").query(query), k)
+	hits, err := search(ctx, h.v.searchChunks, match(seal.ChunkBlinder(c).Query(query)), k)
 	if err != nil {
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
@@ -532,42 +529,4 @@ func (db *DB) KBVersion(ctx context.Context, scope auth.Scope) (int64, error) {
 		return 0, fmt.Errorf("read knowledge base version: %w", err)
 	}
 	return v, nil
-}
-
-// checkDocument refuses a document whose id, hash or metadata is malformed.
-func checkDocument(doc store.Document) error {
-	if doc.ID != "" && !validDocumentID(doc.ID) {
-		return fmt.Errorf("%w: document id must be 1-128 of [A-Za-z0-9._:-]", kind.Invalid)
-	}
-	sum := sha256.Sum256([]byte(doc.Text))
-	if doc.Hash != hex.EncodeToString(sum[:]) {
-		return fmt.Errorf("%w: document hash is not the hex SHA-256 of its text", kind.Invalid)
-	}
-	if len(doc.Metadata) > 0 && !json.Valid(doc.Metadata) {
-		return fmt.Errorf("%w: document metadata is not JSON", kind.Invalid)
-	}
-	return nil
-}
-
-// newDocumentID returns "doc_" and 24 random hex digits.
-func newDocumentID() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails
-	return "doc_" + hex.EncodeToString(b[:])
-}
-
-// validDocumentID reports whether id is 1 to 128 of [A-Za-z0-9._:-]; so it
-// holds no NUL, which the encryption contexts rely on.
-func validDocumentID(id string) bool {
-	if len(id) < 1 || len(id) > 128 {
-		return false
-	}
-	for _, c := range []byte(id) {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '.', c == '_', c == ':', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
 }

@@ -97,7 +97,7 @@ func TestKnowledgeFilesHoldNoPlaintext(t *testing.T) {
 	)
 	dir := t.TempDir()
 	k := newKeys(t, storetest.Acme, storetest.Globex)
-	db := open(t, dir, 0, twoTenants, k.ring)
+	db := open(t, dir, 0, twoTenants, k.Ring())
 	ctx := t.Context()
 	scope := authtest.Scope(t, storetest.Acme, "alice")
 
@@ -155,7 +155,7 @@ func TestKnowledgeFilesHoldNoPlaintext(t *testing.T) {
 	forbidden = append(forbidden, embeddings...)
 	// What must be there, to show the scan sees the data: the document ids
 	// (clear) and the blind token of the rare word.
-	c, err := k.ring.Cipher(ctx, tenant.Incarnation(storetest.Acme))
+	c, err := k.Ring().Cipher(ctx, tenant.Incarnation(storetest.Acme))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +485,7 @@ func TestKBVersionAfterDrop(t *testing.T) {
 		}
 		before = v
 	}
-	if err := db.Drop(ctx, twoTenants[storetest.Acme]); err != nil {
+	if err := db.Drop(ctx, acmeIncarnation); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, _, err := db.PutDocument(ctx, scope, storetest.NewDocument("text after drop", ""), nil); err != nil {
@@ -536,36 +536,11 @@ func TestMemoryUsersWithSimilarNames(t *testing.T) {
 	}
 }
 
-// benchStopwords is how many of the most frequent words of the benchmark
-// vocabulary count as stopwords: store.Terms drops those of English, which
-// would otherwise be in nearly every chunk.
-const benchStopwords = 100
-
-// benchWord returns a word drawn from a Zipf-distributed vocabulary, like
-// the words of natural text, stopwords left out.
-func benchWord(z *rand.Zipf) string {
-	for {
-		if v := z.Uint64(); v >= benchStopwords {
-			return fmt.Sprintf("w%x", v)
-		}
-	}
-}
-
-// benchText returns about n characters of benchWords.
-func benchText(z *rand.Zipf, n int) string {
-	var b strings.Builder
-	for b.Len() < n {
-		b.WriteString(benchWord(z))
-		b.WriteByte(' ')
-	}
-	return b.String()
-}
-
 func benchDocument(r *rand.Rand, z *rand.Zipf, chunks, dim int) (store.Document, []store.Chunk) {
 	cs := make([]store.Chunk, chunks)
 	var text strings.Builder
 	for i := range cs {
-		cs[i] = store.Chunk{Text: benchText(z, 1000), Embedding: embedding(dim, r.Uint64())}
+		cs[i] = store.Chunk{Text: storetest.BenchText(z, 1000), Embedding: embedding(dim, r.Uint64())}
 		text.WriteString(cs[i].Text)
 	}
 	return storetest.NewDocument(text.String(), `{"source":"bench"}`), cs
@@ -613,7 +588,7 @@ func BenchmarkSearchChunks(b *testing.B) {
 	}
 	queries := make([]string, 100)
 	for i := range queries {
-		queries[i] = benchWord(z) + " " + benchWord(z) + " " + benchWord(z)
+		queries[i] = storetest.BenchWord(z) + " " + storetest.BenchWord(z) + " " + storetest.BenchWord(z)
 	}
 	matches := 0
 	for _, q := range queries {

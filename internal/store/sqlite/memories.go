@@ -10,6 +10,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -23,7 +24,7 @@ func (db *DB) PutMemory(ctx context.Context, scope auth.Scope, m store.Memory) (
 		return store.Memory{}, fmt.Errorf("put memory: %w", store.ErrNoScope)
 	}
 	user := scope.User()
-	if err := checkMemoryUser(user); err != nil {
+	if err := store.CheckMemoryUser(user); err != nil {
 		return store.Memory{}, fmt.Errorf("put memory: %w", err)
 	}
 	h, c, err := db.acquire(ctx, scope)
@@ -40,7 +41,7 @@ func (db *DB) PutMemory(ctx context.Context, scope auth.Scope, m store.Memory) (
 
 func putMemory(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenant.UserID, m store.Memory) (store.Memory, error) {
 	now := time.Now().UTC()
-	terms := newBlinder(c, memoryIndexPrefix(user)).document(m.Text)
+	terms := seal.MemoryBlinder(c, user).Document(m.Text)
 
 	tdb.write.Lock()
 	defer tdb.write.Unlock()
@@ -55,8 +56,8 @@ func putMemory(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenan
 	if err := tx.StmtContext(ctx, tdb.nextMemoryID).QueryRowContext(ctx).Scan(&id); err != nil {
 		return store.Memory{}, err
 	}
-	text := c.Seal([]byte(m.Text), memoryTextContext(user, id))
-	embedding := sealEmbedding(c, m.Embedding, memoryEmbeddingContext(user, id))
+	text := c.Seal([]byte(m.Text), seal.MemoryText(user, id))
+	embedding := seal.Embedding(c, m.Embedding, seal.MemoryEmbedding(user, id))
 	if _, err := tx.StmtContext(ctx, tdb.insertMemory).ExecContext(ctx,
 		id, user, text, embedding, now.Format(timeFormat)); err != nil {
 		return store.Memory{}, err
@@ -120,7 +121,7 @@ func memories(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenant
 		if err := openMemory(c, &m, text, created); err != nil {
 			return nil, err
 		}
-		if m.Embedding, err = openEmbedding(c, embedding, memoryEmbeddingContext(user, m.ID)); err != nil {
+		if m.Embedding, err = seal.OpenEmbedding(c, embedding, seal.MemoryEmbedding(user, m.ID)); err != nil {
 			return nil, fmt.Errorf("memory %d embedding: %w", m.ID, err)
 		}
 		mems = append(mems, m)
@@ -131,7 +132,7 @@ func memories(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenant
 // openMemory decrypts the text of m, whose ID and User are set, and parses
 // its creation time.
 func openMemory(c *keyring.Cipher, m *store.Memory, text []byte, created string) error {
-	t, err := c.Open(text, memoryTextContext(m.User, m.ID))
+	t, err := c.Open(text, seal.MemoryText(m.User, m.ID))
 	if err != nil {
 		return fmt.Errorf("memory %d text: %w", m.ID, err)
 	}
@@ -163,28 +164,9 @@ func (db *DB) SearchMemories(ctx context.Context, scope auth.Scope, query string
 	}
 	// The tokens are keyed by the user, so another user's memories cannot
 	// match; the user_id filter says so again.
-	hits, err := search(ctx, h.v.searchMemories, newBlinder(c, memoryIndexPrefix(user)).query(query), k, user)
+	hits, err := search(ctx, h.v.searchMemories, match(seal.MemoryBlinder(c, user).Query(query)), k, user)
 	if err != nil {
 		return nil, fmt.Errorf("search memories: %w", err)
 	}
 	return hits, nil
-}
-
-// memoryIndexPrefix keys the blind tokens of user's memories (see
-// newBlinder). User ids hold no control characters, so no two users' prefixes
-// are alike.
-func memoryIndexPrefix(user tenant.UserID) string {
-	return "memory\x00" + string(user) + "\x00"
-}
-
-// checkMemoryUser refuses an end user that cannot have memories: the
-// anonymous one, or a malformed id.
-func checkMemoryUser(user tenant.UserID) error {
-	if user == "" {
-		return fmt.Errorf("%w: memories belong to a named end user, not the anonymous one", kind.Invalid)
-	}
-	if _, err := tenant.ParseUserID(string(user)); err != nil {
-		return fmt.Errorf("%w: %w", kind.Invalid, err)
-	}
-	return nil
 }

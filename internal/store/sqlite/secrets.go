@@ -11,6 +11,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -26,7 +27,7 @@ func (db *DB) PutSecret(ctx context.Context, scope auth.Scope, name tenant.Secre
 		return fmt.Errorf("put secret: %w", err)
 	}
 	defer db.pool.release(h)
-	sealed := c.Seal(value, secretContext(name))
+	sealed := c.Seal(value, seal.Secret(name))
 	now := time.Now().UTC().Format(timeFormat)
 
 	tdb := h.v
@@ -111,7 +112,7 @@ func readSecrets(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) ([]store
 		if err := rows.Scan(&name, &sealed); err != nil {
 			return nil, fmt.Errorf("read secrets: %w", err)
 		}
-		value, err := c.Open(sealed, secretContext(name))
+		value, err := c.Open(sealed, seal.Secret(name))
 		if err != nil {
 			return nil, fmt.Errorf("read secret %s: %w", name, err)
 		}

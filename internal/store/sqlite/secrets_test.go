@@ -13,7 +13,7 @@ import (
 // writes race.
 func TestSecretsCacheFollowsWrites(t *testing.T) {
 	k := newKeys(t, storetest.Acme, storetest.Globex)
-	db := open(t, t.TempDir(), 0, twoTenants, k.ring)
+	db := open(t, t.TempDir(), 0, twoTenants, k.Ring())
 	ctx := t.Context()
 	acme := authtest.Scope(t, storetest.Acme, "")
 	value := func() string {

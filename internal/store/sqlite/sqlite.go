@@ -11,7 +11,7 @@
 // ids, session ids, secret names, document ids, ordinals and chunk counts are
 // stored in clear: they are what the rows are indexed and ordered by. The
 // full-text indexes (FTS5, BM25) are blind: they hold keyed hashes of terms,
-// never terms (see index.go).
+// never terms. Sealing and blinding are package seal's, shared with store/postgres.
 package sqlite
 
 import (
@@ -36,6 +36,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -124,22 +125,6 @@ func Open(opts Options) (*DB, error) {
 	return db, nil
 }
 
-// The associated-data contexts of the sealed columns. Each binds a ciphertext
-// to its column and its place inside the tenant (the Cipher adds the tenant
-// itself). Session ids hold no NUL, so the last NUL parts user from session
-// and no two places share a context.
-func contentContext(user tenant.UserID, session tenant.SessionID) string {
-	return "message.content\x00" + string(user) + "\x00" + string(session)
-}
-
-func metaContext(user tenant.UserID, session tenant.SessionID) string {
-	return "message.meta\x00" + string(user) + "\x00" + string(session)
-}
-
-func secretContext(name tenant.SecretName) string {
-	return "secret\x00" + string(name)
-}
-
 // sealedMessage is a message as stored: content and meta encrypted.
 type sealedMessage struct {
 	role          string
@@ -170,7 +155,7 @@ func appendMessages(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user 
 	now := time.Now().UTC()
 	// Encrypt before queueing for the write lock: sealing needs no lock.
 	sealed := make([]sealedMessage, len(msgs))
-	contentCtx, metaCtx := contentContext(user, session), metaContext(user, session)
+	contentCtx, metaCtx := seal.MessageContent(user, session), seal.MessageMeta(user, session)
 	for i, m := range msgs {
 		created := m.CreatedAt
 		if created.IsZero() {
@@ -238,7 +223,7 @@ func messages(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenant
 		return nil, err
 	}
 	defer rows.Close()
-	contentCtx, metaCtx := contentContext(user, session), metaContext(user, session)
+	contentCtx, metaCtx := seal.MessageContent(user, session), seal.MessageMeta(user, session)
 	var msgs []store.Message
 	for rows.Next() {
 		var (
@@ -278,11 +263,17 @@ func openMessage(c *keyring.Cipher, contentCtx, metaCtx string, id int64, role s
 	return m, nil
 }
 
-// Drop closes the database stored under storageID, once the operations using
-// it have finished, and removes its directory. It is used when a tenant is
-// deleted. Operations for storageID that start meanwhile wait for Drop, and
-// later ones open a new, empty database.
-func (db *DB) Drop(ctx context.Context, storageID string) error {
+// Drop closes the database of incarnation inc (stored under inc.Storage()),
+// once the operations using it have finished, and removes its directory. It
+// is used when a tenant is deleted, and takes the incarnation rather than
+// asking the locator because by then the control plane no longer knows it.
+// Operations for the storage id that start meanwhile wait for Drop, and later
+// ones open a new, empty database.
+func (db *DB) Drop(ctx context.Context, inc tenant.Incarnation) error {
+	return db.drop(ctx, inc.Storage())
+}
+
+func (db *DB) drop(ctx context.Context, storageID string) error {
 	if !validStorageID(storageID) {
 		return fmt.Errorf("drop tenant store: invalid storage id %q", storageID)
 	}
@@ -350,7 +341,7 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 	// may have re-created the dropped directory, and it goes now.
 	if _, err := db.locator.StorageID(ctx, scope.Incarnation()); err != nil {
 		db.pool.release(h)
-		if derr := db.Drop(context.WithoutCancel(ctx), id); derr != nil {
+		if derr := db.drop(context.WithoutCancel(ctx), id); derr != nil {
 			db.log.Warn("remove store of a deleted tenant", "storage_id", id, "error", derr.Error())
 		}
 		return nil, nil, fmt.Errorf("locate tenant store: %w", err)
@@ -374,7 +365,7 @@ func (db *DB) DropOrphans(ctx context.Context, keep func(storageID string) bool)
 		if !e.IsDir() || !validStorageID(name) || keep(name) {
 			continue
 		}
-		if err := db.Drop(ctx, name); err != nil {
+		if err := db.drop(ctx, name); err != nil {
 			return removed, err
 		}
 		removed = append(removed, name)

@@ -24,83 +24,11 @@ import (
 )
 
 // locator maps tenants to storage ids; any other tenant is unknown.
-type locator map[tenant.ID]string
-
-func (l locator) StorageID(_ context.Context, inc tenant.Incarnation) (string, error) {
-	id := inc.Tenant()
-	s, ok := l[id]
-	if !ok {
-		return "", fmt.Errorf("tenant %q: %w", id, store.ErrUnknownTenant)
-	}
-	return s, nil
-}
-
-// keys holds tenants' data keys wrapped by a random master key, as the
-// control plane does; ring hands out their Ciphers through a real
-// keyring.Ring.
-type keys struct {
-	kek  *keyring.LocalKEK
-	ring *keyring.Ring
-
-	mu      sync.Mutex
-	wrapped map[tenant.ID][]byte
-}
+type locator = storetest.Locator
 
 var _ sqlite.Ciphers = (*keyring.Ring)(nil)
 
-func newKeys(tb testing.TB, ids ...tenant.ID) *keys {
-	tb.Helper()
-	master, err := keyring.NewKey()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	kek, err := keyring.NewLocalKEK(master)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	k := &keys{kek: kek, wrapped: map[tenant.ID][]byte{}}
-	k.ring = keyring.NewRing(kek, k, 0)
-	for _, id := range ids {
-		k.replace(tb, id)
-	}
-	return k
-}
-
-// replace gives tenant id a new random data key, as deleting and re-creating
-// the tenant would; what the old key sealed no longer opens.
-func (k *keys) replace(tb testing.TB, id tenant.ID) {
-	tb.Helper()
-	dataKey, err := keyring.NewKey()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	w, err := keyring.WrapKey(context.Background(), k.kek, id, dataKey)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	k.mu.Lock()
-	k.wrapped[id] = w
-	k.mu.Unlock()
-}
-
-// destroy forgets tenant id's data key (crypto-shredding).
-func (k *keys) destroy(id tenant.ID) {
-	k.mu.Lock()
-	delete(k.wrapped, id)
-	k.mu.Unlock()
-	k.ring.Forget(tenant.Incarnation(id))
-}
-
-func (k *keys) WrappedKey(_ context.Context, inc tenant.Incarnation) ([]byte, error) {
-	id := inc.Tenant()
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	w, ok := k.wrapped[id]
-	if !ok {
-		return nil, fmt.Errorf("tenant %q has no data key: %w", id, store.ErrUnknownTenant)
-	}
-	return w, nil
-}
+func newKeys(tb testing.TB, ids ...tenant.ID) *storetest.Keys { return storetest.NewKeys(tb, ids...) }
 
 // ciphersFunc adapts a function to sqlite.Ciphers.
 type ciphersFunc func(ctx context.Context, id tenant.ID) (*keyring.Cipher, error)
@@ -123,21 +51,100 @@ func open(tb testing.TB, dir string, maxOpen int, l sqlite.Locator, c sqlite.Cip
 	return db
 }
 
-var twoTenants = locator{storetest.Acme: "acme0storage", storetest.Globex: "globex0storage"}
+var twoTenants = storetest.TwoTenants
+
+// acmeIncarnation is Acme's incarnation in twoTenants, as Drop takes it.
+var acmeIncarnation = tenant.NewIncarnation(storetest.Acme, twoTenants[storetest.Acme])
 
 // openTwo opens a store under a new directory in which Acme and Globex have
 // data keys, and returns it with the directory.
 func openTwo(tb testing.TB) (*sqlite.DB, string) {
 	tb.Helper()
 	dir := tb.TempDir()
-	return open(tb, dir, 0, twoTenants, newKeys(tb, storetest.Acme, storetest.Globex).ring), dir
+	return open(tb, dir, 0, twoTenants, newKeys(tb, storetest.Acme, storetest.Globex).Ring()), dir
 }
 
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Backend {
-		db, _ := openTwo(t)
-		return db
+		dir := t.TempDir()
+		k := newKeys(t, storetest.Acme, storetest.Globex)
+		return &atRest{DB: open(t, dir, 0, twoTenants, k.Ring()), dir: dir, keys: k}
 	})
+}
+
+// atRest gives the conformance suite the files under the store's directory,
+// read and written as someone with access to them would.
+type atRest struct {
+	*sqlite.DB
+	dir  string
+	keys *storetest.Keys
+}
+
+var _ storetest.AtRestBackend = (*atRest)(nil)
+
+func (a *atRest) Keys() *storetest.Keys { return a.keys }
+
+func (a *atRest) Incarnation(id tenant.ID) tenant.Incarnation { return twoTenants.Incarnation(id) }
+
+// Raw returns the bytes of every file under the directory: databases and
+// their write-ahead logs.
+func (a *atRest) Raw(t *testing.T) []byte {
+	t.Helper()
+	var all []byte
+	err := filepath.WalkDir(a.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		all = append(all, b...)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
+}
+
+// place returns the table, column and row condition of p.
+func place(t *testing.T, p storetest.Place) (table, column, where string, args []any) {
+	t.Helper()
+	firstMessage := `id = (SELECT min(id) FROM messages WHERE user_id = ? AND session_id = ?)`
+	switch p.Column {
+	case storetest.MessageContent:
+		return "messages", "content", firstMessage, []any{p.User, p.Session}
+	case storetest.MessageMeta:
+		return "messages", "meta", firstMessage, []any{p.User, p.Session}
+	case storetest.SecretValue:
+		return "secrets", "value", "name = ?", []any{p.Secret}
+	case storetest.DocumentText:
+		return "documents", "text", "id = ?", []any{p.Document}
+	case storetest.DocumentMetadata:
+		return "documents", "metadata", "id = ?", []any{p.Document}
+	case storetest.DocumentHash:
+		return "documents", "hash", "id = ?", []any{p.Document}
+	case storetest.ChunkText:
+		return "chunks", "text", "document_id = ? AND ordinal = ?", []any{p.Document, p.Ordinal}
+	case storetest.ChunkEmbedding:
+		return "chunks", "embedding", "document_id = ? AND ordinal = ?", []any{p.Document, p.Ordinal}
+	case storetest.MemoryText:
+		return "memories", "text", "user_id = ? AND id = ?", []any{p.User, p.Memory}
+	case storetest.MemoryEmbedding:
+		return "memories", "embedding", "user_id = ? AND id = ?", []any{p.User, p.Memory}
+	}
+	t.Fatalf("unknown column %d", p.Column)
+	return "", "", "", nil
+}
+
+func (a *atRest) Sealed(t *testing.T, p storetest.Place) []byte {
+	t.Helper()
+	table, column, where, args := place(t, p)
+	return rawBytes(t, rawDB(t, a.dir, twoTenants[p.Tenant]), "SELECT "+column+" FROM "+table+" WHERE "+where, args...)
+}
+
+func (a *atRest) Overwrite(t *testing.T, p storetest.Place, value []byte) {
+	t.Helper()
+	table, column, where, args := place(t, p)
+	rawExec(t, rawDB(t, a.dir, twoTenants[p.Tenant]), "UPDATE "+table+" SET "+column+" = ? WHERE "+where, append([]any{value}, args...)...)
 }
 
 func TestManyTenantsFewHandles(t *testing.T) {
@@ -148,9 +155,9 @@ func TestManyTenantsFewHandles(t *testing.T) {
 	}
 	k := newKeys(t)
 	for id := range l {
-		k.replace(t, id)
+		k.Replace(t, id)
 	}
-	db := open(t, t.TempDir(), maxOpen, l, k.ring)
+	db := open(t, t.TempDir(), maxOpen, l, k.Ring())
 	ctx := t.Context()
 
 	var (
@@ -234,7 +241,7 @@ func TestDrop(t *testing.T) {
 		t.Fatalf("before Drop: %v", err)
 	}
 
-	if err := db.Drop(ctx, twoTenants[storetest.Acme]); err != nil {
+	if err := db.Drop(ctx, acmeIncarnation); err != nil {
 		t.Fatalf("Drop: %v", err)
 	}
 	if _, err := os.Stat(acmeDir); !errors.Is(err, fs.ErrNotExist) {
@@ -251,7 +258,7 @@ func TestDrop(t *testing.T) {
 		t.Errorf("acme after Drop: got %d messages, %v; want 0, nil", len(msgs), err)
 	}
 	// Dropping a tenant that was never opened removes nothing and succeeds.
-	if err := db.Drop(ctx, "neverused"); err != nil {
+	if err := db.Drop(ctx, tenant.NewIncarnation("nobody", "neverused")); err != nil {
 		t.Errorf("Drop of an unused storage id: %v", err)
 	}
 }
@@ -291,7 +298,7 @@ func TestBadStorageIDRefused(t *testing.T) {
 	for _, id := range badStorageIDs {
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "tenants")
-		db := open(t, dir, 0, locator{storetest.Acme: id}, newKeys(t, storetest.Acme).ring)
+		db := open(t, dir, 0, locator{storetest.Acme: id}, newKeys(t, storetest.Acme).Ring())
 		scope := authtest.Scope(t, storetest.Acme, "alice")
 
 		if err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}}); err == nil {
@@ -300,7 +307,7 @@ func TestBadStorageIDRefused(t *testing.T) {
 		if _, err := db.Messages(t.Context(), scope, "s1", 0); err == nil {
 			t.Errorf("Messages with storage id %q: got nil error, want refusal", id)
 		}
-		if err := db.Drop(t.Context(), id); err == nil {
+		if err := db.Drop(t.Context(), tenant.NewIncarnation(storetest.Acme, id)); err == nil {
 			t.Errorf("Drop(%q): got nil error, want refusal", id)
 		}
 		var created []string
@@ -334,7 +341,7 @@ func TestInvalidSessionRefused(t *testing.T) {
 
 func TestFileModes(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tenants")
-	db := open(t, dir, 0, twoTenants, newKeys(t, storetest.Acme).ring)
+	db := open(t, dir, 0, twoTenants, newKeys(t, storetest.Acme).Ring())
 	scope := authtest.Scope(t, storetest.Acme, "alice")
 	if err := db.AppendMessages(t.Context(), scope, "s1", []store.Message{{Role: "user", Content: "x"}}); err != nil {
 		t.Fatal(err)
@@ -363,7 +370,7 @@ func TestFileModes(t *testing.T) {
 }
 
 func TestClosed(t *testing.T) {
-	db, err := sqlite.Open(sqlite.Options{Dir: t.TempDir(), Locator: twoTenants, Ciphers: newKeys(t, storetest.Acme).ring})
+	db, err := sqlite.Open(sqlite.Options{Dir: t.TempDir(), Locator: twoTenants, Ciphers: newKeys(t, storetest.Acme).Ring()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +398,7 @@ func TestOpenOptions(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ring := newKeys(t, storetest.Acme).ring
+	ring := newKeys(t, storetest.Acme).Ring()
 	tests := []struct {
 		name string
 		opts sqlite.Options
@@ -456,263 +463,11 @@ func rawBytes(t *testing.T, db *sql.DB, query string, args ...any) []byte {
 	return b
 }
 
-// TestCiphertextMoved moves ciphertexts between tenants, sessions, end users,
-// columns and secret names behind the store's back: every read of a moved
-// ciphertext must fail with keyring.ErrDecrypt and show none of its text.
-func TestCiphertextMoved(t *testing.T) {
-	const (
-		acmeText   = "acme-only-text-4c1f"
-		acmeMeta   = `{"note":"acme-only-meta-9d0e"}`
-		acmeSecret = "acme-only-secret-71ab"
-	)
-	acmeID, globexID := twoTenants[storetest.Acme], twoTenants[storetest.Globex]
-	selectContent := `SELECT content FROM messages WHERE user_id = 'alice' AND session_id = 's1'`
-	selectMeta := `SELECT meta FROM messages WHERE user_id = 'alice' AND session_id = 's1'`
-
-	tests := []struct {
-		name   string
-		tamper func(t *testing.T, acme, globex *sql.DB)
-		// read is the call that meets the moved ciphertext.
-		read func(ctx context.Context, db *sqlite.DB, acme, globex auth.Scope) (any, error)
-	}{
-		{
-			name: "content copied to globex's same user and session",
-			tamper: func(t *testing.T, acme, globex *sql.DB) {
-				rawExec(t, globex, `UPDATE messages SET content = ? WHERE user_id = 'alice' AND session_id = 's1'`, rawBytes(t, acme, selectContent))
-			},
-			read: readMessages("s1", false),
-		},
-		{
-			name: "meta copied to globex's same user and session",
-			tamper: func(t *testing.T, acme, globex *sql.DB) {
-				rawExec(t, globex, `UPDATE messages SET meta = ? WHERE user_id = 'alice' AND session_id = 's1'`, rawBytes(t, acme, selectMeta))
-			},
-			read: readMessages("s1", false),
-		},
-		{
-			name: "whole row inserted into globex's same user and session",
-			tamper: func(t *testing.T, acme, globex *sql.DB) {
-				rawExec(t, globex, `INSERT INTO messages (user_id, session_id, role, content, meta, created_at)
-					VALUES ('alice', 's1', 'user', ?, ?, '2024-01-01T00:00:00.000000000Z')`,
-					rawBytes(t, acme, selectContent), rawBytes(t, acme, selectMeta))
-			},
-			read: readMessages("s1", false),
-		},
-		{
-			name: "globex's export meets a copied row",
-			tamper: func(t *testing.T, acme, globex *sql.DB) {
-				rawExec(t, globex, `UPDATE messages SET content = ? WHERE user_id = 'alice' AND session_id = 's1'`, rawBytes(t, acme, selectContent))
-			},
-			read: func(ctx context.Context, db *sqlite.DB, _, globex auth.Scope) (any, error) {
-				return db.Export(ctx, globex)
-			},
-		},
-		{
-			name: "content moved to another session",
-			tamper: func(t *testing.T, acme, _ *sql.DB) {
-				rawExec(t, acme, `UPDATE messages SET content = ? WHERE user_id = 'alice' AND session_id = 's2'`, rawBytes(t, acme, selectContent))
-			},
-			read: readMessages("s2", true),
-		},
-		{
-			name: "content moved to another end user",
-			tamper: func(t *testing.T, acme, _ *sql.DB) {
-				rawExec(t, acme, `UPDATE messages SET content = ? WHERE user_id = 'bob' AND session_id = 's1'`, rawBytes(t, acme, selectContent))
-			},
-			read: func(ctx context.Context, db *sqlite.DB, acme, _ auth.Scope) (any, error) {
-				return db.Messages(ctx, acme.WithUser("bob"), "s1", 0)
-			},
-		},
-		{
-			name: "content swapped into meta",
-			tamper: func(t *testing.T, acme, _ *sql.DB) {
-				rawExec(t, acme, `UPDATE messages SET meta = content WHERE user_id = 'alice' AND session_id = 's1'`)
-			},
-			read: readMessages("s1", true),
-		},
-		{
-			name: "meta swapped into content",
-			tamper: func(t *testing.T, acme, _ *sql.DB) {
-				rawExec(t, acme, `UPDATE messages SET content = meta WHERE user_id = 'alice' AND session_id = 's1'`)
-			},
-			read: readMessages("s1", true),
-		},
-		{
-			name: "secret copied to globex's same name",
-			tamper: func(t *testing.T, acme, globex *sql.DB) {
-				rawExec(t, globex, `UPDATE secrets SET value = ? WHERE name = 'api_token'`, rawBytes(t, acme, `SELECT value FROM secrets WHERE name = 'api_token'`))
-			},
-			read: func(ctx context.Context, db *sqlite.DB, _, globex auth.Scope) (any, error) {
-				return db.Secrets(ctx, globex)
-			},
-		},
-		{
-			name: "secret moved to another name",
-			tamper: func(t *testing.T, acme, _ *sql.DB) {
-				rawExec(t, acme, `UPDATE secrets SET value = (SELECT value FROM secrets WHERE name = 'api_token') WHERE name = 'other'`)
-			},
-			read: func(ctx context.Context, db *sqlite.DB, acme, _ auth.Scope) (any, error) {
-				return db.Secrets(ctx, acme)
-			},
-		},
-		{
-			name: "secret moved into a message",
-			tamper: func(t *testing.T, acme, _ *sql.DB) {
-				rawExec(t, acme, `UPDATE messages SET content = (SELECT value FROM secrets WHERE name = 'api_token') WHERE user_id = 'alice' AND session_id = 's2'`)
-			},
-			read: readMessages("s2", true),
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			db, dir := openTwo(t)
-			ctx := t.Context()
-			acme := authtest.Scope(t, storetest.Acme, "alice")
-			globex := authtest.Scope(t, storetest.Globex, "alice")
-			for _, w := range []struct {
-				scope   auth.Scope
-				session tenant.SessionID
-				msg     store.Message
-			}{
-				{acme, "s1", store.Message{Role: "user", Content: acmeText, Meta: []byte(acmeMeta)}},
-				{acme, "s2", store.Message{Role: "user", Content: "acme second session", Meta: []byte(`{}`)}},
-				{acme.WithUser("bob"), "s1", store.Message{Role: "user", Content: "bob's text"}},
-				{globex, "s1", store.Message{Role: "user", Content: "globex text", Meta: []byte(`{"globex":1}`)}},
-			} {
-				if err := db.AppendMessages(ctx, w.scope, w.session, []store.Message{w.msg}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, s := range []struct {
-				scope       auth.Scope
-				name, value string
-			}{
-				{acme, "api_token", acmeSecret},
-				{acme, "other", "acme other secret"},
-				{globex, "api_token", "globex secret"},
-			} {
-				if err := db.PutSecret(ctx, s.scope, tenant.SecretName(s.name), []byte(s.value)); err != nil {
-					t.Fatal(err)
-				}
-			}
-
-			tt.tamper(t, rawDB(t, dir, acmeID), rawDB(t, dir, globexID))
-
-			got, err := tt.read(ctx, db, acme, globex)
-			if !errors.Is(err, keyring.ErrDecrypt) {
-				t.Errorf("read after tampering: got error %v, want %v", err, keyring.ErrDecrypt)
-			}
-			shown := fmt.Sprintf("%+v %v", got, err)
-			for _, plain := range []string{acmeText, "acme-only-meta", acmeSecret} {
-				if strings.Contains(shown, plain) {
-					t.Errorf("read after tampering shows %q: %s", plain, shown)
-				}
-			}
-		})
-	}
-}
-
-// readMessages reads session of alice of acme (or of globex).
-func readMessages(session tenant.SessionID, ofAcme bool) func(context.Context, *sqlite.DB, auth.Scope, auth.Scope) (any, error) {
-	return func(ctx context.Context, db *sqlite.DB, acme, globex auth.Scope) (any, error) {
-		scope := globex
-		if ofAcme {
-			scope = acme
-		}
-		msgs, err := db.Messages(ctx, scope, session, 0)
-		return msgs, err
-	}
-}
-
-// TestFilesHoldNoPlaintext writes messages and secrets and looks for their
-// text in the raw bytes of every file of the tenant's directory.
-func TestFilesHoldNoPlaintext(t *testing.T) {
-	const (
-		text    = "plaintext-message-marker-8f3a"
-		meta    = "plaintext-meta-marker-77c1"
-		secret  = "plaintext-secret-marker-2b9d"
-		session = "visible-session-5e21" // stored in clear, to show the scan sees the data
-		rounds  = 300                    // past a background checkpoint, so the main file has pages too
-	)
-	db, dir := openTwo(t)
-	ctx := t.Context()
-	scope := authtest.Scope(t, storetest.Acme, "alice")
-	for i := range rounds {
-		msgs := []store.Message{
-			{Role: "user", Content: fmt.Sprint(text, i)},
-			{Role: "assistant", Content: text, Meta: []byte(fmt.Sprintf(`{"note":%q}`, meta))},
-		}
-		if err := db.AppendMessages(ctx, scope, session, msgs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, name := range []tenant.SecretName{"api_token", "db_password"} {
-		if err := db.PutSecret(ctx, scope, name, []byte(secret)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Overwritten and deleted values leave old pages behind; they are sealed too.
-	if err := db.PutSecret(ctx, scope, "api_token", []byte(secret+"-new")); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.DeleteSecret(ctx, scope, "db_password"); err != nil {
-		t.Fatal(err)
-	}
-	// The store still reads everything back.
-	if msgs, err := db.Messages(ctx, scope, session, 1); err != nil || len(msgs) != 1 || msgs[0].Content != text {
-		t.Fatalf("Messages: got %+v, %v", msgs, err)
-	}
-
-	tenantDir := filepath.Join(dir, twoTenants[storetest.Acme])
-	scan := func(when string) {
-		t.Helper()
-		entries, err := os.ReadDir(tenantDir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var all []byte
-		var names []string
-		for _, e := range entries {
-			b, err := os.ReadFile(filepath.Join(tenantDir, e.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			names = append(names, fmt.Sprintf("%s (%d bytes)", e.Name(), len(b)))
-			for _, plain := range []string{text, meta, secret} {
-				if bytes.Contains(b, []byte(plain)) {
-					t.Errorf("%s: %s holds %q", when, e.Name(), plain)
-				}
-			}
-			all = append(all, b...)
-		}
-		if !bytes.Contains(all, []byte(session)) {
-			t.Errorf("%s: the session id, stored in clear, is in none of %q: the scan misses the data", when, names)
-		}
-		t.Logf("%s: scanned %q", when, names)
-	}
-	scan("while open")
-	raw := rawDB(t, dir, twoTenants[storetest.Acme])
-	if _, err := raw.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-		t.Fatal(err)
-	}
-	scan("after a full checkpoint")
-	if err := raw.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	if err := db.Drop(ctx, twoTenants[storetest.Acme]); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(tenantDir); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("after Drop, stat %s: got %v, want %v", tenantDir, err, fs.ErrNotExist)
-	}
-}
-
 // TestCipherUnavailable checks that a tenant without a usable key is refused
 // before its database is opened, so nothing of it reaches a file.
 func TestCipherUnavailable(t *testing.T) {
 	k := newKeys(t, storetest.Globex)
-	globexCipher, err := k.ring.Cipher(t.Context(), tenant.Incarnation(storetest.Globex))
+	globexCipher, err := k.Ring().Cipher(t.Context(), tenant.Incarnation(storetest.Globex))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -721,7 +476,7 @@ func TestCipherUnavailable(t *testing.T) {
 		name    string
 		ciphers sqlite.Ciphers
 	}{
-		{"no key", k.ring},
+		{"no key", k.Ring()},
 		{"lookup fails", ciphersFunc(func(context.Context, tenant.ID) (*keyring.Cipher, error) { return nil, errKMS })},
 		{"another tenant's cipher", ciphersFunc(func(context.Context, tenant.ID) (*keyring.Cipher, error) { return globexCipher, nil })},
 		{"nil cipher", ciphersFunc(func(context.Context, tenant.ID) (*keyring.Cipher, error) { return nil, nil })},
@@ -776,81 +531,6 @@ func TestCipherUnavailable(t *testing.T) {
 	}
 }
 
-// TestKeyReplaced checks crypto-shredding: once a tenant's data key is
-// replaced or destroyed, its stored content does not come back.
-func TestKeyReplaced(t *testing.T) {
-	dir := t.TempDir()
-	k := newKeys(t, storetest.Acme, storetest.Globex)
-	db := open(t, dir, 0, twoTenants, k.ring)
-	ctx := t.Context()
-	acme := authtest.Scope(t, storetest.Acme, "alice")
-	globex := authtest.Scope(t, storetest.Globex, "alice")
-	for _, scope := range []auth.Scope{acme, globex} {
-		if err := db.AppendMessages(ctx, scope, "s1", []store.Message{{Role: "user", Content: "hello"}}); err != nil {
-			t.Fatal(err)
-		}
-		if err := db.PutSecret(ctx, scope, "api_token", []byte("token")); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, _, err := db.PutDocument(ctx, scope, storetest.NewDocument("hello world", ""), []store.Chunk{{Text: "hello world", Embedding: []float32{1, 2}}}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := db.PutMemory(ctx, scope, store.Memory{Text: "hello memory", Embedding: []float32{1, 2}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	acmeDocs, err := db.Documents(ctx, acme)
-	if err != nil || len(acmeDocs) != 1 {
-		t.Fatalf("Documents: got %v, %v", acmeDocs, err)
-	}
-
-	k.replace(t, storetest.Acme)
-	if _, err := db.Messages(ctx, acme, "s1", 0); !errors.Is(err, keyring.ErrDecrypt) {
-		t.Errorf("Messages under a new key: got %v, want %v", err, keyring.ErrDecrypt)
-	}
-	if _, err := db.Secrets(ctx, acme); !errors.Is(err, keyring.ErrDecrypt) {
-		t.Errorf("Secrets under a new key: got %v, want %v", err, keyring.ErrDecrypt)
-	}
-	if _, err := db.Export(ctx, acme); !errors.Is(err, keyring.ErrDecrypt) {
-		t.Errorf("Export under a new key: got %v, want %v", err, keyring.ErrDecrypt)
-	}
-
-	for name, read := range map[string]func() error{
-		"Document":        func() error { _, err := db.Document(ctx, acme, acmeDocs[0].ID); return err },
-		"Documents":       func() error { _, err := db.Documents(ctx, acme); return err },
-		"Chunks":          func() error { _, err := db.Chunks(ctx, acme, []int64{1}); return err },
-		"ChunkEmbeddings": func() error { _, err := db.ChunkEmbeddings(ctx, acme); return err },
-		"Memories":        func() error { _, err := db.Memories(ctx, acme, 0); return err },
-	} {
-		if err := read(); !errors.Is(err, keyring.ErrDecrypt) {
-			t.Errorf("%s under a new key: got %v, want %v", name, err, keyring.ErrDecrypt)
-		}
-	}
-	// The blind index still holds the old tokens, which no query under the
-	// new key produces.
-	if hits, err := db.SearchChunks(ctx, acme, "hello world", 10); err != nil || len(hits) != 0 {
-		t.Errorf("SearchChunks under a new key: got %v, %v; want no hits", hits, err)
-	}
-	if hits, err := db.SearchMemories(ctx, acme, "hello memory", 10); err != nil || len(hits) != 0 {
-		t.Errorf("SearchMemories under a new key: got %v, %v; want no hits", hits, err)
-	}
-
-	k.destroy(storetest.Acme)
-	if _, err := db.Messages(ctx, acme, "s1", 0); err == nil {
-		t.Error("Messages with the key destroyed: got nil error")
-	}
-	if _, err := db.SearchChunks(ctx, acme, "hello", 10); err == nil {
-		t.Error("SearchChunks with the key destroyed: got nil error")
-	}
-	if hits, err := db.SearchChunks(ctx, globex, "hello", 10); err != nil || len(hits) != 1 {
-		t.Errorf("globex's search after acme's key changed: got %v, %v; want one hit", hits, err)
-	}
-
-	if msgs, err := db.Messages(ctx, globex, "s1", 0); err != nil || len(msgs) != 1 || msgs[0].Content != "hello" {
-		t.Errorf("globex after acme's key changed: got %+v, %v", msgs, err)
-	}
-}
-
 func TestExportSessionWithoutMessages(t *testing.T) {
 	db, _ := openTwo(t)
 	ctx := t.Context()
@@ -892,15 +572,12 @@ func TestEmptyMetaIsNil(t *testing.T) {
 
 func benchStore(b *testing.B) (*sqlite.DB, auth.Scope) {
 	b.Helper()
-	db := open(b, b.TempDir(), 0, twoTenants, newKeys(b, storetest.Acme).ring)
+	db := open(b, b.TempDir(), 0, twoTenants, newKeys(b, storetest.Acme).Ring())
 	return db, authtest.Scope(b, storetest.Acme, "alice")
 }
 
 // benchTurn is one chat turn: the user's message and the assistant's answer.
-var benchTurn = []store.Message{
-	{Role: "user", Content: strings.Repeat("What is the weather like in Lisbon today? ", 4)},
-	{Role: "assistant", Content: strings.Repeat("It is sunny and 24°C in Lisbon. ", 8), Meta: []byte(`{"tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Lisbon\"}"}}]}`)},
-}
+var benchTurn = storetest.BenchTurn
 
 func BenchmarkAppendMessages(b *testing.B) {
 	db, scope := benchStore(b)

@@ -54,6 +54,8 @@ const (
 
 // Run runs the suite. open must return a new, empty backend in which the tenants
 // Acme and Globex, and no others, are provisioned, and clean it up when t ends.
+// If the backends open returns implement AtRestBackend, Run checks what they
+// store at rest too.
 func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, open(t)) })
 	t.Run("Limit", func(t *testing.T) { testLimit(t, open(t)) })
@@ -80,6 +82,11 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Run("MemoriesAreSeparate", func(t *testing.T) { testMemoriesAreSeparate(t, open(t)) })
 	t.Run("AnonymousHasNoMemories", func(t *testing.T) { testAnonymousHasNoMemories(t, open(t)) })
 	t.Run("ExportKnowledge", func(t *testing.T) { testExportKnowledge(t, open(t)) })
+	if _, ok := open(t).(AtRestBackend); ok {
+		runAtRest(t, open)
+	} else {
+		t.Log("the backend's adapter does not implement AtRestBackend: no at-rest checks")
+	}
 }
 
 func testRoundTrip(t *testing.T, b Backend) {
