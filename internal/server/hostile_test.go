@@ -260,12 +260,16 @@ type hostileWorld struct {
 	bCanaryNeedle hostileNeedle
 }
 
-func newHostileWorld(t *testing.T) *hostileWorld {
+func newHostileWorld(t *testing.T, onPostgres bool) *hostileWorld {
 	t.Helper()
 	w := &hostileWorld{logs: &hostileLogBuffer{}}
 	// The package's test server, as every server test builds it, with its
-	// log captured.
-	w.env = newTestEnv(t, envOptions{logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	// log captured; on PostgreSQL, as replicas keep their state.
+	opts := envOptions{logger: slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	if onPostgres {
+		opts.database, opts.env = postgresDatabase(t)
+	}
+	w.env = newTestEnv(t, opts)
 	w.echo = newHostileEcho(t)
 	env := w.env
 
@@ -471,7 +475,12 @@ func hostileMustSee(t *testing.T, variant, payload string, n hostileNeedle) {
 // only, a hostile scripted model tries every attack class, and nothing of B
 // or of A's own secrets may get out.
 func TestHostileTenant(t *testing.T) {
-	w := newHostileWorld(t)
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) { testHostileTenant(t, newHostileWorld(t, backend == "postgres")) })
+	}
+}
+
+func testHostileTenant(t *testing.T, w *hostileWorld) {
 	env := w.env
 	canary := w.bCanary
 	sayA := func(t *testing.T, text string) []hostileReply { return w.both(t, w.aKey, "/say "+text) }

@@ -36,7 +36,10 @@ func kbTenants(t *testing.T, env *testEnv) (acmeKey, globexKey string, acmeDoc, 
 }
 
 func TestKnowledgeIsolation(t *testing.T) {
-	env := newTestEnv(t, envOptions{})
+	forBackends(t, envOptions{}, testKnowledgeIsolation)
+}
+
+func testKnowledgeIsolation(t *testing.T, env *testEnv) {
 	acmeKey, _, acmeDoc, globexDoc := kbTenants(t, env)
 
 	// Documents: acme reads its own; globex's id is a 404, like a missing one.

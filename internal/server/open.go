@@ -25,6 +25,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/quota"
+	"github.com/bulkhead-ai/bulkhead/internal/store/postgres"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
@@ -87,7 +88,7 @@ type Quota interface {
 type Instance struct {
 	handler   http.Handler
 	plane     *control.Plane
-	stores    *sqlite.DB
+	stores    TenantStore
 	lifecycle *lifecycle.Lifecycle
 	guard     *guard.Guard
 	mcp       *tools.MCPExecutor
@@ -101,7 +102,7 @@ func (in *Instance) Handler() http.Handler { return in.handler }
 func (in *Instance) Plane() *control.Plane { return in.plane }
 
 // Stores returns the tenants' data stores.
-func (in *Instance) Stores() *sqlite.DB { return in.stores }
+func (in *Instance) Stores() TenantStore { return in.stores }
 
 // Lifecycle returns the one place tenants are created and deleted.
 func (in *Instance) Lifecycle() *lifecycle.Lifecycle { return in.lifecycle }
@@ -161,7 +162,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		return nil, err
 	}
 
-	b, err := openBackends(ctx, o.DataDir, cfg, kek, logger, c)
+	b, err := openBackends(ctx, o.DataDir, cfg, kek, logger, getenv, c)
 	if err != nil {
 		return nil, err
 	}
@@ -328,15 +329,28 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 // keyring that unwraps each tenant's data key from the control plane.
 type backends struct {
 	plane  *control.Plane
-	stores *sqlite.DB
+	stores TenantStore
 	ring   *keyring.Ring
+}
+
+// TenantStore is the tenants' data as the server's layers use it: SQLite
+// files under the data directory (*sqlite.DB) or PostgreSQL
+// (*postgres.DB).
+type TenantStore interface {
+	memory.Store
+	audit.Store
+	agent.History
+	agent.Secrets
+	lifecycle.Store
+	TenantData
+	Close() error
 }
 
 // openBackends opens the control plane and the tenants' stores in dataDir
 // and finishes the deletes a crash cut short. Each pushes its release onto c.
-func openBackends(ctx context.Context, dataDir string, cfg config.Config, kek keyring.KEK, logger *slog.Logger, c *closers) (backends, error) {
+func openBackends(ctx context.Context, dataDir string, cfg config.Config, kek keyring.KEK, logger *slog.Logger, getenv func(string) string, c *closers) (backends, error) {
 	if cfg.Database != nil {
-		return backends{}, errors.New("database: the PostgreSQL backend is not wired into serve yet")
+		return openPostgres(ctx, *cfg.Database, kek, logger, getenv, c)
 	}
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return backends{}, fmt.Errorf("create data directory: %w", err)
@@ -366,6 +380,28 @@ func openBackends(ctx context.Context, dataDir string, cfg config.Config, kek ke
 	return backends{plane: plane, stores: stores, ring: ring}, nil
 }
 
+// openPostgres opens the control plane and the tenants' data in one
+// PostgreSQL database, shared by every replica. (Rows of a tenant whose
+// delete a crash cut short stay there, unreadable: their data key is gone.)
+func openPostgres(ctx context.Context, d config.Database, kek keyring.KEK, logger *slog.Logger, getenv func(string) string, c *closers) (backends, error) {
+	app, owner, err := d.URLs(getenv)
+	if err != nil {
+		return backends{}, err
+	}
+	plane, err := control.OpenPostgres(ctx, control.PostgresOptions{URL: app, OwnerURL: owner}, kek, logger)
+	if err != nil {
+		return backends{}, err
+	}
+	c.push("control plane", plane.Close)
+	ring := keyring.NewRing(kek, plane, 0)
+	stores, err := postgres.Open(ctx, postgres.Options{URL: app, OwnerURL: owner, Locator: plane, Ciphers: ring, Logger: logger})
+	if err != nil {
+		return backends{}, err
+	}
+	c.push("tenant stores", stores.Close)
+	return backends{plane: plane, stores: stores, ring: ring}, nil
+}
+
 // openShared returns the rate limiter and the response cache's store: in
 // Redis, shared by every replica, when cfg names one, else in this process.
 func openShared(ctx context.Context, cfg config.Config, getenv func(string) string, logger *slog.Logger, c *closers) (Quota, cache.Backend, error) {
@@ -386,7 +422,7 @@ func openShared(ctx context.Context, cfg config.Config, getenv func(string) stri
 // indexStoredText teaches the guard every document and memory tenants
 // stored before this start, and the keyed hashes of their secrets. It stops
 // when ctx is cancelled.
-func indexStoredText(ctx context.Context, tenants []control.Tenant, stores *sqlite.DB, g *guard.Guard,
+func indexStoredText(ctx context.Context, tenants []control.Tenant, stores TenantStore, g *guard.Guard,
 	asOperator func(context.Context, tenant.ID) (auth.Scope, context.Context, error), logger *slog.Logger) {
 	start := time.Now()
 	var texts int

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -158,7 +159,7 @@ func checkOpenClose(t *testing.T, o Options, wantOpened []string) {
 	if code, b := serve("POST", "/v1/documents", k.Key, map[string]any{"text": doc}); code != http.StatusCreated {
 		t.Fatalf("add document: %d %s", code, b)
 	}
-	if in.Stores().OpenHandles() == 0 {
+	if in.Stores().(*sqlite.DB).OpenHandles() == 0 {
 		t.Fatal("no tenant database open after a write; the leak check below would prove nothing")
 	}
 

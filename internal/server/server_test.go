@@ -30,6 +30,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
@@ -53,6 +54,15 @@ type envOptions struct {
 	cache cache.Backend
 	// auditStore, if set, wraps the store the audit log writes to.
 	auditStore func(audit.Store) audit.Store
+	// database, if set, keeps everything in PostgreSQL (see
+	// postgresDatabase), and masterKey, if set, is the KEK: replicas of one
+	// deployment share both.
+	database  *config.Database
+	masterKey []byte
+	// env is the server's environment (config's *_env settings read it).
+	env map[string]string
+	// redis, if set, holds limits and the response cache (serve's wiring).
+	redis *config.Redis
 }
 
 // envQuota is a limiter the test environment can use.
@@ -73,7 +83,7 @@ type testEnv struct {
 	srv     *httptest.Server
 	client  *http.Client
 	plane   *control.Plane
-	stores  *sqlite.DB
+	stores  TenantStore
 	life    *lifecycle.Lifecycle
 	mcp     *tools.MCPExecutor
 	dataDir string
@@ -83,9 +93,12 @@ type testEnv struct {
 func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
-	masterKey, err := keyring.NewKey()
-	if err != nil {
-		t.Fatal(err)
+	masterKey := opts.masterKey
+	if masterKey == nil {
+		var err error
+		if masterKey, err = keyring.NewKey(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var providers []Provider
 	for name, p := range opts.providers {
@@ -95,10 +108,12 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		providers = append(providers, Provider{Name: name, Provider: p.provider, KeySecret: p.secret})
 	}
 	o := Options{
-		DataDir:        dir,
-		Config:         config.Config{MaxBodyBytes: opts.maxBodyBytes, MaxOpenTenants: opts.maxOpen},
+		DataDir: dir,
+		Config: config.Config{MaxBodyBytes: opts.maxBodyBytes, MaxOpenTenants: opts.maxOpen,
+			Database: opts.database, Redis: opts.redis},
 		AdminToken:     testAdminToken,
 		MasterKey:      masterKey,
+		Getenv:         func(k string) string { return opts.env[k] },
 		Logger:         opts.logger,
 		Providers:      providers,
 		Quota:          opts.quota,
@@ -125,6 +140,14 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	})
 	return &testEnv{srv: srv, client: &http.Client{Transport: tr}, plane: inst.Plane(), stores: inst.Stores(),
 		life: inst.Lifecycle(), mcp: inst.MCP(), dataDir: dir, guard: inst.Guard()}
+}
+
+// postgresDatabase is a PostgreSQL database of the test's own, with an owner
+// role and an unprivileged application role, as a deployment has them.
+func postgresDatabase(t testing.TB) (*config.Database, map[string]string) {
+	t.Helper()
+	ownerURL, appURL := testenv.PostgresRoles(t)
+	return &config.Database{URL: appURL}, map[string]string{config.DefaultOwnerURLEnv: ownerURL}
 }
 
 // incarnation returns tenant id's current incarnation.
@@ -819,7 +842,7 @@ func TestConcurrentTenantsAndSessions(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if n := env.stores.OpenHandles(); n > 16 {
+	if n := env.stores.(*sqlite.DB).OpenHandles(); n > 16 {
 		t.Errorf("got %d open tenant databases, want at most MaxOpen 16", n)
 	}
 }
