@@ -147,8 +147,11 @@ func Open(ctx context.Context, path string, kek keyring.KEK, logger *slog.Logger
 		logger = slog.New(slog.DiscardHandler)
 	}
 	// A file: URI, so no character of path can be read as a parameter.
+	// synchronous(FULL): in WAL mode NORMAL does not fsync at commit, and an
+	// acknowledged change (a revoked key, a deleted tenant) must survive a
+	// power loss.
 	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: url.Values{
-		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(NORMAL)", "foreign_keys(ON)"},
+		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"},
 		"_txlock": {"immediate"},
 	}.Encode()}).String()
 	db, err := sql.Open("sqlite", dsn)

@@ -88,64 +88,60 @@ func putDocument(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, doc stor
 		out[i] = store.Chunk{DocumentID: doc.ID, Ordinal: i, Text: ch.Text, Embedding: ch.Embedding}
 	}
 
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
-	tx, err := tdb.BeginTx(ctx, nil)
-	if err != nil {
-		return store.Document{}, nil, false, err
-	}
-	defer tx.Rollback()
+	var (
+		existing  store.Document
+		existingC []store.Chunk
+		found     bool
+	)
+	err := tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var id string
+		err := tx.StmtContext(ctx, tdb.selectDocumentIDByMAC).QueryRowContext(ctx, mac).Scan(&id)
+		switch {
+		case err == nil:
+			found = true
+			if existing, err = readDocument(ctx, tx.StmtContext(ctx, tdb.selectDocument), c, id); err != nil {
+				return err
+			}
+			existingC, err = documentChunks(ctx, tx.StmtContext(ctx, tdb.selectDocumentChunks), c, id)
+			return err
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		var one int
+		err = tx.StmtContext(ctx, tdb.selectDocumentExists).QueryRowContext(ctx, doc.ID).Scan(&one)
+		switch {
+		case err == nil:
+			return fmt.Errorf("%w: document %s holds another text", kind.Conflict, doc.ID)
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
 
-	var existing string
-	err = tx.StmtContext(ctx, tdb.selectDocumentIDByMAC).QueryRowContext(ctx, mac).Scan(&existing)
+		if _, err := tx.StmtContext(ctx, tdb.insertDocument).ExecContext(ctx,
+			doc.ID, mac, hash, text, meta, doc.Chunks, now.Format(timeFormat)); err != nil {
+			return err
+		}
+		insertChunk := tx.StmtContext(ctx, tdb.insertChunk)
+		insertIndex := tx.StmtContext(ctx, tdb.insertChunkIndex)
+		for i, s := range sealed {
+			res, err := insertChunk.ExecContext(ctx, doc.ID, i, s.text, s.embedding)
+			if err != nil {
+				return err
+			}
+			if out[i].ID, err = res.LastInsertId(); err != nil {
+				return err
+			}
+			if _, err := insertIndex.ExecContext(ctx, out[i].ID, s.terms); err != nil {
+				return err
+			}
+		}
+		return bumpKBVersion(ctx, tx, tdb)
+	})
 	switch {
-	case err == nil:
-		d, err := readDocument(ctx, tx.StmtContext(ctx, tdb.selectDocument), c, existing)
-		if err != nil {
-			return store.Document{}, nil, false, err
-		}
-		dc, err := documentChunks(ctx, tx.StmtContext(ctx, tdb.selectDocumentChunks), c, existing)
-		if err != nil {
-			return store.Document{}, nil, false, err
-		}
-		return d, dc, false, nil
-	case !errors.Is(err, sql.ErrNoRows):
+	case err != nil:
 		return store.Document{}, nil, false, err
+	case found:
+		return existing, existingC, false, nil
 	}
-	var one int
-	err = tx.StmtContext(ctx, tdb.selectDocumentExists).QueryRowContext(ctx, doc.ID).Scan(&one)
-	switch {
-	case err == nil:
-		return store.Document{}, nil, false, fmt.Errorf("%w: document %s holds another text", kind.Conflict, doc.ID)
-	case !errors.Is(err, sql.ErrNoRows):
-		return store.Document{}, nil, false, err
-	}
-
-	if _, err := tx.StmtContext(ctx, tdb.insertDocument).ExecContext(ctx,
-		doc.ID, mac, hash, text, meta, doc.Chunks, now.Format(timeFormat)); err != nil {
-		return store.Document{}, nil, false, err
-	}
-	insertChunk := tx.StmtContext(ctx, tdb.insertChunk)
-	insertIndex := tx.StmtContext(ctx, tdb.insertChunkIndex)
-	for i, s := range sealed {
-		res, err := insertChunk.ExecContext(ctx, doc.ID, i, s.text, s.embedding)
-		if err != nil {
-			return store.Document{}, nil, false, err
-		}
-		if out[i].ID, err = res.LastInsertId(); err != nil {
-			return store.Document{}, nil, false, err
-		}
-		if _, err := insertIndex.ExecContext(ctx, out[i].ID, s.terms); err != nil {
-			return store.Document{}, nil, false, err
-		}
-	}
-	if err := bumpKBVersion(ctx, tx, tdb); err != nil {
-		return store.Document{}, nil, false, err
-	}
-	if err := tx.Commit(); err != nil {
-		return store.Document{}, nil, false, err
-	}
-	tdb.committed()
 	return doc, out, true, nil
 }
 
@@ -276,39 +272,27 @@ func (db *DB) DeleteDocument(ctx context.Context, scope auth.Scope, id string) e
 }
 
 func deleteDocument(ctx context.Context, tdb *tenantDB, id string) error {
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
-	tx, err := tdb.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	// The index rows first: they are found through the chunks.
-	if _, err := tx.StmtContext(ctx, tdb.deleteDocumentIndex).ExecContext(ctx, id); err != nil {
-		return err
-	}
-	if _, err := tx.StmtContext(ctx, tdb.deleteDocumentChunks).ExecContext(ctx, id); err != nil {
-		return err
-	}
-	res, err := tx.StmtContext(ctx, tdb.deleteDocument).ExecContext(ctx, id)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrNotFound
-	}
-	if err := bumpKBVersion(ctx, tx, tdb); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	tdb.committed()
-	return nil
+	return tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		// The index rows first: they are found through the chunks.
+		if _, err := tx.StmtContext(ctx, tdb.deleteDocumentIndex).ExecContext(ctx, id); err != nil {
+			return err
+		}
+		if _, err := tx.StmtContext(ctx, tdb.deleteDocumentChunks).ExecContext(ctx, id); err != nil {
+			return err
+		}
+		res, err := tx.StmtContext(ctx, tdb.deleteDocument).ExecContext(ctx, id)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		return bumpKBVersion(ctx, tx, tdb)
+	})
 }
 
 // Documents returns scope's tenant's documents without their text, newest

@@ -42,32 +42,25 @@ func putMemory(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenan
 	now := time.Now().UTC()
 	terms := newBlinder(c, memoryIndexPrefix(user)).document(m.Text)
 
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
-	tx, err := tdb.BeginTx(ctx, nil)
+	var id int64
+	err := tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		// The ciphertexts are bound to the id, so it is chosen before the
+		// insert, inside the write; sealing a memory is a few microseconds.
+		if err := tx.StmtContext(ctx, tdb.nextMemoryID).QueryRowContext(ctx).Scan(&id); err != nil {
+			return err
+		}
+		text := c.Seal([]byte(m.Text), memoryTextContext(user, id))
+		embedding := sealEmbedding(c, m.Embedding, memoryEmbeddingContext(user, id))
+		if _, err := tx.StmtContext(ctx, tdb.insertMemory).ExecContext(ctx,
+			id, user, text, embedding, now.Format(timeFormat)); err != nil {
+			return err
+		}
+		_, err := tx.StmtContext(ctx, tdb.insertMemoryIndex).ExecContext(ctx, id, terms, user)
+		return err
+	})
 	if err != nil {
 		return store.Memory{}, err
 	}
-	defer tx.Rollback()
-	// The ciphertexts are bound to the id, so it is chosen before the insert,
-	// under the write lock; sealing a memory is a few microseconds.
-	var id int64
-	if err := tx.StmtContext(ctx, tdb.nextMemoryID).QueryRowContext(ctx).Scan(&id); err != nil {
-		return store.Memory{}, err
-	}
-	text := c.Seal([]byte(m.Text), memoryTextContext(user, id))
-	embedding := sealEmbedding(c, m.Embedding, memoryEmbeddingContext(user, id))
-	if _, err := tx.StmtContext(ctx, tdb.insertMemory).ExecContext(ctx,
-		id, user, text, embedding, now.Format(timeFormat)); err != nil {
-		return store.Memory{}, err
-	}
-	if _, err := tx.StmtContext(ctx, tdb.insertMemoryIndex).ExecContext(ctx, id, terms, user); err != nil {
-		return store.Memory{}, err
-	}
-	if err := tx.Commit(); err != nil {
-		return store.Memory{}, err
-	}
-	tdb.committed()
 	return store.Memory{ID: id, User: user, Text: m.Text, Embedding: m.Embedding, CreatedAt: now}, nil
 }
 

@@ -933,3 +933,37 @@ func BenchmarkMessages(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPoolMiss reads one message of a session, round-robin over many
+// tenants with a pool far smaller than them, so (with 10,000 tenants)
+// every read opens a database, against 10 tenants that all stay open.
+func BenchmarkPoolMiss(b *testing.B) {
+	for _, n := range []int{10, 10_000} {
+		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
+			ids := make([]tenant.ID, n)
+			loc := locator{}
+			for i := range ids {
+				ids[i] = tenant.ID(fmt.Sprintf("t%05d", i))
+				loc[ids[i]] = fmt.Sprintf("storage%05d", i)
+			}
+			k := newKeys(b, ids...)
+			db := open(b, b.TempDir(), 64, loc, k.ring)
+			ctx := b.Context()
+			scopes := make([]auth.Scope, n)
+			for i, id := range ids {
+				scopes[i] = authtest.Scope(b, id, "alice")
+				if err := db.AppendMessages(ctx, scopes[i], "s1", benchTurn[:1]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				if _, err := db.Messages(ctx, scopes[i%n], "s1", 1); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+		})
+	}
+}

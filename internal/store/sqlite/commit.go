@@ -1,0 +1,190 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+)
+
+// Group commit. Every commit of a tenant database waits for an fsync of its
+// WAL (synchronous=FULL): a 2xx means the write is on disk. One fsync costs
+// milliseconds on most disks, so concurrent writers of a tenant share it: the
+// writes that queue while one commit's fsync runs are then committed
+// together, as one transaction.
+//
+// Semantics. Each write runs inside its own SAVEPOINT of the shared
+// transaction, in queue order, and sees the writes queued before it. A write
+// whose function fails is rolled back to its savepoint and gets its own
+// error; the others go on and commit. If the transaction as a whole fails
+// (BEGIN, a savepoint that cannot be rolled back, COMMIT), every write of the
+// batch gets that error and none of them is acknowledged. A write whose
+// context ends before its turn is skipped with the context's error; once its
+// turn has come it runs to the end on a context without cancellation, because
+// an interrupted statement inside an explicit transaction makes SQLite roll
+// back the whole transaction, and with it the other writers' work.
+//
+// There is no writer goroutine: the first writer to find no batch running
+// leads, commits the queue, and hands the lead to the first writer that
+// queued meanwhile, so every batch runs on the goroutine of one of its
+// writers and a closed database has nothing left running.
+
+// maxBatch bounds how many writes share one transaction, so one batch does
+// not hold the write lock for long.
+const maxBatch = 128
+
+// writeFunc is one write: it runs its statements in tx and reports whether
+// they should stand.
+type writeFunc func(ctx context.Context, tx *sql.Tx) error
+
+type writeReq struct {
+	ctx  context.Context
+	fn   writeFunc
+	err  error
+	done chan struct{} // closed when err is set
+	lead chan struct{} // closed when this writer is to commit the queue
+}
+
+// groupCommit is the queue of a tenant database's writes.
+type groupCommit struct {
+	mu      sync.Mutex
+	queue   []*writeReq
+	leading bool // a batch is being committed, or its leader is waking up
+
+	batches, writes uint64 // committed so far, for CommitStats
+}
+
+// write runs fn in a write transaction, committed (and synced) before write
+// returns nil. See the comment above for what it shares with other writes.
+func (t *tenantDB) write(ctx context.Context, fn writeFunc) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan struct{}), lead: make(chan struct{})}
+	g := &t.commit
+	g.mu.Lock()
+	g.queue = append(g.queue, r)
+	lead := !g.leading
+	g.leading = true
+	g.mu.Unlock()
+	if !lead {
+		select {
+		case <-r.done:
+			return r.err
+		case <-r.lead:
+		}
+	}
+	t.lead(ctx)
+	<-r.done // r was first in the queue, so it was in the batch just committed
+	return r.err
+}
+
+// lead commits one batch from the queue and passes the lead on.
+func (t *tenantDB) lead(ctx context.Context) {
+	g := &t.commit
+	g.mu.Lock()
+	n := min(len(g.queue), maxBatch)
+	batch := make([]*writeReq, n)
+	copy(batch, g.queue)
+	g.queue = append(g.queue[:0], g.queue[n:]...)
+	g.mu.Unlock()
+
+	committed := t.commitBatch(context.WithoutCancel(ctx), batch)
+	for _, r := range batch {
+		close(r.done)
+	}
+
+	g.mu.Lock()
+	if committed > 0 {
+		g.batches++
+		g.writes += uint64(committed)
+	}
+	if len(g.queue) > 0 {
+		close(g.queue[0].lead)
+	} else {
+		g.leading = false
+	}
+	g.mu.Unlock()
+}
+
+// commitBatch runs the writes of batch in one transaction, sets each one's
+// error and returns how many were committed.
+func (t *tenantDB) commitBatch(ctx context.Context, batch []*writeReq) int {
+	fail := func(err error) {
+		for _, r := range batch {
+			if r.err == nil {
+				r.err = err
+			}
+		}
+	}
+	tx, err := t.BeginTx(ctx, nil)
+	if err != nil {
+		fail(err)
+		return 0
+	}
+	defer tx.Rollback()
+	alone := len(batch) == 1
+	stand := 0
+	for _, r := range batch {
+		if r.err = r.ctx.Err(); r.err != nil {
+			continue
+		}
+		if alone {
+			// No savepoint needed: a failure rolls back the transaction.
+			if r.err = r.fn(ctx, tx); r.err != nil {
+				return 0
+			}
+			stand++
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT write"); err != nil {
+			fail(fmt.Errorf("group commit: %w", err))
+			return 0
+		}
+		if r.err = r.fn(ctx, tx); r.err != nil {
+			if _, err := tx.ExecContext(ctx, "ROLLBACK TO write"); err != nil {
+				fail(fmt.Errorf("group commit: undo a failed write: %w", err))
+				return 0
+			}
+		} else {
+			stand++
+		}
+		if _, err := tx.ExecContext(ctx, "RELEASE write"); err != nil {
+			fail(fmt.Errorf("group commit: %w", err))
+			return 0
+		}
+	}
+	if stand == 0 {
+		return 0
+	}
+	if err := tx.Commit(); err != nil {
+		fail(err)
+		return 0
+	}
+	t.committed()
+	return stand
+}
+
+// CommitStats reports how many batches (transactions, one WAL fsync each)
+// and how many writes the tenant databases now open have committed since
+// they were opened: writes/batches is how many writes shared an fsync.
+func (db *DB) CommitStats() (batches, writes uint64) {
+	db.pool.mu.Lock()
+	defer db.pool.mu.Unlock()
+	for _, h := range db.pool.entries {
+		select {
+		case <-h.ready:
+		default:
+			continue
+		}
+		if h.err != nil {
+			continue
+		}
+		g := &h.v.commit
+		g.mu.Lock()
+		batches += g.batches
+		writes += g.writes
+		g.mu.Unlock()
+	}
+	return batches, writes
+}
