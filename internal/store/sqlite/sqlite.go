@@ -34,7 +34,7 @@ import (
 	"time"
 
 	"github.com/pressly/goose/v3"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	driver "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
@@ -386,6 +386,7 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 	// An open database whose file was deleted or truncated would take
 	// writes into an unlinked or broken file: refuse it, and close it.
 	if err := h.v.intact(); err != nil {
+		h.v.abandoned.Store(true)
 		db.pool.release(h)
 		if derr := db.pool.drop(ctx, id, func() error { return nil }); derr != nil && !errors.Is(derr, errClosed) {
 			db.log.Warn("close a lost tenant store", "storage_id", id, "error", derr.Error())
@@ -425,7 +426,12 @@ type tenantDB struct {
 	*sql.DB
 	commit groupCommit
 	path   string      // of the database file
-	file   os.FileInfo // the file as opened, to notice it replaced or removed
+	file   os.FileInfo // the file as opened, to notice it replaced, removed or cut
+	// abandoned is set when the file was found lost: closing the database
+	// would checkpoint the WAL into what is left of the file and delete
+	// the WAL, destroying what the operator could still recover, so Close
+	// leaves its connections open until the process ends.
+	abandoned atomic.Bool
 
 	// Statements are prepared once per database: preparing costs more than
 	// running them.
@@ -589,6 +595,9 @@ func (t *tenantDB) Close() error {
 			errs = append(errs, s.Close())
 		}
 	}
+	if t.abandoned.Load() {
+		return errors.Join(errs...)
+	}
 	return errors.Join(append(errs, t.DB.Close())...)
 }
 
@@ -598,6 +607,9 @@ func (t *tenantDB) Close() error {
 // and prepare the statements. Creating and migrating run once per
 // incarnation, in create, or when the schema is older than this binary.
 func (db *DB) openTenant(ctx context.Context, id string) (*tenantDB, error) {
+	if db.isLost(id) {
+		return nil, fmt.Errorf("open tenant store: %w: it was found missing or damaged before", store.ErrLost)
+	}
 	if !db.isKnown(id) {
 		// A store no one created: a tenant provisioned before stores were
 		// created at provisioning, or one made without the lifecycle.
@@ -619,6 +631,10 @@ func (db *DB) openTenant(ctx context.Context, id string) (*tenantDB, error) {
 	sqlDB.SetMaxIdleConns(connsPerTenant)
 	var version int
 	if err := sqlDB.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		if damaged(err) {
+			// Left open, not closed: see tenantDB.abandoned.
+			return nil, db.lostStore(id, err)
+		}
 		return nil, errors.Join(fmt.Errorf("read schema version: %w", err), sqlDB.Close())
 	}
 	if version < db.schema {
@@ -749,7 +765,25 @@ func checkFile(path string) (os.FileInfo, error) {
 	if page < 512 || fi.Size()%page != 0 {
 		return nil, fmt.Errorf("%s: %d bytes, not whole pages of %d", path, fi.Size(), page)
 	}
+	// The size in pages the header records is valid when its change
+	// counter matches the one at offset 92.
+	pages := int64(binary.BigEndian.Uint32(header[28:32]))
+	if bytes.Equal(header[24:28], header[92:96]) && fi.Size() < pages*page {
+		return nil, fmt.Errorf("%s: %d bytes, the header says %d pages of %d", path, fi.Size(), pages, page)
+	}
 	return fi, nil
+}
+
+// damaged reports whether err is SQLite finding its file corrupt or not a
+// database.
+func damaged(err error) bool {
+	var e *driver.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	const corrupt, notADB = 11, 26 // SQLITE_CORRUPT, SQLITE_NOTADB
+	code := e.Code() & 0xff
+	return code == corrupt || code == notADB
 }
 
 // intact reports, as an error, whether the database file was removed,
@@ -761,8 +795,10 @@ func (t *tenantDB) intact() error {
 		return err
 	case !os.SameFile(fi, t.file):
 		return fmt.Errorf("%s was replaced", t.path)
-	case fi.Size() < 512 || fi.Size()%512 != 0:
-		return fmt.Errorf("%s: cut to %d bytes", t.path, fi.Size())
+	case fi.Size() < t.file.Size() || fi.Size()%512 != 0:
+		// In WAL mode only a checkpoint writes the file, and it never
+		// shrinks it (no auto_vacuum, no VACUUM).
+		return fmt.Errorf("%s: cut from %d to %d bytes", t.path, t.file.Size(), fi.Size())
 	}
 	return nil
 }
@@ -775,7 +811,7 @@ func (db *DB) lostStore(id string, cause error) error {
 	db.lost[id] = true
 	db.mu.Unlock()
 	if first {
-		db.log.Error("tenant store lost: its database file is missing or damaged; it is refused until restored from a backup",
+		db.log.Error("tenant store lost: its database file is missing or damaged; it stays refused until it is restored and the server restarted",
 			"storage_id", id, "error", cause.Error())
 	}
 	return fmt.Errorf("open tenant store: %w: %v", store.ErrLost, cause)
@@ -787,15 +823,17 @@ func (db *DB) isKnown(id string) bool {
 	return db.known[id]
 }
 
-// found records that store id exists and is whole.
+func (db *DB) isLost(id string) bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.lost[id]
+}
+
+// found records that store id exists.
 func (db *DB) found(id string) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	db.known[id] = true
-	if db.lost[id] {
-		delete(db.lost, id)
-		db.log.Info("tenant store is back", "storage_id", id)
-	}
 }
 
 // forget records that store id was removed on purpose.

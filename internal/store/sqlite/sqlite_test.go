@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
@@ -253,6 +255,165 @@ func TestDrop(t *testing.T) {
 	// Dropping a tenant that was never opened removes nothing and succeeds.
 	if err := db.Drop(ctx, "neverused"); err != nil {
 		t.Errorf("Drop of an unused storage id: %v", err)
+	}
+}
+
+// syncBuffer is a log destination for tests.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLostStoreRefused deletes or truncates acme's database under a running
+// store, open in the pool or not, and after a restart: acme's requests fail
+// with store.ErrLost and the operator hears it once; nothing is created in
+// its place; globex is unaffected.
+func TestLostStoreRefused(t *testing.T) {
+	damages := []struct {
+		name   string
+		damage func(t *testing.T, dir string) // dir is acme's store directory
+	}{
+		{"file deleted", func(t *testing.T, dir string) { remove(t, filepath.Join(dir, "tenant.db")) }},
+		{"file and WAL deleted", func(t *testing.T, dir string) {
+			for _, f := range []string{"tenant.db", "tenant.db-wal", "tenant.db-shm"} {
+				if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"directory deleted", func(t *testing.T, dir string) {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"truncated to nothing", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, "tenant.db"), 0) }},
+		{"cut mid-page", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, "tenant.db"), 4096+100) }},
+		{"cut by a page", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, "tenant.db")
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			truncate(t, path, fi.Size()-4096)
+		}},
+	}
+	// Where acme's database is when the damage is done.
+	states := []struct {
+		name    string
+		maxOpen int
+		restart bool
+	}{
+		{"open in the pool", 2, false},
+		{"evicted from the pool", 1, false},
+		{"after a restart", 2, true},
+	}
+	for _, d := range damages {
+		for _, st := range states {
+			if d.name == "directory deleted" && st.restart {
+				// Not detected: a store whose directory is gone when the
+				// server starts looks like one never used, and is created
+				// on first use (with a warning).
+				continue
+			}
+			t.Run(d.name+"/"+st.name, func(t *testing.T) {
+				ctx := t.Context()
+				dir := t.TempDir()
+				keys := newKeys(t, storetest.Acme, storetest.Globex)
+				logs := &syncBuffer{}
+				opts := sqlite.Options{Dir: dir, MaxOpen: st.maxOpen, Locator: twoTenants, Ciphers: keys.ring,
+					Logger: slog.New(slog.NewTextHandler(logs, nil))}
+				db, err := sqlite.Open(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { db.Close() }()
+				acme := authtest.Scope(t, storetest.Acme, "alice")
+				globex := authtest.Scope(t, storetest.Globex, "alice")
+				if err := db.Create(ctx, acme.Incarnation()); err != nil {
+					t.Fatalf("Create: %v", err)
+				}
+				// Enough rows to fill several pages once checkpointed.
+				for range 20 {
+					if err := db.AppendMessages(ctx, acme, "s1", benchTurn); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := db.AppendMessages(ctx, globex, "s1", benchTurn); err != nil {
+					t.Fatal(err)
+				}
+				if st.restart {
+					if err := db.Close(); err != nil {
+						t.Fatal(err)
+					}
+				} else if _, err := db.Messages(ctx, acme, "s1", 0); err != nil {
+					t.Fatal(err) // acme most recently used: evicted only if the pool holds one
+				}
+				acmeDir := filepath.Join(dir, twoTenants[storetest.Acme])
+				d.damage(t, acmeDir)
+				if st.restart {
+					if db, err = sqlite.Open(opts); err != nil {
+						t.Fatal(err)
+					}
+				} else if st.maxOpen == 1 {
+					if _, err := db.Messages(ctx, globex, "s1", 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+				before, _ := os.Stat(filepath.Join(acmeDir, "tenant.db"))
+
+				for range 2 {
+					err := db.AppendMessages(ctx, acme, "s1", benchTurn)
+					if !errors.Is(err, store.ErrLost) || !errors.Is(err, kind.Damaged) {
+						t.Errorf("AppendMessages after the damage: got %v, want %v", err, store.ErrLost)
+					}
+					if _, err := db.Messages(ctx, acme, "s1", 0); !errors.Is(err, store.ErrLost) {
+						t.Errorf("Messages after the damage: got %v, want %v", err, store.ErrLost)
+					}
+				}
+				if msgs, err := db.Messages(ctx, globex, "s1", 0); err != nil || len(msgs) != len(benchTurn) {
+					t.Errorf("globex: got %d messages, %v; want %d", len(msgs), err, len(benchTurn))
+				}
+				if err := db.AppendMessages(ctx, globex, "s1", benchTurn); err != nil {
+					t.Errorf("globex AppendMessages: %v", err)
+				}
+				after, _ := os.Stat(filepath.Join(acmeDir, "tenant.db"))
+				if (before == nil) != (after == nil) || (after != nil && after.Size() != before.Size()) {
+					t.Errorf("acme's file changed after it was refused: before %v, after %v", before, after)
+				}
+				if _, err := os.Stat(acmeDir); before == nil && err == nil && d.name == "directory deleted" {
+					t.Errorf("acme's directory was created again")
+				}
+				if n := strings.Count(logs.String(), "tenant store lost"); n != 1 {
+					t.Errorf("operator log: %d lines about the lost store, want 1:\n%s", n, logs)
+				}
+			})
+		}
+	}
+}
+
+func remove(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func truncate(t *testing.T, path string, size int64) {
+	t.Helper()
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
 	}
 }
 
