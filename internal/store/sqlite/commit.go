@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"sync"
 )
 
@@ -93,6 +94,9 @@ func (t *tenantDB) lead(ctx context.Context) {
 	for _, r := range batch {
 		close(r.done)
 	}
+	if committed > 0 {
+		t.committed()
+	}
 
 	g.mu.Lock()
 	if committed > 0 {
@@ -161,8 +165,56 @@ func (t *tenantDB) commitBatch(ctx context.Context, batch []*writeReq) int {
 		fail(err)
 		return 0
 	}
-	t.committed()
 	return stand
+}
+
+// The WAL is checkpointed here, not by SQLite's automatic checkpoint, which
+// runs inside a committing writer and fsyncs there, stalling every writer
+// queued behind it. After a batch that left the WAL file larger than
+// walLimit, a PASSIVE checkpoint runs in the background, beside the writers,
+// which WAL mode allows; the next writer then starts the WAL again from its
+// beginning and SQLite truncates the file to journal_size_limit (walLimit).
+//
+// The WAL starts over only when no reader still reads from it, and a steady
+// stream of readers (each a snapshot that began while the WAL had frames)
+// keeps one there at all times, so the file would grow without end. Past
+// 2×walLimit the leader of the writers therefore runs a TRUNCATE checkpoint
+// itself before passing the lead on: it waits for the readers of the WAL to
+// finish (new readers read the checkpointed file), and the writers wait
+// meanwhile in the queue. Run from a background connection instead, it would
+// have to win SQLite's write lock against writers that hold it nearly all
+// the time, polling in SQLite's busy handler, and it lost for seconds.
+const (
+	walPages = 1000 // SQLite's default wal_autocheckpoint
+	pageSize = 4096 // SQLite's default page size
+	walLimit = walPages * pageSize
+)
+
+// committed runs after a batch committed, while its leader still leads.
+func (t *tenantDB) committed() {
+	fi, err := os.Stat(t.path + "-wal")
+	if err != nil || fi.Size() <= walLimit || !t.checkpointing.CompareAndSwap(false, true) {
+		return
+	}
+	if fi.Size() > 2*walLimit {
+		defer t.checkpointing.Store(false)
+		t.checkpoint("TRUNCATE")
+		return
+	}
+	t.background.Add(1)
+	go func() {
+		defer t.background.Done()
+		defer t.checkpointing.Store(false)
+		t.checkpoint("PASSIVE")
+	}()
+}
+
+func (t *tenantDB) checkpoint(mode string) {
+	// It is not cancelled: Close waits for it, and the writers for the
+	// leader that runs it.
+	if _, err := t.ExecContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")"); err != nil {
+		t.log.Warn("checkpoint tenant store", "mode", mode, "error", err)
+	}
 }
 
 // CommitStats reports how many batches (transactions, one WAL fsync each)

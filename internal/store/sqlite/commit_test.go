@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -233,5 +234,108 @@ func TestDurablePragmas(t *testing.T) {
 			t.Errorf("connection %d: synchronous %d, journal_mode %s, journal_size_limit %d; want 2 (FULL), wal, %d",
 				i, sync, mode, limit, walLimit)
 		}
+	}
+}
+
+// TestWALBounded writes to one tenant database for 30 s from concurrent
+// writers while readers keep scanning it (each scan holds a snapshot that
+// keeps a PASSIVE checkpoint from finishing), and samples the WAL file's
+// size: it must stay within a small multiple of walLimit, the
+// checkpointing threshold (SQLite's wal_autocheckpoint × page size).
+func TestWALBounded(t *testing.T) {
+	const (
+		run     = 30 * time.Second
+		writers = 8
+		readers = 2
+		rowSize = 32 << 10
+		keep    = 250 // rows kept, so the table stays a few MB
+		bound   = 4 * walLimit
+	)
+	tdb := openTenantDB(t)
+	ctx, stop := context.WithTimeout(t.Context(), run)
+	defer stop()
+	wal := tdb.path + "-wal"
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		maxSize  int64
+		samples  int
+		written  int64
+		firstErr error
+	)
+	fail := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil && ctx.Err() == nil {
+			firstErr = err
+		}
+	}
+	row := make([]byte, rowSize)
+	for range writers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				err := tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+					res, err := tx.ExecContext(ctx, "INSERT INTO t (v) VALUES (?)", row)
+					if err != nil {
+						return err
+					}
+					id, err := res.LastInsertId()
+					if err != nil {
+						return err
+					}
+					_, err = tx.ExecContext(ctx, "DELETE FROM t WHERE rowid <= ?", id-keep)
+					return err
+				})
+				if err != nil {
+					fail(err)
+					return
+				}
+				mu.Lock()
+				written += rowSize
+				mu.Unlock()
+			}
+		})
+	}
+	for range readers {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				var n int64
+				if err := tdb.QueryRowContext(ctx, "SELECT coalesce(sum(length(v)), 0) FROM t").Scan(&n); err != nil {
+					fail(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			fi, err := os.Stat(wal)
+			if err != nil {
+				continue // between a TRUNCATE and the next write there may be none
+			}
+			mu.Lock()
+			maxSize = max(maxSize, fi.Size())
+			samples++
+			mu.Unlock()
+		}
+	})
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatal(firstErr)
+	}
+	t.Logf("wrote %d MB in %v, %d batches; largest WAL of %d samples: %d KB (bound %d KB)",
+		written>>20, run, tdb.commit.batches, samples, maxSize>>10, bound>>10)
+	if written < 2*bound {
+		t.Fatalf("wrote only %d bytes: too few to test the bound", written)
+	}
+	if maxSize > bound {
+		t.Errorf("WAL grew to %d bytes, want at most %d (4 × %d)", maxSize, bound, walLimit)
 	}
 }

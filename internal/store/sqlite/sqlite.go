@@ -456,42 +456,6 @@ type tenantDB struct {
 	background    sync.WaitGroup
 }
 
-// The WAL is checkpointed here, not by SQLite's automatic checkpoint, which
-// runs inside a committing writer and fsyncs there, stalling every writer
-// queued behind it. After a commit that left the WAL file larger than
-// walLimit, a PASSIVE checkpoint runs in the background, beside the writers,
-// which WAL mode allows; the next writer then starts the WAL again from its
-// beginning and SQLite truncates the file to journal_size_limit (walLimit).
-// A PASSIVE checkpoint stops at the oldest page a reader still needs, so
-// under a steady stream of readers the WAL could grow without end; past
-// 2×walLimit the checkpoint is TRUNCATE, which waits for readers and blocks
-// writers while it runs, and leaves an empty file.
-const (
-	walPages = 1000 // SQLite's default wal_autocheckpoint
-	pageSize = 4096 // SQLite's default page size
-	walLimit = walPages * pageSize
-)
-
-func (t *tenantDB) committed() {
-	fi, err := os.Stat(t.path + "-wal")
-	if err != nil || fi.Size() <= walLimit || !t.checkpointing.CompareAndSwap(false, true) {
-		return
-	}
-	mode := "PASSIVE"
-	if fi.Size() > 2*walLimit {
-		mode = "TRUNCATE"
-	}
-	t.background.Add(1)
-	go func() {
-		defer t.background.Done()
-		defer t.checkpointing.Store(false)
-		// Close waits for this goroutine, so it needs no cancellation.
-		if _, err := t.ExecContext(context.Background(), "PRAGMA wal_checkpoint("+mode+")"); err != nil {
-			t.log.Warn("checkpoint tenant store", "mode", mode, "error", err)
-		}
-	}()
-}
-
 var statements = []struct {
 	dst func(*tenantDB) **sql.Stmt
 	sql string
