@@ -1063,14 +1063,39 @@ var benchTurn = []store.Message{
 	{Role: "assistant", Content: strings.Repeat("It is sunny and 24°C in Lisbon. ", 8), Meta: []byte(`{"tool_calls":[{"id":"call_1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Lisbon\"}"}}]}`)},
 }
 
+// BenchmarkAppendMessages appends turns to one tenant one after another, and
+// from 16 goroutines at once (as concurrent chat turns do); writes/fsync is
+// how many appends shared one commit, and so one fsync of the WAL.
 func BenchmarkAppendMessages(b *testing.B) {
-	db, scope := benchStore(b)
-	ctx := b.Context()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
-			b.Fatal(err)
-		}
+	for _, parallel := range []bool{false, true} {
+		b.Run(fmt.Sprintf("parallel=%v", parallel), func(b *testing.B) {
+			db, scope := benchStore(b)
+			ctx := b.Context()
+			if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+				b.Fatal(err)
+			}
+			batches0, writes0 := db.CommitStats()
+			b.ReportAllocs()
+			if parallel {
+				b.SetParallelism(8)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			} else {
+				for b.Loop() {
+					if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			batches, writes := db.CommitStats()
+			b.ReportMetric(float64(writes-writes0)/float64(batches-batches0), "writes/fsync")
+		})
 	}
 }
 
