@@ -1124,7 +1124,7 @@ func BenchmarkMessages(b *testing.B) {
 // tenants with a pool far smaller than them, so (with 10,000 tenants)
 // every read opens a database, against 10 tenants that all stay open.
 func BenchmarkPoolMiss(b *testing.B) {
-	for _, n := range []int{10, 10_000} {
+	for _, n := range []int{10, 1000, 10_000} {
 		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
 			ids := make([]tenant.ID, n)
 			loc := locator{}
@@ -1151,5 +1151,32 @@ func BenchmarkPoolMiss(b *testing.B) {
 				i++
 			}
 		})
+	}
+}
+
+// BenchmarkStart is what a start does with the stores of 10,000 tenants
+// before it listens: Open (which lists the store directories) and
+// DropOrphans. Neither opens a database.
+func BenchmarkStart(b *testing.B) {
+	dir := b.TempDir()
+	for i := range 10_000 {
+		if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("storage%05d", i)), 0o700); err != nil {
+			b.Fatal(err)
+		}
+	}
+	keep := func(string) bool { return true }
+	ring := newKeys(b).ring
+	b.ReportAllocs()
+	for b.Loop() {
+		db, err := sqlite.Open(sqlite.Options{Dir: dir, Locator: twoTenants, Ciphers: ring})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if removed, err := db.DropOrphans(b.Context(), keep); err != nil || len(removed) != 0 {
+			b.Fatalf("DropOrphans: removed %d, %v", len(removed), err)
+		}
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
