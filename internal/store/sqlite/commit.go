@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"sync"
+
+	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
 
 // Group commit. Every commit of a tenant database waits for an fsync of its
@@ -166,6 +168,22 @@ func (t *tenantDB) commitBatch(ctx context.Context, batch []*writeReq) int {
 		return 0
 	}
 	return stand
+}
+
+// deletedOne takes the result of a DELETE and fails with store.ErrNotFound
+// if it deleted nothing.
+func deletedOne(res sql.Result, err error) error {
+	if err != nil {
+		return err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return err
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
 }
 
 // The WAL is checkpointed here, not by SQLite's automatic checkpoint, which

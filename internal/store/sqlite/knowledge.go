@@ -38,7 +38,7 @@ func (db *DB) PutDocument(ctx context.Context, scope auth.Scope, doc store.Docum
 	if err := checkDocument(doc); err != nil {
 		return store.Document{}, nil, false, fmt.Errorf("put document: %w", err)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return store.Document{}, nil, false, fmt.Errorf("put document: %w", err)
 	}
@@ -161,7 +161,7 @@ func (db *DB) Document(ctx context.Context, scope auth.Scope, id string) (store.
 	if !scope.Valid() {
 		return store.Document{}, fmt.Errorf("read document: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return store.Document{}, fmt.Errorf("read document: %w", err)
 	}
@@ -257,7 +257,7 @@ func (db *DB) DeleteDocument(ctx context.Context, scope auth.Scope, id string) e
 	if !scope.Valid() {
 		return fmt.Errorf("delete document: %w", store.ErrNoScope)
 	}
-	h, _, err := db.acquire(ctx, scope)
+	h, _, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return fmt.Errorf("delete document: %w", err)
 	}
@@ -280,16 +280,8 @@ func deleteDocument(ctx context.Context, tdb *tenantDB, id string) error {
 		if _, err := tx.StmtContext(ctx, tdb.deleteDocumentChunks).ExecContext(ctx, id); err != nil {
 			return err
 		}
-		res, err := tx.StmtContext(ctx, tdb.deleteDocument).ExecContext(ctx, id)
-		if err != nil {
+		if err := deletedOne(tx.StmtContext(ctx, tdb.deleteDocument).ExecContext(ctx, id)); err != nil {
 			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrNotFound
 		}
 		return bumpKBVersion(ctx, tx, tdb)
 	})
@@ -301,7 +293,7 @@ func (db *DB) Documents(ctx context.Context, scope auth.Scope) ([]store.Document
 	if !scope.Valid() {
 		return nil, fmt.Errorf("read documents: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read documents: %w", err)
 	}
@@ -347,7 +339,7 @@ func (db *DB) Chunks(ctx context.Context, scope auth.Scope, ids []int64) ([]stor
 	if !scope.Valid() {
 		return nil, fmt.Errorf("read chunks: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read chunks: %w", err)
 	}
@@ -413,7 +405,7 @@ func (db *DB) ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Ch
 	if !scope.Valid() {
 		return nil, fmt.Errorf("read chunk embeddings: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read chunk embeddings: %w", err)
 	}
@@ -460,7 +452,7 @@ func (db *DB) SearchChunks(ctx context.Context, scope auth.Scope, query string, 
 	if !scope.Valid() {
 		return nil, fmt.Errorf("search chunks: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
@@ -506,7 +498,7 @@ func (db *DB) KBVersion(ctx context.Context, scope auth.Scope) (int64, error) {
 	if !scope.Valid() {
 		return 0, fmt.Errorf("read knowledge base version: %w", store.ErrNoScope)
 	}
-	h, _, err := db.acquire(ctx, scope)
+	h, _, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return 0, fmt.Errorf("read knowledge base version: %w", err)
 	}

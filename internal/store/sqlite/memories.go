@@ -26,7 +26,7 @@ func (db *DB) PutMemory(ctx context.Context, scope auth.Scope, m store.Memory) (
 	if err := checkMemoryUser(user); err != nil {
 		return store.Memory{}, fmt.Errorf("put memory: %w", err)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return store.Memory{}, fmt.Errorf("put memory: %w", err)
 	}
@@ -76,7 +76,7 @@ func (db *DB) Memories(ctx context.Context, scope auth.Scope, limit int) ([]stor
 	if _, err := tenant.ParseUserID(string(user)); err != nil {
 		return nil, fmt.Errorf("read memories: %w: %w", kind.Invalid, err)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read memories: %w", err)
 	}
@@ -146,7 +146,7 @@ func (db *DB) SearchMemories(ctx context.Context, scope auth.Scope, query string
 	if _, err := tenant.ParseUserID(string(user)); err != nil {
 		return nil, fmt.Errorf("search memories: %w: %w", kind.Invalid, err)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("search memories: %w", err)
 	}

@@ -57,18 +57,7 @@ func (db *DB) DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.Se
 	tdb := h.v
 	defer tdb.secrets.invalidate()
 	err = tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		res, err := tx.StmtContext(ctx, tdb.deleteSecret).ExecContext(ctx, name)
-		if err != nil {
-			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrNotFound
-		}
-		return nil
+		return deletedOne(tx.StmtContext(ctx, tdb.deleteSecret).ExecContext(ctx, name))
 	})
 	if err != nil {
 		return fmt.Errorf("delete secret %s: %w", name, err)

@@ -29,6 +29,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -449,17 +450,31 @@ type tenantDB struct {
 	selectMemories, searchMemories                              *sql.Stmt
 	selectExportDocuments, selectExportMemories                 *sql.Stmt
 
+	prepare       sync.Mutex     // serializes preparing a group
+	prepared      [2]atomic.Bool // by group: set once its statements are
 	secrets       secretCache
 	log           *slog.Logger
-	commits       atomic.Uint64
 	checkpointing atomic.Bool
 	background    sync.WaitGroup
 }
 
-var statements = []struct {
+// statement is one prepared statement of a tenantDB: where it goes, and its
+// SQL.
+type statement struct {
 	dst func(*tenantDB) **sql.Stmt
 	sql string
-}{
+}
+
+// Statements are prepared in two groups: those of a chat turn (history and
+// secrets), when the database is opened, and the others on first use, by
+// acquireAll, so that a pool miss for a chat turn prepares 7 statements,
+// not 32. Preparing is most of what opening costs.
+var (
+	groups     = [...][]statement{chatStatements, otherStatements}
+	statements = slices.Concat(chatStatements, otherStatements)
+)
+
+var chatStatements = []statement{
 	{func(t *tenantDB) **sql.Stmt { return &t.upsertSession }, `
 		INSERT INTO sessions (user_id, session_id, created_at, updated_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (user_id, session_id) DO UPDATE SET updated_at = excluded.updated_at`},
@@ -481,6 +496,9 @@ var statements = []struct {
 		SELECT name, value FROM secrets ORDER BY name`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectSecretNames }, `
 		SELECT name FROM secrets ORDER BY name`},
+}
+
+var otherStatements = []statement{
 	// Every session, with its messages if it has any, in (user, session,
 	// message) order; a session without messages is one row of NULLs.
 	{func(t *tenantDB) **sql.Stmt { return &t.selectExport }, `
@@ -554,6 +572,8 @@ var statements = []struct {
 func (t *tenantDB) Close() error {
 	t.background.Wait()
 	var errs []error
+	t.prepare.Lock()
+	defer t.prepare.Unlock()
 	for _, st := range statements {
 		if s := *st.dst(t); s != nil {
 			errs = append(errs, s.Close())
@@ -607,13 +627,51 @@ func (db *DB) openTenant(ctx context.Context, id string) (*tenantDB, error) {
 		}
 	}
 	tdb := &tenantDB{DB: sqlDB, path: path, file: fi, log: db.log.With("storage_id", id)}
-	for _, st := range statements {
-		if *st.dst(tdb), err = sqlDB.PrepareContext(ctx, st.sql); err != nil {
-			return nil, errors.Join(fmt.Errorf("prepare: %w", err), tdb.Close())
-		}
+	if err := tdb.prepareGroup(ctx, 0); err != nil {
+		return nil, errors.Join(err, tdb.Close())
 	}
 	db.found(id)
 	return tdb, nil
+}
+
+// prepareGroup prepares the statements of groups[g] unless they are. A
+// failure leaves the group to be prepared again by the next call.
+func (t *tenantDB) prepareGroup(ctx context.Context, g int) error {
+	if t.prepared[g].Load() {
+		return nil
+	}
+	t.prepare.Lock()
+	defer t.prepare.Unlock()
+	if t.prepared[g].Load() {
+		return nil
+	}
+	for _, st := range groups[g] {
+		dst := st.dst(t)
+		if *dst != nil {
+			continue
+		}
+		s, err := t.PrepareContext(ctx, st.sql)
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		*dst = s
+	}
+	t.prepared[g].Store(true)
+	return nil
+}
+
+// acquireAll is acquire for the calls that use statements beyond a chat
+// turn's (knowledge, memories, export): it prepares them first.
+func (db *DB) acquireAll(ctx context.Context, scope auth.Scope) (*handle[*tenantDB], *keyring.Cipher, error) {
+	h, c, err := db.acquire(ctx, scope)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := h.v.prepareGroup(ctx, 1); err != nil {
+		db.pool.release(h)
+		return nil, nil, err
+	}
+	return h, c, nil
 }
 
 // Create makes the database of incarnation inc, empty and migrated. The
