@@ -31,7 +31,12 @@ func defaultMaxOpen() int {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return minMaxOpen
 	}
-	n := min(lim.Cur, 1<<24) / 4 * 3 / fdsPerTenant
+	return maxOpenFor(lim.Cur)
+}
+
+// maxOpenFor returns the pool size for a limit of nofile descriptors.
+func maxOpenFor(nofile uint64) int {
+	n := min(nofile, 1<<24) / 4 * 3 / fdsPerTenant
 	return int(min(max(n, minMaxOpen), maxMaxOpen))
 }
 
