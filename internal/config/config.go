@@ -154,7 +154,7 @@ type Provider struct {
 // Defaults for unset fields.
 const (
 	DefaultMaxBodyBytes    = 1 << 20
-	DefaultMaxOpenTenants  = 128
+	DefaultMaxOpenTenants  = 0 // the store sizes its pool from the file-descriptor limit
 	DefaultHistoryMessages = 50
 	OfflineProvider        = "offline"
 )

@@ -13,4 +13,7 @@ var (
 	Limited         = errors.New("rate limited")
 	TooLarge        = errors.New("request too large")
 	Unavailable     = errors.New("upstream unavailable")
+	// Damaged is stored state that is missing or broken (a tenant database
+	// deleted or truncated under the server): only the operator can help.
+	Damaged = errors.New("storage damaged")
 )

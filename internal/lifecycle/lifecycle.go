@@ -70,7 +70,11 @@ type (
 	// DataKeys caches unwrapped data keys (*keyring.Ring).
 	DataKeys interface{ Forget(inc tenant.Incarnation) }
 	// Store holds tenants' rows or files (*sqlite.DB, *postgres.DB).
+	// Create makes a new incarnation's database; only it may, so a
+	// database that disappears later is refused rather than made again
+	// empty.
 	Store interface {
+		Create(ctx context.Context, inc tenant.Incarnation) error
 		Drop(ctx context.Context, inc tenant.Incarnation) error
 	}
 	// ResponseCache holds cached answers (*cache.Cache).
@@ -174,7 +178,9 @@ func (p Parts) participants() ([]Participant, error) {
 			p.VectorIndexes.InvalidateTenant(inc)
 			return nil
 		}},
-		Func{"store", nil, func(ctx context.Context, inc tenant.Incarnation) error {
+		Func{"store", func(ctx context.Context, t control.Tenant) error {
+			return p.Store.Create(ctx, t.Incarnation())
+		}, func(ctx context.Context, inc tenant.Incarnation) error {
 			if inc.Storage() == "" {
 				return fmt.Errorf("incarnation of %s has no storage id", inc.Tenant())
 			}

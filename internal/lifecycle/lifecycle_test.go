@@ -36,6 +36,9 @@ func (r *recorder) note(what string, inc tenant.Incarnation) error {
 }
 
 func (r *recorder) Forget(inc tenant.Incarnation) { r.note("forget", inc) }
+func (r *recorder) Create(_ context.Context, inc tenant.Incarnation) error {
+	return r.note("create", inc)
+}
 func (r *recorder) Drop(_ context.Context, inc tenant.Incarnation) error {
 	return r.note("drop", inc)
 }
@@ -119,7 +122,7 @@ func TestOffboardReachesEveryHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"canaries acme", "text acme"}; !slices.Equal(r.calls, want) {
+	if want := []string{"canaries acme", "text acme", "create " + string(created.Incarnation())}; !slices.Equal(r.calls, want) {
 		t.Fatalf("provision calls: got %q, want %q", r.calls, want)
 	}
 	r.calls = nil

@@ -53,6 +53,9 @@ func errorStatus(err error) (status int, typ, code, message string) {
 	case errors.Is(err, kind.Unavailable):
 		// The cause names upstream hosts and internals: it goes to the log only.
 		return http.StatusBadGateway, "api_error", "upstream_error", "the model provider failed; try again later"
+	case errors.Is(err, kind.Damaged):
+		// Which file is gone is the operator's business: it is in the log.
+		return http.StatusServiceUnavailable, "api_error", "storage_unavailable", "the tenant's data is unavailable; the operator has been alerted"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "api_error", "timeout", "request timed out"
 	}

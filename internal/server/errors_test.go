@@ -37,6 +37,7 @@ func TestErrorStatus(t *testing.T) {
 		{"unavailable", wrap(kind.Unavailable, "model provider returned 503"), 502, "api_error", "upstream_error", ""},
 		{"deadline", fmt.Errorf("run: %w", context.DeadlineExceeded), 504, "api_error", "timeout", "request timed out"},
 		{"internal", errors.New("open /data/tenants/0123abcd/tenant.db: disk I/O error"), 500, "api_error", "internal_error", "internal error"},
+		{"lost tenant store", fmt.Errorf("append messages: %w: /data/tenants/0123abcd/tenant.db: no such file", store.ErrLost), 503, "api_error", "storage_unavailable", "the tenant's data is unavailable; the operator has been alerted"},
 		{"unknown tenant store", fmt.Errorf("locate: %w", store.ErrUnknownTenant), 500, "api_error", "internal_error", "internal error"},
 		{"no scope", fmt.Errorf("run agent: %w", store.ErrNoScope), 500, "api_error", "internal_error", "internal error"},
 		// The first kind in errorStatus's order wins for an error of two kinds.

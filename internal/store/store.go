@@ -34,6 +34,10 @@ var (
 	ErrUnknownTenant = errors.New("store: unknown tenant")
 	// ErrNotFound is returned for a record the tenant does not have.
 	ErrNotFound = fmt.Errorf("store: %w", kind.NotFound)
+	// ErrLost is returned for a tenant whose database existed and has since
+	// disappeared or been truncated: the backend refuses it rather than
+	// start the tenant again from empty.
+	ErrLost = fmt.Errorf("store: the tenant's database is missing or damaged: %w", kind.Damaged)
 )
 
 // Secret is one of a tenant's credentials, decrypted.

@@ -327,6 +327,17 @@ var (
 	readTx  = pgx.TxOptions{AccessMode: pgx.ReadOnly}
 )
 
+// Create prepares a new incarnation's data. In PostgreSQL there is nothing
+// to make: a tenant's rows are written as it stores things, under RLS, and
+// no per-tenant file exists that could disappear. It checks that inc names
+// storage the locator knows, as every other call does.
+func (db *DB) Create(ctx context.Context, inc tenant.Incarnation) error {
+	if _, err := db.locator.StorageID(ctx, inc); err != nil {
+		return fmt.Errorf("create tenant data: %w", err)
+	}
+	return nil
+}
+
 // Drop removes every row of incarnation inc, in one transaction. It is used
 // when a tenant is deleted, after its control record and data key are gone,
 // so it takes the incarnation rather than asking the locator. Cascades remove

@@ -71,53 +71,44 @@ func appendAudit(ctx context.Context, tdb *tenantDB, recs []store.AuditRecord) e
 	if len(recs) == 0 {
 		return nil
 	}
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
-	tx, err := tdb.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	var head auditchain.Head
-	err = tx.QueryRowContext(ctx, selectAuditHead).Scan(&head.Seq, &head.Hash)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return err
-	}
-	// Rows go in auditRowsPerInsert at a time: one statement per row costs
-	// more in the driver than SQLite spends inserting it.
-	var full *sql.Stmt
-	args := make([]any, 0, 6*auditRowsPerInsert)
-	for len(recs) > 0 {
-		n := min(len(recs), auditRowsPerInsert)
-		args = args[:0]
-		for _, r := range recs[:n] {
-			if r, err = auditchain.Link(head, r); err != nil {
-				return err
-			}
-			args = append(args, r.Seq, r.Time.Format(timeFormat), r.Type, string(r.Data), r.Prev, r.Hash)
-			head = auditchain.Head{Seq: r.Seq, Hash: r.Hash}
-		}
-		recs = recs[n:]
-		if n == auditRowsPerInsert {
-			if full == nil {
-				if full, err = tx.PrepareContext(ctx, insertAuditRows(n)); err != nil {
-					return err
-				}
-				defer full.Close()
-			}
-			_, err = full.ExecContext(ctx, args...)
-		} else {
-			_, err = tx.ExecContext(ctx, insertAuditRows(n), args...)
-		}
-		if err != nil {
+	return tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var head auditchain.Head
+		err := tx.QueryRowContext(ctx, selectAuditHead).Scan(&head.Seq, &head.Hash)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	tdb.committed()
-	return nil
+		// Rows go in auditRowsPerInsert at a time: one statement per row
+		// costs more in the driver than SQLite spends inserting it.
+		var full *sql.Stmt
+		args := make([]any, 0, 6*auditRowsPerInsert)
+		for rest := recs; len(rest) > 0; {
+			n := min(len(rest), auditRowsPerInsert)
+			args = args[:0]
+			for _, r := range rest[:n] {
+				if r, err = auditchain.Link(head, r); err != nil {
+					return err
+				}
+				args = append(args, r.Seq, r.Time.Format(timeFormat), r.Type, string(r.Data), r.Prev, r.Hash)
+				head = auditchain.Head{Seq: r.Seq, Hash: r.Hash}
+			}
+			rest = rest[n:]
+			if n == auditRowsPerInsert {
+				if full == nil {
+					if full, err = tx.PrepareContext(ctx, insertAuditRows(n)); err != nil {
+						return err
+					}
+					defer full.Close()
+				}
+				_, err = full.ExecContext(ctx, args...)
+			} else {
+				_, err = tx.ExecContext(ctx, insertAuditRows(n), args...)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // AuditRecords returns up to limit records of scope's tenant's audit log

@@ -24,7 +24,7 @@ func (db *DB) Export(ctx context.Context, scope auth.Scope) (store.Export, error
 	if !scope.Valid() {
 		return store.Export{}, fmt.Errorf("export: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return store.Export{}, fmt.Errorf("export: %w", err)
 	}

@@ -35,7 +35,7 @@ func (db *DB) PutDocument(ctx context.Context, scope auth.Scope, doc store.Docum
 	if err := store.CheckDocument(doc); err != nil {
 		return store.Document{}, nil, false, fmt.Errorf("put document: %w", err)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return store.Document{}, nil, false, fmt.Errorf("put document: %w", err)
 	}
@@ -85,64 +85,60 @@ func putDocument(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, doc stor
 		out[i] = store.Chunk{DocumentID: doc.ID, Ordinal: i, Text: ch.Text, Embedding: ch.Embedding}
 	}
 
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
-	tx, err := tdb.BeginTx(ctx, nil)
-	if err != nil {
-		return store.Document{}, nil, false, err
-	}
-	defer tx.Rollback()
+	var (
+		existing  store.Document
+		existingC []store.Chunk
+		found     bool
+	)
+	err := tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var id string
+		err := tx.StmtContext(ctx, tdb.selectDocumentIDByMAC).QueryRowContext(ctx, mac).Scan(&id)
+		switch {
+		case err == nil:
+			found = true
+			if existing, err = readDocument(ctx, tx.StmtContext(ctx, tdb.selectDocument), c, id); err != nil {
+				return err
+			}
+			existingC, err = documentChunks(ctx, tx.StmtContext(ctx, tdb.selectDocumentChunks), c, id)
+			return err
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
+		var one int
+		err = tx.StmtContext(ctx, tdb.selectDocumentExists).QueryRowContext(ctx, doc.ID).Scan(&one)
+		switch {
+		case err == nil:
+			return fmt.Errorf("%w: document %s holds another text", kind.Conflict, doc.ID)
+		case !errors.Is(err, sql.ErrNoRows):
+			return err
+		}
 
-	var existing string
-	err = tx.StmtContext(ctx, tdb.selectDocumentIDByMAC).QueryRowContext(ctx, mac).Scan(&existing)
+		if _, err := tx.StmtContext(ctx, tdb.insertDocument).ExecContext(ctx,
+			doc.ID, mac, hash, text, meta, doc.Chunks, now.Format(timeFormat)); err != nil {
+			return err
+		}
+		insertChunk := tx.StmtContext(ctx, tdb.insertChunk)
+		insertIndex := tx.StmtContext(ctx, tdb.insertChunkIndex)
+		for i, s := range sealed {
+			res, err := insertChunk.ExecContext(ctx, doc.ID, i, s.text, s.embedding)
+			if err != nil {
+				return err
+			}
+			if out[i].ID, err = res.LastInsertId(); err != nil {
+				return err
+			}
+			if _, err := insertIndex.ExecContext(ctx, out[i].ID, s.terms); err != nil {
+				return err
+			}
+		}
+		return bumpKBVersion(ctx, tx, tdb)
+	})
 	switch {
-	case err == nil:
-		d, err := readDocument(ctx, tx.StmtContext(ctx, tdb.selectDocument), c, existing)
-		if err != nil {
-			return store.Document{}, nil, false, err
-		}
-		dc, err := documentChunks(ctx, tx.StmtContext(ctx, tdb.selectDocumentChunks), c, existing)
-		if err != nil {
-			return store.Document{}, nil, false, err
-		}
-		return d, dc, false, nil
-	case !errors.Is(err, sql.ErrNoRows):
+	case err != nil:
 		return store.Document{}, nil, false, err
+	case found:
+		return existing, existingC, false, nil
 	}
-	var one int
-	err = tx.StmtContext(ctx, tdb.selectDocumentExists).QueryRowContext(ctx, doc.ID).Scan(&one)
-	switch {
-	case err == nil:
-		return store.Document{}, nil, false, fmt.Errorf("%w: document %s holds another text", kind.Conflict, doc.ID)
-	case !errors.Is(err, sql.ErrNoRows):
-		return store.Document{}, nil, false, err
-	}
-
-	if _, err := tx.StmtContext(ctx, tdb.insertDocument).ExecContext(ctx,
-		doc.ID, mac, hash, text, meta, doc.Chunks, now.Format(timeFormat)); err != nil {
-		return store.Document{}, nil, false, err
-	}
-	insertChunk := tx.StmtContext(ctx, tdb.insertChunk)
-	insertIndex := tx.StmtContext(ctx, tdb.insertChunkIndex)
-	for i, s := range sealed {
-		res, err := insertChunk.ExecContext(ctx, doc.ID, i, s.text, s.embedding)
-		if err != nil {
-			return store.Document{}, nil, false, err
-		}
-		if out[i].ID, err = res.LastInsertId(); err != nil {
-			return store.Document{}, nil, false, err
-		}
-		if _, err := insertIndex.ExecContext(ctx, out[i].ID, s.terms); err != nil {
-			return store.Document{}, nil, false, err
-		}
-	}
-	if err := bumpKBVersion(ctx, tx, tdb); err != nil {
-		return store.Document{}, nil, false, err
-	}
-	if err := tx.Commit(); err != nil {
-		return store.Document{}, nil, false, err
-	}
-	tdb.committed()
 	return doc, out, true, nil
 }
 
@@ -162,7 +158,7 @@ func (db *DB) Document(ctx context.Context, scope auth.Scope, id string) (store.
 	if !scope.Valid() {
 		return store.Document{}, fmt.Errorf("read document: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return store.Document{}, fmt.Errorf("read document: %w", err)
 	}
@@ -258,7 +254,7 @@ func (db *DB) DeleteDocument(ctx context.Context, scope auth.Scope, id string) e
 	if !scope.Valid() {
 		return fmt.Errorf("delete document: %w", store.ErrNoScope)
 	}
-	h, _, err := db.acquire(ctx, scope)
+	h, _, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return fmt.Errorf("delete document: %w", err)
 	}
@@ -273,39 +269,19 @@ func (db *DB) DeleteDocument(ctx context.Context, scope auth.Scope, id string) e
 }
 
 func deleteDocument(ctx context.Context, tdb *tenantDB, id string) error {
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
-	tx, err := tdb.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	// The index rows first: they are found through the chunks.
-	if _, err := tx.StmtContext(ctx, tdb.deleteDocumentIndex).ExecContext(ctx, id); err != nil {
-		return err
-	}
-	if _, err := tx.StmtContext(ctx, tdb.deleteDocumentChunks).ExecContext(ctx, id); err != nil {
-		return err
-	}
-	res, err := tx.StmtContext(ctx, tdb.deleteDocument).ExecContext(ctx, id)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
-		return store.ErrNotFound
-	}
-	if err := bumpKBVersion(ctx, tx, tdb); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	tdb.committed()
-	return nil
+	return tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		// The index rows first: they are found through the chunks.
+		if _, err := tx.StmtContext(ctx, tdb.deleteDocumentIndex).ExecContext(ctx, id); err != nil {
+			return err
+		}
+		if _, err := tx.StmtContext(ctx, tdb.deleteDocumentChunks).ExecContext(ctx, id); err != nil {
+			return err
+		}
+		if err := deletedOne(tx.StmtContext(ctx, tdb.deleteDocument).ExecContext(ctx, id)); err != nil {
+			return err
+		}
+		return bumpKBVersion(ctx, tx, tdb)
+	})
 }
 
 // Documents returns scope's tenant's documents without their text, newest
@@ -314,7 +290,7 @@ func (db *DB) Documents(ctx context.Context, scope auth.Scope) ([]store.Document
 	if !scope.Valid() {
 		return nil, fmt.Errorf("read documents: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read documents: %w", err)
 	}
@@ -360,7 +336,7 @@ func (db *DB) Chunks(ctx context.Context, scope auth.Scope, ids []int64) ([]stor
 	if !scope.Valid() {
 		return nil, fmt.Errorf("read chunks: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read chunks: %w", err)
 	}
@@ -426,7 +402,7 @@ func (db *DB) ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Ch
 	if !scope.Valid() {
 		return nil, fmt.Errorf("read chunk embeddings: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read chunk embeddings: %w", err)
 	}
@@ -473,7 +449,7 @@ func (db *DB) SearchChunks(ctx context.Context, scope auth.Scope, query string, 
 	if !scope.Valid() {
 		return nil, fmt.Errorf("search chunks: %w", store.ErrNoScope)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("search chunks: %w", err)
 	}
@@ -519,7 +495,7 @@ func (db *DB) KBVersion(ctx context.Context, scope auth.Scope) (int64, error) {
 	if !scope.Valid() {
 		return 0, fmt.Errorf("read knowledge base version: %w", store.ErrNoScope)
 	}
-	h, _, err := db.acquire(ctx, scope)
+	h, _, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return 0, fmt.Errorf("read knowledge base version: %w", err)
 	}

@@ -27,7 +27,7 @@ func (db *DB) PutMemory(ctx context.Context, scope auth.Scope, m store.Memory) (
 	if err := store.CheckMemoryUser(user); err != nil {
 		return store.Memory{}, fmt.Errorf("put memory: %w", err)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return store.Memory{}, fmt.Errorf("put memory: %w", err)
 	}
@@ -43,32 +43,25 @@ func putMemory(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenan
 	now := time.Now().UTC()
 	terms := seal.MemoryBlinder(c, user).Document(m.Text)
 
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
-	tx, err := tdb.BeginTx(ctx, nil)
+	var id int64
+	err := tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		// The ciphertexts are bound to the id, so it is chosen before the
+		// insert, inside the write; sealing a memory is a few microseconds.
+		if err := tx.StmtContext(ctx, tdb.nextMemoryID).QueryRowContext(ctx).Scan(&id); err != nil {
+			return err
+		}
+		text := c.Seal([]byte(m.Text), seal.MemoryText(user, id))
+		embedding := seal.Embedding(c, m.Embedding, seal.MemoryEmbedding(user, id))
+		if _, err := tx.StmtContext(ctx, tdb.insertMemory).ExecContext(ctx,
+			id, user, text, embedding, now.Format(timeFormat)); err != nil {
+			return err
+		}
+		_, err := tx.StmtContext(ctx, tdb.insertMemoryIndex).ExecContext(ctx, id, terms, user)
+		return err
+	})
 	if err != nil {
 		return store.Memory{}, err
 	}
-	defer tx.Rollback()
-	// The ciphertexts are bound to the id, so it is chosen before the insert,
-	// under the write lock; sealing a memory is a few microseconds.
-	var id int64
-	if err := tx.StmtContext(ctx, tdb.nextMemoryID).QueryRowContext(ctx).Scan(&id); err != nil {
-		return store.Memory{}, err
-	}
-	text := c.Seal([]byte(m.Text), seal.MemoryText(user, id))
-	embedding := seal.Embedding(c, m.Embedding, seal.MemoryEmbedding(user, id))
-	if _, err := tx.StmtContext(ctx, tdb.insertMemory).ExecContext(ctx,
-		id, user, text, embedding, now.Format(timeFormat)); err != nil {
-		return store.Memory{}, err
-	}
-	if _, err := tx.StmtContext(ctx, tdb.insertMemoryIndex).ExecContext(ctx, id, terms, user); err != nil {
-		return store.Memory{}, err
-	}
-	if err := tx.Commit(); err != nil {
-		return store.Memory{}, err
-	}
-	tdb.committed()
 	return store.Memory{ID: id, User: user, Text: m.Text, Embedding: m.Embedding, CreatedAt: now}, nil
 }
 
@@ -84,7 +77,7 @@ func (db *DB) Memories(ctx context.Context, scope auth.Scope, limit int) ([]stor
 	if _, err := tenant.ParseUserID(string(user)); err != nil {
 		return nil, fmt.Errorf("read memories: %w: %w", kind.Invalid, err)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("read memories: %w", err)
 	}
@@ -154,7 +147,7 @@ func (db *DB) SearchMemories(ctx context.Context, scope auth.Scope, query string
 	if _, err := tenant.ParseUserID(string(user)); err != nil {
 		return nil, fmt.Errorf("search memories: %w: %w", kind.Invalid, err)
 	}
-	h, c, err := db.acquire(ctx, scope)
+	h, c, err := db.acquireAll(ctx, scope)
 	if err != nil {
 		return nil, fmt.Errorf("search memories: %w", err)
 	}

@@ -7,7 +7,38 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"syscall"
 )
+
+// Bounds of the pool size derived from the file-descriptor limit.
+const (
+	// fdsPerTenant is what an open tenant database may hold: the database
+	// file and its WAL for each of its connections, and the shared-memory
+	// index.
+	fdsPerTenant = 2*connsPerTenant + 1
+	minMaxOpen   = 16
+	// maxMaxOpen caps the default, for memory: each open database keeps
+	// its page caches and prepared statements.
+	maxMaxOpen = 16384
+)
+
+// defaultMaxOpen sizes the pool from the file-descriptor limit (which Go
+// raises to the hard limit at start): three quarters of it for tenant
+// databases, the rest for sockets, the control plane and the rest of the
+// process.
+func defaultMaxOpen() int {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return minMaxOpen
+	}
+	return maxOpenFor(lim.Cur)
+}
+
+// maxOpenFor returns the pool size for a limit of nofile descriptors.
+func maxOpenFor(nofile uint64) int {
+	n := min(nofile, 1<<24) / 4 * 3 / fdsPerTenant
+	return int(min(max(n, minMaxOpen), maxMaxOpen))
+}
 
 // errClosed is returned by a pool after close.
 var errClosed = errors.New("tenant stores are closed")

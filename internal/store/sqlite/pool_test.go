@@ -422,3 +422,26 @@ func TestPoolClose(t *testing.T) {
 	}
 	o.check(t)
 }
+
+func TestMaxOpenFor(t *testing.T) {
+	tests := []struct {
+		nofile uint64
+		want   int
+	}{
+		{0, minMaxOpen},
+		{128, minMaxOpen},     // 96 descriptors: 10 databases, raised to the minimum
+		{256, 21},             // 192 / 9
+		{1024, 85},            // 768 / 9
+		{20_000, 1666},        // 15,000 / 9
+		{1 << 20, maxMaxOpen}, // 786,432 / 9 = 87,381, capped
+		{1<<63 - 1, maxMaxOpen},
+	}
+	for _, tt := range tests {
+		if got := maxOpenFor(tt.nofile); got != tt.want {
+			t.Errorf("maxOpenFor(%d) = %d, want %d", tt.nofile, got, tt.want)
+		}
+	}
+	if got := defaultMaxOpen(); got < minMaxOpen || got > maxMaxOpen {
+		t.Errorf("defaultMaxOpen() = %d, outside [%d, %d]", got, minMaxOpen, maxMaxOpen)
+	}
+}

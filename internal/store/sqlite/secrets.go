@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"slices"
 	"sync"
@@ -31,13 +32,14 @@ func (db *DB) PutSecret(ctx context.Context, scope auth.Scope, name tenant.Secre
 	now := time.Now().UTC().Format(timeFormat)
 
 	tdb := h.v
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
 	defer tdb.secrets.invalidate()
-	if _, err := tdb.upsertSecret.ExecContext(ctx, name, sealed, now); err != nil {
+	err = tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.StmtContext(ctx, tdb.upsertSecret).ExecContext(ctx, name, sealed, now)
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("put secret %s: %w", name, err)
 	}
-	tdb.committed()
 	return nil
 }
 
@@ -54,21 +56,13 @@ func (db *DB) DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.Se
 	defer db.pool.release(h)
 
 	tdb := h.v
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
 	defer tdb.secrets.invalidate()
-	res, err := tdb.deleteSecret.ExecContext(ctx, name)
+	err = tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		return deletedOne(tx.StmtContext(ctx, tdb.deleteSecret).ExecContext(ctx, name))
+	})
 	if err != nil {
 		return fmt.Errorf("delete secret %s: %w", name, err)
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("delete secret %s: %w", name, err)
-	}
-	if n == 0 {
-		return fmt.Errorf("delete secret %s: %w", name, store.ErrNotFound)
-	}
-	tdb.committed()
 	return nil
 }
 

@@ -15,23 +15,27 @@
 package sqlite
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
 	"embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/pressly/goose/v3"
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	driver "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
@@ -59,14 +63,13 @@ type Ciphers interface {
 // Options configures Open.
 type Options struct {
 	Dir     string // e.g. DATA/tenants; created 0700 if missing
-	MaxOpen int    // max open tenant handles; 0 → 128
+	MaxOpen int    // max open tenant handles; 0 → sized from the file-descriptor limit (see defaultMaxOpen)
 	Locator Locator
 	Ciphers Ciphers      // required: encrypts every tenant's content at rest
 	Logger  *slog.Logger // nil → discard
 }
 
 const (
-	defaultMaxOpen = 128
 	connsPerTenant = 4
 	fileName       = "tenant.db"
 	// timeFormat is fixed-width UTC, so stored times sort as text and
@@ -85,7 +88,19 @@ type DB struct {
 	ciphers    Ciphers
 	log        *slog.Logger
 	migrations fs.FS
+	schema     int // how many migrations there are: the user_version of an up-to-date database
 	pool       *pool[*tenantDB]
+
+	// created serializes creating databases: Create and first use of a
+	// store no one created (see openTenant) may race for one file.
+	created sync.Mutex
+
+	mu sync.Mutex
+	// known holds the storage ids whose database exists: found at Open,
+	// made by Create, or opened since. A known store whose file is missing
+	// or truncated is lost: it is refused, never created again empty.
+	known map[string]bool
+	lost  map[string]bool // lost stores already reported to the operator
 }
 
 // Open prepares the tenant databases under opts.Dir. No tenant database is
@@ -114,14 +129,31 @@ func Open(opts Options) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open tenant stores: %w", err)
 	}
+	files, err := fs.Glob(fsys, "*.sql")
+	if err != nil {
+		return nil, fmt.Errorf("open tenant stores: %w", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open tenant stores: %w", err)
+	}
+	known := make(map[string]bool, len(entries))
+	for _, e := range entries {
+		if e.IsDir() && validStorageID(e.Name()) {
+			known[e.Name()] = true
+		}
+	}
 	db := &DB{
 		dir:        dir,
 		locator:    opts.Locator,
 		ciphers:    opts.Ciphers,
 		log:        cmp.Or(opts.Logger, slog.New(slog.DiscardHandler)),
 		migrations: fsys,
+		schema:     len(files),
+		known:      known,
+		lost:       map[string]bool{},
 	}
-	db.pool = newPool(cmp.Or(opts.MaxOpen, defaultMaxOpen), db.openTenant, db.log)
+	db.pool = newPool(cmp.Or(opts.MaxOpen, defaultMaxOpen()), db.openTenant, db.log)
 	return db, nil
 }
 
@@ -171,28 +203,19 @@ func appendMessages(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user 
 		}
 	}
 
-	tdb.write.Lock()
-	defer tdb.write.Unlock()
-	tx, err := tdb.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.StmtContext(ctx, tdb.upsertSession).ExecContext(ctx,
-		user, session, now.Format(timeFormat), now.Format(timeFormat)); err != nil {
-		return err
-	}
-	insert := tx.StmtContext(ctx, tdb.insertMessage)
-	for _, m := range sealed {
-		if _, err := insert.ExecContext(ctx, user, session, m.role, m.content, m.meta, m.created); err != nil {
+	return tdb.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.StmtContext(ctx, tdb.upsertSession).ExecContext(ctx,
+			user, session, now.Format(timeFormat), now.Format(timeFormat)); err != nil {
 			return err
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return err
-	}
-	tdb.committed()
-	return nil
+		insert := tx.StmtContext(ctx, tdb.insertMessage)
+		for _, m := range sealed {
+			if _, err := insert.ExecContext(ctx, user, session, m.role, m.content, m.meta, m.created); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 // Messages returns the last limit messages of the session of scope's end user,
@@ -278,7 +301,13 @@ func (db *DB) drop(ctx context.Context, storageID string) error {
 		return fmt.Errorf("drop tenant store: invalid storage id %q", storageID)
 	}
 	dir := filepath.Join(db.dir, storageID)
-	err := db.pool.drop(ctx, storageID, func() error { return os.RemoveAll(dir) })
+	err := db.pool.drop(ctx, storageID, func() error {
+		if err := os.RemoveAll(dir); err != nil {
+			return err
+		}
+		db.forget(storageID)
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("drop tenant store: %w", err)
 	}
@@ -346,6 +375,16 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 		}
 		return nil, nil, fmt.Errorf("locate tenant store: %w", err)
 	}
+	// An open database whose file was deleted or truncated would take
+	// writes into an unlinked or broken file: refuse it, and close it.
+	if err := h.v.intact(); err != nil {
+		h.v.abandoned.Store(true)
+		db.pool.release(h)
+		if derr := db.pool.drop(ctx, id, func() error { return nil }); derr != nil && !errors.Is(derr, errClosed) {
+			db.log.Warn("close a lost tenant store", "storage_id", id, "error", derr.Error())
+		}
+		return nil, nil, db.lostStore(id, err)
+	}
 	return h, c, nil
 }
 
@@ -377,7 +416,14 @@ func (db *DB) DropOrphans(ctx context.Context, keep func(storageID string) bool)
 // than in SQLite's busy handler, which sleeps for milliseconds at a time.
 type tenantDB struct {
 	*sql.DB
-	write sync.Mutex
+	commit groupCommit
+	path   string      // of the database file
+	file   os.FileInfo // the file as opened, to notice it replaced, removed or cut
+	// abandoned is set when the file was found lost: closing the database
+	// would checkpoint the WAL into what is left of the file and delete
+	// the WAL, destroying what the operator could still recover, so Close
+	// leaves its connections open until the process ends.
+	abandoned atomic.Bool
 
 	// Statements are prepared once per database: preparing costs more than
 	// running them.
@@ -395,38 +441,31 @@ type tenantDB struct {
 	selectMemories, searchMemories                              *sql.Stmt
 	selectExportDocuments, selectExportMemories                 *sql.Stmt
 
+	prepare       sync.Mutex     // serializes preparing a group
+	prepared      [2]atomic.Bool // by group: set once its statements are
 	secrets       secretCache
 	log           *slog.Logger
-	commits       atomic.Uint64
 	checkpointing atomic.Bool
 	background    sync.WaitGroup
 }
 
-// checkpointEvery is how many commits pass between WAL checkpoints. SQLite's
-// automatic checkpoint runs inside a committing writer and fsyncs there,
-// stalling every request queued behind it for milliseconds; here it runs in
-// the background, beside the writers, which WAL mode allows.
-const checkpointEvery = 256
-
-func (t *tenantDB) committed() {
-	if t.commits.Add(1)%checkpointEvery != 0 || !t.checkpointing.CompareAndSwap(false, true) {
-		return
-	}
-	t.background.Add(1)
-	go func() {
-		defer t.background.Done()
-		defer t.checkpointing.Store(false)
-		// Close waits for this goroutine, so it needs no cancellation.
-		if _, err := t.ExecContext(context.Background(), "PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-			t.log.Warn("checkpoint tenant store", "error", err)
-		}
-	}()
-}
-
-var statements = []struct {
+// statement is one prepared statement of a tenantDB: where it goes, and its
+// SQL.
+type statement struct {
 	dst func(*tenantDB) **sql.Stmt
 	sql string
-}{
+}
+
+// Statements are prepared in two groups: those of a chat turn (history and
+// secrets), when the database is opened, and the others on first use, by
+// acquireAll, so that a pool miss for a chat turn prepares 7 statements,
+// not 32. Preparing is most of what opening costs.
+var (
+	groups     = [...][]statement{chatStatements, otherStatements}
+	statements = slices.Concat(chatStatements, otherStatements)
+)
+
+var chatStatements = []statement{
 	{func(t *tenantDB) **sql.Stmt { return &t.upsertSession }, `
 		INSERT INTO sessions (user_id, session_id, created_at, updated_at) VALUES (?, ?, ?, ?)
 		ON CONFLICT (user_id, session_id) DO UPDATE SET updated_at = excluded.updated_at`},
@@ -448,6 +487,9 @@ var statements = []struct {
 		SELECT name, value FROM secrets ORDER BY name`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectSecretNames }, `
 		SELECT name FROM secrets ORDER BY name`},
+}
+
+var otherStatements = []statement{
 	// Every session, with its messages if it has any, in (user, session,
 	// message) order; a session without messages is one row of NULLs.
 	{func(t *tenantDB) **sql.Stmt { return &t.selectExport }, `
@@ -521,69 +563,324 @@ var statements = []struct {
 func (t *tenantDB) Close() error {
 	t.background.Wait()
 	var errs []error
+	t.prepare.Lock()
+	defer t.prepare.Unlock()
 	for _, st := range statements {
 		if s := *st.dst(t); s != nil {
 			errs = append(errs, s.Close())
 		}
 	}
+	if t.abandoned.Load() {
+		return errors.Join(errs...)
+	}
 	return errors.Join(append(errs, t.DB.Close())...)
 }
 
-// openTenant opens, creating it if needed, the database stored under id and
-// brings its schema up to date.
+// openTenant opens the database stored under id. Every miss of the pool
+// pays for it, so it does as little as it can: check the file, open the
+// connection (PRAGMAs in the DSN, run per connection), read user_version
+// and prepare the statements. Creating and migrating run once per
+// incarnation, in create, or when the schema is older than this binary.
 func (db *DB) openTenant(ctx context.Context, id string) (*tenantDB, error) {
+	if db.isLost(id) {
+		return nil, fmt.Errorf("open tenant store: %w: it was found missing or damaged before", store.ErrLost)
+	}
+	if !db.isKnown(id) {
+		// A store no one created: a tenant provisioned before stores were
+		// created at provisioning, or one made without the lifecycle.
+		if err := db.create(ctx, id); err != nil {
+			return nil, err
+		}
+		db.log.Warn("created a tenant store on first use, not at provisioning", "storage_id", id)
+	}
+	path := filepath.Join(db.dir, id, fileName)
+	fi, err := checkFile(path)
+	if err != nil {
+		return nil, db.lostStore(id, err)
+	}
+	sqlDB, err := sql.Open("sqlite", dsn(path, false))
+	if err != nil {
+		return nil, err
+	}
+	sqlDB.SetMaxOpenConns(connsPerTenant)
+	sqlDB.SetMaxIdleConns(connsPerTenant)
+	var version int
+	if err := sqlDB.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		if damaged(err) {
+			// Left open, not closed: see tenantDB.abandoned.
+			return nil, db.lostStore(id, err)
+		}
+		return nil, errors.Join(fmt.Errorf("read schema version: %w", err), sqlDB.Close())
+	}
+	if version < db.schema {
+		if err := db.migrate(ctx, sqlDB); err != nil {
+			return nil, errors.Join(err, sqlDB.Close())
+		}
+	}
+	tdb := &tenantDB{DB: sqlDB, path: path, file: fi, log: db.log.With("storage_id", id)}
+	if err := tdb.prepareGroup(ctx, 0); err != nil {
+		return nil, errors.Join(err, tdb.Close())
+	}
+	db.found(id)
+	return tdb, nil
+}
+
+// prepareGroup prepares the statements of groups[g] unless they are. A
+// failure leaves the group to be prepared again by the next call.
+func (t *tenantDB) prepareGroup(ctx context.Context, g int) error {
+	if t.prepared[g].Load() {
+		return nil
+	}
+	t.prepare.Lock()
+	defer t.prepare.Unlock()
+	if t.prepared[g].Load() {
+		return nil
+	}
+	for _, st := range groups[g] {
+		dst := st.dst(t)
+		if *dst != nil {
+			continue
+		}
+		s, err := t.PrepareContext(ctx, st.sql)
+		if err != nil {
+			return fmt.Errorf("prepare: %w", err)
+		}
+		*dst = s
+	}
+	t.prepared[g].Store(true)
+	return nil
+}
+
+// acquireAll is acquire for the calls that use statements beyond a chat
+// turn's (knowledge, memories, export): it prepares them first.
+func (db *DB) acquireAll(ctx context.Context, scope auth.Scope) (*handle[*tenantDB], *keyring.Cipher, error) {
+	h, c, err := db.acquire(ctx, scope)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := h.v.prepareGroup(ctx, 1); err != nil {
+		db.pool.release(h)
+		return nil, nil, err
+	}
+	return h, c, nil
+}
+
+// Create makes the database of incarnation inc, empty and migrated. The
+// lifecycle calls it when it provisions a tenant; from then on, a database
+// that disappears is refused with store.ErrLost, never made again. Creating
+// a store that exists does nothing.
+func (db *DB) Create(ctx context.Context, inc tenant.Incarnation) error {
+	id, err := db.locator.StorageID(ctx, inc)
+	if err != nil {
+		return fmt.Errorf("create tenant store: %w", err)
+	}
+	if !validStorageID(id) {
+		return fmt.Errorf("create tenant store: invalid storage id %q", id)
+	}
+	if err := db.create(ctx, id); err != nil {
+		return fmt.Errorf("create tenant store: %w", err)
+	}
+	return nil
+}
+
+// create makes the database stored under id unless it is known, and
+// migrates it.
+func (db *DB) create(ctx context.Context, id string) error {
+	db.created.Lock()
+	defer db.created.Unlock()
+	if db.isKnown(id) {
+		return nil
+	}
 	dir := filepath.Join(db.dir, id)
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-		return nil, err
+		return err
 	}
 	// Create the file before SQLite does, so it is 0600; SQLite gives its
 	// -wal and -shm files the mode of the database file.
 	path := filepath.Join(dir, fileName)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := f.Close(); err != nil {
-		return nil, err
+		return err
 	}
-	sqlDB, err := sql.Open("sqlite", dsn(path))
+	sqlDB, err := sql.Open("sqlite", dsn(path, true))
 	if err != nil {
-		return nil, err
+		return err
 	}
-	sqlDB.SetMaxOpenConns(connsPerTenant)
-	sqlDB.SetMaxIdleConns(connsPerTenant)
+	sqlDB.SetMaxOpenConns(1)
+	err = db.migrate(ctx, sqlDB)
+	if err == nil {
+		// Move the schema from the WAL into the file, so that from now on
+		// a file without a header is a damaged one.
+		_, err = sqlDB.ExecContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)")
+	}
+	if err = errors.Join(err, sqlDB.Close()); err != nil {
+		return err
+	}
+	// The new names must survive a power loss too.
+	if err := errors.Join(syncDir(dir), syncDir(db.dir)); err != nil {
+		return err
+	}
+	db.found(id)
+	return nil
+}
+
+// migrate brings the schema of sqlDB up to date and records its version in
+// user_version, so that opening it next time reads one number instead.
+func (db *DB) migrate(ctx context.Context, sqlDB *sql.DB) error {
 	migrator, err := goose.NewProvider(goose.DialectSQLite3, sqlDB, db.migrations, goose.WithDisableGlobalRegistry(true))
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("migrate: %w", err), sqlDB.Close())
+		return fmt.Errorf("migrate: %w", err)
 	}
-	applied, err := migrator.Up(ctx)
+	if _, err := migrator.Up(ctx); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	if _, err := sqlDB.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", db.schema)); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
+}
+
+// syncDir flushes directory dir, so the names created in it are on disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("migrate: %w", err), sqlDB.Close())
+		return err
 	}
-	tdb := &tenantDB{DB: sqlDB, log: db.log.With("storage_id", id)}
-	for _, st := range statements {
-		if *st.dst(tdb), err = sqlDB.PrepareContext(ctx, st.sql); err != nil {
-			return nil, errors.Join(fmt.Errorf("prepare: %w", err), tdb.Close())
-		}
+	return errors.Join(d.Sync(), d.Close())
+}
+
+// checkFile returns the info of the database file at path, or an error if it
+// is missing or is not (any longer) a whole SQLite database.
+func checkFile(path string) (os.FileInfo, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
 	}
-	db.log.Debug("opened tenant store", "storage_id", id, "migrations_applied", len(applied))
-	return tdb, nil
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	var header [100]byte
+	if _, err := io.ReadFull(f, header[:]); err != nil {
+		return nil, fmt.Errorf("%s: %d bytes, no database header", path, fi.Size())
+	}
+	if !bytes.HasPrefix(header[:], []byte("SQLite format 3\x00")) {
+		return nil, fmt.Errorf("%s: not a SQLite database", path)
+	}
+	page := int64(binary.BigEndian.Uint16(header[16:18]))
+	if page == 1 {
+		page = 65536
+	}
+	if page < 512 || fi.Size()%page != 0 {
+		return nil, fmt.Errorf("%s: %d bytes, not whole pages of %d", path, fi.Size(), page)
+	}
+	// The size in pages the header records is valid when its change
+	// counter matches the one at offset 92.
+	pages := int64(binary.BigEndian.Uint32(header[28:32]))
+	if bytes.Equal(header[24:28], header[92:96]) && fi.Size() < pages*page {
+		return nil, fmt.Errorf("%s: %d bytes, the header says %d pages of %d", path, fi.Size(), pages, page)
+	}
+	return fi, nil
+}
+
+// damaged reports whether err is SQLite finding its file corrupt or not a
+// database.
+func damaged(err error) bool {
+	var e *driver.Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	const corrupt, notADB = 11, 26 // SQLITE_CORRUPT, SQLITE_NOTADB
+	code := e.Code() & 0xff
+	return code == corrupt || code == notADB
+}
+
+// intact reports, as an error, whether the database file was removed,
+// replaced or cut short since t was opened.
+func (t *tenantDB) intact() error {
+	fi, err := os.Stat(t.path)
+	switch {
+	case err != nil:
+		return err
+	case !os.SameFile(fi, t.file):
+		return fmt.Errorf("%s was replaced", t.path)
+	case fi.Size() < t.file.Size() || fi.Size()%512 != 0:
+		// In WAL mode only a checkpoint writes the file, and it never
+		// shrinks it (no auto_vacuum, no VACUUM).
+		return fmt.Errorf("%s: cut from %d to %d bytes", t.path, t.file.Size(), fi.Size())
+	}
+	return nil
+}
+
+// lostStore reports store id lost: the operator hears it once, the caller
+// gets store.ErrLost.
+func (db *DB) lostStore(id string, cause error) error {
+	db.mu.Lock()
+	first := !db.lost[id]
+	db.lost[id] = true
+	db.mu.Unlock()
+	if first {
+		db.log.Error("tenant store lost: its database file is missing or damaged; it stays refused until it is restored and the server restarted",
+			"storage_id", id, "error", cause.Error())
+	}
+	return fmt.Errorf("open tenant store: %w: %v", store.ErrLost, cause)
+}
+
+func (db *DB) isKnown(id string) bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.known[id]
+}
+
+func (db *DB) isLost(id string) bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.lost[id]
+}
+
+// found records that store id exists.
+func (db *DB) found(id string) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	db.known[id] = true
+}
+
+// forget records that store id was removed on purpose.
+func (db *DB) forget(id string) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	delete(db.known, id)
+	delete(db.lost, id)
 }
 
 // dsn returns the driver name for the database file at path. It is a file: URI,
 // so no character of path can be read as a parameter. Every transaction takes
 // the write lock at BEGIN (_txlock=immediate), so a read-then-write transaction
 // never fails with SQLITE_BUSY halfway through; reads run outside transactions.
-func dsn(path string) string {
+// synchronous(FULL) makes every commit fsync the WAL before it returns (NORMAL
+// does not, in WAL mode): a write acknowledged is on disk. Only create may make
+// the file (mode=rwc); otherwise a connection opened after the file was removed
+// fails instead of starting an empty database (mode=rw).
+func dsn(path string, create bool) string {
+	mode := "rw"
+	if create {
+		mode = "rwc"
+	}
 	q := url.Values{
 		"_pragma": {
 			"busy_timeout(5000)",
 			"journal_mode(WAL)",
 			"synchronous(FULL)",
 			"wal_autocheckpoint(0)",
+			fmt.Sprintf("journal_size_limit(%d)", walLimit),
 			"foreign_keys(ON)",
 		},
 		"_txlock": {"immediate"},
+		"mode":    {mode},
 	}
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}
 	return u.String()

@@ -8,15 +8,19 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
@@ -260,6 +264,165 @@ func TestDrop(t *testing.T) {
 	// Dropping a tenant that was never opened removes nothing and succeeds.
 	if err := db.Drop(ctx, tenant.NewIncarnation("nobody", "neverused")); err != nil {
 		t.Errorf("Drop of an unused storage id: %v", err)
+	}
+}
+
+// syncBuffer is a log destination for tests.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLostStoreRefused deletes or truncates acme's database under a running
+// store, open in the pool or not, and after a restart: acme's requests fail
+// with store.ErrLost and the operator hears it once; nothing is created in
+// its place; globex is unaffected.
+func TestLostStoreRefused(t *testing.T) {
+	damages := []struct {
+		name   string
+		damage func(t *testing.T, dir string) // dir is acme's store directory
+	}{
+		{"file deleted", func(t *testing.T, dir string) { remove(t, filepath.Join(dir, "tenant.db")) }},
+		{"file and WAL deleted", func(t *testing.T, dir string) {
+			for _, f := range []string{"tenant.db", "tenant.db-wal", "tenant.db-shm"} {
+				if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"directory deleted", func(t *testing.T, dir string) {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"truncated to nothing", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, "tenant.db"), 0) }},
+		{"cut mid-page", func(t *testing.T, dir string) { truncate(t, filepath.Join(dir, "tenant.db"), 4096+100) }},
+		{"cut by a page", func(t *testing.T, dir string) {
+			path := filepath.Join(dir, "tenant.db")
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			truncate(t, path, fi.Size()-4096)
+		}},
+	}
+	// Where acme's database is when the damage is done.
+	states := []struct {
+		name    string
+		maxOpen int
+		restart bool
+	}{
+		{"open in the pool", 2, false},
+		{"evicted from the pool", 1, false},
+		{"after a restart", 2, true},
+	}
+	for _, d := range damages {
+		for _, st := range states {
+			if d.name == "directory deleted" && st.restart {
+				// Not detected: a store whose directory is gone when the
+				// server starts looks like one never used, and is created
+				// on first use (with a warning).
+				continue
+			}
+			t.Run(d.name+"/"+st.name, func(t *testing.T) {
+				ctx := t.Context()
+				dir := t.TempDir()
+				keys := newKeys(t, storetest.Acme, storetest.Globex)
+				logs := &syncBuffer{}
+				opts := sqlite.Options{Dir: dir, MaxOpen: st.maxOpen, Locator: twoTenants, Ciphers: keys.Ring(),
+					Logger: slog.New(slog.NewTextHandler(logs, nil))}
+				db, err := sqlite.Open(opts)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer func() { db.Close() }()
+				acme := authtest.Scope(t, storetest.Acme, "alice")
+				globex := authtest.Scope(t, storetest.Globex, "alice")
+				if err := db.Create(ctx, acme.Incarnation()); err != nil {
+					t.Fatalf("Create: %v", err)
+				}
+				// Enough rows to fill several pages once checkpointed.
+				for range 20 {
+					if err := db.AppendMessages(ctx, acme, "s1", benchTurn); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := db.AppendMessages(ctx, globex, "s1", benchTurn); err != nil {
+					t.Fatal(err)
+				}
+				if st.restart {
+					if err := db.Close(); err != nil {
+						t.Fatal(err)
+					}
+				} else if _, err := db.Messages(ctx, acme, "s1", 0); err != nil {
+					t.Fatal(err) // acme most recently used: evicted only if the pool holds one
+				}
+				acmeDir := filepath.Join(dir, twoTenants[storetest.Acme])
+				d.damage(t, acmeDir)
+				if st.restart {
+					if db, err = sqlite.Open(opts); err != nil {
+						t.Fatal(err)
+					}
+				} else if st.maxOpen == 1 {
+					if _, err := db.Messages(ctx, globex, "s1", 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+				before, _ := os.Stat(filepath.Join(acmeDir, "tenant.db"))
+
+				for range 2 {
+					err := db.AppendMessages(ctx, acme, "s1", benchTurn)
+					if !errors.Is(err, store.ErrLost) || !errors.Is(err, kind.Damaged) {
+						t.Errorf("AppendMessages after the damage: got %v, want %v", err, store.ErrLost)
+					}
+					if _, err := db.Messages(ctx, acme, "s1", 0); !errors.Is(err, store.ErrLost) {
+						t.Errorf("Messages after the damage: got %v, want %v", err, store.ErrLost)
+					}
+				}
+				if msgs, err := db.Messages(ctx, globex, "s1", 0); err != nil || len(msgs) != len(benchTurn) {
+					t.Errorf("globex: got %d messages, %v; want %d", len(msgs), err, len(benchTurn))
+				}
+				if err := db.AppendMessages(ctx, globex, "s1", benchTurn); err != nil {
+					t.Errorf("globex AppendMessages: %v", err)
+				}
+				after, _ := os.Stat(filepath.Join(acmeDir, "tenant.db"))
+				if (before == nil) != (after == nil) || (after != nil && after.Size() != before.Size()) {
+					t.Errorf("acme's file changed after it was refused: before %v, after %v", before, after)
+				}
+				if _, err := os.Stat(acmeDir); before == nil && err == nil && d.name == "directory deleted" {
+					t.Errorf("acme's directory was created again")
+				}
+				if n := strings.Count(logs.String(), "tenant store lost"); n != 1 {
+					t.Errorf("operator log: %d lines about the lost store, want 1:\n%s", n, logs)
+				}
+			})
+		}
+	}
+}
+
+func remove(t *testing.T, path string) {
+	t.Helper()
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func truncate(t *testing.T, path string, size int64) {
+	t.Helper()
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -579,14 +742,39 @@ func benchStore(b *testing.B) (*sqlite.DB, auth.Scope) {
 // benchTurn is one chat turn: the user's message and the assistant's answer.
 var benchTurn = storetest.BenchTurn
 
+// BenchmarkAppendMessages appends turns to one tenant one after another, and
+// from 16 goroutines at once (as concurrent chat turns do); writes/fsync is
+// how many appends shared one commit, and so one fsync of the WAL.
 func BenchmarkAppendMessages(b *testing.B) {
-	db, scope := benchStore(b)
-	ctx := b.Context()
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
-			b.Fatal(err)
-		}
+	for _, parallel := range []bool{false, true} {
+		b.Run(fmt.Sprintf("parallel=%v", parallel), func(b *testing.B) {
+			db, scope := benchStore(b)
+			ctx := b.Context()
+			if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+				b.Fatal(err)
+			}
+			batches0, writes0 := db.CommitStats()
+			b.ReportAllocs()
+			if parallel {
+				b.SetParallelism(8)
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			} else {
+				for b.Loop() {
+					if err := db.AppendMessages(ctx, scope, "s1", benchTurn); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			batches, writes := db.CommitStats()
+			b.ReportMetric(float64(writes-writes0)/float64(batches-batches0), "writes/fsync")
+		})
 	}
 }
 
@@ -607,6 +795,80 @@ func BenchmarkMessages(b *testing.B) {
 		}
 		if len(msgs) != 20 {
 			b.Fatalf("got %d messages, want 20", len(msgs))
+		}
+	}
+}
+
+// cpuTime returns the CPU time the process has used.
+func cpuTime(tb testing.TB) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		tb.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkPoolMiss reads one message of a session, round-robin over many
+// tenants with a pool far smaller than them, so (with 10,000 tenants)
+// every read opens a database, against 10 tenants that all stay open.
+func BenchmarkPoolMiss(b *testing.B) {
+	for _, n := range []int{10, 1000, 10_000} {
+		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {
+			ids := make([]tenant.ID, n)
+			loc := locator{}
+			for i := range ids {
+				ids[i] = tenant.ID(fmt.Sprintf("t%05d", i))
+				loc[ids[i]] = fmt.Sprintf("storage%05d", i)
+			}
+			k := newKeys(b, ids...)
+			db := open(b, b.TempDir(), 64, loc, k.Ring())
+			ctx := b.Context()
+			scopes := make([]auth.Scope, n)
+			for i, id := range ids {
+				scopes[i] = authtest.Scope(b, id, "alice")
+				if err := db.AppendMessages(ctx, scopes[i], "s1", benchTurn[:1]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			cpu0 := cpuTime(b)
+			i := 0
+			for b.Loop() {
+				if _, err := db.Messages(ctx, scopes[i%n], "s1", 1); err != nil {
+					b.Fatal(err)
+				}
+				i++
+			}
+			// CPU time of the whole process: the machine may be shared,
+			// which ns/op does not survive.
+			b.ReportMetric(float64(cpuTime(b)-cpu0)/float64(i), "cpu-ns/op")
+		})
+	}
+}
+
+// BenchmarkStart is what a start does with the stores of 10,000 tenants
+// before it listens: Open (which lists the store directories) and
+// DropOrphans. Neither opens a database.
+func BenchmarkStart(b *testing.B) {
+	dir := b.TempDir()
+	for i := range 10_000 {
+		if err := os.Mkdir(filepath.Join(dir, fmt.Sprintf("storage%05d", i)), 0o700); err != nil {
+			b.Fatal(err)
+		}
+	}
+	keep := func(string) bool { return true }
+	ring := newKeys(b).Ring()
+	b.ReportAllocs()
+	for b.Loop() {
+		db, err := sqlite.Open(sqlite.Options{Dir: dir, Locator: twoTenants, Ciphers: ring})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if removed, err := db.DropOrphans(b.Context(), keep); err != nil || len(removed) != 0 {
+			b.Fatalf("DropOrphans: removed %d, %v", len(removed), err)
+		}
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
 		}
 	}
 }
