@@ -378,7 +378,8 @@ func TestOpenAIRetries(t *testing.T) {
 		wantMsg    string // StatusError message
 	}{
 		{name: "503 then 200", replies: []reply{{503, "", "busy"}, {200, "", ok}}, wantCalls: 2},
-		{name: "429 retry-after 0 then 200", replies: []reply{{429, "0", `{"error":{"message":"slow down"}}`}, {200, "", ok}}, wantCalls: 2},
+		{name: "429 not retried", replies: []reply{{429, "0", `{"error":{"message":"slow down"}}`}, {200, "", ok}}, wantCalls: 1, wantStatus: 429, wantMsg: "slow down"},
+		{name: "503 retry-after 0 then 200", replies: []reply{{503, "0", `{"error":{"message":"busy"}}`}, {200, "", ok}}, wantCalls: 2},
 		{name: "500 502 504 then 200", maxRetries: 3, replies: []reply{{500, "", ""}, {502, "", ""}, {504, "", ""}, {200, "", ok}}, wantCalls: 4},
 		{name: "400 not retried", replies: []reply{{400, "", `{"error":{"message":"bad model name","type":"invalid_request_error"}}`}}, wantCalls: 1, wantStatus: 400, wantMsg: "bad model name"},
 		{name: "401 not retried", replies: []reply{{401, "", `{"error":"no key"}`}}, wantCalls: 1, wantStatus: 401, wantMsg: "no key"},
@@ -514,7 +515,7 @@ func TestOpenAICancelMidStream(t *testing.T) {
 func TestOpenAICancelDuringBackoff(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "10")
-		w.WriteHeader(http.StatusTooManyRequests)
+		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
 	c := newTestOpenAI(t, srv.URL, OpenAIOptions{})
@@ -525,8 +526,8 @@ func TestOpenAICancelDuringBackoff(t *testing.T) {
 	start := time.Now()
 	_, err := c.Chat(ctx, Request{Model: "m"}, nil)
 	var se *StatusError
-	if !errors.As(err, &se) || se.StatusCode != 429 {
-		t.Errorf("error = %v, want 429 StatusError", err)
+	if !errors.As(err, &se) || se.StatusCode != 503 {
+		t.Errorf("error = %v, want 503 StatusError", err)
 	}
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Errorf("took %s, want no wait", d)
