@@ -219,13 +219,7 @@ type Auditor interface {
 
 // audit records e, logging (never hiding) a failure to record.
 func (a *Agent) audit(ctx context.Context, scope auth.Scope, typ string, data map[string]any) {
-	if id, ok := requestid.FromContext(ctx); ok {
-		if data == nil {
-			data = map[string]any{}
-		}
-		data["request_id"] = id
-	}
-	if err := a.Audit.Record(scope, audit.Event{Type: typ, Data: data}); err != nil {
+	if err := a.Audit.Record(scope, audit.Event{Type: typ, Data: requestid.Annotate(ctx, data)}); err != nil {
 		a.Logger.ErrorContext(ctx, "audit record failed", "tenant", scope.Tenant(), "type", typ, "error", err.Error())
 	}
 }

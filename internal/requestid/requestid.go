@@ -88,3 +88,17 @@ func (h handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h handler) WithGroup(name string) slog.Handler {
 	return handler{h.Handler.WithGroup(name)}
 }
+
+// Annotate adds ctx's id to data as "request_id", for an audit record, and
+// returns data (a new map if data is nil and there is an id).
+func Annotate(ctx context.Context, data map[string]any) map[string]any {
+	id, ok := FromContext(ctx)
+	if !ok {
+		return data
+	}
+	if data == nil {
+		data = map[string]any{}
+	}
+	data["request_id"] = id
+	return data
+}
