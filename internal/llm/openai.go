@@ -176,7 +176,7 @@ type streamOptions struct {
 type chatResponse struct {
 	Model             string `json:"model"`
 	SystemFingerprint string `json:"system_fingerprint"`
-	Choices []struct {
+	Choices           []struct {
 		Index   int `json:"index"`
 		Message struct {
 			Content   *string    `json:"content"`
@@ -191,7 +191,7 @@ type chatResponse struct {
 type streamChunk struct {
 	Model             string `json:"model"`
 	SystemFingerprint string `json:"system_fingerprint"`
-	Choices []struct {
+	Choices           []struct {
 		Index int `json:"index"`
 		Delta struct {
 			Content   *string `json:"content"`
