@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
@@ -140,7 +141,7 @@ func handleChat(d Deps) http.Handler {
 			encode(w, http.StatusOK, c.full(res))
 			return
 		}
-		s := &sseWriter{w: w, c: c, keepAlive: keepAliveEvery}
+		s := &sseWriter{w: w, c: c, keepAlive: keepAliveInterval()}
 		defer s.stop()
 		turn.OnDelta = s.delta
 		turn.OnStart = s.start
@@ -294,10 +295,18 @@ func (c completion) chunk(delta *chatDelta, finish *string) chatResponse {
 	return chatResponse{ID: c.id, Object: "chat.completion.chunk", Created: c.created, Model: c.model, Choices: choices}
 }
 
-// keepAliveEvery is how often a started stream that has nothing to say
-// sends an SSE comment, so that clients and proxies do not time it out
-// during long server-side tool loops. Tests shorten it.
-var keepAliveEvery = 10 * time.Second
+// keepAliveEvery is how often (in nanoseconds; 0 means 10s) a started
+// stream that has nothing to say sends an SSE comment, so that clients and
+// proxies do not time it out during long server-side tool loops. Tests
+// shorten it.
+var keepAliveEvery atomic.Int64
+
+func keepAliveInterval() time.Duration {
+	if d := time.Duration(keepAliveEvery.Load()); d > 0 {
+		return d
+	}
+	return 10 * time.Second
+}
 
 // sseWriter streams chunks as server-sent events in OpenAI's format. Its
 // start sends the headers and the role chunk as soon as the answer is
