@@ -38,7 +38,9 @@ func (s *syncBuffer) String() string {
 func TestRequestIDEverywhere(t *testing.T) {
 	var logs syncBuffer
 	up := newFakeUpstream(t)
-	up.reply = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) { w.WriteHeader(http.StatusServiceUnavailable) }
+	up.reply = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
 	env := newTestEnv(t, envOptions{logger: slog.New(slog.NewJSONHandler(&logs, nil)),
 		providers: map[string]llm.Provider{"down": up.provider(t, -1)}})
 	env.createTenant(t, map[string]any{"id": "acme"})

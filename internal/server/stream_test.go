@@ -85,4 +85,3 @@ func TestStreamStartsAtOnce(t *testing.T) {
 		t.Errorf("rest of the stream %q, want the answer and [DONE]", rest.String())
 	}
 }
-
