@@ -507,7 +507,7 @@ func (a *Agent) chat(ctx context.Context, route llm.Route, req llm.Request, red 
 	}
 	resp, err := route.Provider.Chat(ctx, req, deltas)
 	if err != nil {
-		return llm.Response{}, modelError(err)
+		return llm.Response{}, modelError(err, red)
 	}
 	if stream != nil {
 		if tail := stream.Write(invisible.Flush()) + stream.Flush(); tail != "" {
@@ -561,10 +561,19 @@ func upstreamUser(scope auth.Scope) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-func modelError(err error) error {
+// modelError classifies a provider failure. A 429 is the provider's limit,
+// with its Retry-After. A 400 or 422 is the provider refusing what the
+// client asked for (a schema it will not take, a stop list too long): the
+// client is told why, in the provider's words, with the tenant's secrets
+// removed. Anything else is the provider failing, and its words go to the
+// log only.
+func modelError(err error, red *redact.Redactor) error {
 	var se *llm.StatusError
 	if errors.As(err, &se) && se.StatusCode == 429 {
 		return &LimitedError{RetryAfter: se.RetryAfter, HasRetryAfter: se.HasRetryAfter}
+	}
+	if errors.As(err, &se) && (se.StatusCode == 400 || se.StatusCode == 422) {
+		return fmt.Errorf("%w: the model provider refused the request: %s", kind.Invalid, red.String(se.Message))
 	}
 	if errors.As(err, &se) {
 		return fmt.Errorf("%w: model provider returned %d", kind.Unavailable, se.StatusCode)

@@ -80,3 +80,24 @@ func TestClientGoneNotAServerError(t *testing.T) {
 		t.Errorf("server cancel: cause %v, want %v", err, gone)
 	}
 }
+
+// TestUpstream400PassedOn checks a provider refusing what the client asked
+// for is a 400 that says why, in the provider's words without the tenant's
+// secrets, after one call.
+func TestUpstream400PassedOn(t *testing.T) {
+	env, up, key := newFakeEnv(t, 2)
+	const secret = "sk-tenant-own-0123456789abcdef"
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/crm_token", map[string]string{"value": secret}, http.StatusNoContent)
+	up.reply = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+		w.WriteHeader(http.StatusBadRequest)
+		w.Write([]byte(`{"error":{"message":"Invalid schema for response_format 'city' near ` + secret + `","type":"invalid_request_error"}}`))
+	}
+	r := env.chat(t, chatCall{key: key, content: "hi", extra: map[string]any{"response_format": map[string]any{"type": "json_object"}}})
+	checkAPIError(t, r, http.StatusBadRequest, "invalid_request")
+	if body := string(r.body); !strings.Contains(body, "Invalid schema for response_format") || strings.Contains(body, secret) {
+		t.Errorf("body %s: want the provider's reason without the tenant's secret", body)
+	}
+	if n := up.calls(); n != 1 {
+		t.Errorf("%d upstream calls, want 1", n)
+	}
+}
