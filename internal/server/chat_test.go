@@ -44,7 +44,14 @@ func parseSSE(r response) (sseStream, error) {
 	if !strings.HasSuffix(body, "\n\ndata: [DONE]\n\n") {
 		return s, fmt.Errorf("stream does not end with data: [DONE]: %q", body)
 	}
-	events := strings.Split(strings.TrimSuffix(body, "\n\ndata: [DONE]\n\n"), "\n\n")
+	// SSE comments (": keep-alive", sent while a slow stream has nothing
+	// to say) are for proxies; clients skip them.
+	var events []string
+	for _, ev := range strings.Split(strings.TrimSuffix(body, "\n\ndata: [DONE]\n\n"), "\n\n") {
+		if !strings.HasPrefix(ev, ":") {
+			events = append(events, ev)
+		}
+	}
 	var b strings.Builder
 	for i, ev := range events {
 		data, ok := strings.CutPrefix(ev, "data: ")
