@@ -150,13 +150,16 @@ func (d *demo) script() {
 	}{
 		{"naming globex's session id \"s1\"", nil, nil},
 		{"with header X-Tenant-Id: globex", map[string]string{"X-Tenant-Id": "globex"}, nil},
-		{`with "tenant": "globex" in the body`, nil, map[string]any{"tenant": "globex", "tenant_id": "globex"}},
+		{`with "tenant": "globex" in the request's metadata`, nil, map[string]any{"metadata": map[string]any{"tenant": "globex", "tenant_id": "globex"}}},
 	} {
 		reply := d.chat(keys["acme"], "s1", "/echo", try.headers, try.extra)
 		d.check(reply != "" && !strings.Contains(reply, globex.secretFact) && !strings.Contains(reply, globex.prompt),
 			"acme %s sees only acme's context", try.what)
 	}
 	status, _ := d.call(http.MethodPost, "/v1/chat/completions", keys["acme"], nil,
+		map[string]any{"tenant": "globex", "messages": []map[string]string{{"role": "user", "content": "hi"}}})
+	d.check(status == http.StatusBadRequest, `acme with "tenant": "globex" in the body is refused: an unknown field is never ignored (%d)`, status)
+	status, _ = d.call(http.MethodPost, "/v1/chat/completions", keys["acme"], nil,
 		map[string]any{"model": "globex", "messages": []map[string]string{{"role": "user", "content": "hi"}}})
 	d.check(status == http.StatusNotFound, "acme asking for a profile it does not have gets 404 (%d)", status)
 	status, _ = d.call(http.MethodGet, "/admin/v1/tenants/globex", keys["acme"], nil, nil)
@@ -312,7 +315,7 @@ func (d *demo) guard(keys map[string]string) {
 func (d *demo) limitsAndAudit(keys map[string]string) {
 	ask := func(key string) (int, string) {
 		req, _ := http.NewRequestWithContext(d.ctx, http.MethodPost, d.base+"/v1/chat/completions",
-			strings.NewReader(`{"model":"default","user":"carol","messages":[{"role":"user","content":"What are your opening hours?"}]}`))
+			strings.NewReader(`{"model":"default","user":"carol","temperature":0,"messages":[{"role":"user","content":"What are your opening hours?"}]}`))
 		req.Header.Set("Authorization", "Bearer "+key)
 		resp, err := d.http.Do(req)
 		if err != nil {
@@ -324,7 +327,7 @@ func (d *demo) limitsAndAudit(keys map[string]string) {
 	}
 	_, first := ask(keys["acme"])
 	_, second := ask(keys["acme"])
-	d.check(first == "" && second == "hit", "acme asks the same question twice: the second answer comes from acme's cache")
+	d.check(first == "" && second == "hit", "acme asks the same question twice at temperature 0: the second answer comes from acme's cache")
 	_, other := ask(keys["globex"])
 	d.check(other == "", "globex asks the identical question: answered fresh, never from acme's cache")
 

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
@@ -24,6 +25,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/requestid"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
@@ -99,20 +101,52 @@ type Quota interface {
 
 // Turn is one request to the agent.
 type Turn struct {
-	Messages    []llm.Message      // new messages from the client
-	Session     tenant.SessionID   // empty: no server-side history
-	MaxTokens   int                // 0: provider default
-	Temperature *float64           // nil: provider default
-	OnDelta     func(string) error // non-nil: stream assistant content
+	Messages    []llm.Message    // new messages from the client
+	Session     tenant.SessionID // empty: no server-side history
+	MaxTokens   int              // 0: provider default
+	Temperature *float64         // nil: provider default
+	// Options are the client's other request fields, sent to the provider
+	// on every model call of the turn. A ToolChoice must name an offered
+	// tool; with no tool offered, "none" and "auto" (and ParallelToolCalls)
+	// mean nothing and are not sent, and anything else is refused.
+	Options llm.Options
+	// NoCacheRead skips the response cache lookup (Cache-Control: no-cache);
+	// NoCacheWrite keeps the answer out of it (no-store).
+	NoCacheRead, NoCacheWrite bool
+	OnDelta                   func(string) error // non-nil: stream assistant content
+	// OnStart, if set with OnDelta, is called when the answer is certain to
+	// begin: the provider accepted a call (cached false), or the cache
+	// answers (cached true). It may be called more than once.
+	OnStart func(cached bool)
 }
 
 // Result is the agent's answer.
 type Result struct {
 	Message      llm.Message
 	FinishReason string
-	Usage        llm.Usage
-	Cached       bool // served from the response cache
+	// Usage is what the answer cost upstream: on a cache hit, what it cost
+	// when it was first made (nothing is spent again).
+	Usage  llm.Usage
+	Cached bool // served from the response cache
+	// Model and SystemFingerprint are what the provider reported for the
+	// last model call.
+	Model, SystemFingerprint string
 }
+
+// LimitedError reports that the model provider refused a call with 429. It
+// is a kind.Limited error whose message holds nothing the upstream said;
+// RetryAfter is the provider's Retry-After, when HasRetryAfter.
+type LimitedError struct {
+	RetryAfter    time.Duration
+	HasRetryAfter bool
+}
+
+func (e *LimitedError) Error() string {
+	return "rate limited: the model provider is limiting requests; try again later"
+}
+
+// Unwrap makes a LimitedError a kind.Limited.
+func (e *LimitedError) Unwrap() error { return kind.Limited }
 
 // Deps is what an Agent needs.
 type Deps struct {
@@ -185,7 +219,7 @@ type Auditor interface {
 
 // audit records e, logging (never hiding) a failure to record.
 func (a *Agent) audit(ctx context.Context, scope auth.Scope, typ string, data map[string]any) {
-	if err := a.Audit.Record(scope, audit.Event{Type: typ, Data: data}); err != nil {
+	if err := a.Audit.Record(scope, audit.Event{Type: typ, Data: requestid.Annotate(ctx, data)}); err != nil {
 		a.Logger.ErrorContext(ctx, "audit record failed", "tenant", scope.Tenant(), "type", typ, "error", err.Error())
 	}
 }
@@ -219,6 +253,7 @@ func New(d Deps) (*Agent, error) {
 	if d.Logger == nil {
 		d.Logger = slog.New(slog.DiscardHandler)
 	}
+	d.Logger = slog.New(requestid.Handler(d.Logger.Handler()))
 	if d.MaxSteps <= 0 {
 		d.MaxSteps = 8
 	}
@@ -236,7 +271,7 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	}
 	defer release()
 	res, err := a.run(ctx, scope, profile, turn)
-	if err == nil {
+	if err == nil && !res.Cached {
 		// The answer is given; a failure to count it is logged, not returned.
 		if err := a.Quota.Spend(context.WithoutCancel(ctx), scope.Incarnation(), profile.Limits, res.Usage.TotalTokens); err != nil {
 			a.Logger.ErrorContext(ctx, "record token use", "tenant", scope.Tenant(), "error", err.Error())
@@ -262,6 +297,10 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, err
 	}
 	box := a.toolbox(ctx, scope, profile, secrets, red)
+	opts, err := offeredOptions(turn.Options, box.offered)
+	if err != nil {
+		return Result{}, err
+	}
 
 	msgs := make([]llm.Message, 0, 1+a.HistoryMessages+len(turn.Messages))
 	if system := plantCanary(profile.SystemPrompt, profile.Canary); system != "" {
@@ -292,6 +331,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	}
 	if cached != nil {
 		a.guardAnswer(ctx, scope, profile, &cached.Message, &cached.FinishReason)
+		if turn.OnDelta != nil && turn.OnStart != nil {
+			turn.OnStart(true)
+		}
 		if turn.OnDelta != nil && cached.Message.Content != "" {
 			if err := turn.OnDelta(cached.Message.Content); err != nil {
 				return Result{}, err
@@ -315,6 +357,8 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			APIKey:         apiKey,
 			User:           upstreamUser(scope),
 			PromptCacheKey: cacheFor.promptKey,
+			Options:        opts,
+			Started:        started(turn),
 		}, red, deltas)
 		if err == nil {
 			err = flushGuard()
@@ -352,8 +396,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	}
 	resp.Usage = usage
 	a.guardAnswer(ctx, scope, profile, &resp.Message, &resp.FinishReason)
-	if cacheFor.ok && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
-		v := cache.Value{Content: resp.Message.Content, FinishReason: resp.FinishReason, Usage: resp.Usage}
+	if cacheFor.ok && !turn.NoCacheWrite && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
+		v := cache.Value{Content: resp.Message.Content, FinishReason: resp.FinishReason, Usage: resp.Usage,
+			Model: resp.Model, SystemFingerprint: resp.SystemFingerprint}
 		if err := a.Cache.Put(ctx, cacheFor.cipher, cacheFor.req, v); err != nil {
 			a.Logger.WarnContext(ctx, "store cached answer", "tenant", scope.Tenant(), "error", err.Error())
 		}
@@ -361,7 +406,18 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if err := a.record(ctx, scope, turn, msgs[newFrom:], resp.Message); err != nil {
 		return Result{}, err
 	}
-	return Result{Message: resp.Message, FinishReason: resp.FinishReason, Usage: resp.Usage}, nil
+	return Result{Message: resp.Message, FinishReason: resp.FinishReason, Usage: resp.Usage,
+		Model: resp.Model, SystemFingerprint: resp.SystemFingerprint}, nil
+}
+
+// started is the provider's Started hook for turn: it tells a streaming
+// client's writer that the answer begins, so headers go out before the
+// model has said anything.
+func started(turn Turn) func() {
+	if turn.OnDelta == nil || turn.OnStart == nil {
+		return nil
+	}
+	return func() { turn.OnStart(false) }
 }
 
 // plantCanary adds the tenant's canary to its system prompt: if the prompt
@@ -451,7 +507,7 @@ func (a *Agent) chat(ctx context.Context, route llm.Route, req llm.Request, red 
 	}
 	resp, err := route.Provider.Chat(ctx, req, deltas)
 	if err != nil {
-		return llm.Response{}, modelError(err)
+		return llm.Response{}, modelError(err, red)
 	}
 	if stream != nil {
 		if tail := stream.Write(invisible.Flush()) + stream.Flush(); tail != "" {
@@ -505,8 +561,20 @@ func upstreamUser(scope auth.Scope) string {
 	return hex.EncodeToString(sum[:16])
 }
 
-func modelError(err error) error {
+// modelError classifies a provider failure. A 429 is the provider's limit,
+// with its Retry-After. A 400 or 422 is the provider refusing what the
+// client asked for (a schema it will not take, a stop list too long): the
+// client is told why, in the provider's words, with the tenant's secrets
+// removed. Anything else is the provider failing, and its words go to the
+// log only.
+func modelError(err error, red *redact.Redactor) error {
 	var se *llm.StatusError
+	if errors.As(err, &se) && se.StatusCode == 429 {
+		return &LimitedError{RetryAfter: se.RetryAfter, HasRetryAfter: se.HasRetryAfter}
+	}
+	if errors.As(err, &se) && (se.StatusCode == 400 || se.StatusCode == 422) {
+		return fmt.Errorf("%w: the model provider refused the request: %s", kind.Invalid, red.String(se.Message))
+	}
 	if errors.As(err, &se) {
 		return fmt.Errorf("%w: model provider returned %d", kind.Unavailable, se.StatusCode)
 	}

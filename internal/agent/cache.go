@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -33,8 +34,12 @@ func (a *Agent) cached(ctx context.Context, scope auth.Scope, profile Profile, t
 		return nil, t, fmt.Errorf("response cache: %w", err)
 	}
 	t.promptKey = cache.PromptCacheKey(c, profile.Name)
-	if a.Cache == nil || profile.NoCache {
+	if a.Cache == nil || profile.NoCache || !deterministic(turn) {
 		return nil, t, nil
+	}
+	options, err := json.Marshal(turn.Options)
+	if err != nil {
+		return nil, t, fmt.Errorf("response cache: encode options: %w", err)
 	}
 	tools := make([]string, len(box.offered))
 	for i, o := range box.offered {
@@ -45,7 +50,10 @@ func (a *Agent) cached(ctx context.Context, scope auth.Scope, profile Profile, t
 		// The end user is part of the key: two users never share an answer.
 		Profile: profile.Name + "\x00" + string(scope.User()), Model: profile.Model,
 		Messages: msgs, Tools: tools, PolicyVersion: profile.Version,
-		MaxTokens: turn.MaxTokens, Temperature: turn.Temperature,
+		MaxTokens: turn.MaxTokens, Temperature: turn.Temperature, Options: string(options),
+	}
+	if turn.NoCacheRead {
+		return nil, t, nil
 	}
 	v, hit, err := a.Cache.Get(ctx, c, t.req)
 	switch {
@@ -60,7 +68,16 @@ func (a *Agent) cached(ctx context.Context, scope auth.Scope, profile Profile, t
 	}
 	a.Logger.InfoContext(ctx, "response cache hit", "tenant", scope.Tenant(), "profile", profile.Name)
 	a.audit(ctx, scope, "cache.hit", map[string]any{"profile": profile.Name})
-	return &Result{Message: llm.Message{Role: "assistant", Content: v.Content}, FinishReason: v.FinishReason, Cached: true}, t, nil
+	return &Result{Message: llm.Message{Role: "assistant", Content: v.Content}, FinishReason: v.FinishReason,
+		Usage: v.Usage, Model: v.Model, SystemFingerprint: v.SystemFingerprint, Cached: true}, t, nil
+}
+
+// deterministic reports whether the client asked for a repeatable answer:
+// temperature 0, or a seed (OpenAI's "same seed and parameters, same
+// answer"). Anything else is sampled afresh each time, and a cached answer
+// would be a wrong one.
+func deterministic(turn Turn) bool {
+	return (turn.Temperature != nil && *turn.Temperature == 0) || turn.Options.Seed != nil
 }
 
 // record appends the turn to the session's history, if it has one.

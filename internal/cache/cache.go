@@ -48,13 +48,18 @@ type Request struct {
 	PolicyVersion string   // changes when the tenant's policy or profile changes
 	MaxTokens     int
 	Temperature   *float64
+	// Options is the canonical JSON of every other request field sent to
+	// the model (llm.Options): any of them may change the answer.
+	Options string
 }
 
 // Value is a cached answer.
 type Value struct {
 	Content      string
 	FinishReason string
-	Usage        llm.Usage
+	Usage        llm.Usage // what the answer cost when it was made
+	// Model and SystemFingerprint are what the provider reported.
+	Model, SystemFingerprint string
 }
 
 // Backend stores opaque bytes under keys. Every key starts with
@@ -188,7 +193,7 @@ func entryKey(c *keyring.Cipher, req Request) (tenant.Incarnation, string, error
 
 // canonicalVersion starts every canonical encoding, so a future format can
 // never collide with this one.
-const canonicalVersion = "bulkhead/response-cache/v1\x00"
+const canonicalVersion = "bulkhead/response-cache/v2\x00"
 
 // appendCanonical appends the canonical encoding of r to b: a version tag,
 // then every field in a fixed order, each string length-prefixed and each
@@ -201,6 +206,7 @@ func appendCanonical(b []byte, r Request) []byte {
 	b = appendString(b, r.Profile)
 	b = appendString(b, r.Model)
 	b = appendString(b, r.PolicyVersion)
+	b = appendString(b, r.Options)
 	b = binary.AppendVarint(b, int64(r.MaxTokens))
 	if r.Temperature == nil {
 		b = append(b, 0)
@@ -232,7 +238,7 @@ func appendCanonical(b []byte, r Request) []byte {
 // canonicalSize bounds the length of r's canonical encoding.
 func canonicalSize(r Request) int {
 	const v = binary.MaxVarintLen64
-	n := len(canonicalVersion) + len(r.Profile) + len(r.Model) + len(r.PolicyVersion) + 5*v + 9
+	n := len(canonicalVersion) + len(r.Profile) + len(r.Model) + len(r.PolicyVersion) + len(r.Options) + 6*v + 9
 	for _, t := range r.Tools {
 		n += v + len(t)
 	}
@@ -293,6 +299,8 @@ func openEntry(c *keyring.Cipher, id tenant.Incarnation, key string, b []byte) (
 func appendValue(b []byte, v Value) []byte {
 	b = appendString(b, v.Content)
 	b = appendString(b, v.FinishReason)
+	b = appendString(b, v.Model)
+	b = appendString(b, v.SystemFingerprint)
 	b = binary.AppendVarint(b, int64(v.Usage.PromptTokens))
 	b = binary.AppendVarint(b, int64(v.Usage.CompletionTokens))
 	return binary.AppendVarint(b, int64(v.Usage.TotalTokens))
@@ -301,11 +309,11 @@ func appendValue(b []byte, v Value) []byte {
 // parseValue reverses appendValue; it reports false for anything else.
 func parseValue(b []byte) (Value, bool) {
 	var v Value
-	var ok1, ok2 bool
-	v.Content, b, ok1 = cutString(b)
-	v.FinishReason, b, ok2 = cutString(b)
-	if !ok1 || !ok2 {
-		return Value{}, false
+	for _, p := range []*string{&v.Content, &v.FinishReason, &v.Model, &v.SystemFingerprint} {
+		var ok bool
+		if *p, b, ok = cutString(b); !ok {
+			return Value{}, false
+		}
 	}
 	for _, p := range []*int{&v.Usage.PromptTokens, &v.Usage.CompletionTokens, &v.Usage.TotalTokens} {
 		n, w := binary.Varint(b)

@@ -49,6 +49,7 @@ func fullRequest() Request {
 		},
 		Tools:         []string{"crm_lookup", "kb_search"},
 		PolicyVersion: "policy-7",
+		Options:       `{"seed":7,"response_format":{"type":"json_object"}}`,
 		MaxTokens:     256,
 		Temperature:   ptr(0.25),
 	}
@@ -538,7 +539,7 @@ func decodeCanonical(b []byte) (Request, error) {
 	}
 	d.b = d.b[len(canonicalVersion):]
 	var r Request
-	r.Profile, r.Model, r.PolicyVersion = d.str(), d.str(), d.str()
+	r.Profile, r.Model, r.PolicyVersion, r.Options = d.str(), d.str(), d.str(), d.str()
 	r.MaxTokens = int(d.varint())
 	switch d.byte() {
 	case 0:

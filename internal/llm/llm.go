@@ -63,6 +63,35 @@ type Request struct {
 	// User is an opaque, tenant-derived tag sent upstream (OpenAI "user") so a
 	// provider can attribute abuse and partition its caches; never a raw id.
 	User string
+	// Options are the client's own request fields, sent as they came.
+	Options Options
+	// Started, if set, is called once when the provider has accepted a
+	// streamed request (a 2xx status), before any content: the caller may
+	// then commit to a successful response.
+	Started func()
+}
+
+// Options are chat-completion request fields a client sets and a provider
+// receives unchanged. Each is omitted when unset. The raw fields hold the
+// client's JSON, compacted; the server checks their types before they get
+// here. MaxCompletionTokens is sent as itself, never as max_tokens, which
+// newer models refuse.
+type Options struct {
+	ResponseFormat      json.RawMessage `json:"response_format,omitempty"`
+	Seed                *int64          `json:"seed,omitempty"`
+	Stop                json.RawMessage `json:"stop,omitempty"`
+	TopP                *float64        `json:"top_p,omitempty"`
+	N                   *int            `json:"n,omitempty"`
+	FrequencyPenalty    *float64        `json:"frequency_penalty,omitempty"`
+	PresencePenalty     *float64        `json:"presence_penalty,omitempty"`
+	LogitBias           json.RawMessage `json:"logit_bias,omitempty"`
+	Logprobs            *bool           `json:"logprobs,omitempty"`
+	ToolChoice          json.RawMessage `json:"tool_choice,omitempty"`
+	ParallelToolCalls   *bool           `json:"parallel_tool_calls,omitempty"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens,omitempty"`
+	Metadata            json.RawMessage `json:"metadata,omitempty"`
+	ReasoningEffort     string          `json:"reasoning_effort,omitempty"`
+	Store               *bool           `json:"store,omitempty"`
 }
 
 // Credential is an API key. It prints redacted, so a logged Request never
@@ -81,6 +110,9 @@ type Response struct {
 	Message      Message // role "assistant"; content and/or tool calls
 	FinishReason string  // "stop", "tool_calls", "length", ...
 	Usage        Usage
+	// Model and SystemFingerprint are what the provider reported, if anything.
+	Model             string
+	SystemFingerprint string
 }
 
 // Provider is a chat model endpoint.

@@ -46,6 +46,10 @@ type OpenAIOptions struct {
 	APIKey string
 	// Timeout bounds one attempt, including reading a streamed body; 0 means 120s.
 	Timeout time.Duration
+	// Deadline bounds one Chat call, retries and their waits included, so
+	// that one request costs at most 1+MaxRetries upstream calls within one
+	// overall deadline; 0 means twice Timeout.
+	Deadline time.Duration
 	// MaxRetries is how many times a retryable failure is retried; 0 means 2,
 	// negative means none.
 	MaxRetries int
@@ -82,6 +86,7 @@ type OpenAI struct {
 	endpoint   string
 	apiKey     string
 	timeout    time.Duration
+	deadline   time.Duration
 	maxRetries int
 	client     *http.Client
 	redactor   *redact.Redactor // removes the API key (and encodings of it)
@@ -94,13 +99,14 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("llm: %w", err)
 	}
-	if opts.Timeout < 0 {
+	if opts.Timeout < 0 || opts.Deadline < 0 {
 		return nil, errors.New("llm: negative timeout")
 	}
 	c := &OpenAI{
 		baseURL:    baseURL,
 		apiKey:     opts.APIKey,
 		timeout:    opts.Timeout,
+		deadline:   opts.Deadline,
 		maxRetries: opts.MaxRetries,
 		client:     opts.HTTPClient,
 		redactor:   keyRedactor(opts.APIKey),
@@ -109,6 +115,9 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 	c.endpoint = c.baseURL + "/chat/completions"
 	if c.timeout == 0 {
 		c.timeout = defaultTimeout
+	}
+	if c.deadline == 0 {
+		c.deadline = 2 * c.timeout
 	}
 	switch {
 	case c.maxRetries == 0:
@@ -134,6 +143,10 @@ type StatusError struct {
 	// Message is the upstream's error.message, or else the start of its body,
 	// at most 512 bytes, with the API key removed.
 	Message string
+	// RetryAfter is the wait the upstream asked for in Retry-After (at most
+	// an hour), when HasRetryAfter is set.
+	RetryAfter    time.Duration
+	HasRetryAfter bool
 }
 
 func (e *StatusError) Error() string {
@@ -153,6 +166,7 @@ type chatRequest struct {
 	PromptCacheKey string   `json:"prompt_cache_key,omitempty"`
 	MaxTokens      int      `json:"max_tokens,omitempty"`
 	Temperature    *float64 `json:"temperature,omitempty"`
+	Options
 }
 
 type streamOptions struct {
@@ -160,7 +174,9 @@ type streamOptions struct {
 }
 
 type chatResponse struct {
-	Choices []struct {
+	Model             string `json:"model"`
+	SystemFingerprint string `json:"system_fingerprint"`
+	Choices           []struct {
 		Index   int `json:"index"`
 		Message struct {
 			Content   *string    `json:"content"`
@@ -173,7 +189,9 @@ type chatResponse struct {
 }
 
 type streamChunk struct {
-	Choices []struct {
+	Model             string `json:"model"`
+	SystemFingerprint string `json:"system_fingerprint"`
+	Choices           []struct {
 		Index int `json:"index"`
 		Delta struct {
 			Content   *string `json:"content"`
@@ -193,10 +211,12 @@ type streamChunk struct {
 	Error json.RawMessage `json:"error"`
 }
 
-// Chat implements Provider. Failures with status 429, 500, 502, 503 or 504,
-// and transport failures before any response, are retried with exponential
+// Chat implements Provider. Failures with status 500, 502, 503 or 504, and
+// transport failures before any response, are retried with exponential
 // backoff and jitter (or after Retry-After, capped at 10s); nothing is retried
-// once a successful response has begun. A non-2xx response is a *StatusError.
+// once a successful response has begun. A 429 is not retried: it goes back to
+// the caller with the upstream's Retry-After, whose own client honours it, so
+// that retries do not multiply. A non-2xx response is a *StatusError.
 // A cancelled ctx returns ctx.Err(); an attempt that exceeds the timeout
 // returns an error wrapping context.DeadlineExceeded.
 func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content string) error) (Response, error) {
@@ -214,8 +234,10 @@ func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content str
 	if err != nil {
 		return Response{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.deadline)
+	defer cancel()
 	return upstream.Retry(ctx, c.maxRetries, c.base, func() (Response, *upstream.Hint, error) {
-		return c.attempt(ctx, body, onDelta)
+		return c.attempt(ctx, body, onDelta, req.Started)
 	})
 }
 
@@ -229,6 +251,7 @@ func encodeRequest(req Request, stream bool) ([]byte, error) {
 		PromptCacheKey: req.PromptCacheKey,
 		MaxTokens:      max(req.MaxTokens, 0),
 		Temperature:    req.Temperature,
+		Options:        req.Options,
 	}
 	if wire.Messages == nil {
 		wire.Messages = []Message{}
@@ -246,7 +269,7 @@ func encodeRequest(req Request, stream bool) ([]byte, error) {
 var errAttemptTimeout = errors.New("attempt timeout")
 
 // attempt makes one HTTP request. A non-nil hint means the failure may be retried.
-func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) error) (Response, *upstream.Hint, error) {
+func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) error, started func()) (Response, *upstream.Hint, error) {
 	actx, cancel := context.WithTimeoutCause(ctx, c.timeout, errAttemptTimeout)
 	defer cancel()
 
@@ -273,7 +296,14 @@ func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) 
 
 	if hresp.StatusCode < 200 || hresp.StatusCode > 299 {
 		serr := &StatusError{StatusCode: hresp.StatusCode, Message: upstream.StatusMessage(hresp, maxErrorMessage, c.redactor)}
+		serr.RetryAfter, serr.HasRetryAfter = upstream.RetryAfter(hresp.Header.Get("Retry-After"))
+		if hresp.StatusCode == http.StatusTooManyRequests {
+			return Response{}, nil, serr
+		}
 		return Response{}, upstream.StatusHint(hresp), serr
+	}
+	if started != nil && onDelta != nil {
+		started()
 	}
 
 	if onDelta == nil || isJSON(hresp.Header.Get("Content-Type")) {
@@ -331,7 +361,7 @@ func (c *OpenAI) readJSON(actx context.Context, body io.Reader, onDelta func(str
 	if len(ch.Message.ToolCalls) > maxToolCalls {
 		return Response{}, fmt.Errorf("llm: upstream response has more than %d tool calls", maxToolCalls)
 	}
-	resp := Response{Message: Message{Role: "assistant"}}
+	resp := Response{Message: Message{Role: "assistant"}, Model: cr.Model, SystemFingerprint: cr.SystemFingerprint}
 	if ch.Message.Content != nil {
 		resp.Message.Content = *ch.Message.Content
 	}
@@ -401,6 +431,8 @@ func (c *OpenAI) readStream(actx context.Context, body io.Reader, onDelta func(s
 		if chunk.Usage != nil {
 			resp.Usage = *chunk.Usage
 		}
+		resp.Model = cmp.Or(chunk.Model, resp.Model)
+		resp.SystemFingerprint = cmp.Or(chunk.SystemFingerprint, resp.SystemFingerprint)
 		for _, ch := range chunk.Choices {
 			if ch.Index != 0 {
 				continue

@@ -378,7 +378,8 @@ func TestOpenAIRetries(t *testing.T) {
 		wantMsg    string // StatusError message
 	}{
 		{name: "503 then 200", replies: []reply{{503, "", "busy"}, {200, "", ok}}, wantCalls: 2},
-		{name: "429 retry-after 0 then 200", replies: []reply{{429, "0", `{"error":{"message":"slow down"}}`}, {200, "", ok}}, wantCalls: 2},
+		{name: "429 not retried", replies: []reply{{429, "0", `{"error":{"message":"slow down"}}`}, {200, "", ok}}, wantCalls: 1, wantStatus: 429, wantMsg: "slow down"},
+		{name: "503 retry-after 0 then 200", replies: []reply{{503, "0", `{"error":{"message":"busy"}}`}, {200, "", ok}}, wantCalls: 2},
 		{name: "500 502 504 then 200", maxRetries: 3, replies: []reply{{500, "", ""}, {502, "", ""}, {504, "", ""}, {200, "", ok}}, wantCalls: 4},
 		{name: "400 not retried", replies: []reply{{400, "", `{"error":{"message":"bad model name","type":"invalid_request_error"}}`}}, wantCalls: 1, wantStatus: 400, wantMsg: "bad model name"},
 		{name: "401 not retried", replies: []reply{{401, "", `{"error":"no key"}`}}, wantCalls: 1, wantStatus: 401, wantMsg: "no key"},
@@ -514,7 +515,7 @@ func TestOpenAICancelMidStream(t *testing.T) {
 func TestOpenAICancelDuringBackoff(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "10")
-		w.WriteHeader(http.StatusTooManyRequests)
+		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
 	c := newTestOpenAI(t, srv.URL, OpenAIOptions{})
@@ -525,8 +526,8 @@ func TestOpenAICancelDuringBackoff(t *testing.T) {
 	start := time.Now()
 	_, err := c.Chat(ctx, Request{Model: "m"}, nil)
 	var se *StatusError
-	if !errors.As(err, &se) || se.StatusCode != 429 {
-		t.Errorf("error = %v, want 429 StatusError", err)
+	if !errors.As(err, &se) || se.StatusCode != 503 {
+		t.Errorf("error = %v, want 503 StatusError", err)
 	}
 	if d := time.Since(start); d > 500*time.Millisecond {
 		t.Errorf("took %s, want no wait", d)
@@ -690,5 +691,104 @@ func TestOpenAIRequestKey(t *testing.T) {
 	}
 	if s := fmt.Sprintf("%v %+v", Request{APIKey: secret.New(tenantKey)}, Request{APIKey: secret.New(tenantKey)}); strings.Contains(s, tenantKey) {
 		t.Fatalf("formatted Request shows the key: %s", s)
+	}
+}
+
+// TestOpenAIOptionsForwarded checks every Option goes on the wire as itself
+// (max_completion_tokens is not turned into max_tokens) and an unset one not
+// at all.
+func TestOpenAIOptionsForwarded(t *testing.T) {
+	seed, n, mct := int64(7), 1, 99
+	topP, fp, pp := 0.5, 0.1, -0.2
+	f, tr := false, true
+	opts := Options{
+		ResponseFormat: json.RawMessage(`{"type":"json_schema","json_schema":{"name":"x","schema":{"type":"object"}}}`),
+		Seed:           &seed, Stop: json.RawMessage(`["END"]`), TopP: &topP, N: &n,
+		FrequencyPenalty: &fp, PresencePenalty: &pp, LogitBias: json.RawMessage(`{"1":-100}`),
+		Logprobs: &f, ToolChoice: json.RawMessage(`"auto"`), ParallelToolCalls: &tr,
+		MaxCompletionTokens: &mct, Metadata: json.RawMessage(`{"k":"v"}`), ReasoningEffort: "low", Store: &f,
+	}
+	want := map[string]string{
+		"response_format": string(opts.ResponseFormat), "seed": "7", "stop": `["END"]`, "top_p": "0.5", "n": "1",
+		"frequency_penalty": "0.1", "presence_penalty": "-0.2", "logit_bias": `{"1":-100}`, "logprobs": "false",
+		"tool_choice": `"auto"`, "parallel_tool_calls": "true", "max_completion_tokens": "99",
+		"metadata": `{"k":"v"}`, "reasoning_effort": `"low"`, "store": "false",
+	}
+	for _, tt := range []struct {
+		name string
+		opts Options
+		want map[string]string
+	}{{"all set", opts, want}, {"none set", Options{}, nil}} {
+		t.Run(tt.name, func(t *testing.T) {
+			body, err := encodeRequest(Request{Model: "m", Options: tt.opts}, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got map[string]json.RawMessage
+			if err := json.Unmarshal(body, &got); err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.want {
+				if string(got[k]) != v {
+					t.Errorf("%s = %s, want %s", k, got[k], v)
+				}
+			}
+			for k, v := range got {
+				if _, ok := tt.want[k]; !ok && k != "model" && k != "messages" && k != "stream" {
+					t.Errorf("unexpected field %s = %s", k, v)
+				}
+			}
+		})
+	}
+}
+
+// TestOpenAIStartedAndReported checks Started is called once the upstream
+// accepted a stream, never for a refused one, and that the provider's model
+// and system_fingerprint come back.
+func TestOpenAIStartedAndReported(t *testing.T) {
+	status := http.StatusOK
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if status != http.StatusOK {
+			w.Header().Set("Retry-After", "3")
+			w.WriteHeader(status)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, `data: {"model":"m-2026","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}`+"\n\ndata: [DONE]\n\n")
+	}))
+	defer srv.Close()
+	c := newTestOpenAI(t, srv.URL, OpenAIOptions{MaxRetries: -1})
+	started := 0
+	req := Request{Model: "m", Started: func() { started++ }}
+	resp, err := c.Chat(context.Background(), req, func(string) error { return nil })
+	if err != nil || started != 1 || resp.Model != "m-2026" || resp.SystemFingerprint != "fp_1" {
+		t.Fatalf("Chat = %+v, %v, started %d; want model m-2026, fp_1, started once", resp, err, started)
+	}
+	status = http.StatusTooManyRequests
+	_, err = c.Chat(context.Background(), req, func(string) error { return nil })
+	var se *StatusError
+	if !errors.As(err, &se) || se.StatusCode != 429 || !se.HasRetryAfter || se.RetryAfter != 3*time.Second || started != 1 {
+		t.Fatalf("429: err %v, started %d; want a StatusError with Retry-After 3s and no start", err, started)
+	}
+}
+
+// TestOpenAIDeadlineBoundsRetries checks the overall deadline stops retries
+// that would otherwise go on.
+func TestOpenAIDeadlineBoundsRetries(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.Header().Set("Retry-After", "2")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	c := newTestOpenAI(t, srv.URL, OpenAIOptions{MaxRetries: 5, Deadline: 3 * time.Second})
+	_, err := c.Chat(context.Background(), Request{Model: "m"}, nil)
+	var se *StatusError
+	if !errors.As(err, &se) || se.StatusCode != 503 {
+		t.Fatalf("err %v, want the 503", err)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d calls, want 2 (the deadline leaves room for one 2s wait)", n)
 	}
 }

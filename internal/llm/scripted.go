@@ -49,6 +49,11 @@ import (
 // (len(content)+3)/4 + 4; completion tokens are (len(content)+3)/4 plus
 // (len(arguments)+3)/4 for each tool call; total is their sum.
 //
+// It honours no Options: a script has no sampling, format or stop sequences
+// to apply, so it answers the same whatever they say (the server still
+// forwards them, and a test provider can see them). It reports the model
+// "scripted" and calls Request.Started before streaming.
+//
 // Chat returns ctx.Err() if ctx is done.
 type Scripted struct{}
 
@@ -60,8 +65,11 @@ func (*Scripted) Chat(ctx context.Context, req Request, onDelta func(content str
 	if err := ctx.Err(); err != nil {
 		return Response{}, err
 	}
-	resp := Response{Message: Message{Role: "assistant"}, FinishReason: "stop"}
+	resp := Response{Message: Message{Role: "assistant"}, FinishReason: "stop", Model: "scripted"}
 	msgs := req.Messages
+	if onDelta != nil && req.Started != nil {
+		req.Started()
+	}
 
 	switch {
 	case len(msgs) > 0 && msgs[len(msgs)-1].Role == "tool":

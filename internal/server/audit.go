@@ -9,6 +9,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/requestid"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
 
@@ -18,7 +19,7 @@ func record(d Deps, r *http.Request, scope auth.Scope, typ string, data map[stri
 	if d.Audit == nil {
 		return
 	}
-	if err := d.Audit.Record(scope, audit.Event{Type: typ, Data: data}); err != nil {
+	if err := d.Audit.Record(scope, audit.Event{Type: typ, Data: requestid.Annotate(r.Context(), data)}); err != nil {
 		d.Logger.ErrorContext(r.Context(), "audit record failed", "tenant", scope.Tenant(), "type", typ, "error", err.Error())
 	}
 }
@@ -36,7 +37,7 @@ func recordChange(d Deps, r *http.Request, scope auth.Scope, typ string, data ma
 	if d.Audit == nil {
 		return fmt.Errorf("%w: %s: no audit log", errUnaudited, typ)
 	}
-	if err := d.Audit.RecordNow(r.Context(), scope, audit.Event{Type: typ, Data: data}); err != nil {
+	if err := d.Audit.RecordNow(r.Context(), scope, audit.Event{Type: typ, Data: requestid.Annotate(r.Context(), data)}); err != nil {
 		if errors.Is(err, store.ErrUnknownTenant) {
 			return fmt.Errorf("%w: tenant %s", kind.NotFound, scope.Tenant())
 		}

@@ -162,7 +162,7 @@ func BenchmarkCacheHit(b *testing.B) {
 	env := newTestEnv(b, envOptions{})
 	env.createTenant(b, map[string]any{"id": "acme", "system_prompt": "You are Acme's agent."})
 	_, key := env.newKey(b, "acme")
-	body := []byte(`{"model":"default","user":"alice","messages":[{"role":"user","content":"What is the refund window?"}]}`)
+	body := []byte(`{"model":"default","user":"alice","temperature":0,"messages":[{"role":"user","content":"What is the refund window?"}]}`)
 	send := func() time.Duration {
 		r, _ := http.NewRequest(http.MethodPost, env.srv.URL+"/v1/chat/completions", bytes.NewReader(body))
 		r.Header.Set("Authorization", "Bearer "+key)

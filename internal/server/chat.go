@@ -11,6 +11,8 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
@@ -22,19 +24,19 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
-// chatRequest is the part of OpenAI's chat request this server uses. Fields
-// it does not know are ignored, as OpenAI's clients send many; a "tenant" in
-// the body is one of them and can never select a tenant.
+// chatRequest is OpenAI's chat request as this server takes it. A field it
+// does not know is refused by name (decodeChat), never ignored; a "tenant"
+// in the body is one of them and can never select a tenant.
 type chatRequest struct {
-	Model               string          `json:"model"`
-	Messages            []chatMessage   `json:"messages"`
-	Stream              bool            `json:"stream"`
-	StreamOptions       *streamOptions  `json:"stream_options"`
-	User                string          `json:"user"`
-	MaxTokens           *int            `json:"max_tokens"`
-	MaxCompletionTokens *int            `json:"max_completion_tokens"`
-	Temperature         *float64        `json:"temperature"`
-	Tools               json.RawMessage `json:"tools"`
+	Model         string          `json:"model"`
+	Messages      []chatMessage   `json:"messages"`
+	Stream        bool            `json:"stream"`
+	StreamOptions *streamOptions  `json:"stream_options"`
+	User          string          `json:"user"`
+	MaxTokens     *int            `json:"max_tokens"`
+	Temperature   *float64        `json:"temperature"`
+	Tools         json.RawMessage `json:"tools"`
+	chatOptions
 }
 
 type streamOptions struct {
@@ -118,7 +120,7 @@ func handleChat(d Deps) http.Handler {
 			writeError(d.Logger, w, r, fmt.Errorf("%w: no tenant", kind.Unauthenticated))
 			return
 		}
-		req, err := decode[chatRequest](w, r, d.MaxBodyBytes, false)
+		req, err := decodeChat(w, r, d.MaxBodyBytes)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
@@ -135,21 +137,21 @@ func handleChat(d Deps) http.Handler {
 				writeError(d.Logger, w, r, err)
 				return
 			}
-			if res.Cached {
-				w.Header().Set("X-Bulkhead-Cache", "hit")
-			}
+			setResultHeaders(w.Header(), res.Cached, res.Model)
 			encode(w, http.StatusOK, c.full(res))
 			return
 		}
-		s := &sseWriter{w: w, c: c}
+		s := &sseWriter{w: w, c: c, keepAlive: keepAliveInterval()}
+		defer s.stop()
 		turn.OnDelta = s.delta
+		turn.OnStart = s.start
 		res, err := d.Agent.Run(r.Context(), scope, profile, turn)
 		if err != nil {
-			if !s.started {
+			if !s.begun() {
 				writeError(d.Logger, w, r, err)
 				return
 			}
-			status, typ, code, message := errorStatus(err)
+			status, typ, code, message := errorStatus(streamCause(r, err))
 			logFailure(d.Logger, r, "stream failed", status, code, err, slog.String("tenant", string(scope.Tenant())))
 			s.event(apiError{Error: apiErrorBody{Message: message, Type: typ, Code: code}})
 			return
@@ -188,11 +190,15 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 	if !ok {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
 	}
-	turn := agent.Turn{Messages: msgs, Session: session, Temperature: req.Temperature}
-	switch {
-	case req.MaxCompletionTokens != nil:
-		turn.MaxTokens = *req.MaxCompletionTokens
-	case req.MaxTokens != nil:
+	opts, err := req.llmOptions()
+	if err != nil {
+		return agent.Turn{}, agent.Profile{}, scope, err
+	}
+	turn := agent.Turn{Messages: msgs, Session: session, Temperature: req.Temperature, Options: opts}
+	turn.NoCacheRead, turn.NoCacheWrite = cacheControl(r.Header)
+	// max_completion_tokens goes upstream as itself (in Options), never
+	// rewritten to max_tokens, which newer models refuse.
+	if req.MaxTokens != nil {
 		turn.MaxTokens = *req.MaxTokens
 	}
 	if turn.MaxTokens < 0 {
@@ -231,13 +237,20 @@ type completion struct {
 	model   string
 }
 
+// chatResponse is OpenAI's response (or chunk) shape. Model is the profile
+// the client asked for, so that clients that compare it with their request
+// are not surprised; UpstreamModel is the model the provider says answered
+// (also in the X-Bulkhead-Upstream-Model header of a non-streamed answer),
+// an extra field that OpenAI's SDKs keep or ignore.
 type chatResponse struct {
-	ID      string       `json:"id"`
-	Object  string       `json:"object"`
-	Created int64        `json:"created"`
-	Model   string       `json:"model"`
-	Choices []chatChoice `json:"choices"`
-	Usage   *llm.Usage   `json:"usage,omitempty"`
+	ID                string       `json:"id"`
+	Object            string       `json:"object"`
+	Created           int64        `json:"created"`
+	Model             string       `json:"model"`
+	UpstreamModel     string       `json:"upstream_model,omitempty"`
+	SystemFingerprint string       `json:"system_fingerprint,omitempty"`
+	Choices           []chatChoice `json:"choices"`
+	Usage             *llm.Usage   `json:"usage,omitempty"`
 }
 
 type chatChoice struct {
@@ -260,7 +273,18 @@ func (c completion) full(res agent.Result) chatResponse {
 	}
 	usage := res.Usage
 	return chatResponse{ID: c.id, Object: "chat.completion", Created: c.created, Model: c.model,
+		UpstreamModel: res.Model, SystemFingerprint: res.SystemFingerprint,
 		Choices: []chatChoice{{Message: &msg, FinishReason: &finish}}, Usage: &usage}
+}
+
+// setResultHeaders marks a cached answer and names the provider's model.
+func setResultHeaders(h http.Header, cached bool, model string) {
+	if cached {
+		h.Set("X-Bulkhead-Cache", "hit")
+	}
+	if model != "" {
+		h.Set("X-Bulkhead-Upstream-Model", model)
+	}
 }
 
 func (c completion) chunk(delta *chatDelta, finish *string) chatResponse {
@@ -271,14 +295,40 @@ func (c completion) chunk(delta *chatDelta, finish *string) chatResponse {
 	return chatResponse{ID: c.id, Object: "chat.completion.chunk", Created: c.created, Model: c.model, Choices: choices}
 }
 
-// sseWriter streams chunks as server-sent events in OpenAI's format.
-type sseWriter struct {
-	w       http.ResponseWriter
-	c       completion
-	started bool
+// keepAliveEvery is how often (in nanoseconds; 0 means 10s) a started
+// stream that has nothing to say sends an SSE comment, so that clients and
+// proxies do not time it out during long server-side tool loops. Tests
+// shorten it.
+var keepAliveEvery atomic.Int64
+
+func keepAliveInterval() time.Duration {
+	if d := time.Duration(keepAliveEvery.Load()); d > 0 {
+		return d
+	}
+	return 10 * time.Second
 }
 
-func (s *sseWriter) start() {
+// sseWriter streams chunks as server-sent events in OpenAI's format. Its
+// start sends the headers and the role chunk as soon as the answer is
+// certain to begin (the provider accepted the request, or the cache
+// answers), before the model has said anything; until then a failure can
+// still be an HTTP status (a 429 with Retry-After). Once started, a
+// goroutine writes ": keep-alive" comments while nothing else is written.
+type sseWriter struct {
+	w         http.ResponseWriter
+	c         completion
+	keepAlive time.Duration
+
+	mu      sync.Mutex // serializes writes: the agent's and the keep-alive's
+	started bool
+	done    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// start sends the headers and the role chunk, once.
+func (s *sseWriter) start(cached bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.started {
 		return
 	}
@@ -287,16 +337,67 @@ func (s *sseWriter) start() {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
+	setResultHeaders(h, cached, "")
 	s.w.WriteHeader(http.StatusOK)
-	s.event(s.c.chunk(&chatDelta{Role: "assistant"}, nil))
+	_ = s.write(s.c.chunk(&chatDelta{Role: "assistant"}, nil))
+	if s.keepAlive > 0 {
+		done := make(chan struct{})
+		s.done = done
+		s.wg.Go(func() { s.keepAlives(done) })
+	}
+}
+
+func (s *sseWriter) begun() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.started
+}
+
+func (s *sseWriter) keepAlives(done <-chan struct{}) {
+	t := time.NewTicker(s.keepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		_, err := fmt.Fprint(s.w, ": keep-alive\n\n")
+		if err == nil {
+			err = http.NewResponseController(s.w).Flush()
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return // the client left
+		}
+	}
+}
+
+// stop ends the keep-alives; the handler calls it before it returns.
+func (s *sseWriter) stop() {
+	s.mu.Lock()
+	if s.done != nil {
+		close(s.done)
+		s.done = nil
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
 }
 
 func (s *sseWriter) delta(content string) error {
-	s.start()
+	s.start(false)
 	return s.event(s.c.chunk(&chatDelta{Content: content}, nil))
 }
 
 func (s *sseWriter) event(v any) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.write(v)
+}
+
+// write sends one event; s.mu is held.
+func (s *sseWriter) write(v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode stream event: %w", err)
@@ -308,19 +409,25 @@ func (s *sseWriter) event(v any) error {
 }
 
 func (s *sseWriter) finish(res agent.Result, includeUsage bool) {
-	s.start()
+	s.start(res.Cached)
+	s.stop()
 	finish := res.FinishReason
 	if finish == "" {
 		finish = "stop"
 	}
 	// Write errors here mean the client left; nothing is lost server-side.
-	_ = s.event(s.c.chunk(&chatDelta{}, &finish))
+	last := s.c.chunk(&chatDelta{}, &finish)
+	last.UpstreamModel, last.SystemFingerprint = res.Model, res.SystemFingerprint
+	_ = s.event(last)
 	if includeUsage {
 		final := s.c.chunk(nil, nil)
 		usage := res.Usage
 		final.Usage = &usage
+		final.UpstreamModel, final.SystemFingerprint = res.Model, res.SystemFingerprint
 		_ = s.event(final)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	_, _ = fmt.Fprint(s.w, "data: [DONE]\n\n")
 	_ = http.NewResponseController(s.w).Flush()
 }

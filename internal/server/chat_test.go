@@ -44,7 +44,14 @@ func parseSSE(r response) (sseStream, error) {
 	if !strings.HasSuffix(body, "\n\ndata: [DONE]\n\n") {
 		return s, fmt.Errorf("stream does not end with data: [DONE]: %q", body)
 	}
-	events := strings.Split(strings.TrimSuffix(body, "\n\ndata: [DONE]\n\n"), "\n\n")
+	// SSE comments (": keep-alive", sent while a slow stream has nothing
+	// to say) are for proxies; clients skip them.
+	var events []string
+	for _, ev := range strings.Split(strings.TrimSuffix(body, "\n\ndata: [DONE]\n\n"), "\n\n") {
+		if !strings.HasPrefix(ev, ":") {
+			events = append(events, ev)
+		}
+	}
 	var b strings.Builder
 	for i, ev := range events {
 		data, ok := strings.CutPrefix(ev, "data: ")
@@ -151,15 +158,15 @@ func TestChatIsolation(t *testing.T) {
 		{name: "header X-Tenant-Id", call: chatCall{header: map[string]string{"X-Tenant-Id": "globex"}}, wantSystem: acmePrompt, wantFact: true},
 		{name: "header X-Tenant", call: chatCall{header: map[string]string{"X-Tenant": "globex"}}, wantSystem: acmePrompt, wantFact: true},
 		{name: "header OpenAI-Organization", call: chatCall{header: map[string]string{"OpenAI-Organization": "globex", "OpenAI-Project": "globex"}}, wantSystem: acmePrompt, wantFact: true},
-		{name: "body tenant", call: chatCall{extra: map[string]any{"tenant": "globex"}}, wantSystem: acmePrompt, wantFact: true},
-		{name: "body tenant_id", call: chatCall{extra: map[string]any{"tenant_id": "globex"}}, wantSystem: acmePrompt, wantFact: true},
+		// A "tenant" or "tenant_id" body field is refused outright
+		// (TestUnknownFieldsRefused); in metadata it goes upstream as is.
 		{name: "body metadata tenant", call: chatCall{extra: map[string]any{"metadata": map[string]any{"tenant": "globex", "tenant_id": "globex"}}}, wantSystem: acmePrompt, wantFact: true},
 		{name: "query tenant", call: chatCall{query: "tenant=globex"}, wantSystem: acmePrompt, wantFact: true},
 		{name: "query tenant_id", call: chatCall{query: "tenant_id=globex&tenant=globex"}, wantSystem: acmePrompt, wantFact: true},
 		{name: "user globex:alice", call: chatCall{user: "globex:alice"}, wantSystem: acmePrompt},
 		{name: "user globex/alice", call: chatCall{user: "globex/alice"}, wantSystem: acmePrompt},
 		{name: "all at once, streamed", call: chatCall{stream: true, query: "tenant=globex",
-			header: map[string]string{"X-Tenant-Id": "globex"}, extra: map[string]any{"tenant": "globex", "tenant_id": "globex"}},
+			header: map[string]string{"X-Tenant-Id": "globex"}, extra: map[string]any{"metadata": map[string]any{"tenant": "globex"}}},
 			wantSystem: acmePrompt, wantFact: true},
 		{name: "own profile support", call: chatCall{model: "support"}, wantSystem: acmeSupportPrompt, wantFact: true},
 		{name: "own profile default", call: chatCall{model: "default"}, wantSystem: acmePrompt, wantFact: true},
@@ -813,7 +820,7 @@ func TestResponseCache(t *testing.T) {
 	_, initechKey := env.newKey(t, "initech")
 
 	ask := func(key, user string) string {
-		return env.say(t, chatCall{key: key, user: user, content: "What is the refund window?"})
+		return env.say(t, chatCall{key: key, user: user, content: "What is the refund window?", extra: map[string]any{"temperature": 0}})
 	}
 	first := ask(acmeKey, "alice")
 	if got := ask(acmeKey, "alice"); got != first || model.calls.Load() != 1 {

@@ -8,9 +8,12 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"time"
 
+	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/quota"
+	"github.com/bulkhead-ai/bulkhead/internal/requestid"
 )
 
 // apiError is OpenAI's error shape.
@@ -58,19 +61,55 @@ func errorStatus(err error) (status int, typ, code, message string) {
 		return http.StatusServiceUnavailable, "api_error", "storage_unavailable", "the tenant's data is unavailable; the operator has been alerted"
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout, "api_error", "timeout", "request timed out"
+	case errors.Is(err, context.Canceled):
+		// The client went away: nobody reads this, and it is no server error.
+		return statusClientClosed, "api_error", "client_closed_request", "the client closed the request"
 	}
 	return http.StatusInternalServerError, "api_error", "internal_error", "internal error"
 }
 
-// writeError sends err to the client in OpenAI's shape and logs it.
+// statusClientClosed is nginx's "client closed request", for the log.
+const statusClientClosed = 499
+
+// writeError sends err to the client in OpenAI's shape and logs it. A
+// Retry-After goes with a 429: the tenant's own limit's, or the model
+// provider's. A 502 or 504 says x-should-retry: false, which OpenAI's SDKs
+// obey: the provider call was already retried here, and a client retrying
+// it again would multiply the calls one request costs.
 func writeError(logger *slog.Logger, w http.ResponseWriter, r *http.Request, err error) {
+	r = withRequestID(w, r)
+	err = streamCause(r, err)
 	status, typ, code, message := errorStatus(err)
 	var limited *quota.LimitedError
-	if errors.As(err, &limited) {
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limited.RetryAfter.Seconds()))))
+	var upstream *agent.LimitedError
+	switch {
+	case errors.As(err, &limited):
+		w.Header().Set("Retry-After", retryAfterSeconds(limited.RetryAfter))
+	case errors.As(err, &upstream) && upstream.HasRetryAfter:
+		w.Header().Set("Retry-After", retryAfterSeconds(upstream.RetryAfter))
+	}
+	if status == http.StatusBadGateway || status == http.StatusGatewayTimeout {
+		w.Header().Set("X-Should-Retry", "false")
 	}
 	logFailure(logger, r, "request failed", status, code, err)
 	encode(w, status, apiError{Error: apiErrorBody{Message: message, Type: typ, Code: code}})
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.Itoa(int(math.Ceil(d.Seconds())))
+}
+
+// streamCause replaces a cancellation by its cause when the request was
+// cancelled for a reason of the server's (a tenant deleted, a key revoked),
+// so that only a client that went away reads as one.
+func streamCause(r *http.Request, err error) error {
+	if !errors.Is(err, context.Canceled) {
+		return err
+	}
+	if cause := context.Cause(r.Context()); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
 }
 
 // logFailure logs a failed request. The log gets the route, not the path,
@@ -82,6 +121,9 @@ func logFailure(logger *slog.Logger, r *http.Request, msg string, status int, co
 	level := slog.LevelInfo
 	attrs = append(attrs, slog.String("method", r.Method), slog.String("route", cmp.Or(r.Pattern, "unmatched")),
 		slog.Int("status", status), slog.String("code", code))
+	if id, ok := requestid.FromContext(r.Context()); ok {
+		attrs = append(attrs, slog.String("request_id", id))
+	}
 	if status >= 500 {
 		level = slog.LevelError
 		attrs = append(attrs, slog.String("error", err.Error()))

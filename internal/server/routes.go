@@ -18,10 +18,14 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 		writeError(d.Logger, w, r, err)
 	}
 	requireTenant := d.Auth.RequireTenant(failTenant)
-	tenantAPI := func(h http.Handler) http.Handler { return requireTenant(track(d, h)) }
-	admin := d.Auth.RequireAdmin(fail)
+	// Every route gets a request id first, so even a refused credential's
+	// response and log line carry one; unrouted requests get theirs in
+	// writeError.
+	tenantAPI := func(h http.Handler) http.Handler { return requestIDs(requireTenant(track(d, h))) }
+	requireAdmin := d.Auth.RequireAdmin(fail)
+	admin := func(h http.Handler) http.Handler { return requestIDs(requireAdmin(h)) }
 
-	mux.Handle("GET /healthz", handleHealth())
+	mux.Handle("GET /healthz", requestIDs(handleHealth()))
 
 	mux.Handle("POST /v1/chat/completions", tenantAPI(handleChat(d)))
 	mux.Handle("GET /v1/models", tenantAPI(handleModels(d)))

@@ -55,22 +55,25 @@ func benchStreamUpstream(b *testing.B, gap time.Duration) *httptest.Server {
 	return srv
 }
 
-// firstContent sends req and returns the time until the first event whose
-// delta carries content, after reading the whole stream.
-func firstContent(client *http.Client, req *http.Request) (time.Duration, error) {
+// firstContent sends req and returns the time until the first event (the
+// first byte of the stream: headers and the role chunk) and until the first
+// event whose delta carries content, after reading the whole stream.
+func firstContent(client *http.Client, req *http.Request) (firstByte, first time.Duration, err error) {
 	t0 := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("status %d", resp.StatusCode)
+		return 0, 0, fmt.Errorf("status %d", resp.StatusCode)
 	}
-	var first time.Duration
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data: "))
+		if ok && firstByte == 0 {
+			firstByte = time.Since(t0)
+		}
 		if !ok || first != 0 || bytes.Equal(data, []byte("[DONE]")) {
 			continue
 		}
@@ -80,32 +83,33 @@ func firstContent(client *http.Client, req *http.Request) (time.Duration, error)
 			}
 		}
 		if err := json.Unmarshal(data, &c); err != nil {
-			return 0, fmt.Errorf("event %q: %w", data, err)
+			return 0, 0, fmt.Errorf("event %q: %w", data, err)
 		}
 		if len(c.Choices) > 0 && c.Choices[0].Delta.Content != "" {
 			first = time.Since(t0)
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if first == 0 {
-		return 0, fmt.Errorf("no content in the stream")
+		return 0, 0, fmt.Errorf("no content in the stream")
 	}
-	return first, nil
+	return firstByte, first, nil
 }
 
 // pacedFirstContent sends n requests at rate per second, regardless of how
-// fast answers come, and returns each one's time to first content, sorted.
-func pacedFirstContent(b *testing.B, n, rate int, newReq func(i int) *http.Request) []time.Duration {
+// fast answers come, and returns each one's time to first byte and to first
+// content, each sorted.
+func pacedFirstContent(b *testing.B, n, rate int, newReq func(i int) *http.Request) (firstByte, lat []time.Duration) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, MaxConnsPerHost: 512}}
 	defer client.CloseIdleConnections()
 	for i := range 50 { // warm up connections and tenant stores
-		if _, err := firstContent(client, newReq(i)); err != nil {
+		if _, _, err := firstContent(client, newReq(i)); err != nil {
 			b.Fatalf("warm-up: %v", err)
 		}
 	}
-	lat := make([]time.Duration, n)
+	firstByte, lat = make([]time.Duration, n), make([]time.Duration, n)
 	var mu sync.Mutex
 	var failed []error
 	var wg sync.WaitGroup
@@ -116,8 +120,8 @@ func pacedFirstContent(b *testing.B, n, rate int, newReq func(i int) *http.Reque
 			time.Sleep(d)
 		}
 		wg.Go(func() {
-			d, err := firstContent(client, newReq(i))
-			lat[i] = d
+			fb, d, err := firstContent(client, newReq(i))
+			firstByte[i], lat[i] = fb, d
 			if err != nil {
 				mu.Lock()
 				failed = append(failed, err)
@@ -129,8 +133,9 @@ func pacedFirstContent(b *testing.B, n, rate int, newReq func(i int) *http.Reque
 	if len(failed) > 0 {
 		b.Fatalf("%d of %d requests failed, first: %v", len(failed), n, failed[0])
 	}
+	slices.Sort(firstByte)
 	slices.Sort(lat)
-	return lat
+	return firstByte, lat
 }
 
 // streamBenchRate is the request rate, 500/s unless BULKHEAD_STREAM_BENCH_RATE
@@ -186,12 +191,12 @@ func BenchmarkStreamFirstContent(b *testing.B) {
 			body := []byte(`{"model":"default","user":"alice","stream":true,"messages":[{"role":"user","content":"Where is my order?"}]}`)
 			rate := streamBenchRate(b)
 			b.ResetTimer()
-			direct := pacedFirstContent(b, b.N, rate, func(int) *http.Request {
+			directFB, direct := pacedFirstContent(b, b.N, rate, func(int) *http.Request {
 				r, _ := http.NewRequest(http.MethodPost, up.URL+"/v1/chat/completions", bytes.NewReader(directBody))
 				r.Header.Set("Content-Type", "application/json")
 				return r
 			})
-			through := pacedFirstContent(b, b.N, rate, func(i int) *http.Request {
+			throughFB, through := pacedFirstContent(b, b.N, rate, func(i int) *http.Request {
 				r, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(body))
 				r.Header.Set("Authorization", "Bearer "+keys[i%len(keys)])
 				r.Header.Set("Content-Type", "application/json")
@@ -206,6 +211,10 @@ func BenchmarkStreamFirstContent(b *testing.B) {
 			b.ReportMetric(us(pct(through, 0.99)), "bulkhead-p99-µs")
 			b.ReportMetric(us(pct(through, 0.50)-pct(direct, 0.50)), "overhead-p50-µs")
 			b.ReportMetric(us(pct(through, 0.99)-pct(direct, 0.99)), "overhead-p99-µs")
+			// First byte: the headers and the role chunk, which bulkhead
+			// sends once the upstream has accepted the request.
+			b.ReportMetric(us(pct(throughFB, 0.50)-pct(directFB, 0.50)), "ttfb-overhead-p50-µs")
+			b.ReportMetric(us(pct(throughFB, 0.99)-pct(directFB, 0.99)), "ttfb-overhead-p99-µs")
 		})
 	}
 }

@@ -64,6 +64,13 @@ func Retry[T any](ctx context.Context, retries int, base time.Duration, attempt 
 	}
 }
 
+// RetryAfter parses a response's Retry-After value (delay-seconds or an HTTP
+// date) into a wait of at most an hour, for passing on to a client; it
+// reports false when the value is missing or malformed.
+func RetryAfter(v string) (time.Duration, bool) {
+	return retryAfter(v, time.Hour)
+}
+
 // retryable reports whether a response with status may succeed if sent again.
 func retryable(status int) bool {
 	switch status {
