@@ -191,7 +191,7 @@ func runRedisFault(t testing.TB, phase time.Duration) faultReport {
 			mu.Unlock()
 			start := time.Now()
 			// A few distinct questions: some answers come from the cache.
-			r, err := env.sendChat(ctx, chatCall{key: keys[tenant], content: fmt.Sprintf("question %d", (n*1000+i)%7)})
+			r, err := env.sendChat(ctx, chatCall{key: keys[tenant], content: fmt.Sprintf("question %d", (n*1000+i)%7), extra: cacheable})
 			s := faultSample{tenant: tenant, phase: ph, status: r.status, latency: time.Since(start), err: err}
 			if err != nil && ctx.Err() != nil {
 				return // the scenario ended mid-request
@@ -322,7 +322,7 @@ func TestRedisFallbackKeepsTenantsApart(t *testing.T) {
 	// for the other tenant fails the test.
 	ask := func(id, content string) bool {
 		t.Helper()
-		r := env.chat(t, chatCall{key: keys[id], content: content})
+		r := env.chat(t, chatCall{key: keys[id], content: content, extra: cacheable})
 		if r.status != http.StatusOK {
 			t.Fatalf("%s: %v", id, r)
 		}
@@ -348,7 +348,7 @@ func TestRedisFallbackKeepsTenantsApart(t *testing.T) {
 	count := func(id string, n int) (ok int) {
 		for i := range n {
 			start := time.Now()
-			r := env.chat(t, chatCall{key: keys[id], content: fmt.Sprint("flood ", i)})
+			r := env.chat(t, chatCall{key: keys[id], content: fmt.Sprint("flood ", i), extra: cacheable})
 			if d := time.Since(start); d > faultSlowBound {
 				t.Errorf("%s: request took %v with Redis paused", id, d)
 			}
@@ -420,3 +420,7 @@ func (f *faultRedis) checkCacheKeys(t *testing.T, ids ...string) {
 		}
 	}
 }
+
+// cacheable asks for a deterministic answer, which is what the response
+// cache keeps.
+var cacheable = map[string]any{"temperature": 0}
