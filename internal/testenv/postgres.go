@@ -65,6 +65,16 @@ func Postgres(t testing.TB) string {
 	return u.String()
 }
 
+// PostgresServer returns the superuser URL of the server the tests use,
+// for a test that makes databases and roles itself. Each test must clean up
+// what it makes.
+func PostgresServer(t testing.TB) string {
+	t.Helper()
+	server, err := postgresServer()
+	Require(t, "PostgreSQL", err == nil, fmt.Sprintf("set %s to a superuser URL or install postgresql (initdb, pg_ctl): %v", PostgresURLEnv, err))
+	return server
+}
+
 var cluster struct {
 	once sync.Once
 	url  string
