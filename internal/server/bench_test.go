@@ -9,10 +9,11 @@ import (
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/bulkhead-ai/bulkhead/internal/control"
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -34,24 +35,34 @@ func benchUpstream(b *testing.B) *httptest.Server {
 
 // benchBulkhead serves bulkhead over loopback in front of upstream with
 // `provisioned` tenants, and returns its URL and the keys of the first
-// `active` tenants.
-func benchBulkhead(b *testing.B, upstream string, provisioned, active int) (string, []string) {
+// `active` tenants. onPostgres keeps everything in PostgreSQL.
+func benchBulkhead(b *testing.B, upstream string, provisioned, active int, onPostgres bool) (string, []string) {
 	up, err := llm.NewOpenAI(llm.OpenAIOptions{BaseURL: upstream + "/v1"})
 	if err != nil {
 		b.Fatal(err)
 	}
-	env := newTestEnv(b, envOptions{maxOpen: 128, providers: map[string]llm.Provider{"upstream": up}})
+	opts := envOptions{providers: map[string]llm.Provider{"upstream": up}}
+	if onPostgres {
+		opts.database, opts.env = postgresDatabase(b)
+	}
+	env := newTestEnv(b, opts)
 	ctx := context.Background()
 	var keys []string
 	for i := range provisioned {
 		id := tenant.ID(fmt.Sprintf("t%05d", i))
-		if _, err := env.plane.CreateTenant(ctx, control.Tenant{ID: id, Profiles: map[string]control.Profile{
-			control.DefaultProfile: {SystemPrompt: "You are tenant " + string(id) + "'s agent.", Model: "upstream/mock", NoCache: true}}}); err != nil {
-			b.Fatal(err)
-		}
+		// Through the admin API, so every tenant is provisioned as in
+		// production (its store created, its honey record stored).
+		env.admin(b, "POST", "/admin/v1/tenants", map[string]any{"id": string(id),
+			"system_prompt": "You are tenant " + string(id) + "'s agent.", "model": "upstream/mock", "no_cache": true}, http.StatusCreated)
 		if i < active {
-			_, key := env.newKey(b, string(id))
-			keys = append(keys, key)
+			keyID, secret, hash, err := auth.NewKey()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := env.plane.AddKey(ctx, id, keyID, hash); err != nil {
+				b.Fatal(err)
+			}
+			keys = append(keys, secret.Reveal())
 		}
 	}
 	return env.srv.URL, keys
@@ -130,29 +141,52 @@ func BenchmarkChatRoundTrip(b *testing.B) {
 		})
 	})
 	for _, tc := range []struct {
-		name        string
-		provisioned int
-		session     bool
+		name                string
+		provisioned, active int
+		sessions            int // X-Session-Id spread over this many; 0: none
+		postgres            bool
 	}{
-		{"bulkhead/tenants=10", 10, false},
-		{"bulkhead/tenants=10000", 10_000, false},
-		{"bulkhead/tenants=10/session", 10, true},
-		{"bulkhead/tenants=10000/session", 10_000, true},
+		{"bulkhead/tenants=10", 10, 10, 0, false},
+		{"bulkhead/tenants=10000/spread", 10_000, 10_000, 0, false},
+		{"bulkhead/tenants=10/sessions=500", 10, 10, 500, false},
+		{"bulkhead/postgres/tenants=10", 10, 10, 0, true},
+		{"bulkhead/postgres/tenants=10000/spread", 10_000, 10_000, 0, true},
+		{"bulkhead/postgres/tenants=10/sessions=500", 10, 10, 500, true},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
 			up := benchUpstream(b)
-			url, keys := benchBulkhead(b, up.URL, tc.provisioned, 10)
-			openLoop(b, benchRate, func(i int) *http.Request {
+			url, keys := benchBulkhead(b, up.URL, tc.provisioned, tc.active, tc.postgres)
+			rate := benchRate
+			if tc.postgres {
+				rate = benchRatePostgres
+			}
+			cpu := processCPU()
+			openLoop(b, rate, func(i int) *http.Request {
 				r, _ := http.NewRequest(http.MethodPost, url+"/v1/chat/completions", bytes.NewReader(benchBody))
 				r.Header.Set("Authorization", "Bearer "+keys[i%len(keys)])
 				r.Header.Set("Content-Type", "application/json")
-				if tc.session {
-					r.Header.Set("X-Session-Id", fmt.Sprintf("s%d", i%500))
+				if tc.sessions > 0 {
+					r.Header.Set("X-Session-Id", fmt.Sprintf("s%d", i%tc.sessions))
 				}
 				return r
 			})
+			// The client and the mock upstream run in this process too: the
+			// figure is an upper bound on bulkhead's own CPU per request.
+			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(b.N), "cpu-µs/req")
 		})
 	}
+}
+
+// benchRatePostgres is issue 10's rate for the PostgreSQL runs.
+const benchRatePostgres = 500
+
+// processCPU returns the CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // BenchmarkCacheHit serves the same question over and over through the real
