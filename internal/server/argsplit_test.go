@@ -25,8 +25,8 @@ func argsplitThirds(s string) (string, string, string) {
 }
 
 // argsplitRefused fails unless the call reached no tool server and left a
-// refusal in A's audit log, free of the needles.
-func argsplitRefused(t *testing.T, w *hostileWorld, class, variant, call string, needles ...hostileNeedle) {
+// refusal in A's audit log (a denial, if deny), free of the needles.
+func argsplitRefused(t *testing.T, w *hostileWorld, class, variant, call string, deny bool, needles ...hostileNeedle) {
 	t.Helper()
 	seq := w.lastSeq(t, w.aKey)
 	m := w.echo.mark()
@@ -40,7 +40,10 @@ func argsplitRefused(t *testing.T, w *hostileWorld, class, variant, call string,
 	}
 	recs := w.auditAfter(t, w.aKey, seq)
 	text := hostileAuditText(recs)
-	if !strings.Contains(text, `"deny"`) && !strings.Contains(text, "guard.block") {
+	switch {
+	case deny && !strings.Contains(text, `"decision":"deny"`):
+		t.Errorf("class %s: %s: A's audit log after the call holds no denial: %s", class, variant, hostileExcerpt(text))
+	case !strings.Contains(text, `"decision":"deny"`) && !strings.Contains(text, `"decision":"invalid_arguments"`) && !strings.Contains(text, "guard.block"):
 		t.Errorf("class %s: %s: A's audit log after the call holds no refusal: %s", class, variant, hostileExcerpt(text))
 	}
 	hostileCheckNo(t, class, variant, "A's audit log", text, needles...)
@@ -71,12 +74,14 @@ func TestArgSplit(t *testing.T) {
 			{"B's canary in thirds over body, customer, subject", `/call crm_ticket {"body":` + q(c1) + `,"customer":` + q(c2) + `,"subject":` + q(c3) + `}`},
 			{"B's canary in thirds under keys ! # $", `/call crm_note {"customer":"c-rt","!":` + q(c1) + `,"#":` + q(c2) + `,"$":` + q(c3) + `}`},
 			{"B's canary in halves, key then value", `/call crm_note {"customer":"c-rt",` + q(canary[:half]) + `:` + q(canary[half:]) + `}`},
-			{"B's canary in thirds over three keys", `/call crm_note {"customer":"c-rt",` + q("a"+c1) + `:"",` + q("b"+c2) + `:"-",` + q("c"+c3) + `:"."}`},
+			{"B's canary in thirds over three keys", `/call crm_note {"customer":"c-rt",` + q("!"+c1) + `:"x",` + q("#"+c2) + `:"y",` + q("$"+c3) + `:"z"}`},
 			{"B's canary in thirds over array items", `/call crm_note {"customer":"c-rt","x":[` + q(c1) + `,` + q(c2) + `,` + q(c3) + `]}`},
 			{"A's token in thirds over body, customer, subject", `/call crm_ticket {"body":` + q(s1) + `,"customer":` + q(s2) + `,"subject":` + q(s3) + `}`},
 			{"A's token in halves, key then value", `/call crm_note {"customer":"c-rt",` + q(hostileAToken[:shalf]) + `:` + q(hostileAToken[shalf:]) + `}`},
 		} {
-			argsplitRefused(t, w, class, v.name, v.call, w.bCanaryNeedle, w.aSecret)
+			// A guard block, or a refusal of the model's raw text once
+			// the redactor cut the secret out of it.
+			argsplitRefused(t, w, class, v.name, v.call, false, w.bCanaryNeedle, w.aSecret)
 		}
 	})
 
@@ -112,11 +117,11 @@ func TestArgSplit(t *testing.T) {
 			"workspaceId", "WorkspaceId", "Workspace-ID", "_user_id", "user__id", "t.e.n.a.n.t.i.d", "UserＩd"} {
 			for _, tool := range []string{"crm_note", "crm_ticket"} {
 				call := "/call " + tool + ` {"customer":"c-rt",` + hostileJSONString(key) + `:` + hostileJSONString(hostileB) + `}`
-				argsplitRefused(t, w, class, tool+" "+key, call)
+				argsplitRefused(t, w, class, tool+" "+key, call, true)
 			}
 		}
 		// A declared key's loose spelling, not only a bound key's.
-		argsplitRefused(t, w, class, "crm_note customerName-less alias", `/call crm_note {"customer":"c-rt","Cust-omer":"vip"}`)
+		argsplitRefused(t, w, class, "crm_note Cust-omer, a declared key", `/call crm_note {"customer":"c-rt","Cust-omer":"vip"}`, true)
 	})
 
 	t.Run("arguments_shadowing_url_query_parameters", func(t *testing.T) {
@@ -126,7 +131,7 @@ func TestArgSplit(t *testing.T) {
 		env.admin(t, "POST", "/admin/v1/tools", map[string]any{"name": "crm_lookup", "description": "Look up a customer", "scope": "tenant",
 			"parameters": params, "http": map[string]any{"method": "GET", "url": w.echo.URL + "/lookup?scope=read&api_key={{secret.crm_token}}", "headers": headers}}, http.StatusCreated)
 		env.admin(t, "POST", "/admin/v1/tools", map[string]any{"name": "crm_post", "description": "Post a note", "scope": "tenant",
-			"parameters": params, "http": map[string]any{"method": "POST", "url": w.echo.URL + "/post?scope=read", "headers": headers}}, http.StatusCreated)
+			"parameters": params, "http": map[string]any{"method": "POST", "url": w.echo.URL + "/post?scope=read&api_key={{secret.crm_token}}", "headers": headers}}, http.StatusCreated)
 		all := []string{"crm_ticket", "crm_note", memory.ToolKBSearch, "crm_lookup", "crm_post"}
 		env.admin(t, "PATCH", "/admin/v1/tenants/"+hostileA, map[string]any{"tools": all}, http.StatusOK)
 		defer env.admin(t, "PATCH", "/admin/v1/tenants/"+hostileA, map[string]any{"tools": []string{"crm_ticket", "crm_note", memory.ToolKBSearch}}, http.StatusOK)
@@ -142,7 +147,7 @@ func TestArgSplit(t *testing.T) {
 		for _, tool := range []string{"crm_lookup", "crm_post"} {
 			for _, key := range []string{"scope", "SCOPE", "Scope", "scope\u200b", "ſcope", "s-cope", "api_key", "apiKey", "API-KEY"} {
 				call := "/call " + tool + ` {"customer":"c-rt",` + hostileJSONString(key) + `:"admin"}`
-				argsplitRefused(t, w, class, tool+" "+key, call)
+				argsplitRefused(t, w, class, tool+" "+key, call, true)
 			}
 		}
 	})
