@@ -487,6 +487,7 @@ func TestToolCallJoinedPiecesRefused(t *testing.T) {
 		{"canary over six punctuation keys", "crm_open", `{"customer":"c","!":` + q(c6[0]) + `,"#":` + q(c6[1]) + `,"$":` + q(c6[2]) +
 			`,"%":` + q(c6[3]) + `,"&":` + q(c6[4]) + `,"'":` + q(c6[5]) + `}`, true},
 		{"canary over a key and its value", "crm_open", `{"customer":"c",` + q(globexCanary[:half]) + `:` + q(globexCanary[half:]) + `}`, true},
+		{"canary over a value then its key", "crm_open", `{"customer":"c",` + q(globexCanary[half:]) + `:` + q(globexCanary[:half]) + `}`, true},
 		{"canary over three keys", "crm_open", `{"customer":"c",` + q("!"+c[0]) + `:"x",` + q("#"+c[1]) + `:"y",` + q("$"+c[2]) + `:"z"}`, true},
 		{"canary over nested keys", "crm_open", `{"customer":"c","!":{` + q(c[0]) + `:{` + q(c[1]) + `:` + q(c[2]) + `}}}`, true},
 		{"own secret over three declared strings", "crm_update", `{"customer":` + q(s[0]) + `,"note":` + q(s[1]) + `,"owner":{"id":` + q(s[2]) + `}}`, false},

@@ -319,8 +319,16 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name strin
 	})
 	if err == nil {
 		views := joinedViews(model)
-		if blocked, leaked = b.checkJoined(views.joined(), reasonSplitSecret); blocked == nil && len(views.values) > 1 {
-			blocked, leaked = b.checkJoined(pairs(views.values), reasonSplitSecret)
+		if blocked, leaked = b.checkJoined(views.joined(), reasonSplitSecret); blocked == nil {
+			// Every two leaves, keys included, when there are few; else
+			// every two values.
+			paired := views.all
+			if len(paired) > maxPaired {
+				paired = views.values
+			}
+			if len(paired) > 1 {
+				blocked, leaked = b.checkJoined(pairs(paired), reasonSplitSecret)
+			}
 		}
 	}
 	if blocked != nil {
@@ -473,17 +481,18 @@ func (v views) joined() []string {
 	return out
 }
 
-// maxPaired is how many values of one call are checked joined pairwise;
-// beyond it, all of them are checked joined in two orders.
+// maxPaired is how many leaves (or, beyond it, values) of one call are
+// checked joined pairwise; beyond it, all of them are checked joined in
+// two orders.
 const maxPaired = 12
 
-// pairs returns the texts that join the values of one call two at a time,
+// pairs returns the texts that join the pieces of one call two at a time,
 // in both orders, so a token split across two of them is found whole
 // whatever the order a server puts them back in, and whatever lies between
-// them in the encoding: what the joined views miss for two pieces. With
-// more than maxPaired values, all of them joined in sorted and reverse
-// order (a split over two values far apart in that order is not found
-// then).
+// them in the encoding: what the joined views miss for two pieces (a value
+// before its key, two values far apart). With more than maxPaired pieces,
+// all of them joined in sorted and reverse order (a split over two pieces
+// far apart in that order is not found then).
 func pairs(values []string) []string {
 	if len(values) > maxPaired {
 		sorted := slices.Sorted(slices.Values(values))
