@@ -111,6 +111,7 @@ func (e *HTTPExecutor) execute(ctx context.Context, call Call) (Result, error) {
 	}
 	method := strings.ToUpper(spec.Method)
 	q := u.Query()
+	query := method == http.MethodGet || method == http.MethodDelete
 	for name := range call.Args {
 		// The model may not replace or add to a parameter the operator
 		// fixed in the URL, such as a credential, by any spelling a server
@@ -119,7 +120,6 @@ func (e *HTTPExecutor) execute(ctx context.Context, call Call) (Result, error) {
 		// for arguments that did not come through it. A bound parameter
 		// is the runtime's own value.
 		_, bound := call.Tool.Bound[name]
-		query := method == http.MethodGet || method == http.MethodDelete
 		if (query && q.Has(name)) || (!bound && call.Tool.reserved.check(name, "") != nil) {
 			return Result{}, fmt.Errorf("tool %q: argument %s collides with a query parameter of the url", call.Tool.Name, call.Tool.keyLabel(name))
 		}
