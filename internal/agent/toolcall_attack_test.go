@@ -493,6 +493,8 @@ func TestToolCallJoinedPiecesRefused(t *testing.T) {
 		{"canary over nested keys", "crm_open", `{"customer":"c","!":{` + q(c[0]) + `:{` + q(c[1]) + `:` + q(c[2]) + `}}}`, true},
 		{"own secret over three declared strings", "crm_update", `{"customer":` + q(s[0]) + `,"note":` + q(s[1]) + `,"owner":{"id":` + q(s[2]) + `}}`, false},
 		{"own secret over a key and its value", "crm_open", `{"customer":"c",` + q(acmeSecret[:9]) + `:` + q(acmeSecret[9:]) + `}`, false},
+		{"own secret, a percent before its last digits", "crm_update", `{"customer":"c","note":"acme-crm-token-%1234"}`, false},
+		{"own secret, a key made of a percent and its last digits", "crm_open", `{"customer":"c","!acme-crm-token-":"x","%1234":"-"}`, false},
 		{"own secret over four array items", "crm_open", `{"customer":"c","x":` + func() string { b, _ := json.Marshal(pieces(acmeSecret, 4)); return string(b) }() + `}`, false},
 	}
 	for _, tt := range tests {
@@ -614,11 +616,9 @@ func TestToolCallJoinedPiecesProperty(t *testing.T) {
 		}
 		ps = append(ps, token[prev:])
 		// Keys k00, k01, … keep the pieces in order in the encoding;
-		// punctuation prefixes, ascending, read as nothing. ('%', '\\' and
-		// '&' are left out: the matchers read them as the start of an
-		// escape, so "%12" before digits hides those digits, a limit of
-		// textnorm's views and not of the joining.)
-		punct := []string{"!", "#", "$", "(", ")", "*", ","}
+		// punctuation prefixes, ascending, read as nothing, '%' and '&'
+		// among them (read as escapes, they hide what follows).
+		punct := []string{"!", "#", "$", "%", "&", "(", ")"}
 		args := map[string]any{"customer": "c"}
 		switch layout := i % 3; layout {
 		case 0: // values

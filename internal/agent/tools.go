@@ -470,6 +470,11 @@ func (v *views) walk(x any) {
 // encoding's with three or more of them (two are covered by pairs), or
 // with other letters or digits between them in every view (a piece in a
 // key, the next in a value two fields on).
+//
+// Each view is also read literally when it holds an escape introducer:
+// the matchers decode escapes (%XX, \xXX, &…;), so the digits after a
+// '%' can vanish into the decoded byte ("…token-%1234"), while a reader
+// that decodes nothing sees them, and the value.
 func (v views) joined() []string {
 	out := []string{strings.Join(v.all, " ")}
 	if len(v.values) > 1 {
@@ -478,8 +483,16 @@ func (v views) joined() []string {
 	if len(v.keys) > 1 {
 		out = append(out, strings.Join(v.keys, " "))
 	}
+	for _, text := range out {
+		if strings.ContainsAny(text, `%\&`) {
+			out = append(out, literal.Replace(text))
+		}
+	}
 	return out
 }
+
+// literal blanks the characters that start an escape.
+var literal = strings.NewReplacer("%", " ", `\`, " ", "&", " ")
 
 // maxPaired is how many leaves (or, beyond it, values) of one call are
 // checked joined pairwise; beyond it, all of them are checked joined in

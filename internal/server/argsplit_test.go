@@ -99,6 +99,9 @@ func TestArgSplit(t *testing.T) {
 			{"digits that round to it", `{"customer":"c-rt","ref":4929173805561233.6}`},
 			{"digits that round to it, exponent form", `{"customer":"c-rt","ref":4.9291738055612336e15}`},
 			{"nested, digits that round to it", `{"customer":"c-rt","x":{"y":[1,4929173805561233.6]}}`},
+			// Read as an escape, "%23" hides the two digits after '%';
+			// read literally, the value is there whole.
+			{"a string with a percent before two of its digits", `{"customer":"c-rt","ref":"4929173805561%234"}`},
 		} {
 			m := w.echo.mark()
 			rep := w.chat(t, w.aKey, "/call crm_note "+v.args, false)
