@@ -156,7 +156,7 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 	// filled (those are the runtime's own values: a parameter bound to a
 	// secret would be redacted) and before policy, so that policy decides on
 	// the value as rewritten: the one that is sent.
-	if msg, ok := b.checkStrings(ctx, log, name, model); !ok {
+	if msg, ok := b.checkStrings(ctx, log, t, model); !ok {
 		return msg
 	}
 	args, err := t.Complete(model, b.bind)
@@ -288,7 +288,8 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 // server that reads the fields one after the other, or concatenates them,
 // gets back what was cut apart; a hit there refuses the call, as no
 // rewrite can cut across pieces.
-func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name string, model map[string]any) (string, bool) {
+func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.Tool, model map[string]any) (string, bool) {
+	name := t.Name
 	var blocked, rewritten []string
 	var leaked guard.Verdict
 	err := tools.MapStrings(model, func(s string, key bool) (string, error) {
@@ -318,7 +319,7 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name strin
 		return out, nil
 	})
 	if err == nil {
-		views := joinedViews(model)
+		views := joinedViews(t, model)
 		if blocked, leaked = b.checkJoined(views.joined(), reasonSplitSecret); blocked == nil {
 			// Every two leaves, keys included, when there are few; else
 			// every two values.
@@ -428,14 +429,22 @@ func (b *toolbox) refuseBlocked(ctx context.Context, log *slog.Logger, name stri
 
 // views are the leaves of one call's arguments (strings, numbers as the
 // encoder writes them, and keys), in the order the canonical encoding
-// writes them: object keys sorted, arrays in order, depth first.
+// writes them: object keys sorted, arrays in order, depth first. Top-level
+// keys the tool declares are left out: the operator wrote them, so they
+// carry nothing of the model's, and between two pieces they would only
+// keep the pieces apart.
 type views struct {
 	all, values, keys []string
 }
 
-func joinedViews(model map[string]any) views {
+func joinedViews(t *tools.Tool, model map[string]any) views {
 	var v views
-	v.walk(model)
+	for _, k := range slices.Sorted(maps.Keys(model)) {
+		if !t.Declares(k) {
+			v.all, v.keys = append(v.all, k), append(v.keys, k)
+		}
+		v.walk(model[k])
+	}
 	return v
 }
 
