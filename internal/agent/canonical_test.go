@@ -196,7 +196,7 @@ func TestToolServerGetsWhatPolicySaw(t *testing.T) {
 func BenchmarkToolCallGuarded(b *testing.B) {
 	h := newHostile(b)
 	h.box.a.Logger = slog.New(slog.DiscardHandler)
-	h.box.a.Audit = nil
+	h.box.a.Audit = NoAudit
 	tc := llm.ToolCall{ID: "c1", Function: llm.FunctionCall{Name: "crm_update",
 		Arguments: `{"customer":"c-1","note":"Printer on floor 3 is jammed, see https://docs.acme.example/printers"}`}}
 	ctx := context.Background()

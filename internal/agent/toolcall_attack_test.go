@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -113,11 +114,24 @@ func privateTool(t testing.TB) *tools.Tool {
 
 func newHostile(t testing.TB) *hostile {
 	t.Helper()
+	return newHostileWith(t, nil, nil)
+}
+
+// newHostileWith is newHostile with more tools in the catalog and the
+// profile, and more secrets for acme.
+func newHostileWith(t testing.TB, extra catalog, more []store.Secret) *hostile {
+	t.Helper()
 	engine, err := policy.NewEngine()
 	if err != nil {
 		t.Fatal(err)
 	}
-	set, err := engine.Compile("acme", map[string][]string{"default": {"crm_update", "globex_ledger"}},
+	cat := catalog{"crm_update": updateTool(t), "globex_ledger": privateTool(t), "crm_lookup": crmTool(t)}
+	offered := []string{"crm_update", "globex_ledger"}
+	for name, tool := range extra {
+		cat[name] = tool
+		offered = append(offered, name)
+	}
+	set, err := engine.Compile("acme", map[string][]string{"default": offered},
 		`forbid (principal, action == Action::"call_tool", resource == Tool::"crm_update") when { context has customer && context.customer == "vip" };`)
 	if err != nil {
 		t.Fatal(err)
@@ -126,16 +140,16 @@ func newHostile(t testing.TB) *hostile {
 	g.SetCanaries("globex", []string{globexCanary})
 	h := &hostile{rec: &recorder{}, audit: &auditLog{}, logs: &bytes.Buffer{}}
 	a, err := New(Deps{
-		Tools: catalog{"crm_update": updateTool(t), "globex_ledger": privateTool(t), "crm_lookup": crmTool(t)},
+		Tools: cat,
 		HTTP:  h.rec, Guard: g, Audit: h.audit, Quota: NoQuota,
 		Logger: slog.New(slog.NewJSONHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := []store.Secret{{Name: "crm_token", Value: secret.New(acmeSecret)}}
+	secrets := append([]store.Secret{{Name: "crm_token", Value: secret.New(acmeSecret)}}, more...)
 	h.box = a.toolbox(context.Background(), authtest.Scope(t, "acme", "alice"),
-		Profile{Name: "default", Tools: []string{"crm_update", "globex_ledger"}, Policy: set, AllowedHosts: []string{"docs.acme.example"}},
+		Profile{Name: "default", Tools: offered, Policy: set, AllowedHosts: []string{"docs.acme.example"}},
 		secrets, redactor(secrets))
 	return h
 }
@@ -415,6 +429,226 @@ func TestToolCallLookAlikeKeysNeverExecuted(t *testing.T) {
 		}
 		if ran && key == "tenant_id" {
 			t.Fatalf("case %d: the model's tenant_id reached the executor", i)
+		}
+	}
+}
+
+// acmeAccount is a numeric secret of acme's, bound into crm_open.
+const acmeAccount = "4929173805561234"
+
+// openTool allows undeclared keys, binds a parameter to acme's numeric
+// secret and fixes a query parameter in its URL.
+func openTool(t testing.TB) *tools.Tool {
+	t.Helper()
+	tool, err := tools.Compile(tools.Definition{
+		Name: "crm_open", Description: "Add a note", Scope: tools.ScopeTenant,
+		Parameters: json.RawMessage(`{"type":"object","additionalProperties":true,"properties":{
+			"customer":{"type":"string"},"note":{"type":"string"},"tenant_id":{"type":"string"},"account":{"type":"string"}}}`),
+		Bound: map[string]string{"tenant_id": tools.BindTenantID, "account": tools.BindSecretPrefix + "acct_no"},
+		HTTP:  &tools.HTTPSpec{Method: "POST", URL: "http://127.0.0.1:9/open?scope=read"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tool
+}
+
+func newOpenHostile(t testing.TB) *hostile {
+	t.Helper()
+	return newHostileWith(t, catalog{"crm_open": openTool(t)}, []store.Secret{{Name: "acct_no", Value: secret.New(acmeAccount)}})
+}
+
+// pieces cuts s into n pieces of nearly equal length.
+func pieces(s string, n int) []string {
+	var out []string
+	for i := range n {
+		out = append(out, s[i*len(s)/n:(i+1)*len(s)/n])
+	}
+	return out
+}
+
+// TestToolCallJoinedPiecesRefused: another tenant's canary or acme's own
+// secret cut into three or more pieces, over declared strings, array items,
+// keys (punctuation keys that read as nothing among them) or a key and its
+// value, reaches a tool server that reads the fields in turn as the whole
+// value. The call is refused and audited as a block, without the value,
+// and globex hears of its canary.
+func TestToolCallJoinedPiecesRefused(t *testing.T) {
+	q := func(s string) string { b, _ := json.Marshal(s); return string(b) }
+	c, s := pieces(globexCanary, 3), pieces(acmeSecret, 3)
+	c6 := pieces(globexCanary, 6)
+	half := len(globexCanary) / 2
+	tests := []struct {
+		name, tool, args string
+		canary           bool
+	}{
+		{"canary over three declared strings", "crm_update", `{"customer":` + q(c[0]) + `,"note":` + q(c[1]) + `,"owner":{"id":` + q(c[2]) + `}}`, true},
+		{"canary over three array items", "crm_open", `{"customer":"c","x":[` + q(c[0]) + `,` + q(c[1]) + `,` + q(c[2]) + `]}`, true},
+		{"canary over punctuation keys", "crm_open", `{"customer":"c","!":` + q(c[0]) + `,"#":` + q(c[1]) + `,"$":` + q(c[2]) + `}`, true},
+		{"canary over six punctuation keys", "crm_open", `{"customer":"c","!":` + q(c6[0]) + `,"#":` + q(c6[1]) + `,"$":` + q(c6[2]) +
+			`,"%":` + q(c6[3]) + `,"&":` + q(c6[4]) + `,"'":` + q(c6[5]) + `}`, true},
+		{"canary over a key and its value", "crm_open", `{"customer":"c",` + q(globexCanary[:half]) + `:` + q(globexCanary[half:]) + `}`, true},
+		{"canary over a value then its key", "crm_open", `{"customer":"c",` + q(globexCanary[half:]) + `:` + q(globexCanary[:half]) + `}`, true},
+		{"canary over three keys", "crm_open", `{"customer":"c",` + q("!"+c[0]) + `:"x",` + q("#"+c[1]) + `:"y",` + q("$"+c[2]) + `:"z"}`, true},
+		{"canary over nested keys", "crm_open", `{"customer":"c","!":{` + q(c[0]) + `:{` + q(c[1]) + `:` + q(c[2]) + `}}}`, true},
+		{"own secret over three declared strings", "crm_update", `{"customer":` + q(s[0]) + `,"note":` + q(s[1]) + `,"owner":{"id":` + q(s[2]) + `}}`, false},
+		{"own secret over a key and its value", "crm_open", `{"customer":"c",` + q(acmeSecret[:9]) + `:` + q(acmeSecret[9:]) + `}`, false},
+		{"own secret, a percent before its last digits", "crm_update", `{"customer":"c","note":"acme-crm-token-%1234"}`, false},
+		{"own secret, a key made of a percent and its last digits", "crm_open", `{"customer":"c","!acme-crm-token-":"x","%1234":"-"}`, false},
+		{"own secret over four array items", "crm_open", `{"customer":"c","x":` + func() string { b, _ := json.Marshal(pieces(acmeSecret, 4)); return string(b) }() + `}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newOpenHostile(t)
+			got := h.call(tt.tool, tt.args)
+			if n := h.rec.calls.Load(); n != 0 {
+				t.Fatalf("executor ran %d times with %s, want the call refused (answer %q)", n, h.sent(t), got)
+			}
+			if !strings.HasPrefix(got, "error: refused") {
+				t.Errorf("answer %q, want a refusal", got)
+			}
+			rec := h.audit.text(t)
+			if !strings.Contains(rec, `"guard.block"`) {
+				t.Errorf("audit %s, want a guard.block record", rec)
+			}
+			for _, v := range append(append(c, s...), globexCanary, acmeSecret) {
+				if len(v) > 6 && strings.Contains(rec, v) {
+					t.Errorf("audit holds %q: %s", v, rec)
+				}
+			}
+			if tt.canary && !strings.Contains(rec, `"owner":"globex"`) {
+				t.Errorf("audit %s, want globex told of its canary", rec)
+			}
+		})
+	}
+}
+
+// TestToolCallEncodingChecked: what is sent is checked as it is sent. A
+// JSON number whose digits round to acme's numeric secret is written by the
+// canonical encoder as the secret's own digits, so a number the strings'
+// checks never see reaches the tool server; the encoding check refuses it,
+// while the parameter bound to that secret is sent as the runtime's value.
+func TestToolCallEncodingChecked(t *testing.T) {
+	tests := []struct {
+		name, args string
+		refused    bool
+	}{
+		{"control: a number", `{"customer":"c","ref":4929}`, false},
+		{"control: no extra", `{"customer":"c","note":"hello"}`, false},
+		{"the secret's digits as a number", `{"customer":"c","ref":` + acmeAccount + `}`, true},
+		{"digits that round to it", `{"customer":"c","ref":4929173805561233.6}`, true},
+		{"digits that round to it, exponent form", `{"customer":"c","ref":4.9291738055612336e15}`, true},
+		{"split by the decimal point", `{"customer":"c","ref":4929.173805561234e12}`, true},
+		{"nested in an array", `{"customer":"c","x":{"y":[1,4929173805561233.6]}}`, true},
+		{"a number and a string side by side", `{"customer":"c","a":4929173,"b":"805561234"}`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newOpenHostile(t)
+			got := h.call("crm_open", tt.args)
+			ran := h.rec.calls.Load() == 1
+			if ran == tt.refused {
+				t.Fatalf("executor ran = %v with %s, want %v (answer %q)", ran, h.sent(t), !tt.refused, got)
+			}
+			if !ran {
+				if rec := h.audit.text(t); !strings.Contains(rec, `"guard.block"`) || strings.Contains(rec, acmeAccount) {
+					t.Errorf("audit %s, want a guard.block record without the value", rec)
+				}
+				return
+			}
+			last := h.rec.last.Load()
+			if last.Args["account"] != acmeAccount || !strings.Contains(string(last.Body), `"account":"`+acmeAccount+`"`) {
+				t.Errorf("executor got %s, want the bound secret in account", last.Body)
+			}
+			if strings.Count(string(last.Body), "4929173805561234") != 1 {
+				t.Errorf("executor got %s, want the secret only in the bound parameter", last.Body)
+			}
+		})
+	}
+}
+
+// TestToolCallLooseAndReservedKeysDenied: on a tool that allows undeclared
+// keys, a key a server maps onto a bound or declared key by convention
+// (separators, camelCase, case) or onto a query parameter the tool's URL
+// fixes (frameworks merge query and body parameters) never reaches the
+// executor, and is audited as a denial with the key as a label only.
+func TestToolCallLooseAndReservedKeysDenied(t *testing.T) {
+	for _, key := range []string{"tenantId", "tenant-id", "tenant.id", "tenant id", "tenantid", "TENANTID", "Tenant_Id",
+		"Account", "account_", "ACCOUNT", "Note", "n-o-t-e", "scope", "SCOPE", "Scope", "scope\u200b", "ſcope", "s_cope"} {
+		t.Run(key, func(t *testing.T) {
+			h := newOpenHostile(t)
+			q, _ := json.Marshal(key)
+			got := h.call("crm_open", `{"customer":"c",`+string(q)+`:"globex"}`)
+			if n := h.rec.calls.Load(); n != 0 {
+				t.Fatalf("executor ran %d times with %s, want 0 (answer %q)", n, h.sent(t), got)
+			}
+			events := h.audit.all()
+			if len(events) != 1 || events[0].Type != "tool.call" || events[0].Data["decision"] != "deny" {
+				t.Fatalf("audit %+v, want one tool.call deny", events)
+			}
+			if r := fmt.Sprint(events[0].Data["reasons"]); r != "["+tools.ReasonLookAlike+"]" && r != "["+tools.ReasonReserved+"]" {
+				t.Errorf("audit reasons %s, want a look-alike or reserved key", r)
+			}
+			if key != "scope" && strings.Contains(h.audit.text(t), string(q[1:len(q)-1])) {
+				t.Errorf("audit names the key: %s", h.audit.text(t))
+			}
+		})
+	}
+}
+
+// TestToolCallJoinedPiecesProperty: another tenant's canary or acme's
+// secret cut at random into 3 to 7 pieces and laid out in the order of the
+// encoding, as consecutive values, as consecutive keys, or alternating key
+// and value, never reaches the executor.
+func TestToolCallJoinedPiecesProperty(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 11))
+	h := newOpenHostile(t)
+	for i := range 300 {
+		token := []string{globexCanary, acmeSecret}[i%2]
+		n := 3 + r.IntN(5)
+		cuts := r.Perm(len(token) - 1)[:n-1]
+		slices.Sort(cuts)
+		var ps []string
+		prev := 0
+		for _, c := range cuts {
+			ps = append(ps, token[prev:c+1])
+			prev = c + 1
+		}
+		ps = append(ps, token[prev:])
+		// Keys k00, k01, … keep the pieces in order in the encoding;
+		// punctuation prefixes, ascending, read as nothing, '%' and '&'
+		// among them (read as escapes, they hide what follows).
+		punct := []string{"!", "#", "$", "%", "&", "(", ")"}
+		args := map[string]any{"customer": "c"}
+		switch layout := i % 3; layout {
+		case 0: // values
+			for j, p := range ps {
+				args[fmt.Sprintf("k%02d", j)] = p
+			}
+		case 1: // keys, with values that read as nothing
+			for j, p := range ps {
+				args[punct[j]+p] = "-"
+			}
+		case 2: // key, value, key, value…, under punctuation
+			obj := map[string]any{}
+			for j := 0; j < len(ps); j += 2 {
+				key := punct[j] + ps[j]
+				if j+1 < len(ps) {
+					obj[key] = ps[j+1]
+				} else {
+					obj[key] = "."
+				}
+			}
+			args["!"] = obj
+		}
+		raw, err := json.Marshal(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := h.rec.calls.Load()
+		got := h.call("crm_open", string(raw))
+		if h.rec.calls.Load() != before {
+			t.Fatalf("case %d: %s reached the executor (answer %q)", i, raw, got)
 		}
 	}
 }

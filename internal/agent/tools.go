@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
@@ -154,12 +156,15 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 	// filled (those are the runtime's own values: a parameter bound to a
 	// secret would be redacted) and before policy, so that policy decides on
 	// the value as rewritten: the one that is sent.
-	if msg, ok := b.checkStrings(ctx, log, name, model); !ok {
+	if msg, ok := b.checkStrings(ctx, log, t, model); !ok {
 		return msg
 	}
 	args, err := t.Complete(model, b.bind)
 	if err != nil {
 		return b.refuseArguments(ctx, log, name, err)
+	}
+	if msg, ok := b.checkEncoding(ctx, log, t, args); !ok {
+		return msg
 	}
 	if b.authorized != nil {
 		b.authorized(name, args)
@@ -257,9 +262,10 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 		record["at"] = ae.Path
 	}
 	switch ae.Reason {
-	case tools.ReasonLookAlike, tools.ReasonBound:
+	case tools.ReasonLookAlike, tools.ReasonBound, tools.ReasonReserved:
 		// An attempt to reach a parameter by another spelling, or to set
-		// one the runtime owns: a denial, whatever the value.
+		// one the runtime or the tool's URL owns: a denial, whatever the
+		// value.
 		record["decision"] = "deny"
 		log.WarnContext(ctx, "tool call denied", "reasons", []string{ae.Reason}, "at", ae.Path)
 	default:
@@ -277,30 +283,30 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 // every key, through the guard and the redactor: the values as the tool
 // server will read them, not the JSON text where escapes hide them. A
 // rewrite of a value (a link or image to a host not allowed, a secret) is
-// applied; a key that would change, or a block, refuses the call.
-func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name string, model map[string]any) (string, bool) {
-	const refused = "error: refused: the arguments carry data that may not leave"
-	var blocked, rewritten, values []string
+// applied; a key that would change, or a block, refuses the call. Then the
+// pieces are checked joined (see joinedViews and pairs), since a tool
+// server that reads the fields one after the other, or concatenates them,
+// gets back what was cut apart; a hit there refuses the call, as no
+// rewrite can cut across pieces.
+func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.Tool, model map[string]any) (string, bool) {
+	name := t.Name
+	var blocked, rewritten []string
+	var leaked guard.Verdict
 	err := tools.MapStrings(model, func(s string, key bool) (string, error) {
 		out := textnorm.StripInvisibleRuns(s)
 		if out != s {
 			rewritten = append(rewritten, "invisible padding removed")
 		}
-		if !key {
-			defer func() { values = append(values, out) }()
+		// Arguments leave for another system: they must not carry another
+		// tenant's data, nor links the tenant does not allow.
+		v := b.a.Guard.Check(b.scope.Tenant(), out, b.allowHosts)
+		if v.Blocked {
+			blocked, leaked = v.Reasons, v
+			return "", errArgBlocked
 		}
-		if b.a.Guard != nil {
-			// Arguments leave for another system: they must not carry
-			// another tenant's data, nor links the tenant does not allow.
-			v := b.a.Guard.Check(b.scope.Tenant(), out, b.allowHosts)
-			if v.Blocked {
-				blocked = v.Reasons
-				return "", errArgBlocked
-			}
-			if v.Text != out {
-				rewritten = append(rewritten, v.Reasons...)
-				out = v.Text
-			}
+		if v.Text != out {
+			rewritten = append(rewritten, v.Reasons...)
+			out = v.Text
 		}
 		if r := b.red.String(out); r != out {
 			rewritten = append(rewritten, "tenant secret redacted")
@@ -312,21 +318,22 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name strin
 		}
 		return out, nil
 	})
-	if err == nil && b.a.Guard != nil && len(values) > 1 {
-		// A canary or secret cut in two and spread over two strings reaches
-		// the tool server whole all the same: check the strings joined.
-		for _, text := range pairs(values) {
-			if v := b.a.Guard.Check(b.scope.Tenant(), text, b.allowHosts); v.Blocked {
-				blocked, err = v.Reasons, errArgBlocked
-				break
+	if err == nil {
+		views := joinedViews(t, model)
+		if blocked, leaked = b.checkJoined(views.joined(), reasonSplitSecret); blocked == nil {
+			// Every two leaves, keys included, when there are few; else
+			// every two values.
+			paired := views.all
+			if len(paired) > maxPaired {
+				paired = views.values
+			}
+			if len(paired) > 1 {
+				blocked, leaked = b.checkJoined(pairs(paired), reasonSplitSecret)
 			}
 		}
 	}
-	if err != nil {
-		blocked = slices.Compact(slices.Sorted(slices.Values(blocked)))
-		log.WarnContext(ctx, "tool call blocked by the output guard", "reasons", blocked)
-		b.a.audit(ctx, b.scope, "guard.block", map[string]any{"tool": name, "reasons": blocked})
-		return refused, false
+	if blocked != nil {
+		return b.refuseBlocked(ctx, log, name, blocked, leaked), false
 	}
 	if len(rewritten) > 0 {
 		rewritten = slices.Compact(slices.Sorted(slices.Values(rewritten)))
@@ -336,15 +343,178 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, name strin
 	return "", true
 }
 
-// maxPaired is how many string values of one call are checked joined pairwise;
-// beyond it, all of them are checked joined in two orders.
+// Reasons for refusing arguments whose pieces, or whose encoding, hold the
+// tenant's own secret: found only once the pieces are joined (or written
+// as the encoder writes them), so no rewrite of one piece can remove it.
+const (
+	reasonSplitSecret   = "tenant secret split over arguments"
+	reasonEncodedSecret = "tenant secret in the encoded arguments"
+)
+
+// checkEncoding checks the call as it is sent: the canonical encoding,
+// after the bound parameters were filled. The strings were checked before;
+// this finds what they could not show: numbers (a JSON number whose digits
+// round to the secret's is written by the encoder as the secret's digits),
+// and pieces the encoding puts side by side. A hit refuses the call.
+//
+// The guard reads the exact bytes. The redactor reads them without the
+// parameters bound to the tenant's secrets, whose values are injected on
+// purpose; a secret formed across such a value and its neighbour is not
+// found.
+func (b *toolbox) checkEncoding(ctx context.Context, log *slog.Logger, t *tools.Tool, args tools.Args) (string, bool) {
+	enc := string(args.JSON)
+	if v := b.a.Guard.Check(b.scope.Tenant(), enc, b.allowHosts); v.Blocked {
+		return b.refuseBlocked(ctx, log, t.Name, v.Reasons, v), false
+	}
+	own := args.JSON
+	if bound := boundSecrets(t); len(bound) > 0 {
+		rest := make(map[string]any, len(args.Value))
+		for k, v := range args.Value {
+			if !bound[k] {
+				rest[k] = v
+			}
+		}
+		var err error
+		if own, err = tools.Encode(rest); err != nil {
+			return b.refuseBlocked(ctx, log, t.Name, []string{"arguments cannot be encoded"}, guard.Verdict{}), false
+		}
+	}
+	if s := string(own); b.red.String(s) != s {
+		return b.refuseBlocked(ctx, log, t.Name, []string{reasonEncodedSecret}, guard.Verdict{}), false
+	}
+	return "", true
+}
+
+// boundSecrets is the set of t's parameters bound to a tenant secret.
+func boundSecrets(t *tools.Tool) map[string]bool {
+	var out map[string]bool
+	for param, source := range t.Bound {
+		if strings.HasPrefix(source, tools.BindSecretPrefix) {
+			if out == nil {
+				out = map[string]bool{}
+			}
+			out[param] = true
+		}
+	}
+	return out
+}
+
+// checkJoined passes each text through the guard and the redactor's check
+// and returns the reasons of the first hit (nil for none) with the guard's
+// verdict, for the owners of what it found. Only a block or a secret
+// counts: a rewrite (a link) computed on joined pieces could not be
+// applied to them, and a link split over fields renders in none of them.
+func (b *toolbox) checkJoined(texts []string, secretReason string) ([]string, guard.Verdict) {
+	for _, text := range texts {
+		if v := b.a.Guard.Check(b.scope.Tenant(), text, b.allowHosts); v.Blocked {
+			return v.Reasons, v
+		}
+		if b.red.String(text) != text {
+			return []string{secretReason}, guard.Verdict{}
+		}
+	}
+	return nil, guard.Verdict{}
+}
+
+// refuseBlocked refuses a call whose arguments carry data that may not
+// leave, recording why (reasons name kinds and hosts, never content) and
+// telling the owners of what was caught.
+func (b *toolbox) refuseBlocked(ctx context.Context, log *slog.Logger, name string, reasons []string, v guard.Verdict) string {
+	reasons = slices.Compact(slices.Sorted(slices.Values(reasons)))
+	log.WarnContext(ctx, "tool call blocked by the output guard", "reasons", reasons)
+	b.a.audit(ctx, b.scope, "guard.block", map[string]any{"tool": name, "reasons": reasons})
+	b.a.recordLeaks(ctx, b.scope, v, false)
+	return "error: refused: the arguments carry data that may not leave"
+}
+
+// views are the leaves of one call's arguments (strings, numbers as the
+// encoder writes them, and keys), in the order the canonical encoding
+// writes them: object keys sorted, arrays in order, depth first. Top-level
+// keys the tool declares are left out: the operator wrote them, so they
+// carry nothing of the model's, and between two pieces they would only
+// keep the pieces apart.
+type views struct {
+	all, values, keys []string
+}
+
+func joinedViews(t *tools.Tool, model map[string]any) views {
+	var v views
+	for _, k := range slices.Sorted(maps.Keys(model)) {
+		if !t.Declares(k) {
+			v.all, v.keys = append(v.all, k), append(v.keys, k)
+		}
+		v.walk(model[k])
+	}
+	return v
+}
+
+func (v *views) walk(x any) {
+	switch x := x.(type) {
+	case string:
+		v.all, v.values = append(v.all, x), append(v.values, x)
+	case float64:
+		if b, err := tools.Encode(x); err == nil {
+			v.all, v.values = append(v.all, string(b)), append(v.values, string(b))
+		}
+	case []any:
+		for _, e := range x {
+			v.walk(e)
+		}
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			v.all, v.keys = append(v.all, k), append(v.keys, k)
+			v.walk(x[k])
+		}
+	}
+}
+
+// joined returns the three views joined, each with a single space between
+// pieces: every leaf (a token cut over a key and its value, or over keys
+// made of punctuation that read as nothing), the values alone (cut over
+// several fields a server reads in turn) and the keys alone. The matchers'
+// squeezed view reads through the spaces, so a token cut into any number
+// of pieces is found whole when its pieces are consecutive in one view.
+//
+// Not found: pieces that a server reassembles in another order than the
+// encoding's with three or more of them (two are covered by pairs), or
+// with other letters or digits between them in every view (a piece in a
+// key, the next in a value two fields on).
+//
+// Each view is also read literally when it holds an escape introducer:
+// the matchers decode escapes (%XX, \xXX, &…;), so the digits after a
+// '%' can vanish into the decoded byte ("…token-%1234"), while a reader
+// that decodes nothing sees them, and the value.
+func (v views) joined() []string {
+	out := []string{strings.Join(v.all, " ")}
+	if len(v.values) > 1 {
+		out = append(out, strings.Join(v.values, " "))
+	}
+	if len(v.keys) > 1 {
+		out = append(out, strings.Join(v.keys, " "))
+	}
+	for _, text := range out {
+		if strings.ContainsAny(text, `%\&`) {
+			out = append(out, literal.Replace(text))
+		}
+	}
+	return out
+}
+
+// literal blanks the characters that start an escape.
+var literal = strings.NewReplacer("%", " ", `\`, " ", "&", " ")
+
+// maxPaired is how many leaves (or, beyond it, values) of one call are
+// checked joined pairwise; beyond it, all of them are checked joined in
+// two orders.
 const maxPaired = 12
 
-// pairs returns the texts that join the strings of one call two at a time,
-// in both orders, so a token split across two of them is found whole; with
-// more than maxPaired strings, all of them joined in sorted and reverse
-// order (a split over three or more strings, or over two far apart in that
-// order, is not found then).
+// pairs returns the texts that join the pieces of one call two at a time,
+// in both orders, so a token split across two of them is found whole
+// whatever the order a server puts them back in, and whatever lies between
+// them in the encoding: what the joined views miss for two pieces (a value
+// before its key, two values far apart). With more than maxPaired pieces,
+// all of them joined in sorted and reverse order (a split over two pieces
+// far apart in that order is not found then).
 func pairs(values []string) []string {
 	if len(values) > maxPaired {
 		sorted := slices.Sorted(slices.Values(values))

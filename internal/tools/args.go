@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -39,6 +40,8 @@ const (
 	ReasonBound      = "model supplied a bound parameter"
 	ReasonSyntax     = "not a JSON object"
 	ReasonSchema     = "does not match the schema"
+	// ReasonReserved: the key is a query parameter the tool's URL fixes.
+	ReasonReserved = "argument named like a fixed query parameter"
 )
 
 // maxDepth bounds the nesting of arguments, as policy does.
@@ -97,8 +100,10 @@ type keys struct {
 	// object look alike.
 	free  bool
 	props map[string]*keys
-	// skel maps the skeleton of each declared key to the key.
+	// skel maps the skeleton of each declared key to the key, and loose
+	// its loose form (see looseKey).
 	skel     map[string]string
+	loose    map[string]string
 	patterns []patternKeys
 	// extra is the schema of undeclared keys; nil refuses them.
 	extra       *keys
@@ -135,6 +140,7 @@ func keysOf(s, root *jsonschema.Schema, memo map[*jsonschema.Schema]*keys) *keys
 	}
 	k.props = map[string]*keys{}
 	k.skel = map[string]string{}
+	k.loose = map[string]string{}
 	k.merge(s, root, memo, map[*jsonschema.Schema]bool{})
 	return k
 }
@@ -149,6 +155,7 @@ func (k *keys) merge(s, root *jsonschema.Schema, memo map[*jsonschema.Schema]*ke
 			k.props[name] = keysOf(sub, root, memo)
 		}
 		k.skel[textnorm.Skeleton(name)] = name
+		k.loose[looseKey(name)] = name
 	}
 	for pat, sub := range s.PatternProperties {
 		if re, err := regexp.Compile(pat); err == nil {
@@ -204,7 +211,11 @@ func (k *keys) key(name, path string) (*keys, error) {
 	if sub, ok := k.props[name]; ok {
 		return sub, nil
 	}
-	if declared, ok := k.skel[textnorm.Skeleton(name)]; ok {
+	declared, ok := k.skel[textnorm.Skeleton(name)]
+	if !ok {
+		declared, ok = k.loose[looseKey(name)]
+	}
+	if ok {
 		return nil, argError(ReasonLookAlike, path, nil,
 			"argument key %s is spelt like the declared key %q but is not the same bytes; use the declared spelling", Opaque(name), declared)
 	}
@@ -217,6 +228,55 @@ func (k *keys) key(name, path string) (*keys, error) {
 		return k.extra, nil
 	}
 	return nil, argError(ReasonUndeclared, path, nil, "argument key %s is not declared by the tool", Opaque(name))
+}
+
+// looseKey is the form in which servers match keys by convention rather
+// than by bytes: the skeleton (case, look-alikes, ignorables) without the
+// separators that camelCase, kebab-case, dotted and spaced aliases differ
+// by (user_id, userId, user-id, user.id, "user id" and USERID are one
+// field to a Pydantic alias generator, a case-insensitive binder or PHP's
+// name mangling).
+func looseKey(name string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '_' || r == '-' || r == '.' || unicode.IsSpace(r) {
+			return -1
+		}
+		return r
+	}, textnorm.Skeleton(name))
+}
+
+// reservedNames is what a tool's URL fixes as query parameters: an
+// argument may not reach them by any spelling a server would match, since
+// frameworks merge query and body parameters and match names loosely.
+type reservedNames struct {
+	exact       map[string]bool
+	skel, loose map[string]string // form → the name
+}
+
+func newReserved(names []string) reservedNames {
+	r := reservedNames{exact: map[string]bool{}, skel: map[string]string{}, loose: map[string]string{}}
+	for _, n := range names {
+		r.exact[n] = true
+		r.skel[textnorm.Skeleton(n)] = n
+		r.loose[looseKey(n)] = n
+	}
+	return r
+}
+
+// check refuses name if it is, or is spelt like, a reserved name.
+func (r reservedNames) check(name, path string) error {
+	if r.exact[name] {
+		return argError(ReasonReserved, path, nil, "argument %q is a query parameter fixed by the tool's url", name)
+	}
+	n, ok := r.skel[textnorm.Skeleton(name)]
+	if !ok {
+		n, ok = r.loose[looseKey(name)]
+	}
+	if ok {
+		return argError(ReasonLookAlike, path, nil,
+			"argument key %s is spelt like the query parameter %q fixed by the tool's url", Opaque(name), n)
+	}
+	return nil
 }
 
 func (k *keys) item(i int) *keys {
@@ -232,10 +292,16 @@ func (k *keys) item(i int) *keys {
 	return &keys{}
 }
 
+// declares reports whether name is a key k declares by its bytes.
+func (k *keys) declares(name string) bool {
+	_, ok := k.props[name]
+	return ok
+}
+
 // label is how a key appears in a path: as it is when declared, else
 // Opaque.
 func (k *keys) label(name string) string {
-	if _, ok := k.props[name]; ok {
+	if k.declares(name) {
 		return name
 	}
 	return Opaque(name)
@@ -311,9 +377,9 @@ func (t *Tool) decodeValue(dec *jsontext.Decoder, k *keys, path string, depth in
 		return out, nil
 	case '{':
 		out := map[string]any{}
-		// skel holds the skeleton of every key of this object, so that two
-		// keys a server would fold into one are refused.
-		var skel map[string]bool
+		// seen maps the loose form of every key of this object to the key,
+		// so that two keys a server would fold into one are refused.
+		var seen map[string]string
 		for dec.PeekKind() != '}' {
 			tok, err := dec.ReadToken()
 			if err != nil {
@@ -326,18 +392,25 @@ func (t *Tool) decodeValue(dec *jsontext.Decoder, k *keys, path string, depth in
 					return nil, argError(ReasonBound, at, ErrBoundByModel, "%s: %q", ErrBoundByModel, name)
 				}
 			}
+			if top {
+				if err := t.reserved.check(name, at); err != nil {
+					return nil, err
+				}
+			}
 			sub, err := k.key(name, at)
 			if err != nil {
 				return nil, err
 			}
-			if skel == nil {
-				skel = map[string]bool{}
+			if seen == nil {
+				seen = map[string]string{}
 			}
-			s := textnorm.Skeleton(name)
-			if skel[s] {
+			// Two declared keys may share a loose form (user_id and
+			// userid both declared): each is its own field then.
+			s := looseKey(name)
+			if other, ok := seen[s]; ok && !(k.declares(name) && k.declares(other)) {
 				return nil, argError(ReasonLookAlike, at, nil, "two argument keys of one object are spelt alike")
 			}
-			skel[s] = true
+			seen[s] = name
 			v, err := t.decodeValue(dec, sub, at, depth+1, false)
 			if err != nil {
 				return nil, err

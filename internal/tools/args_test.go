@@ -27,12 +27,51 @@ func TestDecodeReasons(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Tools whose URLs fix query parameters; their schemas allow any extra
+	// key, so only the reserved names stand in the way.
+	queryTool := func(method string) *Tool {
+		tool, err := Compile(Definition{
+			Name: "q_" + method, Scope: ScopeTenant,
+			Parameters: json.RawMessage(`{"type":"object","additionalProperties":true,"properties":{"customer":{"type":"string"}}}`),
+			HTTP:       &HTTPSpec{Method: method, URL: "https://crm.example/lookup?scope=read&api%2Dversion=2&key={{secret.k}}#frag"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tool
+	}
+	get, post := queryTool("GET"), queryTool("POST")
 	tests := []struct {
 		name string
 		tool *Tool
 		raw  string
 		want string // reason, "" for accepted
 	}{
+		// Keys a server maps onto a declared or bound key by convention.
+		{"bound camelCase", tool, `{"tenantId":"x"}`, ReasonLookAlike},
+		{"bound kebab-case", tool, `{"tenant-id":"x"}`, ReasonLookAlike},
+		{"bound dotted", tool, `{"tenant.id":"x"}`, ReasonLookAlike},
+		{"bound spaced", tool, `{"tenant id":"x"}`, ReasonLookAlike},
+		{"bound run together", tool, `{"tenantid":"x"}`, ReasonLookAlike},
+		{"bound run together, upper case", tool, `{"TENANTID":"x"}`, ReasonLookAlike},
+		{"declared PascalCase next to real", tool, `{"customer":"a","Customer_":"b"}`, ReasonLookAlike},
+		{"declared, no-break space", tool, `{"user id":"x"}`, ReasonLookAlike},
+		{"nested camelCase", tool, `{"owner":{"accountKey":"b"}}`, ReasonLookAlike},
+		{"two extras loosely alike", tool, `{"note_id":"a","noteId":"b"}`, ReasonLookAlike},
+		{"extra not loosely alike", tool, `{"customer":"c","customers":"d"}`, ""},
+		// Keys shadowing the URL's fixed query parameters, for any method.
+		{"GET control", get, `{"customer":"c","note":"x"}`, ""},
+		{"GET fixed name", get, `{"scope":"admin"}`, ReasonReserved},
+		{"GET fixed name upper case", get, `{"SCOPE":"admin"}`, ReasonLookAlike},
+		{"GET fixed name capitalised", get, `{"Scope":"admin"}`, ReasonLookAlike},
+		{"GET fixed name, zero-width space", get, `{"scope​":"admin"}`, ReasonLookAlike},
+		{"GET fixed name, long s", get, `{"ſcope":"admin"}`, ReasonLookAlike},
+		{"GET escaped name", get, `{"api-version":"1"}`, ReasonReserved},
+		{"GET escaped name, camelCase", get, `{"apiVersion":"1"}`, ReasonLookAlike},
+		{"GET name of a templated value", get, `{"KEY":"x"}`, ReasonLookAlike},
+		{"POST fixed name in the body", post, `{"scope":"admin"}`, ReasonReserved},
+		{"POST fixed name, kebab", post, `{"s-cope":"admin"}`, ReasonLookAlike},
+		{"POST nested key named alike is not a query parameter", post, `{"x":{"scope":"a"}}`, ""},
 		{"declared", tool, `{"customer":"c"}`, ""},
 		{"extra allowed", tool, `{"customer":"c","note":"n"}`, ""},
 		{"bound", tool, `{"tenant_id":"x"}`, ReasonBound},

@@ -110,17 +110,23 @@ func (e *HTTPExecutor) execute(ctx context.Context, call Call) (Result, error) {
 		return Result{}, fmt.Errorf("tool %q: %w", call.Tool.Name, err)
 	}
 	method := strings.ToUpper(spec.Method)
+	q := u.Query()
+	query := method == http.MethodGet || method == http.MethodDelete
+	for name := range call.Args {
+		// The model may not replace or add to a parameter the operator
+		// fixed in the URL, such as a credential, by any spelling a server
+		// would match, and whatever the method: frameworks merge query and
+		// body parameters. Decode refuses such keys already; this holds
+		// for arguments that did not come through it. A bound parameter
+		// is the runtime's own value.
+		_, bound := call.Tool.Bound[name]
+		if (query && q.Has(name)) || (!bound && call.Tool.reserved.check(name, "") != nil) {
+			return Result{}, fmt.Errorf("tool %q: argument %s collides with a query parameter of the url", call.Tool.Name, call.Tool.keyLabel(name))
+		}
+	}
 	var body io.Reader
 	switch method {
 	case http.MethodGet, http.MethodDelete:
-		q := u.Query()
-		for name := range call.Args {
-			// The model may not replace or add to a parameter the
-			// operator fixed in the URL, such as a credential.
-			if q.Has(name) {
-				return Result{}, fmt.Errorf("tool %q: argument %s collides with a query parameter of the url", call.Tool.Name, call.Tool.keyLabel(name))
-			}
-		}
 		for name, arg := range call.Args {
 			s, err := queryValue(arg)
 			if err != nil {

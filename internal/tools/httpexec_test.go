@@ -218,15 +218,6 @@ func TestHTTPRequestShape(t *testing.T) {
 			want: received{Method: "PUT", Path: "/things", EscapedPath: "/things", ContentType: "application/json", Body: `{"id":"7","n":2}`},
 		},
 		{
-			name: "argument may not replace a fixed query parameter",
-			def: Definition{
-				Parameters: json.RawMessage(`{"type":"object","properties":{"key":{"type":"string"}}}`),
-				HTTP:       &HTTPSpec{Method: "GET", URL: srv.URL + "/search?key={{secret.api_key}}"},
-			},
-			args:   `{"key":"attacker"}`,
-			errHas: `argument "key" collides`,
-		},
-		{
 			name: "dot segment refused",
 			def: Definition{
 				Parameters: json.RawMessage(`{"type":"object","properties":{"item":{"type":"string"}}}`),
@@ -264,6 +255,40 @@ func TestHTTPRequestShape(t *testing.T) {
 			}
 			if got := reqs[0]; got != tc.want {
 				t.Errorf("server received\n%+v\nwant\n%+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestHTTPFixedQueryParameters: arguments that did not come through Decode
+// (a builtin or a test building a Call) still cannot shadow a query
+// parameter the URL fixes, by any spelling and for any method, while a
+// bound parameter named like one is the runtime's own value.
+func TestHTTPFixedQueryParameters(t *testing.T) {
+	srv := newToolServer(t)
+	params := json.RawMessage(`{"type":"object","additionalProperties":true,"properties":{"customer":{"type":"string"},"tenant":{"type":"string"}}}`)
+	for _, method := range []string{"GET", "DELETE", "POST", "PUT", "PATCH"} {
+		tool := compile(t, Definition{Name: "q", Parameters: params, Bound: map[string]string{"tenant": BindTenantID},
+			HTTP: &HTTPSpec{Method: method, URL: srv.URL + "/lookup?scope=read&key={{secret.api_key}}&tenant_id={{bound.tenant}}"}})
+		for _, key := range []string{"scope", "SCOPE", "Scope", "scope​", "ſcope", "s-cope", "key", "KEY", "tenantId", "tenant-id"} {
+			t.Run(method+" "+key, func(t *testing.T) {
+				before := len(srv.received())
+				call := Call{Tool: tool, Tenant: "acme", Args: map[string]any{"customer": "c", key: "admin"},
+					Bound: map[string]string{"tenant": "acme"}, Secrets: secretValues(map[tenant.SecretName]string{"api_key": "k-0123456789"})}
+				res, err := NewHTTP(HTTPOptions{}).Execute(context.Background(), call)
+				if err == nil || !strings.Contains(err.Error(), "collides with a query parameter") {
+					t.Errorf("Execute = %+v, %v; want a collision error", res, err)
+				}
+				if reqs := srv.received()[before:]; len(reqs) != 0 {
+					t.Errorf("server received %+v; want nothing", reqs)
+				}
+			})
+		}
+		t.Run(method+" control", func(t *testing.T) {
+			call := Call{Tool: tool, Tenant: "acme", Args: map[string]any{"customer": "c", "tenant": "acme", "note": "x"},
+				Bound: map[string]string{"tenant": "acme"}, Secrets: secretValues(map[tenant.SecretName]string{"api_key": "k-0123456789"})}
+			if res, err := NewHTTP(HTTPOptions{}).Execute(context.Background(), call); err != nil || res.IsError {
+				t.Fatalf("Execute = %+v, %v; want the call made", res, err)
 			}
 		})
 	}

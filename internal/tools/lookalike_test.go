@@ -2,6 +2,7 @@ package tools
 
 import (
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -107,5 +108,79 @@ func TestLookAlikeKeysProperty(t *testing.T) {
 				t.Fatalf("case %d: Arguments(%s) = %v, want the look-alike key %q refused", i, raw, args, key)
 			}
 		}
+	}
+}
+
+// loosen returns a random spelling of key that a server matching by
+// convention takes for it: separators removed, doubled, swapped for '-',
+// '.' or a space, or dropped with the next letter upper-cased (camelCase),
+// with case flips, and at times one of respell's look-alikes on top.
+func loosen(r *rand.Rand, key string) string {
+	seps := []string{"", "_", "__", "-", ".", " ", "\u00a0"}
+	var b strings.Builder
+	upper := false
+	for i, c := range key {
+		if c == '_' {
+			sep := seps[r.IntN(len(seps))]
+			b.WriteString(sep)
+			upper = sep == "" && r.IntN(2) == 0
+			continue
+		}
+		switch {
+		case upper, i == 0 && r.IntN(4) == 0, r.IntN(10) == 0:
+			b.WriteRune(unicode.ToUpper(c))
+		default:
+			b.WriteRune(c)
+		}
+		upper = false
+	}
+	s := b.String()
+	if r.IntN(5) == 0 {
+		s = "_" + s
+	}
+	if r.IntN(5) == 0 {
+		s = respell(r, s)
+	}
+	return s
+}
+
+// TestLooseKeysProperty: a spelling of a declared or bound key that differs
+// only by separators, camelCase or case (userId, user-id, user.id,
+// "user id", USERID) is either byte-equal to the key or refused, alone or
+// next to the real key, at the top and nested.
+func TestLooseKeysProperty(t *testing.T) {
+	tool := lookAlikeTool(t)
+	bind := func(string) (string, error) { return "acme", nil }
+	r := rand.New(rand.NewPCG(4, 7))
+	refused := 0
+	for i := range 4000 {
+		key := lookAlikeKeys[i%len(lookAlikeKeys)]
+		nested := i%5 == 4
+		if nested {
+			key = "account_key"
+		}
+		sp := loosen(r, key)
+		if sp == key {
+			continue
+		}
+		q, _ := json.Marshal(sp)
+		raws := []string{`{` + string(q) + `:"v"}`, `{"customer":"c",` + string(q) + `:"v"}`}
+		if nested {
+			raws = []string{`{"owner":{` + string(q) + `:"v"}}`, `{"owner":{"account_key":"a",` + string(q) + `:"v"}}`}
+		}
+		for _, raw := range raws {
+			args, err := tool.Arguments(raw, bind)
+			var ae *ArgumentError
+			switch {
+			case err == nil:
+				t.Fatalf("case %d: Arguments(%s) = %v, want the loose spelling of %q refused", i, raw, args, key)
+			case !errors.As(err, &ae) || ae.Reason != ReasonLookAlike:
+				t.Fatalf("case %d: Arguments(%s) = %v, want a look-alike refusal", i, raw, err)
+			}
+			refused++
+		}
+	}
+	if refused < 4000 {
+		t.Fatalf("only %d spellings were tried; the generator is broken", refused)
 	}
 }

@@ -90,6 +90,9 @@ type Tool struct {
 	schema *jsonschema.Resolved
 	// keys is what the schema declares about argument keys, for Decode.
 	keys *keys
+	// reserved are the query parameters the HTTP URL fixes, which no
+	// top-level argument may name.
+	reserved reservedNames
 	// visible is the parameter schema the model sees: bound parameters
 	// removed.
 	visible json.RawMessage
@@ -177,8 +180,40 @@ func Compile(d Definition) (*Tool, error) {
 	if err != nil {
 		return nil, invalid("parameters: %v", err)
 	}
-	return &Tool{Definition: d, schema: resolved, visible: vb,
+	var fixed []string
+	if d.HTTP != nil {
+		if fixed, err = queryNames(d.HTTP.URL); err != nil {
+			return nil, invalid("%v", err)
+		}
+	}
+	return &Tool{Definition: d, schema: resolved, visible: vb, reserved: newReserved(fixed),
 		keys: keysOf(&schema, &schema, map[*jsonschema.Schema]*keys{})}, nil
+}
+
+// queryNames lists the query parameter names of a URL template. A name
+// must be fixed text: arguments are checked against it before any
+// placeholder is filled.
+func queryNames(tmpl string) ([]string, error) {
+	tmpl, _, _ = strings.Cut(tmpl, "#")
+	_, query, ok := strings.Cut(tmpl, "?")
+	if !ok {
+		return nil, nil
+	}
+	var names []string
+	for _, part := range strings.FieldsFunc(query, func(r rune) bool { return r == '&' || r == ';' }) {
+		name, _, _ := strings.Cut(part, "=")
+		if strings.Contains(name, "{{") || strings.Contains(name, "}}") {
+			return nil, fmt.Errorf("http.url: placeholders may not appear in query parameter names")
+		}
+		n, err := url.QueryUnescape(name)
+		if err != nil {
+			return nil, fmt.Errorf("http.url: query parameter name %q: %v", name, err)
+		}
+		if n != "" {
+			names = append(names, n)
+		}
+	}
+	return names, nil
 }
 
 func checkSource(source string) error {

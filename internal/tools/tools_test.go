@@ -40,6 +40,8 @@ func TestCompile(t *testing.T) {
 		{"placeholder in host", func(d *Definition) { d.HTTP.URL = "http://{{secret.host}}/x" }, "scheme or host"},
 		{"unknown placeholder", func(d *Definition) { d.HTTP.Headers["X"] = "{{env.HOME}}" }, "only secret"},
 		{"bound placeholder not bound", func(d *Definition) { d.HTTP.URL = "http://h/{{bound.customer}}" }, "no bound"},
+		{"placeholder in a query name", func(d *Definition) { d.HTTP.URL = "http://h/x?{{secret.k}}=1" }, "query parameter names"},
+		{"placeholder in a query value", func(d *Definition) { d.HTTP.URL = "http://h/x?k={{secret.k}}&fixed" }, ""},
 		{"not http url", func(d *Definition) { d.HTTP.URL = "file:///etc/passwd" }, "http(s)"},
 		{"bad method", func(d *Definition) { d.HTTP.Method = "TRACE" }, "method"},
 		{"tenant tool may not start a process", func(d *Definition) {
