@@ -50,7 +50,7 @@ func argsplitRefused(t *testing.T, w *hostileWorld, class, variant, call string,
 }
 
 func TestArgSplit(t *testing.T) {
-	w := newHostileWorld(t)
+	w := newHostileWorld(t, false)
 	env := w.env
 	canary := w.bCanary
 
