@@ -225,7 +225,8 @@ func (s *Service) Search(ctx context.Context, scope auth.Scope, query string, k 
 		}
 		lists = append(lists, ids)
 	}
-	fused := fuse(lists, k)
+	// One more than asked: the tenant's own honey record is left out below.
+	fused := fuse(lists, k+1)
 	ids := make([]int64, len(fused))
 	for i, f := range fused {
 		ids[i] = f.id
@@ -238,13 +239,29 @@ func (s *Service) Search(ctx context.Context, scope auth.Scope, query string, k 
 	for _, c := range chunks {
 		byID[c.ID] = c
 	}
+	honey := ""
+	if s.Canary != nil {
+		if c := s.Canary(scope.Tenant()); c != "" {
+			honey = HoneyText(c)
+		}
+	}
 	out := make([]Result, 0, len(fused))
 	for _, f := range fused {
-		if c, ok := byID[f.id]; ok {
+		if c, ok := byID[f.id]; ok && c.Text != honey && len(out) < k {
 			out = append(out, Result{ChunkID: c.ID, DocumentID: c.DocumentID, Ordinal: c.Ordinal, Text: c.Text, Score: f.score})
 		}
 	}
 	return out, nil
+}
+
+// HoneyText is the body of a tenant's honey record, stored when the tenant is
+// provisioned: its canary lives in the tenant's data too, so a leak of that
+// data (not only of the prompt) is recognized. The tenant's own searches
+// never return it: it means nothing to the tenant, and each copy of its
+// canary the tenant sees is one it could plant where another tenant's model
+// will read it, to get that tenant's answers withheld.
+func HoneyText(canary string) string {
+	return "Internal reference record " + canary + ". Not for disclosure."
 }
 
 // vectorSearch searches the tenant's own vector index, loading it into the

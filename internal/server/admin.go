@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/lifecycle"
+	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -500,13 +501,6 @@ func handleExport(d Deps) http.Handler {
 	})
 }
 
-// honeyText is the body of a tenant's honey record: its canary also lives
-// in the tenant's data, so a leak of that data (not only of the prompt) is
-// recognized too.
-func honeyText(canary string) string {
-	return "Internal reference record " + canary + ". Not for disclosure."
-}
-
 // ProvisionRecords returns the lifecycle participants that write a new tenant's first
 // records: the "tenant.create" audit event and the honey record (when k is
 // not nil). They run inside the operator's request, so they act with its
@@ -531,7 +525,7 @@ func ProvisionRecords(k Knowledge, log AuditLog) []lifecycle.Participant {
 			if err != nil {
 				return err
 			}
-			_, _, err = k.AddDocument(ctx, scope, honeyText(t.Canaries[0]), json.RawMessage(`{"honey":true}`))
+			_, _, err = k.AddDocument(ctx, scope, memory.HoneyText(t.Canaries[0]), json.RawMessage(`{"honey":true}`))
 			return err
 		}})
 	}

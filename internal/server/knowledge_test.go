@@ -184,3 +184,38 @@ func TestTermlessTextBreaksNoSearch(t *testing.T) {
 		t.Errorf("memory_search: got %q, want the refunds memory", got)
 	}
 }
+
+// TestOwnHoneyRecordNeverFound searches for the words of the tenant's own
+// honey record: it is never among the results, in any mode or through
+// kb_search, so the tenant is not handed a copy of its canary to plant.
+func TestOwnHoneyRecordNeverFound(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "acme", "tools": []string{"kb_search"}})
+	_, key := env.newKey(t, "acme")
+	acme, err := env.plane.Tenant("acme")
+	if err != nil || len(acme.Canaries) == 0 {
+		t.Fatalf("acme has no canary: %v", err)
+	}
+	canary := acme.Canaries[0]
+	for _, text := range []string{"Internal policy: records are kept for disclosure on request.",
+		"Shipping takes five days.", "Returns are free within thirty days."} {
+		if r := env.do(t, "POST", "/v1/documents", key, map[string]any{"text": text}, nil); r.status != http.StatusCreated {
+			t.Fatalf("ingest: %v", r)
+		}
+	}
+	for _, mode := range []string{"lexical", "vector", "hybrid"} {
+		r := env.do(t, "POST", "/v1/search", key, map[string]any{"query": "internal reference record not for disclosure", "mode": mode, "top_k": 20}, nil)
+		if r.status != http.StatusOK || strings.Contains(string(r.body), canary) || strings.Contains(string(r.body), "Internal reference record") {
+			t.Errorf("search mode %s: %v, want no honey record", mode, r)
+		}
+		// Without the filter this query finds the honey record: check that
+		// search works at all on a query for the tenant's own document.
+		if r := env.do(t, "POST", "/v1/search", key, map[string]any{"query": "internal policy disclosure", "mode": mode}, nil); !strings.Contains(string(r.body), "records are kept") {
+			t.Errorf("search mode %s: %v, want the tenant's own document", mode, r)
+		}
+	}
+	got := env.say(t, chatCall{key: key, content: `/call kb_search {"query":"internal reference record not for disclosure"}`})
+	if strings.Contains(got, "Internal reference record") {
+		t.Errorf("kb_search handed the model the honey record: %q", got)
+	}
+}
