@@ -1,8 +1,10 @@
 package guard
 
 import (
+	"bytes"
 	"maps"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -143,6 +145,14 @@ type canaryStage struct {
 	// sent is how many bytes of the scanner's unsettled text were sent
 	// already.
 	sent int
+
+	// removed (the first pass) records that the stage removed a canary.
+	removed bool
+	// seams (the second pass) reports whether an earlier pass holds back
+	// text it may remove or has removed some: only then can removals join
+	// text into a secret this pass sees and the first did not (see
+	// secretHold).
+	seams func() bool
 }
 
 func (c *canaryStage) write(in string, final bool) (string, string) {
@@ -164,15 +174,62 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 	}
 	var n int
 	if c.remove {
-		n = c.sc.Free(c.sent, c.set.ownPrefixes(c.self), publicPrefixes())
+		own := c.set.ownPrefixes(c.self)
+		n = c.sc.Free(c.sent, own, publicPrefixes())
+		// Where text may be removed later: a canary of the receiver's own
+		// that may begin, or a link construct (the next pass's).
+		cut := c.sc.Free(c.sent, own)
+		if i := bytes.IndexAny(c.sc.Unsettled()[c.sent:], "[!]<"); i >= 0 {
+			cut = min(cut, c.sent+i)
+		}
+		n = min(n, c.secretHold(cut))
 	} else {
-		n = c.sc.Free(c.sent, publicPrefixes())
+		n = min(c.sc.Free(c.sent, publicPrefixes()), c.secretHold(len(c.sc.Unsettled())))
 	}
 	if n > c.sent {
 		out += string(c.sc.Unsettled()[c.sent:n])
 		c.sent = n
 	}
 	return out, ""
+}
+
+// secretHold returns how many bytes of the scanner's unsettled text may be
+// sent as far as other tenants' secrets go: none from the first place where
+// a window of one may begin that is not whole yet (secretSet.hold), so that
+// a stream blocks before any byte of a whole form leaves; find sees each
+// window as soon as its last byte arrives.
+//
+// The first pass always holds the last startLen-1 view bytes, whose
+// beginnings are not known yet, and the startLen-1 view bytes before cut,
+// where a later removal may begin. The second pass sees what the first let
+// through, which the first pass's view followed with startLen-1 more bytes
+// at least, none of them removed yet: a window beginning in it had its
+// first startLen bytes there too, and was held by the first pass. Only a
+// removal can join text into a window the first pass did not see, and it
+// cuts text an earlier pass held from where the removal begins. So the
+// second pass holds its own last bytes only while an earlier pass holds
+// text it may remove (an open link construct) and, once one removed some,
+// for the rest of the stream.
+func (c *canaryStage) secretHold(cut int) int {
+	tail := c.remove || c.seams != nil && c.seams()
+	ss := c.set.secrets
+	if !tail && len(ss.startFilter) == 0 {
+		return len(c.sc.Unsettled())
+	}
+	view, at := c.sc.Squeezed()
+	// The first view byte from text at or after off.
+	index := func(off int) int {
+		return sort.Search(len(view), func(i int) bool { return at(i) >= off })
+	}
+	from := index(c.sent)
+	end := ss.hold(view, from, c.self, tail)
+	if cut < len(c.sc.Unsettled()) {
+		end = min(end, max(from, index(cut)-(startLen-1)))
+	}
+	if end >= len(view) {
+		return len(c.sc.Unsettled())
+	}
+	return at(end)
 }
 
 // publicPrefixes returns the beginnings of the forms that every canary
@@ -272,6 +329,7 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 			continue
 		}
 		c.r.add(ReasonOwnCanary)
+		c.removed = true
 		b.WriteString(seg[done:start])
 		done = end
 	}

@@ -457,10 +457,13 @@ func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
 	}
 	cs := g.canarySet()
 	hosts := newHostList(allowHosts)
+	first := &canaryStage{set: cs, self: id, remove: true, r: &s.reasons, leaks: &s.leaks}
+	links := &linkStage{hosts: hosts, r: &s.reasons, lineStart: true}
 	s.stages = []stage{
-		&canaryStage{set: cs, self: id, remove: true, r: &s.reasons, leaks: &s.leaks},
-		&linkStage{hosts: hosts, r: &s.reasons, lineStart: true},
-		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks},
+		first,
+		links,
+		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks,
+			seams: func() bool { return first.removed || links.pending != "" || links.changed }},
 		&linkStage{hosts: hosts, detect: true, r: &s.reasons, lineStart: true},
 		&fingerprintTap{g: g, self: id},
 	}

@@ -224,26 +224,11 @@ func (s *Scanner) Free(free int, ps ...*Prefixes) int {
 	return max(0, min(end-s.base, len(s.orig)))
 }
 
-// FreeSqueezed is Free for a rule of the caller's own over the squeezed
-// view: hold is given the view and the index of its first byte that comes
-// from text at or after free (the bytes before were free before), and
-// returns the index of the first view byte to hold back from, or
-// len(view) to hold nothing. FreeSqueezed returns how many bytes at the
-// start of Unsettled come before that byte's unit. The caller takes the
-// least of it and Free, which keeps the bounds Free applies.
-func (s *Scanner) FreeSqueezed(free int, hold func(view []byte, from int) int) int {
-	if s.m == nil {
-		return 0
-	}
+// Squeezed returns the squeezed view of the text Unsettled holds, as far
+// as its units are complete, and for each view byte the offset in Unsettled
+// of the unit it came from (ascending). A view byte 0 is a break: no match
+// spans it. The caller must not keep or change either.
+func (s *Scanner) Squeezed() (view []byte, at func(i int) int) {
 	v := &s.squeezed
-	n := len(v.buf)
-	from := n
-	for from > 0 && int(v.src[from-1]) >= s.base+free {
-		from--
-	}
-	i := hold(v.buf, from)
-	if i >= n {
-		return len(s.orig)
-	}
-	return max(0, min(int(v.src[i])-s.base, len(s.orig)))
+	return v.buf, func(i int) int { return int(v.src[i]) - s.base }
 }
