@@ -146,8 +146,10 @@ type canaryStage struct {
 	// already.
 	sent int
 
-	// removed (the first pass) records that the stage removed a canary.
-	removed bool
+	// In the first pass: removed records that the stage removed a canary,
+	// cutAhead that text it has not let through holds a canary found or a
+	// link construct, which it or the next pass may remove.
+	removed, cutAhead bool
 	// seams (the second pass) reports whether an earlier pass holds back
 	// text it may remove or has removed some: only then can removals join
 	// text into a secret this pass sees and the first did not (see
@@ -183,6 +185,7 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 			cut = min(cut, c.sent+i)
 		}
 		n = min(n, c.secretHold(cut))
+		c.cutAhead = len(c.sc.Pending()) > 0 || bytes.ContainsAny(c.sc.Unsettled()[max(n, c.sent):], "[!]<")
 	} else {
 		n = min(c.sc.Free(c.sent, publicPrefixes()), c.secretHold(len(c.sc.Unsettled())))
 	}
@@ -205,11 +208,15 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 // through, which the first pass's view followed with startLen-1 more bytes
 // at least, none of them removed yet: a window beginning in it had its
 // first startLen bytes there too, and was held by the first pass. Only a
-// removal can join text into a window the first pass did not see, and it
-// cuts text an earlier pass held from where the removal begins. So the
-// second pass holds its own last bytes only while an earlier pass holds
-// text it may remove (an open link construct) and, once one removed some,
-// for the rest of the stream.
+// removal can join text into a window the first pass did not see. The
+// first pass holds the startLen-1 view bytes before where one may begin,
+// and the windows that reach it; but the text its scanner settles goes
+// through whatever follows, and a canary is found before the text
+// startLen-1 view bytes before it settles (minLookahead). So the second
+// pass holds its own last bytes, and its windows until they are whole,
+// while the first pass holds a canary found or a link construct, while
+// the link pass holds an open one and, once either removed text, for the
+// rest of the stream.
 func (c *canaryStage) secretHold(cut int) int {
 	tail := c.remove || c.seams != nil && c.seams()
 	ss := c.set.secrets
@@ -222,12 +229,22 @@ func (c *canaryStage) secretHold(cut int) int {
 		return sort.Search(len(view), func(i int) bool { return at(i) >= off })
 	}
 	from := index(c.sent)
-	end := ss.hold(view, from, c.self, tail)
-	if cut < len(c.sc.Unsettled()) {
-		end = min(end, max(from, index(cut)-(startLen-1)))
+	u := c.sc.Unsettled()
+	cutAt := len(view)
+	if cut < len(u) {
+		cutAt = index(cut)
 	}
-	if end >= len(view) {
-		return len(c.sc.Unsettled())
+	end := ss.hold(view, from, cutAt, c.self, tail)
+	if cut < len(u) {
+		end = min(end, max(from, cutAt-(startLen-1)))
+	}
+	switch {
+	case end >= len(view):
+		return len(u)
+	case end > 0 && at(end-1) < len(u) && isAlnum(u[at(end-1)]):
+		// Hold the separators before the held byte too: they may be the
+		// form's own ("/8Qp…" reversed).
+		return at(end-1) + 1
 	}
 	return at(end)
 }

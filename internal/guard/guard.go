@@ -463,7 +463,7 @@ func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
 		first,
 		links,
 		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks,
-			seams: func() bool { return first.removed || links.pending != "" || links.changed }},
+			seams: func() bool { return first.removed || first.cutAhead || links.pending != "" || links.changed }},
 		&linkStage{hosts: hosts, detect: true, r: &s.reasons, lineStart: true},
 		&fingerprintTap{g: g, self: id},
 	}

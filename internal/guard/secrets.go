@@ -66,7 +66,11 @@ const (
 	minSecretBits = 80
 	maxWhole      = 96 // bytes of a value matched as one unit
 	minWindow     = 16 // fewer view bytes than this: the form is not tracked
-	minLookahead  = 32 // the canary matcher's own, kept when no secret needs more
+	// minLookahead is the canary matcher's own, kept when no secret needs
+	// more: past a canary's 32 view bytes, so that it is found (and the
+	// stream holds the text before it) before the startLen-1 view bytes
+	// before it settle (see canaryStage.secretHold).
+	minLookahead = maxCanaryPattern + startLen + 8
 )
 
 // secretTile is one window of one secret: the MAC of a whole unit form's
@@ -442,7 +446,9 @@ func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []tenant
 // that a stream to self must hold back from so that no byte of a whole form
 // of another tenant's secret is sent before find has seen it whole: the
 // first position whose next startLen bytes begin such a window that is not
-// all there yet, and, with tail, the last startLen-1 bytes (a window's
+// all there yet, or that reaches cut (where an earlier pass may remove text
+// later, joining what is on either side: until then the window cannot be
+// seen whole), and, with tail, the last startLen-1 bytes (a window's
 // beginning is not known before its startLen-th byte). It returns len(buf)
 // when nothing needs holding.
 //
@@ -453,7 +459,7 @@ func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []tenant
 // tenant's window only by producing those startLen bytes whole: as costly
 // as guessing them, and it learns nothing more of the window, since bytes
 // past the startLen-th never change what is held.
-func (ss *secretSet) hold(buf []byte, from int, self tenant.ID, tail bool) int {
+func (ss *secretSet) hold(buf []byte, from, cut int, self tenant.ID, tail bool) int {
 	n := len(buf)
 	end := n
 	if tail {
@@ -481,7 +487,7 @@ func (ss *secretSet) hold(buf []byte, from int, self tenant.ID, tail bool) int {
 			h = hmac.New(sha256.New, k.mac)
 		}
 		for _, w := range ss.starts[k.sum(h, buf[i:i+startLen])] {
-			if w.owner != self && n-i < w.n {
+			if w.owner != self && (n-i < w.n || i+w.n > cut) {
 				return i
 			}
 		}
