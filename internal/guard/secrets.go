@@ -35,9 +35,11 @@ import (
 // confirms them); a whole unit form of another tenant's secret blocks it.
 // A quote of public text therefore never matches unless it holds a whole
 // unit, random part included; a leak of a long value is caught if it holds
-// at least one whole unit (2×96-1 consecutive bytes always do). The stream
-// holds back as many view bytes as the longest window (at most a few
-// hundred; at least 32).
+// at least one whole unit (2×96-1 consecutive bytes always do). Each window
+// is looked at as soon as its last byte arrives (find); the scanner keeps
+// as many view bytes as the longest window (at most a few hundred; at least
+// minLookahead), but a stream sends ahead of it and holds back only where
+// a window may begin (hold).
 //
 // What is random enough (randomEnough). A unit is tracked only if it has
 // at least minSecretLen (20) bytes, at least two character classes (lower,

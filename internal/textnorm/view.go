@@ -40,7 +40,12 @@ import (
 // therefore found with up to MaxPad bytes of padding between every two of
 // its characters when its punctuation comes one character at a time (a
 // canary's '-', the '/' and '+' of most base64); two punctuation
-// characters in a row allow (2*MaxPad+1-2)/3 = 10 bytes.
+// characters in a row allow (2*MaxPad+1-2)/3 = 10 bytes. (The views are
+// built once for every value, so the gap cannot leave out the punctuation
+// of the value being matched; doubling the gap instead costs little: a
+// stream holds at most maxUnit+maxGap bytes of text per view byte, and a
+// pattern of 12 random letters and digits does not occur by chance in
+// text that is joined across 33 bytes rather than 16.)
 
 // MaxPad is the padding, in bytes of text that shows nothing or only
 // separators, that a value may have between every two of its characters and
