@@ -187,7 +187,15 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 		n = min(n, c.secretHold(cut))
 		c.cutAhead = len(c.sc.Pending()) > 0 || bytes.ContainsAny(c.sc.Unsettled()[max(n, c.sent):], "[!]<")
 	} else {
-		n = min(c.sc.Free(c.sent, publicPrefixes()), c.secretHold(len(c.sc.Unsettled())))
+		// The second pass needs the public beginnings of canaries only
+		// where removals may join text (see secretHold): elsewhere the
+		// first pass saw what follows each place it let through and held
+		// every such beginning there.
+		n = c.sc.Free(c.sent)
+		if c.seams != nil && c.seams() {
+			n = c.sc.Free(c.sent, publicPrefixes())
+		}
+		n = min(n, c.secretHold(len(c.sc.Unsettled())))
 	}
 	if n > c.sent {
 		out += string(c.sc.Unsettled()[c.sent:n])
