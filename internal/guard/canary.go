@@ -225,12 +225,15 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 // while the first pass holds a canary found or a link construct, while
 // the link pass holds an open one and, once either removed text, for the
 // rest of the stream.
+//
+// With no other tenant's secret tracked there is nothing to hold: whether
+// some other tenant stores one is all the receiver can tell from that.
 func (c *canaryStage) secretHold(cut int) int {
-	tail := c.remove || c.seams != nil && c.seams()
-	ss := c.set.secrets
-	if !tail && len(ss.startFilter) == 0 {
+	if c.sc.Visit == nil { // no other tenant's secrets (see write)
 		return len(c.sc.Unsettled())
 	}
+	tail := c.remove || c.seams != nil && c.seams()
+	ss := c.set.secrets
 	view, at := c.sc.Squeezed()
 	// The first view byte from text at or after off.
 	index := func(off int) int {

@@ -106,8 +106,9 @@
 //     whose next view bytes begin a form of one of the receiver's own
 //     canaries, or a form every canary shares because it is fixed by the
 //     public "bkc-" prefix (see publicPrefixes), plus an escape, character
-//     reference, tag or UTF-8 sequence not complete yet. For secrets (see
-//     secretHold): the last 7 letters and digits (in the squeezed view),
+//     reference, tag or UTF-8 sequence not complete yet. For secrets, when
+//     another tenant has one tracked (see secretHold): the last 7 letters
+//     and digits (in the squeezed view),
 //     the 7 before a place where a pass may remove text, and the text from
 //     a place whose next 8 view bytes begin a window of another tenant's
 //     secret (by a keyed hash) until the window is whole. Each window is
