@@ -56,7 +56,9 @@ import (
 // are. The check cannot confirm a guess: a guess confirms only by matching
 // a whole unit, which takes at least ~2^80 guesses for a tracked one, and
 // nothing smaller than a unit is ever matched, so a unit cannot be found a
-// few characters at a time. A secret that is not tracked is the redactor's
+// few characters at a time. (A stream is held, not blocked, at the keyed
+// hash of a window's first startLen bytes; see hold for why that confirms
+// no more than a guess of those bytes would.) A secret that is not tracked is the redactor's
 // job for its own tenant only.
 //
 // The limit: a unit that is itself public but looks random (the jwt.io
