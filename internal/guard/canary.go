@@ -1,8 +1,10 @@
 package guard
 
 import (
+	"bytes"
 	"maps"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -143,6 +145,16 @@ type canaryStage struct {
 	// sent is how many bytes of the scanner's unsettled text were sent
 	// already.
 	sent int
+
+	// In the first pass: removed records that the stage removed a canary,
+	// cutAhead that text it has not let through holds a canary found or a
+	// link construct, which it or the next pass may remove.
+	removed, cutAhead bool
+	// seams (the second pass) reports whether an earlier pass holds back
+	// text it may remove or has removed some: only then can removals join
+	// text into a secret this pass sees and the first did not (see
+	// secretHold).
+	seams func() bool
 }
 
 func (c *canaryStage) write(in string, final bool) (string, string) {
@@ -164,15 +176,88 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 	}
 	var n int
 	if c.remove {
-		n = c.sc.Free(c.sent, c.set.ownPrefixes(c.self), publicPrefixes())
+		own := c.set.ownPrefixes(c.self)
+		n = c.sc.Free(c.sent, own, publicPrefixes())
+		// Where text may be removed later: a canary of the receiver's own
+		// that may begin, or a link construct (the next pass's).
+		cut := c.sc.Free(c.sent, own)
+		if i := bytes.IndexAny(c.sc.Unsettled()[c.sent:], "[!]<"); i >= 0 {
+			cut = min(cut, c.sent+i)
+		}
+		n = min(n, c.secretHold(cut))
+		c.cutAhead = len(c.sc.Pending()) > 0 || bytes.ContainsAny(c.sc.Unsettled()[max(n, c.sent):], "[!]<")
 	} else {
-		n = c.sc.Free(c.sent, publicPrefixes())
+		// The second pass needs the public beginnings of canaries only
+		// where removals may join text (see secretHold): elsewhere the
+		// first pass saw what follows each place it let through and held
+		// every such beginning there.
+		n = c.sc.Free(c.sent)
+		if c.seams != nil && c.seams() {
+			n = c.sc.Free(c.sent, publicPrefixes())
+		}
+		n = min(n, c.secretHold(len(c.sc.Unsettled())))
 	}
 	if n > c.sent {
 		out += string(c.sc.Unsettled()[c.sent:n])
 		c.sent = n
 	}
 	return out, ""
+}
+
+// secretHold returns how many bytes of the scanner's unsettled text may be
+// sent as far as other tenants' secrets go: none from the first place where
+// a window of one may begin that is not whole yet (secretSet.hold), so that
+// a stream blocks before any byte of a whole form leaves; find sees each
+// window as soon as its last byte arrives.
+//
+// The first pass always holds the last startLen-1 view bytes, whose
+// beginnings are not known yet, and the startLen-1 view bytes before cut,
+// where a later removal may begin. The second pass sees what the first let
+// through, which the first pass's view followed with startLen-1 more bytes
+// at least, none of them removed yet: a window beginning in it had its
+// first startLen bytes there too, and was held by the first pass. Only a
+// removal can join text into a window the first pass did not see. The
+// first pass holds the startLen-1 view bytes before where one may begin,
+// and the windows that reach it; but the text its scanner settles goes
+// through whatever follows, and a canary is found before the text
+// startLen-1 view bytes before it settles (minLookahead). So the second
+// pass holds its own last bytes, and its windows until they are whole,
+// while the first pass holds a canary found or a link construct, while
+// the link pass holds an open one and, once either removed text, for the
+// rest of the stream.
+//
+// With no other tenant's secret tracked there is nothing to hold: whether
+// some other tenant stores one is all the receiver can tell from that.
+func (c *canaryStage) secretHold(cut int) int {
+	if c.sc.Visit == nil { // no other tenant's secrets (see write)
+		return len(c.sc.Unsettled())
+	}
+	tail := c.remove || c.seams != nil && c.seams()
+	ss := c.set.secrets
+	view, at := c.sc.Squeezed()
+	// The first view byte from text at or after off.
+	index := func(off int) int {
+		return sort.Search(len(view), func(i int) bool { return at(i) >= off })
+	}
+	from := index(c.sent)
+	u := c.sc.Unsettled()
+	cutAt := len(view)
+	if cut < len(u) {
+		cutAt = index(cut)
+	}
+	end := ss.hold(view, from, cutAt, c.self, tail)
+	if cut < len(u) {
+		end = min(end, max(from, cutAt-(startLen-1)))
+	}
+	switch {
+	case end >= len(view):
+		return len(u)
+	case end > 0 && at(end-1) < len(u) && isAlnum(u[at(end-1)]):
+		// Hold the separators before the held byte too: they may be the
+		// form's own ("/8Qp…" reversed).
+		return at(end-1) + 1
+	}
+	return at(end)
 }
 
 // publicPrefixes returns the beginnings of the forms that every canary
@@ -272,6 +357,7 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 			continue
 		}
 		c.r.add(ReasonOwnCanary)
+		c.removed = true
 		b.WriteString(seg[done:start])
 		done = end
 	}

@@ -20,8 +20,9 @@
 //     classes, not mostly words, and an estimated 80 bits that repeats and
 //     words do not inflate. The guard keeps keyed hashes of each of its
 //     forms whole (a value over 96 bytes: of each random-enough 96-byte
-//     piece), never the secret, and blocks a text holding a whole one of
-//     another tenant's. So a quote of public text that a secret begins with
+//     piece) and of their first 8 view bytes, never the secret, and blocks
+//     a text holding a whole one of another tenant's; a stream blocks
+//     before any letter or digit of it is sent (see Streaming). So a quote of public text that a secret begins with
 //     (a PEM or JWT header, a licence) never matches, and a guess confirms
 //     nothing short of the whole value (see secrets.go). The tenant's own
 //     secrets are the redactor's.
@@ -71,6 +72,26 @@
 // in the tenant's system prompts and stored records, that no guess can
 // produce, so its presence proves the text came from that tenant's data.
 //
+// # Why holding a stream for secrets is no oracle
+//
+// A streamed answer must not send a byte of another tenant's secret before
+// it blocks, so the stream holds text where a secret may begin, and where
+// it is cut is something the receiver sees. It is cut by three rules. Two
+// are the same for everyone: the last 7 letters and digits are always held
+// (a window's beginning is not known before its 8th byte), and so are the
+// 7 before text a pass may remove. The third holds from a place whose next
+// 8 view bytes have the keyed hash (HMAC, per-process key) of the first 8
+// bytes of a form of another tenant's tracked secret. To learn from it
+// that a string begins another tenant's secret, a tenant must have its
+// model write those 8 bytes whole: a tracked secret is random (at least
+// 80 bits, see secrets.go), so that is a guess of 8 random characters of
+// a case-folded view, about 2^40 tries, one answer each; a shorter
+// beginning is never held, and nothing past the 8th byte changes the cut,
+// so no guess confirms more than those 8 bytes. A secret whose first 8
+// bytes are public (a JWT or PEM header) tells a tenant, from a held cut,
+// only that some tenant stores such a value. The guard keeps only the
+// hashes, never the bytes.
+//
 // # Streaming
 //
 // Each pass holds back only the tail of its input that more input could still
@@ -80,17 +101,24 @@
 // stops at the first reason found). What each pass holds back:
 //
 //   - canary passes: only text in which a match they would act on by
-//     rewriting could still begin. In the first pass that is the text from
-//     the first position whose next view bytes begin a form of one of the
-//     receiver's own canaries, or a form every canary shares because it is
-//     fixed by the public "bkc-" prefix (see publicPrefixes), plus an escape,
-//     character reference, tag or UTF-8 sequence not complete yet. For prose
-//     that is nothing most of the time and a few dozen bytes at worst, never
-//     a count of words. What is held never depends on other tenants'
-//     canaries or secrets, so where a stream is cut tells the receiver
-//     nothing about them; their matches are still found by the scanner,
-//     which keeps the text it needs, and block the stream as soon as they
-//     are whole (canaryStage);
+//     rewriting could still begin, or a window of another tenant's secret
+//     could. In the first pass that is the text from the first position
+//     whose next view bytes begin a form of one of the receiver's own
+//     canaries, or a form every canary shares because it is fixed by the
+//     public "bkc-" prefix (see publicPrefixes), plus an escape, character
+//     reference, tag or UTF-8 sequence not complete yet. For secrets, when
+//     another tenant has one tracked (see secretHold): the last 7 letters
+//     and digits (in the squeezed view),
+//     the 7 before a place where a pass may remove text, and the text from
+//     a place whose next 8 view bytes begin a window of another tenant's
+//     secret (by a keyed hash) until the window is whole. Each window is
+//     looked at as soon as its last byte arrives, so a secret blocks the
+//     stream before any letter or digit of its form is sent. For prose that
+//     is 7 to 14 letters and digits and the separators between them, never
+//     a count of words. Other tenants' canaries never change what is held,
+//     so where a stream is cut tells the receiver nothing about them; their
+//     matches are found by the scanner, which keeps the text it needs, and
+//     block the stream as soon as they are whole (canaryStage);
 //   - link passes: from the start of a construct that is not closed yet
 //     ("[", "![", "](", "<", or a last "!" or "]" that may begin one). A
 //     construct still open after 2 KiB is plain text if it has not reached
@@ -122,13 +150,19 @@
 //
 // # Limits
 //
-// A canary or secret is not found when its characters are more than 16
-// bytes apart (counting what shows nothing: separators, ignorable code
-// points, tags and comments; runs of more than three invisible code points
-// are removed from the answer first), when it is encoded twice over or in an encoding not listed
-// above (a translation, a spelling-out in words, base64 of its hex), or, for
-// an encoded form inside longer data, by the one or two characters that mix
-// its bits with its neighbours'. A secret of another tenant is found only if
+// A canary or secret is not found when more than 33 bytes that show
+// nothing or only separators (punctuation, spaces, ignorable code points,
+// character references to them, tags and comments) lie between two of its
+// letters or digits in the text. Its own punctuation counts too, so
+// padding of up to 16 bytes (textnorm.MaxPad) between every two
+// characters is seen through when the value's punctuation comes one
+// character at a time (a canary's '-', a token's '/'), up to 10 bytes
+// when two come in a row. Runs of more than three invisible code points,
+// or character references to them (&NoBreak;, &#x2060;), are removed from
+// the answer first. It is not found either when it is encoded twice over
+// or in an encoding not listed above (a translation, a spelling-out in
+// words, base64 of its hex), or, for an encoded form inside longer data, by
+// the one or two characters that mix its bits with its neighbours'. A secret of another tenant is found only if
 // a whole form of it leaks (of a 96-byte piece of a longer one: 191
 // consecutive bytes of it always hold one), and only if it is random enough
 // to be tracked. Fingerprints
@@ -457,10 +491,13 @@ func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
 	}
 	cs := g.canarySet()
 	hosts := newHostList(allowHosts)
+	first := &canaryStage{set: cs, self: id, remove: true, r: &s.reasons, leaks: &s.leaks}
+	links := &linkStage{hosts: hosts, r: &s.reasons, lineStart: true}
 	s.stages = []stage{
-		&canaryStage{set: cs, self: id, remove: true, r: &s.reasons, leaks: &s.leaks},
-		&linkStage{hosts: hosts, r: &s.reasons, lineStart: true},
-		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks},
+		first,
+		links,
+		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks,
+			seams: func() bool { return first.removed || first.cutAhead || links.pending != "" || links.changed }},
 		&linkStage{hosts: hosts, detect: true, r: &s.reasons, lineStart: true},
 		&fingerprintTap{g: g, self: id},
 	}

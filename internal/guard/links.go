@@ -160,6 +160,7 @@ type linkStage struct {
 	r         *reasons
 	pending   string
 	lineStart bool // pending starts a line (a reference definition may follow)
+	changed   bool // some construct was rewritten
 }
 
 func (l *linkStage) write(in string, final bool) (string, string) {
@@ -208,6 +209,7 @@ func (l *linkStage) run(s string, final bool, lineStart *bool) (out string, used
 			l.r.add(m.reason)
 		}
 		if m.out != s[i:i+m.n] {
+			l.changed = true
 			b.WriteString(s[plain:i])
 			b.WriteString(m.out)
 			plain = i + m.n

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
 // The ways an attacker's model writes another tenant's canary or secret.
@@ -361,4 +362,109 @@ func FuzzCanaryForms(f *testing.F) {
 			t.Fatalf("%q: Check blocked %v, Stream blocked %v", text, v.Blocked, sv.Blocked)
 		}
 	})
+}
+
+// guardPads are what a reader does not see, or sees as a separator,
+// between two characters.
+var guardPads = []string{".", " ", "-", "*", "\u2060", "\u200b", "&NoBreak;", "&#x2060;", "&#8288;", "<b>", "</i>", "<!---->"}
+
+// padEveryChar puts up to textnorm.MaxPad bytes of padding between every
+// two runes of s.
+func padEveryChar(r *rand.Rand, s string) string {
+	var b strings.Builder
+	for i, c := range []rune(s) {
+		if i > 0 {
+			n := textnorm.MaxPad - r.IntN(4)
+			for start := b.Len(); ; {
+				p := guardPads[r.IntN(len(guardPads))]
+				if b.Len()-start+len(p) > n {
+					break
+				}
+				b.WriteString(p)
+			}
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// TestPaddedLeaksBlocked is the property test for padding (the Limits'
+// MaxPad): another tenant's canary or secret, in a form whose punctuation
+// comes one character at a time, with up to MaxPad bytes of separators,
+// ignorable code points, references to them, tags or comments between
+// every two characters, blocks the answer in Check and in a stream cut at
+// random points; a stream sends no letter or digit of a secret's form, nor
+// of a canary's form that begins with its public "bkc-".
+func TestPaddedLeaksBlocked(t *testing.T) {
+	g := New()
+	g.SetCanaries(acme, []string{newCanary(t)})
+	forms := []struct {
+		name    string
+		enc     func(v string) string
+		leading bool // begins with the value's first characters
+	}{
+		{"plain", func(v string) string { return v }, true},
+		{"upper", strings.ToUpper, true},
+		{"reversed", func(v string) string { r := []rune(v); slices.Reverse(r); return string(r) }, false},
+		{"rot13", func(v string) string { return mapRunes(v, rot13Rune) }, true},
+		{"hex", func(v string) string { return hex.EncodeToString([]byte(v)) }, true},
+		{"hex colons", func(v string) string { return hexWith([]byte(v), ":") }, true},
+		{"base64", func(v string) string { return base64.StdEncoding.EncodeToString([]byte(v)) }, true},
+	}
+	r := rand.New(rand.NewPCG(16, 33))
+	const before, after = "Here it is: ", " and that is all."
+	tried := 0
+	defer func() {
+		if tried < 60 {
+			t.Errorf("only %d padded leaks tried", tried)
+		}
+	}()
+	for n := range 60 {
+		canary, secret := newCanary(t), randomB64(t, 18+n%12)
+		owner := tenant.ID(fmt.Sprintf("t%02d", n))
+		g.SetCanaries(owner, []string{canary})
+		g.SetSecret(owner, "key", []byte(secret))
+		for _, v := range []struct {
+			what, value string
+		}{{"canary", canary}, {"secret", secret}} {
+			f := forms[r.IntN(len(forms))]
+			if v.what == "secret" && f.name == "upper" {
+				continue // upper-casing changes the value itself
+			}
+			form := f.enc(v.value)
+			if innerPunctuationRun(form) > 1 {
+				continue // two punctuation characters in a row: the limit allows less padding
+			}
+			tried++
+			text := before + padEveryChar(r, form) + after
+			cv, sv, sent := checkBoth(g, r, acme, text)
+			if !cv.Blocked || !sv.Blocked || !slices.Equal(cv.Owners, []tenant.ID{owner}) || !slices.Equal(sv.Owners, []tenant.ID{owner}) {
+				t.Fatalf("%s of %s %q padded: Check %+v, Stream %+v, want both blocked for %s in %q", f.name, v.what, v.value, cv, sv, owner, text)
+			}
+			// Of the form's letters and digits: punctuation that pads it
+			// past the limit of a gap is a break, and passes.
+			_, sq := textnorm.Views(sent)
+			sq = strings.ReplaceAll(sq, "\x00", "")
+			if _, bq := textnorm.Views(before); (v.what == "secret" || f.leading) && !strings.HasPrefix(bq, sq) {
+				t.Fatalf("%s of %s %q padded: the stream sent %q before blocking", f.name, v.what, v.value, sent)
+			}
+		}
+	}
+}
+
+// innerPunctuationRun returns the longest run of characters other than
+// ASCII letters and digits between two of them in s.
+func innerPunctuationRun(s string) int {
+	longest, run, seen := 0, 0, false
+	for i := 0; i < len(s); i++ {
+		if isAlnum(s[i]) {
+			if seen {
+				longest = max(longest, run)
+			}
+			run, seen = 0, true
+		} else {
+			run++
+		}
+	}
+	return longest
 }

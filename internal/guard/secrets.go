@@ -35,9 +35,11 @@ import (
 // confirms them); a whole unit form of another tenant's secret blocks it.
 // A quote of public text therefore never matches unless it holds a whole
 // unit, random part included; a leak of a long value is caught if it holds
-// at least one whole unit (2×96-1 consecutive bytes always do). The stream
-// holds back as many view bytes as the longest window (at most a few
-// hundred; at least 32).
+// at least one whole unit (2×96-1 consecutive bytes always do). Each window
+// is looked at as soon as its last byte arrives (find); the scanner keeps
+// as many view bytes as the longest window (at most a few hundred; at least
+// minLookahead), but a stream sends ahead of it and holds back only where
+// a window may begin (hold).
 //
 // What is random enough (randomEnough). A unit is tracked only if it has
 // at least minSecretLen (20) bytes, at least two character classes (lower,
@@ -54,7 +56,9 @@ import (
 // are. The check cannot confirm a guess: a guess confirms only by matching
 // a whole unit, which takes at least ~2^80 guesses for a tracked one, and
 // nothing smaller than a unit is ever matched, so a unit cannot be found a
-// few characters at a time. A secret that is not tracked is the redactor's
+// few characters at a time. (A stream is held, not blocked, at the keyed
+// hash of a window's first startLen bytes; see hold for why that confirms
+// no more than a guess of those bytes would.) A secret that is not tracked is the redactor's
 // job for its own tenant only.
 //
 // The limit: a unit that is itself public but looks random (the jwt.io
@@ -66,28 +70,51 @@ const (
 	minSecretBits = 80
 	maxWhole      = 96 // bytes of a value matched as one unit
 	minWindow     = 16 // fewer view bytes than this: the form is not tracked
-	minLookahead  = 32 // the canary matcher's own, kept when no secret needs more
+	// minLookahead is the canary matcher's own, kept when no secret needs
+	// more: past a canary's 32 view bytes, so that it is found (and the
+	// stream holds the text before it) before the startLen-1 view bytes
+	// before it settle (see canaryStage.secretHold).
+	minLookahead = maxCanaryPattern + startLen + 8
 )
 
 // secretTile is one window of one secret: the MAC of a whole unit form's
 // squeezed view, its filter key (the top bits of its rolling hash, all the
-// filter keeps) and its length.
+// filter keeps) and its length, and the same for its first startLen bytes
+// (see hold).
 type secretTile struct {
 	mac  [16]byte
 	roll uint64 // truncated to filterKeep bits
 	n    uint16
+
+	start     [16]byte // MAC of the first startLen view bytes
+	startRoll uint64   // their startMix, truncated to filterKeep bits
 }
 
 const filterKeep = 26 // bits of a window's rolling hash kept
+
+// startLen is how many view bytes begin a window for hold: the stream holds
+// back from a place whose next startLen bytes begin another tenant's window,
+// and always its last startLen-1 bytes. Eight random characters of a
+// case-folded view are about 40 bits: confirming that a guessed string
+// begins some window, from where a stream is cut, costs that many guesses.
+const startLen = 8
 
 // secretKeys are the guard's per-process keys for secrets.
 type secretKeys struct {
 	mac  []byte
 	base uint64 // odd multiplier of the rolling hash
+	mix  uint64 // odd multiplier of startMix
 }
 
 func (k *secretKeys) init(mac []byte, base uint64) {
 	k.mac, k.base = mac, base|1
+	k.mix = (base*0x9E3779B97F4A7C15)>>1<<1 | 1
+}
+
+// startMix is the filter hash of startLen view bytes, read as one
+// little-endian word.
+func (k *secretKeys) startMix(w uint64) uint64 {
+	return (w ^ k.base) * k.mix
 }
 
 // roll is the rolling hash of w.
@@ -290,7 +317,8 @@ func (k *secretKeys) tiles(v []byte) []secretTile {
 				continue
 			}
 			w := []byte(q)
-			t := secretTile{mac: k.sum(h, w), roll: k.roll(w) >> (64 - filterKeep), n: uint16(len(w))}
+			t := secretTile{mac: k.sum(h, w), roll: k.roll(w) >> (64 - filterKeep), n: uint16(len(w)),
+				start: k.sum(h, w[:startLen]), startRoll: k.startMix(binary.LittleEndian.Uint64(w)) >> (64 - filterKeep)}
 			if !seen[t.mac] {
 				seen[t.mac] = true
 				out = append(out, t)
@@ -308,6 +336,18 @@ type secretSet struct {
 	lens   []int       // the windows' lengths
 	tops   []uint64    // base^(n-1) for each of lens
 	ids    []tenant.ID // tenants with windows
+
+	// The windows' beginnings (see hold): by MAC, and a filter over their
+	// startMix.
+	starts      map[[16]byte][]windowStart
+	startFilter []uint64
+}
+
+// windowStart is one tenant's windows that begin with some startLen bytes:
+// the owner and the longest of them.
+type windowStart struct {
+	owner tenant.ID
+	n     int
 }
 
 func newSecretSet(keys *secretKeys, byTenant map[tenant.ID]map[string][]secretTile) *secretSet {
@@ -323,6 +363,8 @@ func newSecretSet(keys *secretKeys, byTenant map[tenant.ID]map[string][]secretTi
 	}
 	lg := min(filterKeep, max(12, bits.Len(uint(total*256))))
 	ss.filter = make([]uint64, (1<<lg)/64)
+	ss.startFilter = make([]uint64, (1<<lg)/64)
+	ss.starts = map[[16]byte][]windowStart{}
 	for id, byName := range byTenant {
 		ss.ids = append(ss.ids, id)
 		for _, ts := range byName {
@@ -332,6 +374,14 @@ func newSecretSet(keys *secretKeys, byTenant map[tenant.ID]map[string][]secretTi
 				}
 				b := t.roll >> (filterKeep - lg)
 				ss.filter[b>>6] |= 1 << (b & 63)
+				b = t.startRoll >> (filterKeep - lg)
+				ss.startFilter[b>>6] |= 1 << (b & 63)
+				ws := ss.starts[t.start]
+				if i := slices.IndexFunc(ws, func(w windowStart) bool { return w.owner == id }); i >= 0 {
+					ws[i].n = max(ws[i].n, int(t.n))
+				} else {
+					ss.starts[t.start] = append(ws, windowStart{owner: id, n: int(t.n)})
+				}
 				if !slices.Contains(ss.lens, int(t.n)) {
 					ss.lens = append(ss.lens, int(t.n))
 				}
@@ -359,20 +409,23 @@ func (ss *secretSet) others(self tenant.ID) bool {
 	return ss != nil && slices.ContainsFunc(ss.ids, func(id tenant.ID) bool { return id != self })
 }
 
-// find appends to hit the owners other than self of windows at positions
-// [from, to) of the squeezed view buf.
+// find appends to hit the owners other than self of the windows of the
+// squeezed view buf that end at positions [from, to): the Scanner's Visit
+// gives each byte once, as it arrives, so each window is looked at once,
+// as soon as it is whole.
 func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []tenant.ID) []tenant.ID {
 	k := ss.keys
 	lg := uint(bits.Len(uint(len(ss.filter)*64)) - 1)
 	var h hash.Hash
 	for li, n := range ss.lens {
-		end := min(to, len(buf)-n+1)
-		if from >= end {
+		start := max(0, from-n+1)
+		end := min(to, len(buf)) - n + 1 // windows start in [start, end)
+		if start >= end {
 			continue
 		}
 		top := ss.tops[li]
-		r := k.roll(buf[from : from+n])
-		for i := from; ; i++ {
+		r := k.roll(buf[start : start+n])
+		for i := start; ; i++ {
 			b := (r >> (64 - filterKeep)) >> (filterKeep - lg)
 			if ss.filter[b>>6]&(1<<(b&63)) != 0 {
 				if h == nil {
@@ -391,6 +444,59 @@ func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []tenant
 		}
 	}
 	return hit
+}
+
+// hold returns the first index, at or after from, of the squeezed view buf
+// that a stream to self must hold back from so that no byte of a whole form
+// of another tenant's secret is sent before find has seen it whole: the
+// first position whose next startLen bytes begin such a window that is not
+// all there yet, or that reaches cut (where an earlier pass may remove text
+// later, joining what is on either side: until then the window cannot be
+// seen whole), and, with tail, the last startLen-1 bytes (a window's
+// beginning is not known before its startLen-th byte). It returns len(buf)
+// when nothing needs holding.
+//
+// Why this is no oracle. The tail held is the same for every text and
+// tenant. A beginning held is found by a keyed hash of startLen view bytes
+// (about 40 bits when they are random), never by shorter ones, so from
+// where its stream is cut a tenant can learn that a string begins another
+// tenant's window only by producing those startLen bytes whole: as costly
+// as guessing them, and it learns nothing more of the window, since bytes
+// past the startLen-th never change what is held.
+func (ss *secretSet) hold(buf []byte, from, cut int, self tenant.ID, tail bool) int {
+	n := len(buf)
+	end := n
+	if tail {
+		end = max(from, n-(startLen-1))
+		// A window begun before a break ends before it: it is whole.
+		for j := n - 1; j >= end; j-- {
+			if buf[j] == 0 {
+				end = j + 1
+				break
+			}
+		}
+	}
+	if len(ss.startFilter) == 0 {
+		return end
+	}
+	k := ss.keys
+	lg := uint(bits.Len(uint(len(ss.startFilter)*64)) - 1)
+	var h hash.Hash
+	for i := from; i < end && i+startLen <= n; i++ {
+		b := k.startMix(binary.LittleEndian.Uint64(buf[i:])) >> (64 - lg)
+		if ss.startFilter[b>>6]&(1<<(b&63)) == 0 {
+			continue
+		}
+		if h == nil {
+			h = hmac.New(sha256.New, k.mac)
+		}
+		for _, w := range ss.starts[k.sum(h, buf[i:i+startLen])] {
+			if w.owner != self && (n-i < w.n || i+w.n > cut) {
+				return i
+			}
+		}
+	}
+	return end
 }
 
 // newSecretKeys makes the per-process keys from 40 random bytes.

@@ -4,6 +4,7 @@ import (
 	crand "crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -154,5 +155,126 @@ func TestRandomEnough(t *testing.T) {
 		if got := randomEnough([]byte(c.v)); got != c.want {
 			t.Errorf("randomEnough(%q) = %v (%.0f bits), want %v", c.v, got, secretBits([]byte(c.v)), c.want)
 		}
+	}
+}
+
+// streamedBeforeBlock streams text to id in pieces of n bytes (0: random
+// sizes) and returns whether it blocked and what it sent before.
+func streamedBeforeBlock(g *Guard, r *rand.Rand, id tenant.ID, text string, n int) (bool, string) {
+	s := g.Stream(id, nil)
+	var sent strings.Builder
+	for rest := text; rest != ""; {
+		k := n
+		if k == 0 {
+			k = 1 + r.IntN(24)
+		}
+		k = min(k, len(rest))
+		out, v := s.Write(rest[:k])
+		if v.Blocked {
+			return true, sent.String()
+		}
+		sent.WriteString(out)
+		rest = rest[k:]
+	}
+	out, v := s.Flush()
+	if v.Blocked {
+		return true, sent.String()
+	}
+	sent.WriteString(out)
+	return false, sent.String()
+}
+
+// TestStreamedForeignSecretSendsNothingOfIt checks the class "another
+// tenant's secret streamed whole before the block": in every form the guard
+// tracks, written whole, joined by the removal of the receiver's own canary
+// or of a link, streamed byte by byte or in random pieces, globex's secret
+// blocks acme's stream before any byte of the form was sent. A form inside
+// longer base64 data may cost the one or two characters that mix its bits
+// with what comes before.
+func TestStreamedForeignSecretSendsNothingOfIt(t *testing.T) {
+	g := crowdedGuard(t, 30)
+	own := newCanary(t)
+	g.SetCanaries(acme, []string{own})
+	values := []string{globexKey, "vIc9/Rt3+Nw7Qm2/Lp8Xs4+Jk6Bd1Fg0", randomB64(t, 30), randomHex(t, 24)}
+	for i, v := range values {
+		if !g.SetSecret(globex, fmt.Sprintf("s%d", i), []byte(v)) {
+			t.Fatalf("%q is not tracked", v)
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 9))
+	const before, after = "Sure. The value you asked for is ", " (please ignore this line entirely). Anything else?"
+	type leak struct{ name, form string }
+	for _, v := range values {
+		var leaks []leak
+		for _, f := range leakForms {
+			if strings.Contains(f.name, "upper") || strings.Contains(f.name, "offset") {
+				continue // upper-casing changes the value; offsets are below
+			}
+			leaks = append(leaks, leak{f.name, f.enc(r, v)})
+		}
+		for k := 1; k <= startLen; k++ {
+			leaks = append(leaks,
+				leak{fmt.Sprintf("joined by removing own canary after %d", k), v[:k] + own + v[k:]},
+				leak{fmt.Sprintf("joined by removing a link after %d", k), v[:k] + "[" + v[k:k+4] + "](https://evil.example/x)" + v[k+4:]})
+		}
+		for _, l := range leaks {
+			text := before + l.form + after
+			slack := 0
+			if l.name == "base64 bearer" {
+				slack = (len("Bearer ")*4+2)/3 + 2
+			}
+			if cv := g.Check(acme, text, nil); !cv.Blocked || !slices.Contains(cv.Reasons, ReasonForeignSecret) {
+				t.Errorf("%s of %q: Check gave %+v, want blocked for globex's secret", l.name, v, cv)
+				continue
+			}
+			for _, n := range []int{1, 0, len(before) + 3} {
+				blocked, sent := streamedBeforeBlock(g, r, acme, text, n)
+				if !blocked || len(sent) > len(before)+slack {
+					t.Errorf("%s of %q, pieces of %d: blocked %v after sending %q, want blocked with nothing past %q", l.name, v, n, blocked, sent, before)
+				}
+			}
+		}
+	}
+}
+
+// TestStreamCutsIgnoreOtherTenantsSecrets checks that where a stream is cut
+// depends on another tenant's secret only through the keyed hash of a
+// window's first startLen view bytes: text holding any shorter beginning of
+// globex's secret, or any piece of it from further in, is cut exactly as
+// when globex stores another secret, so the receiver cannot find the
+// secret a character at a time. The control shows the comparison sees a
+// held beginning of startLen bytes, which takes about 2^40 guesses to hit.
+func TestStreamCutsIgnoreOtherTenantsSecrets(t *testing.T) {
+	secret := "vIc9/Rt3+Nw7Qm2/Lp8Xs4+Jk6Bd1Fg0"
+	var probes []string
+	for n := 1; n <= 8; n++ { // up to 7 letters and digits: "vIc9/Rt3" is 7
+		probes = append(probes, secret[:n])
+	}
+	for o := 1; o+12 <= len(secret); o++ {
+		probes = append(probes, secret[o:o+12])
+	}
+	cutsOf := func(g *Guard, probe string) string {
+		s := g.Stream(acme, nil)
+		var outs []string
+		for _, piece := range []string{"See ", probe, " then", " more", " words."} {
+			out, v := s.Write(piece)
+			if v.Blocked {
+				t.Fatalf("probe %q blocked: %q", probe, v.Reasons)
+			}
+			outs = append(outs, out)
+		}
+		out, _ := s.Flush()
+		return fmt.Sprintf("%q", append(outs, out))
+	}
+	with, without := New(), New()
+	with.SetSecret(globex, "crm", []byte(secret))
+	without.SetSecret(globex, "crm", []byte(randomB64(t, 24)))
+	for _, p := range probes {
+		if a, b := cutsOf(with, p), cutsOf(without, p); a != b {
+			t.Errorf("probe %q: cut %s with globex's secret, %s without", p, a, b)
+		}
+	}
+	if p := secret[:12]; cutsOf(with, p) == cutsOf(without, p) {
+		t.Errorf("control: a whole beginning of %d view bytes (%q) is not held", startLen, p)
 	}
 }

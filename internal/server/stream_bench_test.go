@@ -3,6 +3,8 @@ package server
 import (
 	"bufio"
 	"bytes"
+	crand "crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -156,8 +158,10 @@ func streamBenchRate(b *testing.B) int {
 // benchStreamBulkhead serves bulkhead in front of upstream with n tenants
 // created through the admin API, as in production: each has a canary (in
 // its prompt and the guard) and a honey record, and its system prompt is
-// fingerprinted.
-func benchStreamBulkhead(b *testing.B, upstream string, n int) (string, []string) {
+// fingerprinted. With secrets every tenant but the first also stores a
+// random token the guard tracks, so a stream to the first holds back for
+// other tenants' secrets (and not for its own, the redactor's).
+func benchStreamBulkhead(b *testing.B, upstream string, n int, secrets bool) (string, []string) {
 	up, err := llm.NewOpenAI(llm.OpenAIOptions{BaseURL: upstream + "/v1"})
 	if err != nil {
 		b.Fatal(err)
@@ -170,6 +174,11 @@ func benchStreamBulkhead(b *testing.B, upstream string, n int) (string, []string
 			"model": "upstream/mock", "no_cache": true})
 		_, key := env.newKey(b, id)
 		keys = append(keys, key)
+		if secrets && i > 0 {
+			tok := make([]byte, 24)
+			crand.Read(tok)
+			env.admin(b, "PUT", "/admin/v1/tenants/"+id+"/secrets/crm_token", map[string]string{"value": base64.StdEncoding.EncodeToString(tok)}, http.StatusNoContent)
+		}
 	}
 	return env.srv.URL, keys
 }
@@ -180,13 +189,25 @@ func benchStreamBulkhead(b *testing.B, upstream string, n int) (string, []string
 // through bulkhead (guard on, one tenant of ten), and reports bulkhead's
 // overhead at p50 and p99. The upstream sends 30 words one chunk each,
 // back to back (gap=0) or 1 ms apart (gap=1ms, a fast model's pace; what a
-// stream holds back shows here). Each iteration is one request of each
-// kind. Run with -benchtime=2000x.
+// stream holds back shows here), and 1 ms apart to a tenant whose nine
+// neighbours store a tracked secret each (gap=1ms/secrets). Each iteration
+// is one request of each kind. Run with -benchtime=2000x.
 func BenchmarkStreamFirstContent(b *testing.B) {
-	for _, gap := range []time.Duration{0, time.Millisecond} {
-		b.Run(fmt.Sprintf("gap=%v", gap), func(b *testing.B) {
+	for _, c := range []struct {
+		gap     time.Duration
+		secrets bool
+	}{{0, false}, {time.Millisecond, false}, {time.Millisecond, true}} {
+		name := fmt.Sprintf("gap=%v", c.gap)
+		if c.secrets {
+			name += "/secrets"
+		}
+		gap := c.gap
+		b.Run(name, func(b *testing.B) {
 			up := benchStreamUpstream(b, gap)
-			url, keys := benchStreamBulkhead(b, up.URL, 10)
+			url, keys := benchStreamBulkhead(b, up.URL, 10, c.secrets)
+			if c.secrets {
+				keys = keys[:1]
+			}
 			directBody := []byte(`{"model":"mock","stream":true,"messages":[{"role":"system","content":"You are tenant t00000's agent."},{"role":"user","content":"Where is my order?"}]}`)
 			body := []byte(`{"model":"default","user":"alice","stream":true,"messages":[{"role":"user","content":"Where is my order?"}]}`)
 			rate := streamBenchRate(b)

@@ -19,6 +19,12 @@ func TestStripInvisibleRuns(t *testing.T) {
 		{"two marks kept", "e\u0301\u0302f", "e\u0301\u0302f"},
 		{"long run at the end", "ab" + strings.Repeat(zw, 5), "ab"},
 		{"short run at the end", "ab" + zw, "ab" + zw},
+		{"named references to U+2060 between letters", "b&NoBreak;&NoBreak;&NoBreak;&NoBreak;k", "bk"},
+		{"three named references kept", "b&NoBreak;&NoBreak;&NoBreak;k", "b&NoBreak;&NoBreak;&NoBreak;k"},
+		{"numeric references and runes mixed", "b&#x2060;\u2060&#8288;&zwj;k", "bk"},
+		{"visible references break a run", "b\u200b\u200b&amp;\u200b\u200bk", "b\u200b\u200b&amp;\u200b\u200bk"},
+		{"an unfinished reference at the end", "ab&NoBr", "ab&NoBr"},
+		{"an unfinished reference after a long run", "ab" + strings.Repeat(zw, 5) + "&NoBr", "ab&NoBr"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -33,7 +39,8 @@ func TestStripInvisibleRuns(t *testing.T) {
 // gives what the whole text gives, and holds back only a short tail.
 func TestInvisibleFilterStreams(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	parts := []string{"a", "b", " ", "é", "\u200b", "\u00ad", "\u0301", "👩", "\u200d", "\uFE0F", "\U000E0041"}
+	parts := []string{"a", "b", " ", "é", "\u200b", "\u00ad", "\u0301", "👩", "\u200d", "\uFE0F", "\U000E0041",
+		"&NoBreak;", "&#x2060;", "&#8288;", "&amp;", "&", "&No", ";"}
 	for range 3000 {
 		var b strings.Builder
 		for range rng.IntN(40) {
@@ -47,7 +54,7 @@ func TestInvisibleFilterStreams(t *testing.T) {
 			n := 1 + rng.IntN(6)
 			n = min(n, len(text)-i)
 			got.WriteString(f.Write(text[i : i+n]))
-			if held := len(f.pending); held > MaxInvisibleRun*4+3 {
+			if held := len(f.pending); held > (MaxInvisibleRun+1)*maxUnit {
 				t.Fatalf("%q: holding %d bytes", text, held)
 			}
 			i += n

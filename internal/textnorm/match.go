@@ -315,10 +315,13 @@ type Scanner struct {
 	exact, squeezed view
 	found           []Match
 
-	// Visit, if set, is called with the squeezed view after each search:
-	// positions [from, to) of buf were just searched, and buf holds the
-	// Matcher's Lookahead bytes after each of them unless the text ends or a
-	// break intervenes first. src gives each byte's offset in the text.
+	// Visit, if set, is called with the squeezed view after each piece is
+	// taken in: bytes [from, to) of buf are new (to is len(buf)), and buf
+	// still holds the Matcher's Lookahead-1 bytes before from unless a break
+	// or the start of the text comes first. So a caller that looks at every
+	// window of up to Lookahead bytes ending in [from, to) sees each window
+	// once, as soon as its last byte is there, before the text around it
+	// is settled. src gives each byte's offset in the text.
 	Visit func(buf []byte, src []int32, from, to int)
 }
 
@@ -620,9 +623,17 @@ func (s *Scanner) search(v *view, ps *patternSet, final bool, visit func([]byte,
 	if s.m.early && !final && len(ps.pats) > 0 {
 		s.probe(v, ps, max(limit, from), len(v.buf)-prefixLen+1, final, true)
 	}
-	if limit <= from {
-		return
+	if limit > from {
+		s.search1(v, ps, from, limit, final)
 	}
+	if visit != nil && v.visited < len(v.buf) {
+		visit(v.buf, v.src, v.visited, len(v.buf))
+		v.visited = len(v.buf)
+	}
+}
+
+// search1 probes [from, limit) and moves scanned and settled on.
+func (s *Scanner) search1(v *view, ps *patternSet, from, limit int, final bool) {
 	if len(ps.pats) > 0 {
 		s.probe(v, ps, from, min(limit, len(v.buf)-prefixLen+1), final, false)
 	}
@@ -632,9 +643,6 @@ func (s *Scanner) search(v *view, ps *patternSet, final bool, visit func([]byte,
 	v.settled = max(limit-(ps.stride-1), v.lastBreak, v.settled)
 	if final {
 		v.settled = len(v.buf)
-	}
-	if visit != nil {
-		visit(v.buf, v.src, from, limit)
 	}
 }
 

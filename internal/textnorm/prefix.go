@@ -223,3 +223,12 @@ func (s *Scanner) Free(free int, ps ...*Prefixes) int {
 	}
 	return max(0, min(end-s.base, len(s.orig)))
 }
+
+// Squeezed returns the squeezed view of the text Unsettled holds, as far
+// as its units are complete, and for each view byte the offset in Unsettled
+// of the unit it came from (ascending). A view byte 0 is a break: no match
+// spans it. The caller must not keep or change either.
+func (s *Scanner) Squeezed() (view []byte, at func(i int) int) {
+	v := &s.squeezed
+	return v.buf, func(i int) int { return int(v.src[i]) - s.base }
+}

@@ -26,16 +26,36 @@ import (
 //
 // A view stops joining across long gaps: when more than maxGap bytes of the
 // text produce nothing in a view (separators in the squeezed view, ignorable
-// code points in both), the view gets a break byte (0) that no pattern
-// contains. So a match in a view spans at most maxUnit+maxGap bytes of text per
-// view byte, which bounds what a stream must hold back, and a value written
-// with more than maxGap bytes of padding between two of its characters is not
-// found: that is the documented limit of the spaced-out form.
+// code points, tags and comments in both), the view gets a break byte (0)
+// that no pattern contains. So a match in a view spans at most
+// maxUnit+maxGap bytes of text per view byte, which bounds what a stream must
+// hold back, and a value is not found when more than maxGap bytes that
+// produce nothing lie between two of its letters or digits: that is the
+// documented limit of the spaced-out form.
+//
+// The gap is counted in the squeezed view, where a value's own punctuation
+// produces nothing too, so padding of MaxPad bytes on each side of a
+// punctuation character of the value ("b..k..c..-..s", where the gap
+// around '-' is pad, '-', pad) must fit: maxGap is 2*MaxPad+1. A value is
+// therefore found with up to MaxPad bytes of padding between every two of
+// its characters when its punctuation comes one character at a time (a
+// canary's '-', the '/' and '+' of most base64); two punctuation
+// characters in a row allow (2*MaxPad+1-2)/3 = 10 bytes. (The views are
+// built once for every value, so the gap cannot leave out the punctuation
+// of the value being matched; doubling the gap instead costs little: a
+// stream holds at most maxUnit+maxGap bytes of text per view byte, and a
+// pattern of 12 random letters and digits does not occur by chance in
+// text that is joined across 33 bytes rather than 16.)
+
+// MaxPad is the padding, in bytes of text that shows nothing or only
+// separators, that a value may have between every two of its characters and
+// still be found (see the comment on views).
+const MaxPad = 16
 
 const (
 	// maxGap is the most bytes of text that may produce nothing in a view
-	// between two characters of one match.
-	maxGap = 16
+	// between two letters or digits of one match.
+	maxGap = 2*MaxPad + 1
 	// maxUnit is the longest unit: a surrogate pair "\uD83D\uDE00", or four
 	// %XX or \xXX escapes of one UTF-8 sequence.
 	maxUnit   = 16
@@ -53,6 +73,7 @@ type view struct {
 	scanned   int  // buf positions before this were probed
 	settled   int  // every match starting before this was found
 	dropped   int  // bytes dropped from the front of buf so far
+	visited   int  // buf positions before this were given to a Visit
 }
 
 func (v *view) add(out string, start, end int) {
@@ -82,6 +103,7 @@ func (v *view) drop() {
 	v.src = v.src[:copy(v.src, v.src[n:])]
 	v.lastBreak = max(0, v.lastBreak-n)
 	v.scanned -= n
+	v.visited = max(0, v.visited-n)
 	v.settled = 0
 	v.dropped += n
 }
