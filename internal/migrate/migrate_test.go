@@ -82,7 +82,9 @@ func (d *target) AuditRecords(_ context.Context, scope auth.Scope, _ int64, _ in
 	return d.rows[scope.Tenant()].Audit, nil
 }
 
-func (d *target) Export(context.Context, auth.Scope) (store.Export, error) { return store.Export{}, d.exportErr }
+func (d *target) Export(context.Context, auth.Scope) (store.Export, error) {
+	return store.Export{}, d.exportErr
+}
 
 type noKeys struct{}
 
