@@ -52,7 +52,7 @@ func importRaw(ctx context.Context, tx tenantTx, raw store.Raw) error {
 		{"documents", func() error { return importDocuments(ctx, tx, raw.Documents) }},
 		{"chunks", func() error { return importChunks(ctx, tx, raw.Chunks) }},
 		{"memories", func() error { return importMemories(ctx, tx, raw.Memories) }},
-		{"audit", func() error { return importAudit(ctx, tx, raw.Audit) }},
+		{"audit", func() error { return insertAudit(ctx, tx, raw.Audit) }},
 	}
 	for _, s := range steps {
 		if err := s.write(); err != nil {
@@ -208,22 +208,6 @@ func importMemories(ctx context.Context, tx tenantTx, rows []store.RawMemory) er
 		}
 	}
 	return nil
-}
-
-func importAudit(ctx context.Context, tx tenantTx, rows []store.AuditRecord) error {
-	n := len(rows)
-	seqs, times := make([]int64, n), make([]int64, n)
-	types, data, prevs, hashes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-	for i, r := range rows {
-		seqs[i], times[i], types[i], data[i], prevs[i], hashes[i] = r.Seq, r.Time.UnixNano(), r.Type, string(r.Data), r.Prev, r.Hash
-	}
-	_, err := tx.Exec(ctx, `
-		INSERT INTO tenant_data.audit (tenant_id, seq, time_ns, type, data, prev, hash)
-		SELECT $1, a.seq, a.time_ns, a.type, a.data, a.prev, a.hash
-		FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-			AS a (seq, time_ns, type, data, prev, hash)`,
-		tx.id, seqs, times, types, data, prevs, hashes)
-	return err
 }
 
 // RowCounts returns how many rows inc has in each table store.Raw holds, by

@@ -56,6 +56,17 @@ func hashText(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+// openSQLite opens a SQLite store under the same keys as f's.
+func openSQLite(t *testing.T, f *fixture) *sqlite.DB {
+	t.Helper()
+	src, err := sqlite.Open(sqlite.Options{Dir: t.TempDir(), Locator: storetest.TwoTenants, Ciphers: f.keys.Ring()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	return src
+}
+
 // TestImportFromSQLite copies both tenants' rows from SQLite as they are and
 // reads them back through the PostgreSQL store with the same keys: the same
 // export, the same audit log, the same embeddings, and searches that find
@@ -63,11 +74,7 @@ func hashText(s string) string {
 func TestImportFromSQLite(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	src, err := sqlite.Open(sqlite.Options{Dir: t.TempDir(), Locator: storetest.TwoTenants, Ciphers: f.keys.Ring()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	src := openSQLite(t, f)
 	for _, id := range []tenant.ID{storetest.Acme, storetest.Globex} {
 		fillSQLite(t, src, id)
 		inc := storetest.TwoTenants.Incarnation(id)
@@ -186,11 +193,7 @@ func deep(t *testing.T, v any) string {
 func TestImportedCiphertextStaysBound(t *testing.T) {
 	f := newFixture(t)
 	ctx := t.Context()
-	src, err := sqlite.Open(sqlite.Options{Dir: t.TempDir(), Locator: storetest.TwoTenants, Ciphers: f.keys.Ring()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
+	src := openSQLite(t, f)
 	fillSQLite(t, src, storetest.Globex)
 	raw, err := src.Rows(ctx, storetest.TwoTenants.Incarnation(storetest.Globex))
 	if err != nil {
