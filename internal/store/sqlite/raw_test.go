@@ -88,6 +88,18 @@ func put(t *testing.T, db *sqlite.DB, id tenant.ID) {
 	if err := db.PutSecret(ctx, scope, "crm", []byte(w+"-token")); err != nil {
 		t.Fatal(err)
 	}
+	// A deleted document's chunk ids are taken again by the next one's
+	// (SQLite reuses the largest rowid): its deleted postings must not
+	// come back with them.
+	gone := "deleted words " + w
+	goneSum := sha256.Sum256([]byte(gone))
+	doc, _, _, err := db.PutDocument(ctx, scope, store.Document{Text: gone, Hash: hex.EncodeToString(goneSum[:])}, []store.Chunk{{Text: gone}, {Text: gone + " two"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteDocument(ctx, scope, doc.ID); err != nil {
+		t.Fatal(err)
+	}
 	text := "zebra" + w + " handbook, zebra" + w + " again"
 	sum := sha256.Sum256([]byte(text))
 	if _, _, _, err := db.PutDocument(ctx, scope, store.Document{Text: text, Hash: hex.EncodeToString(sum[:])},
