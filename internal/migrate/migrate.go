@@ -118,6 +118,9 @@ func check(ctx context.Context, dst Target, inc tenant.Incarnation, want map[str
 	if err := auditchain.VerifyHead(recs, head); err != nil {
 		return fmt.Errorf("table audit: %w", err)
 	}
+	if got := auditchain.HeadOf(recs); got != head {
+		return fmt.Errorf("table audit: the copy ends at seq %d, the source at seq %d", got.Seq, head.Seq)
+	}
 	if _, err := dst.Stores.Export(ctx, scope); err != nil {
 		return fmt.Errorf("open the copy with the tenant's key: %w", err)
 	}
