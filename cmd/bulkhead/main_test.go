@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
 // lockedBuffer is a bytes.Buffer safe for a server goroutine to write while
@@ -46,7 +48,9 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testenv.StopPostgres()
+	os.Exit(code)
 }
 
 func (b *lockedBuffer) Write(p []byte) (int, error) {

@@ -20,6 +20,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		newDemoCmd(getenv, stdout, stderr),
 		newKeyringCmd(getenv, stdout, stderr),
 		newIngestCmd(getenv, stdout, stderr),
+		newMigrateCmd(getenv, stdout, stderr),
 	)
 	addAdminCmds(root, getenv, stdout)
 	return root

@@ -52,28 +52,36 @@ func (db *DB) AppendAudit(ctx context.Context, scope auth.Scope, recs []store.Au
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return err
 		}
-		n := len(checked)
-		seqs, times := make([]int64, n), make([]int64, n)
-		types, data, prevs, hashes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		linked := make([]store.AuditRecord, len(checked))
 		for i, r := range checked {
-			if r, err = auditchain.Link(head, r); err != nil {
+			if linked[i], err = auditchain.Link(head, r); err != nil {
 				return err
 			}
-			seqs[i], times[i], types[i], data[i], prevs[i], hashes[i] = r.Seq, r.Time.UnixNano(), r.Type, string(r.Data), r.Prev, r.Hash
-			head = auditchain.Head{Seq: r.Seq, Hash: r.Hash}
+			head = auditchain.Head{Seq: linked[i].Seq, Hash: linked[i].Hash}
 		}
-		_, err = tx.Exec(ctx, `
-			INSERT INTO tenant_data.audit (tenant_id, seq, time_ns, type, data, prev, hash)
-			SELECT $1, a.seq, a.time_ns, a.type, a.data, a.prev, a.hash
-			FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-				AS a (seq, time_ns, type, data, prev, hash)`,
-			tx.id, seqs, times, types, data, prevs, hashes)
-		return err
+		return insertAudit(ctx, tx, linked)
 	})
 	if err != nil {
 		return fmt.Errorf("append audit: %w", err)
 	}
 	return nil
+}
+
+// insertAudit writes recs, linked already, as they are.
+func insertAudit(ctx context.Context, tx tenantTx, recs []store.AuditRecord) error {
+	n := len(recs)
+	seqs, times := make([]int64, n), make([]int64, n)
+	types, data, prevs, hashes := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	for i, r := range recs {
+		seqs[i], times[i], types[i], data[i], prevs[i], hashes[i] = r.Seq, r.Time.UnixNano(), r.Type, string(r.Data), r.Prev, r.Hash
+	}
+	_, err := tx.Exec(ctx, `
+		INSERT INTO tenant_data.audit (tenant_id, seq, time_ns, type, data, prev, hash)
+		SELECT $1, a.seq, a.time_ns, a.type, a.data, a.prev, a.hash
+		FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
+			AS a (seq, time_ns, type, data, prev, hash)`,
+		tx.id, seqs, times, types, data, prevs, hashes)
+	return err
 }
 
 // AuditRecords returns up to limit records of scope's tenant's audit log
