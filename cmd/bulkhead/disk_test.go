@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -106,19 +104,8 @@ func TestDiskFailureLosesNoAcknowledgedWrite(t *testing.T) {
 
 	var mu sync.Mutex
 	var docs, secrets []string
-	client := &http.Client{Timeout: 5 * time.Second}
 	send := func(method, path, token string, body any) (int, []byte, error) {
-		b, _ := json.Marshal(body)
-		req, _ := http.NewRequest(method, base+path, bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+token)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, nil, err
-		}
-		defer resp.Body.Close()
-		out, err := io.ReadAll(resp.Body)
-		return resp.StatusCode, out, err
+		return tryCall(base+path, method, token, body)
 	}
 	var wg sync.WaitGroup
 	stop := make(chan struct{})

@@ -180,17 +180,14 @@ func scopeFor(t *testing.T, a *auth.Authenticator, key string) auth.Scope {
 // TestTrackCancels tracks requests and ends their access in each way: the
 // right requests are cancelled with ErrGone, others go on. A change made
 // between authentication and Track cancels at once.
-func TestTrackCancels(t *testing.T) {
-	p := openPlane(t)
-	l, err := lifecycle.New(p, parts(&recorder{}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+// keyMaker returns a function that adds a key to a tenant of p and returns
+// the Scope authenticating with it gives.
+func keyMaker(t *testing.T, p *control.Plane) func(id tenant.ID) auth.Scope {
 	authn, err := auth.New(p, "admin-token-for-lifecycle-tests")
 	if err != nil {
 		t.Fatal(err)
 	}
-	newKey := func(id tenant.ID) auth.Scope {
+	return func(id tenant.ID) auth.Scope {
 		keyID, secret, hash, err := auth.NewKey()
 		if err != nil {
 			t.Fatal(err)
@@ -200,6 +197,15 @@ func TestTrackCancels(t *testing.T) {
 		}
 		return scopeFor(t, authn, secret.Reveal())
 	}
+}
+
+func TestTrackCancels(t *testing.T) {
+	p := openPlane(t)
+	l, err := lifecycle.New(p, parts(&recorder{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := keyMaker(t, p)
 	for _, id := range []tenant.ID{"acme", "globex"} {
 		if _, err := l.Provision(t.Context(), newTenant(id)); err != nil {
 			t.Fatal(err)
@@ -265,20 +271,7 @@ func TestFollowCancelsWhatAnotherReplicaChanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	authn, err := auth.New(p, "admin-token-for-lifecycle-tests")
-	if err != nil {
-		t.Fatal(err)
-	}
-	newKey := func(id tenant.ID) auth.Scope {
-		keyID, secret, hash, err := auth.NewKey()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.AddKey(t.Context(), id, keyID, hash); err != nil {
-			t.Fatal(err)
-		}
-		return scopeFor(t, authn, secret.Reveal())
-	}
+	newKey := keyMaker(t, p)
 	for _, id := range []tenant.ID{"acme", "globex", "initech"} {
 		if _, err := l.Provision(t.Context(), newTenant(id)); err != nil {
 			t.Fatal(err)
