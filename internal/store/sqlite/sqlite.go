@@ -779,8 +779,13 @@ func checkFile(path string) (os.FileInfo, error) {
 		return nil, fmt.Errorf("%s: %d bytes, not whole pages of %d", path, fi.Size(), page)
 	}
 	// The size in pages the header records is valid when its change
-	// counter matches the one at offset 92.
+	// counter matches the one at offset 92, and only without a WAL to
+	// replay: a checkpoint cut short (a crash, a disk gone) writes page 1
+	// before the pages past the file's end, and the WAL still holds them.
 	pages := int64(binary.BigEndian.Uint32(header[28:32]))
+	if wal, err := os.Stat(path + "-wal"); err == nil && wal.Size() > 0 {
+		return fi, nil
+	}
 	if bytes.Equal(header[24:28], header[92:96]) && fi.Size() < pages*page {
 		return nil, fmt.Errorf("%s: %d bytes, the header says %d pages of %d", path, fi.Size(), pages, page)
 	}
