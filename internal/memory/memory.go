@@ -216,7 +216,11 @@ func (s *Service) Search(ctx context.Context, scope auth.Scope, query string, k 
 		if err != nil {
 			return nil, fmt.Errorf("lexical search: %w", err)
 		}
-		lists = append(lists, hitIDs(hits))
+		if mode == Lexical {
+			lists = append(lists, lexicalOnlyIDs(hits))
+		} else {
+			lists = append(lists, hitIDs(hits))
+		}
 	}
 	if mode != Lexical {
 		ids, err := s.vectorSearch(ctx, scope, query, depth)
@@ -410,7 +414,7 @@ func checkQuery(query string, k int) (int, error) {
 }
 
 // minLexicalScore drops full-text hits that matched only terms found in
-// most of the tenant's texts (BM25 weighs such a term near zero). Their
+// most of the tenant's texts (BM25 weighs such a term near zero): their
 // order is arbitrary, and fusing an arbitrary list only adds noise.
 const minLexicalScore = 0.3
 
@@ -420,6 +424,21 @@ func hitIDs(hits []store.Hit) []int64 {
 		if h.Score >= minLexicalScore {
 			ids = append(ids, h.ID)
 		}
+	}
+	return ids
+}
+
+// lexicalOnlyIDs is hitIDs for a lexical search, which has no other list:
+// when no hit clears minLexicalScore they are all kept, since in a knowledge
+// base of one or two documents every term is in "most" of them and finding
+// nothing there would be wrong.
+func lexicalOnlyIDs(hits []store.Hit) []int64 {
+	if ids := hitIDs(hits); len(ids) > 0 {
+		return ids
+	}
+	ids := make([]int64, len(hits))
+	for i, h := range hits {
+		ids[i] = h.ID
 	}
 	return ids
 }

@@ -219,3 +219,20 @@ func TestOwnHoneyRecordNeverFound(t *testing.T) {
 		t.Errorf("kb_search handed the model the honey record: %q", got)
 	}
 }
+
+// TestOnlyDocumentFound stores one document: every search mode finds it,
+// although its terms are in half of the tenant's texts (it and the honey
+// record), which BM25 weighs at zero.
+func TestOnlyDocumentFound(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "acme"})
+	_, key := env.newKey(t, "acme")
+	if r := env.do(t, "POST", "/v1/documents", key, map[string]any{"text": "Refunds are issued within five business days."}, nil); r.status != http.StatusCreated {
+		t.Fatalf("ingest: %v", r)
+	}
+	for _, mode := range []string{"lexical", "vector", "hybrid"} {
+		if r := env.do(t, "POST", "/v1/search", key, map[string]any{"query": "refunds", "mode": mode}, nil); !strings.Contains(string(r.body), "Refunds are issued") {
+			t.Errorf("search mode %s: %v, want the only document", mode, r)
+		}
+	}
+}
