@@ -141,6 +141,23 @@ func CheckType(typ string) error {
 	return nil
 }
 
+// Check returns recs as Link would make them, before the store knows where
+// they go: a zero Time becomes now, and each must link (see Link). Stores call
+// it before they take their write lock, so a bad record costs no lock.
+func Check(recs []store.AuditRecord, now time.Time) ([]store.AuditRecord, error) {
+	checked := make([]store.AuditRecord, len(recs))
+	for i, r := range recs {
+		if r.Time.IsZero() {
+			r.Time = now
+		}
+		var err error
+		if checked[i], err = Link(Head{}, r); err != nil {
+			return nil, fmt.Errorf("record %d: %w", i, err)
+		}
+	}
+	return checked, nil
+}
+
 // Link returns r as the record that follows head in a chain (the zero Head
 // for the first record): with Seq head.Seq+1, Prev head.Hash, Time in UTC,
 // Data canonical (see Hash) and Hash set. Stores call it to append, so every

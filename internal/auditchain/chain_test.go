@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -306,5 +307,16 @@ func TestCanonicalData(t *testing.T) {
 		if string(r.Data) != string(want) {
 			t.Errorf("%q: got %s, want %s", data, r.Data, want)
 		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	got, err := auditchain.Check([]store.AuditRecord{{Type: "a.b", Data: json.RawMessage(`{}`)}}, now)
+	if err != nil || len(got) != 1 || !got[0].Time.Equal(now) || got[0].Hash == "" {
+		t.Fatalf("Check of a good record: %+v, %v; want it timed now and hashed", got, err)
+	}
+	if _, err := auditchain.Check([]store.AuditRecord{{Type: "a.b", Data: json.RawMessage(`{}`)}, {Type: "Bad Type"}}, now); err == nil || !strings.Contains(err.Error(), "record 1") {
+		t.Fatalf("Check of a bad second record: %v; want an error naming record 1", err)
 	}
 }

@@ -7,9 +7,20 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
+
+// CheckSecret refuses a call on a secret without an authenticated scope
+// (ErrNoScope) or with a malformed name (an error wrapping kind.Invalid).
+func CheckSecret(scope auth.Scope, name tenant.SecretName) error {
+	if !scope.Valid() {
+		return ErrNoScope
+	}
+	_, err := tenant.ParseSecretName(string(name))
+	return err
+}
 
 // CheckDocument refuses, with an error wrapping kind.Invalid, a document to
 // put whose id (when set), hash or metadata is malformed: the id must pass

@@ -28,18 +28,11 @@ func (db *DB) AppendAudit(ctx context.Context, scope auth.Scope, recs []store.Au
 	if !scope.Valid() {
 		return fmt.Errorf("append audit: %w", store.ErrNoScope)
 	}
-	now := time.Now().UTC()
-	checked := make([]store.AuditRecord, len(recs))
-	for i, r := range recs {
-		if r.Time.IsZero() {
-			r.Time = now
-		}
-		var err error
-		if checked[i], err = auditchain.Link(auditchain.Head{}, r); err != nil {
-			return fmt.Errorf("append audit: record %d: %w", i, err)
-		}
+	checked, err := auditchain.Check(recs, time.Now().UTC())
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
 	}
-	err := db.run(ctx, scope, writeTx, func(ctx context.Context, tx tenantTx) error {
+	err = db.run(ctx, scope, writeTx, func(ctx context.Context, tx tenantTx) error {
 		if len(checked) == 0 {
 			return nil
 		}

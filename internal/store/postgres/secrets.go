@@ -19,7 +19,7 @@ import (
 // Secrets are read from the database on every call, not cached: another
 // replica may have changed them.
 func (db *DB) PutSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName, value []byte) error {
-	if err := checkSecret(scope, name); err != nil {
+	if err := store.CheckSecret(scope, name); err != nil {
 		return fmt.Errorf("put secret: %w", err)
 	}
 	err := db.run(ctx, scope, writeTx, func(ctx context.Context, tx tenantTx) error {
@@ -38,7 +38,7 @@ func (db *DB) PutSecret(ctx context.Context, scope auth.Scope, name tenant.Secre
 // DeleteSecret removes scope's tenant's secret name. A name the tenant does not
 // have is an error wrapping store.ErrNotFound.
 func (db *DB) DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error {
-	if err := checkSecret(scope, name); err != nil {
+	if err := store.CheckSecret(scope, name); err != nil {
 		return fmt.Errorf("delete secret: %w", err)
 	}
 	err := db.run(ctx, scope, writeTx, func(ctx context.Context, tx tenantTx) error {
@@ -92,13 +92,4 @@ func (db *DB) Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, er
 		secrets = []store.Secret{}
 	}
 	return secrets, nil
-}
-
-// checkSecret refuses a call without an authenticated scope or a valid name.
-func checkSecret(scope auth.Scope, name tenant.SecretName) error {
-	if !scope.Valid() {
-		return store.ErrNoScope
-	}
-	_, err := tenant.ParseSecretName(string(name))
-	return err
 }

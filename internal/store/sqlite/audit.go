@@ -44,17 +44,10 @@ func (db *DB) AppendAudit(ctx context.Context, scope auth.Scope, recs []store.Au
 	if !scope.Valid() {
 		return fmt.Errorf("append audit: %w", store.ErrNoScope)
 	}
-	// Check and canonicalize before queueing for the write lock.
-	now := time.Now().UTC()
-	checked := make([]store.AuditRecord, len(recs))
-	for i, r := range recs {
-		if r.Time.IsZero() {
-			r.Time = now
-		}
-		var err error
-		if checked[i], err = auditchain.Link(auditchain.Head{}, r); err != nil {
-			return fmt.Errorf("append audit: record %d: %w", i, err)
-		}
+	// Checked and canonicalised before queueing for the write lock.
+	checked, err := auditchain.Check(recs, time.Now().UTC())
+	if err != nil {
+		return fmt.Errorf("append audit: %w", err)
 	}
 	h, _, err := db.acquire(ctx, scope)
 	if err != nil {

@@ -20,7 +20,7 @@ import (
 // the name had. Secrets belong to the tenant, not to an end user. The value is
 // encrypted with the tenant's key, bound to name.
 func (db *DB) PutSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName, value []byte) error {
-	if err := checkSecret(scope, name); err != nil {
+	if err := store.CheckSecret(scope, name); err != nil {
 		return fmt.Errorf("put secret: %w", err)
 	}
 	h, c, err := db.acquire(ctx, scope)
@@ -46,7 +46,7 @@ func (db *DB) PutSecret(ctx context.Context, scope auth.Scope, name tenant.Secre
 // DeleteSecret removes scope's tenant's secret name. A name the tenant does not
 // have is an error wrapping store.ErrNotFound.
 func (db *DB) DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error {
-	if err := checkSecret(scope, name); err != nil {
+	if err := store.CheckSecret(scope, name); err != nil {
 		return fmt.Errorf("delete secret: %w", err)
 	}
 	h, _, err := db.acquire(ctx, scope)
@@ -116,17 +116,6 @@ func readSecrets(ctx context.Context, tdb *tenantDB, c *keyring.Cipher) ([]store
 		return nil, fmt.Errorf("read secrets: %w", err)
 	}
 	return secrets, nil
-}
-
-// checkSecret refuses a call without an authenticated scope or a valid name.
-func checkSecret(scope auth.Scope, name tenant.SecretName) error {
-	if !scope.Valid() {
-		return store.ErrNoScope
-	}
-	if _, err := tenant.ParseSecretName(string(name)); err != nil {
-		return err
-	}
-	return nil
 }
 
 // secretCache holds one tenant's decrypted secrets. An entry is valid only
