@@ -80,6 +80,29 @@ func tryCall(url, method, token string, body any) (int, []byte, error) {
 	return resp.StatusCode, out, err
 }
 
+// writers runs step(w, n) for n = 0, 1, … in each of n writers w until stop
+// is closed or step returns false (the server went away).
+func writers(count int, stop <-chan struct{}, step func(w, n int) bool) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for w := range count {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; ; n++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if !step(w, n) {
+					return
+				}
+			}
+		}()
+	}
+	return &wg
+}
+
 // acked is a change the server acknowledged: its audit record type and the
 // value that identifies it in the record's data.
 type acked struct{ typ, field, value string }
@@ -102,47 +125,36 @@ func TestKillDuringChangesLosesNoAuditRecord(t *testing.T) {
 		return tryCall(base+path, method, admin, body)
 	}
 
-	var wg sync.WaitGroup
 	stop := make(chan struct{})
-	for w := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				name := fmt.Sprintf("s_%d_%d", w, n)
-				status, _, err := send("PUT", "/admin/v1/tenants/acme/secrets/"+name, map[string]string{"value": "v-" + name})
+	wg := writers(3, stop, func(w, n int) bool {
+		name := fmt.Sprintf("s_%d_%d", w, n)
+		status, _, err := send("PUT", "/admin/v1/tenants/acme/secrets/"+name, map[string]string{"value": "v-" + name})
+		if err != nil {
+			return false // the server is gone
+		}
+		if status == http.StatusNoContent {
+			ack(acked{"secret.set", "secret", name})
+		}
+		status, b, err := send("POST", "/admin/v1/tenants/acme/keys", nil)
+		if err != nil {
+			return false
+		}
+		if status == http.StatusCreated {
+			var k struct{ ID string }
+			json.Unmarshal(b, &k)
+			ack(acked{"key.create", "key_id", k.ID})
+			if n%2 == 0 {
+				status, _, err := send("DELETE", "/admin/v1/tenants/acme/keys/"+k.ID, nil)
 				if err != nil {
-					return // the server is gone
+					return false
 				}
 				if status == http.StatusNoContent {
-					ack(acked{"secret.set", "secret", name})
-				}
-				status, b, err := send("POST", "/admin/v1/tenants/acme/keys", nil)
-				if err != nil {
-					return
-				}
-				if status == http.StatusCreated {
-					var k struct{ ID string }
-					json.Unmarshal(b, &k)
-					ack(acked{"key.create", "key_id", k.ID})
-					if n%2 == 0 {
-						status, _, err := send("DELETE", "/admin/v1/tenants/acme/keys/"+k.ID, nil)
-						if err != nil {
-							return
-						}
-						if status == http.StatusNoContent {
-							ack(acked{"key.revoke", "key_id", k.ID})
-						}
-					}
+					ack(acked{"key.revoke", "key_id", k.ID})
 				}
 			}
-		}()
-	}
+		}
+		return true
+	})
 	time.Sleep(1500 * time.Millisecond)
 	if err := proc.Kill(); err != nil {
 		t.Fatalf("killing the server: %v", err)

@@ -112,47 +112,36 @@ func TestDiskFailureLosesNoAcknowledgedWrite(t *testing.T) {
 	send := func(method, path, token string, body any) (int, []byte, error) {
 		return tryCall(base+path, method, token, body)
 	}
-	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	var failures int
-	for w := range 3 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for n := 0; ; n++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				status, b, err := send("POST", "/v1/documents", key, map[string]any{"text": fmt.Sprintf("Note %d of writer %d: the quarterly figures are in.", n, w)})
-				if err != nil {
-					return
-				}
-				if status == http.StatusCreated {
-					var d struct{ ID string }
-					json.Unmarshal(b, &d)
-					mu.Lock()
-					docs = append(docs, acked{d.ID, time.Now()})
-					mu.Unlock()
-				} else {
-					mu.Lock()
-					failures++
-					mu.Unlock()
-				}
-				name := fmt.Sprintf("s_%d_%d", w, n)
-				status, _, err = send("PUT", "/admin/v1/tenants/acme/secrets/"+name, admin, map[string]string{"value": "value-" + name})
-				if err != nil {
-					return
-				}
-				if status == http.StatusNoContent {
-					mu.Lock()
-					secrets = append(secrets, acked{name, time.Now()})
-					mu.Unlock()
-				}
-			}
-		}()
-	}
+	wg := writers(3, stop, func(w, n int) bool {
+		status, b, err := send("POST", "/v1/documents", key, map[string]any{"text": fmt.Sprintf("Note %d of writer %d: the quarterly figures are in.", n, w)})
+		if err != nil {
+			return false
+		}
+		if status == http.StatusCreated {
+			var d struct{ ID string }
+			json.Unmarshal(b, &d)
+			mu.Lock()
+			docs = append(docs, acked{d.ID, time.Now()})
+			mu.Unlock()
+		} else {
+			mu.Lock()
+			failures++
+			mu.Unlock()
+		}
+		name := fmt.Sprintf("s_%d_%d", w, n)
+		status, _, err = send("PUT", "/admin/v1/tenants/acme/secrets/"+name, admin, map[string]string{"value": "value-" + name})
+		if err != nil {
+			return false
+		}
+		if status == http.StatusNoContent {
+			mu.Lock()
+			secrets = append(secrets, acked{name, time.Now()})
+			mu.Unlock()
+		}
+		return true
+	})
 	time.Sleep(time.Second)
 	dying := time.Now()
 	disk.fail(t)
