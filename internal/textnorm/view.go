@@ -1,6 +1,7 @@
 package textnorm
 
 import (
+	"bytes"
 	"html"
 	"strings"
 	"unicode/utf16"
@@ -445,12 +446,12 @@ func markup(s []byte, final bool) (rune, int, bool) {
 // markupEnd returns the length of the tag or comment that s begins, 0 if it
 // begins none, or -1 if more bytes could make it begin one.
 func markupEnd(s []byte) int {
-	const open, closing = "<!--", "-->"
-	if len(s) < len(open) && strings.HasPrefix(open, string(s)) {
+	open, closing := []byte("<!--"), []byte("-->")
+	if len(s) < len(open) && bytes.HasPrefix(open, s) {
 		return -1
 	}
-	if strings.HasPrefix(string(s), open) {
-		if i := strings.Index(string(s[len(open):]), closing); i >= 0 {
+	if bytes.HasPrefix(s, open) {
+		if i := bytes.Index(s[len(open):], closing); i >= 0 {
 			return len(open) + i + len(closing)
 		}
 		return -1
