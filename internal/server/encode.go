@@ -8,7 +8,7 @@ import (
 	"io"
 	"net/http"
 
-	"github.com/go-json-experiment/json/jsontext"
+	jsonv2 "github.com/go-json-experiment/json"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 )
@@ -25,9 +25,10 @@ func encode(w http.ResponseWriter, status int, v any) {
 // rejects unknown fields (admin API); the OpenAI-compatible API accepts them,
 // as OpenAI's own clients send fields this server does not use.
 //
-// The body must be I-JSON (RFC 7493): unique member names and valid UTF-8.
-// encoding/json alone would keep the last of two "id"s and replace invalid
-// bytes, so what was stored and checked would not be what was sent.
+// The body must be I-JSON (RFC 7493): unique member names and valid UTF-8,
+// and member names must equal the fields' exactly. encoding/json alone would
+// keep the last of two "id"s, fold "ID" onto "id" and replace invalid bytes,
+// so what was stored and checked would not be what was sent.
 func decode[T any](w http.ResponseWriter, r *http.Request, limit int64, strict bool) (T, error) {
 	var v T
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
@@ -41,18 +42,10 @@ func decode[T any](w http.ResponseWriter, r *http.Request, limit int64, strict b
 	if len(bytes.TrimSpace(body)) == 0 {
 		return v, fmt.Errorf("%w: request body is empty", kind.Invalid)
 	}
-	check := jsontext.NewDecoder(bytes.NewReader(body))
-	if _, err := check.ReadValue(); err != nil {
-		return v, fmt.Errorf("%w: malformed JSON body: %v", kind.Invalid, err)
-	}
-	if _, err := check.ReadToken(); !errors.Is(err, io.EOF) {
-		return v, fmt.Errorf("%w: request body holds more than one JSON value", kind.Invalid)
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if strict {
-		dec.DisallowUnknownFields()
-	}
-	if err := dec.Decode(&v); err != nil {
+	// The v2 decoder checks all of it: one value, unique member names,
+	// valid UTF-8, and names matched to fields exactly. encoding/json folds
+	// case, so {"id":"a","ID":"b"} would set the id to b.
+	if err := jsonv2.Unmarshal(body, &v, jsonv2.RejectUnknownMembers(strict)); err != nil {
 		return v, fmt.Errorf("%w: malformed JSON body: %v", kind.Invalid, err)
 	}
 	return v, nil

@@ -52,6 +52,8 @@ func TestDecode(t *testing.T) {
 		{"duplicate key", `{"b":"x","b":"y"}`, false, body{}, kind.Invalid},
 		{"duplicate key, escaped", `{"b":"x","\u0062":"y"}`, false, body{}, kind.Invalid},
 		{"duplicate unknown key", `{"c":1,"c":2}`, false, body{}, kind.Invalid},
+		{"key in another case is not the field, strict", `{"B":"x"}`, true, body{}, kind.Invalid},
+		{"key in another case is not the field, lenient", `{"b":"x","B":"y"}`, false, body{B: "x"}, nil},
 		{"invalid UTF-8", "{\"b\":\"\xff\"}", false, body{}, kind.Invalid},
 		{"lone surrogate escape", `{"b":"\ud800"}`, false, body{}, kind.Invalid},
 		{"over the limit", `{"b":"` + strings.Repeat("x", limit) + `"}`, false, body{}, errTooLarge},
