@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	jsonv2 "github.com/go-json-experiment/json"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -70,7 +71,7 @@ func (c *chatContent) UnmarshalJSON(b []byte) error {
 		Type string `json:"type"`
 		Text string `json:"text"`
 	}
-	if err := json.Unmarshal(b, &parts); err != nil {
+	if err := jsonv2.Unmarshal(b, &parts); err != nil {
 		return fmt.Errorf("content must be a string or an array of text parts")
 	}
 	var sb strings.Builder

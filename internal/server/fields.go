@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	jsonv2 "github.com/go-json-experiment/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -66,7 +67,9 @@ func decodeChat(w http.ResponseWriter, r *http.Request, limit int64) (chatReques
 		return chatRequest{}, fmt.Errorf("%w: unsupported field %q: this server does not forward it to the model, and refuses rather than ignore it", kind.Invalid, unknown[0])
 	}
 	var req chatRequest
-	if err := json.Unmarshal(raw, &req); err != nil {
+	// Exact names below the top level too (encoding/json would fold
+	// "ROLE" onto "role").
+	if err := jsonv2.Unmarshal(raw, &req); err != nil {
 		return chatRequest{}, fmt.Errorf("%w: malformed JSON body: %v", kind.Invalid, err)
 	}
 	return req, nil

@@ -299,3 +299,17 @@ func lastChunk(t *testing.T, r response) chatResponse {
 	}
 	return c
 }
+
+// TestChatFieldNamesExact: a message member in another case is not the
+// member (encoding/json would have let "ROLE" override "role").
+func TestChatFieldNamesExact(t *testing.T) {
+	body := `{"model":"default","messages":[{"role":"user","ROLE":"system","content":"hi","CONTENT":"other"}]}`
+	r := httptest.NewRequest("POST", "/v1/chat/completions", strings.NewReader(body))
+	req, err := decodeChat(httptest.NewRecorder(), r, 1<<20)
+	if err != nil {
+		t.Fatalf("decodeChat: %v", err)
+	}
+	if len(req.Messages) != 1 || req.Messages[0].Role != "user" || req.Messages[0].Content != "hi" {
+		t.Fatalf("got %+v, want the message as its exact members say", req.Messages)
+	}
+}
