@@ -73,10 +73,12 @@ type Profile struct {
 	Canary       string
 }
 
-// OutputGuard checks everything that leaves: answers and tool arguments.
+// OutputGuard checks everything that leaves: answers and tool arguments,
+// knowing what the turn's own inputs carry (see inputs.go).
 type OutputGuard interface {
-	Check(id tenant.ID, text string, allowHosts []string) guard.Verdict
-	Stream(id tenant.ID, allowHosts []string) *guard.Stream
+	Inputs(id tenant.ID, base *guard.Inputs, texts ...string) *guard.Inputs
+	CheckFrom(id tenant.ID, text string, allowHosts []string, in *guard.Inputs) guard.Verdict
+	StreamFrom(id tenant.ID, allowHosts []string, in *guard.Inputs) *guard.Stream
 }
 
 // withheld replaces an answer the guard blocked.
@@ -188,12 +190,14 @@ var (
 
 type noGuard struct{}
 
-func (noGuard) Check(_ tenant.ID, text string, _ []string) guard.Verdict {
+func (noGuard) Inputs(tenant.ID, *guard.Inputs, ...string) *guard.Inputs { return nil }
+
+func (noGuard) CheckFrom(_ tenant.ID, text string, _ []string, _ *guard.Inputs) guard.Verdict {
 	return guard.Verdict{Text: text}
 }
 
-// Stream is never called: the agent does not stream through NoGuard.
-func (noGuard) Stream(tenant.ID, []string) *guard.Stream { return nil }
+// StreamFrom is never called: the agent does not stream through NoGuard.
+func (noGuard) StreamFrom(tenant.ID, []string, *guard.Inputs) *guard.Stream { return nil }
 
 type noQuota struct{}
 
@@ -306,6 +310,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if system := plantCanary(profile.SystemPrompt, profile.Canary); system != "" {
 		msgs = append(msgs, llm.Message{Role: "system", Content: system})
 	}
+	historyFrom := len(msgs)
 	if turn.Session != "" {
 		stored, err := a.History.Messages(ctx, scope, turn.Session, a.HistoryMessages)
 		if err != nil {
@@ -324,13 +329,15 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	for i := range msgs {
 		msgs[i].Content = red.String(msgs[i].Content)
 	}
+	in := a.Guard.Inputs(scope.Tenant(), nil, a.turnInputs(msgs[historyFrom:newFrom], msgs[newFrom:])...)
+	box.inputs = in
 
 	cached, cacheFor, err := a.cached(ctx, scope, profile, turn, msgs, box)
 	if err != nil {
 		return Result{}, err
 	}
 	if cached != nil {
-		a.guardAnswer(ctx, scope, profile, &cached.Message, &cached.FinishReason)
+		a.guardAnswer(ctx, scope, profile, in, &cached.Message, &cached.FinishReason)
 		if turn.OnDelta != nil && turn.OnStart != nil {
 			turn.OnStart(true)
 		}
@@ -347,7 +354,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	steps := 0
 	for step := 1; ; step++ {
 		steps = step
-		deltas, flushGuard := a.guardStream(ctx, scope, profile, turn.OnDelta)
+		deltas, flushGuard := a.guardStream(ctx, scope, profile, in, turn.OnDelta)
 		resp, err = a.chat(ctx, route, llm.Request{
 			Model:          route.Model,
 			Messages:       msgs,
@@ -387,7 +394,12 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			break
 		}
 		msgs = append(msgs, resp.Message)
-		msgs = append(msgs, box.run(ctx, resp.Message.ToolCalls)...)
+		results := box.run(ctx, resp.Message.ToolCalls)
+		msgs = append(msgs, results...)
+		if more := a.toolInputs(results); len(more) > 0 {
+			in = a.Guard.Inputs(scope.Tenant(), in, more...)
+			box.inputs = in
+		}
 		// A tenant deleted or suspended, or a key revoked, cancels ctx:
 		// the loop stops here rather than asking the model again.
 		if ctx.Err() != nil {
@@ -395,7 +407,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 	}
 	resp.Usage = usage
-	a.guardAnswer(ctx, scope, profile, &resp.Message, &resp.FinishReason)
+	a.guardAnswer(ctx, scope, profile, in, &resp.Message, &resp.FinishReason)
 	if cacheFor.ok && !turn.NoCacheWrite && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
 		v := cache.Value{Content: resp.Message.Content, FinishReason: resp.FinishReason, Usage: resp.Usage,
 			Model: resp.Model, SystemFingerprint: resp.SystemFingerprint}
@@ -435,15 +447,20 @@ var errBlocked = errors.New("answer blocked by the output guard")
 // guard blocks, the stream stops with errBlocked; what was already sent had
 // passed the guard. The owners of what was caught hear of it (recordLeaks).
 // flush emits what the guard held back at the end of the model's answer.
-func (a *Agent) guardStream(ctx context.Context, scope auth.Scope, profile Profile, onDelta func(string) error) (deltas func(string) error, flush func() error) {
+func (a *Agent) guardStream(ctx context.Context, scope auth.Scope, profile Profile, in *guard.Inputs, onDelta func(string) error) (deltas func(string) error, flush func() error) {
 	if _, off := a.Guard.(noGuard); off || onDelta == nil {
 		return onDelta, func() error { return nil }
 	}
-	gs := a.Guard.Stream(scope.Tenant(), profile.AllowedHosts)
+	gs := a.Guard.StreamFrom(scope.Tenant(), profile.AllowedHosts, in)
+	carried := 0
 	emit := func(out string, v guard.Verdict) error {
 		if v.Blocked {
 			a.recordLeaks(ctx, scope, v, true)
 			return errBlocked
+		}
+		if len(v.Carried) > carried {
+			carried = len(v.Carried)
+			a.logCarried(ctx, scope, v)
 		}
 		if out == "" {
 			return nil
@@ -455,11 +472,12 @@ func (a *Agent) guardStream(ctx context.Context, scope auth.Scope, profile Profi
 }
 
 // guardAnswer checks a final answer, replacing it if the guard blocks it.
-func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profile, m *llm.Message, finish *string) {
+func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profile, in *guard.Inputs, m *llm.Message, finish *string) {
 	if m.Content == "" || m.Content == withheld {
 		return
 	}
-	v := a.Guard.Check(scope.Tenant(), m.Content, profile.AllowedHosts)
+	v := a.Guard.CheckFrom(scope.Tenant(), m.Content, profile.AllowedHosts, in)
+	a.logCarried(ctx, scope, v)
 	if v.Blocked {
 		a.Logger.WarnContext(ctx, "answer blocked", "tenant", scope.Tenant(), "reasons", v.Reasons)
 		a.audit(ctx, scope, "guard.block", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
@@ -471,6 +489,17 @@ func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profi
 		a.audit(ctx, scope, "guard.rewrite", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
 	}
 	m.Content = v.Text
+}
+
+// logCarried tells the operator, and only the operator, of other tenants'
+// canaries and secrets that passed because the turn's own inputs carried
+// them (see inputs.go): the owner's log must not hear of it, or a tenant
+// that planted its canary where another's model reads would learn each time
+// it was quoted; the receiver's, because nothing it sees may depend on them.
+func (a *Agent) logCarried(ctx context.Context, scope auth.Scope, v guard.Verdict) {
+	for _, l := range v.Carried {
+		a.Logger.InfoContext(ctx, "another tenant's data passed: the request's own inputs carried it", "tenant", scope.Tenant(), "owner", l.Owner, "kind", string(l.Kind))
+	}
 }
 
 // recordLeaks tells each tenant whose canary or secret the guard caught

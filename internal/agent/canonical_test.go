@@ -33,8 +33,8 @@ type seeingGuard struct {
 	passed map[string]bool
 }
 
-func (g *seeingGuard) Check(id tenant.ID, text string, allowHosts []string) guard.Verdict {
-	v := g.Guard.Check(id, text, allowHosts)
+func (g *seeingGuard) CheckFrom(id tenant.ID, text string, allowHosts []string, in *guard.Inputs) guard.Verdict {
+	v := g.Guard.CheckFrom(id, text, allowHosts, in)
 	if !v.Blocked {
 		g.mu.Lock()
 		g.passed[g.red.String(v.Text)] = true

@@ -53,6 +53,9 @@ type toolbox struct {
 	// allowHosts is the profile's allow-list for links and images, in tool
 	// arguments as in answers.
 	allowHosts []string
+	// inputs is what the turn's own inputs carry so far (see inputs.go),
+	// for the arguments of external tools.
+	inputs *guard.Inputs
 	// authorized, when set (by tests), sees every call's arguments as
 	// policy is asked about them.
 	authorized func(tool string, args tools.Args)
@@ -299,7 +302,7 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.T
 		}
 		// Arguments leave for another system: they must not carry another
 		// tenant's data, nor links the tenant does not allow.
-		v := b.a.Guard.Check(b.scope.Tenant(), out, b.allowHosts)
+		v := b.check(t, out)
 		if v.Blocked {
 			blocked, leaked = v.Reasons, v
 			return "", errArgBlocked
@@ -320,7 +323,7 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.T
 	})
 	if err == nil {
 		views := joinedViews(t, model)
-		if blocked, leaked = b.checkJoined(views.joined(), reasonSplitSecret); blocked == nil {
+		if blocked, leaked = b.checkJoined(t, views.joined(), reasonSplitSecret); blocked == nil {
 			// Every two leaves, keys included, when there are few; else
 			// every two values.
 			paired := views.all
@@ -328,7 +331,7 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.T
 				paired = views.values
 			}
 			if len(paired) > 1 {
-				blocked, leaked = b.checkJoined(pairs(paired), reasonSplitSecret)
+				blocked, leaked = b.checkJoined(t, pairs(paired), reasonSplitSecret)
 			}
 		}
 	}
@@ -347,6 +350,10 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.T
 // tenant's own secret: found only once the pieces are joined (or written
 // as the encoder writes them), so no rewrite of one piece can remove it.
 const (
+	// reasonCarried refuses a builtin call carrying another tenant's canary
+	// or secret that the turn's inputs carried: stored, it would make every
+	// later answer quoting it look like a leak, and be withheld.
+	reasonCarried       = "another tenant's canary or secret, carried by the inputs, may not be stored"
 	reasonSplitSecret   = "tenant secret split over arguments"
 	reasonEncodedSecret = "tenant secret in the encoded arguments"
 )
@@ -363,7 +370,7 @@ const (
 // found.
 func (b *toolbox) checkEncoding(ctx context.Context, log *slog.Logger, t *tools.Tool, args tools.Args) (string, bool) {
 	enc := string(args.JSON)
-	if v := b.a.Guard.Check(b.scope.Tenant(), enc, b.allowHosts); v.Blocked {
+	if v := b.check(t, enc); v.Blocked {
 		return b.refuseBlocked(ctx, log, t.Name, v.Reasons, v), false
 	}
 	own := args.JSON
@@ -404,9 +411,9 @@ func boundSecrets(t *tools.Tool) map[string]bool {
 // verdict, for the owners of what it found. Only a block or a secret
 // counts: a rewrite (a link) computed on joined pieces could not be
 // applied to them, and a link split over fields renders in none of them.
-func (b *toolbox) checkJoined(texts []string, secretReason string) ([]string, guard.Verdict) {
+func (b *toolbox) checkJoined(t *tools.Tool, texts []string, secretReason string) ([]string, guard.Verdict) {
 	for _, text := range texts {
-		if v := b.a.Guard.Check(b.scope.Tenant(), text, b.allowHosts); v.Blocked {
+		if v := b.check(t, text); v.Blocked {
 			return v.Reasons, v
 		}
 		if b.red.String(text) != text {
@@ -414,6 +421,19 @@ func (b *toolbox) checkJoined(texts []string, secretReason string) ([]string, gu
 		}
 	}
 	return nil, guard.Verdict{}
+}
+
+// check passes text, bound for tool t, through the guard, with what the
+// turn's inputs carry. A builtin tool stores or searches the tenant's own
+// data, which must carry no other tenant's canary or secret (see
+// reasonCarried), so there what the inputs carry blocks too; its owner is
+// not told, since no data of its left through the runtime.
+func (b *toolbox) check(t *tools.Tool, text string) guard.Verdict {
+	v := b.a.Guard.CheckFrom(b.scope.Tenant(), text, b.allowHosts, b.inputs)
+	if t.Builtin != "" && !v.Blocked && len(v.Carried) > 0 {
+		return guard.Verdict{Blocked: true, Reasons: []string{reasonCarried}}
+	}
+	return v
 }
 
 // refuseBlocked refuses a call whose arguments carry data that may not

@@ -38,6 +38,7 @@ func validCanary(c string) bool {
 // secrets by their keyed windows. It is immutable.
 type canarySet struct {
 	m       *textnorm.Matcher
+	values  []string      // by value index of m
 	owners  [][]tenant.ID // by value index of m: one tenant, unless reused
 	secrets *secretSet
 	// own is, for each tenant, the beginnings of its own canaries'
@@ -91,6 +92,7 @@ func newCanarySet(byTenant map[tenant.ID][]string, secrets *secretSet, compiled 
 			}
 		}
 	}
+	cs.values = values
 	comp := make([]*textnorm.Compiled, len(values))
 	for i, v := range values {
 		c, ok := compiled[v]
@@ -140,8 +142,12 @@ type canaryStage struct {
 	remove bool
 	r      *reasons
 	leaks  *leaks
-	sc     *textnorm.Scanner
-	hit    []tenant.ID // owners of secrets found by the scanner's Visit
+	// inputs is what of other tenants' the request's own inputs carry
+	// (nil: nothing): found again, it passes and is noted in carried.
+	inputs  *Inputs
+	carried *leaks
+	sc      *textnorm.Scanner
+	hit     []secretRef // secrets found by the scanner's Visit
 	// sent is how many bytes of the scanner's unsettled text were sent
 	// already.
 	sent int
@@ -304,24 +310,28 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 	sent := min(c.sent, len(seg))
 	c.sent -= sent
 	// A foreign canary complete in the held tail blocks at once, and in
-	// the second pass any canary does.
+	// the second pass any canary of the receiver's own does.
 	early := ""
 	for _, m := range c.sc.Pending() {
-		for _, o := range c.set.owners[m.Value] {
-			if o != c.self {
-				early = ReasonForeignCanary
-				c.leaks.add(o, LeakCanary)
-			}
-		}
-		if !c.remove && early == "" {
+		foreign, own := c.classify(m.Value)
+		switch {
+		case foreign:
+			early = ReasonForeignCanary
+		case !c.remove && own && early == "":
 			early = ReasonFormedCanary
 		}
 	}
-	for _, o := range c.hit {
-		c.leaks.add(o, LeakSecret)
+	secret := false
+	for _, h := range c.hit {
+		if c.inputs.carries(h) {
+			c.carried.add(h.owner, LeakSecret)
+			continue
+		}
+		secret = true
+		c.leaks.add(h.owner, LeakSecret)
 	}
 	switch {
-	case len(c.hit) > 0:
+	case secret:
 		return "", ReasonForeignSecret
 	case early != "":
 		return "", early
@@ -331,21 +341,20 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 	blocked := ""
 	for i := 0; i < len(ms); {
 		start, end := ms[i].Start, ms[i].End
-		foreign := false
+		foreign, own := false, false
 		j := i
 		for ; j < len(ms) && (j == i || ms[j].Start < end); j++ {
 			end = max(end, ms[j].End)
-			for _, o := range c.set.owners[ms[j].Value] {
-				if o != c.self {
-					foreign = true
-					c.leaks.add(o, LeakCanary)
-				}
-			}
+			f, o := c.classify(ms[j].Value)
+			foreign, own = foreign || f, own || o
 		}
 		i = j
 		switch {
 		case foreign:
 			blocked = ReasonForeignCanary
+		case !own:
+			// Only canaries the request's own inputs carry: text as any.
+			continue
 		case !c.remove && blocked == "":
 			blocked = ReasonFormedCanary
 		case start < sent && blocked == "":
@@ -372,8 +381,24 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 	return b.String()[sent:], ""
 }
 
-func (c *canaryStage) foreign(m textnorm.Match) bool {
-	return slices.ContainsFunc(c.set.owners[m.Value], func(o tenant.ID) bool { return o != c.self })
+// classify reports whether the canary with value index v is another
+// tenant's that the request's inputs do not carry (recording the leak), and
+// whether it is the receiver's own. Another tenant's that the inputs carry
+// is recorded in carried and is neither.
+func (c *canaryStage) classify(v int) (foreign, own bool) {
+	carried := c.inputs.carriesCanary(c.set.values[v])
+	for _, o := range c.set.owners[v] {
+		switch {
+		case o == c.self:
+			own = true
+		case carried:
+			c.carried.add(o, LeakCanary)
+		default:
+			foreign = true
+			c.leaks.add(o, LeakCanary)
+		}
+	}
+	return foreign, own
 }
 
 // cutRune moves the cut n of s back to the start of a rune, and before a

@@ -6,7 +6,10 @@
 //   - Canaries. Each tenant has unique tokens planted in its system prompts,
 //     stored as honey records and attached to every passage retrieved from
 //     its stored records (package memory). Another tenant's canary anywhere
-//     in the text blocks it; the tenant's own canary is removed (its system
+//     in the text blocks it, unless the request's own inputs carried it
+//     (see Inputs: then it is no leak through the runtime, and blocking
+//     would let its owner plant it to silence the receiver); the
+//     tenant's own canary is removed (its system
 //     prompt leaking to itself is not a cross-tenant leak). Canaries are
 //     matched as a reader or a decoder would recover them (package
 //     textnorm): in look-alike letters, fullwidth, any case, with zero-width
@@ -24,8 +27,9 @@
 //     a text holding a whole one of another tenant's; a stream blocks
 //     before any letter or digit of it is sent (see Streaming). So a quote of public text that a secret begins with
 //     (a PEM or JWT header, a licence) never matches, and a guess confirms
-//     nothing short of the whole value (see secrets.go). The tenant's own
-//     secrets are the redactor's.
+//     nothing short of the whole value (see secrets.go). As for canaries,
+//     one the request's own inputs carried passes (see Inputs). The
+//     tenant's own secrets are the redactor's.
 //   - Fingerprints, which never change what is sent. Text a tenant stores is
 //     cut into shingles of k=8 words (lowercased, punctuation ignored),
 //     hashed with a per-process key and winnowed with a window of w=5
@@ -399,6 +403,12 @@ type Verdict struct {
 	Owners []tenant.ID
 	// Leaks says what of each owner's was found, sorted by owner and kind.
 	Leaks []Leak
+	// Carried says what of other tenants' was found that the request's own
+	// inputs carry (see Inputs), sorted: it passed, and is for the
+	// operator's log only. An owner's log must not hear of it, or a tenant
+	// that planted its canary where another's model reads would learn each
+	// time it was quoted.
+	Carried []Leak
 }
 
 // LeakKind is what of another tenant's was found.
@@ -439,7 +449,14 @@ func (l *leaks) add(owner tenant.ID, kind LeakKind) {
 // rewritten Text, such as a tool call, should refuse when Text differs from
 // the input.
 func (g *Guard) Check(id tenant.ID, text string, allowHosts []string) Verdict {
-	s := g.Stream(id, allowHosts)
+	return g.CheckFrom(id, text, allowHosts, nil)
+}
+
+// CheckFrom is Check for a text that answers a request whose own inputs
+// carry in (see Inputs): what they carry passes, reported in
+// Verdict.Carried.
+func (g *Guard) CheckFrom(id tenant.ID, text string, allowHosts []string, in *Inputs) Verdict {
+	s := g.StreamFrom(id, allowHosts, in)
 	a, v := s.Write(text)
 	if v.Blocked {
 		return v
@@ -474,12 +491,19 @@ type Stream struct {
 	stages  []stage
 	reasons reasons
 	leaks   leaks
+	carried leaks
 	blocked bool
 	flushed bool
 }
 
 // Stream returns a checker for an answer streamed to tenant id.
 func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
+	return g.StreamFrom(id, allowHosts, nil)
+}
+
+// StreamFrom is Stream for an answer to a request whose own inputs carry in
+// (see Inputs, CheckFrom).
+func (g *Guard) StreamFrom(id tenant.ID, allowHosts []string, in *Inputs) *Stream {
 	s := &Stream{}
 	switch {
 	case g == nil:
@@ -491,12 +515,12 @@ func (g *Guard) Stream(id tenant.ID, allowHosts []string) *Stream {
 	}
 	cs := g.canarySet()
 	hosts := newHostList(allowHosts)
-	first := &canaryStage{set: cs, self: id, remove: true, r: &s.reasons, leaks: &s.leaks}
+	first := &canaryStage{set: cs, self: id, remove: true, r: &s.reasons, leaks: &s.leaks, inputs: in, carried: &s.carried}
 	links := &linkStage{hosts: hosts, r: &s.reasons, lineStart: true}
 	s.stages = []stage{
 		first,
 		links,
-		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks,
+		&canaryStage{set: cs, self: id, r: &s.reasons, leaks: &s.leaks, inputs: in, carried: &s.carried,
 			seams: func() bool { return first.removed || first.cutAhead || links.pending != "" || links.changed }},
 		&linkStage{hosts: hosts, detect: true, r: &s.reasons, lineStart: true},
 		&fingerprintTap{g: g, self: id},
@@ -545,7 +569,8 @@ func (s *Stream) block(reason string) {
 }
 
 func (s *Stream) verdict(text string) Verdict {
-	v := Verdict{Blocked: s.blocked, Text: text, Reasons: slices.Clone(s.reasons.list), Leaks: slices.Clone(s.leaks.list)}
+	v := Verdict{Blocked: s.blocked, Text: text, Reasons: slices.Clone(s.reasons.list), Leaks: slices.Clone(s.leaks.list),
+		Carried: slices.Clone(s.carried.list)}
 	for _, l := range v.Leaks {
 		if len(v.Owners) == 0 || v.Owners[len(v.Owners)-1] != l.Owner {
 			v.Owners = append(v.Owners, l.Owner)

@@ -331,7 +331,7 @@ func (k *secretKeys) tiles(v []byte) []secretTile {
 // secretSet is every tenant's windows, indexed. It is immutable.
 type secretSet struct {
 	keys   *secretKeys
-	owners map[[16]byte][]tenant.ID
+	owners map[[16]byte][]secretRef
 	filter []uint64
 	lens   []int       // the windows' lengths
 	tops   []uint64    // base^(n-1) for each of lens
@@ -351,7 +351,7 @@ type windowStart struct {
 }
 
 func newSecretSet(keys *secretKeys, byTenant map[tenant.ID]map[string][]secretTile) *secretSet {
-	ss := &secretSet{keys: keys, owners: map[[16]byte][]tenant.ID{}}
+	ss := &secretSet{keys: keys, owners: map[[16]byte][]secretRef{}}
 	var total int
 	for _, byName := range byTenant {
 		for _, ts := range byName {
@@ -367,10 +367,11 @@ func newSecretSet(keys *secretKeys, byTenant map[tenant.ID]map[string][]secretTi
 	ss.starts = map[[16]byte][]windowStart{}
 	for id, byName := range byTenant {
 		ss.ids = append(ss.ids, id)
-		for _, ts := range byName {
+		for name, ts := range byName {
+			ref := secretRef{owner: id, name: name}
 			for _, t := range ts {
-				if !slices.Contains(ss.owners[t.mac], id) {
-					ss.owners[t.mac] = append(ss.owners[t.mac], id)
+				if !slices.Contains(ss.owners[t.mac], ref) {
+					ss.owners[t.mac] = append(ss.owners[t.mac], ref)
 				}
 				b := t.roll >> (filterKeep - lg)
 				ss.filter[b>>6] |= 1 << (b & 63)
@@ -409,11 +410,18 @@ func (ss *secretSet) others(self tenant.ID) bool {
 	return ss != nil && slices.ContainsFunc(ss.ids, func(id tenant.ID) bool { return id != self })
 }
 
-// find appends to hit the owners other than self of the windows of the
+// secretRef names one tenant's secret: what a request's inputs may carry
+// (see Inputs).
+type secretRef struct {
+	owner tenant.ID
+	name  string
+}
+
+// find appends to hit the secrets of owners other than self among the windows of the
 // squeezed view buf that end at positions [from, to): the Scanner's Visit
 // gives each byte once, as it arrives, so each window is looked at once,
 // as soon as it is whole.
-func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []tenant.ID) []tenant.ID {
+func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []secretRef) []secretRef {
 	k := ss.keys
 	lg := uint(bits.Len(uint(len(ss.filter)*64)) - 1)
 	var h hash.Hash
@@ -431,9 +439,9 @@ func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []tenant
 				if h == nil {
 					h = hmac.New(sha256.New, k.mac)
 				}
-				for _, o := range ss.owners[k.sum(h, buf[i:i+n])] {
-					if o != self && !slices.Contains(hit, o) {
-						hit = append(hit, o)
+				for _, r := range ss.owners[k.sum(h, buf[i:i+n])] {
+					if r.owner != self && !slices.Contains(hit, r) {
+						hit = append(hit, r)
 					}
 				}
 			}

@@ -16,7 +16,13 @@ import (
 // followed by one line per tool message after the last assistant message,
 // "<tool_call_id>: <content>", joined by "\n"; finish reason "stop".
 //
-// Otherwise it reads the last message with role "user" (empty if none):
+// Otherwise it reads the last message with role "user" (empty if none).
+// If that message starts with "/unshift ", the rest, with every ASCII letter
+// and digit moved one back (b→a, a→z, B→A, 1→0, 0→9) and every other
+// non-ASCII rune one code point back (see Shift), is read
+// instead: a model decodes ciphers no filter of its input reads, and tests
+// use this to make it say what its input does not carry, as a model that
+// learned it elsewhere (a shared cache or provider) would. Then:
 //
 //   - Every line of the form "/call NAME {json args}" (surrounding spaces
 //     ignored; args optional, default "{}", passed on verbatim and not
@@ -76,6 +82,9 @@ func (*Scripted) Chat(ctx context.Context, req Request, onDelta func(content str
 		resp.Message.Content = toolResults(msgs)
 	default:
 		last, earlier := userMessages(msgs)
+		if rest, ok := strings.CutPrefix(last, "/unshift "); ok {
+			last = shift(rest, -1)
+		}
 		if calls := parseCalls(last); len(calls) > 0 {
 			resp.Message.ToolCalls = calls
 			resp.FinishReason = "tool_calls"
@@ -111,6 +120,29 @@ func (*Scripted) Chat(ctx context.Context, req Request, onDelta func(content str
 		return Response{}, err
 	}
 	return resp, nil
+}
+
+// Shift returns s with every ASCII letter and digit moved one forward (a→b,
+// z→a, 9→0) and every non-ASCII rune one code point forward, so that no
+// look-alike of a letter survives as itself: what "/unshift " undoes. It
+// is meant for text whose non-ASCII runes are letters, marks and spaces
+// (shifted, they stay valid runes).
+func Shift(s string) string { return shift(s, 1) }
+
+func shift(s string, by int) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case 'a' <= r && r <= 'z':
+			return 'a' + rune((int(r-'a')+26+by)%26)
+		case 'A' <= r && r <= 'Z':
+			return 'A' + rune((int(r-'A')+26+by)%26)
+		case '0' <= r && r <= '9':
+			return '0' + rune((int(r-'0')+10+by)%10)
+		case r >= 0x80:
+			return r + rune(by)
+		}
+		return r
+	}, s)
 }
 
 // toolResults lists the tool messages after the last assistant message.

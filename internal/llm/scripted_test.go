@@ -56,6 +56,18 @@ func TestScripted(t *testing.T) {
 			finish: "tool_calls",
 		},
 		{
+			name:   "unshift says what its input does not carry",
+			req:    Request{Messages: []Message{{Role: "user", Content: "/unshift " + Shift("/say Zed-09 zA. ｂｋｃ \u200b é")}}},
+			want:   "Zed-09 zA. ｂｋｃ \u200b é",
+			finish: "stop",
+		},
+		{
+			name:      "unshift of a tool call",
+			req:       Request{Messages: []Message{{Role: "user", Content: "/unshift /dbmm dsn {\"b\":\"z\"}"}}},
+			wantCalls: []ToolCall{{ID: "call_1", Type: "function", Function: FunctionCall{Name: "crm", Arguments: `{"a":"y"}`}}},
+			finish:    "tool_calls",
+		},
+		{
 			name: "tool calls take precedence over echo and say",
 			req:  Request{Messages: []Message{{Role: "user", Content: "/say x\n/echo\n/call a"}}},
 			wantCalls: []ToolCall{

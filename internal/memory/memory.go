@@ -61,11 +61,36 @@ type Deps struct {
 	// Fingerprints learns every text a tenant stores, so the output guard
 	// can recognize it in another tenant's answer; nil learns nothing.
 	Fingerprints Fingerprints
+	// Screen refuses text that carries another tenant's canary or secret;
+	// nil refuses none.
+	Screen Screen
 	// Canary returns the tenant's canary (registered with the output guard),
 	// which kb_search and memory_search attach to every passage they hand the
 	// model, so a leak of retrieved text that carries it is stopped; nil,
 	// or "", attaches none.
 	Canary func(id tenant.ID) string
+}
+
+// Screen finds other tenants' canaries and tracked secrets in text a tenant
+// is about to store. Stored, they would make every later answer that quotes
+// the text look like the runtime leaking their owner's data, so the answer
+// would be withheld: a tenant could plant its own canary or token in a
+// public page for another tenant to ingest, and block that tenant's answers
+// from its knowledge base. Refusing the text at the door tells the tenant
+// why while it still has the text in hand.
+type Screen interface {
+	Foreign(id tenant.ID, text string) bool
+}
+
+// errForeign is the refusal of text Screen finds.
+var errForeign = fmt.Errorf("%w: the text holds another tenant's reference token or secret (it may have been planted in public text); remove it and try again", kind.Invalid)
+
+// screen refuses text that carries another tenant's canary or secret.
+func (s *Service) screen(scope auth.Scope, text string) error {
+	if s.Screen != nil && s.Screen.Foreign(scope.Tenant(), text) {
+		return errForeign
+	}
+	return nil
 }
 
 // Fingerprints records text a tenant owns.
@@ -106,6 +131,9 @@ func (s *Service) AddDocument(ctx context.Context, scope auth.Scope, text string
 	}
 	if len(metadata) > 0 && !json.Valid(metadata) {
 		return store.Document{}, false, fmt.Errorf("%w: metadata must be JSON", kind.Invalid)
+	}
+	if err := s.screen(scope, text+"\n"+string(metadata)); err != nil {
+		return store.Document{}, false, err
 	}
 	sum := sha256.Sum256([]byte(text))
 	doc := store.Document{Text: text, Metadata: metadata, Hash: hex.EncodeToString(sum[:])}
@@ -334,6 +362,9 @@ func (s *Service) Remember(ctx context.Context, scope auth.Scope, text string) (
 		return store.Memory{}, fmt.Errorf("%w: a memory is at most %d bytes", kind.Invalid, MaxMemoryBytes)
 	case !utf8.ValidString(text):
 		return store.Memory{}, fmt.Errorf("%w: text must be valid UTF-8", kind.Invalid)
+	}
+	if err := s.screen(scope, text); err != nil {
+		return store.Memory{}, err
 	}
 	vecs, err := s.embed(ctx, scope, []string{text})
 	if err != nil {

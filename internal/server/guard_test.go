@@ -35,7 +35,7 @@ func TestGuardBlocksLeaks(t *testing.T) {
 	}
 	for _, tt := range tests {
 		for _, stream := range []bool{false, true} {
-			got := env.say(t, chatCall{key: acmeKey, content: "/say " + tt.say, stream: stream})
+			got := env.say(t, chatCall{key: acmeKey, content: unseen("/say " + tt.say), stream: stream})
 			if !strings.Contains(got, tt.want) || strings.Contains(got, tt.notWant) {
 				t.Errorf("%s (stream=%v): got %q, want %q and no %q", tt.name, stream, got, tt.want, tt.notWant)
 			}

@@ -374,7 +374,7 @@ type hostileReply struct {
 // whatever the status.
 func (w *hostileWorld) chat(t *testing.T, key, content string, stream bool) hostileReply {
 	t.Helper()
-	r := w.env.chat(t, chatCall{key: key, user: hostileUser, content: content, stream: stream})
+	r := w.env.chat(t, chatCall{key: key, user: hostileUser, content: unseen(content), stream: stream})
 	rep := hostileReply{status: r.status, content: string(r.body)}
 	if r.status != http.StatusOK {
 		return rep
@@ -415,11 +415,7 @@ func (w *hostileWorld) auditAfter(t *testing.T, key string, seq int64) []store.A
 // lastSeq returns the last sequence number of key's tenant's log.
 func (w *hostileWorld) lastSeq(t *testing.T, key string) int64 {
 	t.Helper()
-	recs := auditLog(t, w.env, "/v1/audit", key)
-	if len(recs) == 0 {
-		return 0
-	}
-	return recs[len(recs)-1].Seq
+	return auditEnd(t, w.env, key)
 }
 
 func hostileAuditText(recs []store.AuditRecord) string {

@@ -23,11 +23,11 @@ func TestInvisiblePaddingDoesNotHide(t *testing.T) {
 	pad := func(s, run string) string { return strings.Join(strings.Split(s, ""), run) }
 	for _, run := range []string{strings.Repeat("\u200b", 6), strings.Repeat("\u2063", 5) + "\u200d", strings.Repeat("\u0301", 9)} {
 		for _, stream := range []bool{false, true} {
-			got := env.say(t, chatCall{key: acmeKey, content: "/say ref " + pad(globex.Canaries[0], run), stream: stream})
+			got := env.say(t, chatCall{key: acmeKey, content: unseen("/say ref " + pad(globex.Canaries[0], run)), stream: stream})
 			if !strings.Contains(got, "withheld") {
 				t.Errorf("padded canary (run %q, stream=%v): got %q, want it withheld", run, stream, got)
 			}
-			got = env.say(t, chatCall{key: acmeKey, content: "/say key " + pad(acmeSecret, run), stream: stream})
+			got = env.say(t, chatCall{key: acmeKey, content: unseen("/say key " + pad(acmeSecret, run)), stream: stream})
 			if !strings.Contains(got, "[REDACTED:crm]") || strings.Contains(strings.ReplaceAll(got, run, ""), acmeSecret) {
 				t.Errorf("padded own secret (run %q, stream=%v): got %q, want it redacted", run, stream, got)
 			}

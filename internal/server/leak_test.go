@@ -46,7 +46,7 @@ func TestLeaksAreToldToTheVictim(t *testing.T) {
 	}
 	for _, l := range leaks {
 		for _, stream := range []bool{false, true} {
-			got := env.say(t, chatCall{key: acmeKey, content: "/say " + l.say, stream: stream})
+			got := env.say(t, chatCall{key: acmeKey, content: unseen("/say " + l.say), stream: stream})
 			if !strings.Contains(got, "withheld") {
 				t.Errorf("%s (stream=%v): got %q, want it withheld", l.name, stream, got)
 			}

@@ -206,7 +206,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		}
 		return ""
 	}
-	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Canary: tenantCanary,
+	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Screen: outputGuard, Canary: tenantCanary,
 		Store: stores, Ciphers: ring, Embedder: embedders[config.DefaultEmbedder], EmbedderFor: embedderFor,
 		Cache: embedCache, Vectors: vectors, Logger: logger})
 	builtins := map[string]agent.Executor{}

@@ -377,6 +377,13 @@ type wireChoice struct {
 }
 
 // answer returns the assistant content of a non-streamed response.
+// unseen hides content from everything but the scripted model (see
+// llm.Scripted's "/unshift "): the request's own inputs then do not carry
+// what the model says, as when a model learned it elsewhere (a shared
+// cache or provider). A leak test must use it: another tenant's canary or
+// secret that the client itself sent passes (guard.Inputs).
+func unseen(content string) string { return "/unshift " + llm.Shift(content) }
+
 func answer(r response) (string, error) {
 	var c wireCompletion
 	if err := json.Unmarshal(r.body, &c); err != nil {
