@@ -386,12 +386,11 @@ func (c *canaryStage) rewrite(seg string, ms []textnorm.Match) (string, string) 
 // whether it is the receiver's own. Another tenant's that the inputs carry
 // is recorded in carried and is neither.
 func (c *canaryStage) classify(v int) (foreign, own bool) {
-	carried := c.inputs.carriesCanary(c.set.values[v])
 	for _, o := range c.set.owners[v] {
 		switch {
 		case o == c.self:
 			own = true
-		case carried:
+		case c.inputs.carriesCanary(c.set.values[v]):
 			c.carried.add(o, LeakCanary)
 		default:
 			foreign = true

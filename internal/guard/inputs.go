@@ -2,6 +2,7 @@ package guard
 
 import (
 	"maps"
+	"sync"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
@@ -28,7 +29,17 @@ import (
 // same tenant's. What the runtime reads from its own storage (retrieved
 // passages, memories) is never an input: a canary there is the leak the
 // check exists for.
+//
+// The texts are scanned only when a check first asks about them, which is
+// only when it found another tenant's canary or secret: a turn whose answer
+// holds none pays nothing for its inputs.
 type Inputs struct {
+	g     *Guard
+	id    tenant.ID
+	base  *Inputs
+	texts []string
+
+	once     sync.Once
 	canaries map[string]struct{}
 	secrets  map[secretRef]struct{}
 }
@@ -36,41 +47,53 @@ type Inputs struct {
 // Inputs returns base (nil: nothing) with what of other tenants' the texts,
 // inputs of a request for tenant id, carry. base is not changed.
 func (g *Guard) Inputs(id tenant.ID, base *Inputs, texts ...string) *Inputs {
-	in := &Inputs{canaries: map[string]struct{}{}, secrets: map[secretRef]struct{}{}}
-	if base != nil {
-		in.canaries, in.secrets = maps.Clone(base.canaries), maps.Clone(base.secrets)
-	}
-	if g == nil || id == "" {
-		return in
-	}
-	cs := g.canarySet()
-	for _, text := range texts {
-		if text == "" {
-			continue
+	return &Inputs{g: g, id: id, base: base, texts: texts}
+}
+
+// load scans the texts, once.
+func (in *Inputs) load() {
+	in.once.Do(func() {
+		in.canaries, in.secrets = map[string]struct{}{}, map[secretRef]struct{}{}
+		if in.base != nil {
+			in.base.load()
+			in.canaries, in.secrets = maps.Clone(in.base.canaries), maps.Clone(in.base.secrets)
 		}
-		sc := cs.m.Scanner()
-		var hit []secretRef
-		if ss := cs.secrets; ss.others(id) {
-			sc.Visit = func(buf []byte, _ []int32, from, to int) {
-				hit = ss.find(buf, from, to, id, hit)
+		if in.g == nil || in.id == "" {
+			return
+		}
+		cs := in.g.canarySet()
+		for _, text := range in.texts {
+			if text != "" {
+				in.scan(cs, text)
 			}
 		}
-		// The answer is read with long invisible runs removed (see
-		// textnorm.StripInvisibleRuns), so the input is too.
-		_, ms := sc.Advance(textnorm.StripInvisibleRuns(text), true)
-		for _, m := range append(ms, sc.Pending()...) {
-			for _, o := range cs.owners[m.Value] {
-				if o != id {
-					in.canaries[cs.values[m.Value]] = struct{}{}
-				}
-			}
-		}
-		sc.Release()
-		for _, h := range hit {
-			in.secrets[h] = struct{}{}
+		in.texts = nil
+	})
+}
+
+// scan adds what of other tenants' text carries.
+func (in *Inputs) scan(cs *canarySet, text string) {
+	sc := cs.m.Scanner()
+	defer sc.Release()
+	var hit []secretRef
+	if ss := cs.secrets; ss.others(in.id) {
+		sc.Visit = func(buf []byte, _ []int32, from, to int) {
+			hit = ss.find(buf, from, to, in.id, hit)
 		}
 	}
-	return in
+	// The answer is read with long invisible runs removed (see
+	// textnorm.StripInvisibleRuns), so the input is too.
+	_, ms := sc.Advance(textnorm.StripInvisibleRuns(text), true)
+	for _, m := range append(ms, sc.Pending()...) {
+		for _, o := range cs.owners[m.Value] {
+			if o != in.id {
+				in.canaries[cs.values[m.Value]] = struct{}{}
+			}
+		}
+	}
+	for _, h := range hit {
+		in.secrets[h] = struct{}{}
+	}
 }
 
 // Foreign reports whether text, which tenant id is about to store, carries
@@ -81,13 +104,18 @@ func (g *Guard) Foreign(id tenant.ID, text string) bool {
 
 // Empty reports whether the inputs carry nothing of other tenants'.
 func (in *Inputs) Empty() bool {
-	return in == nil || len(in.canaries) == 0 && len(in.secrets) == 0
+	if in == nil {
+		return true
+	}
+	in.load()
+	return len(in.canaries) == 0 && len(in.secrets) == 0
 }
 
 func (in *Inputs) carriesCanary(value string) bool {
 	if in == nil {
 		return false
 	}
+	in.load()
 	_, ok := in.canaries[value]
 	return ok
 }
@@ -96,6 +124,7 @@ func (in *Inputs) carries(r secretRef) bool {
 	if in == nil {
 		return false
 	}
+	in.load()
 	_, ok := in.secrets[r]
 	return ok
 }

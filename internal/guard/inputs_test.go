@@ -80,6 +80,13 @@ func TestInputsCarry(t *testing.T) {
 	if v := g.CheckFrom(acme, planted, nil, in); v.Blocked {
 		t.Errorf("acme's answer blocked: %v", v.Reasons)
 	}
+	// A check that finds nothing of another tenant's, the own canary
+	// included, does not scan the inputs: clean answers pay nothing.
+	lazy := g.Inputs(acme, nil, page)
+	g.CheckFrom(acme, "nothing here but "+own, nil, lazy)
+	if lazy.texts == nil {
+		t.Error("a clean answer's check scanned the inputs")
+	}
 	// Inputs adds to base without changing it.
 	base := g.Inputs(acme, nil)
 	more := g.Inputs(acme, base, page)
