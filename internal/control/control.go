@@ -152,6 +152,15 @@ type backend interface {
 	close() error
 }
 
+// tombstones is kept by a backend whose tenants' data has no directory of
+// its own to sweep (PostgreSQL): deleteTenant records the incarnation in
+// its transaction, and the record stays until forgetDeleted, once the
+// incarnation's data is gone.
+type tombstones interface {
+	deletedStores(ctx context.Context) ([]tenant.Incarnation, error)
+	forgetDeleted(ctx context.Context, storageID string) error
+}
+
 // Conditions a backend reports; the Plane turns them into kind errors.
 var (
 	errExists     = errors.New("already exists")
@@ -663,6 +672,34 @@ func (p *Plane) StorageIDs() map[string]bool {
 		out[t.StorageID] = true
 	}
 	return out
+}
+
+// DeletedIncarnations lists the deleted incarnations whose data may still be
+// stored: those ForgetDeleted was not called for since their delete (a
+// crash, or a failed drop, came between). The SQLite backend keeps none: a
+// deleted tenant's directory is found by listing (sqlite.DB.DropOrphans).
+func (p *Plane) DeletedIncarnations(ctx context.Context) ([]tenant.Incarnation, error) {
+	ts, ok := p.be.(tombstones)
+	if !ok {
+		return nil, nil
+	}
+	incs, err := ts.deletedStores(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list deleted tenants' stores: %w", err)
+	}
+	return incs, nil
+}
+
+// ForgetDeleted records that deleted incarnation inc's data is gone.
+func (p *Plane) ForgetDeleted(ctx context.Context, inc tenant.Incarnation) error {
+	ts, ok := p.be.(tombstones)
+	if !ok {
+		return nil
+	}
+	if err := ts.forgetDeleted(ctx, inc.Storage()); err != nil {
+		return fmt.Errorf("forget the deleted store of %s: %w", inc.Tenant(), err)
+	}
+	return nil
 }
 
 // WrappedKey implements keyring.WrappedKeys. A deleted tenant, or an earlier

@@ -128,7 +128,7 @@ func migratePostgres(ctx context.Context, ownerURL, appRole string) error {
 	}
 	role := pgx.Identifier{appRole}.Sanitize()
 	for _, grant := range []string{
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON control_tenants, control_api_keys, control_tools TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON control_tenants, control_api_keys, control_tools, control_deleted_stores TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE ON control_keyring TO ` + role,
 		`GRANT SELECT, UPDATE ON control_state TO ` + role,
 	} {
@@ -324,9 +324,30 @@ func (b *pgBackend) deleteTenant(ctx context.Context, id tenant.ID, storageID st
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errMissing
 		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO control_deleted_stores (storage_id, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, t.StorageID, id)
 		return err
 	})
 	return t, v, err
+}
+
+func (b *pgBackend) deletedStores(ctx context.Context) ([]tenant.Incarnation, error) {
+	rows, err := b.pool.Query(ctx, `SELECT tenant_id, storage_id FROM control_deleted_stores ORDER BY deleted_at`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (tenant.Incarnation, error) {
+		var id, storage string
+		err := row.Scan(&id, &storage)
+		return tenant.NewIncarnation(tenant.ID(id), storage), err
+	})
+}
+
+func (b *pgBackend) forgetDeleted(ctx context.Context, storageID string) error {
+	_, err := b.pool.Exec(ctx, `DELETE FROM control_deleted_stores WHERE storage_id = $1`, storageID)
+	return err
 }
 
 func (b *pgBackend) addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, at time.Time) (int64, error) {
