@@ -80,6 +80,11 @@ type Tenant struct {
 	// memories; empty means the server's default.
 	Embedder  string
 	StorageID string // opaque name of the tenant's data directory
+	// StoreAtProvision records that the tenant's store was made when it was
+	// provisioned, as for every tenant created since stores are: one found
+	// missing later is lost, never made again. A tenant created before has
+	// its store made on first use.
+	StoreAtProvision bool
 	// WrappedKey is the tenant's data key wrapped by the KEK; deleting the
 	// tenant destroys it.
 	WrappedKey []byte
@@ -320,10 +325,13 @@ type storedConfig struct {
 	AllowedHosts []string           `json:"allowed_hosts,omitempty"`
 	Canaries     []string           `json:"canaries,omitempty"`
 	Embedder     string             `json:"embedder,omitempty"`
+	// StoreAtProvision is absent (false) in tenants stored before it was.
+	StoreAtProvision bool `json:"store_at_provision,omitempty"`
 }
 
 func encodeConfig(t Tenant) (string, error) {
-	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits, AllowedHosts: t.AllowedHosts, Canaries: t.Canaries, Embedder: t.Embedder})
+	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits, AllowedHosts: t.AllowedHosts, Canaries: t.Canaries, Embedder: t.Embedder,
+		StoreAtProvision: t.StoreAtProvision})
 	return string(b), err
 }
 
@@ -333,6 +341,7 @@ func decodeConfig(s string, t *Tenant) error {
 		return err
 	}
 	t.Profiles, t.Limits, t.AllowedHosts, t.Canaries, t.Embedder = c.Profiles, c.Limits, c.AllowedHosts, c.Canaries, c.Embedder
+	t.StoreAtProvision = c.StoreAtProvision
 	return nil
 }
 
@@ -382,6 +391,7 @@ func (p *Plane) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 	defer clear(dataKey)
 	t.CreatedAt = p.stamp()
 	t.UpdatedAt = t.CreatedAt
+	t.StoreAtProvision = true // the lifecycle makes it next
 	t.revision = 0
 	t = t.clone()
 	cfg, err := encodeConfig(t)
@@ -470,6 +480,7 @@ func (p *Plane) UpdateTenant(ctx context.Context, id tenant.ID, change func(*Ten
 			return Tenant{}, err
 		}
 		t.ID, t.StorageID, t.WrappedKey, t.CreatedAt = old.ID, old.StorageID, old.WrappedKey, old.CreatedAt
+		t.StoreAtProvision = old.StoreAtProvision
 		if err := validate(t); err != nil {
 			return Tenant{}, err
 		}
@@ -660,6 +671,13 @@ func (p *Plane) StorageID(_ context.Context, inc tenant.Incarnation) (string, er
 		return "", err
 	}
 	return t.StorageID, nil
+}
+
+// StoreMadeAtProvision reports whether incarnation inc's store was made
+// when it was provisioned (see Tenant.StoreAtProvision).
+func (p *Plane) StoreMadeAtProvision(inc tenant.Incarnation) bool {
+	t, err := p.current(inc)
+	return err == nil && t.StoreAtProvision
 }
 
 // StorageIDs returns the storage ids of every tenant, for removing storage

@@ -53,6 +53,14 @@ type Locator interface {
 	StorageID(ctx context.Context, inc tenant.Incarnation) (string, error)
 }
 
+// provisioned is implemented by a Locator that knows which stores were made
+// when their tenant was provisioned (control.Plane): such a store missing
+// when the server starts was lost while it was stopped, and is refused
+// rather than made again, empty.
+type provisioned interface {
+	StoreMadeAtProvision(inc tenant.Incarnation) bool
+}
+
 // Ciphers hands out the data-key cipher of a tenant's incarnation;
 // *keyring.Ring implements it. An error fails the call: nothing is read or
 // written without the key.
@@ -352,6 +360,9 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 	}
 	if !validStorageID(id) {
 		return nil, nil, fmt.Errorf("locate tenant store: invalid storage id %q", id)
+	}
+	if p, ok := db.locator.(provisioned); ok && !db.isKnown(id) && p.StoreMadeAtProvision(scope.Incarnation()) {
+		return nil, nil, db.lostStore(id, errors.New("its directory is missing, though it was made when the tenant was provisioned"))
 	}
 	c, err := db.ciphers.Cipher(ctx, scope.Incarnation())
 	if err != nil {
