@@ -60,6 +60,8 @@ type Profile struct {
 	// no Policy no tool is offered.
 	Tools  []string
 	Policy *policy.Set
+	// NoClientTools refuses requests that declare client tools.
+	NoClientTools bool
 	// Limits are the tenant's; every turn is admitted against them.
 	Limits quota.Limits
 	// NoCache turns the response cache off; CacheToolAnswers lets answers
@@ -110,6 +112,10 @@ type Turn struct {
 	// tool; with no tool offered, "none" and "auto" (and ParallelToolCalls)
 	// mean nothing and are not sent, and anything else is refused.
 	Options llm.Options
+	// ClientTools are the tools the client declared and runs itself (see
+	// clienttools.go); a call to one ends the turn with finish reason
+	// "tool_calls", the checked calls in Result.Message.ToolCalls.
+	ClientTools []llm.Tool
 	// NoCacheRead skips the response cache lookup (Cache-Control: no-cache);
 	// NoCacheWrite keeps the answer out of it (no-store).
 	NoCacheRead, NoCacheWrite bool
@@ -297,6 +303,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, err
 	}
 	box := a.toolbox(ctx, scope, profile, secrets, red)
+	if err := box.addClientTools(profile, turn.ClientTools); err != nil {
+		return Result{}, err
+	}
 	opts, err := offeredOptions(turn.Options, box.offered)
 	if err != nil {
 		return Result{}, err
@@ -320,9 +329,12 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 	}
 	newFrom := len(msgs)
-	msgs = append(msgs, turn.Messages...)
+	msgs = append(msgs, withoutRepeat(msgs[:newFrom], turn.Messages)...)
 	for i := range msgs {
 		msgs[i].Content = red.String(msgs[i].Content)
+		for j := range msgs[i].ToolCalls {
+			msgs[i].ToolCalls[j].Function.Arguments = red.String(msgs[i].ToolCalls[j].Function.Arguments)
+		}
 	}
 
 	cached, cacheFor, err := a.cached(ctx, scope, profile, turn, msgs, box)
@@ -380,6 +392,11 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		if len(resp.Message.ToolCalls) == 0 {
 			break
 		}
+		returned, held := box.clientStep(ctx, resp.Message.ToolCalls)
+		if returned != nil {
+			resp.Message.ToolCalls, resp.FinishReason = returned, "tool_calls"
+			break
+		}
 		if step == a.MaxSteps {
 			resp.Message = llm.Message{Role: "assistant",
 				Content: fmt.Sprintf("I stopped after %d tool steps without finishing.", a.MaxSteps)}
@@ -387,7 +404,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			break
 		}
 		msgs = append(msgs, resp.Message)
-		msgs = append(msgs, box.run(ctx, resp.Message.ToolCalls)...)
+		msgs = append(msgs, box.runStep(ctx, resp.Message.ToolCalls, held)...)
 		// A tenant deleted or suspended, or a key revoked, cancels ctx:
 		// the loop stops here rather than asking the model again.
 		if ctx.Err() != nil {
