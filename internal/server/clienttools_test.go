@@ -38,7 +38,9 @@ type toolAnswer struct {
 	raw             string
 }
 
-func userMsg(content string) map[string]any { return map[string]any{"role": "user", "content": content} }
+func userMsg(content string) map[string]any {
+	return map[string]any{"role": "user", "content": content}
+}
 
 func (e *testEnv) toolChat(t *testing.T, tt toolTurn) response {
 	t.Helper()
