@@ -382,3 +382,36 @@ func TestClientToolResultStaysInTenant(t *testing.T) {
 		}
 	}
 }
+
+// TestClientToolsForwarded checks the provider receives the client tools
+// as declared (strict included), tool_choice and parallel_tool_calls, and
+// the follow-up's tool call and result messages.
+func TestClientToolsForwarded(t *testing.T) {
+	env, up, key := newFakeEnv(t, 0)
+	strict := map[string]any{"type": "function", "function": map[string]any{"name": "send_email", "strict": true,
+		"parameters": json.RawMessage(`{"type":"object","properties":{"to":{"type":"string"}},"required":["to"],"additionalProperties":false}`)}}
+	choice := map[string]any{"type": "function", "function": map[string]any{"name": "send_email"}}
+	calls := []llm.ToolCall{{ID: "call_x", Type: "function", Function: llm.FunctionCall{Name: "send_email", Arguments: `{"to":"bob"}`}}}
+	env.toolSay(t, toolTurn{key: key, tools: []map[string]any{strict}, extra: map[string]any{"tool_choice": choice, "parallel_tool_calls": false},
+		messages: []map[string]any{userMsg("mail bob"), assistantWith(calls), toolResult("call_x", "sent")}})
+	got := up.last(t)
+	var tools []llm.Tool
+	if err := json.Unmarshal(got["tools"], &tools); err != nil || len(tools) != 1 || tools[0].Function.Name != "send_email" ||
+		tools[0].Function.Strict == nil || !*tools[0].Function.Strict || !jsonEqual(tools[0].Function.Parameters, strict["function"].(map[string]any)["parameters"].(json.RawMessage)) {
+		t.Errorf("upstream got tools %s (%v), want send_email as declared", got["tools"], err)
+	}
+	want, _ := json.Marshal(choice)
+	if !jsonEqual(got["tool_choice"], want) || string(got["parallel_tool_calls"]) != "false" {
+		t.Errorf("upstream got tool_choice %s parallel_tool_calls %s, want %s and false", got["tool_choice"], got["parallel_tool_calls"], want)
+	}
+	var msgs []llm.Message
+	if err := json.Unmarshal(got["messages"], &msgs); err != nil || len(msgs) != 4 {
+		t.Fatalf("upstream got messages %s (%v), want system, user, the call and its result", got["messages"], err)
+	}
+	if m := msgs[2]; m.Role != "assistant" || len(m.ToolCalls) != 1 || m.ToolCalls[0].ID != "call_x" || m.ToolCalls[0].Function.Arguments != `{"to":"bob"}` {
+		t.Errorf("upstream got call message %+v", m)
+	}
+	if m := msgs[3]; m.Role != "tool" || m.ToolCallID != "call_x" || m.Content != "sent" {
+		t.Errorf("upstream got result message %+v", m)
+	}
+}
