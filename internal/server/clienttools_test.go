@@ -252,6 +252,10 @@ func TestClientToolDeclarationsRefused(t *testing.T) {
 			}
 		})
 	}
+	// The top-level field sets the default profile's.
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"client_tools": false}, http.StatusOK)
+	checkAPIError(t, env.toolChat(t, toolTurn{key: acmeKey, messages: ask, tools: []map[string]any{sendEmail}}), 400, "invalid_request")
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"client_tools": true}, http.StatusOK)
 	v := env.admin(t, "GET", "/admin/v1/tenants/acme", nil, http.StatusOK)
 	var view struct {
 		ClientTools *bool `json:"client_tools"`
