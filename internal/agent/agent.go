@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -332,6 +333,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	msgs = append(msgs, withoutRepeat(msgs[:newFrom], turn.Messages)...)
 	for i := range msgs {
 		msgs[i].Content = red.String(msgs[i].Content)
+		msgs[i].ToolCalls = slices.Clone(msgs[i].ToolCalls) // the caller's are not rewritten
 		for j := range msgs[i].ToolCalls {
 			msgs[i].ToolCalls[j].Function.Arguments = red.String(msgs[i].ToolCalls[j].Function.Arguments)
 		}
