@@ -48,6 +48,9 @@ type Profile struct {
 	NoCache bool `json:"no_cache,omitempty"`
 	// CacheToolAnswers lets answers that involved tool calls be cached too.
 	CacheToolAnswers bool `json:"cache_tool_answers,omitempty"`
+	// NoClientTools refuses requests that declare their own tools (the
+	// admin API's "client_tools": false); by default a request may.
+	NoClientTools bool `json:"no_client_tools,omitempty"`
 }
 
 // Limits bounds a tenant's use of shared capacity. Zero means unlimited.

@@ -28,16 +28,27 @@ type profileBody struct {
 	APIKeySecret     string   `json:"api_key_secret,omitempty"`
 	NoCache          bool     `json:"no_cache,omitempty"`
 	CacheToolAnswers bool     `json:"cache_tool_answers,omitempty"`
+	// ClientTools false refuses requests that declare their own tools;
+	// absent or true lets them.
+	ClientTools *bool `json:"client_tools,omitempty"`
 }
 
 func (p profileBody) profile() control.Profile {
 	return control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: p.Tools,
-		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers}
+		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers,
+		NoClientTools: p.ClientTools != nil && !*p.ClientTools}
 }
 
 func viewProfile(p control.Profile) profileBody {
 	return profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: nonNil(p.Tools),
-		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers}
+		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers,
+		ClientTools: clientToolsView(p)}
+}
+
+// clientToolsView shows whether a profile takes client tools, always.
+func clientToolsView(p control.Profile) *bool {
+	on := !p.NoClientTools
+	return &on
 }
 
 // tenantBody is the admin API's tenant definition. Pointers tell "absent"
@@ -52,6 +63,7 @@ type tenantBody struct {
 	APIKeySecret *string                 `json:"api_key_secret"`
 	NoCache      *bool                   `json:"no_cache"`
 	CacheTools   *bool                   `json:"cache_tool_answers"`
+	ClientTools  *bool                   `json:"client_tools"`
 	Profiles     *map[string]profileBody `json:"profiles"`
 	Limits       *control.Limits         `json:"limits"`
 	AllowedHosts *[]string               `json:"allowed_hosts"`
@@ -68,7 +80,8 @@ func (b tenantBody) fields() []string {
 	}{
 		{"name", b.Name != nil}, {"status", b.Status != nil}, {"system_prompt", b.SystemPrompt != nil},
 		{"model", b.Model != nil}, {"tools", b.Tools != nil}, {"api_key_secret", b.APIKeySecret != nil},
-		{"no_cache", b.NoCache != nil}, {"cache_tool_answers", b.CacheTools != nil}, {"profiles", b.Profiles != nil},
+		{"no_cache", b.NoCache != nil}, {"cache_tool_answers", b.CacheTools != nil}, {"client_tools", b.ClientTools != nil},
+		{"profiles", b.Profiles != nil},
 		{"limits", b.Limits != nil}, {"allowed_hosts", b.AllowedHosts != nil}, {"embedder", b.Embedder != nil},
 	} {
 		if f.set {
@@ -89,6 +102,7 @@ type tenantView struct {
 	APIKeySecret string                 `json:"api_key_secret,omitempty"`
 	NoCache      bool                   `json:"no_cache,omitempty"`
 	CacheTools   bool                   `json:"cache_tool_answers,omitempty"`
+	ClientTools  *bool                  `json:"client_tools"`
 	Profiles     map[string]profileBody `json:"profiles"`
 	Limits       control.Limits         `json:"limits"`
 	AllowedHosts []string               `json:"allowed_hosts"`
@@ -101,7 +115,7 @@ func viewTenant(t control.Tenant) tenantView {
 	def := t.Profiles[control.DefaultProfile]
 	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
 		SystemPrompt: def.SystemPrompt, Model: def.Model, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
-		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, AllowedHosts: nonNil(t.AllowedHosts), Embedder: t.Embedder,
+		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, ClientTools: clientToolsView(def), AllowedHosts: nonNil(t.AllowedHosts), Embedder: t.Embedder,
 		Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 	for name, p := range t.Profiles {
 		if name != control.DefaultProfile {
@@ -146,6 +160,9 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 	setIf(&def.APIKeySecret, b.APIKeySecret)
 	setIf(&def.NoCache, b.NoCache)
 	setIf(&def.CacheToolAnswers, b.CacheTools)
+	if b.ClientTools != nil {
+		def.NoClientTools = !*b.ClientTools
+	}
 	setIf(&t.AllowedHosts, b.AllowedHosts)
 	if b.Embedder != nil {
 		if *b.Embedder != "" && d.Embedders != nil && !d.Embedders(*b.Embedder) {
