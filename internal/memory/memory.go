@@ -169,7 +169,7 @@ func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) (
 	if s.Cache == nil {
 		vecs, err := e.Embed(ctx, texts)
 		if err != nil {
-			return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
+			return nil, embedError(err)
 		}
 		return vecs, nil
 	}
@@ -179,7 +179,7 @@ func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) (
 	}
 	vecs, err := s.Cache.Embed(ctx, e, scope.Incarnation(), c.Derive("embedding-cache"), texts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
+		return nil, embedError(err)
 	}
 	return vecs, nil
 }

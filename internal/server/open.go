@@ -314,6 +314,8 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		Catalog:      plane,
 		Policies:     policies,
 		Knowledge:    knowledge,
+		Embeddings:   knowledge,
+		Quota:        limiter,
 		Audit:        auditLog,
 		Guard:        outputGuard,
 		Agent:        agnt,
