@@ -243,6 +243,14 @@ func TestEmbeddingsCachePerTenant(t *testing.T) {
 		_, keys[id] = env.newKey(t, id)
 	}
 	body := map[string]any{"model": "byok", "input": []string{"the same words", "the same words"}}
+	// A new tenant has no secrets yet, so it cannot start on a BYOK
+	// embedder (its honey record is embedded at creation); nothing is called.
+	r := env.do(t, "POST", "/admin/v1/tenants", testAdminToken, map[string]any{"id": "initech", "embedder": "byok"}, nil)
+	checkAPIError(t, r, 400, "invalid_request")
+	if !strings.Contains(string(r.body), "embed_key") || up.embedded("") != 0 {
+		t.Errorf("creating a tenant on the BYOK embedder: got %v, want a 400 naming embed_key and no upstream call", r)
+	}
+	env.admin(t, "GET", "/admin/v1/tenants/initech", nil, http.StatusNotFound)
 
 	_, a1 := env.embed(t, keys["acme"], body)
 	_, a2 := env.embed(t, keys["acme"], body)
@@ -275,7 +283,7 @@ func TestEmbeddingsCachePerTenant(t *testing.T) {
 
 	// Without its secret the tenant's embedder is not called at all.
 	env.admin(t, "DELETE", "/admin/v1/tenants/acme/secrets/embed_key", nil, http.StatusNoContent)
-	r := env.do(t, "POST", "/v1/embeddings", keys["acme"], body, nil)
+	r = env.do(t, "POST", "/v1/embeddings", keys["acme"], body, nil)
 	checkAPIError(t, r, 400, "invalid_request")
 	if !strings.Contains(string(r.body), "embed_key") {
 		t.Errorf("got %s, want the missing secret named", r.body)
