@@ -205,8 +205,10 @@ func embeddings(ctx context.Context, d Deps, scope auth.Scope, req embeddingRequ
 	if err != nil {
 		return embeddingResponse{}, err
 	}
+	// The vectors are computed; a failure to count them is logged, not
+	// returned, as the agent does for a turn.
 	if err := d.Quota.Spend(context.WithoutCancel(ctx), scope.Incarnation(), limits, tokens); err != nil {
-		return embeddingResponse{}, err
+		d.Logger.ErrorContext(ctx, "record token use", "tenant", scope.Tenant(), "error", err.Error())
 	}
 	if req.Dimensions != nil && len(vecs) > 0 && *req.Dimensions != len(vecs[0]) {
 		// Cutting a vector short is meaningful only for models trained for
