@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/upstream"
 )
@@ -167,19 +168,19 @@ func (c *OpenAI) KeySecret() tenant.SecretName { return c.keySecret }
 // WithAPIKey returns an Embedder that calls the same endpoint and model with
 // key, a tenant's own (bring your own key). It shares c's learned dimension
 // but not its key: the copy's errors have key removed, c keeps its own.
-func (c *OpenAI) WithAPIKey(key string) Embedder {
-	return &keyed{OpenAI: c, key: key, redactor: redact.New([]redact.Secret{{Name: "api_key", Value: key}})}
+func (c *OpenAI) WithAPIKey(key secret.Value) Embedder {
+	return &keyed{OpenAI: c, key: key, redactor: redact.New([]redact.Secret{{Name: "api_key", Value: key.Reveal()}})}
 }
 
 // keyed is an OpenAI embedder calling with a tenant's own key.
 type keyed struct {
 	*OpenAI
-	key      string
+	key      secret.Value // revealed only for the Authorization header
 	redactor *redact.Redactor
 }
 
 func (k *keyed) Embed(ctx context.Context, texts []string) ([][]float32, error) {
-	return k.OpenAI.embed(ctx, texts, k.key, k.redactor)
+	return k.OpenAI.embed(ctx, texts, k.key.Reveal(), k.redactor)
 }
 
 // Dim implements Embedder: the configured dimension, or the length of the

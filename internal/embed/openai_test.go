@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 )
 
 const testKey = "sk-test-SECRET-1234567890"
@@ -440,14 +442,14 @@ func TestOpenAITenantKey(t *testing.T) {
 	if len(seen) != 0 {
 		t.Fatalf("the endpoint was called without the tenant's key: %q", seen)
 	}
-	a := c.WithAPIKey("tenant-a-key-0123456789")
+	a := c.WithAPIKey(secret.New("tenant-a-key-0123456789"))
 	if a.Model() != c.Model() {
 		t.Errorf("keyed Model() = %q, want %q (the same vectors)", a.Model(), c.Model())
 	}
 	if _, err := a.Embed(context.Background(), []string{"x"}); err != nil {
 		t.Fatalf("Embed with tenant a's key: %v", err)
 	}
-	_, err := c.WithAPIKey("tenant-b-key-0123456789").Embed(context.Background(), []string{"x"})
+	_, err := c.WithAPIKey(secret.New("tenant-b-key-0123456789")).Embed(context.Background(), []string{"x"})
 	if err == nil || strings.Contains(err.Error(), "tenant-b-key") {
 		t.Errorf("Embed with tenant b's refused key: err = %v, want an error without the key", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/vector"
@@ -168,7 +169,7 @@ type Secrets interface {
 // API key (*embed.OpenAI with a KeySecret).
 type tenantKeyed interface {
 	KeySecret() tenant.SecretName
-	WithAPIKey(key string) embed.Embedder
+	WithAPIKey(key secret.Value) embed.Embedder
 }
 
 // callingEmbedder returns the tenant's embedder ready to call: with the
@@ -191,7 +192,7 @@ func (s *Service) callingEmbedder(ctx context.Context, scope auth.Scope) (embed.
 		}
 		for _, sec := range secrets {
 			if sec.Name == name {
-				return k.WithAPIKey(sec.Value.Reveal()), nil
+				return k.WithAPIKey(sec.Value), nil
 			}
 		}
 	}

@@ -485,7 +485,6 @@ func TestUnknownRoute(t *testing.T) {
 		{"GET", "/", ""},
 		{"GET", "/nope", ""},
 		{"GET", "/v1/nope", key},
-		{"POST", "/v1/embeddings", key},
 		{"GET", "/v2/models", key},
 		{"GET", "/admin/v1/nope", testAdminToken},
 		{"GET", "/admin/v1/tenants/acme/nope", testAdminToken},
