@@ -21,6 +21,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/vector"
@@ -54,10 +55,13 @@ type Deps struct {
 	// tenant's own (it may be another model, with another dimension).
 	Embedder    embed.Embedder
 	EmbedderFor func(id tenant.ID) (embed.Embedder, error)
-	Cache       *embed.Cache  // nil: no embedding cache
-	Vectors     *vector.Cache // per-tenant indexes
-	Chunking    chunk.Options
-	Logger      *slog.Logger
+	Cache       *embed.Cache // nil: no embedding cache
+	// Secrets holds the tenants' own API keys for embedders that call
+	// with them (bring your own key); nil: such embedders fail.
+	Secrets  Secrets
+	Vectors  *vector.Cache // per-tenant indexes
+	Chunking chunk.Options
+	Logger   *slog.Logger
 	// Fingerprints learns every text a tenant stores, so the output guard
 	// can recognize it in another tenant's answer; nil learns nothing.
 	Fingerprints Fingerprints
@@ -184,20 +188,59 @@ func (s *Service) embedder(scope auth.Scope) (embed.Embedder, error) {
 	return e, nil
 }
 
+// Secrets reads a tenant's secrets.
+type Secrets interface {
+	Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, error)
+}
+
+// tenantKeyed is an embedder that calls its provider with each tenant's own
+// API key (*embed.OpenAI with a KeySecret).
+type tenantKeyed interface {
+	KeySecret() tenant.SecretName
+	WithAPIKey(key secret.Value) embed.Embedder
+}
+
+// callingEmbedder returns the tenant's embedder ready to call: with the
+// tenant's own API key when the embedder takes one. A missing key fails:
+// falling back to a shared key would bill (and expose) the wrong account.
+func (s *Service) callingEmbedder(ctx context.Context, scope auth.Scope) (embed.Embedder, error) {
+	e, err := s.embedder(scope)
+	if err != nil {
+		return nil, err
+	}
+	k, ok := e.(tenantKeyed)
+	if !ok || k.KeySecret() == "" {
+		return e, nil
+	}
+	name := k.KeySecret()
+	if s.Secrets != nil {
+		secrets, err := s.Secrets.Secrets(ctx, scope)
+		if err != nil {
+			return nil, fmt.Errorf("read the embedder's key: %w", err)
+		}
+		for _, sec := range secrets {
+			if sec.Name == name {
+				return k.WithAPIKey(sec.Value), nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: the tenant's embedder needs the tenant secret %q (its own API key), which is not set", kind.Invalid, name)
+}
+
 // embed embeds texts with the tenant's embedder and its partition of the
 // cache.
 func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) ([][]float32, error) {
 	if len(texts) == 0 {
 		return nil, nil
 	}
-	e, err := s.embedder(scope)
+	e, err := s.callingEmbedder(ctx, scope)
 	if err != nil {
 		return nil, err
 	}
 	if s.Cache == nil {
 		vecs, err := e.Embed(ctx, texts)
 		if err != nil {
-			return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
+			return nil, embedError(err)
 		}
 		return vecs, nil
 	}
@@ -207,7 +250,7 @@ func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) (
 	}
 	vecs, err := s.Cache.Embed(ctx, e, scope.Incarnation(), c.Derive("embedding-cache"), texts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
+		return nil, embedError(err)
 	}
 	return vecs, nil
 }

@@ -208,7 +208,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	}
 	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Screen: outputGuard, Canary: tenantCanary,
 		Store: stores, Ciphers: ring, Embedder: embedders[config.DefaultEmbedder], EmbedderFor: embedderFor,
-		Cache: embedCache, Vectors: vectors, Logger: logger})
+		Cache: embedCache, Vectors: vectors, Secrets: stores, Logger: logger})
 	builtins := map[string]agent.Executor{}
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
@@ -314,6 +314,8 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		Catalog:      plane,
 		Policies:     policies,
 		Knowledge:    knowledge,
+		Embeddings:   knowledge,
+		Quota:        limiter,
 		Audit:        auditLog,
 		Guard:        outputGuard,
 		Agent:        agnt,

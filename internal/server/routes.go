@@ -29,6 +29,8 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 
 	mux.Handle("POST /v1/chat/completions", tenantAPI(handleChat(d)))
 	mux.Handle("GET /v1/models", tenantAPI(handleModels(d)))
+	mux.Handle("GET /v1/models/{id}", tenantAPI(handleModel(d)))
+	mux.Handle("POST /v1/embeddings", tenantAPI(handleEmbeddings(d)))
 	mux.Handle("POST /v1/documents", tenantAPI(handleAddDocument(d)))
 	mux.Handle("GET /v1/documents/{id}", tenantAPI(handleGetDocument(d)))
 	mux.Handle("DELETE /v1/documents/{id}", tenantAPI(handleDeleteDocument(d)))

@@ -155,8 +155,12 @@ type Deps struct {
 	// one of its key ids (wrong secret, suspended tenant); nil records none.
 	AuditRefused RefusedKeys
 	// Embedders reports whether an embedder name is configured.
-	Embedders    func(name string) bool
-	Agent        *agent.Agent
+	Embedders func(name string) bool
+	Agent     *agent.Agent
+	// Embeddings answers POST /v1/embeddings, and Quota admits those
+	// requests against the tenant's limits, as the agent admits turns.
+	Embeddings   Embeddings
+	Quota        agent.Quota
 	Models       Models
 	DefaultModel string // for profiles that name none
 	MaxBodyBytes int64
