@@ -101,8 +101,9 @@ func startServer(t *testing.T) (base, adminToken string) {
 	return base, adminToken
 }
 
-// startServerWith runs `bulkhead serve` on dataDir with env and waits until
-// it is healthy. stop cancels it and returns what run returned.
+// startServerWith runs `bulkhead serve` on dataDir (with no --data flag if
+// empty) with env and waits until it is healthy. stop cancels it and returns
+// what run returned.
 func startServerWith(t *testing.T, dataDir string, env map[string]string, extraArgs ...string) (base string, stop func() error) {
 	t.Helper()
 	base, stop, _ = startServerLogged(t, dataDir, env, extraArgs...)
@@ -116,8 +117,12 @@ func startServerLogged(t *testing.T, dataDir string, env map[string]string, extr
 	ctx, cancel := context.WithCancel(context.Background())
 	logs = &lockedBuffer{}
 	errc := make(chan error, 1)
+	args := []string{"serve", "--addr", addr}
+	if dataDir != "" {
+		args = append(args, "--data", dataDir)
+	}
 	go func() {
-		errc <- run(ctx, append([]string{"serve", "--addr", addr, "--data", dataDir}, extraArgs...), envMap(env), io.Discard, logs)
+		errc <- run(ctx, append(args, extraArgs...), envMap(env), io.Discard, logs)
 	}()
 	var stopped bool
 	var stopErr error

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"path/filepath"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/sqliteuri"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
@@ -23,11 +23,13 @@ import (
 // for one server. It fails if kek is not the key the database was created
 // with.
 func Open(ctx context.Context, path string, kek keyring.KEK, logger *slog.Logger) (*Plane, error) {
-	// A file: URI, so no character of path can be read as a parameter.
-	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: url.Values{
+	dsn, err := sqliteuri.File(path, url.Values{
 		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"},
 		"_txlock": {"immediate"},
-	}.Encode()}).String()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open control database: %w", err)
+	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open control database: %w", err)

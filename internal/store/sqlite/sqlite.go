@@ -39,6 +39,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/sqliteuri"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -598,7 +599,11 @@ func (db *DB) openTenant(ctx context.Context, id string) (*tenantDB, error) {
 	if err != nil {
 		return nil, db.lostStore(id, err)
 	}
-	sqlDB, err := sql.Open("sqlite", dsn(path, false))
+	uri, err := dsn(path, false)
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := sql.Open("sqlite", uri)
 	if err != nil {
 		return nil, err
 	}
@@ -705,7 +710,11 @@ func (db *DB) create(ctx context.Context, id string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	sqlDB, err := sql.Open("sqlite", dsn(path, true))
+	uri, err := dsn(path, true)
+	if err != nil {
+		return err
+	}
+	sqlDB, err := sql.Open("sqlite", uri)
 	if err != nil {
 		return err
 	}
@@ -862,15 +871,15 @@ func (db *DB) forget(id string) {
 	delete(db.lost, id)
 }
 
-// dsn returns the driver name for the database file at path. It is a file: URI,
-// so no character of path can be read as a parameter. Every transaction takes
+// dsn returns the driver name for the database file at path (a file: URI, see
+// sqliteuri.File). Every transaction takes
 // the write lock at BEGIN (_txlock=immediate), so a read-then-write transaction
 // never fails with SQLITE_BUSY halfway through; reads run outside transactions.
 // synchronous(FULL) makes every commit fsync the WAL before it returns (NORMAL
 // does not, in WAL mode): a write acknowledged is on disk. Only create may make
 // the file (mode=rwc); otherwise a connection opened after the file was removed
 // fails instead of starting an empty database (mode=rw).
-func dsn(path string, create bool) string {
+func dsn(path string, create bool) (string, error) {
 	mode := "rw"
 	if create {
 		mode = "rwc"
@@ -887,8 +896,7 @@ func dsn(path string, create bool) string {
 		"_txlock": {"immediate"},
 		"mode":    {mode},
 	}
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}
-	return u.String()
+	return sqliteuri.File(path, q)
 }
 
 // validStorageID reports whether id is 8 to 64 of [a-z0-9], so that it is one
