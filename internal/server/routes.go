@@ -30,6 +30,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("POST /v1/chat/completions", tenantAPI(handleChat(d)))
 	mux.Handle("GET /v1/models", tenantAPI(handleModels(d)))
 	mux.Handle("POST /v1/documents", tenantAPI(handleAddDocument(d)))
+	mux.Handle("GET /v1/documents", tenantAPI(handleListDocuments(d)))
 	mux.Handle("GET /v1/documents/{id}", tenantAPI(handleGetDocument(d)))
 	mux.Handle("DELETE /v1/documents/{id}", tenantAPI(handleDeleteDocument(d)))
 	mux.Handle("POST /v1/search", tenantAPI(handleSearch(d)))

@@ -73,6 +73,7 @@ type Document struct {
 	Metadata  json.RawMessage `json:"metadata,omitempty"`
 	Hash      string          `json:"hash"` // hex SHA-256 of Text: re-ingesting the same text is a no-op
 	Chunks    int             `json:"chunks"`
+	Size      int             `json:"size"` // bytes of Text, set by the store (also when Text is not read)
 	CreatedAt time.Time       `json:"created_at"`
 }
 

@@ -43,7 +43,7 @@ func checkKnowledgeUnavailable(t *testing.T, db *sqlite.DB, scope auth.Scope, pl
 	if _, err := db.Document(ctx, scope, "doc_000000000000000000000000"); err == nil {
 		t.Error("Document: got nil error")
 	}
-	if docs, err := db.Documents(ctx, scope); err == nil || docs != nil {
+	if docs, err := db.Documents(ctx, scope, "", 0); err == nil || docs != nil {
 		t.Errorf("Documents: got %v, %v; want nil and an error", docs, err)
 	}
 	if chunks, err := db.Chunks(ctx, scope, []int64{1}); err == nil || chunks != nil {
@@ -318,7 +318,7 @@ func TestKnowledgeCiphertextMoved(t *testing.T) {
 			tamper: func(t *testing.T, f *fixture, acme, _ *sql.DB) {
 				rawExec(t, acme, `UPDATE documents SET hash = metadata WHERE id = ?`, f.a.ID)
 			},
-			read: func(ctx context.Context, f *fixture) (any, error) { return f.db.Documents(ctx, f.acme) },
+			read: func(ctx context.Context, f *fixture) (any, error) { return f.db.Documents(ctx, f.acme, "", 0) },
 		},
 		{
 			name: "export meets a moved document text",

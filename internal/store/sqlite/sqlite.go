@@ -508,10 +508,13 @@ var otherStatements = []statement{
 	{func(t *tenantDB) **sql.Stmt { return &t.selectDocumentExists }, `
 		SELECT 1 FROM documents WHERE id = ?`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectDocument }, `
-		SELECT hash, text, metadata, chunks, created_at FROM documents WHERE id = ?`},
+		SELECT hash, text, metadata, chunks, created_at, length(text) FROM documents WHERE id = ?`},
+	// A page of the listing, newest first: the documents after ?1 (none:
+	// from the newest), at most ?2 (-1: all).
 	{func(t *tenantDB) **sql.Stmt { return &t.selectDocuments }, `
-		SELECT id, hash, NULL, metadata, chunks, created_at FROM documents
-		ORDER BY created_at DESC, rowid DESC`},
+		SELECT id, hash, NULL, metadata, chunks, created_at, length(text) FROM documents
+		WHERE ?1 = '' OR (created_at, rowid) < (SELECT created_at, rowid FROM documents WHERE id = ?1)
+		ORDER BY created_at DESC, rowid DESC LIMIT ?2`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectDocumentChunks }, `
 		SELECT id, ordinal, text, embedding FROM chunks WHERE document_id = ? ORDER BY ordinal`},
 	{func(t *tenantDB) **sql.Stmt { return &t.deleteDocumentIndex }, `
@@ -554,7 +557,7 @@ var otherStatements = []statement{
 		WHERE memories_fts MATCH ? AND user_id = ? ORDER BY score, rowid LIMIT ?`},
 	// Export: documents oldest first, with text; memories by (user, id).
 	{func(t *tenantDB) **sql.Stmt { return &t.selectExportDocuments }, `
-		SELECT id, hash, text, metadata, chunks, created_at FROM documents
+		SELECT id, hash, text, metadata, chunks, created_at, length(text) FROM documents
 		ORDER BY created_at, rowid`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectExportMemories }, `
 		SELECT id, user_id, text, created_at FROM memories ORDER BY user_id, id`},
