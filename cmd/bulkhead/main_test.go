@@ -291,6 +291,16 @@ func TestAdminCLI(t *testing.T) {
 				}
 				wantStatus(http.StatusOK)(t, out)
 			}},
+		{name: "key list", args: []string{"key", "list", "--tenant", "globex"}, wantOut: []string{`"id": "{key_id}"`, `"revoked_at": null`},
+			check: func(t *testing.T, out string) {
+				if strings.Contains(out, key.Key[len("bk_")+17:]) {
+					t.Errorf("key list shows the key's secret: %s", out)
+				}
+			}},
+		{name: "key list, tenant first", args: []string{"key", "list", "globex"}, wantOut: []string{`"id": "{key_id}"`}},
+		{name: "key list, no tenant", args: []string{"key", "list"}, wantErr: "--tenant"},
+		{name: "key list, two tenants", args: []string{"key", "list", "acme", "--tenant", "globex"}, wantErr: "two tenants"},
+		{name: "key list, missing tenant", args: []string{"key", "list", "--tenant", "nosuch"}, wantErr: "not found"},
 		{name: "suspend", args: []string{"tenant", "update", "globex", "--status", "suspended"},
 			wantOut: []string{`"status": "suspended"`, `"system_prompt": "You are Globex's agent."`},
 			check:   wantStatus(http.StatusForbidden)},
@@ -307,6 +317,7 @@ func TestAdminCLI(t *testing.T) {
 		{name: "secret delete again", args: []string{"secret", "delete", "globex", "crm_token"}, wantErr: "not found"},
 		{name: "key revoke", args: []string{"key", "revoke", "globex", "{key_id}"}, wantOut: []string{"ok"},
 			check: wantStatus(http.StatusUnauthorized)},
+		{name: "key list after revoke", args: []string{"key", "list", "--tenant", "globex"}, wantOut: []string{`"id": "{key_id}"`, `"revoked_at": "20`}},
 		{name: "delete", args: []string{"tenant", "delete", "globex"}, wantOut: []string{"ok"}},
 		{name: "get deleted", args: []string{"tenant", "get", "globex"}, wantErr: "not found"},
 		{name: "get missing", args: []string{"tenant", "get", "nosuch"}, wantErr: "not found"},
@@ -345,6 +356,7 @@ func TestAdminCLI(t *testing.T) {
 				t.Fatalf("run(%q) = %v, want an error containing %q", args, err, st.wantErr)
 			}
 			for _, want := range st.wantOut {
+				want = strings.ReplaceAll(want, "{key_id}", key.ID)
 				if !strings.Contains(out, want) {
 					t.Errorf("run(%q) output does not contain %q:\n%s", args, want, out)
 				}

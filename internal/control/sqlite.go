@@ -233,6 +233,38 @@ func (b sqliteBackend) revokeKey(ctx context.Context, id tenant.ID, keyID tenant
 		sqliteTime(at), keyID, id))
 }
 
+func (b sqliteBackend) keys(ctx context.Context, id tenant.ID) ([]Key, error) {
+	rows, err := b.db.QueryContext(ctx,
+		`SELECT id, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	keys := []Key{}
+	for rows.Next() {
+		var (
+			k       Key
+			created string
+			revoked sql.NullString
+		)
+		if err := rows.Scan(&k.ID, &created, &revoked); err != nil {
+			return nil, err
+		}
+		if k.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
+			return nil, fmt.Errorf("key %s: %w", k.ID, err)
+		}
+		if revoked.Valid {
+			at, err := time.Parse(time.RFC3339Nano, revoked.String)
+			if err != nil {
+				return nil, fmt.Errorf("key %s: %w", k.ID, err)
+			}
+			k.RevokedAt = &at
+		}
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
+}
+
 func (b sqliteBackend) createTool(ctx context.Context, t *tools.Tool, def string, at time.Time) (int64, error) {
 	var owner sql.NullString
 	if t.Owner != "" {

@@ -44,6 +44,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("PATCH /admin/v1/tenants/{tenant}", admin(handlePatchTenant(d)))
 	mux.Handle("DELETE /admin/v1/tenants/{tenant}", admin(handleDeleteTenant(d)))
 	mux.Handle("POST /admin/v1/tenants/{tenant}/keys", admin(handleCreateKey(d)))
+	mux.Handle("GET /admin/v1/tenants/{tenant}/keys", admin(handleListKeys(d)))
 	mux.Handle("DELETE /admin/v1/tenants/{tenant}/keys/{id}", admin(handleRevokeKey(d)))
 	mux.Handle("PUT /admin/v1/tenants/{tenant}/secrets/{name}", admin(handlePutSecret(d)))
 	mux.Handle("DELETE /admin/v1/tenants/{tenant}/secrets/{name}", admin(handleDeleteSecret(d)))

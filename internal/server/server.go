@@ -32,6 +32,7 @@ type Tenants interface {
 	Tenants() []control.Tenant
 	UpdateTenant(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
 	AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error
+	Keys(ctx context.Context, id tenant.ID) ([]control.Key, error)
 }
 
 // Lifecycle creates, changes and deletes tenants with every piece of their
