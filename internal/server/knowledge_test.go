@@ -401,3 +401,26 @@ func TestOwnHoneyRecordNotReadable(t *testing.T) {
 		t.Errorf("the honey record is gone after the tenant's DELETE: %s", exp.body)
 	}
 }
+
+// TestReadmeSearchExample runs the README's knowledge-base example exactly
+// as written: its query finds its document in every search mode (lexical
+// search stems "Refunds" and "refund" to one term).
+func TestReadmeSearchExample(t *testing.T) {
+	forBackends(t, envOptions{}, func(t *testing.T, env *testEnv) {
+		env.createTenant(t, map[string]any{"id": "acme"})
+		_, key := env.newKey(t, "acme")
+		if r := env.do(t, "POST", "/v1/documents", key, `{"text":"# Refunds\n\nRefunds are accepted within 30 days.","metadata":{"source":"handbook"}}`, nil); r.status != http.StatusCreated {
+			t.Fatalf("POST /v1/documents: %v", r)
+		}
+		for _, mode := range []string{"", "hybrid", "lexical", "vector"} {
+			body := `{"query":"refund window","top_k":5}`
+			if mode != "" {
+				body = `{"query":"refund window","top_k":5,"mode":"` + mode + `"}`
+			}
+			r := env.do(t, "POST", "/v1/search", key, body, nil)
+			if r.status != http.StatusOK || !strings.Contains(string(r.body), "Refunds are accepted within 30 days.") {
+				t.Errorf("search %s, mode %q: %v, want the refunds document", body, mode, r)
+			}
+		}
+	})
+}
