@@ -126,6 +126,13 @@ type keyEntry struct {
 	hash   auth.KeyHash
 }
 
+// Key describes one of a tenant's API keys: never the key, nor its hash.
+type Key struct {
+	ID        tenant.KeyID `json:"id"`
+	CreatedAt time.Time    `json:"created_at"`
+	RevokedAt *time.Time   `json:"revoked_at"` // nil while the key works
+}
+
 // backend keeps the control plane durable: SQLite (one process) or
 // PostgreSQL (any number of replicas). Every method is one transaction. The
 // database, not the snapshot, decides conflicts: a write whose precondition
@@ -152,6 +159,8 @@ type backend interface {
 	deleteTenant(ctx context.Context, id tenant.ID, storageID string) (Tenant, int64, error)
 	addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, at time.Time) (int64, error)
 	revokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, at time.Time) (int64, error)
+	// keys reads tenant id's keys, revoked ones too, oldest first.
+	keys(ctx context.Context, id tenant.ID) ([]Key, error)
 	createTool(ctx context.Context, t *tools.Tool, def string, at time.Time) (int64, error)
 	deleteTool(ctx context.Context, name string) (int64, error)
 	// rotate rewraps every stored data key with rewrap and stores check as
@@ -614,6 +623,19 @@ func (p *Plane) RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID)
 	p.mu.Unlock()
 	p.committed(v)
 	return nil
+}
+
+// Keys returns the tenant's API keys, revoked ones too, oldest first. They
+// are read from the database, so a key another replica issued is there.
+func (p *Plane) Keys(ctx context.Context, id tenant.ID) ([]Key, error) {
+	if _, ok := p.tenant(id); !ok {
+		return nil, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+	}
+	keys, err := p.be.keys(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys of %s: %w", id, err)
+	}
+	return keys, nil
 }
 
 // confirmFresh records that the snapshot is known to be current now.

@@ -368,6 +368,27 @@ func (b *pgBackend) revokeKey(ctx context.Context, id tenant.ID, keyID tenant.Ke
 	})
 }
 
+func (b *pgBackend) keys(ctx context.Context, id tenant.ID) ([]Key, error) {
+	rows, _ := b.pool.Query(ctx, `SELECT id, created_at, revoked_at FROM control_api_keys
+		WHERE tenant_id = $1 ORDER BY created_at, id`, id)
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) {
+		var k Key
+		if err := r.Scan(&k.ID, &k.CreatedAt, &k.RevokedAt); err != nil {
+			return Key{}, err
+		}
+		k.CreatedAt = k.CreatedAt.UTC()
+		if k.RevokedAt != nil {
+			at := k.RevokedAt.UTC()
+			k.RevokedAt = &at
+		}
+		return k, nil
+	})
+	if keys == nil {
+		keys = []Key{}
+	}
+	return keys, err
+}
+
 func toolTarget(owner tenant.ID) string {
 	if owner == "" {
 		return operatorToolsTarget

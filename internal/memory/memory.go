@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -32,6 +33,7 @@ type Store interface {
 	PutDocument(ctx context.Context, scope auth.Scope, doc store.Document, chunks []store.Chunk) (store.Document, []store.Chunk, bool, error)
 	Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error)
 	DeleteDocument(ctx context.Context, scope auth.Scope, id string) error
+	Documents(ctx context.Context, scope auth.Scope, after string, limit int) ([]store.Document, error)
 	Chunks(ctx context.Context, scope auth.Scope, ids []int64) ([]store.Chunk, error)
 	ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Chunk, error)
 	SearchChunks(ctx context.Context, scope auth.Scope, query string, k int) ([]store.Hit, error)
@@ -119,6 +121,8 @@ const (
 	MaxMemoryBytes   = 8 << 10
 	MaxQueryBytes    = 4 << 10
 	MaxTopK          = 50
+	MaxListLimit     = 100 // documents in one page of a listing
+	defaultListLimit = 20
 	memoryScan       = 2000 // memories of one user scored per recall
 )
 
@@ -166,14 +170,77 @@ func (s *Service) AddDocument(ctx context.Context, scope auth.Scope, text string
 	return stored, created, nil
 }
 
-// Document returns one of the tenant's documents.
+// Document returns one of the tenant's documents. The tenant's honey record
+// is not found, as in Search.
 func (s *Service) Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error) {
-	return s.Store.Document(ctx, scope, id)
+	d, err := s.Store.Document(ctx, scope, id)
+	if err != nil {
+		return store.Document{}, err
+	}
+	if s.isHoney(scope, d) {
+		return store.Document{}, fmt.Errorf("read document: %w", store.ErrNotFound)
+	}
+	return d, nil
 }
 
-// DeleteDocument removes one of the tenant's documents and its chunks.
+// DeleteDocument removes one of the tenant's documents and its chunks. The
+// tenant's honey record is not found: it is the runtime's, not the tenant's.
 func (s *Service) DeleteDocument(ctx context.Context, scope auth.Scope, id string) error {
+	if s.honeyHash(scope) != "" {
+		if _, err := s.Document(ctx, scope, id); err != nil {
+			return fmt.Errorf("delete document: %w", err)
+		}
+	}
 	return s.Store.DeleteDocument(ctx, scope, id)
+}
+
+// Documents returns up to limit (0: 20; at most MaxListLimit) of the
+// tenant's documents, without their text, newest first, after the document
+// with id after ("": from the newest), and whether more follow. The honey
+// record is left out, as in Search. An after the tenant does not have is
+// invalid, whoever has it.
+func (s *Service) Documents(ctx context.Context, scope auth.Scope, after string, limit int) ([]store.Document, bool, error) {
+	switch {
+	case limit < 0 || limit > MaxListLimit:
+		return nil, false, fmt.Errorf("%w: limit must be between 1 and %d", kind.Invalid, MaxListLimit)
+	case limit == 0:
+		limit = defaultListLimit
+	}
+	// Two more than asked: one tells whether more follow, one stands in for
+	// the honey record should it be among them.
+	docs, err := s.Store.Documents(ctx, scope, after, limit+2)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, fmt.Errorf("%w: after: the tenant has no document %q", kind.Invalid, after)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("list documents: %w", err)
+	}
+	if honey := s.honeyHash(scope); honey != "" {
+		docs = slices.DeleteFunc(docs, func(d store.Document) bool { return d.Hash == honey })
+	}
+	if len(docs) > limit {
+		return docs[:limit], true, nil
+	}
+	return docs, false, nil
+}
+
+// honeyHash returns the content hash of the tenant's honey record, or "".
+func (s *Service) honeyHash(scope auth.Scope) string {
+	if s.Canary == nil {
+		return ""
+	}
+	c := s.Canary(scope.Tenant())
+	if c == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(HoneyText(c)))
+	return hex.EncodeToString(sum[:])
+}
+
+// isHoney reports whether d is the tenant's honey record.
+func (s *Service) isHoney(scope auth.Scope, d store.Document) bool {
+	h := s.honeyHash(scope)
+	return h != "" && d.Hash == h
 }
 
 // embedder returns the tenant's embedder.

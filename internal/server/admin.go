@@ -366,6 +366,33 @@ func handleCreateKey(d Deps) http.Handler {
 	})
 }
 
+// handleListKeys lists a tenant's API keys, revoked ones too, oldest first:
+// ids and times, never a key or its hash.
+func handleListKeys(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, err := pathTenantRecord(d, r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		keys, err := d.Tenants.Keys(r.Context(), t.ID)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		type item struct {
+			control.Key
+			Object string    `json:"object"`
+			Tenant tenant.ID `json:"tenant"`
+		}
+		out := make([]item, len(keys))
+		for i, k := range keys {
+			out[i] = item{Key: k, Object: "api_key", Tenant: t.ID}
+		}
+		encode(w, http.StatusOK, map[string]any{"object": "list", "data": out})
+	})
+}
+
 func handleRevokeKey(d Deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		scope, err := adminTenantScope(d, r)

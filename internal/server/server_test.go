@@ -518,7 +518,8 @@ func TestWrongMethod(t *testing.T) {
 		{"DELETE", "/healthz", ""},
 		{"PUT", "/admin/v1/tenants", testAdminToken},
 		{"POST", "/admin/v1/tenants/acme", testAdminToken},
-		{"GET", "/admin/v1/tenants/acme/keys", testAdminToken},
+		{"PUT", "/admin/v1/tenants/acme/keys", testAdminToken},
+		{"PUT", "/v1/documents", key},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
