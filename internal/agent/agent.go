@@ -426,8 +426,11 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 	}
 	resp.Usage = usage
-	a.guardAnswer(ctx, scope, profile, in, &resp.Message, &resp.FinishReason)
-	if cacheFor.ok && !turn.NoCacheWrite && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
+	// An answer passed only because this turn's inputs carried another
+	// tenant's value is not cached: a hit has no such inputs, and would be
+	// withheld (telling the value's owner) every time.
+	carried := a.guardAnswer(ctx, scope, profile, in, &resp.Message, &resp.FinishReason)
+	if cacheFor.ok && !carried && !turn.NoCacheWrite && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
 		v := cache.Value{Content: resp.Message.Content, FinishReason: resp.FinishReason, Usage: resp.Usage,
 			Model: resp.Model, SystemFingerprint: resp.SystemFingerprint}
 		if err := a.Cache.Put(ctx, cacheFor.cipher, cacheFor.req, v); err != nil {
@@ -490,10 +493,12 @@ func (a *Agent) guardStream(ctx context.Context, scope auth.Scope, profile Profi
 		func() error { return emit(gs.Flush()) }
 }
 
-// guardAnswer checks a final answer, replacing it if the guard blocks it.
-func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profile, in *guard.Inputs, m *llm.Message, finish *string) {
+// guardAnswer checks a final answer, replacing it if the guard blocks it,
+// and reports whether it passed holding another tenant's value that the
+// turn's inputs carried.
+func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profile, in *guard.Inputs, m *llm.Message, finish *string) (carried bool) {
 	if m.Content == "" || m.Content == withheld {
-		return
+		return false
 	}
 	v := a.Guard.CheckFrom(scope.Tenant(), m.Content, profile.AllowedHosts, in)
 	a.logCarried(ctx, scope, v)
@@ -502,12 +507,13 @@ func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profi
 		a.audit(ctx, scope, "guard.block", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
 		a.recordLeaks(ctx, scope, v, false)
 		m.Content, *finish = withheld, "content_filter"
-		return
+		return false
 	}
 	if len(v.Reasons) > 0 {
 		a.audit(ctx, scope, "guard.rewrite", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
 	}
 	m.Content = v.Text
+	return len(v.Carried) > 0
 }
 
 // logCarried tells the operator, and only the operator, of other tenants'

@@ -9,24 +9,27 @@ import "github.com/bulkhead-ai/bulkhead/internal/llm"
 // The client's messages of this turn are, whatever their role: the client
 // wrote them all. So are the results of the tenant's external (HTTP, MCP)
 // tools: the tenant chose those servers, and a page or ticket they return
-// is public to it. From the session history, the earlier turns' user
-// messages and tool results (of external tools or the client's own), and
-// their final answers, which the guard passed. Never an input: the system
-// prompt, and what builtin tools read from the tenant's storage (a canary
-// there is exactly the leak the guard exists for), in this turn or in the
-// history.
+// is public to it. So is the session history, but for builtin tools'
+// results and the model's tool-call steps: it is the earlier turns' inputs,
+// as the client sent them (its own secrets redacted), and the answers the
+// guard let through. (A tool-call step is stored as the model wrote it,
+// even when the guard refused the call, so it is no input.) Stored, a message of another tenant's session has
+// neither that tenant's secrets (redacted before storing) nor its canary
+// (removed from its answers), so trusting history loses no catch; and not
+// trusting it would let a value planted in one turn's page withhold every
+// later turn's answer. Never an input: the system prompt, and what builtin
+// tools read from the tenant's documents and memories (a canary there is
+// exactly the leak the guard exists for), in this turn or in the history.
 
 // turnInputs returns the inputs among history (the stored messages) and the
 // client's messages of this turn.
 func (a *Agent) turnInputs(history, client []llm.Message) []string {
 	var out []string
 	for _, m := range history {
-		switch {
-		case m.Role == "user",
-			m.Role == "assistant" && len(m.ToolCalls) == 0,
-			m.Role == "tool" && !a.builtin(m.Name):
-			out = append(out, m.Content)
+		if m.Role == "tool" && a.builtin(m.Name) || len(m.ToolCalls) > 0 {
+			continue
 		}
+		out = append(out, m.Content)
 	}
 	for _, m := range client {
 		out = append(out, m.Content)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
@@ -178,9 +179,14 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 	}
 	res, err := exec.Execute(ctx, call)
 	if err != nil {
-		// Executor errors can name upstream hosts: the log gets them, the
-		// model a generic message.
 		log.WarnContext(ctx, "tool call failed", "error", b.red.String(err.Error()))
+		if t.Builtin != "" && errors.Is(err, kind.Invalid) {
+			// A builtin refusing its arguments says why, in words of the
+			// runtime's own, so the model can correct them.
+			return "error: " + b.red.String(err.Error())
+		}
+		// Other executors' errors can name upstream hosts: the log gets
+		// them, the model a generic message.
 		return "error: the tool failed to run"
 	}
 	log.InfoContext(ctx, "tool call", "decision", "allow", "is_error", res.IsError)
@@ -317,7 +323,7 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.T
 		}
 		// Arguments leave for another system: they must not carry another
 		// tenant's data, nor links the tenant does not allow.
-		v := b.check(t, out)
+		v := b.check(out)
 		if v.Blocked {
 			blocked, leaked = v.Reasons, v
 			return "", errArgBlocked
@@ -338,7 +344,7 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.T
 	})
 	if err == nil {
 		views := joinedViews(t, model)
-		if blocked, leaked = b.checkJoined(t, views.joined(), reasonSplitSecret); blocked == nil {
+		if blocked, leaked = b.checkJoined(views.joined(), reasonSplitSecret); blocked == nil {
 			// Every two leaves, keys included, when there are few; else
 			// every two values.
 			paired := views.all
@@ -346,7 +352,7 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.T
 				paired = views.values
 			}
 			if len(paired) > 1 {
-				blocked, leaked = b.checkJoined(t, pairs(paired), reasonSplitSecret)
+				blocked, leaked = b.checkJoined(pairs(paired), reasonSplitSecret)
 			}
 		}
 	}
@@ -365,10 +371,6 @@ func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.T
 // tenant's own secret: found only once the pieces are joined (or written
 // as the encoder writes them), so no rewrite of one piece can remove it.
 const (
-	// reasonCarried refuses a builtin call carrying another tenant's canary
-	// or secret that the turn's inputs carried: stored, it would make every
-	// later answer quoting it look like a leak, and be withheld.
-	reasonCarried       = "another tenant's canary or secret, carried by the inputs, may not be stored"
 	reasonSplitSecret   = "tenant secret split over arguments"
 	reasonEncodedSecret = "tenant secret in the encoded arguments"
 )
@@ -385,7 +387,7 @@ const (
 // found.
 func (b *toolbox) checkEncoding(ctx context.Context, log *slog.Logger, t *tools.Tool, args tools.Args) (string, bool) {
 	enc := string(args.JSON)
-	if v := b.check(t, enc); v.Blocked {
+	if v := b.check(enc); v.Blocked {
 		return b.refuseBlocked(ctx, log, t.Name, v.Reasons, v), false
 	}
 	own := args.JSON
@@ -426,9 +428,9 @@ func boundSecrets(t *tools.Tool) map[string]bool {
 // verdict, for the owners of what it found. Only a block or a secret
 // counts: a rewrite (a link) computed on joined pieces could not be
 // applied to them, and a link split over fields renders in none of them.
-func (b *toolbox) checkJoined(t *tools.Tool, texts []string, secretReason string) ([]string, guard.Verdict) {
+func (b *toolbox) checkJoined(texts []string, secretReason string) ([]string, guard.Verdict) {
 	for _, text := range texts {
-		if v := b.check(t, text); v.Blocked {
+		if v := b.check(text); v.Blocked {
 			return v.Reasons, v
 		}
 		if b.red.String(text) != text {
@@ -438,17 +440,11 @@ func (b *toolbox) checkJoined(t *tools.Tool, texts []string, secretReason string
 	return nil, guard.Verdict{}
 }
 
-// check passes text, bound for tool t, through the guard, with what the
-// turn's inputs carry. A builtin tool stores or searches the tenant's own
-// data, which must carry no other tenant's canary or secret (see
-// reasonCarried), so there what the inputs carry blocks too; its owner is
-// not told, since no data of its left through the runtime.
-func (b *toolbox) check(t *tools.Tool, text string) guard.Verdict {
-	v := b.a.Guard.CheckFrom(b.scope.Tenant(), text, b.allowHosts, b.inputs)
-	if t.Builtin != "" && !v.Blocked && len(v.Carried) > 0 {
-		return guard.Verdict{Blocked: true, Reasons: []string{reasonCarried}}
-	}
-	return v
+// check passes text bound for a tool through the guard, with what the
+// turn's inputs carry. (What a builtin tool would store is screened again
+// where it is stored: memory.Screen.)
+func (b *toolbox) check(text string) guard.Verdict {
+	return b.a.Guard.CheckFrom(b.scope.Tenant(), text, b.allowHosts, b.inputs)
 }
 
 // refuseBlocked refuses a call whose arguments carry data that may not

@@ -2,6 +2,8 @@ package guard
 
 import (
 	"maps"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -63,12 +65,80 @@ func (in *Inputs) load() {
 		}
 		cs := in.g.canarySet()
 		for _, text := range in.texts {
-			if text != "" {
-				in.scan(cs, text)
+			for _, r := range readings(text) {
+				in.scan(cs, r)
 			}
 		}
 		in.texts = nil
 	})
+}
+
+// readings returns text as the checks of what leaves may come to read it:
+// as it is, and with every link and image removed, since a removal joins
+// what was around it (a page can split a canary around an empty link, and
+// the answer quoting it then holds the canary whole once the link is gone).
+// No host is allowed here, so every removal an answer's check may make is
+// made: a value found only this way is still one the input held.
+//
+// Text that holds JSON escapes is read unescaped too: a client pasting a
+// page into a message as a JSON string (a tool call's arguments, say) sends
+// "\n" and "\u003c" for the newlines and tags that the decoded argument
+// has, and only the decoded form lets a removal join the value.
+func readings(text string) []string {
+	if text == "" {
+		return nil
+	}
+	out := []string{text}
+	if u := jsonUnescape(text); u != text {
+		out = append(out, u)
+	}
+	for _, r := range out {
+		ls := &linkStage{hosts: newHostList(nil), r: &reasons{}, lineStart: true}
+		if stripped, blocked := ls.write(r, true); blocked == "" && stripped != r {
+			out = append(out, stripped)
+		}
+	}
+	return out
+}
+
+// jsonUnescape decodes the JSON string escapes in s wherever they are,
+// leniently: a malformed one is left as it is.
+func jsonUnescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 == len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		switch c := s[i+1]; c {
+		case '"', '\\', '/':
+			b.WriteByte(c)
+		case 'n':
+			b.WriteByte('\n')
+		case 't':
+			b.WriteByte('\t')
+		case 'r':
+			b.WriteByte('\r')
+		case 'b', 'f':
+			b.WriteByte(' ')
+		case 'u':
+			if i+6 <= len(s) {
+				if n, err := strconv.ParseUint(s[i+2:i+6], 16, 16); err == nil {
+					b.WriteRune(rune(n))
+					i += 5
+					continue
+				}
+			}
+			b.WriteString(s[i : i+2])
+		default:
+			b.WriteString(s[i : i+2])
+		}
+		i++
+	}
+	return b.String()
 }
 
 // scan adds what of other tenants' text carries.

@@ -116,3 +116,43 @@ func streamFrom(g *Guard, r *rand.Rand, in *Inputs, text string) Verdict {
 		rest = rest[n:]
 	}
 }
+
+// TestInputsReadLikeTheCheck checks that a value an input splits around a
+// link, which the answer's check joins by removing the link, counts as
+// carried: a page cannot plant a canary in halves to get past the inputs
+// and be caught in the answer.
+func TestInputsReadLikeTheCheck(t *testing.T) {
+	g := New()
+	planted := newCanary(t)
+	g.SetCanaries(globex, []string{planted})
+	for _, split := range []string{
+		planted[:9] + "[](https://evil.example/a)" + planted[9:],
+		planted[:9] + `<a href="https://evil.example/">` + planted[9:],
+		planted[:9] + "\n[r]: https://evil.example/\n" + planted[9:],
+	} {
+		if v := g.Check(acme, split, nil); !v.Blocked {
+			t.Fatalf("test bug: %q does not form the canary in the check (%q)", split, v.Text)
+		}
+		in := g.Inputs(acme, nil, "Our page: "+split)
+		if v := g.CheckFrom(acme, "Quote: "+split, nil, in); v.Blocked {
+			t.Errorf("an answer quoting %q, which its input held, was blocked: %v", split, v.Reasons)
+		}
+		if !g.Foreign(acme, split) {
+			t.Errorf("Foreign(%q) = false, want the split canary found", split)
+		}
+	}
+}
+
+func TestJSONUnescape(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`plain`, `plain`},
+		{`a\nb\tc\"d\\e\/f`, "a\nb\tc\"d\\e/f"},
+		{`\u003ca href=x\u003e`, `<a href=x>`},
+		{`bad \u12 and \q and trailing \`, `bad \u12 and \q and trailing \`},
+	}
+	for _, tt := range tests {
+		if got := jsonUnescape(tt.in); got != tt.want {
+			t.Errorf("jsonUnescape(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}

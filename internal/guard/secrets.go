@@ -82,6 +82,7 @@ const (
 // filter keeps) and its length, and the same for its first startLen bytes
 // (see hold).
 type secretTile struct {
+	unit uint16 // which of the value's random-enough units (secretUnits)
 	mac  [16]byte
 	roll uint64 // truncated to filterKeep bits
 	n    uint16
@@ -310,14 +311,14 @@ func (k *secretKeys) tiles(v []byte) []secretTile {
 	h := hmac.New(sha256.New, k.mac)
 	var out []secretTile
 	seen := map[[16]byte]bool{}
-	for _, u := range secretUnits(v) {
+	for ui, u := range secretUnits(v) {
 		for _, e := range textnorm.Encodings(string(u)) {
 			_, q := textnorm.Views(e.Text)
 			if len(q) < minWindow || len(q) > math.MaxUint16 {
 				continue
 			}
 			w := []byte(q)
-			t := secretTile{mac: k.sum(h, w), roll: k.roll(w) >> (64 - filterKeep), n: uint16(len(w)),
+			t := secretTile{unit: uint16(min(ui, math.MaxUint16)), mac: k.sum(h, w), roll: k.roll(w) >> (64 - filterKeep), n: uint16(len(w)),
 				start: k.sum(h, w[:startLen]), startRoll: k.startMix(binary.LittleEndian.Uint64(w)) >> (64 - filterKeep)}
 			if !seen[t.mac] {
 				seen[t.mac] = true
@@ -368,8 +369,8 @@ func newSecretSet(keys *secretKeys, byTenant map[tenant.ID]map[string][]secretTi
 	for id, byName := range byTenant {
 		ss.ids = append(ss.ids, id)
 		for name, ts := range byName {
-			ref := secretRef{owner: id, name: name}
 			for _, t := range ts {
+				ref := secretRef{owner: id, name: name, unit: t.unit}
 				if !slices.Contains(ss.owners[t.mac], ref) {
 					ss.owners[t.mac] = append(ss.owners[t.mac], ref)
 				}
@@ -410,11 +411,14 @@ func (ss *secretSet) others(self tenant.ID) bool {
 	return ss != nil && slices.ContainsFunc(ss.ids, func(id tenant.ID) bool { return id != self })
 }
 
-// secretRef names one tenant's secret: what a request's inputs may carry
-// (see Inputs).
+// secretRef names one unit of one tenant's secret (a value over 96 bytes
+// has several, see secretUnits): what a request's inputs may carry (see
+// Inputs). An input carrying one unit carries only that one: a public half
+// of a long secret exempts nothing of the rest.
 type secretRef struct {
 	owner tenant.ID
 	name  string
+	unit  uint16
 }
 
 // find appends to hit the secrets of owners other than self among the windows of the

@@ -77,7 +77,7 @@ func TestPlantedDataIsNoWeapon(t *testing.T) {
 		}
 	}
 	saved := env.say(t, chatCall{key: readerKey, content: "/call fetch_faq {}\n/call memory_save {\"text\":" + hostileJSONString(page) + "}"})
-	if !strings.Contains(saved, "may not leave") {
+	if !strings.Contains(saved, "another tenant's reference token or secret") {
 		t.Errorf("memory_save of the planted page answered %q, want it refused", saved)
 	}
 	for _, r := range auditLog(t, env, "/v1/audit?after="+strconv.FormatInt(planterSeq, 10), planterKey) {
