@@ -234,9 +234,13 @@ func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content str
 	if err != nil {
 		return Response{}, err
 	}
+	retries := c.maxRetries
+	if req.NoRetry {
+		retries = 0
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.deadline)
 	defer cancel()
-	return upstream.Retry(ctx, c.maxRetries, c.base, func() (Response, *upstream.Hint, error) {
+	return upstream.Retry(ctx, retries, c.base, func() (Response, *upstream.Hint, error) {
 		return c.attempt(ctx, body, onDelta, req.Started)
 	})
 }
