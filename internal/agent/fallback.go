@@ -28,6 +28,9 @@ type candidate struct {
 
 // modelChain resolves the profile's model and its fallbacks.
 func (a *Agent) modelChain(profile Profile) ([]candidate, error) {
+	if len(profile.Fallbacks) > MaxFallbacks {
+		return nil, fmt.Errorf("%w: profile %q: more than %d fallbacks", kind.Invalid, profile.Name, MaxFallbacks)
+	}
 	chain := make([]candidate, 0, 1+len(profile.Fallbacks))
 	for _, m := range append([]string{profile.Model}, profile.Fallbacks...) {
 		route, err := a.Models.Resolve(m)

@@ -287,3 +287,39 @@ func TestAnthropicTenantIsolation(t *testing.T) {
 		}
 	}
 }
+
+// TestAnthropicRefusesOptionsByName checks a field the Messages API cannot
+// take is a 400 naming it, with no upstream call and no fallback tried.
+func TestAnthropicRefusesOptionsByName(t *testing.T) {
+	api := newFakeMessagesAPI(t)
+	claude, err := llm.NewAnthropic(llm.AnthropicOptions{BaseURL: api.srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup := newFakeUpstream(t)
+	env := newTestEnv(t, envOptions{providers: map[string]llm.Provider{"claude": claude, "backup": backup.provider(t, 0)}})
+	env.createTenant(t, map[string]any{"id": "acme", "model": "claude/claude-test", "fallbacks": []string{"backup/gpt-b"}})
+	_, key := env.newKey(t, "acme")
+	for field, value := range map[string]any{
+		"seed":              7,
+		"logit_bias":        map[string]any{"50256": -100},
+		"response_format":   map[string]any{"type": "json_object"},
+		"frequency_penalty": 0.5,
+		"metadata":          map[string]any{"ticket": "T-1"},
+		"reasoning_effort":  "low",
+	} {
+		for _, stream := range []bool{false, true} {
+			r := env.chat(t, chatCall{key: key, content: "hi", stream: stream, extra: map[string]any{field: value}})
+			checkAPIError(t, r, http.StatusBadRequest, "invalid_request")
+			if !strings.Contains(string(r.body), field+": the anthropic provider does not support it") {
+				t.Errorf("%s stream=%v: body %s does not name the field", field, stream, r.body)
+			}
+		}
+	}
+	if n, b := len(api.calls()), backup.calls(); n != 0 || b != 0 {
+		t.Errorf("refused requests reached upstreams: anthropic %d, fallback %d", n, b)
+	}
+	if got := env.say(t, chatCall{key: key, content: "hi", extra: map[string]any{"stop": "END", "top_p": 0.5}}); got != "claude says hi" {
+		t.Errorf("supported fields: answer %q", got)
+	}
+}
