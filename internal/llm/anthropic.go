@@ -450,10 +450,7 @@ func (c *Anthropic) attempt(ctx context.Context, body []byte, onDelta func(strin
 }
 
 func (c *Anthropic) readError(actx context.Context, op string, err error) error {
-	if context.Cause(actx) == errAttemptTimeout {
-		return fmt.Errorf("llm: upstream timed out after %s: %w", c.timeout, context.DeadlineExceeded)
-	}
-	return fmt.Errorf("llm: %s: %w", op, err)
+	return ioError(actx, c.timeout, op, err)
 }
 
 // finishReason maps a Messages API stop_reason to OpenAI's finish_reason.
