@@ -109,7 +109,7 @@ func TestFallbacksExhausted(t *testing.T) {
 // not retried on the fallback when it then times out, while one that timed
 // out before any content is.
 func TestFallbackNotAfterContent(t *testing.T) {
-	env, primary, backup, key := newFallbackEnv(t, 300*time.Millisecond)
+	env, primary, backup, key := newFallbackEnv(t, time.Second) // the primary hangs until its attempt times out
 	hang := func(content string) func(http.ResponseWriter, *http.Request, map[string]any) {
 		return func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
 			w.Header().Set("Content-Type", "text/event-stream")
