@@ -153,7 +153,23 @@ func addAdminCmds(root *cobra.Command, getenv func(string) string, stdout io.Wri
 				return call(cmd, http.MethodDelete, "/admin/v1/tenants/"+url.PathEscape(args[0]), nil)
 			}},
 	)
-	keyCmd.AddCommand(
+	var keysOf string
+	listKeys := &cobra.Command{Use: "list --tenant TENANT", Short: "List a tenant's API keys: ids and times, revoked ones too, never the keys",
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// Like the other key commands, the tenant may also come first.
+			switch {
+			case len(args) == 1 && keysOf != "" && args[0] != keysOf:
+				return fmt.Errorf("two tenants given: %s and --tenant %s", args[0], keysOf)
+			case len(args) == 1:
+				keysOf = args[0]
+			case keysOf == "":
+				return fmt.Errorf("which tenant's keys? give --tenant TENANT")
+			}
+			return call(cmd, http.MethodGet, "/admin/v1/tenants/"+url.PathEscape(keysOf)+"/keys", nil)
+		}}
+	listKeys.Flags().StringVar(&keysOf, "tenant", "", "the tenant whose keys to list")
+	keyCmd.AddCommand(listKeys,
 		&cobra.Command{Use: "create TENANT", Short: "Create an API key (shown once)", Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				return call(cmd, http.MethodPost, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/keys", nil)

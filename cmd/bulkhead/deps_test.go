@@ -73,6 +73,7 @@ var layerRules = []layerRule{
 	{from: "internal/secret/...", deny: []string{"internal/..."}, why: "the secret type is a leaf"},
 	{from: "internal/textnorm/...", deny: []string{"internal/..."}, why: "normalisation is a leaf every matcher shares"},
 	{from: "internal/tenant", deny: []string{"internal/..."}, why: "ids are a leaf"},
+	{from: "internal/sqliteuri", deny: []string{"internal/..."}, why: "how a database path becomes a URI is a leaf both SQLite backends share"},
 	{from: "internal/kind", deny: []string{"internal/..."}, why: "error kinds are a leaf"},
 	{from: "internal/auth", deny: []string{"internal/..."}, allow: []string{"internal/kind", "internal/tenant"},
 		why: "identity comes from credentials alone"},

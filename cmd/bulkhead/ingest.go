@@ -57,10 +57,14 @@ type ingester struct {
 	http        *http.Client
 
 	documents, created, unchanged, chunks, failed, skipped int
+	bytes                                                  int64 // read from the files
 }
 
 func (in *ingester) run(ctx context.Context, paths []string, stdout, stderr io.Writer) error {
-	var files []string
+	var (
+		files []string
+		total int64 // bytes to read: the bar counts bytes, so one large file shows its progress
+	)
 	for _, p := range paths {
 		err := filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -73,7 +77,12 @@ func (in *ingester) run(ctx context.Context, paths []string, stdout, stderr io.W
 				return nil
 			}
 			if ingestExts[strings.ToLower(filepath.Ext(path))] {
+				info, err := d.Info()
+				if err != nil {
+					return err
+				}
 				files = append(files, path)
+				total += info.Size()
 			} else {
 				in.skipped++
 			}
@@ -83,12 +92,11 @@ func (in *ingester) run(ctx context.Context, paths []string, stdout, stderr io.W
 			return fmt.Errorf("list %s: %w", p, err)
 		}
 	}
-	bar := progressbar.NewOptions(len(files),
+	bar := progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(stderr),
-		progressbar.OptionSetDescription("ingesting"),
+		progressbar.OptionSetDescription(fmt.Sprintf("ingesting %d files", len(files))),
+		progressbar.OptionShowBytes(true),
 		progressbar.OptionShowCount(),
-		progressbar.OptionShowIts(),
-		progressbar.OptionSetItsString("files"),
 		progressbar.OptionSetPredictTime(true),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
@@ -99,19 +107,28 @@ func (in *ingester) run(ctx context.Context, paths []string, stdout, stderr io.W
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := in.file(ctx, f); err != nil {
+		var sent int64
+		progress := func(n int) {
+			sent += int64(n)
+			bar.Add(n) //nolint:errcheck // the bar only draws
+		}
+		size, err := in.file(ctx, f, progress)
+		if err != nil {
 			in.failed++
 			fmt.Fprintf(stderr, "\n%s: %v\n", f, err)
 			if firstErr == nil {
 				firstErr = err
 			}
 		}
-		bar.Add(1) //nolint:errcheck // the bar only draws
+		in.bytes += size
+		if rest := size - sent; rest > 0 {
+			bar.Add64(rest) //nolint:errcheck // what was not sent (blank parts, a failure) is done too
+		}
 	}
 	bar.Finish() //nolint:errcheck // the bar only draws
 	took := time.Since(start)
-	fmt.Fprintf(stdout, "Ingested %d files in %s (%.1f files/s): %d documents (%d new, %d unchanged), %d chunks; %d failed, %d skipped (not .txt/.md).\n",
-		len(files)-in.failed, took.Round(time.Millisecond), float64(len(files))/max(took.Seconds(), 1e-9),
+	fmt.Fprintf(stdout, "Ingested %d files (%d bytes) in %s (%.2f MB/s): %d documents (%d new, %d unchanged), %d chunks; %d failed, %d skipped (not .txt/.md).\n",
+		len(files)-in.failed, in.bytes, took.Round(time.Millisecond), float64(in.bytes)/1e6/max(took.Seconds(), 1e-9),
 		in.documents, in.created, in.unchanged, in.chunks, in.failed, in.skipped)
 	if in.failed > 0 {
 		return fmt.Errorf("%d of %d files failed; first: %w", in.failed, len(files), firstErr)
@@ -120,28 +137,37 @@ func (in *ingester) run(ctx context.Context, paths []string, stdout, stderr io.W
 }
 
 // file sends one file, in parts when it is large, never holding more than
-// one part in memory.
-func (in *ingester) file(ctx context.Context, path string) error {
+// one part in memory, and returns its size. sent hears of the bytes of each
+// part sent.
+func (in *ingester) file(ctx context.Context, path string, sent func(n int)) (int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer f.Close()
 	info, err := f.Stat()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if info.Size() <= ingestPart {
 		b, err := io.ReadAll(f)
 		if err != nil {
-			return err
+			return info.Size(), err
 		}
-		return in.post(ctx, string(b), map[string]any{"path": path})
+		if err := in.post(ctx, string(b), map[string]any{"path": path}); err != nil {
+			return info.Size(), err
+		}
+		sent(len(b))
+		return info.Size(), nil
 	}
 	part := 0
-	return chunk.SplitReader(f, chunk.Options{Size: ingestPart, Overlap: -1}, func(c chunk.Chunk) error {
+	return info.Size(), chunk.SplitReader(f, chunk.Options{Size: ingestPart, Overlap: -1}, func(c chunk.Chunk) error {
 		part++
-		return in.post(ctx, c.Text, map[string]any{"path": path, "part": part})
+		if err := in.post(ctx, c.Text, map[string]any{"path": path, "part": part}); err != nil {
+			return err
+		}
+		sent(len(c.Text))
+		return nil
 	})
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -46,6 +47,17 @@ func TestIngest(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "0 failed, 1 skipped") || !strings.Contains(out.String(), "1 unchanged") {
 		t.Fatalf("first ingest summary: %s", out.String())
+	}
+	// Progress counts bytes: every byte of the files read, the hidden and
+	// skipped ones not.
+	var bytesRead int
+	for name, body := range files {
+		if name != "image.png" && !strings.Contains(name, ".hidden") {
+			bytesRead += len(body)
+		}
+	}
+	if want := fmt.Sprintf("Ingested 7 files (%d bytes)", bytesRead); !strings.Contains(out.String(), want) {
+		t.Fatalf("first ingest summary: %s, want %q", out.String(), want)
 	}
 	out.Reset()
 	if err := run(ctx, []string{"ingest", dir}, env, &out, &errOut); err != nil {

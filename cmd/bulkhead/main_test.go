@@ -101,8 +101,9 @@ func startServer(t *testing.T) (base, adminToken string) {
 	return base, adminToken
 }
 
-// startServerWith runs `bulkhead serve` on dataDir with env and waits until
-// it is healthy. stop cancels it and returns what run returned.
+// startServerWith runs `bulkhead serve` on dataDir (with no --data flag if
+// empty) with env and waits until it is healthy. stop cancels it and returns
+// what run returned.
 func startServerWith(t *testing.T, dataDir string, env map[string]string, extraArgs ...string) (base string, stop func() error) {
 	t.Helper()
 	base, stop, _ = startServerLogged(t, dataDir, env, extraArgs...)
@@ -116,8 +117,12 @@ func startServerLogged(t *testing.T, dataDir string, env map[string]string, extr
 	ctx, cancel := context.WithCancel(context.Background())
 	logs = &lockedBuffer{}
 	errc := make(chan error, 1)
+	args := []string{"serve", "--addr", addr}
+	if dataDir != "" {
+		args = append(args, "--data", dataDir)
+	}
 	go func() {
-		errc <- run(ctx, append([]string{"serve", "--addr", addr, "--data", dataDir}, extraArgs...), envMap(env), io.Discard, logs)
+		errc <- run(ctx, append(args, extraArgs...), envMap(env), io.Discard, logs)
 	}()
 	var stopped bool
 	var stopErr error
@@ -286,6 +291,16 @@ func TestAdminCLI(t *testing.T) {
 				}
 				wantStatus(http.StatusOK)(t, out)
 			}},
+		{name: "key list", args: []string{"key", "list", "--tenant", "globex"}, wantOut: []string{`"id": "{key_id}"`, `"revoked_at": null`},
+			check: func(t *testing.T, out string) {
+				if strings.Contains(out, key.Key[len("bk_")+17:]) {
+					t.Errorf("key list shows the key's secret: %s", out)
+				}
+			}},
+		{name: "key list, tenant first", args: []string{"key", "list", "globex"}, wantOut: []string{`"id": "{key_id}"`}},
+		{name: "key list, no tenant", args: []string{"key", "list"}, wantErr: "--tenant"},
+		{name: "key list, two tenants", args: []string{"key", "list", "acme", "--tenant", "globex"}, wantErr: "two tenants"},
+		{name: "key list, missing tenant", args: []string{"key", "list", "--tenant", "nosuch"}, wantErr: "not found"},
 		{name: "suspend", args: []string{"tenant", "update", "globex", "--status", "suspended"},
 			wantOut: []string{`"status": "suspended"`, `"system_prompt": "You are Globex's agent."`},
 			check:   wantStatus(http.StatusForbidden)},
@@ -302,6 +317,7 @@ func TestAdminCLI(t *testing.T) {
 		{name: "secret delete again", args: []string{"secret", "delete", "globex", "crm_token"}, wantErr: "not found"},
 		{name: "key revoke", args: []string{"key", "revoke", "globex", "{key_id}"}, wantOut: []string{"ok"},
 			check: wantStatus(http.StatusUnauthorized)},
+		{name: "key list after revoke", args: []string{"key", "list", "--tenant", "globex"}, wantOut: []string{`"id": "{key_id}"`, `"revoked_at": "20`}},
 		{name: "delete", args: []string{"tenant", "delete", "globex"}, wantOut: []string{"ok"}},
 		{name: "get deleted", args: []string{"tenant", "get", "globex"}, wantErr: "not found"},
 		{name: "get missing", args: []string{"tenant", "get", "nosuch"}, wantErr: "not found"},
@@ -340,6 +356,7 @@ func TestAdminCLI(t *testing.T) {
 				t.Fatalf("run(%q) = %v, want an error containing %q", args, err, st.wantErr)
 			}
 			for _, want := range st.wantOut {
+				want = strings.ReplaceAll(want, "{key_id}", key.ID)
 				if !strings.Contains(out, want) {
 					t.Errorf("run(%q) output does not contain %q:\n%s", args, want, out)
 				}

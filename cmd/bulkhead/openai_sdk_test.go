@@ -41,8 +41,14 @@ type sdkResult struct {
 		FinishReason string
 		Usage        *sdkUsage
 	}
-	Models     []string
-	AuthStatus int
+	Models      []string
+	AuthStatus  int
+	ClientTools struct {
+		FinishReason, Name, Arguments, ID string
+		FollowUp, FollowUpFinishReason    string
+		StreamFinishReason                string
+		StreamCalls                       []struct{ ID, Name, Arguments string }
+	}
 }
 
 // TestOpenAISDK drives the real server with the official OpenAI Node client.
@@ -107,5 +113,16 @@ func TestOpenAISDK(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
 		}
+	}
+	ct := got.ClientTools
+	const args = `{"city":"Paris"}`
+	if ct.FinishReason != "tool_calls" || ct.Name != "get_weather" || ct.Arguments != args || !strings.HasPrefix(ct.ID, "call_") {
+		t.Errorf("client tool call = %+v, want get_weather with %s and finish reason tool_calls", ct, args)
+	}
+	if want := "Tool results:\n" + ct.ID + ": sunny, 21 C"; ct.FollowUp != want || ct.FollowUpFinishReason != "stop" {
+		t.Errorf("client tool follow-up = %q (%s), want %q", ct.FollowUp, ct.FollowUpFinishReason, want)
+	}
+	if ct.StreamFinishReason != "tool_calls" || len(ct.StreamCalls) != 1 || ct.StreamCalls[0].Name != "get_weather" || ct.StreamCalls[0].Arguments != args {
+		t.Errorf("streamed client tool calls = %+v (%s), want one get_weather call", ct.StreamCalls, ct.StreamFinishReason)
 	}
 }

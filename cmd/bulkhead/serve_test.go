@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -8,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
 // TestRestartKeepsGuardAndAuditsRefusals restarts the server on the same data
@@ -147,4 +151,65 @@ func TestRefusedKeyFloodIsAggregated(t *testing.T) {
 	if counted != flood {
 		t.Fatalf("auth.failure records count %d refused requests, want %d", counted, flood)
 	}
+}
+
+// TestRelativeDataDir runs the commands that take a data directory from a
+// working directory of their own, with relative paths as the README writes
+// them (--data ./data) and with the default (./bulkhead-data). A relative path
+// once became the URI file://data/control.db, which SQLite refused ("invalid
+// uri authority: data"). Not parallel: it changes the working directory.
+func TestRelativeDataDir(t *testing.T) {
+	t.Chdir(t.TempDir())
+	const admin = "bka_test_relative_admin_token_12"
+	env := map[string]string{"BULKHEAD_ADMIN_TOKEN": admin}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	base, stop := startServerWith(t, "./data", env)
+	key := createTenantKey(t, base, admin, map[string]any{"id": "acme"})
+	if status, b := call(t, http.MethodPost, base+"/v1/documents", key, map[string]any{"text": "Relative paths ZEBRA work."}); status != http.StatusCreated {
+		t.Fatalf("add a document: %d %s", status, b)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"data/control.db", "data/master_key"} {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("serve --data ./data: %v", err)
+		}
+	}
+
+	var out bytes.Buffer
+	if err := run(ctx, []string{"keyring", "rotate", "--data", "./data"}, envMap(nil), &out, &out); err != nil {
+		t.Fatalf("keyring rotate --data ./data: %v\n%s", err, out.String())
+	}
+	base, stop = startServerWith(t, "data", env)
+	if status, b := call(t, http.MethodPost, base+"/v1/search", key, map[string]any{"query": "ZEBRA", "mode": "lexical"}); status != http.StatusOK || !bytes.Contains(b, []byte("ZEBRA")) {
+		t.Fatalf("search after rotation, serve --data data: %d %s", status, b)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	// No --data: the default, ./bulkhead-data.
+	base, stop = startServerWith(t, "", env)
+	createTenantKey(t, base, admin, map[string]any{"id": "globex"})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("bulkhead-data/control.db"); err != nil {
+		t.Errorf("serve with the default data directory: %v", err)
+	}
+
+	t.Run("migrate", func(t *testing.T) {
+		ownerURL, appURL := testenv.PostgresRoles(t)
+		env := envMap(map[string]string{"BULKHEAD_ADMIN_TOKEN": admin, "BULKHEAD_DATABASE_OWNER_URL": ownerURL})
+		var out bytes.Buffer
+		if err := run(ctx, []string{"migrate", "--from", "./data", "--to", appURL}, env, &out, &out); err != nil {
+			t.Fatalf("migrate --from ./data: %v\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), "tenant acme: copied and checked") {
+			t.Errorf("migrate --from ./data output has no line for acme:\n%s", out.String())
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,6 +65,8 @@ type Profile struct {
 	// no Policy no tool is offered.
 	Tools  []string
 	Policy *policy.Set
+	// NoClientTools refuses requests that declare client tools.
+	NoClientTools bool
 	// Limits are the tenant's; every turn is admitted against them.
 	Limits quota.Limits
 	// NoCache turns the response cache off; CacheToolAnswers lets answers
@@ -116,6 +119,10 @@ type Turn struct {
 	// tool; with no tool offered, "none" and "auto" (and ParallelToolCalls)
 	// mean nothing and are not sent, and anything else is refused.
 	Options llm.Options
+	// ClientTools are the tools the client declared and runs itself (see
+	// clienttools.go); a call to one ends the turn with finish reason
+	// "tool_calls", the checked calls in Result.Message.ToolCalls.
+	ClientTools []llm.Tool
 	// NoCacheRead skips the response cache lookup (Cache-Control: no-cache);
 	// NoCacheWrite keeps the answer out of it (no-store).
 	NoCacheRead, NoCacheWrite bool
@@ -304,6 +311,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, err
 	}
 	box := a.toolbox(ctx, scope, profile, secrets, red)
+	if err := box.addClientTools(profile, turn.ClientTools); err != nil {
+		return Result{}, err
+	}
 	opts, err := offeredOptions(turn.Options, box.offered)
 	if err != nil {
 		return Result{}, err
@@ -328,9 +338,13 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 	}
 	newFrom := len(msgs)
-	msgs = append(msgs, turn.Messages...)
+	msgs = append(msgs, withoutRepeat(msgs[:newFrom], turn.Messages)...)
 	for i := range msgs {
 		msgs[i].Content = red.String(msgs[i].Content)
+		msgs[i].ToolCalls = slices.Clone(msgs[i].ToolCalls) // the caller's are not rewritten
+		for j := range msgs[i].ToolCalls {
+			msgs[i].ToolCalls[j].Function.Arguments = red.String(msgs[i].ToolCalls[j].Function.Arguments)
+		}
 	}
 	in := a.Guard.Inputs(scope.Tenant(), nil, a.turnInputs(msgs[historyFrom:newFrom], msgs[newFrom:])...)
 	box.inputs = in
@@ -388,6 +402,11 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		if len(resp.Message.ToolCalls) == 0 {
 			break
 		}
+		returned, held := box.clientStep(ctx, resp.Message.ToolCalls)
+		if returned != nil {
+			resp.Message.ToolCalls, resp.FinishReason = returned, "tool_calls"
+			break
+		}
 		if step == a.MaxSteps {
 			resp.Message = llm.Message{Role: "assistant",
 				Content: fmt.Sprintf("I stopped after %d tool steps without finishing.", a.MaxSteps)}
@@ -395,7 +414,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			break
 		}
 		msgs = append(msgs, resp.Message)
-		results := box.run(ctx, resp.Message.ToolCalls)
+		results := box.runStep(ctx, resp.Message.ToolCalls, held)
 		msgs = append(msgs, results...)
 		if more := a.toolInputs(results); len(more) > 0 {
 			in = a.Guard.Inputs(scope.Tenant(), in, more...)

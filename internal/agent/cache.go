@@ -34,7 +34,9 @@ func (a *Agent) cached(ctx context.Context, scope auth.Scope, profile Profile, t
 		return nil, t, fmt.Errorf("response cache: %w", err)
 	}
 	t.promptKey = cache.PromptCacheKey(c, profile.Name)
-	if a.Cache == nil || profile.NoCache || !deterministic(turn) {
+	// A turn with client tools is not cached: its answer depends on their
+	// declarations, which the key does not hold, and may be calls to them.
+	if a.Cache == nil || profile.NoCache || !deterministic(turn) || len(turn.ClientTools) > 0 {
 		return nil, t, nil
 	}
 	options, err := json.Marshal(turn.Options)

@@ -10,11 +10,11 @@ import "github.com/bulkhead-ai/bulkhead/internal/llm"
 // wrote them all. So are the results of the tenant's external (HTTP, MCP)
 // tools: the tenant chose those servers, and a page or ticket they return
 // is public to it. From the session history, the earlier turns' user
-// messages and external tools' results are, and their final answers, which
-// the guard passed. Never an input: the system prompt, what builtin tools
-// read from the tenant's storage (a canary there is exactly the leak the
-// guard exists for), and a history tool result whose tool is builtin or no
-// longer in the catalog.
+// messages and tool results (of external tools or the client's own), and
+// their final answers, which the guard passed. Never an input: the system
+// prompt, and what builtin tools read from the tenant's storage (a canary
+// there is exactly the leak the guard exists for), in this turn or in the
+// history.
 
 // turnInputs returns the inputs among history (the stored messages) and the
 // client's messages of this turn.
@@ -24,7 +24,7 @@ func (a *Agent) turnInputs(history, client []llm.Message) []string {
 		switch {
 		case m.Role == "user",
 			m.Role == "assistant" && len(m.ToolCalls) == 0,
-			m.Role == "tool" && a.external(m.Name):
+			m.Role == "tool" && !a.builtin(m.Name):
 			out = append(out, m.Content)
 		}
 	}
@@ -45,6 +45,16 @@ func (a *Agent) external(name string) bool {
 	}
 	t, ok := a.Tools.Tool(name)
 	return ok && t.Builtin == ""
+}
+
+// builtin reports whether name is a builtin tool of the catalog, whose
+// results come from the runtime's own storage.
+func (a *Agent) builtin(name string) bool {
+	if a.Tools == nil {
+		return false
+	}
+	t, ok := a.Tools.Tool(name)
+	return ok && t.Builtin != ""
 }
 
 // toolInputs returns the results, among msgs, of external tools.

@@ -12,8 +12,8 @@ import (
 // and returns the options to send. With no tool offered, "none" and "auto"
 // and parallel_tool_calls mean nothing (no call can be made) and are not
 // sent, since providers refuse them without tools; "required" or a named
-// function is refused. A named function must be one offered: client tools
-// are not accepted yet.
+// function is refused. A named function must be one offered: a
+// server-side tool policy permits, or a client tool of the request.
 func offeredOptions(o llm.Options, offered []llm.Tool) (llm.Options, error) {
 	if len(o.ToolChoice) == 0 {
 		if len(offered) == 0 {
@@ -51,5 +51,5 @@ func offeredOptions(o llm.Options, offered []llm.Tool) (llm.Options, error) {
 			return o, nil
 		}
 	}
-	return o, fmt.Errorf("%w: tool_choice names a function this model does not offer (client tools are not accepted)", kind.Invalid)
+	return o, fmt.Errorf("%w: tool_choice names a function this model does not offer", kind.Invalid)
 }

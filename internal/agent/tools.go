@@ -49,7 +49,10 @@ type toolbox struct {
 	secrets   map[tenant.SecretName]secret.Value
 	red       *redact.Redactor
 	tools     map[string]*tools.Tool // offered, by name
-	offered   []llm.Tool
+	// client holds the request's client tools by the name the model
+	// calls them (clienttools.go).
+	client  map[string]*tools.Tool
+	offered []llm.Tool
 	// allowHosts is the profile's allow-list for links and images, in tool
 	// arguments as in answers.
 	allowHosts []string
@@ -150,38 +153,10 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		return notAvailable
 	}
 	log := b.a.Logger.With("tenant", b.scope.Tenant(), "tool", name)
-
-	model, err := t.Decode(tc.Function.Arguments)
-	if err != nil {
-		return b.refuseArguments(ctx, log, name, err)
-	}
-	// The guard and the redactor run before the bound parameters are
-	// filled (those are the runtime's own values: a parameter bound to a
-	// secret would be redacted) and before policy, so that policy decides on
-	// the value as rewritten: the one that is sent.
-	if msg, ok := b.checkStrings(ctx, log, t, model); !ok {
+	args, log, msg, ok := b.authorize(ctx, log, t, tc.Function.Arguments)
+	if !ok {
 		return msg
 	}
-	args, err := t.Complete(model, b.bind)
-	if err != nil {
-		return b.refuseArguments(ctx, log, name, err)
-	}
-	if msg, ok := b.checkEncoding(ctx, log, t, args); !ok {
-		return msg
-	}
-	if b.authorized != nil {
-		b.authorized(name, args)
-	}
-	shape := argShape(t, args.Value)
-	decision := b.set.Authorize(b.principal, resource(t), args.Value)
-	log = log.With("args", shape, "reasons", decision.Reasons)
-	b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "args": shape,
-		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors})
-	if !decision.Allow {
-		log.WarnContext(ctx, "tool call denied", "errors", decision.Errors)
-		return fmt.Sprintf("error: denied by policy (%s)", strings.Join(decision.Reasons, ", "))
-	}
-
 	call := tools.Call{Tool: t, Scope: b.scope, Tenant: b.scope.Tenant(), Args: args.Value, Body: args.JSON, Bound: map[string]string{}, Secrets: map[tenant.SecretName]secret.Value{}}
 	for param := range t.Bound {
 		if s, ok := args.Value[param].(string); ok {
@@ -213,6 +188,46 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		return "error: " + res.Content
 	}
 	return res.Content
+}
+
+// authorize takes a call's raw arguments on the checked path: decoded once
+// and checked key by key against the schema, their string values passed
+// through the guard and the redactor, completed with the bound parameters
+// and validated, and authorized, the decision audited. Refused, it returns
+// the text for the model and false.
+func (b *toolbox) authorize(ctx context.Context, log *slog.Logger, t *tools.Tool, raw string) (tools.Args, *slog.Logger, string, bool) {
+	name := t.Name
+	model, err := t.Decode(raw)
+	if err != nil {
+		return tools.Args{}, log, b.refuseArguments(ctx, log, name, err), false
+	}
+	// The guard and the redactor run before the bound parameters are
+	// filled (those are the runtime's own values: a parameter bound to a
+	// secret would be redacted) and before policy, so that policy decides on
+	// the value as rewritten: the one that is sent.
+	if msg, ok := b.checkStrings(ctx, log, t, model); !ok {
+		return tools.Args{}, log, msg, false
+	}
+	args, err := t.Complete(model, b.bind)
+	if err != nil {
+		return tools.Args{}, log, b.refuseArguments(ctx, log, name, err), false
+	}
+	if msg, ok := b.checkEncoding(ctx, log, t, args); !ok {
+		return tools.Args{}, log, msg, false
+	}
+	if b.authorized != nil {
+		b.authorized(name, args)
+	}
+	shape := argShape(t, args.Value)
+	decision := b.set.Authorize(b.principal, resource(t), args.Value)
+	log = log.With("args", shape, "reasons", decision.Reasons)
+	b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "args": shape,
+		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors})
+	if !decision.Allow {
+		log.WarnContext(ctx, "tool call denied", "errors", decision.Errors)
+		return tools.Args{}, log, fmt.Sprintf("error: denied by policy (%s)", strings.Join(decision.Reasons, ", ")), false
+	}
+	return args, log, "", true
 }
 
 // bind gives a bound parameter its value from the Scope or the tenant's

@@ -46,7 +46,7 @@ func New(keys Keys, adminToken string) (*Authenticator, error) {
 // Tenant authenticates r with a tenant API key and returns its Scope. Nothing
 // in the request other than the key influences the tenant.
 func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
-	token, err := bearer(r)
+	token, err := tenantKey(r)
 	if err != nil {
 		return Scope{}, err
 	}
@@ -169,6 +169,49 @@ func AdminScope(ctx context.Context, inc tenant.Incarnation) (Scope, error) {
 		return Scope{}, fmt.Errorf("%w: %w", kind.Invalid, err)
 	}
 	return Scope{tenant: inc.Tenant(), inc: inc}, nil
+}
+
+// KeyHeaders are the headers besides Authorization that may carry a tenant
+// API key: Azure OpenAI's clients send api-key, Anthropic's x-api-key.
+var KeyHeaders = []string{"Api-Key", "X-Api-Key"}
+
+// tenantKey returns the tenant API key of r: from "Authorization: Bearer
+// <key>", "api-key: <key>" or "x-api-key: <key>". Any of them will do, and
+// none outranks another: when several are sent they must all carry the same
+// key, or the request is refused, so that no proxy or client library can
+// have one key checked and another one acted on.
+func tenantKey(r *http.Request) (string, error) {
+	var key string
+	take := func(v string) error {
+		switch {
+		case v == "":
+		case key == "":
+			key = v
+		case v != key:
+			return fmt.Errorf("%w: conflicting api keys: Authorization, api-key and x-api-key must carry the same key", kind.Unauthenticated)
+		}
+		return nil
+	}
+	for _, h := range r.Header.Values("Authorization") {
+		token, ok := strings.CutPrefix(h, "Bearer ")
+		if !ok {
+			return "", fmt.Errorf("%w: missing bearer token", kind.Unauthenticated)
+		}
+		if err := take(strings.TrimSpace(token)); err != nil {
+			return "", err
+		}
+	}
+	for _, name := range KeyHeaders {
+		for _, v := range r.Header.Values(name) {
+			if err := take(strings.TrimSpace(v)); err != nil {
+				return "", err
+			}
+		}
+	}
+	if key == "" {
+		return "", fmt.Errorf("%w: missing api key (send Authorization: Bearer <key>, api-key or x-api-key)", kind.Unauthenticated)
+	}
+	return key, nil
 }
 
 func bearer(r *http.Request) (string, error) {

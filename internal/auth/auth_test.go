@@ -76,6 +76,15 @@ func TestTenant(t *testing.T) {
 		{"forged secret", "Bearer " + forged, nil, "", kind.Unauthenticated},
 		{"revoked", "Bearer " + tokens["revoked"], nil, "", kind.Unauthenticated},
 		{"suspended tenant", "Bearer " + tokens["globex-suspended"], nil, "", kind.Denied},
+		{"api-key header", "", map[string]string{"api-key": acme}, "acme", nil},
+		{"x-api-key header", "", map[string]string{"x-api-key": acme}, "acme", nil},
+		{"all three agree", "Bearer " + acme, map[string]string{"api-key": acme, "x-api-key": acme}, "acme", nil},
+		{"empty api-key beside bearer", "Bearer " + acme, map[string]string{"api-key": ""}, "acme", nil},
+		{"bearer and api-key differ", "Bearer " + acme, map[string]string{"api-key": tokens["globex-suspended"]}, "", kind.Unauthenticated},
+		{"api-key and x-api-key differ", "", map[string]string{"api-key": acme, "x-api-key": forged}, "", kind.Unauthenticated},
+		{"forged bearer, good api-key", "Bearer " + forged, map[string]string{"x-api-key": acme}, "", kind.Unauthenticated},
+		{"not bearer beside api-key", "Basic " + acme, map[string]string{"api-key": acme}, "", kind.Unauthenticated},
+		{"api-key carries the admin token", "", map[string]string{"api-key": adminToken}, "", kind.Unauthenticated},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -130,12 +130,15 @@ func (r Redis) NewClient(getenv func(string) string) *redis.Client {
 // Embedder declares the embedding model: the built-in offline one (default)
 // or any OpenAI-compatible /v1/embeddings endpoint (OpenAI, Ollama, vLLM, TEI).
 type Embedder struct {
-	Type      string        `yaml:"type"` // "offline" (default) or "openai"
-	BaseURL   string        `yaml:"base_url"`
-	APIKeyEnv string        `yaml:"api_key_env"`
-	Model     string        `yaml:"model"`
-	Dim       int           `yaml:"dim"`
-	Timeout   time.Duration `yaml:"timeout"`
+	Type      string `yaml:"type"` // "offline" (default) or "openai"
+	BaseURL   string `yaml:"base_url"`
+	APIKeyEnv string `yaml:"api_key_env"`
+	// APIKeySecret names a tenant secret: each tenant calls this embedder
+	// with its own key (bring your own key).
+	APIKeySecret string        `yaml:"api_key_secret"`
+	Model        string        `yaml:"model"`
+	Dim          int           `yaml:"dim"`
+	Timeout      time.Duration `yaml:"timeout"`
 }
 
 // Provider declares one model provider.
@@ -329,7 +332,18 @@ func newEmbedder(e Embedder, getenv func(string) string) (embed.Embedder, error)
 		if e.Model == "" {
 			return nil, fmt.Errorf("embedder: model is required for type openai")
 		}
-		o, err := embed.NewOpenAI(embed.OpenAIOptions{BaseURL: e.BaseURL, APIKey: key, Model: e.Model, Dim: e.Dim, Timeout: e.Timeout})
+		var keySecret tenant.SecretName
+		if e.APIKeySecret != "" {
+			if e.APIKeyEnv != "" {
+				return nil, fmt.Errorf("embedder: set api_key_env or api_key_secret, not both")
+			}
+			var err error
+			if keySecret, err = tenant.ParseSecretName(e.APIKeySecret); err != nil {
+				return nil, fmt.Errorf("embedder: api_key_secret: %w", err)
+			}
+		}
+		o, err := embed.NewOpenAI(embed.OpenAIOptions{BaseURL: e.BaseURL, APIKey: key, KeySecret: keySecret,
+			Model: e.Model, Dim: e.Dim, Timeout: e.Timeout})
 		if err != nil {
 			return nil, fmt.Errorf("embedder: %w", err)
 		}

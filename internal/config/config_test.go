@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 func TestParseDefaults(t *testing.T) {
@@ -136,6 +137,26 @@ func TestEmbedders(t *testing.T) {
 	}
 	if _, err := (Config{Embedder: Embedder{Type: "magic"}}).NewEmbedders(func(string) string { return "" }); err == nil {
 		t.Error("unknown embedder type accepted")
+	}
+}
+
+func TestEmbedderKeySecret(t *testing.T) {
+	byok := Embedder{Type: "openai", BaseURL: "http://127.0.0.1:11434/v1", Model: "m", APIKeySecret: "embed_key"}
+	es, err := Config{Embedders: map[string]Embedder{"byok": byok}}.WithDefaults().NewEmbedders(func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, ok := es["byok"].(interface{ KeySecret() tenant.SecretName })
+	if !ok || k.KeySecret() != "embed_key" {
+		t.Fatalf("embedder byok = %v, want one taking the tenant secret embed_key", es["byok"])
+	}
+	for name, e := range map[string]Embedder{
+		"both":     {Type: "openai", BaseURL: byok.BaseURL, Model: "m", APIKeySecret: "embed_key", APIKeyEnv: "K"},
+		"bad name": {Type: "openai", BaseURL: byok.BaseURL, Model: "m", APIKeySecret: "bad name!"},
+	} {
+		if _, err := (Config{Embedders: map[string]Embedder{"x": e}}).WithDefaults().NewEmbedders(func(string) string { return "v" }); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
 	}
 }
 

@@ -51,6 +51,9 @@ type Profile struct {
 	NoCache bool `json:"no_cache,omitempty"`
 	// CacheToolAnswers lets answers that involved tool calls be cached too.
 	CacheToolAnswers bool `json:"cache_tool_answers,omitempty"`
+	// NoClientTools refuses requests that declare their own tools (the
+	// admin API's "client_tools": false); by default a request may.
+	NoClientTools bool `json:"no_client_tools,omitempty"`
 }
 
 // Limits bounds a tenant's use of shared capacity. Zero means unlimited.
@@ -83,6 +86,11 @@ type Tenant struct {
 	// memories; empty means the server's default.
 	Embedder  string
 	StorageID string // opaque name of the tenant's data directory
+	// StoreAtProvision records that the tenant's store was made when it was
+	// provisioned, as for every tenant created since stores are: one found
+	// missing later is lost, never made again. A tenant created before has
+	// its store made on first use.
+	StoreAtProvision bool
 	// WrappedKey is the tenant's data key wrapped by the KEK; deleting the
 	// tenant destroys it.
 	WrappedKey []byte
@@ -121,6 +129,13 @@ type keyEntry struct {
 	hash   auth.KeyHash
 }
 
+// Key describes one of a tenant's API keys: never the key, nor its hash.
+type Key struct {
+	ID        tenant.KeyID `json:"id"`
+	CreatedAt time.Time    `json:"created_at"`
+	RevokedAt *time.Time   `json:"revoked_at"` // nil while the key works
+}
+
 // backend keeps the control plane durable: SQLite (one process) or
 // PostgreSQL (any number of replicas). Every method is one transaction. The
 // database, not the snapshot, decides conflicts: a write whose precondition
@@ -147,12 +162,23 @@ type backend interface {
 	deleteTenant(ctx context.Context, id tenant.ID, storageID string) (Tenant, int64, error)
 	addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, at time.Time) (int64, error)
 	revokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, at time.Time) (int64, error)
+	// keys reads tenant id's keys, revoked ones too, oldest first.
+	keys(ctx context.Context, id tenant.ID) ([]Key, error)
 	createTool(ctx context.Context, t *tools.Tool, def string, at time.Time) (int64, error)
 	deleteTool(ctx context.Context, name string) (int64, error)
 	// rotate rewraps every stored data key with rewrap and stores check as
 	// the new KEK check value, if the stored one is still old.
 	rotate(ctx context.Context, old, check []byte, rewrap func(id tenant.ID, wrapped []byte) ([]byte, error)) (map[tenant.Incarnation][]byte, int64, error)
 	close() error
+}
+
+// tombstones is kept by a backend whose tenants' data has no directory of
+// its own to sweep (PostgreSQL): deleteTenant records the incarnation in
+// its transaction, and the record stays until forgetDeleted, once the
+// incarnation's data is gone.
+type tombstones interface {
+	deletedStores(ctx context.Context) ([]tenant.Incarnation, error)
+	forgetDeleted(ctx context.Context, storageID string) error
 }
 
 // Conditions a backend reports; the Plane turns them into kind errors.
@@ -314,10 +340,13 @@ type storedConfig struct {
 	AllowedHosts []string           `json:"allowed_hosts,omitempty"`
 	Canaries     []string           `json:"canaries,omitempty"`
 	Embedder     string             `json:"embedder,omitempty"`
+	// StoreAtProvision is absent (false) in tenants stored before it was.
+	StoreAtProvision bool `json:"store_at_provision,omitempty"`
 }
 
 func encodeConfig(t Tenant) (string, error) {
-	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits, AllowedHosts: t.AllowedHosts, Canaries: t.Canaries, Embedder: t.Embedder})
+	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits, AllowedHosts: t.AllowedHosts, Canaries: t.Canaries, Embedder: t.Embedder,
+		StoreAtProvision: t.StoreAtProvision})
 	return string(b), err
 }
 
@@ -327,6 +356,7 @@ func decodeConfig(s string, t *Tenant) error {
 		return err
 	}
 	t.Profiles, t.Limits, t.AllowedHosts, t.Canaries, t.Embedder = c.Profiles, c.Limits, c.AllowedHosts, c.Canaries, c.Embedder
+	t.StoreAtProvision = c.StoreAtProvision
 	return nil
 }
 
@@ -376,6 +406,7 @@ func (p *Plane) CreateTenant(ctx context.Context, t Tenant) (Tenant, error) {
 	defer clear(dataKey)
 	t.CreatedAt = p.stamp()
 	t.UpdatedAt = t.CreatedAt
+	t.StoreAtProvision = true // the lifecycle makes it next
 	t.revision = 0
 	t = t.clone()
 	cfg, err := encodeConfig(t)
@@ -464,6 +495,7 @@ func (p *Plane) UpdateTenant(ctx context.Context, id tenant.ID, change func(*Ten
 			return Tenant{}, err
 		}
 		t.ID, t.StorageID, t.WrappedKey, t.CreatedAt = old.ID, old.StorageID, old.WrappedKey, old.CreatedAt
+		t.StoreAtProvision = old.StoreAtProvision
 		if err := validate(t); err != nil {
 			return Tenant{}, err
 		}
@@ -596,6 +628,19 @@ func (p *Plane) RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID)
 	return nil
 }
 
+// Keys returns the tenant's API keys, revoked ones too, oldest first. They
+// are read from the database, so a key another replica issued is there.
+func (p *Plane) Keys(ctx context.Context, id tenant.ID) ([]Key, error) {
+	if _, ok := p.tenant(id); !ok {
+		return nil, fmt.Errorf("%w: tenant %s", kind.NotFound, id)
+	}
+	keys, err := p.be.keys(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys of %s: %w", id, err)
+	}
+	return keys, nil
+}
+
 // confirmFresh records that the snapshot is known to be current now.
 func (p *Plane) confirmFresh() {
 	p.freshUntil.Store(time.Now().Add(p.maxStale).UnixNano())
@@ -656,6 +701,13 @@ func (p *Plane) StorageID(_ context.Context, inc tenant.Incarnation) (string, er
 	return t.StorageID, nil
 }
 
+// StoreMadeAtProvision reports whether incarnation inc's store was made
+// when it was provisioned (see Tenant.StoreAtProvision).
+func (p *Plane) StoreMadeAtProvision(inc tenant.Incarnation) bool {
+	t, err := p.current(inc)
+	return err == nil && t.StoreAtProvision
+}
+
 // StorageIDs returns the storage ids of every tenant, for removing storage
 // that no tenant owns any more (a delete cut short by a crash).
 func (p *Plane) StorageIDs() map[string]bool {
@@ -666,6 +718,34 @@ func (p *Plane) StorageIDs() map[string]bool {
 		out[t.StorageID] = true
 	}
 	return out
+}
+
+// DeletedIncarnations lists the deleted incarnations whose data may still be
+// stored: those ForgetDeleted was not called for since their delete (a
+// crash, or a failed drop, came between). The SQLite backend keeps none: a
+// deleted tenant's directory is found by listing (sqlite.DB.DropOrphans).
+func (p *Plane) DeletedIncarnations(ctx context.Context) ([]tenant.Incarnation, error) {
+	ts, ok := p.be.(tombstones)
+	if !ok {
+		return nil, nil
+	}
+	incs, err := ts.deletedStores(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list deleted tenants' stores: %w", err)
+	}
+	return incs, nil
+}
+
+// ForgetDeleted records that deleted incarnation inc's data is gone.
+func (p *Plane) ForgetDeleted(ctx context.Context, inc tenant.Incarnation) error {
+	ts, ok := p.be.(tombstones)
+	if !ok {
+		return nil
+	}
+	if err := ts.forgetDeleted(ctx, inc.Storage()); err != nil {
+		return fmt.Errorf("forget the deleted store of %s: %w", inc.Tenant(), err)
+	}
+	return nil
 }
 
 // WrappedKey implements keyring.WrappedKeys. A deleted tenant, or an earlier

@@ -128,7 +128,7 @@ func migratePostgres(ctx context.Context, ownerURL, appRole string) error {
 	}
 	role := pgx.Identifier{appRole}.Sanitize()
 	for _, grant := range []string{
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON control_tenants, control_api_keys, control_tools TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON control_tenants, control_api_keys, control_tools, control_deleted_stores TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE ON control_keyring TO ` + role,
 		`GRANT SELECT, UPDATE ON control_state TO ` + role,
 	} {
@@ -324,9 +324,30 @@ func (b *pgBackend) deleteTenant(ctx context.Context, id tenant.ID, storageID st
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errMissing
 		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO control_deleted_stores (storage_id, tenant_id) VALUES ($1, $2) ON CONFLICT DO NOTHING`, t.StorageID, id)
 		return err
 	})
 	return t, v, err
+}
+
+func (b *pgBackend) deletedStores(ctx context.Context) ([]tenant.Incarnation, error) {
+	rows, err := b.pool.Query(ctx, `SELECT tenant_id, storage_id FROM control_deleted_stores ORDER BY deleted_at`)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (tenant.Incarnation, error) {
+		var id, storage string
+		err := row.Scan(&id, &storage)
+		return tenant.NewIncarnation(tenant.ID(id), storage), err
+	})
+}
+
+func (b *pgBackend) forgetDeleted(ctx context.Context, storageID string) error {
+	_, err := b.pool.Exec(ctx, `DELETE FROM control_deleted_stores WHERE storage_id = $1`, storageID)
+	return err
 }
 
 func (b *pgBackend) addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, at time.Time) (int64, error) {
@@ -345,6 +366,27 @@ func (b *pgBackend) revokeKey(ctx context.Context, id tenant.ID, keyID tenant.Ke
 		return pgAffected(tx.Exec(ctx, `UPDATE control_api_keys SET revoked_at = $3
 			WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL`, id, keyID, at))
 	})
+}
+
+func (b *pgBackend) keys(ctx context.Context, id tenant.ID) ([]Key, error) {
+	rows, _ := b.pool.Query(ctx, `SELECT id, created_at, revoked_at FROM control_api_keys
+		WHERE tenant_id = $1 ORDER BY created_at, id`, id)
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) {
+		var k Key
+		if err := r.Scan(&k.ID, &k.CreatedAt, &k.RevokedAt); err != nil {
+			return Key{}, err
+		}
+		k.CreatedAt = k.CreatedAt.UTC()
+		if k.RevokedAt != nil {
+			at := k.RevokedAt.UTC()
+			k.RevokedAt = &at
+		}
+		return k, nil
+	})
+	if keys == nil {
+		keys = []Key{}
+	}
+	return keys, err
 }
 
 func toolTarget(owner tenant.ID) string {

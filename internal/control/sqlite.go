@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
-	"path/filepath"
 	"time"
 
 	"github.com/pressly/goose/v3"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/sqliteuri"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
@@ -23,11 +23,13 @@ import (
 // for one server. It fails if kek is not the key the database was created
 // with.
 func Open(ctx context.Context, path string, kek keyring.KEK, logger *slog.Logger) (*Plane, error) {
-	// A file: URI, so no character of path can be read as a parameter.
-	dsn := (&url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: url.Values{
+	dsn, err := sqliteuri.File(path, url.Values{
 		"_pragma": {"busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"},
 		"_txlock": {"immediate"},
-	}.Encode()}).String()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open control database: %w", err)
+	}
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open control database: %w", err)
@@ -229,6 +231,38 @@ func (b sqliteBackend) revokeKey(ctx context.Context, id tenant.ID, keyID tenant
 	return 0, affected(b.db.ExecContext(ctx,
 		`UPDATE api_keys SET revoked_at = ? WHERE id = ? AND tenant_id = ? AND revoked_at IS NULL`,
 		sqliteTime(at), keyID, id))
+}
+
+func (b sqliteBackend) keys(ctx context.Context, id tenant.ID) ([]Key, error) {
+	rows, err := b.db.QueryContext(ctx,
+		`SELECT id, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	keys := []Key{}
+	for rows.Next() {
+		var (
+			k       Key
+			created string
+			revoked sql.NullString
+		)
+		if err := rows.Scan(&k.ID, &created, &revoked); err != nil {
+			return nil, err
+		}
+		if k.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
+			return nil, fmt.Errorf("key %s: %w", k.ID, err)
+		}
+		if revoked.Valid {
+			at, err := time.Parse(time.RFC3339Nano, revoked.String)
+			if err != nil {
+				return nil, fmt.Errorf("key %s: %w", k.ID, err)
+			}
+			k.RevokedAt = &at
+		}
+		keys = append(keys, k)
+	}
+	return keys, rows.Err()
 }
 
 func (b sqliteBackend) createTool(ctx context.Context, t *tools.Tool, def string, at time.Time) (int64, error) {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/upstream"
 )
 
@@ -61,6 +63,10 @@ type OpenAIOptions struct {
 	// HTTPClient is used for every request; nil means a client of its own
 	// that does not follow redirects.
 	HTTPClient *http.Client
+	// KeySecret, when set, names the tenant secret holding the API key (bring
+	// your own key): the Embedder then refuses to call the endpoint until
+	// WithAPIKey gives it the calling tenant's key. APIKey must be empty.
+	KeySecret tenant.SecretName
 }
 
 // String describes the options with the API key redacted.
@@ -69,8 +75,8 @@ func (o OpenAIOptions) String() string {
 	if o.APIKey != "" {
 		key = redacted
 	}
-	return fmt.Sprintf("{BaseURL:%s APIKey:%s Model:%s Dim:%d BatchSize:%d Timeout:%s MaxRetries:%d}",
-		o.BaseURL, key, o.Model, o.Dim, o.BatchSize, o.Timeout, o.MaxRetries)
+	return fmt.Sprintf("{BaseURL:%s APIKey:%s KeySecret:%s Model:%s Dim:%d BatchSize:%d Timeout:%s MaxRetries:%d}",
+		o.BaseURL, key, o.KeySecret, o.Model, o.Dim, o.BatchSize, o.Timeout, o.MaxRetries)
 }
 
 // LogValue implements slog.LogValuer with the API key redacted.
@@ -78,6 +84,7 @@ func (o OpenAIOptions) LogValue() slog.Value {
 	return slog.GroupValue(
 		slog.String("base_url", o.BaseURL),
 		slog.Bool("api_key_set", o.APIKey != ""),
+		slog.String("key_secret", string(o.KeySecret)),
 		slog.String("model", o.Model),
 		slog.Int("dim", o.Dim),
 		slog.Int("batch_size", o.BatchSize),
@@ -94,6 +101,7 @@ type OpenAI struct {
 	model      string
 	id         string // Model()
 	apiKey     string
+	keySecret  tenant.SecretName // set: apiKey must come from WithAPIKey
 	batch      int
 	timeout    time.Duration
 	maxRetries int
@@ -120,11 +128,14 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 		return nil, fmt.Errorf("embed: batch size must be between 0 and %d", maxBatchSize)
 	case opts.Timeout < 0:
 		return nil, errors.New("embed: negative timeout")
+	case opts.KeySecret != "" && opts.APIKey != "":
+		return nil, errors.New("embed: set an API key or a tenant key secret, not both")
 	}
 	c := &OpenAI{
 		baseURL:    baseURL,
 		model:      opts.Model,
 		apiKey:     opts.APIKey,
+		keySecret:  opts.KeySecret,
 		batch:      cmp.Or(opts.BatchSize, defaultBatchSize),
 		timeout:    cmp.Or(opts.Timeout, defaultTimeout),
 		maxRetries: opts.MaxRetries,
@@ -148,6 +159,28 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 		c.client = upstream.NewClient(c.timeout)
 	}
 	return c, nil
+}
+
+// KeySecret names the tenant secret holding the API key each call needs, or
+// is empty when the configured key (or none) is used.
+func (c *OpenAI) KeySecret() tenant.SecretName { return c.keySecret }
+
+// WithAPIKey returns an Embedder that calls the same endpoint and model with
+// key, a tenant's own (bring your own key). It shares c's learned dimension
+// but not its key: the copy's errors have key removed, c keeps its own.
+func (c *OpenAI) WithAPIKey(key secret.Value) Embedder {
+	return &keyed{OpenAI: c, key: key, redactor: redact.New([]redact.Secret{{Name: "api_key", Value: key.Reveal()}})}
+}
+
+// keyed is an OpenAI embedder calling with a tenant's own key.
+type keyed struct {
+	*OpenAI
+	key      secret.Value // revealed only for the Authorization header
+	redactor *redact.Redactor
+}
+
+func (k *keyed) Embed(ctx context.Context, texts []string) ([][]float32, error) {
+	return k.OpenAI.embed(ctx, texts, k.key.Reveal(), k.redactor)
 }
 
 // Dim implements Embedder: the configured dimension, or the length of the
@@ -193,6 +226,17 @@ type embeddingResponse struct {
 // after Retry-After, capped at 10s). A non-2xx response is a *StatusError. A
 // cancelled ctx returns ctx.Err().
 func (c *OpenAI) Embed(ctx context.Context, texts []string) ([][]float32, error) {
+	if c.keySecret != "" {
+		// Never fall back to no key or a shared one: that would bill (and
+		// expose) the wrong account.
+		return nil, fmt.Errorf("embed: %s needs the tenant's own API key (tenant secret %q)", c.id, c.keySecret)
+	}
+	return c.embed(ctx, texts, c.apiKey, c.redactor)
+}
+
+// embed is Embed with the API key to send and the redactor that removes it
+// from upstream messages.
+func (c *OpenAI) embed(ctx context.Context, texts []string, apiKey string, red *redact.Redactor) ([][]float32, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -210,7 +254,7 @@ func (c *OpenAI) Embed(ctx context.Context, texts []string) ([][]float32, error)
 		for _, i := range part {
 			inputs = append(inputs, texts[i])
 		}
-		vecs, err := c.embedBatch(ctx, inputs)
+		vecs, err := c.embedBatch(ctx, inputs, apiKey, red)
 		if err != nil {
 			return nil, err
 		}
@@ -233,20 +277,20 @@ func (c *OpenAI) Embed(ctx context.Context, texts []string) ([][]float32, error)
 }
 
 // embedBatch sends one request, retrying as Embed describes.
-func (c *OpenAI) embedBatch(ctx context.Context, inputs []string) ([][]float32, error) {
+func (c *OpenAI) embedBatch(ctx context.Context, inputs []string, apiKey string, red *redact.Redactor) ([][]float32, error) {
 	body, err := json.Marshal(embeddingRequest{Model: c.model, Input: inputs})
 	if err != nil {
 		return nil, fmt.Errorf("embed: encode request: %w", err)
 	}
 	return upstream.Retry(ctx, c.maxRetries, c.base, func() ([][]float32, *upstream.Hint, error) {
-		return c.attempt(ctx, body, len(inputs))
+		return c.attempt(ctx, body, len(inputs), apiKey, red)
 	})
 }
 
 var errAttemptTimeout = errors.New("attempt timeout")
 
 // attempt makes one HTTP request. A non-nil hint means the failure may be retried.
-func (c *OpenAI) attempt(ctx context.Context, body []byte, n int) ([][]float32, *upstream.Hint, error) {
+func (c *OpenAI) attempt(ctx context.Context, body []byte, n int, apiKey string, red *redact.Redactor) ([][]float32, *upstream.Hint, error) {
 	actx, cancel := context.WithTimeoutCause(ctx, c.timeout, errAttemptTimeout)
 	defer cancel()
 
@@ -257,8 +301,8 @@ func (c *OpenAI) attempt(ctx context.Context, body []byte, n int) ([][]float32, 
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Accept", "application/json")
 	hreq.Header.Set("User-Agent", "bulkhead")
-	if c.apiKey != "" {
-		hreq.Header.Set("Authorization", "Bearer "+c.apiKey)
+	if apiKey != "" {
+		hreq.Header.Set("Authorization", "Bearer "+apiKey)
 	}
 
 	hresp, err := c.client.Do(hreq)
@@ -268,7 +312,7 @@ func (c *OpenAI) attempt(ctx context.Context, body []byte, n int) ([][]float32, 
 	defer hresp.Body.Close()
 
 	if hresp.StatusCode < 200 || hresp.StatusCode > 299 {
-		serr := &StatusError{StatusCode: hresp.StatusCode, Message: upstream.StatusMessage(hresp, maxErrorMessage, c.redactor)}
+		serr := &StatusError{StatusCode: hresp.StatusCode, Message: upstream.StatusMessage(hresp, maxErrorMessage, red)}
 		return nil, upstream.StatusHint(hresp), fmt.Errorf("embed: %w", serr)
 	}
 	data, err := io.ReadAll(io.LimitReader(hresp.Body, maxResponseBytes+1))
@@ -278,19 +322,19 @@ func (c *OpenAI) attempt(ctx context.Context, body []byte, n int) ([][]float32, 
 	if len(data) > maxResponseBytes {
 		return nil, nil, errors.New("embed: upstream response exceeds 64 MiB")
 	}
-	vecs, err := c.decode(data, n)
+	vecs, err := c.decode(data, n, red)
 	return vecs, nil, err
 }
 
 // decode checks an answer for n inputs and returns its vectors in input
 // order, normalized.
-func (c *OpenAI) decode(data []byte, n int) ([][]float32, error) {
+func (c *OpenAI) decode(data []byte, n int, red *redact.Redactor) ([][]float32, error) {
 	var er embeddingResponse
 	if err := json.Unmarshal(data, &er); err != nil {
 		return nil, errors.New("embed: malformed upstream response")
 	}
 	if m := upstream.ErrorMessage(er.Error); m != "" {
-		return nil, fmt.Errorf("embed: upstream error: %s", upstream.Clean(m, maxErrorMessage, c.redactor))
+		return nil, fmt.Errorf("embed: upstream error: %s", upstream.Clean(m, maxErrorMessage, red))
 	}
 	if len(er.Data) != n {
 		return nil, fmt.Errorf("embed: upstream returned %d embeddings for %d inputs", len(er.Data), n)

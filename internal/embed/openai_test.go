@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 )
 
 const testKey = "sk-test-SECRET-1234567890"
@@ -410,5 +412,52 @@ func TestOpenAIThroughCache(t *testing.T) {
 	}
 	if len(f.batches) != 2 {
 		t.Errorf("upstream saw %d requests, want 2 (one miss round of 3 texts in batches of 2)", len(f.batches))
+	}
+}
+
+// TestOpenAITenantKey shows an embedder configured for tenants' own keys
+// calling only with the key it was given, and never without one.
+func TestOpenAITenantKey(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		if r.Header.Get("Authorization") == "Bearer tenant-b-key-0123456789" {
+			w.WriteHeader(401)
+			io.WriteString(w, `{"error":{"message":"bad key tenant-b-key-0123456789"}}`)
+			return
+		}
+		io.WriteString(w, `{"data":[{"index":0,"embedding":[1,0]}]}`)
+	}))
+	defer srv.Close()
+	c := newTestOpenAI(t, srv.URL, OpenAIOptions{KeySecret: "embed_key"})
+	if c.KeySecret() != "embed_key" {
+		t.Fatalf("KeySecret() = %q, want embed_key", c.KeySecret())
+	}
+	if _, err := c.Embed(context.Background(), []string{"x"}); err == nil || !strings.Contains(err.Error(), "embed_key") {
+		t.Fatalf("Embed without a tenant key: err = %v, want a refusal naming embed_key", err)
+	}
+	if len(seen) != 0 {
+		t.Fatalf("the endpoint was called without the tenant's key: %q", seen)
+	}
+	a := c.WithAPIKey(secret.New("tenant-a-key-0123456789"))
+	if a.Model() != c.Model() {
+		t.Errorf("keyed Model() = %q, want %q (the same vectors)", a.Model(), c.Model())
+	}
+	if _, err := a.Embed(context.Background(), []string{"x"}); err != nil {
+		t.Fatalf("Embed with tenant a's key: %v", err)
+	}
+	_, err := c.WithAPIKey(secret.New("tenant-b-key-0123456789")).Embed(context.Background(), []string{"x"})
+	if err == nil || strings.Contains(err.Error(), "tenant-b-key") {
+		t.Errorf("Embed with tenant b's refused key: err = %v, want an error without the key", err)
+	}
+	want := []string{"Bearer tenant-a-key-0123456789", "Bearer tenant-b-key-0123456789"}
+	if !slices.Equal(seen, want) {
+		t.Errorf("Authorization headers = %q, want %q", seen, want)
+	}
+	if _, err := NewOpenAI(OpenAIOptions{BaseURL: srv.URL, Model: "m", APIKey: "k", KeySecret: "embed_key"}); err == nil {
+		t.Error("an API key and a tenant key secret together were accepted")
 	}
 }

@@ -64,7 +64,9 @@ func TestCanaries(t *testing.T) {
 		{name: "own canary removed", text: "my prompt says " + own + " ok", want: "my prompt says  ok", reasons: []string{ReasonOwnCanary}},
 		{name: "own canary in upper case removed", text: "<<" + strings.ToUpper(own) + ">>", want: "<<>>", reasons: []string{ReasonOwnCanary}},
 		{name: "own canary twice", text: own + own, want: "", reasons: []string{ReasonOwnCanary}},
-		{name: "prefix only", text: other[:len(other)-1] + " and " + own[:8], want: other[:len(other)-1] + " and " + own[:8]},
+		// The cut canary ends the text: followed by letters, it would be
+		// completed by any that is its last (separators are seen through).
+		{name: "prefix only", text: own[:8] + " and " + other[:len(other)-1] + ".", want: own[:8] + " and " + other[:len(other)-1] + "."},
 		{name: "short values are not canaries", text: "short", want: "short"},
 		{name: "foreign canary formed by removing the own one", text: other[:10] + own + other[10:], blocked: true, reasons: []string{ReasonForeignCanary}},
 		{name: "own canary formed by removing it", text: own[:6] + own + own[6:], blocked: true, reasons: []string{ReasonFormedCanary}},

@@ -99,6 +99,14 @@ func (c *Cipher) Open(ciphertext []byte, context string) ([]byte, error) {
 	return open(c.aead, ciphertext, c.aad(context))
 }
 
+// OpenedLen returns the length of the plaintext in a ciphertext of n bytes
+// that Seal produced, without opening it, so that a listing can give sizes
+// without decrypting every record (the length is no secret: the ciphertext
+// shows it).
+func (c *Cipher) OpenedLen(n int) int {
+	return max(n-1-c.aead.NonceSize()-c.aead.Overhead(), 0)
+}
+
 // Derive returns a 256-bit key for purpose (e.g. "blind-index",
 // "embedding-cache"), derived from the tenant's data key: it dies with the
 // data key, and one purpose's key reveals nothing of another's.

@@ -82,6 +82,18 @@ func TestSealOpen(t *testing.T) {
 	}
 }
 
+func TestOpenedLen(t *testing.T) {
+	c := mustCipher(t, "acme")
+	for _, n := range []int{0, 1, 100, 4 << 20} {
+		if got := c.OpenedLen(len(c.Seal(make([]byte, n), "x"))); got != n {
+			t.Errorf("OpenedLen of a seal of %d bytes = %d", n, got)
+		}
+	}
+	if got := c.OpenedLen(3); got != 0 {
+		t.Errorf("OpenedLen(3) = %d, want 0", got)
+	}
+}
+
 func TestWrapUnwrap(t *testing.T) {
 	ctx := context.Background()
 	kek := mustKEK(t)

@@ -17,7 +17,9 @@
 // cancelled, and then every other participant drops its state. A crash after
 // the commit leaves only state that is unreadable and unreachable: the store
 // directory, which the next start removes (sqlite.DB.DropOrphans, for every
-// directory no tenant owns), Redis quota and cache entries keyed by the dead
+// directory no tenant owns), or on PostgreSQL the tenant's rows, which the
+// next start of any replica removes (a tombstone written in the delete's
+// transaction names them until ForgetDeleted), Redis quota and cache entries keyed by the dead
 // incarnation, which expire on their own TTLs, and in-memory state, which
 // dies with the process. Marking the tenant "deleting" first would keep the
 // id reserved and the keys valid until a restart finishes the job; deleting
@@ -45,6 +47,9 @@ type Control interface {
 	UpdateTenant(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
 	DeleteTenant(ctx context.Context, id tenant.ID) (control.Tenant, error)
 	DeleteIncarnation(ctx context.Context, inc tenant.Incarnation) (control.Tenant, error)
+	// ForgetDeleted records that a deleted incarnation's state is gone, so
+	// no start needs to drop it again (control.Plane.DeletedIncarnations).
+	ForgetDeleted(ctx context.Context, inc tenant.Incarnation) error
 	RevokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID) error
 	KeyRecord(id tenant.KeyID) (auth.KeyRecord, bool)
 }
@@ -321,6 +326,10 @@ func (l *Lifecycle) offboard(ctx context.Context, t control.Tenant) error {
 	if err := errors.Join(errs...); err != nil {
 		l.log.ErrorContext(ctx, "tenant offboarded with errors", "tenant", t.ID, "error", err.Error())
 		return err
+	}
+	// Only now: a failure above leaves the tombstone for the next start.
+	if err := l.control.ForgetDeleted(ctx, inc); err != nil {
+		l.log.WarnContext(ctx, "tenant offboarded; its tombstone stays for the next start", "tenant", t.ID, "error", err.Error())
 	}
 	l.log.InfoContext(ctx, "tenant offboarded", "tenant", t.ID)
 	return nil

@@ -290,6 +290,8 @@ func (c *Anthropic) encode(req Request, stream bool) ([]byte, error) {
 		// worth caching (see the Anthropic type's comment).
 		wire.System[0].CacheControl = &antCache{Type: "ephemeral"}
 	}
+	// A tool's Strict is not sent: the Messages API has no such member
+	// (documented in the README), and the Agents SDK sets it on every tool.
 	for _, t := range req.Tools {
 		schema := t.Function.Parameters
 		if len(schema) == 0 {

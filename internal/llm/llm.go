@@ -43,6 +43,9 @@ type FunctionDef struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description,omitempty"`
 	Parameters  json.RawMessage `json:"parameters,omitempty"`
+	// Strict asks the provider to keep calls to the schema exactly
+	// (OpenAI's structured outputs), as a client tool's declaration may.
+	Strict *bool `json:"strict,omitempty"`
 }
 
 // Request is one chat completion request to a provider.

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/vector"
@@ -31,6 +33,7 @@ type Store interface {
 	PutDocument(ctx context.Context, scope auth.Scope, doc store.Document, chunks []store.Chunk) (store.Document, []store.Chunk, bool, error)
 	Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error)
 	DeleteDocument(ctx context.Context, scope auth.Scope, id string) error
+	Documents(ctx context.Context, scope auth.Scope, after string, limit int) ([]store.Document, error)
 	Chunks(ctx context.Context, scope auth.Scope, ids []int64) ([]store.Chunk, error)
 	ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Chunk, error)
 	SearchChunks(ctx context.Context, scope auth.Scope, query string, k int) ([]store.Hit, error)
@@ -54,10 +57,13 @@ type Deps struct {
 	// tenant's own (it may be another model, with another dimension).
 	Embedder    embed.Embedder
 	EmbedderFor func(id tenant.ID) (embed.Embedder, error)
-	Cache       *embed.Cache  // nil: no embedding cache
-	Vectors     *vector.Cache // per-tenant indexes
-	Chunking    chunk.Options
-	Logger      *slog.Logger
+	Cache       *embed.Cache // nil: no embedding cache
+	// Secrets holds the tenants' own API keys for embedders that call
+	// with them (bring your own key); nil: such embedders fail.
+	Secrets  Secrets
+	Vectors  *vector.Cache // per-tenant indexes
+	Chunking chunk.Options
+	Logger   *slog.Logger
 	// Fingerprints learns every text a tenant stores, so the output guard
 	// can recognize it in another tenant's answer; nil learns nothing.
 	Fingerprints Fingerprints
@@ -115,6 +121,8 @@ const (
 	MaxMemoryBytes   = 8 << 10
 	MaxQueryBytes    = 4 << 10
 	MaxTopK          = 50
+	MaxListLimit     = 100 // documents in one page of a listing
+	defaultListLimit = 20
 	memoryScan       = 2000 // memories of one user scored per recall
 )
 
@@ -162,14 +170,77 @@ func (s *Service) AddDocument(ctx context.Context, scope auth.Scope, text string
 	return stored, created, nil
 }
 
-// Document returns one of the tenant's documents.
+// Document returns one of the tenant's documents. The tenant's honey record
+// is not found, as in Search.
 func (s *Service) Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error) {
-	return s.Store.Document(ctx, scope, id)
+	d, err := s.Store.Document(ctx, scope, id)
+	if err != nil {
+		return store.Document{}, err
+	}
+	if s.isHoney(scope, d) {
+		return store.Document{}, fmt.Errorf("read document: %w", store.ErrNotFound)
+	}
+	return d, nil
 }
 
-// DeleteDocument removes one of the tenant's documents and its chunks.
+// DeleteDocument removes one of the tenant's documents and its chunks. The
+// tenant's honey record is not found: it is the runtime's, not the tenant's.
 func (s *Service) DeleteDocument(ctx context.Context, scope auth.Scope, id string) error {
+	if s.honeyHash(scope) != "" {
+		if _, err := s.Document(ctx, scope, id); err != nil {
+			return fmt.Errorf("delete document: %w", err)
+		}
+	}
 	return s.Store.DeleteDocument(ctx, scope, id)
+}
+
+// Documents returns up to limit (0: 20; at most MaxListLimit) of the
+// tenant's documents, without their text, newest first, after the document
+// with id after ("": from the newest), and whether more follow. The honey
+// record is left out, as in Search. An after the tenant does not have is
+// invalid, whoever has it.
+func (s *Service) Documents(ctx context.Context, scope auth.Scope, after string, limit int) ([]store.Document, bool, error) {
+	switch {
+	case limit < 0 || limit > MaxListLimit:
+		return nil, false, fmt.Errorf("%w: limit must be between 1 and %d", kind.Invalid, MaxListLimit)
+	case limit == 0:
+		limit = defaultListLimit
+	}
+	// Two more than asked: one tells whether more follow, one stands in for
+	// the honey record should it be among them.
+	docs, err := s.Store.Documents(ctx, scope, after, limit+2)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, fmt.Errorf("%w: after: the tenant has no document %q", kind.Invalid, after)
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("list documents: %w", err)
+	}
+	if honey := s.honeyHash(scope); honey != "" {
+		docs = slices.DeleteFunc(docs, func(d store.Document) bool { return d.Hash == honey })
+	}
+	if len(docs) > limit {
+		return docs[:limit], true, nil
+	}
+	return docs, false, nil
+}
+
+// honeyHash returns the content hash of the tenant's honey record, or "".
+func (s *Service) honeyHash(scope auth.Scope) string {
+	if s.Canary == nil {
+		return ""
+	}
+	c := s.Canary(scope.Tenant())
+	if c == "" {
+		return ""
+	}
+	sum := sha256.Sum256([]byte(HoneyText(c)))
+	return hex.EncodeToString(sum[:])
+}
+
+// isHoney reports whether d is the tenant's honey record.
+func (s *Service) isHoney(scope auth.Scope, d store.Document) bool {
+	h := s.honeyHash(scope)
+	return h != "" && d.Hash == h
 }
 
 // embedder returns the tenant's embedder.
@@ -184,20 +255,59 @@ func (s *Service) embedder(scope auth.Scope) (embed.Embedder, error) {
 	return e, nil
 }
 
+// Secrets reads a tenant's secrets.
+type Secrets interface {
+	Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, error)
+}
+
+// tenantKeyed is an embedder that calls its provider with each tenant's own
+// API key (*embed.OpenAI with a KeySecret).
+type tenantKeyed interface {
+	KeySecret() tenant.SecretName
+	WithAPIKey(key secret.Value) embed.Embedder
+}
+
+// callingEmbedder returns the tenant's embedder ready to call: with the
+// tenant's own API key when the embedder takes one. A missing key fails:
+// falling back to a shared key would bill (and expose) the wrong account.
+func (s *Service) callingEmbedder(ctx context.Context, scope auth.Scope) (embed.Embedder, error) {
+	e, err := s.embedder(scope)
+	if err != nil {
+		return nil, err
+	}
+	k, ok := e.(tenantKeyed)
+	if !ok || k.KeySecret() == "" {
+		return e, nil
+	}
+	name := k.KeySecret()
+	if s.Secrets != nil {
+		secrets, err := s.Secrets.Secrets(ctx, scope)
+		if err != nil {
+			return nil, fmt.Errorf("read the embedder's key: %w", err)
+		}
+		for _, sec := range secrets {
+			if sec.Name == name {
+				return k.WithAPIKey(sec.Value), nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("%w: the tenant's embedder needs the tenant secret %q (its own API key), which is not set", kind.Invalid, name)
+}
+
 // embed embeds texts with the tenant's embedder and its partition of the
 // cache.
 func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) ([][]float32, error) {
 	if len(texts) == 0 {
 		return nil, nil
 	}
-	e, err := s.embedder(scope)
+	e, err := s.callingEmbedder(ctx, scope)
 	if err != nil {
 		return nil, err
 	}
 	if s.Cache == nil {
 		vecs, err := e.Embed(ctx, texts)
 		if err != nil {
-			return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
+			return nil, embedError(err)
 		}
 		return vecs, nil
 	}
@@ -207,7 +317,7 @@ func (s *Service) embed(ctx context.Context, scope auth.Scope, texts []string) (
 	}
 	vecs, err := s.Cache.Embed(ctx, e, scope.Incarnation(), c.Derive("embedding-cache"), texts)
 	if err != nil {
-		return nil, fmt.Errorf("%w: embed: %w", kind.Unavailable, err)
+		return nil, embedError(err)
 	}
 	return vecs, nil
 }

@@ -48,6 +48,10 @@ const (
 	ScopeTenant      = "tenant"
 	ScopeGlobal      = "global"
 	ScopeCrossTenant = "cross_tenant"
+	// ScopeClient is a client tool's: declared by the request and run by
+	// the client, owned by the calling tenant. Its resource is named
+	// Tool::"client/<name>".
+	ScopeClient = "client"
 )
 
 // Policy id prefixes; a decision's Reasons and Errors name policies by id.
@@ -70,7 +74,7 @@ when { resource.owner != "" && resource.owner != principal.tenant };
 
 @id("global/forbid-unknown-scope")
 forbid (principal, action, resource)
-unless { ["tenant", "global", "cross_tenant"].contains(resource.scope) };
+unless { ["tenant", "global", "cross_tenant", "client"].contains(resource.scope) };
 `
 
 var (
@@ -177,7 +181,14 @@ func (r *requestPolicies) All() iter.Seq2[cedar.PolicyID, *cedar.Policy] {
 //
 //	permit (principal == Agent::"<id>/<profile>", action == Action::"call_tool", resource == Tool::"<tool>");
 //
-// with id "profile/<profile>/<tool>". Profile names must be non-empty and
+// with id "profile/<profile>/<tool>", and one permit for the tenant's own
+// client tools (resources Tool::"client/<name>" of scope "client")
+//
+//	permit (principal == Agent::"<id>/<profile>", action == Action::"call_tool", resource)
+//	when { resource.scope == "client" && resource.owner == principal.tenant };
+//
+// with id "profile/<profile>/client/*". Whether a profile takes client tools
+// at all is the agent's check; the tenant's forbids narrow both. Profile names must be non-empty and
 // contain no '/'; tool names must be non-empty. source is the tenant's
 // uploaded Cedar text (may be empty); see [Engine.Validate] for its rules.
 // Errors wrap kind.Invalid.
@@ -195,6 +206,7 @@ func (e *Engine) Compile(id tenant.ID, profiles map[string][]string, source stri
 			return nil, fmt.Errorf("%w: policy: profile name %q must be non-empty and contain no '/'", kind.Invalid, profile)
 		}
 		agent := agentUID(id, profile)
+		s.permits[profile] = append(s.permits[profile], entry{cedar.PolicyID(profilePrefix + profile + "/client/*"), clientPermit(agent)})
 		tools := slices.Sorted(slices.Values(profiles[profile]))
 		for _, tool := range slices.Compact(tools) {
 			if tool == "" {
@@ -208,6 +220,17 @@ func (e *Engine) Compile(id tenant.ID, profiles map[string][]string, source stri
 		}
 	}
 	return s, nil
+}
+
+// clientPermit lets agent call its tenant's client tools. Catalog tools
+// never have the client scope (tools.Compile refuses it), and "/" is not in
+// their names, so it matches client tools only.
+func clientPermit(agent types.EntityUID) *cedar.Policy {
+	return cedar.NewPolicyFromAST(ast.Permit().
+		PrincipalEq(agent).
+		ActionEq(callTool).
+		When(ast.Resource().Access("scope").Equal(ast.String(ScopeClient)).
+			And(ast.Resource().Access("owner").Equal(ast.Principal().Access("tenant")))))
 }
 
 var inputPos = regexp.MustCompile(`<input>:(\d+):(\d+)`)

@@ -29,16 +29,27 @@ type profileBody struct {
 	APIKeySecret     string   `json:"api_key_secret,omitempty"`
 	NoCache          bool     `json:"no_cache,omitempty"`
 	CacheToolAnswers bool     `json:"cache_tool_answers,omitempty"`
+	// ClientTools false refuses requests that declare their own tools;
+	// absent or true lets them.
+	ClientTools *bool `json:"client_tools,omitempty"`
 }
 
 func (p profileBody) profile() control.Profile {
 	return control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks, Tools: p.Tools,
-		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers}
+		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers,
+		NoClientTools: p.ClientTools != nil && !*p.ClientTools}
 }
 
 func viewProfile(p control.Profile) profileBody {
 	return profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks, Tools: nonNil(p.Tools),
-		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers}
+		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers,
+		ClientTools: clientToolsView(p)}
+}
+
+// clientToolsView shows whether a profile takes client tools, always.
+func clientToolsView(p control.Profile) *bool {
+	on := !p.NoClientTools
+	return &on
 }
 
 // tenantBody is the admin API's tenant definition. Pointers tell "absent"
@@ -54,6 +65,7 @@ type tenantBody struct {
 	APIKeySecret *string                 `json:"api_key_secret"`
 	NoCache      *bool                   `json:"no_cache"`
 	CacheTools   *bool                   `json:"cache_tool_answers"`
+	ClientTools  *bool                   `json:"client_tools"`
 	Profiles     *map[string]profileBody `json:"profiles"`
 	Limits       *control.Limits         `json:"limits"`
 	AllowedHosts *[]string               `json:"allowed_hosts"`
@@ -70,7 +82,8 @@ func (b tenantBody) fields() []string {
 	}{
 		{"name", b.Name != nil}, {"status", b.Status != nil}, {"system_prompt", b.SystemPrompt != nil},
 		{"model", b.Model != nil}, {"fallbacks", b.Fallbacks != nil}, {"tools", b.Tools != nil}, {"api_key_secret", b.APIKeySecret != nil},
-		{"no_cache", b.NoCache != nil}, {"cache_tool_answers", b.CacheTools != nil}, {"profiles", b.Profiles != nil},
+		{"no_cache", b.NoCache != nil}, {"cache_tool_answers", b.CacheTools != nil}, {"client_tools", b.ClientTools != nil},
+		{"profiles", b.Profiles != nil},
 		{"limits", b.Limits != nil}, {"allowed_hosts", b.AllowedHosts != nil}, {"embedder", b.Embedder != nil},
 	} {
 		if f.set {
@@ -92,6 +105,7 @@ type tenantView struct {
 	APIKeySecret string                 `json:"api_key_secret,omitempty"`
 	NoCache      bool                   `json:"no_cache,omitempty"`
 	CacheTools   bool                   `json:"cache_tool_answers,omitempty"`
+	ClientTools  *bool                  `json:"client_tools"`
 	Profiles     map[string]profileBody `json:"profiles"`
 	Limits       control.Limits         `json:"limits"`
 	AllowedHosts []string               `json:"allowed_hosts"`
@@ -104,7 +118,7 @@ func viewTenant(t control.Tenant) tenantView {
 	def := t.Profiles[control.DefaultProfile]
 	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
 		SystemPrompt: def.SystemPrompt, Model: def.Model, Fallbacks: def.Fallbacks, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
-		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, AllowedHosts: nonNil(t.AllowedHosts), Embedder: t.Embedder,
+		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, ClientTools: clientToolsView(def), AllowedHosts: nonNil(t.AllowedHosts), Embedder: t.Embedder,
 		Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 	for name, p := range t.Profiles {
 		if name != control.DefaultProfile {
@@ -150,6 +164,9 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 	setIf(&def.APIKeySecret, b.APIKeySecret)
 	setIf(&def.NoCache, b.NoCache)
 	setIf(&def.CacheToolAnswers, b.CacheTools)
+	if b.ClientTools != nil {
+		def.NoClientTools = !*b.ClientTools
+	}
 	setIf(&t.AllowedHosts, b.AllowedHosts)
 	if b.Embedder != nil {
 		if *b.Embedder != "" && d.Embedders != nil && !d.Embedders(*b.Embedder) {
@@ -355,6 +372,33 @@ func handleCreateKey(d Deps) http.Handler {
 		}
 		d.Logger.InfoContext(r.Context(), "api key created", "tenant", id, "key_id", keyID)
 		encode(w, http.StatusCreated, keyView{ID: keyID, Key: secret.Reveal(), Tenant: id, CreatedAt: time.Now().UTC()})
+	})
+}
+
+// handleListKeys lists a tenant's API keys, revoked ones too, oldest first:
+// ids and times, never a key or its hash.
+func handleListKeys(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t, err := pathTenantRecord(d, r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		keys, err := d.Tenants.Keys(r.Context(), t.ID)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		type item struct {
+			control.Key
+			Object string    `json:"object"`
+			Tenant tenant.ID `json:"tenant"`
+		}
+		out := make([]item, len(keys))
+		for i, k := range keys {
+			out[i] = item{Key: k, Object: "api_key", Tenant: t.ID}
+		}
+		encode(w, http.StatusOK, map[string]any{"object": "list", "data": out})
 	})
 }
 

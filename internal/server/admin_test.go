@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // adminTenant decodes the admin API's tenant view.
@@ -244,12 +245,44 @@ func TestAdminKeys(t *testing.T) {
 		{"key for invalid tenant", "POST", "/admin/v1/tenants/No%20Body/keys", 404},
 		{"revoke unknown key", "DELETE", "/admin/v1/tenants/acme/keys/0123456789abcdef", 404},
 		{"revoke key under unknown tenant", "DELETE", "/admin/v1/tenants/nobody/keys/" + keyID, 404},
+		{"list keys of unknown tenant", "GET", "/admin/v1/tenants/nobody/keys", 404},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			checkAPIError(t, env.do(t, tt.method, tt.path, testAdminToken, nil, nil), tt.wantStatus, "not_found")
 		})
 	}
+	// The list: acme's keys, oldest first, revoked ones marked; never
+	// another tenant's, never a key's secret.
+	env.createTenant(t, map[string]any{"id": "globex"})
+	globexKeyID, _ := env.newKey(t, "globex")
+	revokedID, _ := env.newKey(t, "acme")
+	env.admin(t, "DELETE", "/admin/v1/tenants/acme/keys/"+revokedID, nil, http.StatusNoContent)
+	r := env.admin(t, "GET", "/admin/v1/tenants/acme/keys", nil, http.StatusOK)
+	var list struct {
+		Object string
+		Data   []struct {
+			ID, Object, Tenant string
+			CreatedAt          time.Time  `json:"created_at"`
+			RevokedAt          *time.Time `json:"revoked_at"`
+		}
+	}
+	if err := json.Unmarshal(r.body, &list); err != nil || list.Object != "list" || len(list.Data) != 2 {
+		t.Fatalf("GET /admin/v1/tenants/acme/keys: %s (%v), want a list of 2", r.body, err)
+	}
+	if k := list.Data[0]; k.ID != keyID || k.Object != "api_key" || k.Tenant != "acme" || k.CreatedAt.IsZero() || k.RevokedAt != nil {
+		t.Errorf("first key: %+v, want live %s", k, keyID)
+	}
+	if k := list.Data[1]; k.ID != revokedID || k.RevokedAt == nil {
+		t.Errorf("second key: %+v, want revoked %s", k, revokedID)
+	}
+	if strings.Contains(string(r.body), globexKeyID) || strings.Contains(string(r.body), key[len("bk_")+17:]) || strings.Contains(string(r.body), "hash") {
+		t.Errorf("acme's key list shows globex's key, a secret or a hash: %s", r.body)
+	}
+	if r := env.do(t, "GET", "/admin/v1/tenants/acme/keys", key, nil, nil); r.status != http.StatusUnauthorized {
+		t.Errorf("key list with a tenant key: %v, want 401", r)
+	}
+
 	// The key is never shown again.
 	for _, path := range []string{"/admin/v1/tenants/acme", "/admin/v1/tenants"} {
 		if r := env.admin(t, "GET", path, nil, http.StatusOK); strings.Contains(string(r.body), key[len("bk_")+17:]) {

@@ -45,10 +45,14 @@ type streamOptions struct {
 }
 
 // chatMessage accepts content as a string, null or an array of text parts.
+// An assistant message may carry the tool calls it was answered with, and
+// a tool message the result of a client tool (clienttools.go).
 type chatMessage struct {
-	Role    string      `json:"role"`
-	Content chatContent `json:"content"`
-	Name    string      `json:"name"`
+	Role       string         `json:"role"`
+	Content    chatContent    `json:"content"`
+	Name       string         `json:"name"`
+	ToolCalls  []chatToolCall `json:"tool_calls"`
+	ToolCallID string         `json:"tool_call_id"`
 }
 
 type chatContent string
@@ -87,8 +91,9 @@ func (c *chatContent) UnmarshalJSON(b []byte) error {
 
 const maxMessages = 1000
 
-// turnMessages validates the client's messages. Tool messages are refused:
-// tools run server-side and their results never come from the client.
+// turnMessages validates the client's messages. Tool messages and the
+// assistant's tool calls come back from a client that ran client tools
+// (clienttools.go); their content is untrusted input, like user text.
 func (req chatRequest) turnMessages() ([]llm.Message, error) {
 	if len(req.Messages) == 0 {
 		return nil, fmt.Errorf("%w: messages must not be empty", kind.Invalid)
@@ -96,20 +101,21 @@ func (req chatRequest) turnMessages() ([]llm.Message, error) {
 	if len(req.Messages) > maxMessages {
 		return nil, fmt.Errorf("%w: more than %d messages", kind.Invalid, maxMessages)
 	}
-	if len(req.Tools) > 0 && !bytes.Equal(req.Tools, []byte("null")) && !bytes.Equal(req.Tools, []byte("[]")) {
-		return nil, fmt.Errorf("%w: tools are configured per tenant by the operator; client-supplied tools are not accepted", kind.Invalid)
-	}
 	out := make([]llm.Message, 0, len(req.Messages))
 	for i, m := range req.Messages {
 		role := m.Role
 		switch role {
 		case "developer":
 			role = "system"
-		case "system", "user", "assistant":
+		case "system", "user", "assistant", "tool":
 		default:
-			return nil, fmt.Errorf("%w: messages[%d]: role %q is not accepted (use system, developer, user or assistant)", kind.Invalid, i, m.Role)
+			return nil, fmt.Errorf("%w: messages[%d]: role %q is not accepted (use system, developer, user, assistant or tool)", kind.Invalid, i, m.Role)
 		}
-		out = append(out, llm.Message{Role: role, Content: string(m.Content), Name: m.Name})
+		msg := llm.Message{Role: role, Content: string(m.Content), Name: m.Name}
+		if err := m.toolParts(&msg); err != nil {
+			return nil, fmt.Errorf("%w: messages[%d]: %w", kind.Invalid, i, err)
+		}
+		out = append(out, msg)
 	}
 	return out, nil
 }
@@ -195,7 +201,11 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 	if err != nil {
 		return agent.Turn{}, agent.Profile{}, scope, err
 	}
-	turn := agent.Turn{Messages: msgs, Session: session, Temperature: req.Temperature, Options: opts}
+	clientTools, err := req.clientTools()
+	if err != nil {
+		return agent.Turn{}, agent.Profile{}, scope, err
+	}
+	turn := agent.Turn{Messages: msgs, Session: session, Temperature: req.Temperature, Options: opts, ClientTools: clientTools}
 	turn.NoCacheRead, turn.NoCacheWrite = cacheControl(r.Header)
 	// max_completion_tokens goes upstream as itself (in Options), never
 	// rewritten to max_tokens, which newer models refuse.
@@ -208,11 +218,11 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks,
 		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools, Limits: quotaLimits(t.Limits),
 		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: tenantVersion(t),
-		AllowedHosts: t.AllowedHosts}
+		AllowedHosts: t.AllowedHosts, NoClientTools: p.NoClientTools}
 	if len(t.Canaries) > 0 {
 		profile.Canary = t.Canaries[0]
 	}
-	if len(p.Tools) > 0 {
+	if len(p.Tools) > 0 || len(clientTools) > 0 {
 		profiles := make(map[string][]string, len(t.Profiles))
 		for n, pr := range t.Profiles {
 			profiles[n] = pr.Tools
@@ -262,12 +272,13 @@ type chatChoice struct {
 }
 
 type chatDelta struct {
-	Role    string `json:"role,omitempty"`
-	Content string `json:"content,omitempty"`
+	Role      string          `json:"role,omitempty"`
+	Content   string          `json:"content,omitempty"`
+	ToolCalls []toolCallDelta `json:"tool_calls,omitempty"`
 }
 
 func (c completion) full(res agent.Result) chatResponse {
-	msg := llm.Message{Role: "assistant", Content: res.Message.Content}
+	msg := llm.Message{Role: "assistant", Content: res.Message.Content, ToolCalls: res.Message.ToolCalls}
 	finish := res.FinishReason
 	if finish == "" {
 		finish = "stop"
@@ -417,6 +428,10 @@ func (s *sseWriter) finish(res agent.Result, includeUsage bool) {
 		finish = "stop"
 	}
 	// Write errors here mean the client left; nothing is lost server-side.
+	// Client tool calls go out whole, once checked (clienttools.go).
+	for _, d := range toolCallDeltas(res.Message.ToolCalls) {
+		_ = s.event(s.c.chunk(d, nil))
+	}
 	last := s.c.chunk(&chatDelta{}, &finish)
 	last.UpstreamModel, last.SystemFingerprint = res.Model, res.SystemFingerprint
 	_ = s.event(last)

@@ -226,7 +226,7 @@ func TestUnknownFieldsRefused(t *testing.T) {
 		{field: "logprobs", value: true},
 		{field: "top_logprobs", value: 3},
 		{field: "store", value: true},
-		{field: "tools", value: []any{map[string]any{"type": "function", "function": map[string]any{"name": "client_tool"}}}},
+		{field: "tools", value: []any{map[string]any{"type": "function", "function": map[string]any{"name": "client_tool"}, "bound": map[string]any{}}}},
 		{field: "tool_choice", value: map[string]any{"type": "function", "function": map[string]any{"name": "client_tool"}}},
 		{field: "tool_choice", value: "required"},
 		{field: "response_format", value: "json"},

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
@@ -67,6 +69,78 @@ func handleGetDocument(d Deps) http.Handler {
 			return
 		}
 		encode(w, http.StatusOK, doc)
+	})
+}
+
+// documentItem is one document of a listing: what GET /v1/documents/{id}
+// returns, without the text.
+type documentItem struct {
+	ID        string          `json:"id"`
+	Object    string          `json:"object"`
+	Metadata  json.RawMessage `json:"metadata,omitempty"`
+	Hash      string          `json:"hash"`
+	Chunks    int             `json:"chunks"`
+	Size      int             `json:"size"`
+	CreatedAt time.Time       `json:"created_at"`
+}
+
+// documentList is OpenAI's cursor list shape.
+type documentList struct {
+	Object  string         `json:"object"`
+	Data    []documentItem `json:"data"`
+	FirstID *string        `json:"first_id"`
+	LastID  *string        `json:"last_id"`
+	HasMore bool           `json:"has_more"`
+}
+
+// handleListDocuments lists the tenant's documents, newest first, a page at
+// a time: ?limit=N (1-100, default 20) and ?after=ID, the last id of the page
+// before, as OpenAI's lists page.
+func handleListDocuments(d Deps) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, err := tenantScope(r)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		q := r.URL.Query()
+		for name, vs := range q {
+			switch {
+			case name != "limit" && name != "after" && name != "order":
+				err = fmt.Errorf("%w: unknown query parameter %q", kind.Invalid, name)
+			case len(vs) != 1:
+				err = fmt.Errorf("%w: query parameter %q given %d times", kind.Invalid, name, len(vs))
+			}
+		}
+		// The listing is newest first; asking for the other order is refused,
+		// not ignored.
+		if o := q.Get("order"); err == nil && q.Has("order") && o != "desc" {
+			err = fmt.Errorf("%w: order must be desc (newest first)", kind.Invalid)
+		}
+		limit := 0
+		if err == nil && q.Has("limit") {
+			if limit, err = strconv.Atoi(q.Get("limit")); err != nil || limit < 1 {
+				err = fmt.Errorf("%w: limit must be between 1 and %d", kind.Invalid, memory.MaxListLimit)
+			}
+		}
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		docs, more, err := d.Knowledge.Documents(r.Context(), scope, q.Get("after"), limit)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		out := documentList{Object: "list", Data: make([]documentItem, len(docs)), HasMore: more}
+		for i, doc := range docs {
+			out.Data[i] = documentItem{ID: doc.ID, Object: "document", Metadata: doc.Metadata, Hash: doc.Hash,
+				Chunks: doc.Chunks, Size: doc.Size, CreatedAt: doc.CreatedAt}
+		}
+		if len(docs) > 0 {
+			out.FirstID, out.LastID = &docs[0].ID, &docs[len(docs)-1].ID
+		}
+		encode(w, http.StatusOK, out)
 	})
 }
 

@@ -3,8 +3,11 @@ package server
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // kbTenants gives acme and globex near-identical documents, each with its
@@ -235,4 +238,189 @@ func TestOnlyDocumentFound(t *testing.T) {
 			t.Errorf("search mode %s: %v, want the only document", mode, r)
 		}
 	}
+}
+
+// TestListDocuments pages through GET /v1/documents on both backends: the
+// tenant gets its own documents, newest first, with sizes and no text; never
+// its honey record; never another tenant's document, whose id as a cursor
+// reads exactly as a missing one.
+func TestListDocuments(t *testing.T) {
+	forBackends(t, envOptions{}, testListDocuments)
+}
+
+type listedDocuments struct {
+	Object string `json:"object"`
+	Data   []struct {
+		ID, Object, Hash string
+		Metadata         json.RawMessage
+		Size, Chunks     int
+		CreatedAt        time.Time `json:"created_at"`
+		Text             *string
+	} `json:"data"`
+	FirstID *string `json:"first_id"`
+	LastID  *string `json:"last_id"`
+	HasMore bool    `json:"has_more"`
+}
+
+func testListDocuments(t *testing.T, env *testEnv) {
+	env.createTenant(t, map[string]any{"id": "acme"})
+	env.createTenant(t, map[string]any{"id": "globex"})
+	_, acmeKey := env.newKey(t, "acme")
+	_, globexKey := env.newKey(t, "globex")
+	post := func(key, text string) string {
+		t.Helper()
+		r := env.do(t, "POST", "/v1/documents", key, map[string]any{"text": text, "metadata": map[string]int{"len": len(text)}}, nil)
+		var out struct{ ID string }
+		if r.status != http.StatusCreated || json.Unmarshal(r.body, &out) != nil {
+			t.Fatalf("POST /v1/documents: %v", r)
+		}
+		return out.ID
+	}
+	var acmeIDs []string // newest first
+	texts := map[string]string{}
+	for i := range 5 {
+		text := "Acme handbook page " + strconv.Itoa(i) + strings.Repeat(" and more", i) + "."
+		id := post(acmeKey, text)
+		acmeIDs = append([]string{id}, acmeIDs...)
+		texts[id] = text
+		if i < 2 {
+			post(globexKey, "Globex memo "+strconv.Itoa(i)+".")
+		}
+	}
+	list := func(key, query string) (response, listedDocuments) {
+		t.Helper()
+		r := env.do(t, "GET", "/v1/documents"+query, key, nil, nil)
+		var l listedDocuments
+		if r.status == http.StatusOK {
+			if err := json.Unmarshal(r.body, &l); err != nil || l.Object != "list" || l.Data == nil {
+				t.Fatalf("GET /v1/documents%s: %v: not a list (%v)", query, r, err)
+			}
+		}
+		return r, l
+	}
+	acmeCanary, err := env.plane.Tenant("acme")
+	if err != nil || len(acmeCanary.Canaries) == 0 {
+		t.Fatalf("acme has no canary: %v", err)
+	}
+
+	// Whole pages of every size: the pages together are acme's documents.
+	for _, limit := range []int{1, 2, 5, 100} {
+		var got []string
+		after := ""
+		for page := 0; ; page++ {
+			q := "?limit=" + strconv.Itoa(limit)
+			if after != "" {
+				q += "&after=" + after
+			}
+			r, l := list(acmeKey, q)
+			if r.status != http.StatusOK || page > len(acmeIDs) {
+				t.Fatalf("GET /v1/documents%s: %v", q, r)
+			}
+			if strings.Contains(string(r.body), acmeCanary.Canaries[0]) || strings.Contains(string(r.body), "Globex") {
+				t.Fatalf("acme's listing holds its honey record or globex's document: %s", r.body)
+			}
+			for _, d := range l.Data {
+				if d.Object != "document" || d.Text != nil || d.Size != len(texts[d.ID]) || d.Chunks != 1 || d.CreatedAt.IsZero() ||
+					string(d.Metadata) != `{"len":`+strconv.Itoa(len(texts[d.ID]))+`}` {
+					t.Errorf("listed document %+v, want acme's, size %d, without text", d, len(texts[d.ID]))
+				}
+				got = append(got, d.ID)
+			}
+			if len(l.Data) > 0 && (*l.FirstID != l.Data[0].ID || *l.LastID != l.Data[len(l.Data)-1].ID) {
+				t.Errorf("first_id %s, last_id %s for page %s", *l.FirstID, *l.LastID, r.body)
+			}
+			if !l.HasMore {
+				break
+			}
+			after = *l.LastID
+		}
+		if !slices.Equal(got, acmeIDs) {
+			t.Errorf("pages of %d: got %v, want %v", limit, got, acmeIDs)
+		}
+	}
+	// The default page holds them all; the last one says no more.
+	if r, l := list(acmeKey, ""); len(l.Data) != len(acmeIDs) || l.HasMore {
+		t.Errorf("GET /v1/documents: %v, want all %d, has_more false", r, len(acmeIDs))
+	}
+	if r, l := list(acmeKey, "?limit=5"); len(l.Data) != 5 || l.HasMore {
+		t.Errorf("GET /v1/documents?limit=5: %v, want 5, has_more false", r)
+	}
+	if r, l := list(acmeKey, "?after="+acmeIDs[4]); r.status != http.StatusOK || len(l.Data) != 0 || l.HasMore || l.FirstID != nil {
+		t.Errorf("after the oldest: %v, want an empty list", r)
+	}
+
+	// globex sees its own two, never acme's.
+	if r, l := list(globexKey, ""); len(l.Data) != 2 || strings.Contains(string(r.body), "Acme") {
+		t.Errorf("globex's listing: %v, want its own two documents", r)
+	}
+	// Another tenant's id as the cursor: the same answer as a missing one.
+	missing, _ := list(globexKey, "?after=doc_000000000000000000000000")
+	foreign, _ := list(globexKey, "?after="+acmeIDs[0])
+	if missing.status != http.StatusBadRequest || foreign.status != missing.status ||
+		strings.ReplaceAll(string(foreign.body), acmeIDs[0], "X") != strings.ReplaceAll(string(missing.body), "doc_000000000000000000000000", "X") {
+		t.Errorf("globex's listing after acme's id: %v; after a missing id: %v; want the same 400", foreign, missing)
+	}
+	checkErrorShape(t, foreign)
+
+	for _, q := range []string{"?limit=0", "?limit=101", "?limit=x", "?limit=1&limit=2", "?order=asc", "?tenant=globex", "?before=" + acmeIDs[0]} {
+		r, _ := list(acmeKey, q)
+		if r.status != http.StatusBadRequest {
+			t.Errorf("GET /v1/documents%s: %v, want 400", q, r)
+		}
+		checkErrorShape(t, r)
+	}
+	if r, l := list(acmeKey, "?order=desc&limit=1"); r.status != http.StatusOK || len(l.Data) != 1 || !l.HasMore {
+		t.Errorf("GET /v1/documents?order=desc&limit=1: %v", r)
+	}
+}
+
+// TestOwnHoneyRecordNotReadable: the honey record's id, which only the
+// operator's export shows, is not found by the tenant's document API.
+func TestOwnHoneyRecordNotReadable(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "acme"})
+	_, key := env.newKey(t, "acme")
+	exp := env.admin(t, "GET", "/admin/v1/tenants/acme/export", nil, http.StatusOK)
+	var e struct {
+		Data struct{ Documents []struct{ ID, Text string } }
+	}
+	if err := json.Unmarshal(exp.body, &e); err != nil || len(e.Data.Documents) != 1 || !strings.HasPrefix(e.Data.Documents[0].Text, "Internal reference record") {
+		t.Fatalf("export: %s, want the honey record alone (%v)", exp.body, err)
+	}
+	honey := e.Data.Documents[0].ID
+	for _, method := range []string{"GET", "DELETE"} {
+		if r := env.do(t, method, "/v1/documents/"+honey, key, nil, nil); r.status != http.StatusNotFound {
+			t.Errorf("%s the honey record: %v, want 404", method, r)
+		}
+	}
+	if r := env.do(t, "GET", "/v1/documents", key, nil, nil); !strings.Contains(string(r.body), `"data":[]`) {
+		t.Errorf("listing with only the honey record: %v, want an empty list", r)
+	}
+	exp = env.admin(t, "GET", "/admin/v1/tenants/acme/export", nil, http.StatusOK)
+	if !strings.Contains(string(exp.body), honey) {
+		t.Errorf("the honey record is gone after the tenant's DELETE: %s", exp.body)
+	}
+}
+
+// TestReadmeSearchExample runs the README's knowledge-base example exactly
+// as written: its query finds its document in every search mode (lexical
+// search stems "Refunds" and "refund" to one term).
+func TestReadmeSearchExample(t *testing.T) {
+	forBackends(t, envOptions{}, func(t *testing.T, env *testEnv) {
+		env.createTenant(t, map[string]any{"id": "acme"})
+		_, key := env.newKey(t, "acme")
+		if r := env.do(t, "POST", "/v1/documents", key, `{"text":"# Refunds\n\nRefunds are accepted within 30 days.","metadata":{"source":"handbook"}}`, nil); r.status != http.StatusCreated {
+			t.Fatalf("POST /v1/documents: %v", r)
+		}
+		for _, mode := range []string{"", "hybrid", "lexical", "vector"} {
+			body := `{"query":"refund window","top_k":5}`
+			if mode != "" {
+				body = `{"query":"refund window","top_k":5,"mode":"` + mode + `"}`
+			}
+			r := env.do(t, "POST", "/v1/search", key, body, nil)
+			if r.status != http.StatusOK || !strings.Contains(string(r.body), "Refunds are accepted within 30 days.") {
+				t.Errorf("search %s, mode %q: %v, want the refunds document", body, mode, r)
+			}
+		}
+	})
 }

@@ -208,7 +208,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	}
 	knowledge := memory.New(memory.Deps{Fingerprints: outputGuard, Screen: outputGuard, Canary: tenantCanary,
 		Store: stores, Ciphers: ring, Embedder: embedders[config.DefaultEmbedder], EmbedderFor: embedderFor,
-		Cache: embedCache, Vectors: vectors, Logger: logger})
+		Cache: embedCache, Vectors: vectors, Secrets: stores, Logger: logger})
 	builtins := map[string]agent.Executor{}
 	for name, f := range knowledge.Builtins() {
 		builtins[name] = f
@@ -314,6 +314,8 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		Catalog:      plane,
 		Policies:     policies,
 		Knowledge:    knowledge,
+		Embeddings:   knowledge,
+		Quota:        limiter,
 		Audit:        auditLog,
 		Guard:        outputGuard,
 		Agent:        agnt,
@@ -381,8 +383,8 @@ func openBackends(ctx context.Context, dataDir string, cfg config.Config, kek ke
 }
 
 // openPostgres opens the control plane and the tenants' data in one
-// PostgreSQL database, shared by every replica. (Rows of a tenant whose
-// delete a crash cut short stay there, unreadable: their data key is gone.)
+// PostgreSQL database, shared by every replica, and finishes the deletes a
+// crash cut short.
 func openPostgres(ctx context.Context, d config.Database, kek keyring.KEK, logger *slog.Logger, getenv func(string) string, c *closers) (backends, error) {
 	app, owner, err := d.URLs(getenv)
 	if err != nil {
@@ -399,6 +401,24 @@ func openPostgres(ctx context.Context, d config.Database, kek keyring.KEK, logge
 		return backends{}, err
 	}
 	c.push("tenant stores", stores.Close)
+	// Tenants whose delete a crash (of any replica) cut short: their
+	// control records are gone, their rows may not be (see package
+	// lifecycle).
+	deleted, err := plane.DeletedIncarnations(ctx)
+	if err != nil {
+		return backends{}, err
+	}
+	for _, inc := range deleted {
+		if err := stores.Drop(ctx, inc); err != nil {
+			return backends{}, fmt.Errorf("remove the store of deleted tenant %s: %w", inc.Tenant(), err)
+		}
+		if err := plane.ForgetDeleted(ctx, inc); err != nil {
+			return backends{}, err
+		}
+	}
+	if len(deleted) > 0 {
+		logger.Info("removed the stores of deleted tenants", "count", len(deleted))
+	}
 	return backends{plane: plane, stores: stores, ring: ring}, nil
 }
 

@@ -17,10 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
@@ -333,5 +335,64 @@ func writeFile(t *testing.T, path string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte("not a directory"), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDeleteCutShortIsFinishedAtStart crashes a PostgreSQL deployment's
+// tenant delete between its two steps: the control record is gone (the
+// delete took effect), the tenant's rows are not. The next start of any
+// replica removes the rows; a delete that ran to its end leaves nothing for
+// a start to do.
+func TestDeleteCutShortIsFinishedAtStart(t *testing.T) {
+	db, env := postgresDatabase(t)
+	key, err := keyring.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := newTestEnv(t, envOptions{database: db, env: env, masterKey: key})
+	for _, id := range []string{"acme", "globex"} {
+		first.createTenant(t, map[string]any{"id": id})
+		_, k := first.newKey(t, id)
+		if r := first.do(t, "POST", "/v1/documents", k, map[string]any{"text": id + " ships rockets on Tuesdays."}, nil); r.status != http.StatusCreated {
+			t.Fatalf("ingest for %s: %v", id, r)
+		}
+	}
+	acme, globex := first.incarnation(t, "acme"), first.incarnation(t, "globex")
+	owner, err := pgx.Connect(t.Context(), env[config.DefaultOwnerURLEnv])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { owner.Close(context.Background()) })
+	rows := func(inc tenant.Incarnation) int {
+		t.Helper()
+		// As the owner, which row-level security binds too: as the tenant.
+		if _, err := owner.Exec(t.Context(), `SELECT set_config('app.tenant_id', $1, false)`, inc.Storage()); err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		if err := owner.QueryRow(t.Context(), `SELECT count(*) FROM tenant_data.documents WHERE tenant_id = $1`, inc.Storage()).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// globex's delete runs to its end; acme's stops after the commit.
+	first.admin(t, "DELETE", "/admin/v1/tenants/globex", nil, http.StatusNoContent)
+	if _, err := first.plane.DeleteTenant(t.Context(), "acme"); err != nil {
+		t.Fatal(err)
+	}
+	if rows(acme) == 0 || rows(globex) != 0 {
+		t.Fatalf("before the restart: acme has %d rows (want some), globex %d (want 0)", rows(acme), rows(globex))
+	}
+	left, err := first.plane.DeletedIncarnations(t.Context())
+	if err != nil || len(left) != 1 || left[0] != acme {
+		t.Fatalf("tombstones before the restart = %v, %v; want acme's only", left, err)
+	}
+
+	second := newTestEnv(t, envOptions{database: db, env: env, masterKey: key})
+	if n := rows(acme); n != 0 {
+		t.Errorf("after a restart, the cut-short delete left %d of acme's rows", n)
+	}
+	if left, err := second.plane.DeletedIncarnations(t.Context()); err != nil || len(left) != 0 {
+		t.Errorf("tombstones after the restart = %v, %v; want none", left, err)
 	}
 }

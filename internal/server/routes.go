@@ -29,7 +29,10 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 
 	mux.Handle("POST /v1/chat/completions", tenantAPI(handleChat(d)))
 	mux.Handle("GET /v1/models", tenantAPI(handleModels(d)))
+	mux.Handle("GET /v1/models/{id}", tenantAPI(handleModel(d)))
+	mux.Handle("POST /v1/embeddings", tenantAPI(handleEmbeddings(d)))
 	mux.Handle("POST /v1/documents", tenantAPI(handleAddDocument(d)))
+	mux.Handle("GET /v1/documents", tenantAPI(handleListDocuments(d)))
 	mux.Handle("GET /v1/documents/{id}", tenantAPI(handleGetDocument(d)))
 	mux.Handle("DELETE /v1/documents/{id}", tenantAPI(handleDeleteDocument(d)))
 	mux.Handle("POST /v1/search", tenantAPI(handleSearch(d)))
@@ -43,6 +46,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("PATCH /admin/v1/tenants/{tenant}", admin(handlePatchTenant(d)))
 	mux.Handle("DELETE /admin/v1/tenants/{tenant}", admin(handleDeleteTenant(d)))
 	mux.Handle("POST /admin/v1/tenants/{tenant}/keys", admin(handleCreateKey(d)))
+	mux.Handle("GET /admin/v1/tenants/{tenant}/keys", admin(handleListKeys(d)))
 	mux.Handle("DELETE /admin/v1/tenants/{tenant}/keys/{id}", admin(handleRevokeKey(d)))
 	mux.Handle("PUT /admin/v1/tenants/{tenant}/secrets/{name}", admin(handlePutSecret(d)))
 	mux.Handle("DELETE /admin/v1/tenants/{tenant}/secrets/{name}", admin(handleDeleteSecret(d)))

@@ -32,6 +32,7 @@ type Tenants interface {
 	Tenants() []control.Tenant
 	UpdateTenant(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
 	AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error
+	Keys(ctx context.Context, id tenant.ID) ([]control.Key, error)
 }
 
 // Lifecycle creates, changes and deletes tenants with every piece of their
@@ -72,6 +73,7 @@ type Knowledge interface {
 	AddDocument(ctx context.Context, scope auth.Scope, text string, metadata json.RawMessage) (store.Document, bool, error)
 	Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error)
 	DeleteDocument(ctx context.Context, scope auth.Scope, id string) error
+	Documents(ctx context.Context, scope auth.Scope, after string, limit int) ([]store.Document, bool, error)
 	Search(ctx context.Context, scope auth.Scope, query string, k int, mode memory.Mode) ([]memory.Result, error)
 	Remember(ctx context.Context, scope auth.Scope, text string) (store.Memory, error)
 	Memories(ctx context.Context, scope auth.Scope, limit int) ([]store.Memory, error)
@@ -155,8 +157,12 @@ type Deps struct {
 	// one of its key ids (wrong secret, suspended tenant); nil records none.
 	AuditRefused RefusedKeys
 	// Embedders reports whether an embedder name is configured.
-	Embedders    func(name string) bool
-	Agent        *agent.Agent
+	Embedders func(name string) bool
+	Agent     *agent.Agent
+	// Embeddings answers POST /v1/embeddings, and Quota admits those
+	// requests against the tenant's limits, as the agent admits turns.
+	Embeddings   Embeddings
+	Quota        agent.Quota
 	Models       Models
 	DefaultModel string // for profiles that name none
 	MaxBodyBytes int64

@@ -63,6 +63,8 @@ type envOptions struct {
 	env map[string]string
 	// redis, if set, holds limits and the response cache (serve's wiring).
 	redis *config.Redis
+	// embedders are configured besides "default" and "offline".
+	embedders map[string]config.Embedder
 }
 
 // envQuota is a limiter the test environment can use.
@@ -110,7 +112,7 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	o := Options{
 		DataDir: dir,
 		Config: config.Config{MaxBodyBytes: opts.maxBodyBytes, MaxOpenTenants: opts.maxOpen,
-			Database: opts.database, Redis: opts.redis},
+			Database: opts.database, Redis: opts.redis, Embedders: opts.embedders},
 		AdminToken:     testAdminToken,
 		MasterKey:      masterKey,
 		Getenv:         func(k string) string { return opts.env[k] },
@@ -490,7 +492,6 @@ func TestUnknownRoute(t *testing.T) {
 		{"GET", "/", ""},
 		{"GET", "/nope", ""},
 		{"GET", "/v1/nope", key},
-		{"POST", "/v1/embeddings", key},
 		{"GET", "/v2/models", key},
 		{"GET", "/admin/v1/nope", testAdminToken},
 		{"GET", "/admin/v1/tenants/acme/nope", testAdminToken},
@@ -517,7 +518,8 @@ func TestWrongMethod(t *testing.T) {
 		{"DELETE", "/healthz", ""},
 		{"PUT", "/admin/v1/tenants", testAdminToken},
 		{"POST", "/admin/v1/tenants/acme", testAdminToken},
-		{"GET", "/admin/v1/tenants/acme/keys", testAdminToken},
+		{"PUT", "/admin/v1/tenants/acme/keys", testAdminToken},
+		{"PUT", "/v1/documents", key},
 	}
 	for _, tt := range tests {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {

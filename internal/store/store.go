@@ -12,6 +12,8 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/kljensen/snowball/english"
+
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -73,6 +75,7 @@ type Document struct {
 	Metadata  json.RawMessage `json:"metadata,omitempty"`
 	Hash      string          `json:"hash"` // hex SHA-256 of Text: re-ingesting the same text is a no-op
 	Chunks    int             `json:"chunks"`
+	Size      int             `json:"size"` // bytes of Text, set by the store (also when Text is not read)
 	CreatedAt time.Time       `json:"created_at"`
 }
 
@@ -101,19 +104,36 @@ type Hit struct {
 	Score float64
 }
 
-// Terms splits text into the lowercase terms the full-text index uses.
-// Indexing and querying must both use it, since the index holds keyed hashes
-// of exactly these terms.
+// Terms splits text into the terms the full-text index uses: its Words,
+// each stemmed (Stem), so "refunds" and "refund" are one term. Indexing and
+// querying must both use it, since the index holds keyed hashes of exactly
+// these terms.
 func Terms(text string) []string {
-	var terms []string
+	terms := Words(text)
+	for i, w := range terms {
+		terms[i] = Stem(w)
+	}
+	return terms
+}
+
+// Words splits text into lowercase words of letters and digits, 2 to 64
+// bytes long and not stop words: the terms of indexes written before
+// stemming, which queries still look for (see seal.Blinder.Query).
+func Words(text string) []string {
+	var words []string
 	for _, f := range strings.FieldsFunc(strings.ToLower(text), func(r rune) bool {
 		return !unicode.IsLetter(r) && !unicode.IsDigit(r)
 	}) {
 		if len(f) >= 2 && len(f) <= 64 && !stopwords[f] {
-			terms = append(terms, f)
+			words = append(words, f)
 		}
 	}
-	return terms
+	return words
+}
+
+// Stem returns the English Snowball stem of word, one of Words.
+func Stem(word string) string {
+	return english.Stem(word, true)
 }
 
 var stopwords = map[string]bool{}

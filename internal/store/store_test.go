@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,6 +18,27 @@ func TestSecretValuePrintsRedacted(t *testing.T) {
 	for _, out := range []string{fmt.Sprint(s), fmt.Sprintf("%v %+v %#v %s", s, s, s, s.Value), logs.String()} {
 		if strings.Contains(out, "crm-token-123456") {
 			t.Fatalf("secret value printed: %s", out)
+		}
+	}
+}
+
+func TestTerms(t *testing.T) {
+	tests := []struct {
+		text         string
+		words, terms []string
+	}{
+		{"Refunds are accepted within 30 days.", []string{"refunds", "accepted", "within", "30", "days"}, []string{"refund", "accept", "within", "30", "day"}},
+		{"refund window", []string{"refund", "window"}, []string{"refund", "window"}},
+		{"Running RUNS ran; the runner", []string{"running", "runs", "ran", "runner"}, []string{"run", "run", "ran", "runner"}},
+		{"ZEBRAacme x a", []string{"zebraacme"}, []string{"zebraacm"}},
+		{"the of ?!", nil, nil},
+	}
+	for _, tt := range tests {
+		if got := Words(tt.text); !slices.Equal(got, tt.words) {
+			t.Errorf("Words(%q) = %q, want %q", tt.text, got, tt.words)
+		}
+		if got := Terms(tt.text); !slices.Equal(got, tt.terms) {
+			t.Errorf("Terms(%q) = %q, want %q", tt.text, got, tt.terms)
 		}
 	}
 }

@@ -248,9 +248,14 @@ func looseKey(name string) string {
 // reservedNames is what a tool's URL fixes as query parameters: an
 // argument may not reach them by any spelling a server would match, since
 // frameworks merge query and body parameters and match names loosely.
+//
+// A client tool's reserved names are instead the parameters the runtime
+// fills for the profile's server-side tools (runtime set): the model may
+// not set them there either.
 type reservedNames struct {
 	exact       map[string]bool
 	skel, loose map[string]string // form → the name
+	runtime     bool
 }
 
 func newReserved(names []string) reservedNames {
@@ -265,12 +270,19 @@ func newReserved(names []string) reservedNames {
 
 // check refuses name if it is, or is spelt like, a reserved name.
 func (r reservedNames) check(name, path string) error {
+	if r.exact[name] && r.runtime {
+		return argError(ReasonBound, path, ErrBoundByModel, "%s: %q", ErrBoundByModel, name)
+	}
 	if r.exact[name] {
 		return argError(ReasonReserved, path, nil, "argument %q is a query parameter fixed by the tool's url", name)
 	}
 	n, ok := r.skel[textnorm.Skeleton(name)]
 	if !ok {
 		n, ok = r.loose[looseKey(name)]
+	}
+	if ok && r.runtime {
+		return argError(ReasonLookAlike, path, nil,
+			"argument key %s is spelt like the parameter %q the runtime fills", Opaque(name), n)
 	}
 	if ok {
 		return argError(ReasonLookAlike, path, nil,

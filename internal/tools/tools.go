@@ -144,19 +144,9 @@ func Compile(d Definition) (*Tool, error) {
 	if len(d.Parameters) == 0 {
 		d.Parameters = json.RawMessage(`{"type":"object","properties":{}}`)
 	}
-	if len(d.Parameters) > maxParameters {
-		return nil, invalid("parameters schema larger than %d bytes", maxParameters)
-	}
-	var schema jsonschema.Schema
-	if err := json.Unmarshal(d.Parameters, &schema); err != nil {
-		return nil, invalid("parameters: %v", err)
-	}
-	if schema.Type != "object" {
-		return nil, invalid(`parameters must be a JSON schema of "type": "object"`)
-	}
-	resolved, err := schema.Resolve(nil)
+	schema, resolved, err := parseSchema(d.Parameters)
 	if err != nil {
-		return nil, invalid("parameters: %v", err)
+		return nil, invalid("%v", err)
 	}
 
 	for param, source := range d.Bound {
@@ -187,7 +177,27 @@ func Compile(d Definition) (*Tool, error) {
 		}
 	}
 	return &Tool{Definition: d, schema: resolved, visible: vb, reserved: newReserved(fixed),
-		keys: keysOf(&schema, &schema, map[*jsonschema.Schema]*keys{})}, nil
+		keys: keysOf(schema, schema, map[*jsonschema.Schema]*keys{})}, nil
+}
+
+// parseSchema parses and resolves a tool's parameters, which must be a
+// JSON schema of an object.
+func parseSchema(params json.RawMessage) (*jsonschema.Schema, *jsonschema.Resolved, error) {
+	if len(params) > maxParameters {
+		return nil, nil, fmt.Errorf("parameters schema larger than %d bytes", maxParameters)
+	}
+	var schema jsonschema.Schema
+	if err := json.Unmarshal(params, &schema); err != nil {
+		return nil, nil, fmt.Errorf("parameters: %v", err)
+	}
+	if schema.Type != "object" {
+		return nil, nil, fmt.Errorf(`parameters must be a JSON schema of "type": "object"`)
+	}
+	resolved, err := schema.Resolve(nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("parameters: %v", err)
+	}
+	return &schema, resolved, nil
 }
 
 // queryNames lists the query parameter names of a URL template. A name

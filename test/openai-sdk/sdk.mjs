@@ -1,5 +1,5 @@
 // Drives a bulkhead server with the official OpenAI Node client and prints
-// one JSON line: {"nonStream":…,"stream":…,"models":[…],"authStatus":N}.
+// one JSON line: {"nonStream":…,"stream":…,"models":[…],"authStatus":N,"clientTools":…}.
 //
 // Env: BASE_URL (e.g. http://127.0.0.1:8080/v1) and API_KEY (a tenant key).
 // Exits non-zero on any unexpected error. Run by cmd/bulkhead/openai_sdk_test.go.
@@ -67,7 +67,50 @@ async function main() {
     authStatus = err.status;
   }
 
-  process.stdout.write(JSON.stringify({ nonStream, stream: streamed, models, authStatus }) + '\n');
+  // (e) A client tool round trip, plain and streamed: the call comes back
+  // for the client to run, and the result continues the turn.
+  const tools = [{
+    type: 'function',
+    function: {
+      name: 'get_weather',
+      description: 'Weather in a city',
+      parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+    },
+  }];
+  const ask = [{ role: 'user', content: '/call get_weather {"city": "Paris"}' }];
+  const call = await client.chat.completions.create({ model: 'default', messages: ask, tools, tool_choice: 'auto' });
+  const msg = call.choices[0].message;
+  const tc = msg.tool_calls?.[0];
+  const result = await client.chat.completions.create({
+    model: 'default',
+    tools,
+    messages: [...ask, msg, { role: 'tool', tool_call_id: tc.id, content: 'sunny, 21 C' }],
+  });
+  const calls = {};
+  let streamFinish = null;
+  for await (const chunk of await client.chat.completions.create({ model: 'default', messages: ask, tools, stream: true })) {
+    for (const choice of chunk.choices ?? []) {
+      for (const d of choice.delta?.tool_calls ?? []) {
+        const c = (calls[d.index] ??= { id: '', name: '', arguments: '' });
+        if (d.id) c.id = d.id;
+        if (d.function?.name) c.name += d.function.name;
+        if (d.function?.arguments) c.arguments += d.function.arguments;
+      }
+      if (choice.finish_reason) streamFinish = choice.finish_reason;
+    }
+  }
+  const clientTools = {
+    finishReason: call.choices[0].finish_reason,
+    name: tc?.function?.name ?? null,
+    arguments: tc?.function?.arguments ?? null,
+    id: tc?.id ?? null,
+    followUp: result.choices[0].message.content,
+    followUpFinishReason: result.choices[0].finish_reason,
+    streamFinishReason: streamFinish,
+    streamCalls: Object.values(calls),
+  };
+
+  process.stdout.write(JSON.stringify({ nonStream, stream: streamed, models, authStatus, clientTools }) + '\n');
 }
 
 main().catch((err) => {

@@ -48,6 +48,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"TenantLifecycle", testTenantLifecycle},
 		{"Validation", testValidation},
 		{"Keys", testKeys},
+		{"KeyList", testKeyList},
 		{"Incarnations", testIncarnations},
 		{"CrossTenant", testCrossTenant},
 		{"DataKeys", testDataKeys},
@@ -330,6 +331,64 @@ func testKeys(t *testing.T, b Backend) {
 	p = MustOpen(t, b, kek)
 	if _, ok := p.KeyRecord(k2); ok {
 		t.Fatal("deleted tenant's key back after reopen")
+	}
+}
+
+// testKeyList lists a tenant's keys: its own, live and revoked, oldest
+// first, never another tenant's; a missing tenant is not found.
+func testKeyList(t *testing.T, b Backend) {
+	ctx := context.Background()
+	kek := NewKEK(t)
+	p := MustOpen(t, b, kek)
+	create(t, p, "acme", "globex", "initech")
+	before := time.Now().Add(-time.Second)
+	a1, _ := AddKey(t, p, "acme")
+	g1, _ := AddKey(t, p, "globex")
+	a2, _ := AddKey(t, p, "acme")
+	if err := p.RevokeKey(ctx, "acme", a1); err != nil {
+		t.Fatal(err)
+	}
+	after := time.Now().Add(time.Second)
+
+	p.Close() // read back from the store, not from what this Plane wrote
+	p = MustOpen(t, b, kek)
+	keys, err := p.Keys(ctx, "acme")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 2 || keys[0].ID != a1 || keys[1].ID != a2 {
+		t.Fatalf("acme's keys = %+v, want %s then %s", keys, a1, a2)
+	}
+	for _, k := range keys {
+		if k.CreatedAt.Before(before) || k.CreatedAt.After(after) || k.CreatedAt.Location() != time.UTC {
+			t.Errorf("key %s created at %v, want between %v and %v, UTC", k.ID, k.CreatedAt, before, after)
+		}
+	}
+	if r := keys[0].RevokedAt; r == nil || r.Before(keys[0].CreatedAt) || r.After(after) {
+		t.Errorf("revoked key %s: revoked at %v", a1, r)
+	}
+	if keys[1].RevokedAt != nil {
+		t.Errorf("live key %s: revoked at %v", a2, keys[1].RevokedAt)
+	}
+	if keys, err := p.Keys(ctx, "globex"); err != nil || len(keys) != 1 || keys[0].ID != g1 {
+		t.Errorf("globex's keys = %+v, %v; want only %s", keys, err, g1)
+	}
+	if keys, err := p.Keys(ctx, "initech"); err != nil || keys == nil || len(keys) != 0 {
+		t.Errorf("initech's keys = %#v, %v; want an empty list", keys, err)
+	}
+	if _, err := p.Keys(ctx, "nosuch"); !errors.Is(err, kind.NotFound) {
+		t.Errorf("keys of a missing tenant: err = %v, want NotFound", err)
+	}
+	// A deleted tenant's keys go with it, and a new tenant of that id has none.
+	if _, err := p.DeleteTenant(ctx, "globex"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Keys(ctx, "globex"); !errors.Is(err, kind.NotFound) {
+		t.Errorf("keys of a deleted tenant: err = %v, want NotFound", err)
+	}
+	create(t, p, "globex")
+	if keys, err := p.Keys(ctx, "globex"); err != nil || len(keys) != 0 {
+		t.Errorf("keys of a re-created tenant = %+v, %v; want none", keys, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -54,6 +55,7 @@ func putDocument(ctx context.Context, tx tenantTx, doc store.Document, chunks []
 		doc.Metadata = nil
 	}
 	doc.Chunks = len(chunks)
+	doc.Size = len(doc.Text)
 	doc.CreatedAt = time.Unix(0, now.UnixNano()).UTC()
 	c := tx.c
 	mac := seal.DocumentHashMAC(c, doc.Hash)
@@ -213,7 +215,7 @@ func (db *DB) Document(ctx context.Context, scope auth.Scope, id string) (store.
 	return d, nil
 }
 
-const documentColumns = `id, hash, text, metadata, chunks, created_ns`
+const documentColumns = `id, hash, text, metadata, chunks, created_ns, octet_length(text)`
 
 func readDocument(ctx context.Context, tx tenantTx, id string) (store.Document, error) {
 	rows, err := tx.Query(ctx, `SELECT `+documentColumns+` FROM tenant_data.documents WHERE tenant_id = $1 AND id = $2`, tx.id, id)
@@ -228,18 +230,21 @@ func readDocument(ctx context.Context, tx tenantTx, id string) (store.Document, 
 }
 
 // documentRow decrypts a row of documentColumns. A NULL text is not read (a
-// listing); a NULL metadata is none.
+// listing); a NULL metadata is none; the last column is the length of the
+// sealed text.
 func documentRow(c *keyring.Cipher) pgx.RowToFunc[store.Document] {
 	return func(row pgx.CollectableRow) (store.Document, error) {
 		var (
 			d                store.Document
 			hash, text, meta []byte
 			created          int64
+			sealed           int
 		)
-		if err := row.Scan(&d.ID, &hash, &text, &meta, &d.Chunks, &created); err != nil {
+		if err := row.Scan(&d.ID, &hash, &text, &meta, &d.Chunks, &created, &sealed); err != nil {
 			return store.Document{}, err
 		}
 		d.CreatedAt = unixTime(created)
+		d.Size = c.OpenedLen(sealed)
 		h, err := c.Open(hash, seal.DocumentHash(d.ID))
 		if err != nil {
 			return store.Document{}, fmt.Errorf("document %s hash: %w", d.ID, err)
@@ -325,17 +330,39 @@ func (db *DB) DeleteDocument(ctx context.Context, scope auth.Scope, id string) e
 	return nil
 }
 
-// Documents returns scope's tenant's documents without their text, newest
-// first.
-func (db *DB) Documents(ctx context.Context, scope auth.Scope) ([]store.Document, error) {
+// Documents returns up to limit (<= 0: all) of scope's tenant's documents,
+// without their text, newest first, starting after the document with id
+// after ("": from the newest). An after the tenant does not have, including
+// another tenant's id, is an error wrapping store.ErrNotFound.
+func (db *DB) Documents(ctx context.Context, scope auth.Scope, after string, limit int) ([]store.Document, error) {
 	if !scope.Valid() {
 		return nil, fmt.Errorf("read documents: %w", store.ErrNoScope)
 	}
 	var docs []store.Document
 	err := db.run(ctx, scope, readTx, func(ctx context.Context, tx tenantTx) error {
+		// The cursor: the place of the document after, in the listing's order.
+		createdNS, seq := int64(math.MaxInt64), int64(math.MaxInt64)
+		if after != "" {
+			if !store.ValidDocumentID(after) {
+				return store.ErrNotFound
+			}
+			err := tx.QueryRow(ctx, `SELECT created_ns, seq FROM tenant_data.documents WHERE tenant_id = $1 AND id = $2`,
+				tx.id, after).Scan(&createdNS, &seq)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+		}
+		var lim *int // NULL: no limit
+		if limit > 0 {
+			lim = &limit
+		}
 		var err error
-		docs, err = documents(ctx, tx, `SELECT id, hash, NULL, metadata, chunks, created_ns FROM tenant_data.documents
-			WHERE tenant_id = $1 ORDER BY created_ns DESC, seq DESC`)
+		docs, err = documents(ctx, tx, `SELECT id, hash, NULL, metadata, chunks, created_ns, octet_length(text) FROM tenant_data.documents
+			WHERE tenant_id = $1 AND (created_ns, seq) < ($2, $3) ORDER BY created_ns DESC, seq DESC LIMIT $4`,
+			createdNS, seq, lim)
 		return err
 	})
 	if err != nil {
@@ -344,10 +371,10 @@ func (db *DB) Documents(ctx context.Context, scope auth.Scope) ([]store.Document
 	return docs, nil
 }
 
-// documents runs query, which takes the tenant id and selects
+// documents runs query, which takes the tenant id, then args, and selects
 // documentColumns, and decrypts the rows.
-func documents(ctx context.Context, tx tenantTx, query string) ([]store.Document, error) {
-	rows, err := tx.Query(ctx, query, tx.id)
+func documents(ctx context.Context, tx tenantTx, query string, args ...any) ([]store.Document, error) {
+	rows, err := tx.Query(ctx, query, append([]any{tx.id}, args...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -2,10 +2,13 @@ package postgres_test
 
 import (
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
 )
 
@@ -55,4 +58,73 @@ func BenchmarkSearchChunks(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(matches)/float64(len(queries)), "matches/query")
+}
+
+// TestIndexWrittenBeforeStemming imports a chunk whose postings are the
+// words' own tokens, as indexes held them before terms were stemmed: a query
+// with the words as written still finds it, and a stemmed chunk is found by
+// any form of its words.
+func TestIndexWrittenBeforeStemming(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	src := openSQLite(t, f)
+	acme := authtest.Scope(t, storetest.Acme, "")
+	const oldText, newText = "Refunds are accepted within thirty days.", "Shipments leave daily."
+	for _, text := range []string{oldText, newText} {
+		if _, _, _, err := src.PutDocument(ctx, acme, storetest.NewDocument(text, ""), []store.Chunk{{Text: text}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inc := storetest.TwoTenants.Incarnation(storetest.Acme)
+	raw, err := src.Rows(ctx, inc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := f.keys.Ring().Cipher(ctx, acme.Incarnation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl := seal.ChunkBlinder(c)
+	var old []string
+	for _, w := range store.Words(oldText) {
+		old = append(old, bl.Token(w))
+	}
+	slices.Sort(old)
+	if raw.Chunks[0].Ordinal != 0 || len(raw.Chunks) != 2 {
+		t.Fatalf("raw chunks: %+v", raw.Chunks)
+	}
+	oldDoc := raw.Chunks[0].DocumentID
+	for i := range raw.Chunks {
+		if raw.Chunks[i].DocumentID == oldDoc {
+			raw.Chunks[i].Tokens = old
+		}
+	}
+	if err := f.Import(ctx, inc, raw); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		query string
+		want  string // the document found; "": nothing
+	}{
+		{"refunds accepted", oldText}, // the words as the old index holds them
+		{"shipments", newText},
+		{"shipment leaving", newText}, // another form of a stemmed chunk's words
+		{"refund accept", ""},         // not a word of the old chunk: re-ingest to stem it
+	} {
+		hits, err := f.SearchChunks(ctx, acme, tt.query, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, h := range hits {
+			cs, err := f.Chunks(ctx, acme, []int64{h.ID})
+			if err != nil || len(cs) != 1 {
+				t.Fatalf("chunk %d: %v, %v", h.ID, cs, err)
+			}
+			got = append(got, cs[0].Text)
+		}
+		if (tt.want == "" && len(got) != 0) || (tt.want != "" && !slices.Equal(got, []string{tt.want})) {
+			t.Errorf("search %q: got %q, want %q", tt.query, got, tt.want)
+		}
+	}
 }

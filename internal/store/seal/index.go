@@ -13,7 +13,8 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
-// The full-text indexes are blind: for every term of store.Terms(text) they
+// The full-text indexes are blind: for every term of store.Terms(text) (its
+// words, stemmed) they
 // hold a token "t" + the first TokenHex hex digits of HMAC-SHA256(key, term)
 // (for memories, of the end user's prefix and term; see MemoryBlinder), where
 // key is derived from the tenant's data key. Queries hash their terms the
@@ -93,22 +94,33 @@ func (b *Blinder) Document(text string) string {
 	return strings.Join(b.Tokens(text), " ")
 }
 
-// Query returns the tokens of the first MaxQueryTerms distinct terms of
-// text, in the order they come. A token is a letter and hex digits, so no
-// query syntax can get in. It is empty when text has no terms; such a query
-// matches nothing.
+// Query returns the tokens of the first MaxQueryTerms distinct words of
+// text (store.Words), in the order they come: for each, the token of its
+// stem (store.Terms) and, when the word is not its own stem, the word's own
+// token too, which finds text indexed before terms were stemmed (such an
+// index holds the words as they were written). A token is a letter and hex
+// digits, so no query syntax can get in. It is empty when text has no terms;
+// such a query matches nothing.
 func (b *Blinder) Query(text string) []string {
 	var tokens []string
-	seen := map[string]bool{}
-	for _, t := range store.Terms(text) {
-		if seen[t] {
+	words := map[string]bool{}
+	terms := map[string]bool{}
+	add := func(term string) {
+		if !terms[term] {
+			terms[term] = true
+			tokens = append(tokens, b.Token(term))
+		}
+	}
+	for _, w := range store.Words(text) {
+		if words[w] {
 			continue
 		}
-		if len(seen) == MaxQueryTerms {
+		if len(words) == MaxQueryTerms {
 			break
 		}
-		seen[t] = true
-		tokens = append(tokens, b.Token(t))
+		words[w] = true
+		add(store.Stem(w))
+		add(w)
 	}
 	return tokens
 }

@@ -92,7 +92,20 @@ func TestBlinder(t *testing.T) {
 	if q := chunks.Query("kestrel Kestrel hover"); !slices.Equal(q, []string{tok, chunks.Token("hover")}) {
 		t.Errorf("Query: got %q, want kestrel's and hover's tokens once each", q)
 	}
+	// A word that is not its own stem asks for both: the stem finds stemmed
+	// text, the word text indexed before stemming.
+	if q := chunks.Query("kestrels hovering kestrel"); !slices.Equal(q, []string{tok, chunks.Token("kestrels"), chunks.Token("hover"), chunks.Token("hovering")}) {
+		t.Errorf("Query of inflected words: got %q, want the stems' and the words' tokens", q)
+	}
+	if tokens := chunks.Tokens("kestrels hovering"); !slices.Equal(tokens, sorted(tok, chunks.Token("hover"))) {
+		t.Errorf("Tokens of inflected words: got %q, want the stems' tokens", tokens)
+	}
 	if q := chunks.Query("the of ?!"); len(q) != 0 {
 		t.Errorf("Query without terms: got %q, want none", q)
 	}
+}
+
+func sorted(s ...string) []string {
+	slices.Sort(s)
+	return s
 }

@@ -41,8 +41,12 @@ func TestOldIncarnationRefused(t *testing.T) {
 	db := open(t, filepath.Join(dir, "tenants"), 0, plane, keyring.NewRing(kek, plane, 0))
 	def := control.Tenant{ID: "acme", Profiles: map[string]control.Profile{control.DefaultProfile: {Model: "offline/default"}}}
 
+	// As the lifecycle provisions: the control record, then the store.
 	first, err := plane.CreateTenant(ctx, def)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Create(ctx, first.Incarnation()); err != nil {
 		t.Fatal(err)
 	}
 	old := authtest.ScopeIn(t, first.Incarnation(), "alice")
@@ -58,6 +62,9 @@ func TestOldIncarnationRefused(t *testing.T) {
 	}
 	second, err := plane.CreateTenant(ctx, def)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Create(ctx, second.Incarnation()); err != nil {
 		t.Fatal(err)
 	}
 	current := authtest.ScopeIn(t, second.Incarnation(), "alice")

@@ -63,6 +63,7 @@ func putDocument(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, doc stor
 		doc.Metadata = nil
 	}
 	doc.Chunks = len(chunks)
+	doc.Size = len(doc.Text)
 	doc.CreatedAt = now
 
 	// Encrypt and blind before queueing for the write lock: neither needs it.
@@ -176,23 +177,23 @@ func (db *DB) Document(ctx context.Context, scope auth.Scope, id string) (store.
 func readDocument(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher, id string) (store.Document, error) {
 	var (
 		hash, text, meta []byte
-		chunks           int
+		chunks, sealed   int
 		created          string
 	)
-	err := stmt.QueryRowContext(ctx, id).Scan(&hash, &text, &meta, &chunks, &created)
+	err := stmt.QueryRowContext(ctx, id).Scan(&hash, &text, &meta, &chunks, &created, &sealed)
 	if errors.Is(err, sql.ErrNoRows) {
 		return store.Document{}, store.ErrNotFound
 	}
 	if err != nil {
 		return store.Document{}, err
 	}
-	return openDocument(c, id, hash, text, meta, chunks, created)
+	return openDocument(c, id, hash, text, meta, chunks, created, sealed)
 }
 
 // openDocument decrypts stored document id. A nil text is not read (a
-// listing); a nil meta is NULL.
-func openDocument(c *keyring.Cipher, id string, hash, text, meta []byte, chunks int, created string) (store.Document, error) {
-	d := store.Document{ID: id, Chunks: chunks}
+// listing); a nil meta is NULL; sealed is the length of the sealed text.
+func openDocument(c *keyring.Cipher, id string, hash, text, meta []byte, chunks int, created string, sealed int) (store.Document, error) {
+	d := store.Document{ID: id, Chunks: chunks, Size: c.OpenedLen(sealed)}
 	h, err := c.Open(hash, seal.DocumentHash(id))
 	if err != nil {
 		return store.Document{}, fmt.Errorf("document %s hash: %w", id, err)
@@ -284,9 +285,11 @@ func deleteDocument(ctx context.Context, tdb *tenantDB, id string) error {
 	})
 }
 
-// Documents returns scope's tenant's documents without their text, newest
-// first.
-func (db *DB) Documents(ctx context.Context, scope auth.Scope) ([]store.Document, error) {
+// Documents returns up to limit (<= 0: all) of scope's tenant's documents,
+// without their text, newest first, starting after the document with id
+// after ("": from the newest). An after the tenant does not have, including
+// another tenant's id, is an error wrapping store.ErrNotFound.
+func (db *DB) Documents(ctx context.Context, scope auth.Scope, after string, limit int) ([]store.Document, error) {
 	if !scope.Valid() {
 		return nil, fmt.Errorf("read documents: %w", store.ErrNoScope)
 	}
@@ -295,17 +298,32 @@ func (db *DB) Documents(ctx context.Context, scope auth.Scope) ([]store.Document
 		return nil, fmt.Errorf("read documents: %w", err)
 	}
 	defer db.pool.release(h)
-	docs, err := documents(ctx, h.v.selectDocuments, c)
+	if after != "" && !store.ValidDocumentID(after) {
+		return nil, fmt.Errorf("read documents after %q: %w", after, store.ErrNotFound)
+	}
+	if limit <= 0 {
+		limit = -1 // SQLite: no limit
+	}
+	docs, err := documents(ctx, h.v.selectDocuments, c, after, limit)
+	if err == nil && len(docs) == 0 && after != "" {
+		// An empty page: the end of the list, or a cursor that names
+		// nothing, which the caller should hear of.
+		var one int
+		if err = h.v.selectDocumentExists.QueryRowContext(ctx, after).Scan(&one); errors.Is(err, sql.ErrNoRows) {
+			err = store.ErrNotFound
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read documents: %w", err)
 	}
 	return docs, nil
 }
 
-// documents runs stmt, which selects id, hash, text (or NULL), metadata,
-// chunks and created_at, and decrypts the rows.
-func documents(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher) ([]store.Document, error) {
-	rows, err := stmt.QueryContext(ctx)
+// documents runs stmt, which takes args and selects id, hash, text (or NULL),
+// metadata, chunks, created_at and the length of the sealed text, and
+// decrypts the rows.
+func documents(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher, args ...any) ([]store.Document, error) {
+	rows, err := stmt.QueryContext(ctx, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -315,12 +333,12 @@ func documents(ctx context.Context, stmt *sql.Stmt, c *keyring.Cipher) ([]store.
 		var (
 			id, created      string
 			hash, text, meta sql.RawBytes // only read by Open, which copies
-			chunks           int
+			chunks, sealed   int
 		)
-		if err := rows.Scan(&id, &hash, &text, &meta, &chunks, &created); err != nil {
+		if err := rows.Scan(&id, &hash, &text, &meta, &chunks, &created, &sealed); err != nil {
 			return nil, err
 		}
-		d, err := openDocument(c, id, hash, text, meta, chunks, created)
+		d, err := openDocument(c, id, hash, text, meta, chunks, created, sealed)
 		if err != nil {
 			return nil, err
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
 	"github.com/bulkhead-ai/bulkhead/internal/store/storetest"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -43,7 +44,7 @@ func checkKnowledgeUnavailable(t *testing.T, db *sqlite.DB, scope auth.Scope, pl
 	if _, err := db.Document(ctx, scope, "doc_000000000000000000000000"); err == nil {
 		t.Error("Document: got nil error")
 	}
-	if docs, err := db.Documents(ctx, scope); err == nil || docs != nil {
+	if docs, err := db.Documents(ctx, scope, "", 0); err == nil || docs != nil {
 		t.Errorf("Documents: got %v, %v; want nil and an error", docs, err)
 	}
 	if chunks, err := db.Chunks(ctx, scope, []int64{1}); err == nil || chunks != nil {
@@ -318,7 +319,7 @@ func TestKnowledgeCiphertextMoved(t *testing.T) {
 			tamper: func(t *testing.T, f *fixture, acme, _ *sql.DB) {
 				rawExec(t, acme, `UPDATE documents SET hash = metadata WHERE id = ?`, f.a.ID)
 			},
-			read: func(ctx context.Context, f *fixture) (any, error) { return f.db.Documents(ctx, f.acme) },
+			read: func(ctx context.Context, f *fixture) (any, error) { return f.db.Documents(ctx, f.acme, "", 0) },
 		},
 		{
 			name: "export meets a moved document text",
@@ -607,4 +608,62 @@ func BenchmarkSearchChunks(b *testing.B) {
 		i++
 	}
 	b.ReportMetric(float64(matches)/float64(len(queries)), "matches/query")
+}
+
+// TestIndexWrittenBeforeStemming rewrites a chunk's postings as the index
+// held them before terms were stemmed (the words' own tokens): a query with
+// the words as written still finds it, and a stemmed chunk is found by any
+// form of its words.
+func TestIndexWrittenBeforeStemming(t *testing.T) {
+	dir := t.TempDir()
+	k := newKeys(t, storetest.Acme, storetest.Globex)
+	db := open(t, dir, 0, twoTenants, k.Ring())
+	ctx := t.Context()
+	acme := authtest.Scope(t, storetest.Acme, "")
+	const oldText, newText = "Refunds are accepted within thirty days.", "Shipments leave daily."
+	_, oldChunks := mustPut(t, db, acme, oldText)
+	_, newChunks := mustPut(t, db, acme, newText)
+
+	c, err := k.Ring().Cipher(ctx, acme.Incarnation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl := seal.ChunkBlinder(c)
+	var old []string
+	for _, w := range store.Words(oldText) {
+		old = append(old, bl.Token(w))
+	}
+	raw := rawDB(t, dir, twoTenants[storetest.Acme])
+	rawExec(t, raw, `DELETE FROM chunks_fts WHERE rowid = ?`, oldChunks[0].ID)
+	rawExec(t, raw, `INSERT INTO chunks_fts (rowid, terms) VALUES (?, ?)`, oldChunks[0].ID, strings.Join(old, " "))
+
+	for _, tt := range []struct {
+		query string
+		want  int64 // 0: nothing
+	}{
+		{"refunds accepted", oldChunks[0].ID}, // the words as the old index holds them
+		{"shipments", newChunks[0].ID},
+		{"shipment leaving", newChunks[0].ID}, // another form of a stemmed chunk's words
+		{"refund accept", 0},                  // not a word of the old chunk: re-ingest to stem it
+	} {
+		hits, err := db.SearchChunks(ctx, acme, tt.query, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case tt.want == 0 && len(hits) != 0:
+			t.Errorf("search %q: got %v, want nothing", tt.query, hits)
+		case tt.want != 0 && (len(hits) != 1 || hits[0].ID != tt.want):
+			t.Errorf("search %q: got %v, want chunk %d alone", tt.query, hits, tt.want)
+		}
+	}
+}
+
+func mustPut(t *testing.T, db *sqlite.DB, scope auth.Scope, text string) (store.Document, []store.Chunk) {
+	t.Helper()
+	d, c, _, err := db.PutDocument(t.Context(), scope, storetest.NewDocument(text, ""), []store.Chunk{{Text: text}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, c
 }

@@ -39,6 +39,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/sqliteuri"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -51,6 +52,14 @@ import (
 // created again must not reach the new tenant's data.
 type Locator interface {
 	StorageID(ctx context.Context, inc tenant.Incarnation) (string, error)
+}
+
+// provisioned is implemented by a Locator that knows which stores were made
+// when their tenant was provisioned (control.Plane): such a store missing
+// when the server starts was lost while it was stopped, and is refused
+// rather than made again, empty.
+type provisioned interface {
+	StoreMadeAtProvision(inc tenant.Incarnation) bool
 }
 
 // Ciphers hands out the data-key cipher of a tenant's incarnation;
@@ -353,6 +362,9 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 	if !validStorageID(id) {
 		return nil, nil, fmt.Errorf("locate tenant store: invalid storage id %q", id)
 	}
+	if p, ok := db.locator.(provisioned); ok && !db.isKnown(id) && p.StoreMadeAtProvision(scope.Incarnation()) {
+		return nil, nil, db.lostStore(id, errors.New("its directory is missing, though it was made when the tenant was provisioned"))
+	}
 	c, err := db.ciphers.Cipher(ctx, scope.Incarnation())
 	if err != nil {
 		return nil, nil, fmt.Errorf("tenant key: %w", err)
@@ -507,10 +519,13 @@ var otherStatements = []statement{
 	{func(t *tenantDB) **sql.Stmt { return &t.selectDocumentExists }, `
 		SELECT 1 FROM documents WHERE id = ?`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectDocument }, `
-		SELECT hash, text, metadata, chunks, created_at FROM documents WHERE id = ?`},
+		SELECT hash, text, metadata, chunks, created_at, length(text) FROM documents WHERE id = ?`},
+	// A page of the listing, newest first: the documents after ?1 (none:
+	// from the newest), at most ?2 (-1: all).
 	{func(t *tenantDB) **sql.Stmt { return &t.selectDocuments }, `
-		SELECT id, hash, NULL, metadata, chunks, created_at FROM documents
-		ORDER BY created_at DESC, rowid DESC`},
+		SELECT id, hash, NULL, metadata, chunks, created_at, length(text) FROM documents
+		WHERE ?1 = '' OR (created_at, rowid) < (SELECT created_at, rowid FROM documents WHERE id = ?1)
+		ORDER BY created_at DESC, rowid DESC LIMIT ?2`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectDocumentChunks }, `
 		SELECT id, ordinal, text, embedding FROM chunks WHERE document_id = ? ORDER BY ordinal`},
 	{func(t *tenantDB) **sql.Stmt { return &t.deleteDocumentIndex }, `
@@ -553,7 +568,7 @@ var otherStatements = []statement{
 		WHERE memories_fts MATCH ? AND user_id = ? ORDER BY score, rowid LIMIT ?`},
 	// Export: documents oldest first, with text; memories by (user, id).
 	{func(t *tenantDB) **sql.Stmt { return &t.selectExportDocuments }, `
-		SELECT id, hash, text, metadata, chunks, created_at FROM documents
+		SELECT id, hash, text, metadata, chunks, created_at, length(text) FROM documents
 		ORDER BY created_at, rowid`},
 	{func(t *tenantDB) **sql.Stmt { return &t.selectExportMemories }, `
 		SELECT id, user_id, text, created_at FROM memories ORDER BY user_id, id`},
@@ -598,7 +613,11 @@ func (db *DB) openTenant(ctx context.Context, id string) (*tenantDB, error) {
 	if err != nil {
 		return nil, db.lostStore(id, err)
 	}
-	sqlDB, err := sql.Open("sqlite", dsn(path, false))
+	uri, err := dsn(path, false)
+	if err != nil {
+		return nil, err
+	}
+	sqlDB, err := sql.Open("sqlite", uri)
 	if err != nil {
 		return nil, err
 	}
@@ -705,7 +724,11 @@ func (db *DB) create(ctx context.Context, id string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	sqlDB, err := sql.Open("sqlite", dsn(path, true))
+	uri, err := dsn(path, true)
+	if err != nil {
+		return err
+	}
+	sqlDB, err := sql.Open("sqlite", uri)
 	if err != nil {
 		return err
 	}
@@ -862,15 +885,15 @@ func (db *DB) forget(id string) {
 	delete(db.lost, id)
 }
 
-// dsn returns the driver name for the database file at path. It is a file: URI,
-// so no character of path can be read as a parameter. Every transaction takes
+// dsn returns the driver name for the database file at path (a file: URI, see
+// sqliteuri.File). Every transaction takes
 // the write lock at BEGIN (_txlock=immediate), so a read-then-write transaction
 // never fails with SQLITE_BUSY halfway through; reads run outside transactions.
 // synchronous(FULL) makes every commit fsync the WAL before it returns (NORMAL
 // does not, in WAL mode): a write acknowledged is on disk. Only create may make
 // the file (mode=rwc); otherwise a connection opened after the file was removed
 // fails instead of starting an empty database (mode=rw).
-func dsn(path string, create bool) string {
+func dsn(path string, create bool) (string, error) {
 	mode := "rw"
 	if create {
 		mode = "rwc"
@@ -887,8 +910,7 @@ func dsn(path string, create bool) string {
 		"_txlock": {"immediate"},
 		"mode":    {mode},
 	}
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(path), RawQuery: q.Encode()}
-	return u.String()
+	return sqliteuri.File(path, q)
 }
 
 // validStorageID reports whether id is 8 to 64 of [a-z0-9], so that it is one

@@ -224,7 +224,7 @@ func testCryptoShredding(t *testing.T, b AtRestBackend) {
 		"Secrets":         func() error { _, err := b.Secrets(ctx, acme); return err },
 		"Export":          func() error { _, err := b.Export(ctx, acme); return err },
 		"Document":        func() error { _, err := b.Document(ctx, acme, acmeDoc.ID); return err },
-		"Documents":       func() error { _, err := b.Documents(ctx, acme); return err },
+		"Documents":       func() error { _, err := b.Documents(ctx, acme, "", 0); return err },
 		"ChunkEmbeddings": func() error { _, err := b.ChunkEmbeddings(ctx, acme); return err },
 		"Memories":        func() error { _, err := b.Memories(ctx, acme, 0); return err },
 	} {

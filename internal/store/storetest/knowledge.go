@@ -73,7 +73,7 @@ func testDocumentRoundTrip(t *testing.T, b Backend) {
 		t.Errorf("assigned id: got %q, want doc_ and 24 hex digits", got.ID)
 	}
 	want := doc
-	want.ID, want.Chunks = got.ID, 3
+	want.ID, want.Chunks, want.Size = got.ID, 3, len(doc.Text)
 	if diff := diffDocument(got, want); diff != "" {
 		t.Errorf("PutDocument returned %s", diff)
 	}
@@ -130,7 +130,7 @@ func testDocumentRoundTrip(t *testing.T, b Backend) {
 	if err != nil || !created || got2.ID != manual.ID || got2.Chunks != 0 {
 		t.Fatalf("PutDocument with id %q and no chunks: got %+v, created %v, %v", manual.ID, got2, created, err)
 	}
-	docs, err := b.Documents(ctx, acme)
+	docs, err := b.Documents(ctx, acme, "", 0)
 	if err != nil {
 		t.Fatalf("Documents: %v", err)
 	}
@@ -205,6 +205,84 @@ func testInvalidDocument(t *testing.T, b Backend) {
 	if hits := mustSearch(t, b, acme, "zebracorns", 10); len(hits) != 0 {
 		t.Errorf("search finds refused chunks: %v", hits)
 	}
+}
+
+// testDocumentPages pages through a tenant's documents with Documents'
+// cursor and checks that the pages together are the whole listing, newest
+// first, with sizes and without text, and that no page of one tenant holds
+// another's document, nor takes another's id as its cursor.
+func testDocumentPages(t *testing.T, b Backend) {
+	ctx := t.Context()
+	acme := authtest.Scope(t, Acme, "alice")
+	globex := authtest.Scope(t, Globex, "alice")
+	var acmeDocs, globexDocs []store.Document // newest first
+	for i := range 5 {
+		// Interleaved, so each tenant's documents sit between the other's.
+		d := mustPutDocument(t, b, acme, NewDocument(fmt.Sprintf("Acme page document %d%s.", i, strings.Repeat("!", i)), `{"n":1}`), nil)
+		d.Text = ""
+		acmeDocs = append([]store.Document{d}, acmeDocs...)
+		if i < 3 {
+			g := mustPutDocument(t, b, globex, NewDocument(fmt.Sprintf("Globex page document %d.", i), ""), nil)
+			g.Text = ""
+			globexDocs = append([]store.Document{g}, globexDocs...)
+		}
+	}
+	diffList := func(name string, got, want []store.Document) {
+		t.Helper()
+		if len(got) != len(want) {
+			t.Errorf("%s: got %v, want %v", name, docIDs(got), docIDs(want))
+			return
+		}
+		for i := range got {
+			if diff := diffDocument(got[i], want[i]); diff != "" {
+				t.Errorf("%s[%d]: %s", name, i, diff)
+			}
+		}
+	}
+	diffList("acme, all", mustDocuments(t, b, acme), acmeDocs)
+	diffList("globex, all", mustDocuments(t, b, globex), globexDocs)
+
+	for _, limit := range []int{1, 2, 4, 5, 6} {
+		var all []store.Document
+		after := ""
+		for pages := 0; ; pages++ {
+			page, err := b.Documents(ctx, acme, after, limit)
+			if err != nil {
+				t.Fatalf("Documents(after %q, limit %d): %v", after, limit, err)
+			}
+			if len(page) > limit || pages > len(acmeDocs) {
+				t.Fatalf("Documents(after %q, limit %d): got %v", after, limit, docIDs(page))
+			}
+			all = append(all, page...)
+			if len(page) < limit {
+				break
+			}
+			after = page[len(page)-1].ID
+		}
+		diffList(fmt.Sprintf("acme, pages of %d", limit), all, acmeDocs)
+	}
+	if page, err := b.Documents(ctx, acme, acmeDocs[len(acmeDocs)-1].ID, 3); err != nil || len(page) != 0 {
+		t.Errorf("Documents after the oldest: got %v, %v; want none", docIDs(page), err)
+	}
+
+	// Another tenant's id as the cursor reads exactly as a missing one.
+	for _, after := range []string{globexDocs[0].ID, globexDocs[2].ID, "doc_000000000000000000000000", "../x", strings.Repeat("d", 200)} {
+		if page, err := b.Documents(ctx, acme, after, 2); !errors.Is(err, store.ErrNotFound) || page != nil {
+			t.Errorf("acme's Documents after %q: got %v, %v; want %v", after, docIDs(page), err, store.ErrNotFound)
+		}
+	}
+	if page, err := b.Documents(ctx, globex, acmeDocs[1].ID, 2); !errors.Is(err, store.ErrNotFound) || page != nil {
+		t.Errorf("globex's Documents after acme's %s: got %v, %v; want %v", acmeDocs[1].ID, docIDs(page), err, store.ErrNotFound)
+	}
+	// A deleted cursor is missing too.
+	if err := b.DeleteDocument(ctx, acme, acmeDocs[4].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Documents(ctx, acme, acmeDocs[4].ID, 2); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Documents after a deleted document: got %v, want %v", err, store.ErrNotFound)
+	}
+	diffList("acme after a delete", mustDocuments(t, b, acme), acmeDocs[:4])
+	diffList("globex after acme's delete", mustDocuments(t, b, globex), globexDocs)
 }
 
 func testDocumentPutAgain(t *testing.T, b Backend) {
@@ -723,7 +801,7 @@ func checkKnowledgeRefused(t *testing.T, b Backend, scope auth.Scope, want error
 	d, err = b.Document(ctx, scope, "doc_000000000000000000000000")
 	check("Document", len(d.ID), err)
 	check("DeleteDocument", 0, b.DeleteDocument(ctx, scope, "doc_000000000000000000000000"))
-	docs, err := b.Documents(ctx, scope)
+	docs, err := b.Documents(ctx, scope, "", 0)
 	check("Documents", len(docs), err)
 	c, err = b.Chunks(ctx, scope, []int64{1, 2})
 	check("Chunks", len(c), err)
@@ -762,7 +840,7 @@ func mustPutDocumentChunks(t *testing.T, b Backend, scope auth.Scope, doc store.
 
 func mustDocuments(t *testing.T, b Backend, scope auth.Scope) []store.Document {
 	t.Helper()
-	docs, err := b.Documents(t.Context(), scope)
+	docs, err := b.Documents(t.Context(), scope, "", 0)
 	if err != nil {
 		t.Fatalf("Documents(%v): %v", scope, err)
 	}
@@ -839,9 +917,9 @@ func sameSet(a, b []int64) bool {
 // diffDocument describes how got differs from want in everything but
 // CreatedAt, or returns "". Metadata is compared as JSON.
 func diffDocument(got, want store.Document) string {
-	if got.ID != want.ID || got.Text != want.Text || got.Hash != want.Hash || got.Chunks != want.Chunks || !jsonEqual(got.Metadata, want.Metadata) {
-		return fmt.Sprintf("got {%s %q %s %d %s}, want {%s %q %s %d %s}",
-			got.ID, got.Text, got.Hash, got.Chunks, got.Metadata, want.ID, want.Text, want.Hash, want.Chunks, want.Metadata)
+	if got.ID != want.ID || got.Text != want.Text || got.Hash != want.Hash || got.Chunks != want.Chunks || got.Size != want.Size || !jsonEqual(got.Metadata, want.Metadata) {
+		return fmt.Sprintf("got {%s %q %s %d %dB %s}, want {%s %q %s %d %dB %s}",
+			got.ID, got.Text, got.Hash, got.Chunks, got.Size, got.Metadata, want.ID, want.Text, want.Hash, want.Chunks, want.Size, want.Metadata)
 	}
 	return ""
 }

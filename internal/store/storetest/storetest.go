@@ -36,7 +36,7 @@ type Backend interface {
 	PutDocument(ctx context.Context, scope auth.Scope, doc store.Document, chunks []store.Chunk) (store.Document, []store.Chunk, bool, error)
 	Document(ctx context.Context, scope auth.Scope, id string) (store.Document, error)
 	DeleteDocument(ctx context.Context, scope auth.Scope, id string) error
-	Documents(ctx context.Context, scope auth.Scope) ([]store.Document, error)
+	Documents(ctx context.Context, scope auth.Scope, after string, limit int) ([]store.Document, error)
 	Chunks(ctx context.Context, scope auth.Scope, ids []int64) ([]store.Chunk, error)
 	ChunkEmbeddings(ctx context.Context, scope auth.Scope) ([]store.Chunk, error)
 	SearchChunks(ctx context.Context, scope auth.Scope, query string, k int) ([]store.Hit, error)
@@ -72,6 +72,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 
 	t.Run("DocumentRoundTrip", func(t *testing.T) { testDocumentRoundTrip(t, open(t)) })
 	t.Run("InvalidDocument", func(t *testing.T) { testInvalidDocument(t, open(t)) })
+	t.Run("DocumentPages", func(t *testing.T) { testDocumentPages(t, open(t)) })
 	t.Run("DocumentPutAgain", func(t *testing.T) { testDocumentPutAgain(t, open(t)) })
 	t.Run("ConcurrentPutSameDocument", func(t *testing.T) { testConcurrentPutSameDocument(t, open(t)) })
 	t.Run("DocumentsAreSeparate", func(t *testing.T) { testDocumentsAreSeparate(t, open(t)) })

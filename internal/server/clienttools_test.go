@@ -1,0 +1,423 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/store"
+)
+
+// sendEmail is a client tool as an OpenAI client declares it.
+var sendEmail = map[string]any{"type": "function", "function": map[string]any{
+	"name": "send_email", "description": "Send an email",
+	"parameters": json.RawMessage(`{"type":"object","properties":{"to":{"type":"string"},"body":{"type":"string"}},"required":["to"]}`)}}
+
+// clientTool declares a client tool named name with parameters params.
+func clientTool(name, params string) map[string]any {
+	return map[string]any{"type": "function", "function": map[string]any{"name": name, "parameters": json.RawMessage(params)}}
+}
+
+// toolTurn is one chat request of a client running client tools.
+type toolTurn struct {
+	key, session string
+	messages     []map[string]any
+	tools        []map[string]any
+	stream       bool
+	extra        map[string]any
+}
+
+// toolAnswer is a decoded chat answer, streamed or not.
+type toolAnswer struct {
+	content, finish string
+	calls           []llm.ToolCall
+	raw             string
+}
+
+func userMsg(content string) map[string]any {
+	return map[string]any{"role": "user", "content": content}
+}
+
+func (e *testEnv) toolChat(t *testing.T, tt toolTurn) response {
+	t.Helper()
+	body := map[string]any{"messages": tt.messages}
+	if tt.tools != nil {
+		body["tools"] = tt.tools
+	}
+	if tt.stream {
+		body["stream"] = true
+	}
+	for k, v := range tt.extra {
+		body[k] = v
+	}
+	header := map[string]string{}
+	if tt.session != "" {
+		header["X-Session-Id"] = tt.session
+	}
+	return e.do(t, "POST", "/v1/chat/completions", tt.key, body, header)
+}
+
+// toolSay sends tt, which must succeed, and decodes the answer.
+func (e *testEnv) toolSay(t *testing.T, tt toolTurn) toolAnswer {
+	t.Helper()
+	r := e.toolChat(t, tt)
+	if r.status != http.StatusOK {
+		t.Fatalf("chat: got %v, want 200", r)
+	}
+	a, err := decodeToolAnswer(r, tt.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func decodeToolAnswer(r response, stream bool) (toolAnswer, error) {
+	a := toolAnswer{raw: string(r.body)}
+	if !stream {
+		var c struct {
+			Object  string `json:"object"`
+			Choices []struct {
+				Message      llm.Message `json:"message"`
+				FinishReason string      `json:"finish_reason"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal(r.body, &c); err != nil || c.Object != "chat.completion" || len(c.Choices) != 1 {
+			return a, fmt.Errorf("got %s, want one chat.completion choice (%v)", r.body, err)
+		}
+		ch := c.Choices[0]
+		a.content, a.finish, a.calls = ch.Message.Content, ch.FinishReason, ch.Message.ToolCalls
+		return a, nil
+	}
+	s, err := parseSSE(r)
+	if err != nil {
+		return a, err
+	}
+	a.content, a.finish = s.content, s.finish
+	// The tool calls come in deltas of OpenAI's shape, each call whole.
+	for ev := range strings.SplitSeq(string(r.body), "\n\n") {
+		data, ok := strings.CutPrefix(ev, "data: ")
+		if !ok || data == "[DONE]" {
+			continue
+		}
+		var c struct {
+			Choices []struct {
+				Delta struct {
+					ToolCalls []struct {
+						Index int `json:"index"`
+						llm.ToolCall
+					} `json:"tool_calls"`
+				} `json:"delta"`
+			} `json:"choices"`
+		}
+		if err := json.Unmarshal([]byte(data), &c); err != nil {
+			return a, err
+		}
+		for _, ch := range c.Choices {
+			for _, tc := range ch.Delta.ToolCalls {
+				if tc.Index != len(a.calls) {
+					return a, fmt.Errorf("tool call delta with index %d, want %d: %s", tc.Index, len(a.calls), data)
+				}
+				a.calls = append(a.calls, tc.ToolCall)
+			}
+		}
+	}
+	return a, nil
+}
+
+// assistantWith is the assistant message a client sends back with the
+// calls it was given.
+func assistantWith(calls []llm.ToolCall) map[string]any {
+	return map[string]any{"role": "assistant", "content": nil, "tool_calls": calls}
+}
+
+func toolResult(id, content string) map[string]any {
+	return map[string]any{"role": "tool", "tool_call_id": id, "content": content}
+}
+
+// auditOf returns the tenant's audit records of type typ.
+func auditOf(t *testing.T, env *testEnv, key, typ string) []store.AuditRecord {
+	t.Helper()
+	var out []store.AuditRecord
+	for _, r := range auditLog(t, env, "/v1/audit", key) {
+		if r.Type == typ {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestClientToolRoundTrip runs a client tool as OpenAI's clients do: the
+// call comes back with finish reason tool_calls (as deltas when streamed),
+// arguments as checked; the follow-up with the tool result continues the
+// turn, stateless or with the history kept server-side.
+func TestClientToolRoundTrip(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _ := toolTenants(t, env, newFakeCRM(t))
+	ask := userMsg(`/call send_email {"to":"bob@example.com", "body":"hello"}`)
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
+			a := env.toolSay(t, toolTurn{key: acmeKey, messages: []map[string]any{ask}, tools: []map[string]any{sendEmail}, stream: stream})
+			if a.finish != "tool_calls" || len(a.calls) != 1 {
+				t.Fatalf("got finish %q and calls %+v, want one call and tool_calls (%s)", a.finish, a.calls, a.raw)
+			}
+			c := a.calls[0]
+			if c.Type != "function" || c.Function.Name != "send_email" || c.Function.Arguments != `{"body":"hello","to":"bob@example.com"}` || !strings.HasPrefix(c.ID, "call_") || c.ID == "call_1" {
+				t.Fatalf("got call %+v, want send_email with the canonical arguments and an id of the server's", c)
+			}
+			got := env.toolSay(t, toolTurn{key: acmeKey, stream: stream, tools: []map[string]any{sendEmail},
+				messages: []map[string]any{ask, assistantWith(a.calls), toolResult(c.ID, "queued as 42")}})
+			if want := "Tool results:\n" + c.ID + ": queued as 42"; got.content != want || got.finish != "stop" || len(got.calls) != 0 {
+				t.Fatalf("follow-up: got %q (finish %q, calls %v), want %q", got.content, got.finish, got.calls, want)
+			}
+		})
+	}
+	// With X-Session-Id the client sends only the result, or the call
+	// message again: the model sees the call once either way.
+	for i, resend := range []bool{false, true} {
+		session := fmt.Sprintf("ct-%d", i)
+		a := env.toolSay(t, toolTurn{key: acmeKey, session: session, messages: []map[string]any{ask}, tools: []map[string]any{sendEmail}})
+		if len(a.calls) != 1 {
+			t.Fatalf("session turn: got %s, want one call", a.raw)
+		}
+		next := []map[string]any{toolResult(a.calls[0].ID, "sent")}
+		if resend {
+			next = append([]map[string]any{assistantWith(a.calls)}, next...)
+		}
+		env.toolSay(t, toolTurn{key: acmeKey, session: session, messages: next, tools: []map[string]any{sendEmail}})
+		var calls int
+		for _, m := range env.echo(t, chatCall{key: acmeKey, session: session}) {
+			calls += len(m.ToolCalls)
+		}
+		if calls != 1 {
+			t.Errorf("resend=%v: the model's context holds %d tool calls, want 1", resend, calls)
+		}
+	}
+	var allowed int
+	for _, r := range auditOf(t, env, acmeKey, "tool.call") {
+		if d := string(r.Data); strings.Contains(d, `"tool":"client/send_email"`) && strings.Contains(d, `"decision":"allow"`) {
+			allowed++
+		}
+	}
+	if allowed != 4 {
+		t.Errorf("audit holds %d allowed client/send_email calls, want 4", allowed)
+	}
+}
+
+// TestClientToolDeclarationsRefused checks the 400s: a client tool may not
+// take a server-side tool's name nor declare a parameter the runtime
+// fills, and a profile may take none. Another tenant's private tool name is
+// no collision: a 400 there would tell acme it exists.
+func TestClientToolDeclarationsRefused(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _ := toolTenants(t, env, newFakeCRM(t))
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"profiles": map[string]any{
+		"locked": map[string]any{"client_tools": false}}}, http.StatusOK)
+	ask := []map[string]any{userMsg("hi")}
+	object := `{"type":"object","properties":{"x":{"type":"string"}}}`
+	tests := []struct {
+		name    string
+		tools   []map[string]any
+		extra   map[string]any
+		status  int
+		mention string
+	}{
+		{"shadows a server-side tool", []map[string]any{clientTool("crm_lookup", object)}, nil, 400, "crm_lookup"},
+		{"shadows a tool policy does not offer", []map[string]any{clientTool("export_all", object)}, nil, 400, "export_all"},
+		{"bound parameter", []map[string]any{clientTool("note", `{"type":"object","properties":{"tenant_id":{"type":"string"}}}`)}, nil, 400, "tenant_id"},
+		{"bound parameter spelt otherwise", []map[string]any{clientTool("note", `{"type":"object","properties":{"TenantId":{"type":"string"}}}`)}, nil, 400, "TenantId"},
+		{"bound map", []map[string]any{{"type": "function", "function": map[string]any{"name": "note", "parameters": json.RawMessage(object),
+			"bound": map[string]string{"x": "tenant.id"}}}}, nil, 400, "bound"},
+		{"declared twice", []map[string]any{clientTool("note", object), clientTool("note", object)}, nil, 400, "twice"},
+		{"profile takes none", []map[string]any{sendEmail}, map[string]any{"model": "locked"}, 400, "locked"},
+		{"tool_choice names no tool", []map[string]any{sendEmail}, map[string]any{"tool_choice": map[string]any{"type": "function", "function": map[string]any{"name": "other"}}}, 400, "tool_choice"},
+		{"tool_choice names the client tool", []map[string]any{sendEmail}, map[string]any{"tool_choice": map[string]any{"type": "function", "function": map[string]any{"name": "send_email"}}, "parallel_tool_calls": false}, 200, ""},
+		{"another tenant's private tool name", []map[string]any{clientTool("globex_notes", object)}, nil, 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := env.toolChat(t, toolTurn{key: acmeKey, messages: ask, tools: tt.tools, extra: tt.extra})
+			if tt.status == 200 {
+				if r.status != 200 {
+					t.Fatalf("got %v, want 200", r)
+				}
+				return
+			}
+			checkAPIError(t, r, tt.status, "invalid_request")
+			if !strings.Contains(string(r.body), tt.mention) {
+				t.Errorf("got %s, want the error to name %q", r.body, tt.mention)
+			}
+		})
+	}
+	// The top-level field sets the default profile's.
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"client_tools": false}, http.StatusOK)
+	checkAPIError(t, env.toolChat(t, toolTurn{key: acmeKey, messages: ask, tools: []map[string]any{sendEmail}}), 400, "invalid_request")
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"client_tools": true}, http.StatusOK)
+	v := env.admin(t, "GET", "/admin/v1/tenants/acme", nil, http.StatusOK)
+	var view struct {
+		ClientTools *bool `json:"client_tools"`
+		Profiles    map[string]struct {
+			ClientTools *bool `json:"client_tools"`
+		}
+	}
+	if err := json.Unmarshal(v.body, &view); err != nil || view.ClientTools == nil || !*view.ClientTools ||
+		view.Profiles["locked"].ClientTools == nil || *view.Profiles["locked"].ClientTools {
+		t.Errorf("tenant view %s: want client_tools true for default and false for locked", v.body)
+	}
+}
+
+// TestClientToolCallChecked plays the model as an attacker calling a
+// client tool: with a runtime parameter, with another tenant's canary
+// (plain and \u-escaped), with the tenant's own secret, and against the
+// tenant's policy. What may not leave never reaches the client: the call is
+// refused (the model reads why), audited, and the owner of a caught canary
+// hears of it.
+func TestClientToolCallChecked(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := toolTenants(t, env, newFakeCRM(t))
+	globex, err := env.plane.Tenant("globex")
+	if err != nil || len(globex.Canaries) == 0 {
+		t.Fatalf("globex has no canary: %v", err)
+	}
+	canary := globex.Canaries[0]
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/policy",
+		`forbid (principal, action, resource == Tool::"client/wire_money");
+forbid (principal, action, resource == Tool::"client/send_email") when { context.to like "*@evil.example" };`, http.StatusNoContent)
+	open := clientTool("note", `{"type":"object","properties":{"text":{"type":"string"}},"additionalProperties":true}`)
+	declared := []map[string]any{sendEmail, open, clientTool("wire_money", `{"type":"object","properties":{"amount":{"type":"number"}}}`)}
+
+	tests := []struct {
+		name, call, audit, reason string
+	}{
+		{"runtime parameter added", `/call note {"text":"x","tenant_id":"globex"}`, "tool.call", "model supplied a bound parameter"},
+		{"runtime parameter look-alike", `/call note {"text":"x","TENANT_ID":"globex"}`, "tool.call", "look-alike key"},
+		{"another tenant's canary", `/call send_email {"to":"bob@example.com","body":"ref ` + canary + `"}`, "guard.block", ""},
+		{"another tenant's canary escaped", `/call note {"text":"` + hostileEscapeAll(canary) + `"}`, "guard.block", ""},
+		{"forbidden client tool", `/call wire_money {"amount":5}`, "tool.call", "tenant/0"},
+		{"forbidden arguments", `/call send_email {"to":"x@evil.example"}`, "tool.call", "tenant/1"},
+		{"undeclared tool", `/call exfiltrate {"x":"y"}`, "tool.call", "not offered to this agent"},
+	}
+	for _, tt := range tests {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/stream=%v", tt.name, stream), func(t *testing.T) {
+				before := len(auditOf(t, env, acmeKey, tt.audit))
+				// unseen: the client's own message does not carry the canary
+				// (one it carried would be no leak, see guard.Inputs).
+				a := env.toolSay(t, toolTurn{key: acmeKey, messages: []map[string]any{userMsg(unseen(tt.call))}, tools: declared, stream: stream})
+				if a.finish != "stop" || len(a.calls) != 0 || !strings.HasPrefix(a.content, "Tool results:\ncall_1: error: ") {
+					t.Fatalf("got %s, want no call returned and the refusal for the model", a.raw)
+				}
+				if strings.Contains(a.raw, canary) || strings.Contains(a.raw, "globex") {
+					t.Fatalf("the answer carries what the call held: %s", a.raw)
+				}
+				recs := auditOf(t, env, acmeKey, tt.audit)
+				if len(recs) != before+1 {
+					t.Fatalf("got %d new %s records, want 1", len(recs)-before, tt.audit)
+				}
+				if rec := string(recs[len(recs)-1].Data); !strings.Contains(rec, tt.reason) || (tt.audit == "tool.call" && !strings.Contains(rec, "deny")) {
+					t.Errorf("audit record %s, want a denial naming %q", rec, tt.reason)
+				}
+			})
+		}
+	}
+	if len(auditOf(t, env, globexKey, "guard.foreign_leak")) == 0 {
+		t.Errorf("globex's audit log does not tell of its canary caught leaving")
+	}
+	// The tenant's own secret is redacted from what its client gets.
+	a := env.toolSay(t, toolTurn{key: acmeKey, messages: []map[string]any{userMsg(`/call send_email {"to":"bob@example.com","body":"token ` + acmeCRMToken + `"}`)}, tools: declared})
+	if len(a.calls) != 1 || strings.Contains(a.raw, acmeCRMToken) || !strings.Contains(a.calls[0].Function.Arguments, "[REDACTED:crm_token]") {
+		t.Errorf("got %s, want the call with the secret redacted", a.raw)
+	}
+	// A forbidden client tool is not offered; the others are.
+	ctx := env.toolSay(t, toolTurn{key: acmeKey, messages: []map[string]any{userMsg("/echo")}, tools: declared})
+	var offered struct{ Tools []string }
+	if err := json.Unmarshal([]byte(ctx.content), &offered); err != nil || slices.Contains(offered.Tools, "wire_money") || !slices.Contains(offered.Tools, "send_email") {
+		t.Errorf("offered %v (%v), want send_email and not wire_money", offered.Tools, err)
+	}
+}
+
+// TestClientToolMixedStep checks a step calling a server-side and a client
+// tool: the server-side call runs, the client call is held back with a
+// word to the model, and nothing is returned to the client half done.
+func TestClientToolMixedStep(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	crm := newFakeCRM(t)
+	acmeKey, _ := toolTenants(t, env, crm)
+	a := env.toolSay(t, toolTurn{key: acmeKey, tools: []map[string]any{sendEmail},
+		messages: []map[string]any{userMsg("/call crm_lookup {\"customer\":\"c-7\"}\n/call send_email {\"to\":\"bob@example.com\"}")}})
+	if a.finish != "stop" || len(a.calls) != 0 || len(crm.requests()) != 1 {
+		t.Fatalf("got %s and %d CRM calls, want the server-side call run and nothing returned", a.raw, len(crm.requests()))
+	}
+	if !strings.Contains(a.content, `call_1: {"customer":"c-7"`) || !strings.Contains(a.content, "call_2: "+heldMixedText) {
+		t.Errorf("got %q, want the CRM result and the held-back client call", a.content)
+	}
+}
+
+// heldMixedText starts the agent's word about a held-back client call.
+const heldMixedText = "error: not returned to the client: this step also called server-side tools"
+
+// TestClientToolResultStaysInTenant checks a client tool result sent by
+// tenant A reaches A's model and history only: B, with the same session
+// id, and even the call's id, never sees it.
+func TestClientToolResultStaysInTenant(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := toolTenants(t, env, newFakeCRM(t))
+	const marker = "ACME-CLIENT-RESULT-5d21"
+	a := env.toolSay(t, toolTurn{key: acmeKey, session: "shared", tools: []map[string]any{sendEmail},
+		messages: []map[string]any{userMsg(`/call send_email {"to":"bob@example.com"}`)}})
+	if len(a.calls) != 1 {
+		t.Fatalf("got %s, want one call", a.raw)
+	}
+	id := a.calls[0].ID
+	env.toolSay(t, toolTurn{key: acmeKey, session: "shared", tools: []map[string]any{sendEmail}, messages: []map[string]any{toolResult(id, marker)}})
+	if got := joinContents(env.echo(t, chatCall{key: acmeKey, session: "shared"})); !strings.Contains(got, marker) {
+		t.Fatalf("acme's own history lacks its tool result: %q", got)
+	}
+	// globex replays acme's call id in its own session of the same name.
+	g := env.toolSay(t, toolTurn{key: globexKey, session: "shared", tools: []map[string]any{sendEmail}, messages: []map[string]any{
+		assistantWith(a.calls), toolResult(id, "globex result")}})
+	if strings.Contains(g.raw, marker) {
+		t.Fatalf("globex's answer holds acme's tool result: %s", g.raw)
+	}
+	for _, m := range env.echo(t, chatCall{key: globexKey, session: "shared"}) {
+		if strings.Contains(m.Content, marker) || strings.Contains(m.Content, "bob@example.com") {
+			t.Fatalf("globex's context holds acme's client tool exchange: %+v", m)
+		}
+	}
+}
+
+// TestClientToolsForwarded checks the provider receives the client tools
+// as declared (strict included), tool_choice and parallel_tool_calls, and
+// the follow-up's tool call and result messages.
+func TestClientToolsForwarded(t *testing.T) {
+	env, up, key := newFakeEnv(t, 0)
+	strict := map[string]any{"type": "function", "function": map[string]any{"name": "send_email", "strict": true,
+		"parameters": json.RawMessage(`{"type":"object","properties":{"to":{"type":"string"}},"required":["to"],"additionalProperties":false}`)}}
+	choice := map[string]any{"type": "function", "function": map[string]any{"name": "send_email"}}
+	calls := []llm.ToolCall{{ID: "call_x", Type: "function", Function: llm.FunctionCall{Name: "send_email", Arguments: `{"to":"bob"}`}}}
+	env.toolSay(t, toolTurn{key: key, tools: []map[string]any{strict}, extra: map[string]any{"tool_choice": choice, "parallel_tool_calls": false},
+		messages: []map[string]any{userMsg("mail bob"), assistantWith(calls), toolResult("call_x", "sent")}})
+	got := up.last(t)
+	var tools []llm.Tool
+	if err := json.Unmarshal(got["tools"], &tools); err != nil || len(tools) != 1 || tools[0].Function.Name != "send_email" ||
+		tools[0].Function.Strict == nil || !*tools[0].Function.Strict || !jsonEqual(tools[0].Function.Parameters, strict["function"].(map[string]any)["parameters"].(json.RawMessage)) {
+		t.Errorf("upstream got tools %s (%v), want send_email as declared", got["tools"], err)
+	}
+	want, _ := json.Marshal(choice)
+	if !jsonEqual(got["tool_choice"], want) || string(got["parallel_tool_calls"]) != "false" {
+		t.Errorf("upstream got tool_choice %s parallel_tool_calls %s, want %s and false", got["tool_choice"], got["parallel_tool_calls"], want)
+	}
+	var msgs []llm.Message
+	if err := json.Unmarshal(got["messages"], &msgs); err != nil || len(msgs) != 4 {
+		t.Fatalf("upstream got messages %s (%v), want system, user, the call and its result", got["messages"], err)
+	}
+	if m := msgs[2]; m.Role != "assistant" || len(m.ToolCalls) != 1 || m.ToolCalls[0].ID != "call_x" || m.ToolCalls[0].Function.Arguments != `{"to":"bob"}` {
+		t.Errorf("upstream got call message %+v", m)
+	}
+	if m := msgs[3]; m.Role != "tool" || m.ToolCallID != "call_x" || m.Content != "sent" {
+		t.Errorf("upstream got result message %+v", m)
+	}
+}
