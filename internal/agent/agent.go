@@ -53,6 +53,10 @@ type Profile struct {
 	Name         string
 	SystemPrompt string
 	Model        string // "provider/model"
+	// Fallbacks are "provider/model" names tried in order when Model's
+	// provider is limiting, failing or slow (see chatChain); at most
+	// MaxFallbacks.
+	Fallbacks []string
 	// KeySecret names the tenant secret holding the model provider's API key
 	// (bring your own key); empty means the provider's own setting.
 	KeySecret tenant.SecretName
@@ -292,9 +296,9 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 }
 
 func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn Turn) (Result, error) {
-	route, err := a.Models.Resolve(profile.Model)
+	chain, err := a.modelChain(profile)
 	if err != nil {
-		return Result{}, fmt.Errorf("%w: profile %q: %w", kind.NotFound, profile.Name, err)
+		return Result{}, err
 	}
 	// Every secret the tenant holds is removed from what reaches the model
 	// and from what comes back, whatever the model was told or tricked into.
@@ -303,8 +307,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, fmt.Errorf("load tenant secrets: %w", err)
 	}
 	red := redactor(secrets)
-	apiKey, err := providerKey(profile, route, secrets)
-	if err != nil {
+	if _, err := providerKey(profile, chain[0].route, secrets); err != nil {
 		return Result{}, err
 	}
 	box := a.toolbox(ctx, scope, profile, secrets, red)
@@ -369,13 +372,11 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	for step := 1; ; step++ {
 		steps = step
 		deltas, flushGuard := a.guardStream(ctx, scope, profile, in, turn.OnDelta)
-		resp, err = a.chat(ctx, route, llm.Request{
-			Model:          route.Model,
+		resp, err = a.chatChain(ctx, scope, profile, chain, secrets, llm.Request{
 			Messages:       msgs,
 			Tools:          box.offered,
 			MaxTokens:      turn.MaxTokens,
 			Temperature:    turn.Temperature,
-			APIKey:         apiKey,
 			User:           upstreamUser(scope),
 			PromptCacheKey: cacheFor.promptKey,
 			Options:        opts,

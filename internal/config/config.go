@@ -143,8 +143,10 @@ type Embedder struct {
 
 // Provider declares one model provider.
 type Provider struct {
-	Name      string `yaml:"name"`
-	Type      string `yaml:"type"` // "openai" or "scripted"
+	Name string `yaml:"name"`
+	Type string `yaml:"type"` // "openai", "anthropic" or "scripted"
+	// BaseURL is the API root; for type anthropic it defaults to
+	// https://api.anthropic.com.
 	BaseURL   string `yaml:"base_url"`
 	APIKeyEnv string `yaml:"api_key_env"`
 	// APIKeySecret names a tenant secret: each tenant calls this provider
@@ -152,6 +154,9 @@ type Provider struct {
 	APIKeySecret string        `yaml:"api_key_secret"`
 	Timeout      time.Duration `yaml:"timeout"`
 	MaxRetries   int           `yaml:"max_retries"`
+	// MaxTokens is the max_tokens sent when a request sets none (type
+	// anthropic, whose API requires one); 0 means 4096.
+	MaxTokens int `yaml:"max_tokens"`
 }
 
 // Defaults for unset fields.
@@ -244,20 +249,25 @@ func (c Config) Models(getenv func(string) string) (*llm.Registry, error) {
 		switch p.Type {
 		case "scripted":
 			prov = llm.NewScripted()
-		case "openai":
+		case "openai", "anthropic":
 			key := ""
 			if p.APIKeyEnv != "" {
 				if key = getenv(p.APIKeyEnv); key == "" {
 					return nil, fmt.Errorf("provider %q: environment variable %s is empty", p.Name, p.APIKeyEnv)
 				}
 			}
-			o, err := llm.NewOpenAI(llm.OpenAIOptions{BaseURL: p.BaseURL, APIKey: key, Timeout: p.Timeout, MaxRetries: p.MaxRetries})
+			var err error
+			if p.Type == "openai" {
+				prov, err = llm.NewOpenAI(llm.OpenAIOptions{BaseURL: p.BaseURL, APIKey: key, Timeout: p.Timeout, MaxRetries: p.MaxRetries})
+			} else {
+				prov, err = llm.NewAnthropic(llm.AnthropicOptions{BaseURL: p.BaseURL, APIKey: key, Timeout: p.Timeout,
+					MaxRetries: p.MaxRetries, MaxTokens: p.MaxTokens})
+			}
 			if err != nil {
 				return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 			}
-			prov = o
 		default:
-			return nil, fmt.Errorf("provider %q: unknown type %q (want openai or scripted)", p.Name, p.Type)
+			return nil, fmt.Errorf("provider %q: unknown type %q (want openai, anthropic or scripted)", p.Name, p.Type)
 		}
 		var keySecret tenant.SecretName
 		if p.APIKeySecret != "" {

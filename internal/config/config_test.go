@@ -228,3 +228,33 @@ func TestRedisClientOptions(t *testing.T) {
 		t.Errorf("Addr, Password, DB = %q, %q, %d", o.Addr, o.Password, o.DB)
 	}
 }
+
+func TestAnthropicProvider(t *testing.T) {
+	c, err := Parse([]byte("providers:\n  - {name: claude, type: anthropic, api_key_env: ANT_KEY, max_tokens: 1000}\n  - {name: mine, type: anthropic, base_url: 'http://127.0.0.1:1', api_key_secret: anthropic_key}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := c.Models(func(k string) string { return map[string]string{"ANT_KEY": "sk-ant"}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for model, wantSecret := range map[string]string{"claude/claude-x": "", "mine/claude-y": "anthropic_key"} {
+		route, err := reg.Resolve(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := route.Provider.(*llm.Anthropic); !ok || string(route.KeySecret) != wantSecret {
+			t.Errorf("%s: provider %T, key secret %q", model, route.Provider, route.KeySecret)
+		}
+	}
+	if _, err := c.Models(func(string) string { return "" }); err == nil || !strings.Contains(err.Error(), "ANT_KEY") {
+		t.Errorf("missing key: err = %v", err)
+	}
+	bad, err := Parse([]byte("providers:\n  - {name: x, type: anthropic, base_url: 'ftp://h'}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.Models(func(string) string { return "" }); err == nil {
+		t.Error("anthropic with an ftp base_url: no error")
+	}
+}

@@ -38,9 +38,12 @@ const DefaultProfile = "default"
 
 // Profile is one agent configuration of a tenant.
 type Profile struct {
-	SystemPrompt string   `json:"system_prompt"`
-	Model        string   `json:"model"`
-	Tools        []string `json:"tools"`
+	SystemPrompt string `json:"system_prompt"`
+	Model        string `json:"model"`
+	// Fallbacks are "provider/model" names tried in order when Model's
+	// provider answers 429 or 5xx or times out, before anything was streamed.
+	Fallbacks []string `json:"fallbacks,omitempty"`
+	Tools     []string `json:"tools"`
 	// APIKeySecret names the tenant secret holding the model provider's key
 	// (bring your own key); empty means the provider's own setting.
 	APIKeySecret string `json:"api_key_secret,omitempty"`
@@ -975,6 +978,7 @@ const (
 	maxSystemPromptLen = 64 << 10
 	maxProfiles        = 64
 	maxTools           = 128
+	maxFallbacks       = 4 // agent.MaxFallbacks
 	maxPolicyLen       = 64 << 10
 )
 
@@ -1010,6 +1014,9 @@ func validate(t Tenant) error {
 			if _, err := tenant.ParseSecretName(pr.APIKeySecret); err != nil {
 				return fmt.Errorf("%w: profile %q: api_key_secret: %w", kind.Invalid, name, err)
 			}
+		}
+		if len(pr.Fallbacks) > maxFallbacks {
+			return fmt.Errorf("%w: profile %q: more than %d fallbacks", kind.Invalid, name, maxFallbacks)
 		}
 		if len(pr.Tools) > maxTools {
 			return fmt.Errorf("%w: profile %q: more than %d tools", kind.Invalid, name, maxTools)

@@ -68,6 +68,9 @@ type Request struct {
 	User string
 	// Options are the client's own request fields, sent as they came.
 	Options Options
+	// NoRetry makes the provider try once: the caller has fallbacks of its
+	// own, and one request must cost at most one call per model it tries.
+	NoRetry bool
 	// Started, if set, is called once when the provider has accepted a
 	// streamed request (a 2xx status), before any content: the caller may
 	// then commit to a successful response.

@@ -234,9 +234,13 @@ func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content str
 	if err != nil {
 		return Response{}, err
 	}
+	retries := c.maxRetries
+	if req.NoRetry {
+		retries = 0
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.deadline)
 	defer cancel()
-	return upstream.Retry(ctx, c.maxRetries, c.base, func() (Response, *upstream.Hint, error) {
+	return upstream.Retry(ctx, retries, c.base, func() (Response, *upstream.Hint, error) {
 		return c.attempt(ctx, body, onDelta, req.Started)
 	})
 }
@@ -317,8 +321,13 @@ func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) 
 // readError turns an I/O failure into the error to return, telling apart the
 // attempt timeout from other failures. Parent cancellation is handled by Chat.
 func (c *OpenAI) readError(actx context.Context, op string, err error) error {
+	return ioError(actx, c.timeout, op, err)
+}
+
+// ioError is readError for any client whose attempts time out after timeout.
+func ioError(actx context.Context, timeout time.Duration, op string, err error) error {
 	if context.Cause(actx) == errAttemptTimeout {
-		return fmt.Errorf("llm: upstream timed out after %s: %w", c.timeout, context.DeadlineExceeded)
+		return fmt.Errorf("llm: upstream timed out after %s: %w", timeout, context.DeadlineExceeded)
 	}
 	return fmt.Errorf("llm: %s: %w", op, err)
 }

@@ -20,9 +20,10 @@ var revealers = []string{
 	"internal/agent/agent.go", // the redactor; the provider key stays a Value
 	"internal/agent/tools.go", // a secret bound into a tool call's arguments
 	"internal/auth/authtest/authtest.go",
-	"internal/embed/openai.go", // the Authorization header of a BYOK embedding call
-	"internal/server/open.go",  // the guard's keyed hashes of secrets, at start
-	"internal/llm/openai.go",   // the Authorization header of a BYOK call
+	"internal/embed/openai.go",  // the Authorization header of a BYOK embedding call
+	"internal/server/open.go",   // the guard's keyed hashes of secrets, at start
+	"internal/llm/openai.go",    // the Authorization header of a BYOK call
+	"internal/llm/anthropic.go", // the x-api-key header of a BYOK call
 	"internal/secret/secret.go",
 	"internal/server/admin.go",   // auth.Secret: a new key, shown once
 	"internal/tools/httpexec.go", // the redactor for executor errors

@@ -24,6 +24,7 @@ import (
 type profileBody struct {
 	SystemPrompt     string   `json:"system_prompt"`
 	Model            string   `json:"model"`
+	Fallbacks        []string `json:"fallbacks,omitempty"`
 	Tools            []string `json:"tools"`
 	APIKeySecret     string   `json:"api_key_secret,omitempty"`
 	NoCache          bool     `json:"no_cache,omitempty"`
@@ -34,13 +35,13 @@ type profileBody struct {
 }
 
 func (p profileBody) profile() control.Profile {
-	return control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: p.Tools,
+	return control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks, Tools: p.Tools,
 		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers,
 		NoClientTools: p.ClientTools != nil && !*p.ClientTools}
 }
 
 func viewProfile(p control.Profile) profileBody {
-	return profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Tools: nonNil(p.Tools),
+	return profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks, Tools: nonNil(p.Tools),
 		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers,
 		ClientTools: clientToolsView(p)}
 }
@@ -59,6 +60,7 @@ type tenantBody struct {
 	Status       *string                 `json:"status"`
 	SystemPrompt *string                 `json:"system_prompt"`
 	Model        *string                 `json:"model"`
+	Fallbacks    *[]string               `json:"fallbacks"`
 	Tools        *[]string               `json:"tools"`
 	APIKeySecret *string                 `json:"api_key_secret"`
 	NoCache      *bool                   `json:"no_cache"`
@@ -79,7 +81,7 @@ func (b tenantBody) fields() []string {
 		set  bool
 	}{
 		{"name", b.Name != nil}, {"status", b.Status != nil}, {"system_prompt", b.SystemPrompt != nil},
-		{"model", b.Model != nil}, {"tools", b.Tools != nil}, {"api_key_secret", b.APIKeySecret != nil},
+		{"model", b.Model != nil}, {"fallbacks", b.Fallbacks != nil}, {"tools", b.Tools != nil}, {"api_key_secret", b.APIKeySecret != nil},
 		{"no_cache", b.NoCache != nil}, {"cache_tool_answers", b.CacheTools != nil}, {"client_tools", b.ClientTools != nil},
 		{"profiles", b.Profiles != nil},
 		{"limits", b.Limits != nil}, {"allowed_hosts", b.AllowedHosts != nil}, {"embedder", b.Embedder != nil},
@@ -98,6 +100,7 @@ type tenantView struct {
 	Status       tenant.Status          `json:"status"`
 	SystemPrompt string                 `json:"system_prompt"`
 	Model        string                 `json:"model"`
+	Fallbacks    []string               `json:"fallbacks,omitempty"`
 	Tools        []string               `json:"tools"`
 	APIKeySecret string                 `json:"api_key_secret,omitempty"`
 	NoCache      bool                   `json:"no_cache,omitempty"`
@@ -114,7 +117,7 @@ type tenantView struct {
 func viewTenant(t control.Tenant) tenantView {
 	def := t.Profiles[control.DefaultProfile]
 	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
-		SystemPrompt: def.SystemPrompt, Model: def.Model, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
+		SystemPrompt: def.SystemPrompt, Model: def.Model, Fallbacks: def.Fallbacks, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
 		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, ClientTools: clientToolsView(def), AllowedHosts: nonNil(t.AllowedHosts), Embedder: t.Embedder,
 		Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 	for name, p := range t.Profiles {
@@ -156,6 +159,7 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 	def := t.Profiles[control.DefaultProfile]
 	setIf(&def.SystemPrompt, b.SystemPrompt)
 	setIf(&def.Model, b.Model)
+	setIf(&def.Fallbacks, b.Fallbacks)
 	setIf(&def.Tools, b.Tools)
 	setIf(&def.APIKeySecret, b.APIKeySecret)
 	setIf(&def.NoCache, b.NoCache)
@@ -188,6 +192,11 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 		}
 		if _, err := d.Models.Resolve(p.Model); err != nil {
 			return fmt.Errorf("%w: profile %q: %w", kind.Invalid, name, err)
+		}
+		for _, m := range p.Fallbacks {
+			if _, err := d.Models.Resolve(m); err != nil {
+				return fmt.Errorf("%w: profile %q: fallbacks: %w", kind.Invalid, name, err)
+			}
 		}
 		for _, tool := range p.Tools {
 			if _, ok := d.Catalog.Tool(tool); !ok {

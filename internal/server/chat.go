@@ -215,7 +215,7 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 	if turn.MaxTokens < 0 {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
 	}
-	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model,
+	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks,
 		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools, Limits: quotaLimits(t.Limits),
 		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: tenantVersion(t),
 		AllowedHosts: t.AllowedHosts, NoClientTools: p.NoClientTools}
