@@ -178,6 +178,14 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		return "error: the tool cannot be run"
 	}
 	res, err := exec.Execute(ctx, call)
+	if errors.Is(err, tools.ErrPlaceholderValue) {
+		// A runtime value (the chat's user, a secret) would leave its URL
+		// segment or add a header parameter: a denial, audited as such.
+		// The message names placeholders, never values.
+		log.WarnContext(ctx, "tool call denied", "reasons", []string{tools.ReasonPlaceholder}, "error", b.red.String(err.Error()))
+		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "deny", "reasons": []string{tools.ReasonPlaceholder}})
+		return "error: the tool cannot be called with this request's values (" + tools.ReasonPlaceholder + ")"
+	}
 	if err != nil {
 		log.WarnContext(ctx, "tool call failed", "error", b.red.String(err.Error()))
 		if t.Builtin != "" && errors.Is(err, kind.Invalid) {
@@ -286,10 +294,12 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 		record["at"] = ae.Path
 	}
 	switch ae.Reason {
-	case tools.ReasonLookAlike, tools.ReasonBound, tools.ReasonReserved:
-		// An attempt to reach a parameter by another spelling, or to set
-		// one the runtime or the tool's URL owns: a denial, whatever the
-		// value.
+	case tools.ReasonLookAlike, tools.ReasonBound, tools.ReasonReserved, tools.ReasonControl,
+		tools.ReasonPrototype, tools.ReasonNested, tools.ReasonQueryName:
+		// An attempt to reach a parameter by another spelling (a nested
+		// copy, a C string cut at NUL, a query name a parser folds), to
+		// set one the runtime or the tool's URL owns, or to pollute a
+		// JavaScript server's prototypes: a denial, whatever the value.
 		record["decision"] = "deny"
 		log.WarnContext(ctx, "tool call denied", "reasons", []string{ae.Reason}, "at", ae.Path)
 	default:

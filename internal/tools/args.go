@@ -42,6 +42,23 @@ const (
 	ReasonSchema     = "does not match the schema"
 	// ReasonReserved: the key is a query parameter the tool's URL fixes.
 	ReasonReserved = "argument named like a fixed query parameter"
+	// ReasonControl: a key holds a control character or U+FFFD, which a
+	// C-string reader cuts the key at (or a decoder makes up).
+	ReasonControl = "control character in key"
+	// ReasonPrototype: a key a JavaScript merge turns into prototype
+	// pollution (__proto__, constructor, prototype), at any depth.
+	ReasonPrototype = "prototype key"
+	// ReasonNested: a nested key named like a bound, fixed or top-level
+	// parameter, which a server merging nested objects into the record
+	// would read as that parameter.
+	ReasonNested = "nested key named like a parameter"
+	// ReasonQueryName: an undeclared key of a tool whose arguments are
+	// sent as a query string holds a character ('[', ']', '{', '}', '.',
+	// space) that PHP, Rack or qs parse into another parameter's name.
+	ReasonQueryName = "query key with structure characters"
+	// ReasonPlaceholder: a bound or secret value would leave its URL path
+	// segment or add a header parameter (see ErrPlaceholderValue).
+	ReasonPlaceholder = "placeholder value would change the request"
 )
 
 // maxDepth bounds the nesting of arguments, as policy does.
@@ -235,14 +252,124 @@ func (k *keys) key(name, path string) (*keys, error) {
 // separators that camelCase, kebab-case, dotted and spaced aliases differ
 // by (user_id, userId, user-id, user.id, "user id" and USERID are one
 // field to a Pydantic alias generator, a case-insensitive binder or PHP's
-// name mangling).
+// name mangling). The name is first cut as PHP, Rack and qs parse a query
+// name: "tenant_id[]", "tenant_id[0]" and "tenant_id[x]" are tenant_id, and
+// an unmatched '[' reads as '_' ("tenant[id").
 func looseKey(name string) string {
 	return strings.Map(func(r rune) rune {
 		if r == '_' || r == '-' || r == '.' || unicode.IsSpace(r) {
 			return -1
 		}
 		return r
-	}, textnorm.Skeleton(name))
+	}, textnorm.Skeleton(frameworkName(name)))
+}
+
+// frameworkName is the parameter name PHP, Rack and qs file a query name
+// under: the part before a '[' that a ']' closes, or the name with its first
+// unmatched '[' read as '_'.
+func frameworkName(name string) string {
+	i := strings.IndexByte(name, '[')
+	if i < 0 {
+		return name
+	}
+	if i > 0 && strings.IndexByte(name[i:], ']') > 0 {
+		return name[:i]
+	}
+	return name[:i] + "_" + name[i+1:]
+}
+
+// prototypeKeys are the names a JavaScript merge (Object.assign, lodash
+// merge, $.extend) turns into prototype pollution, in skeleton form.
+var prototypeKeys = map[string]string{
+	textnorm.Skeleton("__proto__"):   "__proto__",
+	textnorm.Skeleton("constructor"): "constructor",
+	textnorm.Skeleton("prototype"):   "prototype",
+}
+
+// checkKeyText refuses a key of any object that no schema key legitimately
+// holds: control characters (a C-string reader stops at NUL, so
+// "tenant_id\x00x" reads as tenant_id), U+FFFD (what a decoder makes of
+// invalid bytes), and prototype-pollution names by any spelling. A schema
+// may declare constructor or prototype by their exact bytes; __proto__ is
+// refused even then.
+func checkKeyText(name, path string, declared bool) error {
+	for _, r := range name {
+		if unicode.IsControl(r) || r == utf8.RuneError {
+			return argError(ReasonControl, path, nil, "argument key %s holds a control character", Opaque(name))
+		}
+	}
+	p, ok := prototypeKeys[textnorm.Skeleton(name)]
+	if trimmed := strings.Trim(name, "_"); !ok && trimmed != name && textnorm.Skeleton(trimmed) == textnorm.Skeleton("proto") {
+		p, ok = "__proto__", true // _proto_, __proto: no server's name, but one look-alike away
+	}
+	if ok && (p == "__proto__" || !declared || name != p) {
+		return argError(ReasonPrototype, path, nil,
+			"argument key %s is spelt like %q, which merges into a JavaScript prototype", Opaque(name), p)
+	}
+	return nil
+}
+
+// queryNameChars are the characters PHP, Rack and qs read structure into in
+// a query name (arrays, hashes, dotted paths) or mangle ('.', ' ' → '_').
+const queryNameChars = "[]{}. "
+
+// checkQueryName refuses an undeclared top-level key of a tool that sends
+// its arguments as a query string if a lenient parser would read structure
+// into it: "filter[tenant_id]" or "tenant_id[]" reach tenant_id there.
+func (t *Tool) checkQueryName(name, path string, declared bool) error {
+	if declared || !t.queryArgs() || !strings.ContainsAny(name, queryNameChars) {
+		return nil
+	}
+	return argError(ReasonQueryName, path, nil,
+		"argument key %s holds one of %q, which query parsers read as another parameter; the tool sends its arguments as a query string", Opaque(name), queryNameChars)
+}
+
+// queryArgs reports whether the tool's arguments go out as a query string.
+func (t *Tool) queryArgs() bool {
+	if t.HTTP == nil {
+		return false
+	}
+	m := strings.ToUpper(t.HTTP.Method)
+	return m == "GET" || m == "DELETE"
+}
+
+// protectedNames are the names no nested object may hold by any spelling
+// unless its schema declares the exact key there: a server that merges a
+// nested object into the record (Object.assign(record, body.metadata),
+// record.update(metadata)) would read it as the top-level parameter,
+// bound, fixed by the URL, or checked by policy.
+func (t *Tool) protectedNames() reservedNames {
+	names := make([]string, 0, len(t.Bound)+len(t.keys.props)+len(t.reserved.exact))
+	for n := range t.Bound {
+		names = append(names, n)
+	}
+	for n := range t.keys.props {
+		names = append(names, n)
+	}
+	for n := range t.reserved.exact {
+		names = append(names, n)
+	}
+	return newReserved(names)
+}
+
+// checkNested refuses a key of a nested object that is, or is spelt like,
+// a protected name, unless the schema declares it there.
+func (p reservedNames) checkNested(name, path string, declared bool) error {
+	if declared {
+		return nil
+	}
+	n, ok := name, p.exact[name]
+	if !ok {
+		n, ok = p.skel[textnorm.Skeleton(name)]
+	}
+	if !ok {
+		n, ok = p.loose[looseKey(name)]
+	}
+	if !ok {
+		return nil
+	}
+	return argError(ReasonNested, path, nil,
+		"nested argument key %s is spelt like the parameter %q, which a server merging objects would read as that parameter", Opaque(name), n)
 }
 
 // reservedNames is what a tool's URL fixes as query parameters: an
@@ -340,7 +467,8 @@ func (t *Tool) Decode(raw string) (map[string]any, error) {
 	if dec.PeekKind() != '{' {
 		return nil, argError(ReasonSyntax, "", nil, "arguments must be a JSON object")
 	}
-	v, err := t.decodeValue(dec, t.keys, "", 0, true)
+	d := decoder{t: t, protected: t.protectedNames()}
+	v, err := d.value(dec, t.keys, "", 0, true)
 	if err != nil {
 		return nil, err
 	}
@@ -350,7 +478,14 @@ func (t *Tool) Decode(raw string) (map[string]any, error) {
 	return v.(map[string]any), nil
 }
 
-func (t *Tool) decodeValue(dec *jsontext.Decoder, k *keys, path string, depth int, top bool) (any, error) {
+// decoder is one Decode call's state.
+type decoder struct {
+	t         *Tool
+	protected reservedNames
+}
+
+func (d decoder) value(dec *jsontext.Decoder, k *keys, path string, depth int, top bool) (any, error) {
+	t := d.t
 	if depth > maxDepth {
 		return nil, argError(ReasonSyntax, path, nil, "arguments nested deeper than %d levels", maxDepth)
 	}
@@ -377,7 +512,7 @@ func (t *Tool) decodeValue(dec *jsontext.Decoder, k *keys, path string, depth in
 	case '[':
 		out := []any{}
 		for i := 0; dec.PeekKind() != ']'; i++ {
-			v, err := t.decodeValue(dec, k.item(i), path+"/"+strconv.Itoa(i), depth+1, false)
+			v, err := d.value(dec, k.item(i), path+"/"+strconv.Itoa(i), depth+1, false)
 			if err != nil {
 				return nil, err
 			}
@@ -399,6 +534,17 @@ func (t *Tool) decodeValue(dec *jsontext.Decoder, k *keys, path string, depth in
 			}
 			name := tok.String()
 			at := path + "/" + pointerEscape(k.label(name))
+			declared := k.declares(name)
+			if err := checkKeyText(name, at, declared); err != nil {
+				return nil, err
+			}
+			if top {
+				if err := t.checkQueryName(name, at, declared); err != nil {
+					return nil, err
+				}
+			} else if err := d.protected.checkNested(name, at, declared); err != nil {
+				return nil, err
+			}
 			if top {
 				if _, ok := t.Bound[name]; ok {
 					return nil, argError(ReasonBound, at, ErrBoundByModel, "%s: %q", ErrBoundByModel, name)
@@ -423,7 +569,7 @@ func (t *Tool) decodeValue(dec *jsontext.Decoder, k *keys, path string, depth in
 				return nil, argError(ReasonLookAlike, at, nil, "two argument keys of one object are spelt alike")
 			}
 			seen[s] = name
-			v, err := t.decodeValue(dec, sub, at, depth+1, false)
+			v, err := d.value(dec, sub, at, depth+1, false)
 			if err != nil {
 				return nil, err
 			}

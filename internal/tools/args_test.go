@@ -41,6 +41,13 @@ func TestDecodeReasons(t *testing.T) {
 		return tool
 	}
 	get, post := queryTool("GET"), queryTool("POST")
+	proto, err := Compile(Definition{
+		Name: "proto", Scope: ScopeTenant, Builtin: "noop",
+		Parameters: json.RawMessage(`{"type":"object","properties":{"constructor":{"type":"string"},"__proto__":{"type":"string"}}}`),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		tool *Tool
@@ -71,7 +78,8 @@ func TestDecodeReasons(t *testing.T) {
 		{"GET name of a templated value", get, `{"KEY":"x"}`, ReasonLookAlike},
 		{"POST fixed name in the body", post, `{"scope":"admin"}`, ReasonReserved},
 		{"POST fixed name, kebab", post, `{"s-cope":"admin"}`, ReasonLookAlike},
-		{"POST nested key named alike is not a query parameter", post, `{"x":{"scope":"a"}}`, ""},
+		// A server merging x into the record would read x.scope as scope.
+		{"POST nested key named like a fixed parameter", post, `{"x":{"scope":"a"}}`, ReasonNested},
 		{"declared", tool, `{"customer":"c"}`, ""},
 		{"extra allowed", tool, `{"customer":"c","note":"n"}`, ""},
 		{"bound", tool, `{"tenant_id":"x"}`, ReasonBound},
@@ -100,6 +108,45 @@ func TestDecodeReasons(t *testing.T) {
 		{"additionalProperties false", strict, `{"closed":{"k":"x","j":"y"}}`, ReasonUndeclared},
 		{"free value", strict, `{"any":{"whatever":{"deep":1}}}`, ""},
 		{"free value, keys alike", strict, `{"any":{"deep":1,"DEEP":2}}`, ReasonLookAlike},
+		// Nested copies of bound, fixed or top-level names: a server that
+		// merges the nested object into the record reads them as those.
+		{"nested bound name", tool, `{"owner":{"tenant_id":"b"}}`, ReasonNested},
+		{"nested bound name, upper case", tool, `{"owner":{"TENANT_ID":"b"}}`, ReasonNested},
+		{"nested bound name, camelCase", tool, `{"owner":{"tenantId":"b"}}`, ReasonNested},
+		{"nested bound name in an array", tool, `{"owner":{"list":[{"tenant-id":"b"}]}}`, ReasonNested},
+		{"nested top-level name", tool, `{"owner":{"customer":"vip"}}`, ReasonNested},
+		{"nested top-level name in a free value", strict, `{"any":{"deep":{"A":"x"}}}`, ReasonNested},
+		{"nested name declared there", strict, `{"who":{"user_id":"u"}}`, ""},
+		{"nested other name", tool, `{"owner":{"colour":"red"}}`, ""},
+		// Control characters: a C-string reader cuts "tenant_id\0" to tenant_id.
+		{"NUL in key", tool, `{"tenant_id\u0000":"b"}`, ReasonControl},
+		{"NUL first", tool, `{"\u0000x":"b"}`, ReasonControl},
+		{"DEL in nested key", tool, `{"owner":{"x\u007f":1}}`, ReasonControl},
+		{"C1 control in key", tool, `{"note\u0085":1}`, ReasonControl},
+		{"replacement character in key", tool, `{"note\ufffd":1}`, ReasonControl},
+		{"control in a value is fine", tool, `{"customer":"a\u0000b"}`, ""},
+		// Prototype pollution of JavaScript servers, at any depth.
+		{"__proto__", tool, `{"__proto__":{"is_admin":true}}`, ReasonPrototype},
+		{"__proto__ escaped", tool, `{"\u005f_proto__":{}}`, ReasonPrototype},
+		{"__proto__ nested in an array", tool, `{"owner":{"l":[{"__proto__":{}}]}}`, ReasonPrototype},
+		{"constructor", tool, `{"constructor":{"prototype":{}}}`, ReasonPrototype},
+		{"prototype nested", tool, `{"owner":{"prototype":{}}}`, ReasonPrototype},
+		{"prototype upper case", tool, `{"PROTOTYPE":1}`, ReasonPrototype},
+		{"_proto_", tool, `{"_proto_":1}`, ReasonPrototype},
+		{"proto is a word", tool, `{"proto":"tcp"}`, ""},
+		{"declared constructor", proto, `{"constructor":"c"}`, ""},
+		{"declared __proto__ still refused", proto, `{"__proto__":"c"}`, ReasonPrototype},
+		// Names PHP, Rack and qs parse into another parameter.
+		{"bound name with brackets", tool, `{"tenant_id[]":"b"}`, ReasonLookAlike},
+		{"bound name with index", tool, `{"tenant_id[0]":"b"}`, ReasonLookAlike},
+		{"bound name with hash key", tool, `{"tenant_id[x]":"b"}`, ReasonLookAlike},
+		{"bound name, unmatched bracket", tool, `{"tenant[id":"b"}`, ReasonLookAlike},
+		{"POST fixed name with brackets", post, `{"scope[]":"admin"}`, ReasonLookAlike},
+		{"GET bracketed extra", get, `{"note[]":"x"}`, ReasonQueryName},
+		{"GET hash extra", get, `{"filter[scope]":"x"}`, ReasonQueryName},
+		{"GET dotted extra", get, `{"filter.scope":"x"}`, ReasonQueryName},
+		{"GET spaced extra", get, `{"a b":"x"}`, ReasonQueryName},
+		{"POST bracketed extra", post, `{"note[]":"x"}`, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

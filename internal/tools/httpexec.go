@@ -120,7 +120,8 @@ func (e *HTTPExecutor) execute(ctx context.Context, call Call) (Result, error) {
 		// for arguments that did not come through it. A bound parameter
 		// is the runtime's own value.
 		_, bound := call.Tool.Bound[name]
-		if (query && q.Has(name)) || (!bound && call.Tool.reserved.check(name, "") != nil) {
+		if (query && q.Has(name)) || (!bound && call.Tool.reserved.check(name, "") != nil) ||
+			call.Tool.checkQueryName(name, "", call.Tool.Declares(name)) != nil {
 			return Result{}, fmt.Errorf("tool %q: argument %s collides with a query parameter of the url", call.Tool.Name, call.Tool.keyLabel(name))
 		}
 	}
@@ -216,15 +217,26 @@ func capOutput(s string, max int) string {
 
 // redactedError is an error whose message has had secret values removed. It
 // unwraps only to a context error, so callers can still tell a timeout or a
-// cancellation, and never to the original error, which may hold a secret
-// (net/http errors hold the URL).
+// cancellation, and to ErrPlaceholderValue, so they can tell a refused
+// value; never to the original error, which may hold a secret (net/http
+// errors hold the URL).
 type redactedError struct {
-	msg string
-	ctx error
+	msg         string
+	ctx         error
+	placeholder bool
 }
 
 func (e *redactedError) Error() string { return e.msg }
-func (e *redactedError) Unwrap() error { return e.ctx }
+func (e *redactedError) Unwrap() []error {
+	var errs []error
+	if e.ctx != nil {
+		errs = append(errs, e.ctx)
+	}
+	if e.placeholder {
+		errs = append(errs, ErrPlaceholderValue)
+	}
+	return errs
+}
 
 // redactError returns err with the values of secrets removed from its
 // message.
@@ -240,7 +252,7 @@ func redactError(err error, secrets map[tenant.SecretName]secret.Value) error {
 			msg = strings.ReplaceAll(msg, s.Value, "[REDACTED:"+s.Name+"]")
 		}
 	}
-	re := &redactedError{msg: msg}
+	re := &redactedError{msg: msg, placeholder: errors.Is(err, ErrPlaceholderValue)}
 	var netErr net.Error
 	switch {
 	case errors.Is(err, context.Canceled):

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"unicode"
 
 	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -20,6 +21,13 @@ type values struct {
 // errTemplate is wrapped by every expansion error. Its messages name
 // placeholders, never their values.
 var errTemplate = errors.New("template")
+
+// ErrPlaceholderValue is wrapped by an expansion error that refuses a
+// placeholder's value because it would change the request's structure (a
+// path value leaving its segment, a header value adding a parameter). The
+// value may come from the chat's user, so the call is refused, not the
+// tool.
+var ErrPlaceholderValue = errors.New(ReasonPlaceholder)
 
 // lookup returns the value of the placeholder source.name. A missing or
 // empty value is an error: a placeholder never expands to "".
@@ -41,12 +49,16 @@ func (v values) lookup(source, name string) (string, error) {
 
 // expand replaces every placeholder in s with its value passed through
 // escape. Text that looks like a placeholder but is not a valid one is an
-// error, not something to send as is.
-func (v values) expand(s string, escape func(string) string) (string, error) {
+// error, not something to send as is. check, if not nil, vets each value
+// (by its placeholder's source) before it is escaped.
+func (v values) expand(s string, escape func(string) string, check func(source, name, val string) error) (string, error) {
 	var firstErr error
 	out := templatePattern.ReplaceAllStringFunc(s, func(m string) string {
 		sub := templatePattern.FindStringSubmatch(m)
 		val, err := v.lookup(sub[1], sub[2])
+		if err == nil && check != nil {
+			err = check(sub[1], sub[2], val)
+		}
 		if err != nil {
 			if firstErr == nil {
 				firstErr = err
@@ -64,9 +76,27 @@ func (v values) expand(s string, escape func(string) string) (string, error) {
 	return out, nil
 }
 
-// expandURL fills a tool URL template. Values in the path are path-escaped,
-// each placeholder staying inside its segment, and may not make a segment
-// "." or ".."; values in the query are query-escaped. The scheme and host
+// pathValueChars may not appear in a value filling a URL path placeholder:
+// a server or proxy that decodes %2F, reads '\' as '/', resolves dot
+// segments, cuts Tomcat's ";" parameters or decodes %3F before routing
+// would otherwise let the value leave its segment (a bound user id
+// "../../victim/u/bob" reaching another tenant's path). '%' is refused so
+// that no number of decodings turns the value into one of them.
+const pathValueChars = "/\\%;?#"
+
+// checkPathValue refuses a path placeholder value that is not one opaque
+// segment: one holding pathValueChars or a control character, or made of
+// dots only.
+func checkPathValue(source, name, val string) error {
+	if strings.ContainsAny(val, pathValueChars) || strings.Trim(val, ".") == "" || strings.IndexFunc(val, unicode.IsControl) >= 0 {
+		return fmt.Errorf("%w: %w: the value of {{%s.%s}} is not one url path segment (it holds one of %q, a control character, or only dots); pass such values in the query or body", errTemplate, ErrPlaceholderValue, source, name, pathValueChars)
+	}
+	return nil
+}
+
+// expandURL fills a tool URL template. Values in the path must each be one
+// opaque segment (checkPathValue) and are path-escaped; values in the
+// query are query-escaped. The scheme and host
 // may hold no placeholder: the model never chooses where a call goes. The
 // fragment, never sent, is dropped.
 func (v values) expandURL(tmpl string) (*url.URL, error) {
@@ -93,7 +123,7 @@ func (v values) expandURL(tmpl string) (*url.URL, error) {
 	path, query, hasQuery := strings.Cut(rest, "?")
 	segments := strings.Split(path, "/")
 	for i, seg := range segments {
-		expanded, err := v.expand(seg, url.PathEscape)
+		expanded, err := v.expand(seg, url.PathEscape, checkPathValue)
 		if err != nil {
 			return nil, err
 		}
@@ -104,7 +134,7 @@ func (v values) expandURL(tmpl string) (*url.URL, error) {
 		}
 		segments[i] = expanded
 	}
-	if query, err = v.expand(query, url.QueryEscape); err != nil {
+	if query, err = v.expand(query, url.QueryEscape, nil); err != nil {
 		return nil, err
 	}
 
@@ -125,9 +155,28 @@ func (v values) expandURL(tmpl string) (*url.URL, error) {
 }
 
 // expandHeader fills a header value template. The result may not hold CR,
-// LF or NUL, which would let a value add headers of its own.
+// LF or NUL, which would let a value add headers of its own. When the
+// template has text besides one placeholder ("tenant={{bound.tenant_id}};
+// uid={{bound.user_id}}", "Bearer {{secret.token}}"), a value may not hold
+// the separators of structured headers (';', ',', '"'), which would let it
+// add a parameter ("bob; tenant=victim"); a bound value may not hold '='
+// either. A secret may: base64 credentials end in '=', and without a
+// separator '=' starts no parameter.
 func (v values) expandHeader(tmpl string) (string, error) {
-	out, err := v.expand(tmpl, func(s string) string { return s })
+	var check func(source, name, val string) error
+	if whole := templatePattern.FindString(tmpl); whole != strings.TrimSpace(tmpl) {
+		check = func(source, name, val string) error {
+			seps := `;,"`
+			if source == "bound" {
+				seps += "="
+			}
+			if strings.ContainsAny(val, seps) {
+				return fmt.Errorf("%w: %w: the value of {{%s.%s}} holds one of %q, which would add a parameter to the header", errTemplate, ErrPlaceholderValue, source, name, seps)
+			}
+			return nil
+		}
+	}
+	out, err := v.expand(tmpl, func(s string) string { return s }, check)
 	if err != nil {
 		return "", err
 	}
@@ -140,7 +189,7 @@ func (v values) expandHeader(tmpl string) (string, error) {
 // expandEnv fills an environment variable template for a child process. The
 // result may not hold NUL.
 func (v values) expandEnv(tmpl string) (string, error) {
-	out, err := v.expand(tmpl, func(s string) string { return s })
+	out, err := v.expand(tmpl, func(s string) string { return s }, nil)
 	if err != nil {
 		return "", err
 	}

@@ -12,7 +12,9 @@ import (
 func testValues() values {
 	return values{
 		secrets: secretValues(map[tenant.SecretName]string{"token": "s3cr3t-t0ken", "odd": "a b&c=d/e?f#g"}),
-		bound:   map[string]string{"account": "acct-42", "evil": "../admin?x=1", "dot": "..", "slash": "a/b", "empty": ""},
+		bound: map[string]string{"account": "acct-42", "evil": "../admin?x=1", "dot": "..", "slash": "a/b", "empty": "",
+			"email": "bob@example.com", "dots": "...", "back": `..\admin`, "pct": "..%2Fadmin", "semi": "..;", "query": "bob?tenant=b",
+			"frag": "bob#x", "ctl": "bob\x01", "cookie": "bob; tenant=b", "comma": "bob, tenant=b", "quote": `bob"`, "eq": "tenant=b"},
 	}
 }
 
@@ -23,8 +25,18 @@ func TestExpandURL(t *testing.T) {
 	}{
 		{"literal", "http://h.example/a/b?x=1", "http://h.example/a/b?x=1"},
 		{"bound in path", "http://h.example/accounts/{{bound.account}}/orders", "http://h.example/accounts/acct-42/orders"},
-		{"traversal stays one segment", "http://h.example/items/{{bound.evil}}", "http://h.example/items/..%2Fadmin%3Fx=1"},
-		{"slash escaped", "http://h.example/items/{{bound.slash}}", "http://h.example/items/a%2Fb"},
+		{"email in path", "http://h.example/u/{{bound.email}}/notes", "http://h.example/u/bob@example.com/notes"},
+		// A path value is one opaque segment, whatever a server decodes.
+		{"traversal refused", "http://h.example/items/{{bound.evil}}", ""},
+		{"slash refused", "http://h.example/items/{{bound.slash}}", ""},
+		{"backslash refused", "http://h.example/items/{{bound.back}}", ""},
+		{"percent refused", "http://h.example/items/{{bound.pct}}", ""},
+		{"tomcat dot parameter refused", "http://h.example/items/{{bound.semi}}", ""},
+		{"question mark refused", "http://h.example/items/{{bound.query}}", ""},
+		{"hash refused", "http://h.example/items/{{bound.frag}}", ""},
+		{"control refused", "http://h.example/items/{{bound.ctl}}", ""},
+		{"dots only refused", "http://h.example/items/x{{bound.dots}}", ""},
+		{"secret with slash refused in path", "http://h.example/k/{{secret.odd}}", ""},
 		{"spaces allowed in braces", "http://h.example/items/{{ bound.account }}", "http://h.example/items/acct-42"},
 		{"secret in query", "http://h.example/q?key={{secret.odd}}&a=1", "http://h.example/q?key=a+b%26c%3Dd%2Fe%3Ff%23g&a=1"},
 		{"bound in query", "http://h.example/q?id={{bound.evil}}", "http://h.example/q?id=..%2Fadmin%3Fx%3D1"},
@@ -68,6 +80,8 @@ func TestExpandHeader(t *testing.T) {
 	v.secrets["crlf"] = secret.New("tok\r\nX-Injected: 1")
 	v.secrets["lf"] = secret.New("tok\nen-value")
 	v.secrets["nul"] = secret.New("tok\x00en-value")
+	v.secrets["b64"] = secret.New("dTpw==")
+	v.secrets["semi"] = secret.New("k; tenant=b")
 	for _, tc := range []struct {
 		name, tmpl string
 		want       string
@@ -80,6 +94,15 @@ func TestExpandHeader(t *testing.T) {
 		{"LF refused", "Bearer {{secret.lf}}", "", true},
 		{"NUL refused", "Bearer {{secret.nul}}", "", true},
 		{"missing", "Bearer {{secret.nope}}", "", true},
+		// Beside other text, a value may not add a header parameter.
+		{"bound as a whole value", "{{bound.cookie}}", "bob; tenant=b", false},
+		{"bound beside text", "tenant={{bound.account}}; uid={{bound.email}}", "tenant=acct-42; uid=bob@example.com", false},
+		{"semicolon refused", "tenant={{bound.account}}; uid={{bound.cookie}}", "", true},
+		{"comma refused", "uid={{bound.comma}}", "", true},
+		{"quote refused", `uid="{{bound.quote}}"`, "", true},
+		{"bound equals refused", "uid={{bound.eq}}", "", true},
+		{"secret equals allowed", "Basic {{secret.b64}}", "Basic dTpw==", false},
+		{"secret semicolon refused", "k={{secret.semi}}", "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := v.expandHeader(tc.tmpl)
