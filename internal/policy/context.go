@@ -2,8 +2,11 @@ package policy
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 
 	"github.com/cedar-policy/cedar-go/types"
 )
@@ -51,12 +54,13 @@ func value(v any, depth int) (_ types.Value, ok bool, _ error) {
 		n, err := number(v)
 		return n, err == nil, err
 	case json.Number:
-		if i, err := v.Int64(); err == nil {
-			return types.Long(i), true, nil
+		if !strings.ContainsAny(string(v), "eE") {
+			n, err := exact(string(v))
+			return n, err == nil, err
 		}
 		f, err := v.Float64()
 		if err != nil {
-			return nil, false, fmt.Errorf("number %q cannot be represented in Cedar", string(v))
+			return nil, false, errInexact
 		}
 		n, err := number(f)
 		return n, err == nil, err
@@ -86,18 +90,44 @@ func value(v any, depth int) (_ types.Value, ok bool, _ error) {
 	return nil, false, fmt.Errorf("value of type %T cannot be represented in Cedar", v)
 }
 
-// number converts a float64 to a Long when integral and in range, else to a
-// Decimal when in range.
+// errInexact refuses a number Cedar cannot hold exactly: deciding on a
+// rounded value would let `context.amount > 1000` pass 1000.00004, which the
+// tool server is sent as it is. The value is not quoted (it may spell a
+// secret).
+var errInexact = errors.New("number has more than 4 decimal places or is out of Cedar's range, so policy cannot compare it exactly")
+
+// number converts a float64 to the Cedar value of the digits the tool server
+// is sent (its shortest decimal form, as tools.Encode writes it).
 func number(f float64) (types.Value, error) {
-	const two63 = 0x1p63
-	if f == math.Trunc(f) && f >= -two63 && f < two63 {
-		return types.Long(int64(f)), nil
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil, errInexact
 	}
-	if scaled := f * 10000; scaled > -two63 && scaled < two63 { // false for NaN
-		d, err := types.NewDecimalFromFloat(f)
-		if err == nil {
-			return d, nil
+	if f == 0 {
+		return types.Long(0), nil
+	}
+	return exact(strconv.FormatFloat(f, 'f', -1, 64))
+}
+
+// exact converts a plain decimal spelling (no exponent) to a Long when it has
+// no fraction and fits int64, else to a Decimal when it has at most 4
+// fractional digits and fits Cedar's decimal range; anything else is
+// errInexact, never rounded.
+func exact(s string) (types.Value, error) {
+	whole, frac, dotted := strings.Cut(s, ".")
+	frac = strings.TrimRight(frac, "0")
+	if !dotted || frac == "" {
+		i, err := strconv.ParseInt(whole, 10, 64)
+		if err != nil {
+			return nil, errInexact
 		}
+		return types.Long(i), nil
 	}
-	return nil, fmt.Errorf("number %v cannot be represented in Cedar", f)
+	if len(frac) > 4 {
+		return nil, errInexact
+	}
+	d, err := types.ParseDecimal(whole + "." + frac)
+	if err != nil {
+		return nil, errInexact
+	}
+	return d, nil
 }

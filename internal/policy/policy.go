@@ -300,10 +300,12 @@ func (e *Engine) Validate(id tenant.ID, source string) error {
 // decoded by encoding/json; they become the Cedar context record:
 //
 //   - string → String; bool → Boolean; nil → omitted;
-//   - an integral number in the int64 range → Long; any other number within
-//     Cedar's decimal range (about ±9.2e14) → Decimal, truncated toward zero
-//     to 4 decimal places (Cedar never compares Long with Decimal, so
+//   - a number is read as the digits the tool server is sent (its shortest
+//     decimal form): integral and in the int64 range → Long; at most 4
+//     decimal places and within Cedar's decimal range (about ±9.2e14) →
+//     Decimal (Cedar never compares Long with Decimal, so
 //     `context.amount >= 500` errors, and denies, when amount is 499.5);
+//     any other number (1000.00004, 1e-7, 1e19) denies, never rounded;
 //   - []any → Set (unordered, duplicates dropped); map[string]any → Record;
 //   - json.Number as the number it spells; int and int64 → Long.
 //

@@ -93,7 +93,7 @@ func TestAuthorize(t *testing.T) {
 		{name: "string amount errors", tenant: "acme", profile: "default", tool: "refund", scope: ScopeTenant,
 			args: `{"amount": "1"}`, source: refundLimit, wantErr: "tenant/0:"},
 		{name: "unrepresentable number denies", tenant: "acme", profile: "default", tool: "crm_lookup", scope: ScopeTenant,
-			args: `{"amount": 1e300}`, wantErr: "argument amount: number 1e+300"},
+			args: `{"amount": 1e300}`, wantErr: "argument amount: number has more than 4 decimal places or is out of Cedar's range"},
 		{name: "unrepresentable nested number denies", tenant: "acme", profile: "default", tool: "crm_lookup", scope: ScopeTenant,
 			args: `{"a": {"b": [1, 2e20]}}`, wantErr: "argument a: b: [1]: number"},
 		{name: "forbid wins over permit", tenant: "acme", profile: "default", tool: "crm_lookup", scope: ScopeTenant,
@@ -357,15 +357,22 @@ func TestArgs(t *testing.T) {
 		{args: `{"n": -9007199254740992}`, wantReasons: []string{"tenant/long"}},
 		{args: `{"n": -9007199254740991}`},
 		{args: `{"big": 1e18}`, wantReasons: []string{"tenant/big"}},
-		{args: `{"d": -1.23456}`, wantReasons: []string{"tenant/dec"}}, // truncated to 4 places
+		{args: `{"d": -1.2345}`, wantReasons: []string{"tenant/dec"}},
+		{args: `{"d": -1.23450}`, wantReasons: []string{"tenant/dec"}},
+		{args: `{"d": -1.23456}`, wantErr: true},   // 5 places: never rounded to -1.2345
+		{args: `{"d": 1000.00004}`, wantErr: true}, // would read as 1000.0
+		{args: `{"d": 0.1}`},                               // the digits sent, 0.1, not the float's binary value
+		{args: `{"d": 922337203685477.5}`},                 // within Decimal range, exact
+		{args: `{"d": -922337203685477.6}`, wantErr: true}, // beyond Decimal range
 		{args: `{"l": [1, "two", [3], {"four": 4}, null, 1]}`, wantReasons: []string{"tenant/set"}},
 		{args: `{"r": {"a": {"b": [true, true]}, "gone": null}}`, wantReasons: []string{"tenant/rec"}},
 		{args: `{"s": null, "b": null}`},
-		{args: `{"x": 9223372036854775807}`, wantErr: true}, // parses to 2^63 as float64: out of int64 range
-		{args: `{"x": -9223372036854775808}`},
-		{args: `{"x": 1000000000000000.5}`, wantErr: true}, // beyond Decimal range
+		{args: `{"x": 9223372036854775807}`, wantErr: true},  // parses to 2^63 as float64: out of int64 range
+		{args: `{"x": -9223372036854775808}`, wantErr: true}, // sent as -9223372036854776000: out of int64 range
+		{args: `{"x": -9223372036854774784}`},                // the next float64 towards zero: within int64
+		{args: `{"x": 1000000000000000.5}`, wantErr: true},   // beyond Decimal range
 		{args: `{"x": 92233720368547.5}`},
-		{args: `{"x": 1e-300}`},
+		{args: `{"x": 1e-300}`, wantErr: true}, // not 0: never rounded
 		{args: `{"x": -0}`},
 		{args: `{"": "", "\u0000": "\ud800", "k": "\u00e9"}`},
 		{args: `{"x": ` + strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth) + `}`},
