@@ -214,16 +214,16 @@ func (r *Refusals) write(k refusalKey, c *refusalCount) {
 // scopeOf is the operator's Scope for incarnation inc, through scopeFor (which
 // knows only the current incarnation of an id): an error if inc's tenant was
 // deleted since, even if its id was taken again.
-func scopeOf(scopeFor func(tenant.ID) (auth.Scope, error), inc tenant.Incarnation) (auth.Scope, error) {
+func scopeOf(scopeFor func(tenant.ID) (auth.Scope, error), inc tenant.Incarnation) (scope auth.Scope, err error) {
 	if scopeFor == nil {
-		return auth.Scope{}, errors.New("no operator scope configured")
+		return scope, errors.New("no operator scope configured")
 	}
-	scope, err := scopeFor(inc.Tenant())
-	if err != nil {
-		return auth.Scope{}, err
+	if scope, err = scopeFor(inc.Tenant()); err != nil {
+		return scope, err
 	}
 	if scope.Incarnation() != inc {
-		return auth.Scope{}, errors.New("the tenant was deleted since")
+		var none auth.Scope // never the new incarnation's
+		return none, errors.New("the tenant was deleted since")
 	}
 	return scope, nil
 }
