@@ -23,7 +23,7 @@ type refusal struct {
 }
 
 func (e *refusal) Error() string {
-	return fmt.Sprintf("the model provider refused the request (status %d)", e.status)
+	return fmt.Sprintf("%v: the model provider refused the request (status %d)", kind.Invalid, e.status)
 }
 
 func (e *refusal) Unwrap() error { return kind.Invalid }
@@ -33,7 +33,7 @@ func (e *refusal) Unwrap() error { return kind.Invalid }
 type screened struct{ *refusal }
 
 func (e screened) Error() string {
-	return "the model provider refused the request: " + e.detail
+	return kind.Invalid.Error() + ": the model provider refused the request: " + e.detail
 }
 
 // quoteRun is the shortest run of the request's text whose appearance in a

@@ -33,11 +33,11 @@ func TestProviderRefusalScreened(t *testing.T) {
 		notWant string
 	}{
 		{"own words", func(llm.Request) string { return "Invalid schema for response_format 'city'" },
-			"the model provider refused the request: Invalid schema for response_format 'city'", ""},
+			"invalid request: the model provider refused the request: Invalid schema for response_format 'city'", ""},
 		{"quotes the system prompt", func(r llm.Request) string { return "invalid content in messages[0]: '" + r.Messages[0].Content + "'" },
-			"the model provider refused the request (status 400)", "discount code"},
+			"invalid request: the model provider refused the request (status 400)", "discount code"},
 		{"quotes a part of it", func(llm.Request) string { return "bad token near 'the discount code is internal'" },
-			"the model provider refused the request (status 400)", "discount code"},
+			"invalid request: the model provider refused the request (status 400)", "discount code"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
