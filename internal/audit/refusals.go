@@ -98,9 +98,13 @@ func (r *Refusals) Add(id tenant.ID, key tenant.KeyID, reason string) {
 		r.logger.Error("audit refused requests: no ScopeFor", "tenant", id, "key_id", key)
 		return
 	}
+	// Counted for the incarnation the id names now: a count must never be
+	// written to a tenant created again under the id (see Forget).
 	scope, err := r.scopeFor(id)
 	if err != nil {
-		r.logger.Error("audit refused requests", "tenant", id, "key_id", key, "error", err.Error())
+		// The tenant is gone: there is no log to write to. Debug, as anyone
+		// can repeat such a request.
+		r.logger.Debug("refused request not audited", "tenant", id, "key_id", key, "error", err.Error())
 		return
 	}
 	now := r.now().UTC()
