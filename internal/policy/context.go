@@ -14,8 +14,8 @@ import (
 const maxDepth = 32
 
 // contextOf converts a call's JSON arguments into the Cedar context record,
-// as documented at [Set.Authorize].
-// inexact reports whether a number was held as an inexact one (see number).
+// as documented at [Set.Authorize]; inexact reports whether a number in them
+// is one Cedar cannot hold exactly (see exact).
 func contextOf(args map[string]any) (_ types.Record, inexact bool, _ error) {
 	r, err := record(args, 0, &inexact)
 	if err != nil {
@@ -89,9 +89,9 @@ func value(v any, depth int, inexact *bool) (_ types.Value, ok bool, _ error) {
 	return nil, false, fmt.Errorf("value of type %T cannot be represented in Cedar", v)
 }
 
-// InexactNumber is the attribute of the record that stands for a number
-// Cedar cannot hold exactly (see number).
-const InexactNumber = "inexact_number"
+// inexactNumber is the attribute of the record that stands for a number
+// Cedar cannot hold exactly (see exact).
+const inexactNumber = "inexact_number"
 
 // number converts a float64 to the Cedar value of the digits the tool server
 // is sent (its shortest decimal form, as tools.Encode writes it).
@@ -127,5 +127,5 @@ func exact(s string, inexact *bool) types.Value {
 		}
 	}
 	*inexact = true
-	return types.NewRecord(types.RecordMap{InexactNumber: types.String(s)})
+	return types.NewRecord(types.RecordMap{inexactNumber: types.String(s)})
 }
