@@ -372,7 +372,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	for step := 1; ; step++ {
 		steps = step
 		deltas, flushGuard := a.guardStream(ctx, scope, profile, in, turn.OnDelta)
-		resp, err = a.chatChain(ctx, scope, profile, chain, secrets, llm.Request{
+		req := llm.Request{
 			Messages:       msgs,
 			Tools:          box.offered,
 			MaxTokens:      turn.MaxTokens,
@@ -381,9 +381,12 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			PromptCacheKey: cacheFor.promptKey,
 			Options:        opts,
 			Started:        started(turn),
-		}, red, deltas)
+		}
+		resp, err = a.chatChain(ctx, scope, profile, chain, secrets, req, red, deltas)
 		if err == nil {
 			err = flushGuard()
+		} else {
+			err = a.screenRefusal(ctx, scope, profile, in, req, err)
 		}
 		if errors.Is(err, errBlocked) {
 			resp = llm.Response{Message: llm.Message{Role: "assistant", Content: withheld}, FinishReason: "content_filter"}
@@ -618,9 +621,9 @@ func upstreamUser(scope auth.Scope) string {
 
 // modelError classifies a provider failure. A 429 is the provider's limit,
 // with its Retry-After. A 400 or 422 is the provider refusing what the
-// client asked for (a schema it will not take, a stop list too long): the
-// client is told why, in the provider's words, with the tenant's secrets
-// removed. Anything else is the provider failing, and its words go to the
+// client asked for (a schema it will not take, a stop list too long): a
+// refusal, whose provider words (the tenant's secrets removed) the client
+// sees only once screenRefusal passed them. Anything else is the provider failing, and its words go to the
 // log only.
 func modelError(err error, red *redact.Redactor) error {
 	var se *llm.StatusError
@@ -628,7 +631,8 @@ func modelError(err error, red *redact.Redactor) error {
 		return &LimitedError{RetryAfter: se.RetryAfter, HasRetryAfter: se.HasRetryAfter}
 	}
 	if errors.As(err, &se) && (se.StatusCode == 400 || se.StatusCode == 422) {
-		return fmt.Errorf("%w: the model provider refused the request: %s", kind.Invalid, red.String(se.Message))
+		// The provider's words reach the client only through screenRefusal.
+		return &refusal{status: se.StatusCode, detail: red.String(se.Message)}
 	}
 	if errors.As(err, &se) {
 		return fmt.Errorf("%w: model provider returned %d", kind.Unavailable, se.StatusCode)

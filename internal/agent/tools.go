@@ -239,6 +239,9 @@ func (b *toolbox) authorize(ctx context.Context, log *slog.Logger, t *tools.Tool
 		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors})
 	if !decision.Allow {
 		log.WarnContext(ctx, "tool call denied", "errors", decision.Errors)
+		if slices.Contains(decision.Errors, policy.InexactError) {
+			return tools.Args{}, log, "error: denied by policy: an argument is a number with more than 4 decimal places or beyond Cedar's range; send it with at most 4", false
+		}
 		return tools.Args{}, log, fmt.Sprintf("error: denied by policy (%s)", strings.Join(decision.Reasons, ", ")), false
 	}
 	return args, log, "", true

@@ -180,11 +180,19 @@ func (l *Log) Record(scope auth.Scope, e Event) error {
 	return nil
 }
 
-// Forget drops the events of incarnation inc not yet stored, when its tenant
-// is deleted: its store is gone, and they must not wait for, or reach, a
-// tenant created again under the same id. A flush under way may still store
-// some; the store refuses them, as the incarnation is no longer current.
+// Forget drops the events of incarnation inc not yet stored, and the foreign
+// leaks counted for it, when its tenant is deleted: its store is gone, and
+// they must not wait for, or reach, a tenant created again under the same
+// id. A flush under way may still store some; the store refuses them, as the
+// incarnation is no longer current.
 func (l *Log) Forget(inc tenant.Incarnation) {
+	l.leakMu.Lock()
+	for k := range l.leaks {
+		if k.owner == inc {
+			delete(l.leaks, k)
+		}
+	}
+	l.leakMu.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if q := l.queues[inc]; q != nil {

@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -133,5 +134,41 @@ func TestForeignLeaksWindows(t *testing.T) {
 	}
 	if got, want := counts, []int{1, 4, 3, 1}; !slices.Equal(got, want) {
 		t.Errorf("counts %v, want %v", got, want)
+	}
+}
+
+// TestForeignLeaksAcrossIncarnations: leaks counted for one incarnation of
+// the owner never reach a tenant created again under its id, whether the
+// lifecycle forgot them (Forget) or the id was taken again before the count
+// was written.
+func TestForeignLeaksAcrossIncarnations(t *testing.T) {
+	for _, forget := range []bool{true, false} {
+		t.Run(fmt.Sprintf("forget=%v", forget), func(t *testing.T) {
+			old, current := tenant.NewIncarnation("globex", "s1"), tenant.NewIncarnation("globex", "s1")
+			st := &fakeStore{}
+			l := audit.NewLog(st, audit.Options{OperatorScope: func(id tenant.ID) (auth.Scope, error) {
+				return authtest.ScopeIn(t, current, ""), nil
+			}})
+			for range 3 {
+				if err := l.RecordForeignLeak("globex", "canary", false); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := l.Flush(t.Context()); err != nil { // the first, written at once, is the old incarnation's
+				t.Fatal(err)
+			}
+			first := len(st.stored("globex"))
+			if forget {
+				l.Forget(old)
+			}
+			current = tenant.NewIncarnation("globex", "s2")
+			l.FlushLeaks("globex")
+			if err := l.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			if got := st.stored("globex")[first:]; len(got) != 0 {
+				t.Errorf("after re-creation the log got %+v, want nothing of the old incarnation", got)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -27,8 +28,10 @@ const (
 	maxLeakKeys = 10_000
 )
 
+// leakKey is by the owner's incarnation: a count of a deleted tenant must
+// never be written to a tenant created again under its id.
 type leakKey struct {
-	owner tenant.ID
+	owner tenant.Incarnation
 	kind  string
 }
 
@@ -53,9 +56,13 @@ func (l *Log) RecordForeignLeak(owner tenant.ID, kind string, streamed bool) err
 	if l.operator == nil {
 		return errors.New("audit " + ForeignLeak + ": no operator scope configured")
 	}
+	scope, err := l.operator(owner)
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", ForeignLeak, err)
+	}
 	now := l.now().UTC()
 	start := now.Truncate(leakWindow)
-	k := leakKey{owner, kind}
+	k := leakKey{scope.Incarnation(), kind}
 	s := 0
 	if streamed {
 		s = 1
@@ -76,7 +83,7 @@ func (l *Log) RecordForeignLeak(owner tenant.ID, kind string, streamed bool) err
 		}
 		// The first leak of the window is written now.
 		l.leaks[k] = &leakCount{start: start}
-		return l.recordLeak(k, leakCount{n: 1, streamed: s, first: now, last: now})
+		return l.recordLeak(scope, k, leakCount{n: 1, streamed: s, first: now, last: now})
 	}
 	if c.n == 0 {
 		c.first = now
@@ -112,16 +119,16 @@ func (l *Log) writeLeak(k leakKey, c *leakCount) {
 	if c.n == 0 {
 		return
 	}
-	if err := l.recordLeak(k, *c); err != nil {
-		l.log.Error("audit foreign leaks", "tenant", k.owner, "kind", k.kind, "count", c.n, "error", err.Error())
+	scope, err := scopeOf(l.operator, k.owner)
+	if err == nil {
+		err = l.recordLeak(scope, k, *c)
+	}
+	if err != nil {
+		l.log.Error("audit foreign leaks", "tenant", k.owner.Tenant(), "kind", k.kind, "count", c.n, "error", err.Error())
 	}
 }
 
-func (l *Log) recordLeak(k leakKey, c leakCount) error {
-	scope, err := l.operator(k.owner)
-	if err != nil {
-		return fmt.Errorf("audit %s: %w", ForeignLeak, err)
-	}
+func (l *Log) recordLeak(scope auth.Scope, k leakKey, c leakCount) error {
 	return l.Record(scope, Event{Type: ForeignLeak, Data: map[string]any{
 		"kind":     k.kind,
 		"count":    c.n,
@@ -140,7 +147,7 @@ func (l *Log) FlushLeaks(owner tenant.ID) {
 	l.leakMu.Lock()
 	defer l.leakMu.Unlock()
 	for k, c := range l.leaks {
-		if k.owner == owner && c.n > 0 {
+		if k.owner.Tenant() == owner && c.n > 0 {
 			l.writeLeak(k, c)
 			c.n, c.streamed = 0, 0
 		}

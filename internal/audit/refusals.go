@@ -63,9 +63,11 @@ type Refusals struct {
 	overflow int // refusals not counted per key since the last flush
 }
 
+// refusalKey is by incarnation: a count of a deleted tenant must never be
+// written to a tenant created again under its id.
 type refusalKey struct {
-	tenant tenant.ID
-	key    tenant.KeyID
+	inc tenant.Incarnation
+	key tenant.KeyID
 }
 
 type refusalCount struct {
@@ -92,9 +94,22 @@ func NewRefusals(log Recorder, opts RefusalOptions) *Refusals {
 
 // Add counts one request refused with tenant id's key key for reason.
 func (r *Refusals) Add(id tenant.ID, key tenant.KeyID, reason string) {
+	if r.scopeFor == nil {
+		r.logger.Error("audit refused requests: no ScopeFor", "tenant", id, "key_id", key)
+		return
+	}
+	// Counted for the incarnation the id names now: a count must never be
+	// written to a tenant created again under the id (see Forget).
+	scope, err := r.scopeFor(id)
+	if err != nil {
+		// The tenant is gone: there is no log to write to. Debug, as anyone
+		// can repeat such a request.
+		r.logger.Debug("refused request not audited", "tenant", id, "key_id", key, "error", err.Error())
+		return
+	}
 	now := r.now().UTC()
 	start := now.Truncate(r.window)
-	k := refusalKey{id, key}
+	k := refusalKey{scope.Incarnation(), key}
 	r.mu.Lock()
 	c := r.counts[k]
 	if c != nil && !c.start.Equal(start) {
@@ -146,7 +161,19 @@ func (r *Refusals) Run(ctx context.Context) error {
 // FlushTenant writes tenant id's counted refusals now, so that a reader of
 // its log sees them. Later refusals in the same window start a new count.
 func (r *Refusals) FlushTenant(id tenant.ID) {
-	r.flush(func(k refusalKey, _ *refusalCount) bool { return k.tenant == id })
+	r.flush(func(k refusalKey, _ *refusalCount) bool { return k.inc.Tenant() == id })
+}
+
+// Forget drops the counts of incarnation inc, when its tenant is deleted:
+// they must not reach a tenant created again under the same id.
+func (r *Refusals) Forget(inc tenant.Incarnation) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.counts {
+		if k.inc == inc {
+			delete(r.counts, k)
+		}
+	}
 }
 
 // Flush writes every counted refusal now.
@@ -173,11 +200,7 @@ func (r *Refusals) flush(due func(refusalKey, *refusalCount) bool) {
 // write queues c's record; r.mu is held. Record only queues, so holding the
 // lock costs no I/O.
 func (r *Refusals) write(k refusalKey, c *refusalCount) {
-	err := errors.New("no ScopeFor")
-	var scope auth.Scope
-	if r.scopeFor != nil {
-		scope, err = r.scopeFor(k.tenant)
-	}
+	scope, err := scopeOf(r.scopeFor, k.inc)
 	if err == nil {
 		err = r.log.Record(scope, Event{Type: "auth.failure", Data: map[string]any{
 			"key_id":  k.key,
@@ -188,8 +211,25 @@ func (r *Refusals) write(k refusalKey, c *refusalCount) {
 		}})
 	}
 	if err != nil {
-		r.logger.Error("audit refused requests", "tenant", k.tenant, "key_id", k.key, "count", c.n, "error", err.Error())
+		r.logger.Error("audit refused requests", "tenant", k.inc.Tenant(), "key_id", k.key, "count", c.n, "error", err.Error())
 	}
+}
+
+// scopeOf is the operator's Scope for incarnation inc, through scopeFor (which
+// knows only the current incarnation of an id): an error if inc's tenant was
+// deleted since, even if its id was taken again.
+func scopeOf(scopeFor func(tenant.ID) (auth.Scope, error), inc tenant.Incarnation) (scope auth.Scope, err error) {
+	if scopeFor == nil {
+		return scope, errors.New("no operator scope configured")
+	}
+	if scope, err = scopeFor(inc.Tenant()); err != nil {
+		return scope, err
+	}
+	if scope.Incarnation() != inc {
+		var none auth.Scope // never the new incarnation's
+		return none, errors.New("the tenant was deleted since")
+	}
+	return scope, nil
 }
 
 type reasonCount struct {

@@ -142,3 +142,36 @@ func BenchmarkRefusalsAdd(b *testing.B) {
 		r.Add("globex", "00000000000000aa", "unauthenticated: invalid api key")
 	}
 }
+
+// TestRefusalsAcrossIncarnations: refusals counted for one incarnation of a
+// tenant never reach a tenant created again under its id, whether the
+// lifecycle forgot them (Forget) or the id was taken again before the
+// count was written.
+func TestRefusalsAcrossIncarnations(t *testing.T) {
+	for _, forget := range []bool{true, false} {
+		t.Run(fmt.Sprintf("forget=%v", forget), func(t *testing.T) {
+			old, current := tenant.NewIncarnation("acme", "s1"), tenant.NewIncarnation("acme", "s1")
+			var mu sync.Mutex
+			rec := &recorder{}
+			r := audit.NewRefusals(rec, audit.RefusalOptions{ScopeFor: func(id tenant.ID) (auth.Scope, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				return authtest.ScopeIn(t, current, ""), nil
+			}})
+			for range 3 {
+				r.Add("acme", "k1", "unauthenticated: invalid api key")
+			}
+			if forget {
+				r.Forget(old)
+			}
+			mu.Lock()
+			current = tenant.NewIncarnation("acme", "s2")
+			mu.Unlock()
+			r.FlushTenant("acme")
+			r.Flush()
+			if got := rec.of("acme"); len(got) != 0 {
+				t.Errorf("the re-created tenant's log got %+v, want nothing of the old incarnation", got)
+			}
+		})
+	}
+}

@@ -300,10 +300,14 @@ func (e *Engine) Validate(id tenant.ID, source string) error {
 // decoded by encoding/json; they become the Cedar context record:
 //
 //   - string → String; bool → Boolean; nil → omitted;
-//   - an integral number in the int64 range → Long; any other number within
-//     Cedar's decimal range (about ±9.2e14) → Decimal, truncated toward zero
-//     to 4 decimal places (Cedar never compares Long with Decimal, so
+//   - a number is read as the digits the tool server is sent (its shortest
+//     decimal form): integral and in the int64 range → Long; at most 4
+//     decimal places and within Cedar's decimal range (about ±9.2e14) →
+//     Decimal (Cedar never compares Long with Decimal, so
 //     `context.amount >= 500` errors, and denies, when amount is 499.5);
+//     any other number (1000.00004, 1e-7, 1e19) is never rounded: it is the
+//     record {inexact_number: "<digits>"}, equal to no number, and any rule
+//     comparing it otherwise errors, which denies;
 //   - []any → Set (unordered, duplicates dropped); map[string]any → Record;
 //   - json.Number as the number it spells; int and int64 → Long.
 //
@@ -313,12 +317,22 @@ func (e *Engine) Validate(id tenant.ID, source string) error {
 // tenant other than the set's and any policy evaluation error; each is
 // listed in Errors.
 func (s *Set) Authorize(p Principal, r Resource, args map[string]any) Decision {
-	ctx, err := contextOf(args)
+	ctx, inexact, err := contextOf(args)
 	if err != nil {
 		return denied("%v", err)
 	}
-	return s.decide(p, r, ctx, false)
+	d := s.decide(p, r, ctx, false)
+	if inexact && len(d.Errors) > 0 {
+		// The type error alone ("got record") would not say why.
+		d.Errors = append(d.Errors, InexactError)
+	}
+	return d
 }
+
+// InexactError is the error Authorize adds to a decision a rule could not
+// evaluate when an argument was a number Cedar cannot hold exactly: the type
+// error alone ("got record") would not say why. Its text names no value.
+const InexactError = "policy: an argument is a number with more than 4 decimal places or beyond Cedar's range, which rules cannot compare"
 
 // Listable reports whether the tool may be offered to the model at all. It is
 // Authorize with an empty context, except that evaluation errors in the

@@ -92,10 +92,13 @@ func TestAuthorize(t *testing.T) {
 			args: `{"amount": 499.5}`, source: refundLimit, wantErr: "tenant/0:"},
 		{name: "string amount errors", tenant: "acme", profile: "default", tool: "refund", scope: ScopeTenant,
 			args: `{"amount": "1"}`, source: refundLimit, wantErr: "tenant/0:"},
-		{name: "unrepresentable number denies", tenant: "acme", profile: "default", tool: "crm_lookup", scope: ScopeTenant,
-			args: `{"amount": 1e300}`, wantErr: "argument amount: number 1e+300"},
-		{name: "unrepresentable nested number denies", tenant: "acme", profile: "default", tool: "crm_lookup", scope: ScopeTenant,
-			args: `{"a": {"b": [1, 2e20]}}`, wantErr: "argument a: b: [1]: number"},
+		{name: "unrepresentable number compared denies", tenant: "acme", profile: "default", tool: "refund", scope: ScopeTenant,
+			args: `{"amount": 1e300}`, source: refundLimit, wantErr: "more than 4 decimal places or beyond Cedar's range"},
+		{name: "number with 5 places compared denies, never rounded", tenant: "acme", profile: "default", tool: "refund", scope: ScopeTenant,
+			args: `{"amount": 1000.00004}`, source: `forbid (principal, action, resource) when { context.amount.greaterThan(decimal("1000.0")) };`,
+			wantErr: "tenant/0: type error"},
+		{name: "unrepresentable nested number not read passes", tenant: "acme", profile: "default", tool: "crm_lookup", scope: ScopeTenant,
+			args: `{"a": {"b": [1, 2e20, 0.00001]}}`, wantAllow: true, wantReasons: []string{"profile/default/crm_lookup"}},
 		{name: "forbid wins over permit", tenant: "acme", profile: "default", tool: "crm_lookup", scope: ScopeTenant,
 			source: `forbid (principal, action, resource);`, wantReasons: []string{"tenant/0"}},
 		{name: "forbid on end user", tenant: "acme", profile: "default", user: "mallory", tool: "crm_lookup", scope: ScopeTenant,
@@ -338,6 +341,8 @@ func TestArgs(t *testing.T) {
 @id("long") forbid (principal, action, resource) when { context has n && context.n == -9007199254740992 };
 @id("big") forbid (principal, action, resource) when { context has big && context.big == 1000000000000000000 };
 @id("dec") forbid (principal, action, resource) when { context has d && context.d == decimal("-1.2345") };
+@id("gt") forbid (principal, action, resource) when { context has g && context.g > 1000 };
+@id("hgt") forbid (principal, action, resource) when { context has h && context.h.greaterThan(decimal("1000.0")) };
 @id("set") forbid (principal, action, resource) when { context has l && context.l.containsAll([1, "two", [3], {"four": 4}]) };
 @id("rec") forbid (principal, action, resource) when { context has r && context.r == {"a": {"b": [true]}} };
 `
@@ -357,15 +362,28 @@ func TestArgs(t *testing.T) {
 		{args: `{"n": -9007199254740992}`, wantReasons: []string{"tenant/long"}},
 		{args: `{"n": -9007199254740991}`},
 		{args: `{"big": 1e18}`, wantReasons: []string{"tenant/big"}},
-		{args: `{"d": -1.23456}`, wantReasons: []string{"tenant/dec"}}, // truncated to 4 places
+		{args: `{"d": -1.2345}`, wantReasons: []string{"tenant/dec"}},
+		{args: `{"d": -1.23450}`, wantReasons: []string{"tenant/dec"}},
+		{args: `{"d": -1.23456}`},                  // 5 places: never rounded to -1.2345, and equal to no decimal
+		{args: `{"g": 1000.00004}`, wantErr: true}, // never read as 1000.0: the comparison errors
+		{args: `{"h": 1000.5}`, wantReasons: []string{"tenant/hgt"}},
+		{args: `{"h": 999.9999}`},
+		{args: `{"h": 1000.00004}`, wantErr: true},         // never read as 1000.0
+		{args: `{"g": 1e19}`, wantErr: true},               // beyond Long and Decimal range
+		{args: `{"s": [1000.00004]}`},                      // in a set: nothing compares it
+		{args: `{"d": 0.1}`},                               // the digits sent, 0.1, not the float's binary value
+		{args: `{"d": 922337203685477.5}`},                 // within Decimal range, exact
+		{args: `{"g": -922337203685477.6}`, wantErr: true}, // beyond Decimal range
 		{args: `{"l": [1, "two", [3], {"four": 4}, null, 1]}`, wantReasons: []string{"tenant/set"}},
 		{args: `{"r": {"a": {"b": [true, true]}, "gone": null}}`, wantReasons: []string{"tenant/rec"}},
 		{args: `{"s": null, "b": null}`},
-		{args: `{"x": 9223372036854775807}`, wantErr: true}, // parses to 2^63 as float64: out of int64 range
-		{args: `{"x": -9223372036854775808}`},
-		{args: `{"x": 1000000000000000.5}`, wantErr: true}, // beyond Decimal range
+		{args: `{"g": 9223372036854775807}`, wantErr: true},  // parses to 2^63 as float64: out of int64 range
+		{args: `{"g": -9223372036854775808}`, wantErr: true}, // sent as -9223372036854776000: out of int64 range
+		{args: `{"x": -9223372036854774784}`},                // the next float64 towards zero: within int64
+		{args: `{"g": 1000000000000000.5}`, wantErr: true},   // beyond Decimal range
 		{args: `{"x": 92233720368547.5}`},
-		{args: `{"x": 1e-300}`},
+		{args: `{"g": 1e-300}`, wantErr: true}, // not 0: never rounded
+		{args: `{"x": 1e-300}`},                // not read: passes
 		{args: `{"x": -0}`},
 		{args: `{"": "", "\u0000": "\ud800", "k": "\u00e9"}`},
 		{args: `{"x": ` + strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth) + `}`},

@@ -269,7 +269,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	// Every holder of per-tenant state, for creating and deleting tenants.
 	life, err := lifecycle.New(plane, lifecycle.Parts{
 		DataKeys: ring, Store: stores, ResponseCache: responses, EmbeddingCache: embedCache, VectorIndexes: vectors,
-		Quota: limiter, ToolSessions: mcp, Guard: outputGuard, Audit: auditLog,
+		Quota: limiter, ToolSessions: mcp, Guard: outputGuard, Audit: auditWriters{auditLog, refusals},
 		Extra: ProvisionRecords(knowledge, auditLog),
 	}, logger)
 	if err != nil {
@@ -476,4 +476,15 @@ func indexStoredText(ctx context.Context, tenants []control.Tenant, stores Tenan
 		texts += len(exp.Documents) + len(exp.Memories)
 	}
 	logger.Info("guard indexed stored text", "tenants", len(tenants), "texts", texts, "took", time.Since(start).Round(time.Millisecond))
+}
+
+// auditWriters are the holders of an incarnation's audit records not yet
+// written: the queued events and foreign-leak counts (*audit.Log), and the
+// refused-key counts (*audit.Refusals). Deleting a tenant drops them all.
+type auditWriters []lifecycle.AuditWriter
+
+func (w auditWriters) Forget(inc tenant.Incarnation) {
+	for _, a := range w {
+		a.Forget(inc)
+	}
 }
