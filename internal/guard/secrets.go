@@ -3,11 +3,15 @@ package guard
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"hash"
 	"math"
 	"math/bits"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
@@ -281,24 +285,222 @@ func randomEnough(u []byte) bool {
 }
 
 // secretUnits returns the units of v that are random enough to track.
+// Where v encodes text (see encodedText), a unit must also carry
+// minSecretBits of information as decoded, and it begins where its
+// information does: its leading bytes that encode predictable text (a JWT's
+// header and claims, the base64 of a JSON key file's first members) are
+// left out, so no window begins with bytes a tenant can write without
+// knowing the secret.
 func secretUnits(v []byte) [][]byte {
+	costs := encodedText(v)
+	keep := func(off, end int) []byte {
+		u := v[off:end]
+		if !randomEnough(u) {
+			return nil
+		}
+		if costs == nil {
+			return u
+		}
+		c := costs[off:end]
+		if unitInfo(u, c) < minSecretBits {
+			return nil
+		}
+		i := 0
+		for i < len(u) && (c[i] == 0 || math.IsNaN(c[i]) && !isAlnum(u[i])) {
+			i++
+		}
+		if len(u)-i < minSecretLen {
+			return nil
+		}
+		return u[i:]
+	}
 	if len(v) <= maxWhole {
-		if randomEnough(v) {
-			return [][]byte{v}
+		if u := keep(0, len(v)); u != nil {
+			return [][]byte{u}
 		}
 		return nil
 	}
 	var out [][]byte
 	for off := 0; off < len(v); off += maxWhole {
-		u := v[off:min(off+maxWhole, len(v))]
-		if len(u) < maxWhole {
-			u = v[len(v)-maxWhole:] // the last unit: the final maxWhole bytes
+		end := min(off+maxWhole, len(v))
+		if end-off < maxWhole {
+			off = len(v) - maxWhole // the last unit: the final maxWhole bytes
 		}
-		if randomEnough(u) {
+		if u := keep(off, end); u != nil {
 			out = append(out, u)
 		}
 	}
 	return out
+}
+
+// Encoded text. A credential is often an encoding of structured text, only
+// part of which is random: a JWT is base64url of a JSON header and claims,
+// then a signature; a cloud key file is JSON whose first members name the
+// account. Base64 or hex of text looks random on its surface, so a unit
+// estimated there would be tracked although a tenant can write it from a
+// guess of the text (and learn from the verdict whether the guess was
+// right). So a run of v that decodes cleanly to text is estimated as the
+// text: only its tokens that are themselves hard to guess count
+// (randomToken, read between punctuation), words, numbers, identifiers
+// and punctuation count nothing, and a run
+// that again decodes to text is read the same way, up to maxDecodeDepth
+// encodings deep. A run that decodes to bytes that are not text (key
+// material, a signature) is estimated on its surface, as before.
+const (
+	maxDecodeDepth = 3
+	minEncodedRun  = 8  // shorter runs are not decoded
+	minTokenLen    = 12 // shorter tokens of decoded text count nothing
+	minTokenBits   = 40
+)
+
+// encodedText returns, for each byte of v, the information it carries as
+// part of a run that encodes text, or NaN where it is in no such run; nil
+// if v has none.
+func encodedText(v []byte) []float64 {
+	var costs []float64
+	encodedRuns(v, func(i, j int) {
+		d, ok := decodeText(v[i:j])
+		if !ok {
+			return
+		}
+		if costs == nil {
+			costs = make([]float64, len(v))
+			for k := range costs {
+				costs[k] = math.NaN()
+			}
+		}
+		clear(costs[i:j])
+		spread(costs[i:j], textInfo(d, maxDecodeDepth-1))
+	})
+	return costs
+}
+
+// textInfo returns the information of each byte of the text d (see
+// encodedText).
+func textInfo(d []byte, depth int) []float64 {
+	out := make([]float64, len(d))
+	encodedRuns(d, func(i, j int) {
+		run := d[i:j]
+		if depth > 0 {
+			if dd, ok := decodeText(run); ok {
+				spread(out[i:j], textInfo(dd, depth-1))
+				return
+			}
+		}
+		// Identifiers join words with these ("private_key_id",
+		// "my-project-123"); a random token split at them keeps long
+		// random pieces.
+		for p := i; p < j; {
+			q := p
+			for q < j && isAlnum(d[q]) {
+				q++
+			}
+			if tok := d[p:q]; randomToken(tok) {
+				b := secretBits(tok) / float64(len(tok))
+				for k := p; k < q; k++ {
+					out[k] = b
+				}
+			}
+			p = q + 1
+		}
+	})
+	return out
+}
+
+// spread adds the information of each decoded byte to the encoded byte
+// it begins in.
+func spread(enc, dec []float64) {
+	for i, c := range dec {
+		enc[i*len(enc)/len(dec)] += c
+	}
+}
+
+// unitInfo estimates the information of the unit u whose bytes carry c
+// (encodedText): its bytes in no encoded text are estimated together, on
+// their surface.
+func unitInfo(u []byte, c []float64) float64 {
+	var rest []byte
+	var in float64
+	for i, x := range c {
+		if math.IsNaN(x) {
+			rest = append(rest, u[i])
+		} else {
+			in += x
+		}
+	}
+	return secretBits(rest) + in
+}
+
+// randomToken reports whether a token of decoded text is itself hard to
+// guess: long enough, two character classes (letters and digits), not
+// mostly words, and minTokenBits estimated.
+func randomToken(t []byte) bool {
+	if len(t) < minTokenLen {
+		return false
+	}
+	kinds := 0
+	for _, c := range charClasses(t) {
+		if c {
+			kinds++
+		}
+	}
+	inWords := 0
+	for _, w := range wordRuns(t) {
+		if w {
+			inWords++
+		}
+	}
+	return kinds >= 2 && 2*inWords <= len(t) && secretBits(t) >= minTokenBits
+}
+
+// encodedRuns calls f for each maximal run of v, of at least minEncodedRun
+// bytes, of the characters of hex, base64 and base64url.
+func encodedRuns(v []byte, f func(i, j int)) {
+	isEnc := func(c byte) bool {
+		return isAlnum(c) || c == '+' || c == '/' || c == '-' || c == '_' || c == '='
+	}
+	for i := 0; i < len(v); {
+		if !isEnc(v[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(v) && isEnc(v[j]) {
+			j++
+		}
+		if j-i >= minEncodedRun {
+			f(i, j)
+		}
+		i = j
+	}
+}
+
+// decodeText decodes run as hex, base64 or base64url (padded or not) and
+// reports whether it decoded cleanly to text: valid UTF-8 without control
+// characters but tab and line breaks.
+func decodeText(run []byte) ([]byte, bool) {
+	s := string(run)
+	var d []byte
+	var err error
+	if len(s)%2 == 0 && strings.Trim(s, "0123456789abcdefABCDEF") == "" {
+		d, err = hex.DecodeString(s)
+	} else {
+		t := strings.TrimRight(s, "=")
+		enc := base64.RawStdEncoding
+		if strings.ContainsAny(t, "-_") {
+			enc = base64.RawURLEncoding
+		}
+		d, err = enc.DecodeString(t)
+	}
+	if err != nil || len(d) == 0 || !utf8.Valid(d) {
+		return nil, false
+	}
+	for _, c := range d {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' || c == 0x7f {
+			return nil, false
+		}
+	}
+	return d, true
 }
 
 // tracked reports whether the guard looks for v in other tenants' answers.

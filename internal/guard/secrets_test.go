@@ -278,3 +278,52 @@ func TestStreamCutsIgnoreOtherTenantsSecrets(t *testing.T) {
 		t.Errorf("control: a whole beginning of %d view bytes (%q) is not held", startLen, p)
 	}
 }
+
+// TestEncodedTextNotAUnit: a credential that encodes predictable text (a
+// JWT's header and claims, the base64 of a JSON key file's first members)
+// yields no unit a tenant could write from a guess of that text; its random
+// part (the signature, the key id and key material) is still tracked, and
+// so is a random token that happens to be valid base64.
+func TestEncodedTextNotAUnit(t *testing.T) {
+	enc := base64.RawURLEncoding.EncodeToString
+	const sig = "Xq3vT9pL2mZ8wK4rB7nD1sF6hJ0cY5aE-uGiOkQxWz"
+	header := enc([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	claims := enc([]byte(`{"sub":"svc-victim-billing","iss":"https://auth.victim.example","aud":"crm","iat":1764547200}`))
+	keyFile := base64.StdEncoding.EncodeToString([]byte(`{"type": "service_account", "project_id": "my-project-123", ` +
+		`"private_key_id": "3f9a1c0b7e2d4a6f8b1c3e5d7a9f0b2c4d6e8a1b", "private_key": "-----BEGIN PRIVATE KEY-----\n` +
+		`MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----\n"}`))
+	tests := []struct {
+		name      string
+		value     string
+		predicted string // a prefix of the value a guess can write: no unit may lie in it
+		random    string // a random part that must lie in some unit
+	}{
+		{"jwt", header + "." + claims + "." + sig, header + "." + claims + ".", sig[:20]},
+		{"short jwt", header + "." + enc([]byte(`{"sub":"svc-victim","iat":1764547200}`)) + "." + sig, header + ".", sig[:20]},
+		{"key file", keyFile, keyFile[:96], ""},
+		{"hex of json", hex.EncodeToString([]byte(`{"account":"billing","region":"eu-west-1","key":"k9Qz3Xv8Lp2Rt7Wm4Nb6Hs1Jd5Fg0Ac"}`)),
+			hex.EncodeToString([]byte(`{"account":"billing","region":"eu-west-1","key":"`)), ""},
+		{"base64 token", "vIc9/Rt3+Nw7Qm2/Lp8Xs4+Jk6Bd1Fg0", "", "vIc9/Rt3+Nw7Qm2/Lp8Xs4+Jk6Bd1Fg0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			units := secretUnits([]byte(tt.value))
+			if len(units) == 0 {
+				t.Fatalf("no unit of %q is tracked", tt.value)
+			}
+			found := tt.random == ""
+			for _, u := range units {
+				if tt.predicted != "" && strings.Contains(tt.predicted, string(u)) {
+					t.Errorf("unit %q lies in the predictable part", u)
+				}
+				if tt.predicted != "" && strings.HasPrefix(tt.value, string(u[:startLen])) {
+					t.Errorf("unit %q begins where the value does", u)
+				}
+				found = found || strings.Contains(string(u), tt.random)
+			}
+			if !found {
+				t.Errorf("no unit holds the random part %q: %q", tt.random, units)
+			}
+		})
+	}
+}
