@@ -341,8 +341,8 @@ func secretUnits(v []byte) [][]byte {
 // guess of the text (and learn from the verdict whether the guess was
 // right). So a run of v that decodes cleanly to text is estimated as the
 // text: only its tokens that are themselves hard to guess count
-// (randomToken, read between punctuation), words, numbers, identifiers
-// and punctuation count nothing, and a run
+// (randomToken), words, numbers, identifiers ("private_key_id",
+// "my-project-123") and punctuation count nothing, and a run
 // that again decodes to text is read the same way, up to maxDecodeDepth
 // encodings deep. A run that decodes to bytes that are not text (key
 // material, a signature) is estimated on its surface, as before.
@@ -387,21 +387,11 @@ func textInfo(d []byte, depth int) []float64 {
 				return
 			}
 		}
-		// Identifiers join words with these ("private_key_id",
-		// "my-project-123"); a random token split at them keeps long
-		// random pieces.
-		for p := i; p < j; {
-			q := p
-			for q < j && isAlnum(d[q]) {
-				q++
+		if randomToken(run) {
+			b := secretBits(run) / float64(len(run))
+			for k := i; k < j; k++ {
+				out[k] = b
 			}
-			if tok := d[p:q]; randomToken(tok) {
-				b := secretBits(tok) / float64(len(tok))
-				for k := p; k < q; k++ {
-					out[k] = b
-				}
-			}
-			p = q + 1
 		}
 	})
 	return out
@@ -432,15 +422,17 @@ func unitInfo(u []byte, c []float64) float64 {
 }
 
 // randomToken reports whether a token of decoded text is itself hard to
-// guess: long enough, two character classes (letters and digits), not
-// mostly words, and minTokenBits estimated.
+// guess: long enough, two of lower, upper and digit (an identifier's
+// separators do not count), less than half in words, and minTokenBits
+// estimated.
 func randomToken(t []byte) bool {
 	if len(t) < minTokenLen {
 		return false
 	}
+	c := charClasses(t)
 	kinds := 0
-	for _, c := range charClasses(t) {
-		if c {
+	for _, k := range c[:3] {
+		if k {
 			kinds++
 		}
 	}
@@ -450,7 +442,7 @@ func randomToken(t []byte) bool {
 			inWords++
 		}
 	}
-	return kinds >= 2 && 2*inWords <= len(t) && secretBits(t) >= minTokenBits
+	return kinds >= 2 && 2*inWords < len(t) && secretBits(t) >= minTokenBits
 }
 
 // encodedRuns calls f for each maximal run of v, of at least minEncodedRun
