@@ -682,7 +682,7 @@ func (ss *secretSet) hold(buf []byte, from, cut int, self tenant.ID, tail bool) 
 			}
 		}
 	}
-	if len(ss.startFilter) == 0 {
+	if ss == nil || len(ss.startFilter) == 0 {
 		return end
 	}
 	k := ss.keys

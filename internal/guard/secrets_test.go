@@ -327,3 +327,53 @@ func TestEncodedTextNotAUnit(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamCutsSameWithoutForeignSecrets: where a stream is cut does not
+// tell the receiver whether another tenant has stored a tracked secret yet,
+// nor whether one stores a JWT (whose first bytes are the same for every
+// JWT): the fixed holds apply in every state, and a JWT's header is no
+// window beginning.
+func TestStreamCutsSameWithoutForeignSecrets(t *testing.T) {
+	jwt := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"svc-victim","iat":1764547200}`)) + ".Xq3vT9pL2mZ8wK4rB7nD1sF6hJ0cY5aE-uGiOkQxWz"
+	cutsOf := func(g *Guard, text string) string {
+		s := g.Stream(acme, nil)
+		var outs []string
+		for _, piece := range strings.SplitAfter(text, " ") {
+			out, v := s.Write(piece)
+			if v.Blocked {
+				t.Fatalf("%q blocked: %q", text, v.Reasons)
+			}
+			outs = append(outs, out)
+		}
+		out, _ := s.Flush()
+		return fmt.Sprintf("%q", append(outs, out))
+	}
+	states := map[string]func(g *Guard){
+		"no secrets":        func(*Guard) {},
+		"acme's own secret": func(g *Guard) { g.SetSecret(acme, "own", []byte(randomB64(t, 24))) },
+		"globex's token":    func(g *Guard) { g.SetSecret(globex, "crm", []byte(randomB64(t, 24))) },
+		"globex's token, jwt": func(g *Guard) {
+			g.SetSecret(globex, "crm", []byte(randomB64(t, 24)))
+			g.SetSecret(globex, "jwt", []byte(jwt))
+		},
+	}
+	for _, text := range []string{
+		"alpha bravo charlie delta echo foxtrot golf hotel",
+		"header " + jwt[:60] + " and then more words",
+	} {
+		var first, firstName string
+		for name, set := range states {
+			g := New()
+			set(g)
+			got := cutsOf(g, text)
+			if first == "" {
+				first, firstName = got, name
+				continue
+			}
+			if got != first {
+				t.Errorf("%.30q: cut %s with %s, %s with %s", text, got, name, first, firstName)
+			}
+		}
+	}
+}
