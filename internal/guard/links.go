@@ -326,16 +326,21 @@ func jsonEscape(s string) (c byte, n int) {
 }
 
 // completeEscapes returns the length of s without an escape at its end
-// that more input may complete, which the link passes hold back.
+// that more input may complete, which the link passes hold back: from the
+// start of a last run of backslashes that only "u" and up to three hex
+// digits follow (the run's pairs are read only with the escape after it).
 func completeEscapes(s string) int {
 	i := strings.LastIndexByte(s, '\\')
 	if i < 0 || len(s)-i >= 6 {
 		return len(s)
 	}
-	if t := s[i:]; len(t) == 1 || (t[1] == 'u' || t[1] == 'U') && strings.Trim(t[2:], "0123456789abcdefABCDEF") == "" {
-		return i
+	if t := s[i+1:]; t != "" && ((t[0] != 'u' && t[0] != 'U') || strings.Trim(t[1:], "0123456789abcdefABCDEF") != "") {
+		return len(s)
 	}
-	return len(s)
+	for i > 0 && s[i-1] == '\\' {
+		i--
+	}
+	return i
 }
 
 // reescape returns out, the replacement of the construct orig, with the

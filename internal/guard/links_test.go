@@ -304,3 +304,17 @@ func TestLinksThroughJSONEscapes(t *testing.T) {
 		})
 	}
 }
+
+func TestCompleteEscapes(t *testing.T) {
+	tests := []struct {
+		s    string
+		want int
+	}{
+		{`abc`, 3}, {`a\`, 1}, {`a\u00`, 1}, {`a\u0021`, 7}, {`a\\`, 1}, {`a\\\u002`, 1}, {`a\n`, 3}, {`a\uzz`, 5},
+	}
+	for _, tt := range tests {
+		if got := completeEscapes(tt.s); got != tt.want {
+			t.Errorf("completeEscapes(%q) = %d, want %d", tt.s, got, tt.want)
+		}
+	}
+}
