@@ -28,8 +28,9 @@ import (
 //
 // What is matched. A value of at most maxWhole (96) bytes is one unit; a
 // longer one is cut into units of maxWhole bytes at offsets 0, 96, 192, …,
-// the last unit being the value's final 96 bytes. For each unit that is
-// random enough (below), the guard keeps keyed hashes (HMAC-SHA256 with a
+// the last unit being the value's final 96 bytes (of a value that encodes
+// text, a unit may be shorter: it begins where its information does, see
+// secretUnits). For each unit that is random enough (below), the guard keeps keyed hashes (HMAC-SHA256 with a
 // key made at process start, cut to 128 bits) of the squeezed view of each
 // of the unit's forms as a whole (textnorm.Encodings: plain, reversed,
 // rot13, hex, query, base64 and base32, with the base64 and base32
@@ -45,7 +46,8 @@ import (
 // minLookahead), but a stream sends ahead of it and holds back only where
 // a window may begin (hold).
 //
-// What is random enough (randomEnough). A unit is tracked only if it has
+// What is random enough (randomEnough, and encodedText for a value that
+// encodes text: see "Encoded text" below). A unit is tracked only if it has
 // at least minSecretLen (20) bytes, at least two character classes (lower,
 // upper, digit, other), at most half its bytes in word-shaped letter runs
 // (4 or more letters: lowercase, capitalized or all capitals), and an
@@ -62,8 +64,10 @@ import (
 // nothing smaller than a unit is ever matched, so a unit cannot be found a
 // few characters at a time. (A stream is held, not blocked, at the keyed
 // hash of a window's first startLen bytes; see hold for why that confirms
-// no more than a guess of those bytes would.) A secret that is not tracked is the redactor's
-// job for its own tenant only.
+// no more than a guess of those bytes would; a unit of a value that encodes
+// text begins past its predictable bytes, so no window begins with a JWT's
+// header.) A secret that is not tracked is the redactor's job for its own
+// tenant only.
 //
 // The limit: a unit that is itself public but looks random (the jwt.io
 // example token, a published certificate) stored by B blocks A's answers
@@ -662,8 +666,9 @@ func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []secret
 // beginning is not known before its startLen-th byte). It returns len(buf)
 // when nothing needs holding.
 //
-// Why this is no oracle. The tail held is the same for every text and
-// tenant. A beginning held is found by a keyed hash of startLen view bytes
+// Why this is no oracle. The tail held is the same for every text, tenant
+// and state (the caller holds it whether or not any other tenant has a
+// secret tracked). A beginning held is found by a keyed hash of startLen view bytes
 // (about 40 bits when they are random), never by shorter ones, so from
 // where its stream is cut a tenant can learn that a string begins another
 // tenant's window only by producing those startLen bytes whole: as costly
