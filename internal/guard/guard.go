@@ -188,6 +188,10 @@
 // match is found after the text left and is only reported. A canary is only
 // found when the leak carries it: a leak of a few sentences of a document,
 // without the passage's reference, is reported, not stopped.
+// Links and images are read through one level of JSON string escapes: a
+// JSON document inside a JSON string of an answer ("\\u0021" there) is not
+// unescaped twice (a tool argument's value is decoded once before it is
+// checked, so one level down in arguments is covered).
 package guard
 
 import (
