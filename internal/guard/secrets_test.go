@@ -278,3 +278,102 @@ func TestStreamCutsIgnoreOtherTenantsSecrets(t *testing.T) {
 		t.Errorf("control: a whole beginning of %d view bytes (%q) is not held", startLen, p)
 	}
 }
+
+// TestEncodedTextNotAUnit: a credential that encodes predictable text (a
+// JWT's header and claims, the base64 of a JSON key file's first members)
+// yields no unit a tenant could write from a guess of that text; its random
+// part (the signature, the key id and key material) is still tracked, and
+// so is a random token that happens to be valid base64.
+func TestEncodedTextNotAUnit(t *testing.T) {
+	enc := base64.RawURLEncoding.EncodeToString
+	const sig = "Xq3vT9pL2mZ8wK4rB7nD1sF6hJ0cY5aE-uGiOkQxWz"
+	header := enc([]byte(`{"alg":"HS256","typ":"JWT"}`))
+	claims := enc([]byte(`{"sub":"svc-victim-billing","iss":"https://auth.victim.example","aud":"crm","iat":1764547200}`))
+	keyFile := base64.StdEncoding.EncodeToString([]byte(`{"type": "service_account", "project_id": "my-project-123", ` +
+		`"private_key_id": "3f9a1c0b7e2d4a6f8b1c3e5d7a9f0b2c4d6e8a1b", "private_key": "-----BEGIN PRIVATE KEY-----\n` +
+		`MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----\n"}`))
+	tests := []struct {
+		name      string
+		value     string
+		predicted string // a prefix of the value a guess can write: no unit may lie in it
+		random    string // a random part that must lie in some unit
+	}{
+		{"jwt", header + "." + claims + "." + sig, header + "." + claims + ".", sig[:20]},
+		{"short jwt", header + "." + enc([]byte(`{"sub":"svc-victim","iat":1764547200}`)) + "." + sig, header + ".", sig[:20]},
+		{"key file", keyFile, keyFile[:96], ""},
+		{"hex of json", hex.EncodeToString([]byte(`{"account":"billing","region":"eu-west-1","key":"k9Qz3Xv8Lp2Rt7Wm4Nb6Hs1Jd5Fg0Ac"}`)),
+			hex.EncodeToString([]byte(`{"account":"billing","region":"eu-west-1","key":"`)), ""},
+		{"base64 token", "vIc9/Rt3+Nw7Qm2/Lp8Xs4+Jk6Bd1Fg0", "", "vIc9/Rt3+Nw7Qm2/Lp8Xs4+Jk6Bd1Fg0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			units := secretUnits([]byte(tt.value))
+			if len(units) == 0 {
+				t.Fatalf("no unit of %q is tracked", tt.value)
+			}
+			found := tt.random == ""
+			for _, u := range units {
+				if tt.predicted != "" && strings.Contains(tt.predicted, string(u)) {
+					t.Errorf("unit %q lies in the predictable part", u)
+				}
+				if tt.predicted != "" && strings.HasPrefix(tt.value, string(u[:startLen])) {
+					t.Errorf("unit %q begins where the value does", u)
+				}
+				found = found || strings.Contains(string(u), tt.random)
+			}
+			if !found {
+				t.Errorf("no unit holds the random part %q: %q", tt.random, units)
+			}
+		})
+	}
+}
+
+// TestStreamCutsSameWithoutForeignSecrets: where a stream is cut does not
+// tell the receiver whether another tenant has stored a tracked secret yet,
+// nor whether one stores a JWT (whose first bytes are the same for every
+// JWT): the fixed holds apply in every state, and a JWT's header is no
+// window beginning.
+func TestStreamCutsSameWithoutForeignSecrets(t *testing.T) {
+	jwt := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(`{"sub":"svc-victim","iat":1764547200}`)) + ".Xq3vT9pL2mZ8wK4rB7nD1sF6hJ0cY5aE-uGiOkQxWz"
+	cutsOf := func(g *Guard, text string) string {
+		s := g.Stream(acme, nil)
+		var outs []string
+		for _, piece := range strings.SplitAfter(text, " ") {
+			out, v := s.Write(piece)
+			if v.Blocked {
+				t.Fatalf("%q blocked: %q", text, v.Reasons)
+			}
+			outs = append(outs, out)
+		}
+		out, _ := s.Flush()
+		return fmt.Sprintf("%q", append(outs, out))
+	}
+	states := map[string]func(g *Guard){
+		"no secrets":        func(*Guard) {},
+		"acme's own secret": func(g *Guard) { g.SetSecret(acme, "own", []byte(randomB64(t, 24))) },
+		"globex's token":    func(g *Guard) { g.SetSecret(globex, "crm", []byte(randomB64(t, 24))) },
+		"globex's token, jwt": func(g *Guard) {
+			g.SetSecret(globex, "crm", []byte(randomB64(t, 24)))
+			g.SetSecret(globex, "jwt", []byte(jwt))
+		},
+	}
+	for _, text := range []string{
+		"alpha bravo charlie delta echo foxtrot golf hotel",
+		"header " + jwt[:60] + " and then more words",
+	} {
+		var first, firstName string
+		for name, set := range states {
+			g := New()
+			set(g)
+			got := cutsOf(g, text)
+			if first == "" {
+				first, firstName = got, name
+				continue
+			}
+			if got != first {
+				t.Errorf("%.30q: cut %s with %s, %s with %s", text, got, name, first, firstName)
+			}
+		}
+	}
+}
