@@ -2,7 +2,6 @@ package llm
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bulkhead-ai/bulkhead/internal/redact"
 	"github.com/bulkhead-ai/bulkhead/internal/upstream"
 )
 
@@ -59,16 +57,8 @@ type AnthropicOptions struct {
 // cached prefix holds its own prompt and canary, which no other tenant's
 // request can produce, so no other tenant can hit it.
 type Anthropic struct {
-	baseURL    string
-	endpoint   string
-	apiKey     string
-	timeout    time.Duration
-	deadline   time.Duration
-	maxRetries int
-	maxTokens  int
-	client     *http.Client
-	redactor   *redact.Redactor
-	base       time.Duration
+	httpModel
+	maxTokens int
 }
 
 // NewAnthropic returns a client for the endpoint described by opts.
@@ -80,31 +70,10 @@ func NewAnthropic(opts AnthropicOptions) (*Anthropic, error) {
 	if opts.Timeout < 0 || opts.Deadline < 0 || opts.MaxTokens < 0 {
 		return nil, errors.New("llm: negative timeout or max tokens")
 	}
-	c := &Anthropic{
-		baseURL:    baseURL,
-		endpoint:   baseURL + "/v1/messages",
-		apiKey:     opts.APIKey,
-		timeout:    cmp.Or(opts.Timeout, defaultTimeout),
-		deadline:   opts.Deadline,
-		maxRetries: opts.MaxRetries,
-		maxTokens:  cmp.Or(opts.MaxTokens, defaultAnthropicMaxTokens),
-		client:     opts.HTTPClient,
-		redactor:   keyRedactor(opts.APIKey),
-		base:       backoffBase,
-	}
-	if c.deadline == 0 {
-		c.deadline = 2 * c.timeout
-	}
-	switch {
-	case c.maxRetries == 0:
-		c.maxRetries = defaultMaxRetries
-	case c.maxRetries < 0:
-		c.maxRetries = 0
-	}
-	if c.client == nil {
-		c.client = upstream.NewClient(c.timeout)
-	}
-	return c, nil
+	return &Anthropic{
+		httpModel: newHTTPModel(baseURL, baseURL+"/v1/messages", opts.APIKey, opts.Timeout, opts.Deadline, opts.MaxRetries, opts.HTTPClient),
+		maxTokens: cmp.Or(opts.MaxTokens, defaultAnthropicMaxTokens),
+	}, nil
 }
 
 // String names the endpoint; it never includes the API key.
@@ -209,22 +178,14 @@ func (c *Anthropic) Chat(ctx context.Context, req Request, onDelta func(content 
 	if err := ctx.Err(); err != nil {
 		return Response{}, err
 	}
-	if !req.APIKey.IsZero() {
-		byok := *c
-		byok.apiKey, byok.redactor = req.APIKey.Reveal(), keyRedactor(req.APIKey.Reveal())
-		c = &byok
+	if m, ok := c.withKey(req.APIKey); ok {
+		c = &Anthropic{httpModel: m, maxTokens: c.maxTokens}
 	}
 	body, err := c.encode(req, onDelta != nil)
 	if err != nil {
 		return Response{}, err
 	}
-	retries := c.maxRetries
-	if req.NoRetry {
-		retries = 0
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.deadline)
-	defer cancel()
-	return upstream.Retry(ctx, retries, c.base, func() (Response, *upstream.Hint, error) {
+	return c.retry(ctx, req.NoRetry, func(ctx context.Context) (Response, *upstream.Hint, error) {
 		return c.attempt(ctx, body, onDelta, req.Started)
 	})
 }
@@ -408,38 +369,21 @@ func (c *Anthropic) mapToolChoice(o Options, wire *antRequest) error {
 func (c *Anthropic) attempt(ctx context.Context, body []byte, onDelta func(string) error, started func()) (Response, *upstream.Hint, error) {
 	actx, cancel := context.WithTimeoutCause(ctx, c.timeout, errAttemptTimeout)
 	defer cancel()
-	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	hresp, hint, err := c.post(actx, body, onDelta != nil, func(h http.Header) {
+		h.Set("anthropic-version", anthropicVersion)
+		if c.apiKey != "" {
+			h.Set("x-api-key", c.apiKey)
+		}
+	})
+	var serr *StatusError
+	if errors.As(err, &serr) && serr.StatusCode == statusOverloaded {
+		// Overloaded is retried, after at most 10 s whatever it asks.
+		hint = &upstream.Hint{After: min(serr.RetryAfter, 10*time.Second), HasAfter: serr.HasRetryAfter}
+	}
 	if err != nil {
-		return Response{}, nil, fmt.Errorf("llm: build request: %w", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	if onDelta != nil {
-		hreq.Header.Set("Accept", "text/event-stream")
-	} else {
-		hreq.Header.Set("Accept", "application/json")
-	}
-	hreq.Header.Set("User-Agent", "bulkhead")
-	hreq.Header.Set("anthropic-version", anthropicVersion)
-	if c.apiKey != "" {
-		hreq.Header.Set("x-api-key", c.apiKey)
-	}
-	hresp, err := c.client.Do(hreq)
-	if err != nil {
-		return Response{}, &upstream.Hint{}, c.readError(actx, "send request", err)
+		return Response{}, hint, err
 	}
 	defer hresp.Body.Close()
-
-	if hresp.StatusCode < 200 || hresp.StatusCode > 299 {
-		serr := &StatusError{StatusCode: hresp.StatusCode, Message: upstream.StatusMessage(hresp, maxErrorMessage, c.redactor)}
-		serr.RetryAfter, serr.HasRetryAfter = upstream.RetryAfter(hresp.Header.Get("Retry-After"))
-		switch hresp.StatusCode {
-		case http.StatusTooManyRequests:
-			return Response{}, nil, serr // the client honours Retry-After; see OpenAI.Chat
-		case statusOverloaded:
-			return Response{}, &upstream.Hint{After: min(serr.RetryAfter, 10*time.Second), HasAfter: serr.HasRetryAfter}, serr
-		}
-		return Response{}, upstream.StatusHint(hresp), serr
-	}
 	if started != nil && onDelta != nil {
 		started()
 	}
@@ -449,10 +393,6 @@ func (c *Anthropic) attempt(ctx context.Context, body []byte, onDelta func(strin
 	}
 	resp, err := c.readStream(actx, hresp.Body, onDelta)
 	return resp, nil, err
-}
-
-func (c *Anthropic) readError(actx context.Context, op string, err error) error {
-	return ioError(actx, c.timeout, op, err)
 }
 
 // finishReason maps a Messages API stop_reason to OpenAI's finish_reason.

@@ -81,17 +81,7 @@ func (o OpenAIOptions) LogValue() slog.Value {
 // OpenAI is a Provider for any OpenAI-compatible chat-completions endpoint.
 // It is safe for concurrent use. Each call allocates its own buffers, so no
 // two requests (or tenants) ever share response memory.
-type OpenAI struct {
-	baseURL    string // for String; carries no secret
-	endpoint   string
-	apiKey     string
-	timeout    time.Duration
-	deadline   time.Duration
-	maxRetries int
-	client     *http.Client
-	redactor   *redact.Redactor // removes the API key (and encodings of it)
-	base       time.Duration    // backoff base; tests shrink it
-}
+type OpenAI struct{ httpModel }
 
 // NewOpenAI returns a client for the endpoint described by opts.
 func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
@@ -102,36 +92,7 @@ func NewOpenAI(opts OpenAIOptions) (*OpenAI, error) {
 	if opts.Timeout < 0 || opts.Deadline < 0 {
 		return nil, errors.New("llm: negative timeout")
 	}
-	c := &OpenAI{
-		baseURL:    baseURL,
-		apiKey:     opts.APIKey,
-		timeout:    opts.Timeout,
-		deadline:   opts.Deadline,
-		maxRetries: opts.MaxRetries,
-		client:     opts.HTTPClient,
-		redactor:   keyRedactor(opts.APIKey),
-		base:       backoffBase,
-	}
-	c.endpoint = c.baseURL + "/chat/completions"
-	if c.timeout == 0 {
-		c.timeout = defaultTimeout
-	}
-	if c.deadline == 0 {
-		c.deadline = 2 * c.timeout
-	}
-	switch {
-	case c.maxRetries == 0:
-		c.maxRetries = defaultMaxRetries
-	case c.maxRetries < 0:
-		c.maxRetries = 0
-	}
-	if c.client == nil {
-		// It does not follow redirects: a redirect is reported as a
-		// StatusError rather than replaying the request (and its
-		// credentials) somewhere else.
-		c.client = upstream.NewClient(c.timeout)
-	}
-	return c, nil
+	return &OpenAI{newHTTPModel(baseURL, baseURL+"/chat/completions", opts.APIKey, opts.Timeout, opts.Deadline, opts.MaxRetries, opts.HTTPClient)}, nil
 }
 
 // String names the endpoint; it never includes the API key.
@@ -223,24 +184,14 @@ func (c *OpenAI) Chat(ctx context.Context, req Request, onDelta func(content str
 	if err := ctx.Err(); err != nil {
 		return Response{}, err
 	}
-	if !req.APIKey.IsZero() {
-		// The caller's key (a tenant's own, BYOK) replaces the configured
-		// one for this call only.
-		byok := *c
-		byok.apiKey, byok.redactor = req.APIKey.Reveal(), keyRedactor(req.APIKey.Reveal())
-		c = &byok
+	if m, ok := c.withKey(req.APIKey); ok {
+		c = &OpenAI{m}
 	}
 	body, err := encodeRequest(req, onDelta != nil)
 	if err != nil {
 		return Response{}, err
 	}
-	retries := c.maxRetries
-	if req.NoRetry {
-		retries = 0
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.deadline)
-	defer cancel()
-	return upstream.Retry(ctx, retries, c.base, func() (Response, *upstream.Hint, error) {
+	return c.retry(ctx, req.NoRetry, func(ctx context.Context) (Response, *upstream.Hint, error) {
 		return c.attempt(ctx, body, onDelta, req.Started)
 	})
 }
@@ -276,52 +227,24 @@ var errAttemptTimeout = errors.New("attempt timeout")
 func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) error, started func()) (Response, *upstream.Hint, error) {
 	actx, cancel := context.WithTimeoutCause(ctx, c.timeout, errAttemptTimeout)
 	defer cancel()
-
-	hreq, err := http.NewRequestWithContext(actx, http.MethodPost, c.endpoint, bytes.NewReader(body))
+	hresp, hint, err := c.post(actx, body, onDelta != nil, func(h http.Header) {
+		if c.apiKey != "" {
+			h.Set("Authorization", "Bearer "+c.apiKey)
+		}
+	})
 	if err != nil {
-		return Response{}, nil, fmt.Errorf("llm: build request: %w", err)
-	}
-	hreq.Header.Set("Content-Type", "application/json")
-	if onDelta != nil {
-		hreq.Header.Set("Accept", "text/event-stream")
-	} else {
-		hreq.Header.Set("Accept", "application/json")
-	}
-	hreq.Header.Set("User-Agent", "bulkhead")
-	if c.apiKey != "" {
-		hreq.Header.Set("Authorization", "Bearer "+c.apiKey)
-	}
-
-	hresp, err := c.client.Do(hreq)
-	if err != nil {
-		return Response{}, &upstream.Hint{}, c.readError(actx, "send request", err)
+		return Response{}, hint, err
 	}
 	defer hresp.Body.Close()
-
-	if hresp.StatusCode < 200 || hresp.StatusCode > 299 {
-		serr := &StatusError{StatusCode: hresp.StatusCode, Message: upstream.StatusMessage(hresp, maxErrorMessage, c.redactor)}
-		serr.RetryAfter, serr.HasRetryAfter = upstream.RetryAfter(hresp.Header.Get("Retry-After"))
-		if hresp.StatusCode == http.StatusTooManyRequests {
-			return Response{}, nil, serr
-		}
-		return Response{}, upstream.StatusHint(hresp), serr
-	}
 	if started != nil && onDelta != nil {
 		started()
 	}
-
 	if onDelta == nil || isJSON(hresp.Header.Get("Content-Type")) {
 		resp, err := c.readJSON(actx, hresp.Body, onDelta)
 		return resp, nil, err
 	}
 	resp, err := c.readStream(actx, hresp.Body, onDelta)
 	return resp, nil, err
-}
-
-// readError turns an I/O failure into the error to return, telling apart the
-// attempt timeout from other failures. Parent cancellation is handled by Chat.
-func (c *OpenAI) readError(actx context.Context, op string, err error) error {
-	return ioError(actx, c.timeout, op, err)
 }
 
 // ioError is readError for any client whose attempts time out after timeout.
