@@ -416,19 +416,12 @@ func (u antUsage) usage() Usage {
 }
 
 func (c *Anthropic) readJSON(actx context.Context, body io.Reader, onDelta func(string) error) (Response, error) {
-	data, err := io.ReadAll(io.LimitReader(body, maxResponseBytes+1))
-	if err != nil {
-		return Response{}, c.readError(actx, "read response", err)
-	}
-	if len(data) > maxResponseBytes {
-		return Response{}, errors.New("llm: upstream response exceeds 8 MiB")
-	}
 	var ar antResponse
-	if err := json.Unmarshal(data, &ar); err != nil {
-		return Response{}, errors.New("llm: malformed upstream response")
+	if err := c.readBody(actx, body, &ar); err != nil {
+		return Response{}, err
 	}
-	if m := upstream.ErrorMessage(ar.Error); m != "" {
-		return Response{}, fmt.Errorf("llm: upstream error: %s", upstream.Clean(m, maxErrorMessage, c.redactor))
+	if err := c.upstreamError(ar.Error); err != nil {
+		return Response{}, err
 	}
 	resp := Response{Message: Message{Role: "assistant"}, Model: ar.Model, FinishReason: finishReason(ar.StopReason), Usage: ar.Usage.usage()}
 	var text strings.Builder

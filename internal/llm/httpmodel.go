@@ -3,7 +3,10 @@ package llm
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -113,5 +116,33 @@ func (m *httpModel) post(actx context.Context, body []byte, stream bool, auth fu
 // attempt timeout from other failures. Parent cancellation is handled by the
 // caller's retry.
 func (m *httpModel) readError(actx context.Context, op string, err error) error {
-	return ioError(actx, m.timeout, op, err)
+	if context.Cause(actx) == errAttemptTimeout {
+		return fmt.Errorf("llm: upstream timed out after %s: %w", m.timeout, context.DeadlineExceeded)
+	}
+	return fmt.Errorf("llm: %s: %w", op, err)
+}
+
+// readBody decodes a non-streamed response into v, refusing one over
+// maxResponseBytes or malformed.
+func (m *httpModel) readBody(actx context.Context, body io.Reader, v any) error {
+	data, err := io.ReadAll(io.LimitReader(body, maxResponseBytes+1))
+	if err != nil {
+		return m.readError(actx, "read response", err)
+	}
+	if len(data) > maxResponseBytes {
+		return errors.New("llm: upstream response exceeds 8 MiB")
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return errors.New("llm: malformed upstream response")
+	}
+	return nil
+}
+
+// upstreamError is the error an "error" member of a 2xx response reports,
+// its text cleaned and the API key removed; nil when there is none.
+func (m *httpModel) upstreamError(raw json.RawMessage) error {
+	if msg := upstream.ErrorMessage(raw); msg != "" {
+		return fmt.Errorf("llm: upstream error: %s", upstream.Clean(msg, maxErrorMessage, m.redactor))
+	}
+	return nil
 }

@@ -247,14 +247,6 @@ func (c *OpenAI) attempt(ctx context.Context, body []byte, onDelta func(string) 
 	return resp, nil, err
 }
 
-// ioError is readError for any client whose attempts time out after timeout.
-func ioError(actx context.Context, timeout time.Duration, op string, err error) error {
-	if context.Cause(actx) == errAttemptTimeout {
-		return fmt.Errorf("llm: upstream timed out after %s: %w", timeout, context.DeadlineExceeded)
-	}
-	return fmt.Errorf("llm: %s: %w", op, err)
-}
-
 func isJSON(contentType string) bool {
 	mt, _, err := mime.ParseMediaType(contentType)
 	return err == nil && mt == "application/json"
@@ -266,19 +258,12 @@ func keyRedactor(key string) *redact.Redactor {
 }
 
 func (c *OpenAI) readJSON(actx context.Context, body io.Reader, onDelta func(string) error) (Response, error) {
-	data, err := io.ReadAll(io.LimitReader(body, maxResponseBytes+1))
-	if err != nil {
-		return Response{}, c.readError(actx, "read response", err)
-	}
-	if len(data) > maxResponseBytes {
-		return Response{}, errors.New("llm: upstream response exceeds 8 MiB")
-	}
 	var cr chatResponse
-	if err := json.Unmarshal(data, &cr); err != nil {
-		return Response{}, errors.New("llm: malformed upstream response")
+	if err := c.readBody(actx, body, &cr); err != nil {
+		return Response{}, err
 	}
-	if m := upstream.ErrorMessage(cr.Error); m != "" {
-		return Response{}, fmt.Errorf("llm: upstream error: %s", upstream.Clean(m, maxErrorMessage, c.redactor))
+	if err := c.upstreamError(cr.Error); err != nil {
+		return Response{}, err
 	}
 	if len(cr.Choices) == 0 {
 		return Response{}, errors.New("llm: upstream response has no choices")
