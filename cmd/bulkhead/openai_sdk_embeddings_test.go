@@ -1,15 +1,10 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
@@ -52,23 +47,8 @@ func TestOpenAISDKEmbeddings(t *testing.T) {
 	const foreign = "globex-private-profile"
 	other := createTenantKey(t, base, admin, map[string]any{"id": "globex", "profiles": map[string]any{foreign: map[string]any{}}})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "embeddings.mjs")
-	cmd.Dir = sdkDir
-	cmd.Env = append(os.Environ(), "BASE_URL="+base+"/v1", "API_KEY="+key, "OTHER_KEY="+other,
-		"FOREIGN_MODEL="+foreign, "NO_PROXY=127.0.0.1,localhost")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("node embeddings.mjs: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	var got sdkEmbeddingsResult
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
-		t.Fatalf("parse embeddings.mjs output: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	t.Logf("embeddings.mjs: %s", lines[len(lines)-1])
+	runSDKScript(t, node, "embeddings.mjs", &got, "BASE_URL="+base+"/v1", "API_KEY="+key, "OTHER_KEY="+other, "FOREIGN_MODEL="+foreign)
 
 	checks := []struct {
 		name      string

@@ -64,22 +64,8 @@ func TestOpenAISDK(t *testing.T) {
 	// no_cache: the streamed request repeats the plain one, and must reach the model.
 	key := createTenantKey(t, base, admin, map[string]any{"id": "acme", "system_prompt": prompt, "no_cache": true})
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "sdk.mjs")
-	cmd.Dir = sdkDir
-	cmd.Env = append(os.Environ(), "BASE_URL="+base+"/v1", "API_KEY="+key, "NO_PROXY=127.0.0.1,localhost")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("node sdk.mjs: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	var got sdkResult
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &got); err != nil {
-		t.Fatalf("parse sdk.mjs output: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
-	}
-	t.Logf("sdk.mjs: %s", lines[len(lines)-1])
+	runSDKScript(t, node, "sdk.mjs", &got, "BASE_URL="+base+"/v1", "API_KEY="+key)
 
 	for _, c := range []struct{ name, content string }{
 		{"non-streaming content", got.NonStream.Content},
@@ -125,4 +111,26 @@ func TestOpenAISDK(t *testing.T) {
 	if ct.StreamFinishReason != "tool_calls" || len(ct.StreamCalls) != 1 || ct.StreamCalls[0].Name != "get_weather" || ct.StreamCalls[0].Arguments != args {
 		t.Errorf("streamed client tool calls = %+v (%s), want one get_weather call", ct.StreamCalls, ct.StreamFinishReason)
 	}
+}
+
+// runSDKScript runs script from sdkDir with node and env (besides the
+// process's own), and decodes the JSON its last line of output prints into
+// out.
+func runSDKScript(t *testing.T, node, script string, out any, env ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, script)
+	cmd.Dir = sdkDir
+	cmd.Env = append(append(os.Environ(), env...), "NO_PROXY=127.0.0.1,localhost")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("node %s: %v\nstdout:\n%s\nstderr:\n%s", script, err, stdout.String(), stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), out); err != nil {
+		t.Fatalf("parse %s output: %v\nstdout:\n%s\nstderr:\n%s", script, err, stdout.String(), stderr.String())
+	}
+	t.Logf("%s: %s", script, lines[len(lines)-1])
 }
