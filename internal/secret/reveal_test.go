@@ -22,8 +22,7 @@ var revealers = []string{
 	"internal/auth/authtest/authtest.go",
 	"internal/embed/openai.go",  // the Authorization header of a BYOK embedding call
 	"internal/server/open.go",   // the guard's keyed hashes of secrets, at start
-	"internal/llm/openai.go",    // the Authorization header of a BYOK call
-	"internal/llm/anthropic.go", // the x-api-key header of a BYOK call
+	"internal/llm/httpmodel.go", // a BYOK call's key, for its Authorization or x-api-key header
 	"internal/secret/secret.go",
 	"internal/server/admin.go",   // auth.Secret: a new key, shown once
 	"internal/tools/httpexec.go", // the redactor for executor errors
