@@ -198,10 +198,18 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		return "error: the tool failed to run"
 	}
 	log.InfoContext(ctx, "tool call", "decision", "allow", "is_error", res.IsError)
+	content := res.Content
 	if res.IsError {
-		return "error: " + res.Content
+		content = "error: " + content
 	}
-	return res.Content
+	if res.Truncated {
+		// The cut may have left the start of a secret at the end, which
+		// no redaction of the whole can recognise: redact it as a stream
+		// cut short, which withholds any tail a secret could still begin
+		// in.
+		content = b.red.Stream().Write(textnorm.StripInvisibleRuns(content)) + tools.TruncatedMark
+	}
+	return content
 }
 
 // authorize takes a call's raw arguments on the checked path: decoded once

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -11,9 +12,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/testenv"
+	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
 // crmRequest is what the fake CRM saw.
@@ -270,5 +273,43 @@ func TestMCPToolThroughProfile(t *testing.T) {
 	// globex's profile does not name the tool: it is neither offered nor callable.
 	if got := env.say(t, chatCall{key: globexKey, content: `/call echo {"message":"x"}`}); !strings.Contains(got, "not available") {
 		t.Fatalf("globex's call: %q, want refused", got)
+	}
+}
+
+// TestCutToolOutputKeepsNoSecretStart has a tool server echo the tenant's
+// token where the output limit cuts it: what is left of it, a start alone,
+// is no form the redactor can recognise, and must not reach the model or the
+// client either.
+func TestCutToolOutputKeepsNoSecretStart(t *testing.T) {
+	const token = "Zq7XvK2pLm9RtW4sNb8YcH3dQf6J"
+	env := newTestEnv(t, envOptions{})
+	var pad atomic.Int64
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The token starts pad bytes before the cut at DefaultMaxOutput.
+		io.WriteString(w, strings.Repeat(".", tools.DefaultMaxOutput-int(pad.Load()))+r.Header.Get("X-Token")+" and more after it")
+	}))
+	t.Cleanup(upstream.Close)
+	env.admin(t, "POST", "/admin/v1/tools", map[string]any{"name": "dump", "description": "Dump a log", "scope": "tenant",
+		"http": map[string]any{"method": "GET", "url": upstream.URL + "/dump", "headers": map[string]string{"X-Token": "{{secret.token}}"}}}, http.StatusCreated)
+	env.createTenant(t, map[string]any{"id": "acme", "tools": []string{"dump"}})
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/token", map[string]string{"value": token}, http.StatusNoContent)
+	_, key := env.newKey(t, "acme")
+
+	for _, kept := range []int{4, 9, 16, len(token) - 1} {
+		t.Run(fmt.Sprintf("kept=%d", kept), func(t *testing.T) {
+			pad.Store(int64(kept))
+			session := fmt.Sprintf("s%d", kept)
+			got := env.say(t, chatCall{key: key, session: session, content: `/call dump {}`})
+			if !strings.HasSuffix(got, tools.TruncatedMark) || !strings.Contains(got, "....") {
+				t.Fatalf("answer ends %q: want the cut tool output", got[max(0, len(got)-80):])
+			}
+			next := joinContents(env.echo(t, chatCall{key: key, session: session, content: "/echo"}))
+			for where, text := range map[string]string{"answer": got, "model context": next} {
+				if strings.Contains(text, token[:4]) {
+					i := strings.Index(text, token[:4])
+					t.Errorf("%s holds the start of the token: …%q…", where, text[max(0, i-10):min(len(text), i+kept+10)])
+				}
+			}
+		})
 	}
 }

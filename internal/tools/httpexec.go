@@ -25,8 +25,8 @@ const (
 	DefaultMaxOutput = 64 << 10
 )
 
-// truncatedMark ends output cut at the size limit.
-const truncatedMark = "\n[truncated]"
+// TruncatedMark ends, for the model, output cut at the size limit.
+const TruncatedMark = "\n[truncated]"
 
 // HTTPOptions configure an HTTPExecutor. The zero value is ready to use.
 type HTTPOptions struct {
@@ -180,11 +180,11 @@ func (e *HTTPExecutor) execute(ctx context.Context, call Call) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("tool %q: read response: %w", call.Tool.Name, err)
 	}
-	content := capOutput(string(raw), e.maxOutput)
+	content, cut := capOutput(string(raw), e.maxOutput)
 	if resp.StatusCode >= 400 {
-		return Result{IsError: true, Content: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, content)}, nil
+		return Result{IsError: true, Content: fmt.Sprintf("HTTP %d: %s", resp.StatusCode, content), Truncated: cut}, nil
 	}
-	return Result{Content: content}, nil
+	return Result{Content: content, Truncated: cut}, nil
 }
 
 // queryValue renders an argument as a query parameter: scalars as text,
@@ -202,17 +202,17 @@ func queryValue(arg any) (string, error) {
 	return string(b), err
 }
 
-// capOutput returns s cut to at most max bytes (on a character boundary)
-// plus truncatedMark if it was longer, with invalid UTF-8 replaced.
-func capOutput(s string, max int) string {
+// capOutput returns s cut to at most max bytes (on a character boundary),
+// with invalid UTF-8 replaced, and whether it was cut.
+func capOutput(s string, max int) (string, bool) {
 	if len(s) <= max {
-		return strings.ToValidUTF8(s, "\uFFFD")
+		return strings.ToValidUTF8(s, "\uFFFD"), false
 	}
 	cut := max
 	for cut > 0 && !utf8.RuneStart(s[cut]) {
 		cut--
 	}
-	return strings.ToValidUTF8(s[:cut], "\uFFFD") + truncatedMark
+	return strings.ToValidUTF8(s[:cut], "\uFFFD"), true
 }
 
 // redactedError is an error whose message has had secret values removed. It

@@ -306,8 +306,8 @@ func TestHTTPResults(t *testing.T) {
 		{"500 is a tool error", srv.URL + "/fail", 0, Result{IsError: true, Content: "HTTP 500: boom\n"}},
 		{"redirect not followed", srv.URL + "/redirect", 0, Result{IsError: true, Content: "HTTP 302: redirects are not followed"}},
 		{"output at the cap", srv.URL + "/size?n=10", 10, Result{Content: strings.Repeat("a", 10)}},
-		{"output over the cap", srv.URL + "/size?n=100", 10, Result{Content: strings.Repeat("a", 10) + "\n[truncated]"}},
-		{"default cap", srv.URL + "/size?n=70000", 0, Result{Content: strings.Repeat("a", DefaultMaxOutput) + "\n[truncated]"}},
+		{"output over the cap", srv.URL + "/size?n=100", 10, Result{Content: strings.Repeat("a", 10), Truncated: true}},
+		{"default cap", srv.URL + "/size?n=70000", 0, Result{Content: strings.Repeat("a", DefaultMaxOutput), Truncated: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tool := compile(t, Definition{Name: "t", HTTP: &HTTPSpec{Method: "GET", URL: tc.url}})

@@ -174,7 +174,8 @@ func (e *MCPExecutor) Execute(ctx context.Context, call Call) (Result, error) {
 	if err != nil {
 		return Result{}, redactError(fmt.Errorf("mcp tool %q: %w", name, err), call.Secrets)
 	}
-	return Result{Content: capOutput(resultText(res), e.maxOutput), IsError: res.IsError}, nil
+	content, cut := capOutput(resultText(res), e.maxOutput)
+	return Result{Content: content, IsError: res.IsError, Truncated: cut}, nil
 }
 
 // List returns the tools the server offers, as seen in the own session of

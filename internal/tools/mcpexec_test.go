@@ -204,7 +204,7 @@ func TestMCPResults(t *testing.T) {
 		want           Result
 	}{
 		{"tool error passed through", "fail", 0, Result{IsError: true, Content: "it failed"}},
-		{"output capped", "big", 10, Result{Content: strings.Repeat("b", 10) + "\n[truncated]"}},
+		{"output capped", "big", 10, Result{Content: strings.Repeat("b", 10), Truncated: true}},
 		{"output at the cap", "big", 100, Result{Content: strings.Repeat("b", 100)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

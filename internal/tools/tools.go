@@ -390,4 +390,9 @@ type Result struct {
 	Content string
 	// IsError marks a failure the model should see and may recover from.
 	IsError bool
+	// Truncated marks Content as cut at the executor's output limit. Its
+	// end may then hold the start of a secret the redactor cannot
+	// recognise from a start alone; the caller redacts it as a stream cut
+	// short (see redact.Stream) and appends TruncatedMark.
+	Truncated bool
 }
