@@ -132,7 +132,17 @@ func handleChat(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		turn, profile, scope, err := prepareTurn(d, r, req, scope)
+		msgs, err := req.turnMessages()
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		clientTools, err := req.clientTools()
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		turn, profile, scope, err := prepareTurn(d, r, req, msgs, clientTools, scope)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
@@ -167,13 +177,10 @@ func handleChat(d Deps) http.Handler {
 	})
 }
 
-// prepareTurn turns a request into the agent's inputs. The tenant comes only
-// from scope; the body may name the end user and the profile inside it.
-func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (agent.Turn, agent.Profile, auth.Scope, error) {
-	msgs, err := req.turnMessages()
-	if err != nil {
-		return agent.Turn{}, agent.Profile{}, scope, err
-	}
+// prepareTurn turns a request, with its messages and client tools, into the
+// agent's inputs. The tenant comes only from scope; the body may name the
+// end user and the profile inside it.
+func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, clientTools []llm.Tool, scope auth.Scope) (agent.Turn, agent.Profile, auth.Scope, error) {
 	user, err := tenant.ParseUserID(req.User)
 	if err != nil {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: user: %w", kind.Invalid, err)
@@ -183,6 +190,9 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 	if h := r.Header.Get("X-Session-Id"); h != "" {
 		if session, err = tenant.ParseSessionID(h); err != nil {
 			return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: X-Session-Id: %w", kind.Invalid, err)
+		}
+		if strings.HasPrefix(h, responseSessionPrefix) {
+			return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: X-Session-Id: the prefix %q is reserved", kind.Invalid, responseSessionPrefix)
 		}
 	}
 	t, err := d.Tenants.Tenant(scope.Tenant())
@@ -198,10 +208,6 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, scope auth.Scope) (ag
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
 	}
 	opts, err := req.llmOptions()
-	if err != nil {
-		return agent.Turn{}, agent.Profile{}, scope, err
-	}
-	clientTools, err := req.clientTools()
 	if err != nil {
 		return agent.Turn{}, agent.Profile{}, scope, err
 	}
@@ -330,6 +336,8 @@ type sseWriter struct {
 	w         http.ResponseWriter
 	c         completion
 	keepAlive time.Duration
+	// open writes the first events, with mu held; nil: the role chunk.
+	open func() error
 
 	mu      sync.Mutex // serializes writes: the agent's and the keep-alive's
 	started bool
@@ -351,7 +359,11 @@ func (s *sseWriter) start(cached bool) {
 	h.Set("X-Accel-Buffering", "no")
 	setResultHeaders(h, cached, "")
 	s.w.WriteHeader(http.StatusOK)
-	_ = s.write(s.c.chunk(&chatDelta{Role: "assistant"}, nil))
+	if s.open != nil {
+		_ = s.open()
+	} else {
+		_ = s.write(s.c.chunk(&chatDelta{Role: "assistant"}, nil))
+	}
 	if s.keepAlive > 0 {
 		done := make(chan struct{})
 		s.done = done
@@ -408,11 +420,27 @@ func (s *sseWriter) event(v any) error {
 	return s.write(v)
 }
 
+// namedEvent is an event sent with its name on an "event:" line, as the
+// Responses API streams them.
+type namedEvent struct {
+	name string
+	data any
+}
+
 // write sends one event; s.mu is held.
 func (s *sseWriter) write(v any) error {
+	name := ""
+	if n, ok := v.(namedEvent); ok {
+		name, v = n.name, n.data
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode stream event: %w", err)
+	}
+	if name != "" {
+		if _, err := fmt.Fprintf(s.w, "event: %s\n", name); err != nil {
+			return fmt.Errorf("write stream event: %w", err)
+		}
 	}
 	if _, err := fmt.Fprintf(s.w, "data: %s\n\n", b); err != nil {
 		return fmt.Errorf("write stream event: %w", err)

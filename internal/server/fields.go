@@ -48,23 +48,9 @@ type chatOptions struct {
 // decodeChat reads a chat request, refusing any top-level field not in
 // chatFields. Field names are matched exactly ("Seed" is not "seed").
 func decodeChat(w http.ResponseWriter, r *http.Request, limit int64) (chatRequest, error) {
-	raw, err := decode[json.RawMessage](w, r, limit, false)
+	raw, err := decodeFields(w, r, limit, chatFields)
 	if err != nil {
 		return chatRequest{}, err
-	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &fields); err != nil {
-		return chatRequest{}, fmt.Errorf("%w: the body must be a JSON object", kind.Invalid)
-	}
-	var unknown []string
-	for name := range fields {
-		if !slices.Contains(chatFields, name) {
-			unknown = append(unknown, name)
-		}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return chatRequest{}, fmt.Errorf("%w: unsupported field %q: this server does not forward it to the model, and refuses rather than ignore it", kind.Invalid, unknown[0])
 	}
 	var req chatRequest
 	// Exact names below the top level too (encoding/json would fold
@@ -73,6 +59,30 @@ func decodeChat(w http.ResponseWriter, r *http.Request, limit int64) (chatReques
 		return chatRequest{}, fmt.Errorf("%w: malformed JSON body: %v", kind.Invalid, err)
 	}
 	return req, nil
+}
+
+// decodeFields reads a JSON object body whose top-level fields are all in
+// allowed; the first other one is refused by name.
+func decodeFields(w http.ResponseWriter, r *http.Request, limit int64, allowed []string) (json.RawMessage, error) {
+	raw, err := decode[json.RawMessage](w, r, limit, false)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		return nil, fmt.Errorf("%w: the body must be a JSON object", kind.Invalid)
+	}
+	var unknown []string
+	for name := range fields {
+		if !slices.Contains(allowed, name) {
+			unknown = append(unknown, name)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return nil, fmt.Errorf("%w: unsupported field %q: this server does not forward it to the model, and refuses rather than ignore it", kind.Invalid, unknown[0])
+	}
+	return raw, nil
 }
 
 // llmOptions checks the fields the provider receives as they came and

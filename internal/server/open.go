@@ -314,6 +314,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		Catalog:      plane,
 		Policies:     policies,
 		Knowledge:    knowledge,
+		Sessions:     stores,
 		Embeddings:   knowledge,
 		Quota:        limiter,
 		Audit:        auditLog,
@@ -340,6 +341,7 @@ type backends struct {
 // (*postgres.DB).
 type TenantStore interface {
 	memory.Store
+	Sessions
 	audit.Store
 	agent.History
 	agent.Secrets

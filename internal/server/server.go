@@ -151,8 +151,10 @@ type Deps struct {
 	Catalog   Catalog
 	Policies  Policies
 	Knowledge Knowledge
-	Audit     AuditLog
-	Guard     Guard
+	// Sessions keeps the Responses API's responses (responses.go).
+	Sessions Sessions
+	Audit    AuditLog
+	Guard    Guard
 	// AuditRefused counts, for a tenant's audit log, requests refused with
 	// one of its key ids (wrong secret, suspended tenant); nil records none.
 	AuditRefused RefusedKeys

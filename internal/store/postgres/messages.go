@@ -106,6 +106,35 @@ func (db *DB) Messages(ctx context.Context, scope auth.Scope, session tenant.Ses
 	return msgs, nil
 }
 
+// DeleteSession removes the session of scope's end user and its messages;
+// store.ErrNotFound if there is none.
+func (db *DB) DeleteSession(ctx context.Context, scope auth.Scope, session tenant.SessionID) error {
+	if err := checkSession(scope, session); err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	err := db.run(ctx, scope, writeTx, func(ctx context.Context, tx tenantTx) error {
+		if _, err := tx.Exec(ctx, `
+			DELETE FROM tenant_data.messages WHERE tenant_id = $1 AND user_id = $2 AND session_id = $3`,
+			tx.id, scope.User(), session); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `
+			DELETE FROM tenant_data.sessions WHERE tenant_id = $1 AND user_id = $2 AND session_id = $3`,
+			tx.id, scope.User(), session)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() == 0 {
+			return store.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}
+
 // openMessage decrypts stored message id, sealed under contentCtx and
 // metaCtx. A nil meta is NULL.
 func openMessage(c *keyring.Cipher, contentCtx, metaCtx string, id int64, role string, content, meta []byte, created int64) (store.Message, error) {

@@ -246,6 +246,30 @@ func (db *DB) Messages(ctx context.Context, scope auth.Scope, session tenant.Ses
 	return msgs, nil
 }
 
+// DeleteSession removes the session of scope's end user and its messages;
+// store.ErrNotFound if there is none.
+func (db *DB) DeleteSession(ctx context.Context, scope auth.Scope, session tenant.SessionID) error {
+	if err := check(scope, session); err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	h, _, err := db.acquire(ctx, scope)
+	if err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	defer db.pool.release(h)
+	user := scope.User()
+	err = h.v.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM messages WHERE user_id = ? AND session_id = ?`, user, session); err != nil {
+			return err
+		}
+		return deletedOne(tx.ExecContext(ctx, `DELETE FROM sessions WHERE user_id = ? AND session_id = ?`, user, session))
+	})
+	if err != nil {
+		return fmt.Errorf("delete session: %w", err)
+	}
+	return nil
+}
+
 func messages(ctx context.Context, tdb *tenantDB, c *keyring.Cipher, user tenant.UserID, session tenant.SessionID, limit int) ([]store.Message, error) {
 	if limit <= 0 {
 		limit = -1 // SQLite: no limit

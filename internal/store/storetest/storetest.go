@@ -28,6 +28,7 @@ import (
 type Backend interface {
 	AppendMessages(ctx context.Context, scope auth.Scope, session tenant.SessionID, msgs []store.Message) error
 	Messages(ctx context.Context, scope auth.Scope, session tenant.SessionID, limit int) ([]store.Message, error)
+	DeleteSession(ctx context.Context, scope auth.Scope, session tenant.SessionID) error
 	PutSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName, value []byte) error
 	DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error
 	Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, error)
@@ -61,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 	t.Run("Limit", func(t *testing.T) { testLimit(t, open(t)) })
 	t.Run("TenantsAreSeparate", func(t *testing.T) { testTenantsAreSeparate(t, open(t)) })
 	t.Run("UsersAreSeparate", func(t *testing.T) { testUsersAreSeparate(t, open(t)) })
+	t.Run("DeleteSession", func(t *testing.T) { testDeleteSession(t, open(t)) })
 	t.Run("NoScope", func(t *testing.T) { testNoScope(t, open(t)) })
 	t.Run("UnknownTenant", func(t *testing.T) { testUnknownTenant(t, open(t)) })
 	t.Run("ConcurrentAppends", func(t *testing.T) { testConcurrentAppends(t, open(t)) })
@@ -204,6 +206,51 @@ func testUsersAreSeparate(t *testing.T, b Backend) {
 		if !slices.Equal(got, tt.want) {
 			t.Errorf("%s reads s1: got %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// testDeleteSession deletes one end user's session: the same session id of
+// another tenant, or of another end user, is untouched, and deleting it
+// again, or deleting another's, finds nothing.
+func testDeleteSession(t *testing.T, b Backend) {
+	alice := authtest.Scope(t, Acme, "alice")
+	bob := alice.WithUser("bob")
+	globex := authtest.Scope(t, Globex, "alice")
+	for _, sc := range []auth.Scope{alice, bob, globex} {
+		mustAppend(t, b, sc, "s1", []store.Message{{Role: "user", Content: "of " + string(sc.Tenant()) + "/" + string(sc.User())}})
+	}
+	mustAppend(t, b, globex, "globex-only", []store.Message{{Role: "user", Content: "globex private"}})
+	ctx := t.Context()
+	if err := b.DeleteSession(ctx, alice, "s1"); err != nil {
+		t.Fatalf("DeleteSession: %v", err)
+	}
+	for _, tc := range []struct {
+		name    string
+		scope   auth.Scope
+		session tenant.SessionID
+		want    []string
+	}{
+		{"alice's s1 is gone", alice, "s1", nil},
+		{"bob's s1 stays", bob, "s1", []string{"of acme/bob"}},
+		{"globex's s1 stays", globex, "s1", []string{"of globex/alice"}},
+	} {
+		if got := contents(mustRead(t, b, tc.scope, tc.session, 0)); !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		session tenant.SessionID
+	}{{"again", "s1"}, {"globex's session, named by acme", "globex-only"}, {"never made", "nope"}} {
+		if err := b.DeleteSession(ctx, alice, tc.session); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("DeleteSession %s: got %v, want %v", tc.name, err, store.ErrNotFound)
+		}
+	}
+	if got := contents(mustRead(t, b, globex, "globex-only", 0)); !slices.Equal(got, []string{"globex private"}) {
+		t.Errorf("globex's own session after acme's delete: got %q", got)
+	}
+	if err := b.DeleteSession(ctx, auth.Scope{}, "s1"); !errors.Is(err, store.ErrNoScope) {
+		t.Errorf("DeleteSession with zero scope: got %v, want %v", err, store.ErrNoScope)
 	}
 }
 
