@@ -368,101 +368,98 @@ func (o *responseObj) result(res agent.Result, msgID string) {
 
 func handleCreateResponse(d Deps) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scope, err := tenantScope(r)
-		if err != nil {
+		if err := createResponse(d, w, r); err != nil {
 			writeError(d.Logger, w, r, err)
-			return
 		}
-		req, err := decodeResponses(w, r, d.MaxBodyBytes)
-		if err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		if r.Header.Get("X-Session-Id") != "" {
-			writeError(d.Logger, w, r, fmt.Errorf("%w: X-Session-Id is not used by /v1/responses: continue a conversation with previous_response_id", kind.Invalid))
-			return
-		}
-		msgs, err := req.turnMessages()
-		if err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		creq, clientTools, err := req.chatRequest()
-		if err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		turn, profile, scope, err := prepareTurn(d, r, creq, msgs, clientTools, scope)
-		if err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		stored := req.Store == nil || *req.Store
-		o := &responseObj{ID: newResponseID("resp_"), Object: "response", CreatedAt: time.Now().Unix(),
-			Status: "in_progress", Model: profile.Name, Metadata: req.Metadata, User: req.User, Store: stored, Output: []outputItem{}}
-		if req.Instructions != "" {
-			o.Instructions = &req.Instructions
-		}
-		if stored || req.PreviousResponseID != "" {
-			turn.Session = responseHistory(o.ID)
-			if err := continueFrom(r.Context(), d.Sessions, scope, req.PreviousResponseID, turn.Session); err != nil {
-				writeError(d.Logger, w, r, err)
-				return
-			}
-			if req.PreviousResponseID != "" {
-				o.PreviousResponseID = &req.PreviousResponseID
-			}
-		}
-		// Whatever happens to the turn, a conversation kept only to answer
-		// it goes: one not stored is never left behind.
-		if !stored && turn.Session != "" {
-			defer func() { _ = d.Sessions.DeleteSession(context.WithoutCancel(r.Context()), scope, turn.Session) }()
-		}
-		msgID := newResponseID("msg_")
-		save := func(res agent.Result) error {
-			o.result(res, msgID)
-			if !stored {
-				return nil
-			}
-			b, err := json.Marshal(o)
-			if err != nil {
-				return fmt.Errorf("encode response: %w", err)
-			}
-			return d.Sessions.AppendMessages(r.Context(), scope, responseObject(o.ID), []store.Message{{Role: objectRole, Content: string(b)}})
-		}
-		if !req.Stream {
-			res, err := d.Agent.Run(r.Context(), scope, profile, turn)
-			if err == nil {
-				err = save(res)
-			}
-			if err != nil {
-				writeError(d.Logger, w, r, err)
-				return
-			}
-			setResultHeaders(w.Header(), res.Cached, res.Model)
-			encode(w, http.StatusOK, o)
-			return
-		}
-		s := newResponseStream(w, o, msgID)
-		defer s.stop()
-		turn.OnDelta = s.delta
-		turn.OnStart = s.start
-		res, err := d.Agent.Run(r.Context(), scope, profile, turn)
-		if err == nil {
-			err = save(res)
-		}
-		if err != nil {
-			if !s.begun() {
-				writeError(d.Logger, w, r, err)
-				return
-			}
-			status, typ, code, message := errorStatus(streamCause(r, err))
-			logFailure(d.Logger, r, "stream failed", status, code, err, slog.String("tenant", string(scope.Tenant())))
-			s.fail(typ, code, message)
-			return
-		}
-		s.finish(res.Cached)
 	})
+}
+
+// createResponse answers POST /v1/responses. An error it returns is the
+// whole answer: nothing was written yet.
+func createResponse(d Deps, w http.ResponseWriter, r *http.Request) error {
+	scope, err := tenantScope(r)
+	if err != nil {
+		return err
+	}
+	req, err := decodeResponses(w, r, d.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if r.Header.Get("X-Session-Id") != "" {
+		return fmt.Errorf("%w: X-Session-Id is not used by /v1/responses: continue a conversation with previous_response_id", kind.Invalid)
+	}
+	msgs, err := req.turnMessages()
+	if err != nil {
+		return err
+	}
+	creq, clientTools, err := req.chatRequest()
+	if err != nil {
+		return err
+	}
+	turn, profile, scope, err := prepareTurn(d, r, creq, msgs, clientTools, scope)
+	if err != nil {
+		return err
+	}
+	stored := req.Store == nil || *req.Store
+	o := &responseObj{ID: newResponseID("resp_"), Object: "response", CreatedAt: time.Now().Unix(),
+		Status: "in_progress", Model: profile.Name, Metadata: req.Metadata, User: req.User, Store: stored, Output: []outputItem{}}
+	if req.Instructions != "" {
+		o.Instructions = &req.Instructions
+	}
+	if req.PreviousResponseID != "" {
+		o.PreviousResponseID = &req.PreviousResponseID
+	}
+	if stored || req.PreviousResponseID != "" {
+		turn.Session = responseHistory(o.ID)
+		if err := continueFrom(r.Context(), d.Sessions, scope, req.PreviousResponseID, turn.Session); err != nil {
+			return err
+		}
+	}
+	// Whatever happens to the turn, a conversation kept only to answer it
+	// goes: one not stored is never left behind.
+	if !stored && turn.Session != "" {
+		defer func() { _ = d.Sessions.DeleteSession(context.WithoutCancel(r.Context()), scope, turn.Session) }()
+	}
+	msgID := newResponseID("msg_")
+	run := func() (agent.Result, error) {
+		res, err := d.Agent.Run(r.Context(), scope, profile, turn)
+		if err != nil {
+			return res, err
+		}
+		o.result(res, msgID)
+		if !stored {
+			return res, nil
+		}
+		b, err := json.Marshal(o)
+		if err != nil {
+			return res, fmt.Errorf("encode response: %w", err)
+		}
+		return res, d.Sessions.AppendMessages(r.Context(), scope, responseObject(o.ID), []store.Message{{Role: objectRole, Content: string(b)}})
+	}
+	if !req.Stream {
+		res, err := run()
+		if err != nil {
+			return err
+		}
+		setResultHeaders(w.Header(), res.Cached, res.Model)
+		encode(w, http.StatusOK, o)
+		return nil
+	}
+	s := newResponseStream(w, o, msgID)
+	defer s.stop()
+	turn.OnDelta, turn.OnStart = s.delta, s.start
+	res, err := run()
+	if err != nil {
+		if !s.begun() {
+			return err
+		}
+		status, typ, code, message := errorStatus(streamCause(r, err))
+		logFailure(d.Logger, r, "stream failed", status, code, err, slog.String("tenant", string(scope.Tenant())))
+		s.fail(typ, code, message)
+		return nil
+	}
+	s.finish(res.Cached)
+	return nil
 }
 
 // continueFrom starts conversation session with the messages of response
