@@ -286,3 +286,36 @@ func TestMCPUpstreamTool(t *testing.T) {
 		t.Fatalf("everything_echo = %q (error %v), want Echo: hello", text, isErr)
 	}
 }
+
+// TestMCPBuiltinsActForTheEndUser: kb_search and memory_* over /mcp read
+// and write the tenant's data for the session's end user only.
+func TestMCPBuiltinsActForTheEndUser(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _, _, _ := kbTenants(t, env)
+	alice := mcpConnect(t, env, "/mcp", acmeKey, map[string]string{"X-Bulkhead-User": "alice"})
+	bob := mcpConnect(t, env, "/mcp", acmeKey, map[string]string{"X-Bulkhead-User": "bob"})
+
+	if text, isErr := mcpCall(t, alice, "memory_search", map[string]any{"query": "rocket"}); isErr || !strings.Contains(text, "acme blue rocket") || strings.Contains(text, "globex") {
+		t.Errorf("alice's memory_search = %q (error %v), want her acme memory only", text, isErr)
+	}
+	if text, _ := mcpCall(t, bob, "memory_search", map[string]any{"query": "rocket"}); strings.Contains(text, "blue rocket") {
+		t.Errorf("bob's memory_search = %q, want none of alice's memories", text)
+	}
+	if text, isErr := mcpCall(t, alice, "kb_search", map[string]any{"query": "refund rockets"}); isErr || !strings.Contains(text, "CANARY-ACME-7731") || strings.Contains(text, "GLOBEX") {
+		t.Errorf("kb_search = %q (error %v), want acme's document only", text, isErr)
+	}
+	if text, isErr := mcpCall(t, alice, "memory_save", map[string]any{"text": "alice's order is A-77"}); isErr {
+		t.Fatalf("memory_save: %q", text)
+	}
+	for user, want := range map[string]bool{"alice": true, "bob": false} {
+		r := env.do(t, "GET", "/v1/memories?user="+user, acmeKey, nil, nil)
+		if got := strings.Contains(string(r.body), "A-77"); got != want {
+			t.Errorf("%s's memories %s: holding the saved one = %v, want %v", user, r.body, got, want)
+		}
+	}
+	// A header naming another end user for a session opened by alice is
+	// another Scope: the session is not found.
+	r := env.do(t, "POST", "/mcp", acmeKey, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Mcp-Session-Id": alice.ID(),
+		"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-06-18"})
+	checkAPIError(t, r, http.StatusNotFound, "not_found")
+}
