@@ -118,10 +118,16 @@ func TestOpenAISDK(t *testing.T) {
 // out.
 func runSDKScript(t *testing.T, node, script string, out any, env ...string) {
 	t.Helper()
+	runNodeScript(t, node, sdkDir, script, out, env...)
+}
+
+// runNodeScript is runSDKScript for a script of dir.
+func runNodeScript(t *testing.T, node, dir, script string, out any, env ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, script)
-	cmd.Dir = sdkDir
+	cmd.Dir = dir
 	cmd.Env = append(append(os.Environ(), env...), "NO_PROXY=127.0.0.1,localhost")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

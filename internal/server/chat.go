@@ -203,8 +203,7 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 	if name == "" {
 		name = control.DefaultProfile
 	}
-	p, ok := t.Profile(name)
-	if !ok {
+	if _, ok := t.Profile(name); !ok {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
 	}
 	opts, err := req.llmOptions()
@@ -221,6 +220,21 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 	if turn.MaxTokens < 0 {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
 	}
+	profile, err := agentProfile(d, t, name, len(clientTools) > 0)
+	if err != nil {
+		return agent.Turn{}, agent.Profile{}, scope, err
+	}
+	return turn, profile, scope, nil
+}
+
+// agentProfile is tenant t's profile name as the agent runs it, with the
+// tenant's compiled policy when the profile has tools (or the request
+// declares client tools).
+func agentProfile(d Deps, t control.Tenant, name string, clientTools bool) (agent.Profile, error) {
+	p, ok := t.Profile(name)
+	if !ok {
+		return agent.Profile{}, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
+	}
 	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks,
 		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools, Limits: quotaLimits(t.Limits),
 		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: tenantVersion(t),
@@ -228,17 +242,18 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 	if len(t.Canaries) > 0 {
 		profile.Canary = t.Canaries[0]
 	}
-	if len(p.Tools) > 0 || len(clientTools) > 0 {
+	if len(p.Tools) > 0 || clientTools {
 		profiles := make(map[string][]string, len(t.Profiles))
 		for n, pr := range t.Profiles {
 			profiles[n] = pr.Tools
 		}
 		// A policy that does not compile offers no tools: fail closed.
+		var err error
 		if profile.Policy, err = d.Policies.For(t.ID, profiles, t.Policy); err != nil {
-			return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("compile policy of tenant %s: %w", t.ID, err)
+			return agent.Profile{}, fmt.Errorf("compile policy of tenant %s: %w", t.ID, err)
 		}
 	}
-	return turn, profile, scope, nil
+	return profile, nil
 }
 
 func newCompletionID() string {

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/mcpserver"
 )
 
 // addRoutes lists the whole API.
@@ -42,6 +43,18 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("POST /v1/memories", tenantAPI(handleAddMemory(d)))
 	mux.Handle("GET /v1/memories", tenantAPI(handleListMemories(d)))
 	mux.Handle("GET /v1/audit", tenantAPI(handleTenantAudit(d)))
+
+	// MCP server (streamable HTTP): the tenant's tools and documents for
+	// MCP clients; a 401 points to the protected-resource metadata.
+	if h, err := newMCP(d); err != nil {
+		d.Logger.Error("the MCP endpoint is not served", "error", err.Error())
+	} else {
+		mcpAPI := func(h http.Handler) http.Handler {
+			return requestIDs(d.Auth.RequireTenant(mcpserver.Challenge(failTenant))(track(d, h)))
+		}
+		mux.Handle("/mcp", mcpAPI(h))
+		mux.Handle("/mcp/{tenant}", mcpAPI(mcpForTenant(d, h)))
+	}
 
 	mux.Handle("POST /admin/v1/tenants", admin(handleCreateTenant(d)))
 	mux.Handle("GET /admin/v1/tenants", admin(handleListTenants(d)))
