@@ -21,7 +21,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	// Every route gets a request id first, so even a refused credential's
 	// response and log line carry one; unrouted requests get theirs in
 	// writeError.
-	tenantAPI := func(h http.Handler) http.Handler { return requestIDs(requireTenant(track(d, h))) }
+	tenantAPI := func(h http.Handler) http.Handler { return requestIDs(requireTenant(corsForTenant(d, track(d, h)))) }
 	requireAdmin := d.Auth.RequireAdmin(fail)
 	admin := func(h http.Handler) http.Handler { return requestIDs(requireAdmin(h)) }
 
@@ -54,6 +54,14 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("PUT /admin/v1/tenants/{tenant}/policy", admin(handlePutPolicy(d)))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/policy", admin(handleGetPolicy(d)))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/audit", admin(handleAdminAudit(d)))
+
+	// End-user tokens: issuers, RFC 9728 metadata for MCP clients, CORS.
+	mux.Handle("POST /admin/v1/tenants/{tenant}/issuers", admin(handleCreateIssuer(d)))
+	mux.Handle("GET /admin/v1/tenants/{tenant}/issuers", admin(handleListIssuers(d)))
+	mux.Handle("DELETE /admin/v1/tenants/{tenant}/issuers/{id}", admin(handleDeleteIssuer(d)))
+	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", requestIDs(handleProtectedResource(d)))
+	mux.Handle("GET /.well-known/oauth-protected-resource/mcp/{tenant}", requestIDs(handleProtectedResource(d)))
+	mux.Handle("OPTIONS /v1/", requestIDs(handlePreflight(d)))
 
 	mux.Handle("POST /admin/v1/tools", admin(handleCreateTool(d)))
 	mux.Handle("GET /admin/v1/tools", admin(handleListTools(d)))
