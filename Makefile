@@ -25,3 +25,4 @@ tidy-check:
 sdk-deps:
 	$(NPM) ci --prefix test/openai-sdk
 	$(NPM) ci --prefix test/mcp-everything
+	$(NPM) ci --prefix test/browser
