@@ -61,7 +61,12 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("DELETE /admin/v1/tenants/{tenant}/issuers/{id}", admin(handleDeleteIssuer(d)))
 	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", requestIDs(handleProtectedResource(d)))
 	mux.Handle("GET /.well-known/oauth-protected-resource/mcp/{tenant}", requestIDs(handleProtectedResource(d)))
-	mux.Handle("OPTIONS /v1/", requestIDs(handlePreflight(d)))
+	// Preflights for the tenant API's paths, each named: a catch-all
+	// "OPTIONS /v1/" would turn every unknown /v1 path into a 405.
+	for _, path := range []string{"/v1/chat/completions", "/v1/models", "/v1/models/{id}", "/v1/embeddings",
+		"/v1/documents", "/v1/documents/{id}", "/v1/search", "/v1/memories", "/v1/audit"} {
+		mux.Handle("OPTIONS "+path, requestIDs(handlePreflight(d)))
+	}
 
 	mux.Handle("POST /admin/v1/tools", admin(handleCreateTool(d)))
 	mux.Handle("GET /admin/v1/tools", admin(handleListTools(d)))
