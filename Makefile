@@ -26,3 +26,4 @@ sdk-deps:
 	$(NPM) ci --prefix test/openai-sdk
 	$(NPM) ci --prefix test/mcp-everything
 	$(NPM) ci --prefix test/mcp-client
+	$(NPM) ci --prefix test/browser

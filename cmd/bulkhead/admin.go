@@ -261,7 +261,7 @@ func addAdminCmds(root *cobra.Command, getenv func(string) string, stdout io.Wri
 				return err
 			}},
 	)
-	root.AddCommand(tenantCmd, keyCmd, secretCmd, toolCmd, policyCmd, newAuditCmd(client, server, stdout))
+	root.AddCommand(tenantCmd, keyCmd, secretCmd, toolCmd, policyCmd, newAuditCmd(client, server, stdout), newIssuerCmd(client, server, stdout))
 }
 
 // tenantFlags are the tenant fields settable from the command line.

@@ -31,24 +31,42 @@ type Keys interface {
 type Authenticator struct {
 	keys  Keys
 	admin [sha256.Size]byte
+
+	// End-user tokens, if WithIssuers was given.
+	issuers      Issuers
+	jwks         *jwksCache
+	verified     verifiedTokens
+	validMethods []string
 }
+
+// Option adds to what an Authenticator accepts.
+type Option func(*Authenticator)
 
 // New returns an Authenticator for tenant keys from keys and the operator's
 // admin token. An empty admin token is refused: the admin API must never be
 // open.
-func New(keys Keys, adminToken string) (*Authenticator, error) {
+func New(keys Keys, adminToken string, opts ...Option) (*Authenticator, error) {
 	if len(adminToken) < 16 {
 		return nil, fmt.Errorf("admin token must be at least 16 characters")
 	}
-	return &Authenticator{keys: keys, admin: sha256.Sum256([]byte(adminToken))}, nil
+	a := &Authenticator{keys: keys, admin: sha256.Sum256([]byte(adminToken))}
+	for _, o := range opts {
+		o(a)
+	}
+	return a, nil
 }
 
-// Tenant authenticates r with a tenant API key and returns its Scope. Nothing
-// in the request other than the key influences the tenant.
+// Tenant authenticates r with a tenant API key, or an end-user token from an
+// issuer a tenant registered, and returns its Scope. Nothing in the request
+// other than the credential influences the tenant (or, for a token, the end
+// user).
 func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
 	token, err := tenantKey(r)
 	if err != nil {
 		return Scope{}, err
+	}
+	if a.issuers != nil && looksLikeJWT(token) {
+		return a.tokenScope(r.Context(), token)
 	}
 	id, hash, err := parseKey(token)
 	if err != nil {

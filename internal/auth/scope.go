@@ -4,8 +4,10 @@ package auth
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -22,6 +24,9 @@ type Scope struct {
 	inc  tenant.Incarnation
 	user tenant.UserID
 	key  tenant.KeyID // the API key that authenticated, empty for the operator
+	// fromToken marks a Scope whose end user was proven by a signed
+	// end-user token: nothing in the request can change that user.
+	fromToken bool
 }
 
 // Tenant returns the tenant the credential belongs to.
@@ -41,12 +46,31 @@ func (s Scope) User() tenant.UserID { return s.user }
 // Valid reports whether s was made by authentication.
 func (s Scope) Valid() bool { return s.tenant != "" }
 
+// FromToken reports whether the end user was proven by a signed end-user
+// token rather than named by the tenant's backend.
+func (s Scope) FromToken() bool { return s.fromToken }
+
 // WithUser returns a copy of s acting for end user u of the same tenant. The
 // tenant's backend is trusted to name its own end users; it cannot change the
-// tenant.
+// tenant. On a Scope from an end-user token it returns s unchanged: the
+// token's subject is the user, and nothing else may replace it.
 func (s Scope) WithUser(u tenant.UserID) Scope {
+	if s.fromToken {
+		return s
+	}
 	s.user = u
 	return s
+}
+
+// ForUser is WithUser for a user named by the request (a body's "user", a
+// query's ?user=). A Scope from an end-user token refuses any user other than
+// its subject with an invalid-request error, rather than quietly acting for
+// someone the caller did not ask for; the empty name means the subject.
+func (s Scope) ForUser(u tenant.UserID) (Scope, error) {
+	if s.fromToken && u != "" && u != s.user {
+		return Scope{}, fmt.Errorf("%w: user: the end user is set by the bearer token and cannot be changed", kind.Invalid)
+	}
+	return s.WithUser(u), nil
 }
 
 // LogValue prints the tenant only; end-user ids can be personal data.

@@ -84,8 +84,13 @@ type Tenant struct {
 	Canaries []string
 	// Embedder names the embedding model of the tenant's knowledge base and
 	// memories; empty means the server's default.
-	Embedder  string
-	StorageID string // opaque name of the tenant's data directory
+	Embedder string
+	// Issuers are the tenant's registered end-user token issuers.
+	Issuers []auth.Issuer
+	// CORSOrigins are the browser origins ("https://app.example") whose
+	// pages may read this tenant's API responses.
+	CORSOrigins []string
+	StorageID   string // opaque name of the tenant's data directory
 	// StoreAtProvision records that the tenant's store was made when it was
 	// provisioned, as for every tenant created since stores are: one found
 	// missing later is lost, never made again. A tenant created before has
@@ -117,6 +122,8 @@ func (t Tenant) clone() Tenant {
 	t.WrappedKey = slices.Clone(t.WrappedKey)
 	t.AllowedHosts = slices.Clone(t.AllowedHosts)
 	t.Canaries = slices.Clone(t.Canaries)
+	t.Issuers = slices.Clone(t.Issuers)
+	t.CORSOrigins = slices.Clone(t.CORSOrigins)
 	for name, p := range t.Profiles {
 		p.Tools = slices.Clone(p.Tools)
 		t.Profiles[name] = p
@@ -340,13 +347,15 @@ type storedConfig struct {
 	AllowedHosts []string           `json:"allowed_hosts,omitempty"`
 	Canaries     []string           `json:"canaries,omitempty"`
 	Embedder     string             `json:"embedder,omitempty"`
+	Issuers      []auth.Issuer      `json:"issuers,omitempty"`
+	CORSOrigins  []string           `json:"cors_origins,omitempty"`
 	// StoreAtProvision is absent (false) in tenants stored before it was.
 	StoreAtProvision bool `json:"store_at_provision,omitempty"`
 }
 
 func encodeConfig(t Tenant) (string, error) {
 	b, err := json.Marshal(storedConfig{Profiles: t.Profiles, Limits: t.Limits, AllowedHosts: t.AllowedHosts, Canaries: t.Canaries, Embedder: t.Embedder,
-		StoreAtProvision: t.StoreAtProvision})
+		Issuers: t.Issuers, CORSOrigins: t.CORSOrigins, StoreAtProvision: t.StoreAtProvision})
 	return string(b), err
 }
 
@@ -356,6 +365,7 @@ func decodeConfig(s string, t *Tenant) error {
 		return err
 	}
 	t.Profiles, t.Limits, t.AllowedHosts, t.Canaries, t.Embedder = c.Profiles, c.Limits, c.AllowedHosts, c.Canaries, c.Embedder
+	t.Issuers, t.CORSOrigins = c.Issuers, c.CORSOrigins
 	t.StoreAtProvision = c.StoreAtProvision
 	return nil
 }
@@ -1027,6 +1037,12 @@ func validate(t Tenant) error {
 	}
 	if len(t.AllowedHosts) > 256 {
 		return fmt.Errorf("%w: more than 256 allowed hosts", kind.Invalid)
+	}
+	if err := validateIssuers(t.Issuers); err != nil {
+		return err
+	}
+	if err := validateOrigins(t.CORSOrigins); err != nil {
+		return err
 	}
 	if t.Limits.RequestsPerMinute < 0 || t.Limits.TokensPerMinute < 0 || t.Limits.MaxConcurrent < 0 ||
 		t.Limits.TokenBudget < 0 || t.Limits.BudgetPeriodHours < 0 {

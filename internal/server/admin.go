@@ -70,6 +70,7 @@ type tenantBody struct {
 	Limits       *control.Limits         `json:"limits"`
 	AllowedHosts *[]string               `json:"allowed_hosts"`
 	Embedder     *string                 `json:"embedder"`
+	CORSOrigins  *[]string               `json:"cors_origins"`
 }
 
 // fields names the fields b sets, for the audit record of a change: the
@@ -85,6 +86,7 @@ func (b tenantBody) fields() []string {
 		{"no_cache", b.NoCache != nil}, {"cache_tool_answers", b.CacheTools != nil}, {"client_tools", b.ClientTools != nil},
 		{"profiles", b.Profiles != nil},
 		{"limits", b.Limits != nil}, {"allowed_hosts", b.AllowedHosts != nil}, {"embedder", b.Embedder != nil},
+		{"cors_origins", b.CORSOrigins != nil},
 	} {
 		if f.set {
 			out = append(out, f.name)
@@ -110,6 +112,7 @@ type tenantView struct {
 	Limits       control.Limits         `json:"limits"`
 	AllowedHosts []string               `json:"allowed_hosts"`
 	Embedder     string                 `json:"embedder,omitempty"`
+	CORSOrigins  []string               `json:"cors_origins"`
 	CreatedAt    time.Time              `json:"created_at"`
 	UpdatedAt    time.Time              `json:"updated_at"`
 }
@@ -119,7 +122,7 @@ func viewTenant(t control.Tenant) tenantView {
 	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
 		SystemPrompt: def.SystemPrompt, Model: def.Model, Fallbacks: def.Fallbacks, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
 		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, ClientTools: clientToolsView(def), AllowedHosts: nonNil(t.AllowedHosts), Embedder: t.Embedder,
-		Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
+		CORSOrigins: nonNil(t.CORSOrigins), Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 	for name, p := range t.Profiles {
 		if name != control.DefaultProfile {
 			v.Profiles[name] = viewProfile(p)
@@ -168,6 +171,13 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 		def.NoClientTools = !*b.ClientTools
 	}
 	setIf(&t.AllowedHosts, b.AllowedHosts)
+	if b.CORSOrigins != nil {
+		origins, err := canonicalOrigins(*b.CORSOrigins)
+		if err != nil {
+			return err
+		}
+		t.CORSOrigins = origins
+	}
 	if b.Embedder != nil {
 		if *b.Embedder != "" && d.Embedders != nil && !d.Embedders(*b.Embedder) {
 			return fmt.Errorf("%w: no embedder %q is configured", kind.Invalid, *b.Embedder)

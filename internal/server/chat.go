@@ -185,7 +185,9 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 	if err != nil {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: user: %w", kind.Invalid, err)
 	}
-	scope = scope.WithUser(user)
+	if scope, err = scope.ForUser(user); err != nil {
+		return agent.Turn{}, agent.Profile{}, scope, err
+	}
 	var session tenant.SessionID
 	if h := r.Header.Get("X-Session-Id"); h != "" {
 		if session, err = tenant.ParseSessionID(h); err != nil {

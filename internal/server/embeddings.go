@@ -176,7 +176,9 @@ func embeddings(ctx context.Context, d Deps, scope auth.Scope, req embeddingRequ
 	if err != nil {
 		return embeddingResponse{}, fmt.Errorf("%w: user: %w", kind.Invalid, err)
 	}
-	scope = scope.WithUser(user)
+	if scope, err = scope.ForUser(user); err != nil {
+		return embeddingResponse{}, err
+	}
 	if req.Model == "" {
 		return embeddingResponse{}, fmt.Errorf("%w: model is required (this tenant's embedding model)", kind.Invalid)
 	}

@@ -214,7 +214,11 @@ func handleAddMemory(d Deps) http.Handler {
 			writeError(d.Logger, w, r, fmt.Errorf("%w: user: %w", kind.Invalid, err))
 			return
 		}
-		m, err := d.Knowledge.Remember(r.Context(), scope.WithUser(user), body.Text)
+		if scope, err = scope.ForUser(user); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		m, err := d.Knowledge.Remember(r.Context(), scope, body.Text)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
@@ -235,7 +239,11 @@ func handleListMemories(d Deps) http.Handler {
 			writeError(d.Logger, w, r, fmt.Errorf("%w: user: %w", kind.Invalid, err))
 			return
 		}
-		ms, err := d.Knowledge.Memories(r.Context(), scope.WithUser(user), 1000)
+		if scope, err = scope.ForUser(user); err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
+		ms, err := d.Knowledge.Memories(r.Context(), scope, 1000)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return

@@ -167,7 +167,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		return nil, err
 	}
 	plane, stores, ring := b.plane, b.stores, b.ring
-	authn, err := auth.New(plane, o.AdminToken)
+	authn, err := auth.New(plane, o.AdminToken, auth.WithIssuers(plane, auth.TokenOptions{}))
 	if err != nil {
 		return nil, err
 	}
@@ -309,6 +309,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		Logger:       logger,
 		Auth:         authn,
 		Tenants:      plane,
+		Issuers:      plane,
 		Lifecycle:    life,
 		Data:         stores,
 		Catalog:      plane,

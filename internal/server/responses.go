@@ -516,7 +516,7 @@ func responseScope(r *http.Request) (auth.Scope, error) {
 	if err != nil {
 		return scope, fmt.Errorf("%w: user: %w", kind.Invalid, err)
 	}
-	return scope.WithUser(user), nil
+	return scope.ForUser(user)
 }
 
 func handleGetResponse(d Deps) http.Handler {

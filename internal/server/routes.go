@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/mcpserver"
@@ -22,27 +23,37 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	// Every route gets a request id first, so even a refused credential's
 	// response and log line carry one; unrouted requests get theirs in
 	// writeError.
-	tenantAPI := func(h http.Handler) http.Handler { return requestIDs(requireTenant(track(d, h))) }
+	tenantAPI := func(h http.Handler) http.Handler { return requestIDs(requireTenant(corsForTenant(d, track(d, h)))) }
 	requireAdmin := d.Auth.RequireAdmin(fail)
 	admin := func(h http.Handler) http.Handler { return requestIDs(requireAdmin(h)) }
 
 	mux.Handle("GET /healthz", requestIDs(handleHealth()))
 
-	mux.Handle("POST /v1/chat/completions", tenantAPI(handleChat(d)))
-	mux.Handle("GET /v1/models", tenantAPI(handleModels(d)))
-	mux.Handle("GET /v1/models/{id}", tenantAPI(handleModel(d)))
-	mux.Handle("POST /v1/embeddings", tenantAPI(handleEmbeddings(d)))
-	mux.Handle("POST /v1/responses", tenantAPI(handleCreateResponse(d)))
-	mux.Handle("GET /v1/responses/{id}", tenantAPI(handleGetResponse(d)))
-	mux.Handle("DELETE /v1/responses/{id}", tenantAPI(handleDeleteResponse(d)))
-	mux.Handle("POST /v1/documents", tenantAPI(handleAddDocument(d)))
-	mux.Handle("GET /v1/documents", tenantAPI(handleListDocuments(d)))
-	mux.Handle("GET /v1/documents/{id}", tenantAPI(handleGetDocument(d)))
-	mux.Handle("DELETE /v1/documents/{id}", tenantAPI(handleDeleteDocument(d)))
-	mux.Handle("POST /v1/search", tenantAPI(handleSearch(d)))
-	mux.Handle("POST /v1/memories", tenantAPI(handleAddMemory(d)))
-	mux.Handle("GET /v1/memories", tenantAPI(handleListMemories(d)))
-	mux.Handle("GET /v1/audit", tenantAPI(handleTenantAudit(d)))
+	// Every tenant API path also answers CORS preflights, each path named:
+	// a catch-all "OPTIONS /v1/" would turn every unknown /v1 path into a
+	// 405.
+	tenantPaths := map[string]bool{}
+	tenantRoute := func(pattern string, h http.Handler) {
+		mux.Handle(pattern, tenantAPI(h))
+		_, path, _ := strings.Cut(pattern, " ")
+		tenantPaths[path] = true
+	}
+
+	tenantRoute("POST /v1/chat/completions", handleChat(d))
+	tenantRoute("GET /v1/models", handleModels(d))
+	tenantRoute("GET /v1/models/{id}", handleModel(d))
+	tenantRoute("POST /v1/embeddings", handleEmbeddings(d))
+	tenantRoute("POST /v1/responses", handleCreateResponse(d))
+	tenantRoute("GET /v1/responses/{id}", handleGetResponse(d))
+	tenantRoute("DELETE /v1/responses/{id}", handleDeleteResponse(d))
+	tenantRoute("POST /v1/documents", handleAddDocument(d))
+	tenantRoute("GET /v1/documents", handleListDocuments(d))
+	tenantRoute("GET /v1/documents/{id}", handleGetDocument(d))
+	tenantRoute("DELETE /v1/documents/{id}", handleDeleteDocument(d))
+	tenantRoute("POST /v1/search", handleSearch(d))
+	tenantRoute("POST /v1/memories", handleAddMemory(d))
+	tenantRoute("GET /v1/memories", handleListMemories(d))
+	tenantRoute("GET /v1/audit", handleTenantAudit(d))
 
 	// MCP server (streamable HTTP): the tenant's tools and documents for
 	// MCP clients; a 401 points to the protected-resource metadata.
@@ -70,6 +81,16 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("PUT /admin/v1/tenants/{tenant}/policy", admin(handlePutPolicy(d)))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/policy", admin(handleGetPolicy(d)))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/audit", admin(handleAdminAudit(d)))
+
+	// End-user tokens: issuers, RFC 9728 metadata for MCP clients, CORS.
+	mux.Handle("POST /admin/v1/tenants/{tenant}/issuers", admin(handleCreateIssuer(d)))
+	mux.Handle("GET /admin/v1/tenants/{tenant}/issuers", admin(handleListIssuers(d)))
+	mux.Handle("DELETE /admin/v1/tenants/{tenant}/issuers/{id}", admin(handleDeleteIssuer(d)))
+	mux.Handle("GET /.well-known/oauth-protected-resource/mcp", requestIDs(handleProtectedResource(d)))
+	mux.Handle("GET /.well-known/oauth-protected-resource/mcp/{tenant}", requestIDs(handleProtectedResource(d)))
+	for path := range tenantPaths {
+		mux.Handle("OPTIONS "+path, requestIDs(handlePreflight(d)))
+	}
 
 	mux.Handle("POST /admin/v1/tools", admin(handleCreateTool(d)))
 	mux.Handle("GET /admin/v1/tools", admin(handleListTools(d)))

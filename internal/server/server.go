@@ -155,6 +155,8 @@ type Deps struct {
 	Sessions Sessions
 	Audit    AuditLog
 	Guard    Guard
+	// Issuers registers end-user token issuers and answers CORS preflights.
+	Issuers Issuers
 	// AuditRefused counts, for a tenant's audit log, requests refused with
 	// one of its key ids (wrong secret, suspended tenant); nil records none.
 	AuditRefused RefusedKeys

@@ -57,6 +57,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ToolCatalog", testToolCatalog},
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"UpdateNeverReachesNextIncarnation", testUpdateNeverReachesNextIncarnation},
+		{"Issuers", testIssuers},
 	})
 }
 

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
+	"github.com/bulkhead-ai/bulkhead/internal/testenv"
+)
+
+var browserDir = filepath.Join("..", "..", "test", "browser")
+
+const browserHint = "run `npm ci --prefix test/browser` and `apt-get install -y chromium`"
+
+// frontEnd is the tenant's static page: it gets its end user's token from
+// the identity provider, then chats with bulkhead directly, through CORS.
+var frontEnd = template.Must(template.New("page").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Acme support</title></head>
+<body>
+<p id="answer"></p><p id="error"></p><p id="status">running</p>
+<script>
+(async () => {
+  try {
+    const t = await fetch({{.Issuer}} + "/token?sub=alice");
+    const {token} = await t.json();
+    const r = await fetch({{.Bulkhead}} + "/v1/chat/completions", {
+      method: "POST",
+      headers: {"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+      body: JSON.stringify({messages: [{role: "user", content: "hello from the browser"}]}),
+    });
+    const body = await r.json();
+    if (!r.ok) throw new Error(r.status + " " + JSON.stringify(body));
+    document.getElementById("answer").textContent = body.choices[0].message.content;
+  } catch (e) {
+    document.getElementById("error").textContent = String(e);
+  }
+  document.getElementById("status").textContent = "done";
+})();
+</script></body></html>`))
+
+// TestBrowserFrontEnd: a page of the tenant's listed origin, in headless
+// Chromium, signs its user in at a test issuer and chats with a real
+// `bulkhead serve` using the token; the same page served from an origin the
+// tenant did not list (nobody's, or another tenant's) cannot read the answer.
+func TestBrowserFrontEnd(t *testing.T) {
+	t.Parallel()
+	node, err := exec.LookPath("node")
+	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+browserHint)
+	_, err = os.Stat("/usr/bin/chromium")
+	testenv.Require(t, "chromium", err == nil, browserHint)
+	_, err = os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core", "package.json"))
+	testenv.Require(t, "the playwright-core npm package", err == nil, browserHint)
+
+	base, admin := startServer(t)
+
+	// The identity provider: JWKS and a token endpoint a page may call.
+	var idp *authtest.Issuer
+	idpSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		switch r.URL.Path {
+		case "/jwks":
+			w.Write(idp.JWKS())
+		case "/token":
+			tok, err := idp.Sign(r.URL.Query().Get("sub"), "acme-web", 5*time.Minute, nil)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			json.NewEncoder(w).Encode(map[string]string{"token": tok})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer idpSrv.Close()
+	idp = authtest.NewIssuer(t, idpSrv.URL)
+
+	page := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		if err := frontEnd.Execute(w, map[string]string{"Issuer": idpSrv.URL, "Bulkhead": base}); err != nil {
+			t.Errorf("render page: %v", err)
+		}
+	}
+	app := httptest.NewServer(http.HandlerFunc(page))   // the origin acme lists
+	other := httptest.NewServer(http.HandlerFunc(page)) // an origin nobody lists
+	// globex's origin passes the preflight (some tenant lists it), but acme
+	// does not list it, so acme's answer is not readable there either.
+	globexApp := httptest.NewServer(http.HandlerFunc(page))
+	defer app.Close()
+	defer other.Close()
+	defer globexApp.Close()
+	if status, b := call(t, http.MethodPost, base+"/admin/v1/tenants", admin, map[string]any{
+		"id": "globex", "cors_origins": []string{globexApp.URL}}); status != http.StatusCreated {
+		t.Fatalf("create tenant: %d %s", status, b)
+	}
+
+	if status, b := call(t, http.MethodPost, base+"/admin/v1/tenants", admin, map[string]any{
+		"id": "acme", "system_prompt": "You are Acme's assistant.", "cors_origins": []string{app.URL}}); status != http.StatusCreated {
+		t.Fatalf("create tenant: %d %s", status, b)
+	}
+	// The CLI registers the issuer, its keys by URL.
+	var stdout, stderr bytes.Buffer
+	env := envMap(map[string]string{"BULKHEAD_SERVER": base, "BULKHEAD_ADMIN_TOKEN": admin})
+	if err := run(t.Context(), []string{"issuer", "add", "acme", "--issuer", idpSrv.URL, "--audience", "acme-web",
+		"--jwks-url", idpSrv.URL + "/jwks"}, env, &stdout, &stderr); err != nil {
+		t.Fatalf("bulkhead issuer add: %v\n%s", err, stderr.String())
+	}
+	stdout.Reset()
+	if err := run(t.Context(), []string{"issuer", "list", "acme"}, env, &stdout, &stderr); err != nil || !strings.Contains(stdout.String(), idpSrv.URL+"/jwks") {
+		t.Fatalf("bulkhead issuer list: %v\n%s", err, stdout.String())
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+	pages, _ := json.Marshal([]string{app.URL, other.URL, globexApp.URL})
+	cmd := exec.CommandContext(ctx, node, "pages.mjs")
+	cmd.Dir = browserDir
+	cmd.Env = append(os.Environ(), "PAGES="+string(pages), "NO_PROXY=127.0.0.1,localhost")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("node pages.mjs: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+	var shown []struct {
+		URL, Answer, Error string
+		Console            []string
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &shown); err != nil || len(shown) != 3 {
+		t.Fatalf("parse pages.mjs output: %v\n%s", err, out.String())
+	}
+	t.Logf("pages: %+v", shown)
+	if listed := shown[0]; listed.Answer == "" || listed.Error != "" {
+		t.Errorf("the listed origin's page: answer %q, error %q; want an answer", listed.Answer, listed.Error)
+	}
+	for _, unlisted := range shown[1:] {
+		if unlisted.Answer != "" || unlisted.Error == "" {
+			t.Errorf("page of %s, an origin acme does not list: answer %q, error %q; want it refused", unlisted.URL, unlisted.Answer, unlisted.Error)
+		}
+	}
+}
