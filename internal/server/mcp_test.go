@@ -14,6 +14,7 @@ import (
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
@@ -318,4 +319,45 @@ func TestMCPBuiltinsActForTheEndUser(t *testing.T) {
 	r := env.do(t, "POST", "/mcp", acmeKey, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Mcp-Session-Id": alice.ID(),
 		"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-06-18"})
 	checkAPIError(t, r, http.StatusNotFound, "not_found")
+}
+
+// TestMCPWithEndUserToken opens /mcp with an end user's signed token: the
+// builtins act for the token's subject, no header can name another end
+// user, and a token of another tenant's issuer sees that tenant only.
+func TestMCPWithEndUserToken(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, _, _, _ := kbTenants(t, env)
+	idp := authtest.NewIssuer(t, "https://login.example")
+	env.registerIssuer(t, "acme", idp, "acme-app", http.StatusCreated)
+	alice := idp.Token(t, "alice", "acme-app", time.Hour, nil)
+
+	cs := mcpConnect(t, env, "/mcp", alice, nil)
+	if text, isErr := mcpCall(t, cs, "memory_search", map[string]any{"query": "rocket"}); isErr || !strings.Contains(text, "acme blue rocket") || strings.Contains(text, "globex") {
+		t.Errorf("memory_search with alice's token = %q (error %v), want her acme memory only", text, isErr)
+	}
+	if text, isErr := mcpCall(t, cs, "memory_save", map[string]any{"text": "token-saved note T-19"}); isErr {
+		t.Fatalf("memory_save: %q", text)
+	}
+	for user, want := range map[string]bool{"alice": true, "bob": false} {
+		r := env.do(t, "GET", "/v1/memories?user="+user, acmeKey, nil, nil)
+		if got := strings.Contains(string(r.body), "T-19"); got != want {
+			t.Errorf("%s's memories: holding the token's save = %v, want %v", user, got, want)
+		}
+	}
+	// Naming another end user beside the token is refused, not obeyed.
+	r := env.do(t, "POST", "/mcp", alice, `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`,
+		map[string]string{"X-Bulkhead-User": "bob", "Accept": "application/json, text/event-stream"})
+	checkAPIError(t, r, http.StatusBadRequest, "")
+	// The session alice's token opened is not the tenant key's.
+	r = env.do(t, "POST", "/mcp", acmeKey, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Mcp-Session-Id": cs.ID(),
+		"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-06-18"})
+	checkAPIError(t, r, http.StatusNotFound, "not_found")
+	// A token for an audience no tenant registered is a 401 with the
+	// pointer to the metadata.
+	stranger := idp.Token(t, "alice", "globex-app", time.Hour, nil)
+	r = env.do(t, "POST", "/mcp", stranger, `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`, map[string]string{"Accept": "application/json, text/event-stream"})
+	checkAPIError(t, r, http.StatusUnauthorized, "")
+	if h := r.header.Get("WWW-Authenticate"); !strings.Contains(h, "resource_metadata=") {
+		t.Errorf("401 WWW-Authenticate = %q, want the resource metadata", h)
+	}
 }
