@@ -69,6 +69,8 @@ func leakIn(a *Attempt, where, hay string, ns []needle, encs ...string) bool {
 func redacted(a *Attempt, where, text string) {
 	if i := strings.Index(text, "[REDACTED"); i >= 0 {
 		a.http("%s holds %s", where, excerpt(text[max(0, i-40):]))
+	} else if i := strings.Index(text, hostile.Shift("[REDACTED")); i >= 0 {
+		a.http("%s holds, ciphered, %s", where, excerpt(hostile.Unshift(text[max(0, i-40):])))
 	}
 }
 

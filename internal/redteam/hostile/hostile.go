@@ -14,7 +14,9 @@
 //	!rt say TEXT            say TEXT
 //	!rt call NAME {json}    call tool NAME with these arguments, verbatim
 //	!rt echo                say the whole context (every message, compact JSON)
-//	!rt echo.ENC            the same, encoded with ENC
+//	!rt echo.ENC            the same, encoded with ENC (echo.shift: in a cipher
+//	                        no output filter reads, so only what reached the
+//	                        model can come out)
 //	!rt image URL           a markdown image to URL carrying the context, base64
 //	!rt big N               say N bytes of filler
 //	!rt sleep MS            wait MS milliseconds first (stops when ctx is done)
@@ -252,6 +254,9 @@ func Expand(s string) string {
 // Template returns the {{ENC:VALUE}} that Expand turns into Encode(enc, v).
 func Template(enc, v string) string { return "{{" + enc + ":" + Shift(v) + "}}" }
 
+// Unshift undoes Shift.
+func Unshift(s string) string { return shift(s, -1) }
+
 // Shift moves every ASCII letter and digit one forward (a→b, z→a, 9→0) and
 // every other non-ASCII rune one code point forward; Expand undoes it.
 func Shift(s string) string { return shift(s, 1) }
@@ -275,7 +280,7 @@ func shift(s string, by int) string {
 // Encodings lists the names Encode knows, each an exfiltration move of
 // HARDENING.md.
 var Encodings = []string{"plain", "base64", "base64url", "base64off1", "base64off2", "hex", "hexcolon", "base32", "url",
-	"html", "jsonesc", "fullwidth", "cyrillic", "zwj", "spaced", "reversed", "rot13", "upper", "tags"}
+	"html", "jsonesc", "fullwidth", "cyrillic", "zwj", "spaced", "reversed", "rot13", "upper", "tags", "shift"}
 
 // Encode writes s in the named form; an unknown name leaves s as it is.
 func Encode(name, s string) string {
@@ -353,6 +358,8 @@ func Encode(name, s string) string {
 		}, s)
 	case "upper":
 		return strings.ToUpper(s)
+	case "shift": // a cipher no redactor reads: what a model can do with anything it saw
+		return Shift(s)
 	}
 	return s
 }
