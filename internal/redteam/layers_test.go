@@ -17,7 +17,7 @@ import (
 
 // switchable are the layers package layers can switch off.
 var switchable = []redteam.Layer{redteam.LayerPolicy, redteam.LayerBinding, redteam.LayerRedaction, redteam.LayerAnswer,
-	redteam.LayerStream, redteam.LayerToolArgs, redteam.LayerToolRes, redteam.LayerQuota, redteam.LayerLifecycle}
+	redteam.LayerStream, redteam.LayerToolArgs, redteam.LayerToolRes, redteam.LayerCache, redteam.LayerQuota, redteam.LayerLifecycle}
 
 // TestEveryLayerCaught is the proof that the suite can fail: with each
 // isolation layer switched off in turn, at least one scenario must report a

@@ -646,6 +646,26 @@ func scenarios() []Scenario {
 			}
 			return nil
 		}})
+	add(Scenario{Name: "session_cache_probe", Threat: "inv. 4: caches are partitioned (the 2023 mix-up class through a cache)", Layer: LayerCache,
+		Setup: "B asks, in its session s1, for what it said earlier (the answer, B's history, is cached for B)",
+		Attack: "A asks the very same message in its own session s1, as the same end user", Check: "A's answer recalls A's history only",
+		run: func(ctx context.Context, w *world, t *trial) error {
+			q := hostile.Prefix + "recall\nprobe " + w.prefix
+			for range 2 {
+				if r, err := w.c.chat(ctx, chatReq{key: w.b.key, user: endUser, session: w.b.session, text: q, extra: zeroTemp}); err != nil || r.status != http.StatusOK {
+					return fmt.Errorf("B's question: %v %w", r.raw, err)
+				}
+			}
+			rep, err := w.probe(ctx, t, chatProbe{what: "same message as B, same session id", needles: w.victimNeedles(),
+				req: chatReq{key: w.a.key, user: endUser, session: w.a.session, text: q, extra: zeroTemp}, proofOf: []string{w.a.id}, types: []string{"cache.", "guard."}})
+			if err != nil {
+				return err
+			}
+			if strings.Contains(rep.text, w.a.history) {
+				w.httpIfClean(t, "200, A's answer recalls A's own history")
+			}
+			return nil
+		}})
 	add(Scenario{Name: "retrieval_cache_probe", Threat: "inv. 4: retrieval and embedding caches are partitioned", Layer: LayerCache,
 		Setup: "B searches its memo (results and query embedding cached for B)", Attack: "A sends the same search and the same embedding input",
 		Check: "no B chunk; A's embedding answer carries nothing of B",
@@ -769,6 +789,9 @@ func scenarios() []Scenario {
 		run:   func(ctx context.Context, w *world, t *trial) error { return w.mixup(ctx, t) }})
 	return out
 }
+
+// zeroTemp makes a turn deterministic, so its answer is cached.
+var zeroTemp = map[string]any{"temperature": 0}
 
 // httpIfClean adds evidence to the last attempt if it did not leak.
 func (w *world) httpIfClean(t *trial, text string) {

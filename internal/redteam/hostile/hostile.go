@@ -18,6 +18,7 @@
 //	                        no output filter reads, so only what reached the
 //	                        model can come out)
 //	!rt image URL           a markdown image to URL carrying the context, base64
+//	!rt recall              say every earlier user message (the session's history)
 //	!rt big N               say N bytes of filler
 //	!rt sleep MS            wait MS milliseconds first (stops when ctx is done)
 //	!rt drip MS TEXT        say TEXT, streamed a word at a time, MS apart
@@ -96,6 +97,8 @@ func (*Model) Chat(ctx context.Context, req llm.Request, onDelta func(string) er
 				sep = "&"
 			}
 			say = append(say, "![status]("+u+sep+"d="+base64.RawURLEncoding.EncodeToString([]byte(contextJSON(req)))+")")
+		case verb == "recall":
+			say = append(say, "Earlier you said: "+strings.Join(earlier(req.Messages), " | "))
 		case verb == "big":
 			n, _ := strconv.Atoi(rest)
 			say = append(say, strings.Repeat("flood ", max(n, 0)/6))
@@ -183,6 +186,20 @@ func instructions(msgs []llm.Message) (lines []string, toolText string) {
 		}
 	}
 	return lines, ""
+}
+
+// earlier returns the contents of the user messages before the last one.
+func earlier(msgs []llm.Message) []string {
+	var out []string
+	for _, m := range msgs {
+		if m.Role == "user" {
+			out = append(out, m.Content)
+		}
+	}
+	if len(out) > 0 {
+		out = out[:len(out)-1]
+	}
+	return out
 }
 
 func scan(s string) []string {
