@@ -55,7 +55,31 @@ func scenarios() []Scenario {
 					forged = w.b.key[:i+1] + strings.Repeat("A", len(w.b.key)-i-1)
 				}
 			}
-			return w.status(ctx, t, "forged key on /v1/models", http.MethodGet, "/v1/models", forged, nil, nil, http.StatusUnauthorized, nil)
+			if err := w.status(ctx, t, "forged key on /v1/models", http.MethodGet, "/v1/models", forged, nil, nil, http.StatusUnauthorized, nil); err != nil {
+				return err
+			}
+			// Audit flooding: each refusal naming B's key id must not add a
+			// record to B's log.
+			seq, err := w.mark(ctx, w.b.id)
+			if err != nil {
+				return err
+			}
+			a := t.attempt("40 forged requests naming B's key id")
+			for range 40 {
+				if _, err := w.c.do(ctx, http.MethodGet, "/v1/models", forged, nil, nil); err != nil {
+					return err
+				}
+			}
+			recs, err := w.c.audit(ctx, w.b.id, seq)
+			if err != nil {
+				return err
+			}
+			if len(recs) > 4 {
+				a.leak("B's log grew by %d records", len(recs))
+			}
+			a.entries(recs)
+			a.http("40 × 401; B's log grew by %d records", len(recs))
+			return nil
 		}})
 	add(Scenario{Name: "tenant_key_on_admin_api", Threat: "tenant backend reaches for the admin API (inv. 1)", Layer: LayerAuth,
 		Setup: "A's key", Attack: "GET B's audit log and export with A's key", Check: "401",
@@ -647,7 +671,7 @@ func scenarios() []Scenario {
 			return nil
 		}})
 	add(Scenario{Name: "session_cache_probe", Threat: "inv. 4: caches are partitioned (the 2023 mix-up class through a cache)", Layer: LayerCache,
-		Setup: "B asks, in its session s1, for what it said earlier (the answer, B's history, is cached for B)",
+		Setup:  "B asks, in its session s1, for what it said earlier (the answer, B's history, is cached for B)",
 		Attack: "A asks the very same message in its own session s1, as the same end user", Check: "A's answer recalls A's history only",
 		run: func(ctx context.Context, w *world, t *trial) error {
 			q := hostile.Prefix + "recall\nprobe " + w.prefix
