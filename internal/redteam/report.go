@@ -67,7 +67,10 @@ func (r Report) WriteJSON(w io.Writer) error {
 	return nil
 }
 
-var htmlReport = template.Must(template.New("report").Parse(`<!doctype html>
+var htmlReport = template.Must(template.New("report").Funcs(template.FuncMap{
+	"inc":   func(i int) int { return i + 1 },
+	"round": func(d time.Duration) time.Duration { return d.Round(time.Millisecond) },
+}).Parse(`<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Bulkhead red team: {{.Summary}}</title>
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222}
@@ -75,10 +78,10 @@ table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:4p
 .leak{background:#fdd}.ok{background:#efe}code,pre{font:12px ui-monospace,monospace;white-space:pre-wrap;word-break:break-all;margin:0}
 </style></head><body>
 <h1>Bulkhead red team</h1>
-<p>Target <code>{{.Target}}</code>, tenants <code>{{.Prefix}}-*</code>, started {{.Started.Format "2006-01-02 15:04:05 UTC"}}, took {{.Duration}}.</p>
+<p>Target <code>{{.Target}}</code>, tenants <code>{{.Prefix}}-*</code>, started {{.Started.Format "2006-01-02 15:04:05 UTC"}}, took {{round .Duration}}.</p>
 <p><strong>{{.Summary}}</strong></p>
 <table><tr><th>#</th><th>scenario</th><th>threat</th><th>enforcement point</th><th>attempts</th></tr>
-{{range $i, $r := .Results}}<tr class="{{if $r.Leaked}}leak{{else}}ok{{end}}"><td>{{$i}}</td>
+{{range $i, $r := .Results}}<tr class="{{if $r.Leaked}}leak{{else}}ok{{end}}"><td>{{inc $i}}</td>
 <td><strong>{{$r.Name}}</strong><br>{{$r.Setup}}<br><em>attack:</em> {{$r.Attack}}<br><em>check:</em> {{$r.Check}}</td>
 <td>{{$r.Threat}}</td><td>{{$r.Layer}}</td><td>{{if $r.Error}}<p>ERROR {{$r.Error}}</p>{{end}}
 {{range $r.Attempts}}<p>{{if .Leaked}}<strong>LEAK</strong> {{.What}}: <code>{{.Detail}}</code>{{else}}blocked: {{.What}}{{range .Evidence}}<pre>{{.Source}}: {{.Text}}</pre>{{end}}{{end}}</p>{{end}}</td></tr>
