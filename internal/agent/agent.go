@@ -22,6 +22,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/quota"
@@ -474,7 +475,7 @@ var errBlocked = errors.New("answer blocked by the output guard")
 // passed the guard. The owners of what was caught hear of it (recordLeaks).
 // flush emits what the guard held back at the end of the model's answer.
 func (a *Agent) guardStream(ctx context.Context, scope auth.Scope, profile Profile, in *guard.Inputs, onDelta func(string) error) (deltas func(string) error, flush func() error) {
-	if _, off := a.Guard.(noGuard); off || onDelta == nil {
+	if _, off := a.Guard.(noGuard); off || onDelta == nil || layers.Off("guard.stream") {
 		return onDelta, func() error { return nil }
 	}
 	gs := a.Guard.StreamFrom(scope.Tenant(), profile.AllowedHosts, in)
@@ -501,7 +502,7 @@ func (a *Agent) guardStream(ctx context.Context, scope auth.Scope, profile Profi
 // and reports whether it passed holding another tenant's value that the
 // turn's inputs carried.
 func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profile, in *guard.Inputs, m *llm.Message, finish *string) (carried bool) {
-	if m.Content == "" || m.Content == withheld {
+	if m.Content == "" || m.Content == withheld || layers.Off("guard.answer") {
 		return false
 	}
 	v := a.Guard.CheckFrom(scope.Tenant(), m.Content, profile.AllowedHosts, in)
@@ -583,7 +584,7 @@ func (a *Agent) chat(ctx context.Context, route llm.Route, req llm.Request, red 
 }
 
 func redactor(secrets []store.Secret) *redact.Redactor {
-	if len(secrets) == 0 {
+	if len(secrets) == 0 || layers.Off("redaction") {
 		return nil
 	}
 	rs := make([]redact.Secret, len(secrets))

@@ -13,6 +13,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
 	"github.com/bulkhead-ai/bulkhead/internal/redact"
@@ -114,7 +115,12 @@ func (b *toolbox) run(ctx context.Context, calls []llm.ToolCall) []llm.Message {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			out[i] = toolMessage(tc, b.red.String(textnorm.StripInvisibleRuns(b.call(ctx, tc))))
+			res := b.call(ctx, tc)
+			if layers.Off("guard.toolresults") { // redteamswitch builds only: the raw result reaches the model
+				out[i] = toolMessage(tc, res)
+				return
+			}
+			out[i] = toolMessage(tc, b.red.String(textnorm.StripInvisibleRuns(res)))
 		}()
 	}
 	wg.Wait()
@@ -334,6 +340,9 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 // gets back what was cut apart; a hit there refuses the call, as no
 // rewrite can cut across pieces.
 func (b *toolbox) checkStrings(ctx context.Context, log *slog.Logger, t *tools.Tool, model map[string]any) (string, bool) {
+	if layers.Off("guard.toolargs") { // redteamswitch builds only; see package layers
+		return "", true
+	}
 	name := t.Name
 	var blocked, rewritten []string
 	var leaked guard.Verdict

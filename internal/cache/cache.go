@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -113,6 +114,9 @@ func New(b Backend, ttl time.Duration) *Cache {
 // error comes with a miss: ErrForeignEntry (wrapped) for a refused entry, or
 // a Backend or argument error.
 func (x *Cache) Get(ctx context.Context, c *keyring.Cipher, req Request) (Value, bool, error) {
+	if layers.Off("cache") { // redteamswitch builds only; see package layers
+		return unpartitioned.get(req)
+	}
 	id, key, err := entryKey(c, req)
 	if err != nil {
 		return Value{}, false, err
@@ -134,6 +138,9 @@ func (x *Cache) Get(ctx context.Context, c *keyring.Cipher, req Request) (Value,
 // Put stores v as the answer to req for the tenant of c. Whether an answer is
 // worth caching (complete, deterministic enough) is the caller's decision.
 func (x *Cache) Put(ctx context.Context, c *keyring.Cipher, req Request, v Value) error {
+	if layers.Off("cache") { // redteamswitch builds only; see package layers
+		return unpartitioned.put(req, v)
+	}
 	id, key, err := entryKey(c, req)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/embed"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/redteam/hostile"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -144,7 +145,7 @@ type Embedder struct {
 // Provider declares one model provider.
 type Provider struct {
 	Name string `yaml:"name"`
-	Type string `yaml:"type"` // "openai", "anthropic" or "scripted"
+	Type string `yaml:"type"` // "openai", "anthropic", "scripted" or "redteam" (the hostile model of `bulkhead redteam`)
 	// BaseURL is the API root; for type anthropic it defaults to
 	// https://api.anthropic.com.
 	BaseURL   string `yaml:"base_url"`
@@ -249,6 +250,8 @@ func (c Config) Models(getenv func(string) string) (*llm.Registry, error) {
 		switch p.Type {
 		case "scripted":
 			prov = llm.NewScripted()
+		case "redteam":
+			prov = hostile.New()
 		case "openai", "anthropic":
 			key := ""
 			if p.APIKeyEnv != "" {
@@ -267,7 +270,7 @@ func (c Config) Models(getenv func(string) string) (*llm.Registry, error) {
 				return nil, fmt.Errorf("provider %q: %w", p.Name, err)
 			}
 		default:
-			return nil, fmt.Errorf("provider %q: unknown type %q (want openai, anthropic or scripted)", p.Name, p.Type)
+			return nil, fmt.Errorf("provider %q: unknown type %q (want openai, anthropic, scripted or redteam)", p.Name, p.Type)
 		}
 		var keySecret tenant.SecretName
 		if p.APIKeySecret != "" {

@@ -33,6 +33,7 @@ import (
 	"github.com/cedar-policy/cedar-go/types"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -345,6 +346,9 @@ func (s *Set) Listable(p Principal, r Resource) (bool, Decision) {
 }
 
 func (s *Set) decide(p Principal, r Resource, ctx types.Record, lenient bool) Decision {
+	if layers.Off("policy") { // redteamswitch builds only; see package layers
+		return Decision{Allow: true, Reasons: []string{"layer off"}}
+	}
 	if s == nil {
 		return denied("policy: no policy set")
 	}

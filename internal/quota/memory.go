@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -49,6 +50,9 @@ func NewMemory() *Memory {
 
 // Admit implements Limiter.
 func (m *Memory) Admit(ctx context.Context, id tenant.Incarnation, l Limits) (release func(), err error) {
+	if layers.Off("quota") { // redteamswitch builds only; see package layers
+		return func() {}, nil
+	}
 	if err := checkTenant(id); err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/bulkhead-ai/bulkhead/internal/breaker"
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -128,6 +129,9 @@ func (r *Redis) Forget(ctx context.Context, inc tenant.Incarnation) error {
 
 // Admit implements Limiter.
 func (r *Redis) Admit(ctx context.Context, id tenant.Incarnation, l Limits) (release func(), err error) {
+	if layers.Off("quota") { // redteamswitch builds only; see package layers
+		return func() {}, nil
+	}
 	if err := checkTenant(id); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/google/jsonschema-go/jsonschema"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
 
@@ -397,6 +398,9 @@ func newReserved(names []string) reservedNames {
 
 // check refuses name if it is, or is spelt like, a reserved name.
 func (r reservedNames) check(name, path string) error {
+	if r.exact[name] && r.runtime && layers.Off("binding") { // redteamswitch builds only; see package layers
+		return nil
+	}
 	if r.exact[name] && r.runtime {
 		return argError(ReasonBound, path, ErrBoundByModel, "%s: %q", ErrBoundByModel, name)
 	}
@@ -546,7 +550,7 @@ func (d decoder) value(dec *jsontext.Decoder, k *keys, path string, depth int, t
 				return nil, err
 			}
 			if top {
-				if _, ok := t.Bound[name]; ok {
+				if _, ok := t.Bound[name]; ok && !layers.Off("binding") {
 					return nil, argError(ReasonBound, at, ErrBoundByModel, "%s: %q", ErrBoundByModel, name)
 				}
 			}
@@ -619,11 +623,14 @@ func (t *Tool) Complete(model map[string]any, bind func(source string) (string, 
 		args = map[string]any{}
 	}
 	for param := range t.Bound {
-		if _, ok := args[param]; ok {
+		if _, ok := args[param]; ok && !layers.Off("binding") {
 			return Args{}, argError(ReasonBound, "/"+pointerEscape(param), ErrBoundByModel, "%s: %q", ErrBoundByModel, param)
 		}
 	}
 	for param, source := range t.Bound {
+		if _, ok := args[param]; ok && layers.Off("binding") { // redteamswitch builds only: the model's value stays
+			continue
+		}
 		v, err := bind(source)
 		if err != nil {
 			return Args{}, fmt.Errorf("fill bound parameter %q: %w", param, err)
