@@ -153,6 +153,30 @@ func scenarios() []Scenario {
 			}
 			return w.status(ctx, t, "B still reads it", http.MethodGet, p, w.b.key, nil, nil, http.StatusOK, nil)
 		}})
+	add(Scenario{Name: "guess_response_id", Threat: "another tenant's object is indistinguishable from a missing one", Layer: LayerStore,
+		Setup: "B made a response about its memo", Attack: "A reads, deletes and continues it by id", Check: "404 each, and B still reads it",
+		run: func(ctx context.Context, w *world, t *trial) error {
+			r, err := w.c.do(ctx, http.MethodPost, "/v1/responses", w.b.key, map[string]any{"input": w.b.doc, "user": endUser}, nil)
+			if err != nil {
+				return err
+			}
+			var made struct{ ID string }
+			if r.status != http.StatusOK || json.Unmarshal(r.body, &made) != nil || made.ID == "" {
+				return fmt.Errorf("B's response: %v", r)
+			}
+			p := "/v1/responses/" + made.ID + "?user=" + endUser
+			if err := w.status(ctx, t, "GET B's response", http.MethodGet, p, w.a.key, nil, nil, http.StatusNotFound, w.victimNeedles()); err != nil {
+				return err
+			}
+			if err := w.status(ctx, t, "DELETE B's response", http.MethodDelete, p, w.a.key, nil, nil, http.StatusNotFound, nil); err != nil {
+				return err
+			}
+			cont := map[string]any{"input": hostile.Prefix + "echo", "user": endUser, "previous_response_id": made.ID}
+			if err := w.status(ctx, t, "continue B's response", http.MethodPost, "/v1/responses", w.a.key, cont, nil, http.StatusNotFound, w.victimNeedles()); err != nil {
+				return err
+			}
+			return w.status(ctx, t, "B still reads it", http.MethodGet, p, w.b.key, nil, nil, http.StatusOK, nil)
+		}})
 	add(Scenario{Name: "guess_memory_user", Threat: "tenant backend names another tenant's end user (inv. 2)", Layer: LayerStore,
 		Setup: "B holds a memory of alice", Attack: "A lists alice's memories", Check: "A's memories only",
 		run: func(ctx context.Context, w *world, t *trial) error {
