@@ -60,6 +60,8 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("GET /admin/v1/tools/{name}", admin(handleGetTool(d)))
 	mux.Handle("DELETE /admin/v1/tools/{name}", admin(handleDeleteTool(d)))
 
+	// Prometheus metrics; also without a token on --metrics-addr.
+	mux.Handle("GET /metrics", admin(handleMetrics(d)))
 }
 
 // track runs each tenant API request under a context that the lifecycle
@@ -72,6 +74,7 @@ func track(d Deps, next http.Handler) http.Handler {
 			writeError(d.Logger, w, r, errors.New("tenant request without a scope"))
 			return
 		}
+		d.Telemetry.Authenticated(r.Context(), scope.Tenant())
 		ctx, done := d.Lifecycle.Track(r.Context(), scope)
 		defer done()
 		next.ServeHTTP(w, r.WithContext(ctx))

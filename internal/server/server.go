@@ -19,7 +19,9 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
+	"github.com/bulkhead-ai/bulkhead/internal/requestid"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/telemetry"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
@@ -168,6 +170,9 @@ type Deps struct {
 	MaxBodyBytes int64
 	// MaxDocumentBytes caps a POST /v1/documents body.
 	MaxDocumentBytes int64
+	// Telemetry counts and traces requests and serves GET /metrics; nil
+	// records nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // New returns the HTTP handler for the whole API.
@@ -181,7 +186,29 @@ func New(d Deps) http.Handler {
 	}
 	mux := http.NewServeMux()
 	addRoutes(mux, d)
-	return jsonFallbacks(d.Logger, mux)
+	return instrument(d.Telemetry, mux, jsonFallbacks(d.Logger, mux))
+}
+
+// instrument counts and traces every request under its mux pattern, the
+// route, never its raw path.
+func instrument(t *telemetry.Telemetry, mux *http.ServeMux, next http.Handler) http.Handler {
+	if t == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pattern := mux.Handler(r)
+		t.Serve(w, r, pattern, next, func() string { return w.Header().Get(requestid.Header) })
+	})
+}
+
+// handleMetrics serves the Prometheus metrics.
+func handleMetrics(d Deps) http.Handler {
+	if d.Telemetry == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: metrics are not enabled", kind.NotFound))
+		})
+	}
+	return d.Telemetry.Handler()
 }
 
 // jsonFallbacks answers requests no route takes (404, or 405 when the path
