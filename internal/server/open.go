@@ -308,6 +308,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	// it newest first: the refusals' writer before the log it writes to,
 	// and all of it before the stores close.
 	c.goRun(ctx, "audit log", auditLog.Run)
+	c.goRun(ctx, "key last-used times", plane.RunKeyUse)
 	c.goRun(ctx, "refused-key records", refusals.Run)
 	// The guard's silent cross-tenant text check, off the requests' path.
 	c.goRun(ctx, "guard text check", func(ctx context.Context) error {

@@ -75,6 +75,9 @@ func track(d Deps, next http.Handler) http.Handler {
 			return
 		}
 		d.Telemetry.Authenticated(r.Context(), scope.Tenant())
+		if key := scope.Key(); key != "" {
+			d.Tenants.KeyUsed(key)
+		}
 		ctx, done := d.Lifecycle.Track(r.Context(), scope)
 		defer done()
 		next.ServeHTTP(w, r.WithContext(ctx))

@@ -34,7 +34,11 @@ type Tenants interface {
 	Tenants() []control.Tenant
 	UpdateTenant(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
 	AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error
+	AddKeyWith(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, opts control.KeyOptions) error
 	Keys(ctx context.Context, id tenant.ID) ([]control.Key, error)
+	// KeyUsed notes that a key authenticated a request; it is written in
+	// batches, never once per request.
+	KeyUsed(id tenant.KeyID)
 }
 
 // Lifecycle creates, changes and deletes tenants with every piece of their
