@@ -64,6 +64,9 @@ type Metrics struct {
 	// (the "tenant" label); all others share tenant="". The list is what
 	// bounds the series' number.
 	Tenants []tenant.ID `yaml:"tenants"`
+	// Disabled turns metrics (and tracing) off: no /metrics, nothing
+	// counted.
+	Disabled bool `yaml:"disabled"`
 }
 
 // Telemetry configures OpenTelemetry traces, off unless an OTLP endpoint

@@ -272,8 +272,12 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	var observer agent.Observer // nil: agent.NoObserver
+	if tel != nil {
+		observer = tel
+	}
 	agnt, err := agent.New(agent.Deps{
-		Observer: tel,
+		Observer: observer,
 		Models:   models, History: stores, Secrets: stores, Tools: plane,
 		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
 		Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
@@ -349,6 +353,9 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 // sends the spans not yet sent, goes onto c.
 func openTelemetry(ctx context.Context, cfg config.Config, getenv func(string) string, stores TenantStore,
 	exporter sdktrace.SpanExporter, c *closers) (*telemetry.Telemetry, error) {
+	if cfg.Metrics.Disabled {
+		return nil, nil
+	}
 	o := telemetry.Options{Tenants: cfg.Metrics.Tenants, Exporter: exporter, Sync: exporter != nil,
 		ServiceName: cfg.Telemetry.ServiceName}
 	if open, ok := stores.(interface{ OpenTenants() int }); ok {

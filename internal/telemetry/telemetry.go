@@ -112,8 +112,12 @@ func New(o Options) (*Telemetry, error) {
 	return t, nil
 }
 
-// Handler serves the metrics in the Prometheus text format.
+// Handler serves the metrics in the Prometheus text format; a nil
+// *Telemetry's answers 404.
 func (t *Telemetry) Handler() http.Handler {
+	if t == nil {
+		return http.NotFoundHandler()
+	}
 	return promhttp.HandlerFor(t.reg, promhttp.HandlerOpts{})
 }
 
