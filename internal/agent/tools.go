@@ -188,12 +188,13 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 		log.ErrorContext(ctx, "tool call failed", "error", err.Error())
 		return "error: the tool cannot be run", name, DecisionError
 	}
-	stage, start := StageTools, time.Now()
-	if t.Builtin != "" {
-		stage = StageRetrieval // the knowledge base and memories
-	}
+	start := time.Now()
 	res, err := exec.Execute(ctx, call)
-	b.a.observe(ctx, stage, start)
+	if t.Builtin != "" {
+		// The builtins search the knowledge base and memories; a whole
+		// tool step is the tools stage (agent.run).
+		b.a.observe(ctx, StageRetrieval, start)
+	}
 	if errors.Is(err, tools.ErrPlaceholderValue) {
 		// A runtime value (the chat's user, a secret) would leave its URL
 		// segment or add a header parameter: a denial, audited as such.
