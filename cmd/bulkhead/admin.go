@@ -169,11 +169,22 @@ func addAdminCmds(root *cobra.Command, getenv func(string) string, stdout io.Wri
 			return call(cmd, http.MethodGet, "/admin/v1/tenants/"+url.PathEscape(keysOf)+"/keys", nil)
 		}}
 	listKeys.Flags().StringVar(&keysOf, "tenant", "", "the tenant whose keys to list")
-	keyCmd.AddCommand(listKeys,
-		&cobra.Command{Use: "create TENANT", Short: "Create an API key (shown once)", Args: cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return call(cmd, http.MethodPost, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/keys", nil)
-			}},
+	var keyName, keyExpires string
+	createKey := &cobra.Command{Use: "create TENANT", Short: "Create an API key (shown once)", Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body, err := keyBody(keyName, keyExpires, time.Now())
+			if err != nil {
+				return err
+			}
+			path := "/admin/v1/tenants/" + url.PathEscape(args[0]) + "/keys"
+			if body == nil {
+				return call(cmd, http.MethodPost, path, nil) // no body, as before
+			}
+			return call(cmd, http.MethodPost, path, body)
+		}}
+	createKey.Flags().StringVar(&keyName, "name", "", "a name for the key, shown in key list")
+	createKey.Flags().StringVar(&keyExpires, "expires", "", "when the key stops working: a duration from now (720h) or an RFC 3339 time")
+	keyCmd.AddCommand(listKeys, createKey,
 		&cobra.Command{Use: "revoke TENANT KEY_ID", Short: "Revoke an API key", Args: cobra.ExactArgs(2),
 			RunE: func(cmd *cobra.Command, args []string) error {
 				return call(cmd, http.MethodDelete, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/keys/"+url.PathEscape(args[1]), nil)

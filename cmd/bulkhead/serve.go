@@ -24,7 +24,7 @@ import (
 )
 
 func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Command {
-	var addr, dataDir, configPath, database string
+	var addr, dataDir, configPath, database, metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the HTTP server",
@@ -42,6 +42,9 @@ func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Co
 				d.URL, d.URLEnv = database, ""
 				cfg.Database = &d
 			}
+			if metricsAddr != "" {
+				cfg.Metrics.Addr = metricsAddr
+			}
 			logger := slog.New(slog.NewTextHandler(stderr, nil))
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
@@ -53,6 +56,7 @@ func newServeCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Co
 	cmd.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "address to listen on")
 	cmd.Flags().StringVar(&dataDir, "data", "./bulkhead-data", "data directory")
 	cmd.Flags().StringVar(&configPath, "config", "", "YAML configuration file")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "also serve /metrics here, without a token (a private address for the Prometheus scraper); on --addr it needs the admin token")
 	cmd.Flags().StringVar(&database, "database", "", "PostgreSQL URL of the application role (postgres://…): keep all state there instead of in --data; the owner role's URL, which runs the migrations, is read from $"+config.DefaultOwnerURLEnv)
 	return cmd
 }
@@ -83,7 +87,20 @@ func serve(ctx context.Context, ln net.Listener, dataDir string, cfg config.Conf
 		IdleTimeout:       120 * time.Second,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	if cfg.Metrics.Addr != "" {
+		mln, err := net.Listen("tcp", cfg.Metrics.Addr)
+		if err != nil {
+			return fmt.Errorf("listen for metrics on %s: %w", cfg.Metrics.Addr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", inst.Metrics())
+		msrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+		go func() { errc <- msrv.Serve(mln) }()
+		defer msrv.Close() // a scrape has nothing to drain
+		logger.Info("serving metrics", "addr", mln.Addr().String())
+	}
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("listening", "addr", ln.Addr().String(), "data", dataDir)
 	select {

@@ -187,6 +187,9 @@ type Deps struct {
 	// Guard checks answers and tool arguments. Required: NoGuard checks
 	// nothing.
 	Guard OutputGuard
+	// Observer sees the turn's stages and decisions, for metrics and
+	// traces; nil is NoObserver.
+	Observer Observer
 }
 
 // The explicit opt-outs of the required layers, like slog.DiscardHandler: a
@@ -235,7 +238,10 @@ type Auditor interface {
 
 // audit records e, logging (never hiding) a failure to record.
 func (a *Agent) audit(ctx context.Context, scope auth.Scope, typ string, data map[string]any) {
-	if err := a.Audit.Record(scope, audit.Event{Type: typ, Data: requestid.Annotate(ctx, data)}); err != nil {
+	start := time.Now()
+	err := a.Audit.Record(scope, audit.Event{Type: typ, Data: requestid.Annotate(ctx, data)})
+	a.observe(ctx, StageAudit, start)
+	if err != nil {
 		a.Logger.ErrorContext(ctx, "audit record failed", "tenant", scope.Tenant(), "type", typ, "error", err.Error())
 	}
 }
@@ -273,6 +279,9 @@ func New(d Deps) (*Agent, error) {
 	if d.MaxSteps <= 0 {
 		d.MaxSteps = 8
 	}
+	if d.Observer == nil {
+		d.Observer = NoObserver
+	}
 	return &Agent{Deps: d}, nil
 }
 
@@ -281,8 +290,13 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if !scope.Valid() {
 		return Result{}, fmt.Errorf("run agent: %w", store.ErrNoScope)
 	}
+	start := time.Now()
 	release, err := a.Quota.Admit(ctx, scope.Incarnation(), profile.Limits)
+	a.observe(ctx, StageQuota, start)
 	if err != nil {
+		if errors.Is(err, kind.Limited) {
+			a.Observer.Event(ctx, EventQuotaRefused, "")
+		}
 		return Result{}, err
 	}
 	defer release()
@@ -326,7 +340,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	}
 	historyFrom := len(msgs)
 	if turn.Session != "" {
+		start := time.Now()
 		stored, err := a.History.Messages(ctx, scope, turn.Session, a.HistoryMessages)
+		a.observe(ctx, StageHistory, start)
 		if err != nil {
 			return Result{}, fmt.Errorf("load session history: %w", err)
 		}
@@ -350,9 +366,14 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	in := a.Guard.Inputs(scope.Tenant(), nil, a.turnInputs(msgs[historyFrom:newFrom], msgs[newFrom:])...)
 	box.inputs = in
 
+	start := time.Now()
 	cached, cacheFor, err := a.cached(ctx, scope, profile, turn, msgs, box)
+	a.observe(ctx, StageCache, start)
 	if err != nil {
 		return Result{}, err
+	}
+	if cacheFor.ok && !turn.NoCacheRead {
+		a.Observer.Event(ctx, EventCache, map[bool]string{true: "hit", false: "miss"}[cached != nil])
 	}
 	if cached != nil {
 		a.guardAnswer(ctx, scope, profile, in, &cached.Message, &cached.FinishReason)
@@ -383,7 +404,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			Options:        opts,
 			Started:        started(turn),
 		}
+		start := time.Now()
 		resp, err = a.chatChain(ctx, scope, profile, chain, secrets, req, red, deltas)
+		a.observe(ctx, StageModel, start)
 		if err == nil {
 			err = flushGuard()
 		} else {
@@ -392,6 +415,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		if errors.Is(err, errBlocked) {
 			resp = llm.Response{Message: llm.Message{Role: "assistant", Content: withheld}, FinishReason: "content_filter"}
 			a.audit(ctx, scope, "guard.block", map[string]any{"profile": profile.Name, "streamed": true})
+			a.Observer.Event(ctx, EventGuardBlock, "stream")
 			if err := turn.OnDelta("\n" + withheld); err != nil {
 				return Result{}, err
 			}
@@ -418,7 +442,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			break
 		}
 		msgs = append(msgs, resp.Message)
+		start = time.Now()
 		results := box.runStep(ctx, resp.Message.ToolCalls, held)
+		a.observe(ctx, StageTools, start)
 		msgs = append(msgs, results...)
 		if more := a.toolInputs(results); len(more) > 0 {
 			in = a.Guard.Inputs(scope.Tenant(), in, more...)
@@ -505,11 +531,14 @@ func (a *Agent) guardAnswer(ctx context.Context, scope auth.Scope, profile Profi
 	if m.Content == "" || m.Content == withheld || layers.Off("guard.answer") {
 		return false
 	}
+	start := time.Now()
 	v := a.Guard.CheckFrom(scope.Tenant(), m.Content, profile.AllowedHosts, in)
+	a.observe(ctx, StageGuard, start)
 	a.logCarried(ctx, scope, v)
 	if v.Blocked {
 		a.Logger.WarnContext(ctx, "answer blocked", "tenant", scope.Tenant(), "reasons", v.Reasons)
 		a.audit(ctx, scope, "guard.block", map[string]any{"profile": profile.Name, "reasons": v.Reasons})
+		a.Observer.Event(ctx, EventGuardBlock, GuardKind(v.Reasons))
 		a.recordLeaks(ctx, scope, v, false)
 		m.Content, *finish = withheld, "content_filter"
 		return false

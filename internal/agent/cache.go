@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/cache"
@@ -97,7 +98,10 @@ func (a *Agent) record(ctx context.Context, scope auth.Scope, turn Turn, newMsgs
 	}
 	// The answer is already computed; a cancelled client must not lose the
 	// turn from its history, so the write ignores cancellation.
-	if err := a.History.AppendMessages(context.WithoutCancel(ctx), scope, turn.Session, record); err != nil {
+	start := time.Now()
+	err := a.History.AppendMessages(context.WithoutCancel(ctx), scope, turn.Session, record)
+	a.observe(ctx, StageHistory, start)
+	if err != nil {
 		return fmt.Errorf("save session history: %w", err)
 	}
 	return nil

@@ -79,6 +79,9 @@ func (a *Agent) chatChain(ctx context.Context, scope auth.Scope, profile Profile
 		route := c.route
 		route.Provider = w
 		resp, err := a.chat(ctx, route, req, red, onDelta)
+		if w.err != nil && ctx.Err() == nil {
+			a.Observer.Event(ctx, EventUpstreamError, failureName(w.err))
+		}
 		if err == nil {
 			if i > 0 {
 				if resp.Model == "" {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
@@ -115,12 +116,12 @@ func (b *toolbox) run(ctx context.Context, calls []llm.ToolCall) []llm.Message {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			res := b.call(ctx, tc)
+			text := b.call(ctx, tc)
 			if layers.Off("guard.toolresults") { // redteamswitch builds only: the raw result reaches the model
-				out[i] = toolMessage(tc, res)
+				out[i] = toolMessage(tc, text)
 				return
 			}
-			out[i] = toolMessage(tc, b.red.String(textnorm.StripInvisibleRuns(res)))
+			out[i] = toolMessage(tc, b.red.String(textnorm.StripInvisibleRuns(text)))
 		}()
 	}
 	wg.Wait()
@@ -142,7 +143,17 @@ const notAvailable = "error: that tool is not available to you"
 // the schema, their string values passed through the guard and the
 // redactor, completed with the bound parameters and validated, authorized,
 // and sent as the one canonical encoding policy saw.
+// Every call, from a model step or an MCP client, is observed here.
 func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
+	start := time.Now()
+	text, tool, decision := b.decide(ctx, tc)
+	b.a.Observer.ToolCall(ctx, tool, decision, time.Since(start))
+	return text
+}
+
+// decide is call, also returning the tool's name for metrics ("unknown" if
+// it was not offered) and the decision.
+func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, decision string) {
 	name := tc.Function.Name
 	t, offered := b.tools[name]
 	if !offered {
@@ -157,12 +168,12 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		// differ between names, and a catalog name would tell that the
 		// tool exists.
 		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": "unknown", "decision": "deny", "reasons": []string{"not offered to this agent"}})
-		return notAvailable
+		return notAvailable, "unknown", DecisionDeny
 	}
 	log := b.a.Logger.With("tenant", b.scope.Tenant(), "tool", name)
 	args, log, msg, ok := b.authorize(ctx, log, t, tc.Function.Arguments)
 	if !ok {
-		return msg
+		return msg, name, DecisionDeny
 	}
 	call := tools.Call{Tool: t, Scope: b.scope, Tenant: b.scope.Tenant(), Args: args.Value, Body: args.JSON, Bound: map[string]string{}, Secrets: map[tenant.SecretName]secret.Value{}}
 	for param := range t.Bound {
@@ -174,34 +185,40 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		v, ok := b.secrets[n]
 		if !ok {
 			log.WarnContext(ctx, "tool call failed", "error", "missing secret", "secret", n)
-			return fmt.Sprintf("error: the tool is not configured for this tenant (secret %q is not set)", n)
+			return fmt.Sprintf("error: the tool is not configured for this tenant (secret %q is not set)", n), name, DecisionError
 		}
 		call.Secrets[n] = v
 	}
 	exec, err := b.a.executor(t)
 	if err != nil {
 		log.ErrorContext(ctx, "tool call failed", "error", err.Error())
-		return "error: the tool cannot be run"
+		return "error: the tool cannot be run", name, DecisionError
 	}
+	start := time.Now()
 	res, err := exec.Execute(ctx, call)
+	if t.Builtin != "" {
+		// The builtins search the knowledge base and memories; a whole
+		// tool step is the tools stage (agent.run).
+		b.a.observe(ctx, StageRetrieval, start)
+	}
 	if errors.Is(err, tools.ErrPlaceholderValue) {
 		// A runtime value (the chat's user, a secret) would leave its URL
 		// segment or add a header parameter: a denial, audited as such.
 		// The message names placeholders, never values.
 		log.WarnContext(ctx, "tool call denied", "reasons", []string{tools.ReasonPlaceholder}, "error", b.red.String(err.Error()))
 		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "deny", "reasons": []string{tools.ReasonPlaceholder}})
-		return "error: the tool cannot be called with this request's values (" + tools.ReasonPlaceholder + ")"
+		return "error: the tool cannot be called with this request's values (" + tools.ReasonPlaceholder + ")", name, DecisionDeny
 	}
 	if err != nil {
 		log.WarnContext(ctx, "tool call failed", "error", b.red.String(err.Error()))
 		if t.Builtin != "" && errors.Is(err, kind.Invalid) {
 			// A builtin refusing its arguments says why, in words of the
 			// runtime's own, so the model can correct them.
-			return "error: " + b.red.String(err.Error())
+			return "error: " + b.red.String(err.Error()), name, DecisionAllow
 		}
 		// Other executors' errors can name upstream hosts: the log gets
 		// them, the model a generic message.
-		return "error: the tool failed to run"
+		return "error: the tool failed to run", name, DecisionAllow
 	}
 	log.InfoContext(ctx, "tool call", "decision", "allow", "is_error", res.IsError)
 	content := res.Content
@@ -215,7 +232,7 @@ func (b *toolbox) call(ctx context.Context, tc llm.ToolCall) string {
 		// in.
 		content = b.red.Stream().Write(textnorm.StripInvisibleRuns(content)) + tools.TruncatedMark
 	}
-	return content
+	return content, name, DecisionAllow
 }
 
 // authorize takes a call's raw arguments on the checked path: decoded once
@@ -484,6 +501,7 @@ func (b *toolbox) refuseBlocked(ctx context.Context, log *slog.Logger, name stri
 	reasons = slices.Compact(slices.Sorted(slices.Values(reasons)))
 	log.WarnContext(ctx, "tool call blocked by the output guard", "reasons", reasons)
 	b.a.audit(ctx, b.scope, "guard.block", map[string]any{"tool": name, "reasons": reasons})
+	b.a.Observer.Event(ctx, EventGuardBlock, GuardKind(reasons))
 	b.a.recordLeaks(ctx, b.scope, v, false)
 	return "error: refused: the arguments carry data that may not leave"
 }

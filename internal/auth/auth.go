@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -20,6 +21,7 @@ type KeyRecord struct {
 	Incarnation tenant.Incarnation
 	Hash        KeyHash
 	Status      tenant.Status // the owning tenant's status
+	ExpiresAt   time.Time     // zero: the key never expires
 }
 
 // Keys finds API keys by id. A revoked key or deleted tenant is simply absent.
@@ -78,6 +80,10 @@ func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
 	}
 	if !rec.Hash.equal(hash) {
 		return Scope{}, refused{tenant: rec.Tenant, key: id, err: fmt.Errorf("%w: invalid api key", kind.Unauthenticated)}
+	}
+	if !rec.ExpiresAt.IsZero() && !time.Now().Before(rec.ExpiresAt) {
+		return Scope{}, refused{tenant: rec.Tenant, key: id, err: fmt.Errorf("%w: api key expired at %s",
+			kind.Unauthenticated, rec.ExpiresAt.UTC().Format(time.RFC3339))}
 	}
 	if rec.Status != tenant.StatusActive {
 		return Scope{}, refused{tenant: rec.Tenant, key: id, err: fmt.Errorf("%w: tenant is %s", kind.Denied, rec.Status)}

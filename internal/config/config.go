@@ -50,6 +50,34 @@ type Config struct {
 	// PostgreSQL, shared by every replica, instead of in SQLite files under
 	// the data directory.
 	Database *Database `yaml:"database"`
+	// Metrics and Telemetry configure /metrics and tracing.
+	Metrics   Metrics   `yaml:"metrics"`
+	Telemetry Telemetry `yaml:"telemetry"`
+}
+
+// Metrics configures the Prometheus metrics. They are always served at
+// /metrics on the main address, behind the admin token.
+type Metrics struct {
+	// Addr, if set, also serves /metrics there without a token (a
+	// separate, private listener for the scraper); --metrics-addr sets it.
+	Addr string `yaml:"addr"`
+	// Tenants are the tenant ids whose requests get series of their own
+	// (the "tenant" label); all others share tenant="". The list is what
+	// bounds the series' number.
+	Tenants []tenant.ID `yaml:"tenants"`
+	// Disabled turns metrics (and tracing) off: no /metrics, nothing
+	// counted.
+	Disabled bool `yaml:"disabled"`
+}
+
+// Telemetry configures OpenTelemetry traces, off unless an OTLP endpoint
+// is configured here or in OTEL_EXPORTER_OTLP_ENDPOINT.
+type Telemetry struct {
+	// OTLPEndpoint is the collector's OTLP/HTTP base URL (e.g.
+	// http://127.0.0.1:4318; "/v1/traces" is added), or its full traces URL.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// ServiceName names the service in traces; default "bulkhead".
+	ServiceName string `yaml:"service_name"`
 }
 
 // Database locates PostgreSQL. The server connects as an application role

@@ -132,15 +132,21 @@ func (t Tenant) clone() Tenant {
 }
 
 type keyEntry struct {
-	tenant tenant.ID
-	hash   auth.KeyHash
+	tenant  tenant.ID
+	hash    auth.KeyHash
+	expires time.Time // zero: never
 }
 
 // Key describes one of a tenant's API keys: never the key, nor its hash.
 type Key struct {
 	ID        tenant.KeyID `json:"id"`
+	Name      string       `json:"name"`
 	CreatedAt time.Time    `json:"created_at"`
 	RevokedAt *time.Time   `json:"revoked_at"` // nil while the key works
+	ExpiresAt *time.Time   `json:"expires_at"` // nil: never
+	// LastUsedAt is when the key last authenticated a request, to within
+	// the interval at which use is written (KeyUseInterval); nil: never.
+	LastUsedAt *time.Time `json:"last_used_at"`
 }
 
 // backend keeps the control plane durable: SQLite (one process) or
@@ -167,7 +173,10 @@ type backend interface {
 	// deleteTenant deletes tenant id (only incarnation storageID, if not
 	// empty) with its keys and tools, and returns what it deleted.
 	deleteTenant(ctx context.Context, id tenant.ID, storageID string) (Tenant, int64, error)
-	addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, at time.Time) (int64, error)
+	addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, opts KeyOptions, at time.Time) (int64, error)
+	// touchKeys records when keys were last used; it is no change of the
+	// snapshot's, and bumps no version.
+	touchKeys(ctx context.Context, used map[tenant.KeyID]time.Time) error
 	revokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, at time.Time) (int64, error)
 	// keys reads tenant id's keys, revoked ones too, oldest first.
 	keys(ctx context.Context, id tenant.ID) ([]Key, error)
@@ -257,6 +266,7 @@ type Plane struct {
 	freshUntil atomic.Int64
 
 	hooks     hookQueue
+	keyUse    keyUse
 	stopWatch func() // stops the backend's watcher; nil if it has none
 	closeOnce sync.Once
 	closeErr  error
@@ -593,11 +603,21 @@ func (p *Plane) dropTenant(id tenant.ID) {
 	maps.DeleteFunc(p.keys, func(_ tenant.KeyID, k keyEntry) bool { return k.tenant == id })
 }
 
-// AddKey records a new API key for the tenant. Only its hash is stored.
+// AddKey records a new API key for the tenant, unnamed and without expiry.
+// Only its hash is stored.
 func (p *Plane) AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error {
+	return p.AddKeyWith(ctx, id, keyID, hash, KeyOptions{})
+}
+
+// AddKeyWith records a new API key for the tenant with a name and expiry.
+// Only its hash is stored.
+func (p *Plane) AddKeyWith(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, opts KeyOptions) error {
+	if err := opts.valid(); err != nil {
+		return err
+	}
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
-	v, err := p.be.addKey(ctx, id, keyID, hash, p.stamp())
+	v, err := p.be.addKey(ctx, id, keyID, hash, opts, p.stamp())
 	if errors.Is(err, errMissing) {
 		return errors.Join(fmt.Errorf("%w: tenant %s", kind.NotFound, id), p.refresh(ctx, id))
 	}
@@ -605,7 +625,7 @@ func (p *Plane) AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, ha
 		return fmt.Errorf("add api key for %s: %w", id, err)
 	}
 	p.mu.Lock()
-	p.keys[keyID] = keyEntry{tenant: id, hash: hash}
+	p.keys[keyID] = keyEntry{tenant: id, hash: hash, expires: opts.ExpiresAt}
 	p.mu.Unlock()
 	p.committed(v)
 	return nil
@@ -648,6 +668,7 @@ func (p *Plane) Keys(ctx context.Context, id tenant.ID) ([]Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list api keys of %s: %w", id, err)
 	}
+	p.keyUse.merge(keys)
 	return keys, nil
 }
 
@@ -679,7 +700,7 @@ func (p *Plane) KeyRecord(id tenant.KeyID) (auth.KeyRecord, bool) {
 	if !ok {
 		return auth.KeyRecord{}, false
 	}
-	return auth.KeyRecord{Tenant: k.tenant, Incarnation: t.Incarnation(), Hash: k.hash, Status: t.Status}, true
+	return auth.KeyRecord{Tenant: k.tenant, Incarnation: t.Incarnation(), Hash: k.hash, Status: t.Status, ExpiresAt: k.expires}, true
 }
 
 // current returns the tenant whose current incarnation is inc. A deleted

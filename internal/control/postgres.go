@@ -262,12 +262,16 @@ func (b *pgBackend) read(ctx context.Context, tenantsWhere, keysAnd, toolsWhere 
 	for _, t := range ts {
 		snap.tenants[t.ID] = t
 	}
-	rows, _ = tx.Query(ctx, `SELECT id, tenant_id, hash FROM control_api_keys WHERE revoked_at IS NULL`+keysAnd, args...)
+	rows, _ = tx.Query(ctx, `SELECT id, tenant_id, hash, expires_at FROM control_api_keys WHERE revoked_at IS NULL`+keysAnd, args...)
 	var id tenant.KeyID
 	var owner tenant.ID
 	var hash []byte
-	if _, err := pgx.ForEachRow(rows, []any{&id, &owner, &hash}, func() error {
+	var expires *time.Time
+	if _, err := pgx.ForEachRow(rows, []any{&id, &owner, &hash, &expires}, func() error {
 		e, err := newKeyEntry(id, owner, hash)
+		if expires != nil {
+			e.expires = *expires
+		}
 		snap.keys[id] = e
 		return err
 	}); err != nil {
@@ -350,10 +354,14 @@ func (b *pgBackend) forgetDeleted(ctx context.Context, storageID string) error {
 	return err
 }
 
-func (b *pgBackend) addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, at time.Time) (int64, error) {
+func (b *pgBackend) addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, opts KeyOptions, at time.Time) (int64, error) {
+	var expires *time.Time
+	if !opts.ExpiresAt.IsZero() {
+		expires = &opts.ExpiresAt
+	}
 	return b.write(ctx, tenantTarget(id), func(tx pgx.Tx, _ *string) error {
-		err := pgAffected(tx.Exec(ctx, `INSERT INTO control_api_keys (tenant_id, id, hash, created_at)
-			SELECT id, $2, $3, $4 FROM control_tenants WHERE id = $1`, id, keyID, hash[:], at))
+		err := pgAffected(tx.Exec(ctx, `INSERT INTO control_api_keys (tenant_id, id, hash, created_at, name, expires_at)
+			SELECT id, $2, $3, $4, $5, $6 FROM control_tenants WHERE id = $1`, id, keyID, hash[:], at, opts.Name, expires))
 		if isPgCode(err, pgForeignKeyViolation) {
 			return errMissing // deleted meanwhile by another replica
 		}
@@ -368,18 +376,31 @@ func (b *pgBackend) revokeKey(ctx context.Context, id tenant.ID, keyID tenant.Ke
 	})
 }
 
+// touchKeys is no change of the control plane's: it writes no change
+// version, so no replica reloads for it.
+func (b *pgBackend) touchKeys(ctx context.Context, used map[tenant.KeyID]time.Time) error {
+	batch := &pgx.Batch{}
+	for _, id := range sortedUse(used) {
+		batch.Queue(`UPDATE control_api_keys SET last_used_at = $2
+			WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)`, id, used[id])
+	}
+	return b.pool.SendBatch(ctx, batch).Close()
+}
+
 func (b *pgBackend) keys(ctx context.Context, id tenant.ID) ([]Key, error) {
-	rows, _ := b.pool.Query(ctx, `SELECT id, created_at, revoked_at FROM control_api_keys
+	rows, _ := b.pool.Query(ctx, `SELECT id, created_at, revoked_at, name, expires_at, last_used_at FROM control_api_keys
 		WHERE tenant_id = $1 ORDER BY created_at, id`, id)
 	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Key, error) {
 		var k Key
-		if err := r.Scan(&k.ID, &k.CreatedAt, &k.RevokedAt); err != nil {
+		if err := r.Scan(&k.ID, &k.CreatedAt, &k.RevokedAt, &k.Name, &k.ExpiresAt, &k.LastUsedAt); err != nil {
 			return Key{}, err
 		}
 		k.CreatedAt = k.CreatedAt.UTC()
-		if k.RevokedAt != nil {
-			at := k.RevokedAt.UTC()
-			k.RevokedAt = &at
+		for _, t := range []**time.Time{&k.RevokedAt, &k.ExpiresAt, &k.LastUsedAt} {
+			if *t != nil {
+				at := (*t).UTC()
+				*t = &at
+			}
 		}
 		return k, nil
 	})

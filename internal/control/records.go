@@ -40,6 +40,9 @@ type APIKeyRecord struct {
 	Hash         []byte
 	CreatedAt    time.Time
 	RevokedAt    *time.Time
+	Name         string
+	ExpiresAt    *time.Time
+	LastUsedAt   *time.Time
 }
 
 // ToolRecord is a catalog tool's row; Owner is empty for the operator's.
@@ -114,13 +117,24 @@ func (b sqliteBackend) exportRecords(ctx context.Context) (Records, error) {
 		return r, fmt.Errorf("tenants: %w", err)
 	}
 	var k APIKeyRecord
-	if err := sqliteRows(ctx, tx, `SELECT id, tenant_id, hash, created_at, revoked_at FROM api_keys ORDER BY id`,
-		[]any{&k.ID, &k.TenantID, &k.Hash, &created, &revoked}, func() (err error) {
-			k.RevokedAt = nil
-			if k.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err == nil && revoked.Valid {
-				var at time.Time
-				at, err = time.Parse(time.RFC3339Nano, revoked.String)
-				k.RevokedAt = &at
+	var expires, used sql.NullString
+	if err := sqliteRows(ctx, tx, `SELECT id, tenant_id, hash, created_at, revoked_at, name, expires_at, last_used_at FROM api_keys ORDER BY id`,
+		[]any{&k.ID, &k.TenantID, &k.Hash, &created, &revoked, &k.Name, &expires, &used}, func() (err error) {
+			k.RevokedAt, k.ExpiresAt, k.LastUsedAt = nil, nil, nil
+			if k.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
+				return err
+			}
+			for _, f := range []struct {
+				s  sql.NullString
+				to **time.Time
+			}{{revoked, &k.RevokedAt}, {expires, &k.ExpiresAt}, {used, &k.LastUsedAt}} {
+				if f.s.Valid {
+					at, err := time.Parse(time.RFC3339Nano, f.s.String)
+					if err != nil {
+						return err
+					}
+					*f.to = &at
+				}
 			}
 			r.Keys = append(r.Keys, k)
 			return err
@@ -175,8 +189,9 @@ func (b *pgBackend) importRecords(ctx context.Context, r Records) (int64, error)
 			}
 		}
 		for _, k := range r.Keys {
-			if _, err := tx.Exec(ctx, `INSERT INTO control_api_keys (tenant_id, id, hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5)`,
-				k.TenantID, k.ID, k.Hash, k.CreatedAt, k.RevokedAt); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO control_api_keys (tenant_id, id, hash, created_at, revoked_at, name, expires_at, last_used_at)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+				k.TenantID, k.ID, k.Hash, k.CreatedAt, k.RevokedAt, k.Name, k.ExpiresAt, k.LastUsedAt); err != nil {
 				return fmt.Errorf("tenant %s: api key %s: %w", k.TenantID, k.ID, err)
 			}
 		}

@@ -116,7 +116,7 @@ func (b sqliteBackend) read(ctx context.Context, tenantsWhere, keysAnd, toolsWhe
 	if err := rows.Err(); err != nil {
 		return snap, fmt.Errorf("load tenants: %w", err)
 	}
-	krows, err := tx.QueryContext(ctx, `SELECT id, tenant_id, hash FROM api_keys WHERE revoked_at IS NULL`+keysAnd, args...)
+	krows, err := tx.QueryContext(ctx, `SELECT id, tenant_id, hash, expires_at FROM api_keys WHERE revoked_at IS NULL`+keysAnd, args...)
 	if err != nil {
 		return snap, fmt.Errorf("load api keys: %w", err)
 	}
@@ -125,12 +125,18 @@ func (b sqliteBackend) read(ctx context.Context, tenantsWhere, keysAnd, toolsWhe
 		var id tenant.KeyID
 		var hash []byte
 		var owner tenant.ID
-		if err := krows.Scan(&id, &owner, &hash); err != nil {
+		var expires sql.NullString
+		if err := krows.Scan(&id, &owner, &hash, &expires); err != nil {
 			return snap, fmt.Errorf("load api keys: %w", err)
 		}
 		e, err := newKeyEntry(id, owner, hash)
 		if err != nil {
 			return snap, err
+		}
+		if expires.Valid {
+			if e.expires, err = time.Parse(time.RFC3339Nano, expires.String); err != nil {
+				return snap, fmt.Errorf("load api key %s: %w", id, err)
+			}
 		}
 		snap.keys[id] = e
 	}
@@ -221,10 +227,32 @@ func (b sqliteBackend) deleteTenant(ctx context.Context, id tenant.ID, storageID
 	return t, 0, err
 }
 
-func (b sqliteBackend) addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, at time.Time) (int64, error) {
+func (b sqliteBackend) addKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, opts KeyOptions, at time.Time) (int64, error) {
+	var expires sql.NullString
+	if !opts.ExpiresAt.IsZero() {
+		expires = sql.NullString{String: sqliteTime(opts.ExpiresAt.UTC()), Valid: true}
+	}
 	return 0, affected(b.db.ExecContext(ctx,
-		`INSERT INTO api_keys (id, tenant_id, hash, created_at) SELECT ?, id, ?, ? FROM tenants WHERE id = ?`,
-		keyID, hash[:], sqliteTime(at), id))
+		`INSERT INTO api_keys (id, tenant_id, hash, created_at, name, expires_at) SELECT ?, id, ?, ?, ?, ? FROM tenants WHERE id = ?`,
+		keyID, hash[:], sqliteTime(at), opts.Name, expires, id))
+}
+
+func (b sqliteBackend) touchKeys(ctx context.Context, used map[tenant.KeyID]time.Time) error {
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, id := range sortedUse(used) {
+		at := sqliteTime(used[id].UTC())
+		// RFC 3339 in UTC with nanoseconds sorts as text only at equal
+		// length, so the newer time is compared as a time.
+		if _, err := tx.ExecContext(ctx, `UPDATE api_keys SET last_used_at = ?
+			WHERE id = ? AND (last_used_at IS NULL OR julianday(last_used_at) < julianday(?))`, at, id, at); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
 }
 
 func (b sqliteBackend) revokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, at time.Time) (int64, error) {
@@ -235,7 +263,7 @@ func (b sqliteBackend) revokeKey(ctx context.Context, id tenant.ID, keyID tenant
 
 func (b sqliteBackend) keys(ctx context.Context, id tenant.ID) ([]Key, error) {
 	rows, err := b.db.QueryContext(ctx,
-		`SELECT id, created_at, revoked_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, id)
+		`SELECT id, created_at, revoked_at, name, expires_at, last_used_at FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id`, id)
 	if err != nil {
 		return nil, err
 	}
@@ -243,22 +271,28 @@ func (b sqliteBackend) keys(ctx context.Context, id tenant.ID) ([]Key, error) {
 	keys := []Key{}
 	for rows.Next() {
 		var (
-			k       Key
-			created string
-			revoked sql.NullString
+			k                      Key
+			created                string
+			revoked, expires, used sql.NullString
 		)
-		if err := rows.Scan(&k.ID, &created, &revoked); err != nil {
+		if err := rows.Scan(&k.ID, &created, &revoked, &k.Name, &expires, &used); err != nil {
 			return nil, err
 		}
 		if k.CreatedAt, err = time.Parse(time.RFC3339Nano, created); err != nil {
 			return nil, fmt.Errorf("key %s: %w", k.ID, err)
 		}
-		if revoked.Valid {
-			at, err := time.Parse(time.RFC3339Nano, revoked.String)
+		for _, f := range []struct {
+			s  sql.NullString
+			to **time.Time
+		}{{revoked, &k.RevokedAt}, {expires, &k.ExpiresAt}, {used, &k.LastUsedAt}} {
+			if !f.s.Valid {
+				continue
+			}
+			at, err := time.Parse(time.RFC3339Nano, f.s.String)
 			if err != nil {
 				return nil, fmt.Errorf("key %s: %w", k.ID, err)
 			}
-			k.RevokedAt = &at
+			*f.to = &at
 		}
 		keys = append(keys, k)
 	}

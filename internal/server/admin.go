@@ -355,7 +355,34 @@ type keyView struct {
 	ID        tenant.KeyID `json:"id"`
 	Key       string       `json:"key"`
 	Tenant    tenant.ID    `json:"tenant"`
+	Name      string       `json:"name"`
 	CreatedAt time.Time    `json:"created_at"`
+	ExpiresAt *time.Time   `json:"expires_at"`
+}
+
+// keyRequest is the optional body of a key creation.
+type keyRequest struct {
+	Name      string     `json:"name"`
+	ExpiresAt *time.Time `json:"expires_at"` // RFC 3339; must be in the future
+}
+
+// keyOptions reads the optional body of a key creation.
+func keyOptions(w http.ResponseWriter, r *http.Request, limit int64) (control.KeyOptions, error) {
+	if r.ContentLength == 0 {
+		return control.KeyOptions{}, nil
+	}
+	req, err := decode[keyRequest](w, r, limit, true)
+	if err != nil {
+		return control.KeyOptions{}, err
+	}
+	o := control.KeyOptions{Name: req.Name}
+	if req.ExpiresAt != nil {
+		if !req.ExpiresAt.After(time.Now()) {
+			return o, fmt.Errorf("%w: expires_at must be in the future", kind.Invalid)
+		}
+		o.ExpiresAt = req.ExpiresAt.UTC()
+	}
+	return o, nil
 }
 
 func handleCreateKey(d Deps) http.Handler {
@@ -366,22 +393,35 @@ func handleCreateKey(d Deps) http.Handler {
 			return
 		}
 		id := scope.Tenant()
+		opts, err := keyOptions(w, r, d.MaxBodyBytes)
+		if err != nil {
+			writeError(d.Logger, w, r, err)
+			return
+		}
 		keyID, secret, hash, err := auth.NewKey()
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		if err := recordChange(d, r, scope, "key.create", map[string]any{"key_id": keyID}); err != nil {
+		change := map[string]any{"key_id": keyID}
+		if !opts.ExpiresAt.IsZero() {
+			change["expires_at"] = opts.ExpiresAt
+		}
+		if err := recordChange(d, r, scope, "key.create", change); err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		if err := d.Tenants.AddKey(r.Context(), id, keyID, hash); err != nil {
+		if err := d.Tenants.AddKeyWith(r.Context(), id, keyID, hash, opts); err != nil {
 			changeFailed(d, r, scope, "key.create", err)
 			writeError(d.Logger, w, r, err)
 			return
 		}
 		d.Logger.InfoContext(r.Context(), "api key created", "tenant", id, "key_id", keyID)
-		encode(w, http.StatusCreated, keyView{ID: keyID, Key: secret.Reveal(), Tenant: id, CreatedAt: time.Now().UTC()})
+		v := keyView{ID: keyID, Key: secret.Reveal(), Tenant: id, Name: opts.Name, CreatedAt: time.Now().UTC()}
+		if !opts.ExpiresAt.IsZero() {
+			v.ExpiresAt = &opts.ExpiresAt
+		}
+		encode(w, http.StatusCreated, v)
 	})
 }
 

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
@@ -27,6 +29,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/store/postgres"
 	"github.com/bulkhead-ai/bulkhead/internal/store/sqlite"
+	"github.com/bulkhead-ai/bulkhead/internal/telemetry"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 	"github.com/bulkhead-ai/bulkhead/internal/vector"
@@ -65,6 +68,9 @@ type Options struct {
 	// WrapAuditStore, if set, wraps the store the audit log writes to, so a
 	// test can watch or fail its writes.
 	WrapAuditStore func(audit.Store) audit.Store
+	// SpanExporter, if set, receives every span as it ends, in place of the
+	// OTLP exporter Config and the environment select.
+	SpanExporter sdktrace.SpanExporter
 }
 
 // Provider is a model provider registered under Name. A KeySecret makes
@@ -87,6 +93,7 @@ type Quota interface {
 // serves them. Close releases it all.
 type Instance struct {
 	handler   http.Handler
+	telemetry *telemetry.Telemetry
 	plane     *control.Plane
 	stores    TenantStore
 	lifecycle *lifecycle.Lifecycle
@@ -97,6 +104,10 @@ type Instance struct {
 
 // Handler returns the HTTP handler for the whole API.
 func (in *Instance) Handler() http.Handler { return in.handler }
+
+// Metrics serves the Prometheus metrics without a token, for a separate
+// listener (--metrics-addr).
+func (in *Instance) Metrics() http.Handler { return in.telemetry.Handler() }
 
 // Plane returns the control plane.
 func (in *Instance) Plane() *control.Plane { return in.plane }
@@ -257,8 +268,17 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	// one: anyone can name a key id.
 	refusals := audit.NewRefusals(auditLog, audit.RefusalOptions{Logger: logger, ScopeFor: operatorScope})
 
+	tel, err := openTelemetry(ctx, cfg, getenv, stores, o.SpanExporter, c)
+	if err != nil {
+		return nil, err
+	}
+	var observer agent.Observer // nil: agent.NoObserver
+	if tel != nil {
+		observer = tel
+	}
 	agnt, err := agent.New(agent.Deps{
-		Models: models, History: stores, Secrets: stores, Tools: plane,
+		Observer: observer,
+		Models:   models, History: stores, Secrets: stores, Tools: plane,
 		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
 		Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
 		Logger: logger, HistoryMessages: cfg.HistoryMessages,
@@ -292,6 +312,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	// it newest first: the refusals' writer before the log it writes to,
 	// and all of it before the stores close.
 	c.goRun(ctx, "audit log", auditLog.Run)
+	c.goRun(ctx, "key last-used times", plane.RunKeyUse)
 	c.goRun(ctx, "refused-key records", refusals.Run)
 	// The guard's silent cross-tenant text check, off the requests' path.
 	c.goRun(ctx, "guard text check", func(ctx context.Context) error {
@@ -324,8 +345,43 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		Models:       models,
 		DefaultModel: cfg.DefaultModel,
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		Telemetry:    tel,
 	})
-	return &Instance{handler: h, plane: plane, stores: stores, lifecycle: life, guard: outputGuard, mcp: mcp, closers: c}, nil
+	return &Instance{handler: h, telemetry: tel, plane: plane, stores: stores, lifecycle: life, guard: outputGuard, mcp: mcp, closers: c}, nil
+}
+
+// openTelemetry sets up the metrics and, when an OTLP endpoint is
+// configured (or exporter given), tracing; the tracer's shutdown, which
+// sends the spans not yet sent, goes onto c.
+func openTelemetry(ctx context.Context, cfg config.Config, getenv func(string) string, stores TenantStore,
+	exporter sdktrace.SpanExporter, c *closers) (*telemetry.Telemetry, error) {
+	if cfg.Metrics.Disabled {
+		return nil, nil
+	}
+	o := telemetry.Options{Tenants: cfg.Metrics.Tenants, Exporter: exporter, Sync: exporter != nil,
+		ServiceName: cfg.Telemetry.ServiceName}
+	if open, ok := stores.(interface{ OpenTenants() int }); ok {
+		o.OpenTenants = open.OpenTenants
+	}
+	if o.Exporter == nil {
+		if url := telemetry.Endpoint(cfg.Telemetry.OTLPEndpoint, getenv); url != "" {
+			e, err := telemetry.Exporter(ctx, url)
+			if err != nil {
+				return nil, err
+			}
+			o.Exporter = e
+		}
+	}
+	t, err := telemetry.New(o)
+	if err != nil {
+		return nil, err
+	}
+	c.push("tracing", func() error {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return t.Shutdown(sctx)
+	})
+	return t, nil
 }
 
 // backends are where the server keeps its state: the control plane (tenants,

@@ -29,8 +29,8 @@ import (
 // What Open opens, in the order it opens it, with the default configuration
 // and with Redis.
 var (
-	wantOpened = []string{"control plane", "tenant stores", "mcp tool sessions",
-		"audit log", "refused-key records", "guard text check", "guard index of stored text"}
+	wantOpened = []string{"control plane", "tenant stores", "mcp tool sessions", "tracing",
+		"audit log", "key last-used times", "refused-key records", "guard text check", "guard index of stored text"}
 	wantOpenedRedis = slices.Insert(slices.Clone(wantOpened), 2, "redis client")
 )
 

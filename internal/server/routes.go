@@ -97,6 +97,8 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("GET /admin/v1/tools/{name}", admin(handleGetTool(d)))
 	mux.Handle("DELETE /admin/v1/tools/{name}", admin(handleDeleteTool(d)))
 
+	// Prometheus metrics; also without a token on --metrics-addr.
+	mux.Handle("GET /metrics", admin(handleMetrics(d)))
 }
 
 // track runs each tenant API request under a context that the lifecycle
@@ -108,6 +110,10 @@ func track(d Deps, next http.Handler) http.Handler {
 			// RequireTenant runs first; without its Scope nothing runs.
 			writeError(d.Logger, w, r, errors.New("tenant request without a scope"))
 			return
+		}
+		d.Telemetry.Authenticated(r.Context(), scope.Tenant())
+		if key := scope.Key(); key != "" {
+			d.Tenants.KeyUsed(key)
 		}
 		ctx, done := d.Lifecycle.Track(r.Context(), scope)
 		defer done()

@@ -19,7 +19,9 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/memory"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
+	"github.com/bulkhead-ai/bulkhead/internal/requestid"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/telemetry"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
@@ -32,7 +34,11 @@ type Tenants interface {
 	Tenants() []control.Tenant
 	UpdateTenant(ctx context.Context, id tenant.ID, change func(*control.Tenant) error) (control.Tenant, error)
 	AddKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash) error
+	AddKeyWith(ctx context.Context, id tenant.ID, keyID tenant.KeyID, hash auth.KeyHash, opts control.KeyOptions) error
 	Keys(ctx context.Context, id tenant.ID) ([]control.Key, error)
+	// KeyUsed notes that a key authenticated a request; it is written in
+	// batches, never once per request.
+	KeyUsed(id tenant.KeyID)
 }
 
 // Lifecycle creates, changes and deletes tenants with every piece of their
@@ -172,6 +178,9 @@ type Deps struct {
 	MaxBodyBytes int64
 	// MaxDocumentBytes caps a POST /v1/documents body.
 	MaxDocumentBytes int64
+	// Telemetry counts and traces requests and serves GET /metrics; nil
+	// records nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // New returns the HTTP handler for the whole API.
@@ -185,7 +194,29 @@ func New(d Deps) http.Handler {
 	}
 	mux := http.NewServeMux()
 	addRoutes(mux, d)
-	return jsonFallbacks(d.Logger, mux)
+	return instrument(d.Telemetry, mux, jsonFallbacks(d.Logger, mux))
+}
+
+// instrument counts and traces every request under its mux pattern, the
+// route, never its raw path.
+func instrument(t *telemetry.Telemetry, mux *http.ServeMux, next http.Handler) http.Handler {
+	if t == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pattern := mux.Handler(r)
+		t.Serve(w, r, pattern, next, func() string { return w.Header().Get(requestid.Header) })
+	})
+}
+
+// handleMetrics serves the Prometheus metrics.
+func handleMetrics(d Deps) http.Handler {
+	if d.Telemetry == nil {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			writeError(d.Logger, w, r, fmt.Errorf("%w: metrics are not enabled", kind.NotFound))
+		})
+	}
+	return d.Telemetry.Handler()
 }
 
 // jsonFallbacks answers requests no route takes (404, or 405 when the path

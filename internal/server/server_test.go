@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/audit"
 	"github.com/bulkhead-ai/bulkhead/internal/cache"
@@ -65,6 +67,11 @@ type envOptions struct {
 	redis *config.Redis
 	// embedders are configured besides "default" and "offline".
 	embedders map[string]config.Embedder
+	// metrics and telemetry are the config's sections; spans, if set,
+	// receives every span (Options.SpanExporter).
+	metrics   config.Metrics
+	telemetry config.Telemetry
+	spans     sdktrace.SpanExporter
 }
 
 // envQuota is a limiter the test environment can use.
@@ -112,7 +119,8 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 	o := Options{
 		DataDir: dir,
 		Config: config.Config{MaxBodyBytes: opts.maxBodyBytes, MaxOpenTenants: opts.maxOpen,
-			Database: opts.database, Redis: opts.redis, Embedders: opts.embedders},
+			Database: opts.database, Redis: opts.redis, Embedders: opts.embedders,
+			Metrics: opts.metrics, Telemetry: opts.telemetry},
 		AdminToken:     testAdminToken,
 		MasterKey:      masterKey,
 		Getenv:         func(k string) string { return opts.env[k] },
@@ -121,6 +129,7 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		Quota:          opts.quota,
 		ResponseCache:  opts.cache,
 		WrapAuditStore: opts.auditStore,
+		SpanExporter:   opts.spans,
 	}
 	inst, err := Open(t.Context(), o)
 	if err != nil {

@@ -49,6 +49,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"Validation", testValidation},
 		{"Keys", testKeys},
 		{"KeyList", testKeyList},
+		{"KeyMetadata", testKeyMetadata},
 		{"Incarnations", testIncarnations},
 		{"CrossTenant", testCrossTenant},
 		{"DataKeys", testDataKeys},
@@ -1019,5 +1020,68 @@ func testReplicasCrossTenant(t *testing.T, b Backend) {
 		if err := sameStored(mustTenant(t, p, "globex"), globex); err != nil {
 			t.Fatalf("replica %d: globex changed: %v", i+1, err)
 		}
+	}
+}
+
+// testKeyMetadata: a key's name and expiry are stored with it and survive a
+// restart; the expiry reaches authentication (KeyRecord); last-used times
+// show in the listing at once and are stored only when flushed, the newest
+// winning, and only on the tenant's own key.
+func testKeyMetadata(t *testing.T, b Backend) {
+	ctx := context.Background()
+	kek := NewKEK(t)
+	p := MustOpen(t, b, kek)
+	create(t, p, "acme", "globex")
+	expires := time.Now().Add(time.Hour).UTC().Truncate(time.Microsecond)
+	named, _, hash, err := auth.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AddKeyWith(ctx, "acme", named, hash, control.KeyOptions{Name: "ci deploy", ExpiresAt: expires}); err != nil {
+		t.Fatal(err)
+	}
+	plain, _ := AddKey(t, p, "acme")
+	other, _ := AddKey(t, p, "globex")
+	if err := p.AddKeyWith(ctx, "acme", "k_bad", hash, control.KeyOptions{Name: "tab\there"}); !errors.Is(err, kind.Invalid) {
+		t.Errorf("a name with a control character: err = %v, want Invalid", err)
+	}
+	if rec, ok := p.KeyRecord(named); !ok || !rec.ExpiresAt.Equal(expires) {
+		t.Errorf("KeyRecord(named).ExpiresAt = %v, %v; want %v", rec.ExpiresAt, ok, expires)
+	}
+
+	p.KeyUsed(named)
+	keys, err := p.Keys(ctx, "acme")
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("acme's keys = %+v, %v", keys, err)
+	}
+	if keys[0].LastUsedAt == nil || keys[1].LastUsedAt != nil {
+		t.Errorf("before the flush: last used %v and %v, want a time and nil", keys[0].LastUsedAt, keys[1].LastUsedAt)
+	}
+	if err := p.FlushKeyUse(ctx); err != nil {
+		t.Fatal(err)
+	}
+	usedAt := *keys[0].LastUsedAt
+	p.Close() // read back from the store
+	p = MustOpen(t, b, kek)
+	if rec, ok := p.KeyRecord(named); !ok || !rec.ExpiresAt.Equal(expires) {
+		t.Errorf("after a restart: KeyRecord(named).ExpiresAt = %v, %v; want %v", rec.ExpiresAt, ok, expires)
+	}
+	if rec, ok := p.KeyRecord(plain); !ok || !rec.ExpiresAt.IsZero() {
+		t.Errorf("KeyRecord(plain).ExpiresAt = %v, %v; want zero", rec.ExpiresAt, ok)
+	}
+	keys, err = p.Keys(ctx, "acme")
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("acme's keys = %+v, %v", keys, err)
+	}
+	k := keys[0]
+	if k.ID != named || k.Name != "ci deploy" || k.ExpiresAt == nil || !k.ExpiresAt.Equal(expires) ||
+		k.LastUsedAt == nil || k.LastUsedAt.Sub(usedAt).Abs() > time.Millisecond {
+		t.Errorf("named key = %+v (expires %v, last used %v); want name, expiry %v, last used %v", k, k.ExpiresAt, k.LastUsedAt, expires, usedAt)
+	}
+	if keys[1].Name != "" || keys[1].ExpiresAt != nil || keys[1].LastUsedAt != nil {
+		t.Errorf("plain key = %+v, want no name, expiry or use", keys[1])
+	}
+	if keys, err := p.Keys(ctx, "globex"); err != nil || len(keys) != 1 || keys[0].ID != other || keys[0].LastUsedAt != nil {
+		t.Errorf("globex's keys = %+v, %v; want %s, never used", keys, err, other)
 	}
 }

@@ -950,3 +950,6 @@ func validStorageID(id string) bool {
 	}
 	return true
 }
+
+// OpenTenants returns how many tenant databases are open (or opening).
+func (db *DB) OpenTenants() int { return db.pool.opened() }
