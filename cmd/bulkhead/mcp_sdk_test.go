@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
@@ -33,12 +35,12 @@ type mcpClientResult struct {
 	Resource  string
 }
 
-// TestMCPTypeScriptSDK drives a live bulkhead serve's /mcp with the official
-// MCP TypeScript SDK client: it lists the tenant's tools, calls an HTTP tool
+// TestMCPClientSDKs drives a live bulkhead serve's /mcp with the official
+// MCP TypeScript SDK client and the Go SDK's client: each lists the tenant's tools, calls an HTTP tool
 // (the tenant's secret injected, never shown) and an upstream MCP tool (the
 // reference server-everything), is refused another tenant's tool, and
 // reads a document as a resource.
-func TestMCPTypeScriptSDK(t *testing.T) {
+func TestMCPClientSDKs(t *testing.T) {
 	t.Parallel()
 	node, err := exec.LookPath("node")
 	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+mcpClientHint)
@@ -95,12 +97,32 @@ func TestMCPTypeScriptSDK(t *testing.T) {
 		t.Fatalf("add document: %d %s", status, b)
 	}
 
-	var got mcpClientResult
-	runNodeScript(t, node, filepath.Join("..", "..", "test", "mcp-client"), "client.mjs", &got,
-		"MCP_URL="+base+"/mcp", "API_KEY="+key, "HTTP_TOOL=crm_lookup", `HTTP_ARGS={"customer":"c-7"}`,
-		"MCP_TOOL=everything_echo", `MCP_ARGS={"message":"hi from ts"}`, "OTHER_TOOL=globex_notes",
-		"RESOURCE_URI=bulkhead://documents/"+doc.ID)
+	clients := []struct {
+		name string
+		run  func(t *testing.T) mcpClientResult
+	}{
+		{"typescript", func(t *testing.T) mcpClientResult {
+			var got mcpClientResult
+			runNodeScript(t, node, filepath.Join("..", "..", "test", "mcp-client"), "client.mjs", &got,
+				"MCP_URL="+base+"/mcp", "API_KEY="+key, "HTTP_TOOL=crm_lookup", `HTTP_ARGS={"customer":"c-7"}`,
+				"MCP_TOOL=everything_echo", `MCP_ARGS={"message":"hi from ts"}`, "OTHER_TOOL=globex_notes",
+				"RESOURCE_URI=bulkhead://documents/"+doc.ID)
+			return got
+		}},
+		{"go", func(t *testing.T) mcpClientResult {
+			return goSDKClient(t, base+"/mcp", key, "bulkhead://documents/"+doc.ID)
+		}},
+	}
+	for _, c := range clients {
+		t.Run(c.name, func(t *testing.T) {
+			checkMCPClient(t, c.run(t), doc.ID, token, func() string { mu.Lock(); defer mu.Unlock(); return seenAuth })
+		})
+	}
+}
 
+// checkMCPClient checks what an MCP client saw of acme's /mcp.
+func checkMCPClient(t *testing.T, got mcpClientResult, docID, token string, seenAuth func() string) {
+	t.Helper()
 	var names []string
 	for _, tl := range got.Tools {
 		names = append(names, tl.Name)
@@ -115,10 +137,8 @@ func TestMCPTypeScriptSDK(t *testing.T) {
 	if got.HTTP.IsError || !strings.Contains(got.HTTP.Text, `"customer":"c-7"`) || strings.Contains(got.HTTP.Text, token) || !strings.Contains(got.HTTP.Text, "[REDACTED:crm_token]") {
 		t.Errorf("crm_lookup = %+v, want the customer and the echoed token redacted", got.HTTP)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if seenAuth != "Bearer "+token {
-		t.Errorf("the CRM saw Authorization %q, want the tenant's token injected", seenAuth)
+	if a := seenAuth(); a != "Bearer "+token {
+		t.Errorf("the CRM saw Authorization %q, want the tenant's token injected", a)
 	}
 	if got.MCP.IsError || got.MCP.Text != "Echo: hi from ts" {
 		t.Errorf("everything_echo = %+v, want Echo: hi from ts", got.MCP)
@@ -126,10 +146,81 @@ func TestMCPTypeScriptSDK(t *testing.T) {
 	if !got.Other.IsError || got.Other.Text != "error: that tool is not available to you" {
 		t.Errorf("globex_notes = %+v, want not available", got.Other)
 	}
-	if !slices.Contains(got.Resources, "bulkhead://documents/"+doc.ID) || got.Resource != "Acme ships on Tuesdays." {
+	if !slices.Contains(got.Resources, "bulkhead://documents/"+docID) || got.Resource != "Acme ships on Tuesdays." {
 		t.Errorf("resources %v, read %q: want acme's document", got.Resources, got.Resource)
 	}
 	if got.SessionID == "" {
 		t.Error("no MCP session id")
 	}
+}
+
+// bearerTransport sends a tenant key with every request, as an MCP client
+// configured with it does.
+type bearerTransport struct{ key string }
+
+func (b bearerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.key)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// goSDKClient does with the MCP Go SDK's client what client.mjs does with
+// the TypeScript one.
+func goSDKClient(t *testing.T, url, key, resource string) mcpClientResult {
+	t.Helper()
+	ctx := t.Context()
+	client := mcp.NewClient(&mcp.Implementation{Name: "bulkhead-cmd-test", Version: "1"}, nil)
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: &http.Client{Transport: bearerTransport{key}}}, nil)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer cs.Close()
+	got := mcpClientResult{SessionID: cs.ID()}
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatalf("list tools: %v", err)
+	}
+	for _, tl := range tools.Tools {
+		schema, _ := json.Marshal(tl.InputSchema)
+		got.Tools = append(got.Tools, struct {
+			Name   string
+			Schema json.RawMessage
+		}{tl.Name, schema})
+	}
+	for _, c := range []struct {
+		name string
+		args any
+		out  *struct {
+			IsError bool
+			Text    string
+		}
+	}{
+		{"crm_lookup", map[string]any{"customer": "c-7"}, &got.HTTP},
+		{"everything_echo", map[string]any{"message": "hi from ts"}, &got.MCP},
+		{"globex_notes", map[string]any{}, &got.Other},
+	} {
+		res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: c.name, Arguments: c.args})
+		if err != nil {
+			t.Fatalf("call %s: %v", c.name, err)
+		}
+		c.out.IsError = res.IsError
+		for _, part := range res.Content {
+			if tc, ok := part.(*mcp.TextContent); ok {
+				c.out.Text += tc.Text
+			}
+		}
+	}
+	list, err := cs.ListResources(ctx, nil)
+	if err != nil {
+		t.Fatalf("list resources: %v", err)
+	}
+	for _, r := range list.Resources {
+		got.Resources = append(got.Resources, r.URI)
+	}
+	read, err := cs.ReadResource(ctx, &mcp.ReadResourceParams{URI: resource})
+	if err != nil || len(read.Contents) != 1 {
+		t.Fatalf("read %s: %v %+v", resource, err, read)
+	}
+	got.Resource = read.Contents[0].Text
+	return got
 }
