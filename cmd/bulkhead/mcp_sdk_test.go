@@ -36,10 +36,10 @@ type mcpClientResult struct {
 }
 
 // TestMCPClientSDKs drives a live bulkhead serve's /mcp with the official
-// MCP TypeScript SDK client and the Go SDK's client: each lists the tenant's tools, calls an HTTP tool
-// (the tenant's secret injected, never shown) and an upstream MCP tool (the
-// reference server-everything), is refused another tenant's tool, and
-// reads a document as a resource.
+// MCP TypeScript SDK client and with the Go SDK's: each lists the tenant's
+// tools, calls an HTTP tool (the tenant's secret injected, never shown) and
+// an upstream MCP tool (the reference server-everything), is refused
+// another tenant's tool, and reads a document as a resource.
 func TestMCPClientSDKs(t *testing.T) {
 	t.Parallel()
 	node, err := exec.LookPath("node")
