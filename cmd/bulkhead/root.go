@@ -21,6 +21,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		newKeyringCmd(getenv, stdout, stderr),
 		newIngestCmd(getenv, stdout, stderr),
 		newMigrateCmd(getenv, stdout, stderr),
+		newLoadCmd(getenv, stdout, stderr),
 	)
 	addAdminCmds(root, getenv, stdout)
 	return root
