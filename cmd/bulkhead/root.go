@@ -22,6 +22,7 @@ func newRootCmd(getenv func(string) string, stdout, stderr io.Writer) *cobra.Com
 		newIngestCmd(getenv, stdout, stderr),
 		newMigrateCmd(getenv, stdout, stderr),
 		newRedteamCmd(getenv, stdout, stderr),
+		newLoadCmd(getenv, stdout, stderr),
 	)
 	addAdminCmds(root, getenv, stdout)
 	return root

@@ -431,3 +431,45 @@ func TestStreamReportsRunAfterSending(t *testing.T) {
 		t.Fatalf("Stats() = %+v, want matches counted", got)
 	}
 }
+
+// FuzzCheck fuzzes an answer to acme, with globex's canary in the guard.
+// Invariants: the guard is never an oracle — what acme is sent is the same
+// as from a guard that never heard of globex, unless acme's answer is
+// blocked for holding globex's canary; and globex's canary planted at any
+// byte offset of any text, in any of the leak forms, blocks the answer in
+// Check and in a stream cut at random, naming globex as the owner.
+func FuzzCheck(f *testing.F) {
+	for i, s := range []string{"", "plain text", "[link](https://evil.example/x?q=", "![img](https://ok.example/a.png)", "<img src=\"", "`code ", "日本語テキスト", "a\u200bb", "&#x62;kc-", "bkc-", "\xe2\x80"} {
+		f.Add(s, uint16(i*3), uint8(i), uint64(i))
+	}
+	const other = "bkc-h3kq7zr2mwx5vtn4pa6d"
+	allow := []string{"ok.example"}
+	g, fresh := New(), New()
+	own := newCanary(f)
+	g.SetCanaries(acme, []string{own})
+	fresh.SetCanaries(acme, []string{own})
+	g.SetCanaries(globex, []string{other})
+	f.Fuzz(func(t *testing.T, text string, at uint16, form uint8, seed uint64) {
+		if len(text) > 4<<10 {
+			return
+		}
+		v, v0 := g.Check(acme, text, allow), fresh.Check(acme, text, allow)
+		switch {
+		case v.Blocked && !v0.Blocked:
+			if !slices.Contains(v.Owners, globex) {
+				t.Fatalf("%q blocked only where globex exists, owners %v, reasons %v", text, v.Owners, v.Reasons)
+			}
+		case v.Blocked != v0.Blocked || v.Text != v0.Text:
+			t.Fatalf("%q: globex's presence changed acme's answer:\nwith    %v %q %v\nwithout %v %q %v", text, v.Blocked, v.Text, v.Reasons, v0.Blocked, v0.Text, v0.Reasons)
+		}
+
+		r := rand.New(rand.NewPCG(seed, 2))
+		fm := leakForms[int(form)%len(leakForms)]
+		i := int(at) % (len(text) + 1)
+		planted := text[:i] + fm.enc(r, other) + text[i:]
+		pv, sv, _ := checkBoth(g, r, acme, planted)
+		if !pv.Blocked || !sv.Blocked || !slices.Contains(pv.Owners, globex) {
+			t.Fatalf("globex's canary as %s at %d of %q: Check blocked %v (owners %v), stream blocked %v", fm.name, i, planted, pv.Blocked, pv.Owners, sv.Blocked)
+		}
+	})
+}

@@ -604,3 +604,73 @@ func BenchmarkFor(b *testing.B) {
 		}
 	}
 }
+
+// FuzzPolicyUpload fuzzes the Cedar text a tenant uploads. Whatever it
+// holds, Compile and Validate never panic and refuse only as invalid input;
+// and an accepted upload only ever narrows: over a grid of principals,
+// tools and arguments, every call it allows the profile alone allows too,
+// with the profile's permit as the reason; cross-tenant tools, another
+// tenant's tools, tools the profile does not name and another tenant's
+// principal are never allowed.
+func FuzzPolicyUpload(f *testing.F) {
+	for _, s := range []string{
+		"", refundLimit, `permit (principal, action, resource);`,
+		`@id("x") forbid (principal, action, resource) unless { context.amount < 10 };`,
+		`forbid (principal, action, resource) when { false };`, `forbid (principal, action, resource) unless { true };`,
+		`@id("0") forbid (principal, action, resource == Tool::"admin_dump") when { false }; @id("0") forbid (principal, action, resource);`,
+		`forbid (principal == Agent::"globex/default", action, resource);`,
+		`forbid (principal, action, resource) when { resource.scope == "cross_tenant" && context has x };`,
+		`@id("global/0") forbid (principal, action, resource) when { principal.tenant == "acme" };`,
+		`forbid (principal, action in [Action::"call_tool"], resource is Tool) when { context.s like "*" };`,
+		`permit (principal, action, resource) when { resource.owner == "globex" };`,
+		`forbid (principal, action, resource) when { context.n.lessThan(decimal("1.5")) };`,
+	} {
+		f.Add(s)
+	}
+	e := newEngine(f)
+	base, err := e.Compile("acme", testProfiles, "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	principals := []Principal{{Tenant: "acme", Profile: "default", User: "u1"}, {Tenant: "acme", Profile: "support"}, {Tenant: "globex", Profile: "default"}}
+	resources := []Resource{
+		{Name: "refund", Scope: ScopeTenant}, {Name: "crm_lookup", Scope: ScopeTenant}, {Name: "weather", Scope: ScopeGlobal},
+		{Name: "kb_search", Scope: ScopeTenant}, {Name: "admin_dump", Scope: ScopeCrossTenant},
+		{Name: "foreign_tool", Scope: ScopeTenant, Owner: "globex"}, {Name: "unlisted", Scope: ScopeTenant},
+		{Name: "odd_scope", Scope: "weird"}, {Name: "client/x", Scope: ScopeClient, Owner: "acme"}, {Name: "client/y", Scope: ScopeClient, Owner: "globex"},
+	}
+	args := []map[string]any{nil, {"amount": 499.0}, {"amount": 500.0}, {"s": "x", "n": 1.0, "x": true}}
+	f.Fuzz(func(t *testing.T, source string) {
+		set, err := e.Compile("acme", testProfiles, source)
+		if verr := e.Validate("acme", source); verr != nil && !errors.Is(verr, kind.Invalid) {
+			t.Fatalf("Validate(%q): %v is not invalid input", source, verr)
+		}
+		if err != nil {
+			if !errors.Is(err, kind.Invalid) {
+				t.Fatalf("Compile(%q): %v is not invalid input", source, err)
+			}
+			return
+		}
+		for _, p := range principals {
+			for _, r := range resources {
+				for _, a := range args {
+					d := set.Authorize(p, r, a)
+					if !d.Allow {
+						continue
+					}
+					if b := base.Authorize(p, r, a); !b.Allow {
+						t.Fatalf("upload %q widened: %+v %+v %v allowed (%+v), the profile alone denies", source, p, r, a, d)
+					}
+					if p.Tenant != "acme" || r.Scope == ScopeCrossTenant || r.Owner != "" && r.Owner != "acme" || r.Name == "unlisted" || r.Scope == "weird" {
+						t.Fatalf("upload %q: %+v %+v %v allowed: %+v", source, p, r, a, d)
+					}
+					for _, id := range d.Reasons {
+						if !strings.HasPrefix(id, profilePrefix) {
+							t.Fatalf("upload %q: allowed by %q, not a profile permit", source, id)
+						}
+					}
+				}
+			}
+		}
+	})
+}

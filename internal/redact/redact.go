@@ -25,6 +25,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"strings"
 	"sync"
 
@@ -34,6 +36,24 @@ import (
 // MinLen is the shortest secret value redacted. Shorter values would match
 // ordinary text everywhere; such secrets are refused where they are set.
 const MinLen = 8
+
+// ErrUnredactable is wrapped by Check's error.
+var ErrUnredactable = errors.New("secret value cannot be redacted")
+
+// Check reports whether value can be redacted: it must have at least MinLen
+// bytes, and the matcher must find it, which it does not when the value is
+// mostly characters it reads as nothing (controls, zero-width characters,
+// long runs of spaces). A secret the redactor cannot find would be injected
+// and then echoed unredacted, so such values are refused where they are set.
+func Check(value string) error {
+	if len(value) < MinLen {
+		return fmt.Errorf("%w: it must be at least %d bytes", ErrUnredactable, MinLen)
+	}
+	if strings.Contains(build([]Secret{{Value: value}}).String(value), value) {
+		return fmt.Errorf("%w: it has too few visible characters to be recognised", ErrUnredactable)
+	}
+	return nil
+}
 
 // Secret is a named value to hide.
 type Secret struct {

@@ -518,11 +518,12 @@ func handlePutSecret(d Deps) http.Handler {
 		switch {
 		case body.Value == nil:
 			err = fmt.Errorf("%w: value is required", kind.Invalid)
-		case len(*body.Value) < redact.MinLen:
-			// Shorter values cannot be redacted without mangling ordinary text.
-			err = fmt.Errorf("%w: value must be at least %d bytes", kind.Invalid, redact.MinLen)
 		case len(*body.Value) > maxSecretLen:
 			err = fmt.Errorf("%w: value must be at most %d bytes", kind.Invalid, maxSecretLen)
+		case redact.Check(*body.Value) != nil:
+			// Shorter values cannot be redacted without mangling ordinary
+			// text, and one the redactor cannot find would leak unredacted.
+			err = fmt.Errorf("%w: value: %w", kind.Invalid, redact.Check(*body.Value))
 		}
 		if err != nil {
 			writeError(d.Logger, w, r, err)

@@ -3,14 +3,18 @@ package server
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 )
 
@@ -312,4 +316,123 @@ func TestChatFieldNamesExact(t *testing.T) {
 	if len(req.Messages) != 1 || req.Messages[0].Role != "user" || req.Messages[0].Content != "hi" {
 		t.Fatalf("got %+v, want the message as its exact members say", req.Messages)
 	}
+}
+
+// FuzzDecodeChat checks the chat body decoder against a reference reading of
+// the same bytes: whatever a client sends, an accepted body is valid UTF-8,
+// one JSON object with no member name twice in any object (compared after
+// unescaping, as a reader downstream would see them), with only top-level
+// fields of chatFields spelled exactly; and the model, user, stream flag and
+// every message's role and content decoded are what a plain reading of the
+// exact member names gives, so what is checked and stored is what was sent.
+// A refused body is refused as invalid input (or too large), never as
+// anything else.
+func FuzzDecodeChat(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"default","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"default","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"stream":true}`,
+		`{"model":"a","model":"b","messages":[]}`, `{"model":"a","\u006dodel":"b"}`, `{"Model":"x"}`,
+		`{"messages":[{"role":"user","ROLE":"system","content":"x"}]}`, `{"messages":[{"role":"user","content":null,"content":"y"}]}`,
+		"{\"user\":\"\xff\"}", `{"user":"\ud800"}`, `{"tenant":"globex","messages":[{"role":"user","content":"x"}]}`,
+		`{"messages":[{"role":"assistant","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]},{"role":"tool","tool_call_id":"c","content":"r"}]}`,
+		`{"stop":["a"],"seed":1,"response_format":{"type":"json_object"},"metadata":{"k":"v","k":"w"}}`, `{} {}`, `[]`, ` `,
+	} {
+		f.Add([]byte(s))
+	}
+	const limit = 4 << 10
+	f.Fuzz(func(t *testing.T, body []byte) {
+		r := httptest.NewRequest("POST", "/v1/chat/completions", bytes.NewReader(body))
+		req, err := decodeChat(httptest.NewRecorder(), r, limit)
+		if err != nil {
+			var tooLarge *http.MaxBytesError
+			if !errors.Is(err, kind.Invalid) && !errors.As(err, &tooLarge) {
+				t.Fatalf("decodeChat(%q): error %v is neither invalid input nor too large", body, err)
+			}
+			return
+		}
+		if !utf8.Valid(body) {
+			t.Fatalf("decodeChat accepted invalid UTF-8 %q", body)
+		}
+		if len(body) > limit {
+			t.Fatalf("decodeChat accepted %d bytes over the limit %d", len(body), limit)
+		}
+		top, ok := referenceObject(t, body).(map[string]any)
+		if !ok {
+			t.Fatalf("decodeChat accepted %q, which is not one JSON object", body)
+		}
+		for name := range top {
+			if !slices.Contains(chatFields, name) {
+				t.Fatalf("decodeChat accepted the field %q in %q", name, body)
+			}
+		}
+		str := func(v any) string { s, _ := v.(string); return s }
+		if req.Model != str(top["model"]) || req.User != str(top["user"]) {
+			t.Fatalf("%q decoded as model %q user %q", body, req.Model, req.User)
+		}
+		if b, _ := top["stream"].(bool); req.Stream != b {
+			t.Fatalf("%q decoded as stream %v", body, req.Stream)
+		}
+		msgs, _ := top["messages"].([]any)
+		if len(msgs) != len(req.Messages) {
+			t.Fatalf("%q decoded as %d messages, want %d", body, len(req.Messages), len(msgs))
+		}
+		for i, m := range msgs {
+			m, _ := m.(map[string]any)
+			want := str(m["content"])
+			if parts, ok := m["content"].([]any); ok {
+				want = ""
+				for _, p := range parts {
+					p, _ := p.(map[string]any)
+					want += str(p["text"])
+				}
+			}
+			if got := req.Messages[i]; got.Role != str(m["role"]) || string(got.Content) != want {
+				t.Fatalf("%q: messages[%d] decoded as %q %q, want %q %q", body, i, got.Role, got.Content, str(m["role"]), want)
+			}
+		}
+	})
+}
+
+// referenceObject reads one JSON value with encoding/json's tokenizer and
+// fails the test if any object in it has a member name twice.
+func referenceObject(t *testing.T, body []byte) any {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var read func() any
+	read = func() any {
+		tok, err := dec.Token()
+		if err != nil {
+			t.Fatalf("decodeChat accepted %q, which does not parse: %v", body, err)
+		}
+		switch tok {
+		case json.Delim('{'):
+			obj := map[string]any{}
+			for dec.More() {
+				k, err := dec.Token()
+				if err != nil {
+					t.Fatalf("decodeChat accepted %q: %v", body, err)
+				}
+				name := k.(string)
+				if _, dup := obj[name]; dup {
+					t.Fatalf("decodeChat accepted %q, which has the member %q twice", body, name)
+				}
+				obj[name] = read()
+			}
+			dec.Token()
+			return obj
+		case json.Delim('['):
+			var arr []any
+			for dec.More() {
+				arr = append(arr, read())
+			}
+			dec.Token()
+			return arr
+		}
+		return tok
+	}
+	v := read()
+	if _, err := dec.Token(); err != io.EOF {
+		t.Fatalf("decodeChat accepted %q, which has more than one value", body)
+	}
+	return v
 }

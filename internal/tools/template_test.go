@@ -2,6 +2,7 @@ package tools
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -150,4 +151,103 @@ func secretValues(m map[tenant.SecretName]string) map[tenant.SecretName]secret.V
 		out[name] = secret.New(v)
 	}
 	return out
+}
+
+// FuzzExpand fuzzes the two things a caller does not control in tool request
+// templating: a placeholder's value (a bound parameter may come from the
+// chat's user) and the template (the operator's, but still parsed by us).
+// Whatever they hold, an accepted expansion:
+//   - keeps the value in its place: the URL goes to the template's scheme
+//     and host with no userinfo, the path has the template's segments with
+//     the value as exactly one of them, the query has the template's keys
+//     with the value as one of their values; a header has the template's
+//     parameters and holds no CR, LF or NUL;
+//   - never expands a value in turn: the secret appears only where the
+//     template names it;
+//   - never names a value in an error message.
+func FuzzExpand(f *testing.F) {
+	for _, s := range []string{"acct-42", "../admin", "a/b", "%2e%2e", "..", "...", "bob; tenant=b", "x\r\nY: 1",
+		"{{secret.token}}", "a?b=c#d", `..\x`, "é/ü", "a b&c=d", "x\x00", "tenant=b", "\u2215etc", "..;", "%00"} {
+		f.Add(s, "http://h.example/u/{{bound.v}}/n?q={{bound.v}}&k=1")
+	}
+	for _, tmpl := range []string{"http://h.example:8080/{{secret.token}}", "https://h.example?x={{bound.v}}", "http://h.example/a{{bound.v}}b",
+		"http://{{bound.v}}/", "http://h.example@{{bound.v}}/", "http://h.example/{{ bound.v }}#{{bound.v}}", "http://h.example/{{bound.v}", "http://h.example/%{{bound.v}}"} {
+		f.Add("acct-42", tmpl)
+	}
+	const token = "s3cr3t-t0ken"
+	f.Fuzz(func(t *testing.T, val, tmpl string) {
+		v := values{secrets: secretValues(map[tenant.SecretName]string{"token": token}), bound: map[string]string{"v": val}}
+		noValueIn := func(err error) {
+			t.Helper()
+			if err != nil && len(val) >= 4 && strings.Contains(err.Error(), val) || err != nil && strings.Contains(err.Error(), token) {
+				t.Fatalf("error %q names a value", err)
+			}
+		}
+
+		// A fixed template, the value fuzzed.
+		u, err := v.expandURL("http://h.example/u/{{bound.v}}/n?q={{bound.v}}&k=1")
+		noValueIn(err)
+		if err == nil {
+			if u.Scheme != "http" || u.Host != "h.example" || u.User != nil || u.Fragment != "" {
+				t.Fatalf("value %q: url %q left its origin", val, u)
+			}
+			segs := strings.Split(u.EscapedPath(), "/")
+			if len(segs) != 4 || segs[0] != "" || segs[1] != "u" || segs[3] != "n" {
+				t.Fatalf("value %q: path %q does not have the template's segments", val, u.EscapedPath())
+			}
+			if plain, err := url.PathUnescape(segs[2]); err != nil || plain != val {
+				t.Fatalf("value %q: path segment %q reads back as %q, %v", val, segs[2], plain, err)
+			}
+			q, err := url.ParseQuery(u.RawQuery)
+			if err != nil || len(q) != 2 || len(q["q"]) != 1 || q.Get("q") != val || q.Get("k") != "1" {
+				t.Fatalf("value %q: query %q reads back as %v, %v", val, u.RawQuery, q, err)
+			}
+		}
+		for _, h := range []string{"tenant={{bound.v}}; uid=x", "{{bound.v}}", "Bearer {{secret.token}}, {{bound.v}}"} {
+			out, err := v.expandHeader(h)
+			noValueIn(err)
+			if err != nil {
+				continue
+			}
+			if strings.ContainsAny(out, "\r\n\x00") {
+				t.Fatalf("value %q: header %q holds CR, LF or NUL", val, out)
+			}
+			if want := strings.ReplaceAll(strings.ReplaceAll(h, "{{secret.token}}", token), "{{bound.v}}", val); out != want {
+				t.Fatalf("value %q: header %q, want %q", val, out, want)
+			}
+			if h != "{{bound.v}}" && strings.Count(out, ";")+strings.Count(out, ",") != strings.Count(h, ";")+strings.Count(h, ",") {
+				t.Fatalf("value %q: header %q has parameters the template %q does not", val, out, h)
+			}
+		}
+
+		// The template fuzzed, the value too.
+		u, err = v.expandURL(tmpl)
+		noValueIn(err)
+		if err == nil {
+			if u.User != nil || u.Scheme != "http" && u.Scheme != "https" {
+				t.Fatalf("template %q: url %q", tmpl, u)
+			}
+			origin, _, _ := strings.Cut(tmpl, "://")
+			rest := tmpl[len(origin)+3:]
+			if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+				rest = rest[:i]
+			}
+			if !strings.EqualFold(u.Host, rest) {
+				t.Fatalf("template %q, value %q: host %q, want %q", tmpl, val, u.Host, rest)
+			}
+			if strings.Contains(u.String(), url.PathEscape(token)) && !strings.Contains(tmpl, "secret.token") && !strings.Contains(tmpl, token) {
+				t.Fatalf("template %q, value %q: url %q holds the secret", tmpl, val, u)
+			}
+		}
+		if out, err := v.expandHeader(tmpl); err == nil {
+			if strings.ContainsAny(out, "\r\n\x00") {
+				t.Fatalf("template %q: header %q holds CR, LF or NUL", tmpl, out)
+			}
+			if strings.Contains(out, token) && !strings.Contains(tmpl, "secret.token") && !strings.Contains(tmpl, token) && !strings.Contains(val, token) {
+				t.Fatalf("template %q, value %q: header %q holds the secret", tmpl, val, out)
+			}
+		} else {
+			noValueIn(err)
+		}
+	})
 }
