@@ -108,8 +108,9 @@ type DB struct {
 	// known holds the storage ids whose database exists: found at Open,
 	// made by Create, or opened since. A known store whose file is missing
 	// or truncated is lost: it is refused, never created again empty.
-	known map[string]bool
-	lost  map[string]bool // lost stores already reported to the operator
+	known   map[string]bool
+	lost    map[string]bool // lost stores already reported to the operator
+	missing map[string]bool // stores found missing, reported to the operator
 }
 
 // Open prepares the tenant databases under opts.Dir. No tenant database is
@@ -161,6 +162,7 @@ func Open(opts Options) (*DB, error) {
 		schema:     len(files),
 		known:      known,
 		lost:       map[string]bool{},
+		missing:    map[string]bool{},
 	}
 	db.pool = newPool(cmp.Or(opts.MaxOpen, defaultMaxOpen()), db.openTenant, db.log)
 	return db, nil
@@ -387,7 +389,7 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 		return nil, nil, fmt.Errorf("locate tenant store: invalid storage id %q", id)
 	}
 	if p, ok := db.locator.(provisioned); ok && !db.isKnown(id) && p.StoreMadeAtProvision(scope.Incarnation()) {
-		return nil, nil, db.lostStore(id, errors.New("its directory is missing, though it was made when the tenant was provisioned"))
+		return nil, nil, db.missingStore(id)
 	}
 	c, err := db.ciphers.Cipher(ctx, scope.Incarnation())
 	if err != nil {
@@ -880,6 +882,25 @@ func (db *DB) lostStore(id string, cause error) error {
 			"storage_id", id, "error", cause.Error())
 	}
 	return fmt.Errorf("open tenant store: %w: %v", store.ErrLost, cause)
+}
+
+// missingStore refuses store id, whose tenant's control record says it was
+// made at provisioning, and which is not there. Unlike a lost store it is
+// not refused for good: the control record is committed before the store is
+// made, so a reader that walks the tenants (the guard's start-up index) can
+// come between the two, and the store's creation a moment later must then
+// still succeed. A store that is truly gone stays refused all the same, as
+// nothing makes it again.
+func (db *DB) missingStore(id string) error {
+	db.mu.Lock()
+	first := !db.missing[id]
+	db.missing[id] = true
+	db.mu.Unlock()
+	cause := "its directory is missing, though it was made when the tenant was provisioned"
+	if first {
+		db.log.Error("tenant store lost: "+cause+"; it stays refused until it is restored and the server restarted", "storage_id", id)
+	}
+	return fmt.Errorf("open tenant store: %w: %s", store.ErrLost, cause)
 }
 
 func (db *DB) isKnown(id string) bool {

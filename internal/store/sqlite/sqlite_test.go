@@ -415,6 +415,32 @@ func (provisionedLocator) StoreMadeAtProvision(inc tenant.Incarnation) bool {
 	return inc.Tenant() == storetest.Acme
 }
 
+// TestReadBeforeProvisionedStoreIsMade: the control record of a new tenant
+// is committed before its store is made, so a reader walking the tenants can
+// come first. It is refused, and the store made a moment later is usable:
+// the refusal of a missing store is not kept against one still being made.
+func TestReadBeforeProvisionedStoreIsMade(t *testing.T) {
+	keys := newKeys(t, storetest.Acme, storetest.Globex)
+	db, err := sqlite.Open(sqlite.Options{Dir: t.TempDir(), Locator: provisionedLocator{twoTenants}, Ciphers: keys.Ring()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	acme := authtest.Scope(t, storetest.Acme, "alice")
+	if _, err := db.Messages(t.Context(), acme, "s1", 0); !errors.Is(err, store.ErrLost) {
+		t.Fatalf("read before the store is made: got %v, want %v", err, store.ErrLost)
+	}
+	if err := db.Create(t.Context(), acme.Incarnation()); err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if err := db.AppendMessages(t.Context(), acme, "s1", benchTurn); err != nil {
+		t.Fatalf("write once the store is made: %v", err)
+	}
+	if msgs, err := db.Messages(t.Context(), acme, "s1", 0); err != nil || len(msgs) != len(benchTurn) {
+		t.Fatalf("read once the store is made: %d messages, %v", len(msgs), err)
+	}
+}
+
 // TestUnprovisionedStoreMadeOnFirstUse keeps the other side of the rule: a
 // tenant created before stores were made at provisioning has its store made
 // when it is first used, directory or not.
