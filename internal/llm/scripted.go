@@ -83,7 +83,7 @@ func (*Scripted) Chat(ctx context.Context, req Request, onDelta func(content str
 	default:
 		last, earlier := userMessages(msgs)
 		if rest, ok := strings.CutPrefix(last, "/unshift "); ok {
-			last = shift(rest, -1)
+			last = Unshift(rest)
 		}
 		if calls := parseCalls(last); len(calls) > 0 {
 			resp.Message.ToolCalls = calls
@@ -128,6 +128,9 @@ func (*Scripted) Chat(ctx context.Context, req Request, onDelta func(content str
 // is meant for text whose non-ASCII runes are letters, marks and spaces
 // (shifted, they stay valid runes).
 func Shift(s string) string { return shift(s, 1) }
+
+// Unshift undoes Shift.
+func Unshift(s string) string { return shift(s, -1) }
 
 func shift(s string, by int) string {
 	return strings.Map(func(r rune) rune {

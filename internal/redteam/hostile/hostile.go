@@ -264,7 +264,7 @@ var template = regexp.MustCompile(`\{\{([a-z0-9_]+):(.*?)\}\}`)
 func Expand(s string) string {
 	return template.ReplaceAllStringFunc(s, func(m string) string {
 		sub := template.FindStringSubmatch(m)
-		return Encode(sub[1], shift(sub[2], -1))
+		return Encode(sub[1], Unshift(sub[2]))
 	})
 }
 
@@ -272,27 +272,11 @@ func Expand(s string) string {
 func Template(enc, v string) string { return "{{" + enc + ":" + Shift(v) + "}}" }
 
 // Unshift undoes Shift.
-func Unshift(s string) string { return shift(s, -1) }
+func Unshift(s string) string { return llm.Unshift(s) }
 
-// Shift moves every ASCII letter and digit one forward (a→b, z→a, 9→0) and
-// every other non-ASCII rune one code point forward; Expand undoes it.
-func Shift(s string) string { return shift(s, 1) }
-
-func shift(s string, by int) string {
-	return strings.Map(func(r rune) rune {
-		switch {
-		case 'a' <= r && r <= 'z':
-			return 'a' + rune((int(r-'a')+26+by)%26)
-		case 'A' <= r && r <= 'Z':
-			return 'A' + rune((int(r-'A')+26+by)%26)
-		case '0' <= r && r <= '9':
-			return '0' + rune((int(r-'0')+10+by)%10)
-		case r >= 0x80:
-			return r + rune(by)
-		}
-		return r
-	}, s)
-}
+// Shift is the scripted model's cipher (llm.Shift): the hostile model reads
+// what tests write for either; Expand undoes it.
+func Shift(s string) string { return llm.Shift(s) }
 
 // Encodings lists the names Encode knows, each an exfiltration move of
 // HARDENING.md.
