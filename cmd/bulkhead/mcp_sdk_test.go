@@ -46,12 +46,7 @@ func TestMCPClientSDKs(t *testing.T) {
 	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+mcpClientHint)
 	_, err = os.Stat(filepath.Join("..", "..", "test", "mcp-client", "node_modules", "@modelcontextprotocol", "sdk", "package.json"))
 	testenv.Require(t, "the @modelcontextprotocol/sdk npm package", err == nil, mcpClientHint)
-	everything, err := filepath.Abs(filepath.Join("..", "..", "test", "mcp-everything", "node_modules",
-		"@modelcontextprotocol", "server-everything", "dist", "index.js"))
-	if err == nil {
-		_, err = os.Stat(everything)
-	}
-	testenv.Require(t, "the server-everything npm package", err == nil, mcpClientHint)
+	everything := testenv.EverythingServer(t)
 
 	const token = "acme-crm-token-5e6f7a8b"
 	var mu sync.Mutex
@@ -76,7 +71,7 @@ func TestMCPClientSDKs(t *testing.T) {
 				"headers": map[string]string{"Authorization": "Bearer {{secret.crm_token}}"}}},
 		{"name": "everything_echo", "description": "Echo", "scope": "tenant",
 			"parameters": json.RawMessage(`{"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}`),
-			"mcp":        map[string]any{"command": []string{node, everything, "stdio"}, "tool": "echo"}},
+			"mcp":        map[string]any{"command": everything, "tool": "echo"}},
 	} {
 		if status, b := call(t, http.MethodPost, base+"/admin/v1/tools", admin, tool); status != http.StatusCreated {
 			t.Fatalf("create tool: %d %s", status, b)

@@ -4,9 +4,6 @@ import (
 	"encoding/json"
 	"maps"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -257,25 +254,10 @@ func TestMCPAuthAndLimits(t *testing.T) {
 	}
 }
 
-// everythingCommand locates the real @modelcontextprotocol/server-everything.
-func everythingCommand(t *testing.T) []string {
-	t.Helper()
-	const hint = "run `npm ci --prefix test/mcp-everything`"
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+hint)
-	script, err := filepath.Abs(filepath.Join("..", "..", "test", "mcp-everything", "node_modules",
-		"@modelcontextprotocol", "server-everything", "dist", "index.js"))
-	if err == nil {
-		_, err = os.Stat(script)
-	}
-	testenv.Require(t, "the server-everything npm package", err == nil, hint)
-	return []string{node, script, "stdio"}
-}
-
 // TestMCPUpstreamTool calls a tool of an upstream MCP server (the reference
 // server-everything over stdio) through Bulkhead's /mcp.
 func TestMCPUpstreamTool(t *testing.T) {
-	command := everythingCommand(t)
+	command := testenv.EverythingServer(t)
 	env := newTestEnv(t, envOptions{})
 	env.admin(t, "POST", "/admin/v1/tools", map[string]any{"name": "everything_echo", "description": "Echo", "scope": "tenant",
 		"parameters": json.RawMessage(`{"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}`),

@@ -6,9 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -238,21 +235,13 @@ func TestAdminTools(t *testing.T) {
 // TestMCPToolThroughProfile offers a tool of the real server-everything MCP
 // server (over stdio) through a tenant's profile, and lets the model call it.
 func TestMCPToolThroughProfile(t *testing.T) {
-	script, err := filepath.Abs(filepath.Join("..", "..", "test", "mcp-everything", "node_modules",
-		"@modelcontextprotocol", "server-everything", "dist", "index.js"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, statErr := os.Stat(script)
-	testenv.Require(t, "the server-everything npm package", statErr == nil, "run `npm ci --prefix test/mcp-everything`")
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js")
+	command := testenv.EverythingServer(t)
 
 	env := newTestEnv(t, envOptions{})
 	env.admin(t, "POST", "/admin/v1/tools", map[string]any{
 		"name": "echo", "description": "Echo a message", "scope": "global",
 		"parameters": json.RawMessage(`{"type":"object","properties":{"message":{"type":"string"}},"required":["message"]}`),
-		"mcp":        map[string]any{"command": []string{node, script, "stdio"}},
+		"mcp":        map[string]any{"command": command},
 	}, http.StatusCreated)
 	env.createTenant(t, map[string]any{"id": "acme", "tools": []string{"echo"}})
 	env.createTenant(t, map[string]any{"id": "globex"})

@@ -8,8 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -300,23 +298,8 @@ func TestMCPIdleSessionsClosed(t *testing.T) {
 	srv.waitClosed(t, 3)
 }
 
-// everythingServer locates the real @modelcontextprotocol/server-everything.
-func everythingServer(t *testing.T) []string {
-	t.Helper()
-	const hint = "run `npm ci --prefix test/mcp-everything`"
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+hint)
-	script, err := filepath.Abs(filepath.Join("..", "..", "test", "mcp-everything", "node_modules",
-		"@modelcontextprotocol", "server-everything", "dist", "index.js"))
-	if err == nil {
-		_, err = os.Stat(script)
-	}
-	testenv.Require(t, "the server-everything npm package", err == nil, hint)
-	return []string{node, script, "stdio"}
-}
-
 func TestMCPStdioEverything(t *testing.T) {
-	command := everythingServer(t)
+	command := testenv.EverythingServer(t)
 	// What the server process holds; none of it may reach a tool server.
 	const masterKey = "master-key-must-not-leak-0123456789"
 	t.Setenv("BULKHEAD_MASTER_KEY", masterKey)
