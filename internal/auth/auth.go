@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -78,7 +79,7 @@ func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
 	if !ok {
 		return Scope{}, fmt.Errorf("%w: invalid api key", kind.Unauthenticated)
 	}
-	if !rec.Hash.equal(hash) {
+	if !rec.Hash.equal(hash) && !layers.Off("auth") { // redteamswitch builds only: the key id alone identifies
 		return Scope{}, refused{tenant: rec.Tenant, key: id, err: fmt.Errorf("%w: invalid api key", kind.Unauthenticated)}
 	}
 	if !rec.ExpiresAt.IsZero() && !time.Now().Before(rec.ExpiresAt) {

@@ -17,7 +17,8 @@ import (
 
 // switchable are the layers package layers can switch off.
 var switchable = []redteam.Layer{redteam.LayerPolicy, redteam.LayerBinding, redteam.LayerRedaction, redteam.LayerAnswer,
-	redteam.LayerStream, redteam.LayerToolArgs, redteam.LayerToolRes, redteam.LayerCache, redteam.LayerQuota, redteam.LayerLifecycle}
+	redteam.LayerStream, redteam.LayerToolArgs, redteam.LayerToolRes, redteam.LayerCache, redteam.LayerQuota, redteam.LayerLifecycle,
+	redteam.LayerAuth, redteam.LayerStore} // store last: what it wrote while off stays in the shared store
 
 // TestEveryLayerCaught is the proof that the suite can fail: with each
 // isolation layer switched off in turn, at least one scenario must report a

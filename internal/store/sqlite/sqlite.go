@@ -39,6 +39,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/sqliteuri"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/store/seal"
@@ -103,6 +104,14 @@ type DB struct {
 	// created serializes creating databases: Create and first use of a
 	// store no one created (see openTenant) may race for one file.
 	created sync.Mutex
+
+	// shared is the one store every tenant uses when the store layer is
+	// switched off (redteamswitch builds only).
+	shared struct {
+		once sync.Once
+		id   string
+		c    *keyring.Cipher
+	}
 
 	mu sync.Mutex
 	// known holds the storage ids whose database exists: found at Open,
@@ -395,7 +404,9 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 	if err != nil {
 		return nil, nil, fmt.Errorf("tenant key: %w", err)
 	}
-	if c == nil || c.Tenant() != scope.Tenant() {
+	if layers.Off("store") { // redteamswitch builds only: every tenant gets the first tenant's store and key
+		id, c = db.firstStore(id, c)
+	} else if c == nil || c.Tenant() != scope.Tenant() {
 		return nil, nil, errors.New("tenant key: cipher is not the tenant's")
 	}
 	h, err := db.pool.acquire(ctx, id)
@@ -424,6 +435,14 @@ func (db *DB) acquire(ctx context.Context, scope auth.Scope) (*handle[*tenantDB]
 		return nil, nil, db.lostStore(id, err)
 	}
 	return h, c, nil
+}
+
+// firstStore is the store layer switched off (redteamswitch builds only, see
+// package layers): the classic missing namespace, every tenant's reads and
+// writes going to one store, here the first one acquired.
+func (db *DB) firstStore(id string, c *keyring.Cipher) (string, *keyring.Cipher) {
+	db.shared.once.Do(func() { db.shared.id, db.shared.c = id, c })
+	return db.shared.id, db.shared.c
 }
 
 // DropOrphans removes every storage directory under the store's directory
