@@ -22,13 +22,17 @@
 package redact
 
 import (
+	"cmp"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
 )
@@ -49,7 +53,9 @@ func Check(value string) error {
 	if len(value) < MinLen {
 		return fmt.Errorf("%w: it must be at least %d bytes", ErrUnredactable, MinLen)
 	}
-	if strings.Contains(build([]Secret{{Value: value}}).String(value), value) {
+	// The matcher alone: the literal stage finds any value byte for byte,
+	// but not the forms a reader would still recognise.
+	if r := build([]Secret{{Value: value}}); strings.Contains(r.apply(value, r.m.Find(value)), value) {
 		return fmt.Errorf("%w: it has too few visible characters to be recognised", ErrUnredactable)
 	}
 	return nil
@@ -66,6 +72,21 @@ type Secret struct {
 type Redactor struct {
 	m            *textnorm.Matcher
 	replacements []string // by value index
+	literals     []literal
+	maxLiteral   int // the longest literal's length in bytes
+}
+
+// literal is a form of a secret that is also searched for byte for byte,
+// after the matcher, because the matcher's views can lose it: an escape
+// begun just before a value ("%" + value, "\\" + value) decodes away its
+// first characters, which a value of fewer than textnorm.MinSqueezed letters
+// and digits (found in the exact view only) cannot spare, and a value
+// holding '%', '\\' or a control character has forms that themselves begin
+// or hold escapes. Literals are kept for those values only, so the common
+// long alphanumeric secret costs nothing more.
+type literal struct {
+	text  string
+	value int
 }
 
 // New returns a Redactor for secrets. Values shorter than MinLen are skipped.
@@ -135,7 +156,57 @@ func build(secrets []Secret) *Redactor {
 	if len(values) > 0 {
 		r.m = textnorm.NewMatcher(values, textnorm.Options{})
 	}
+	for i, v := range values {
+		if !viewsCanLose(v) {
+			continue
+		}
+		forms := []string{v}
+		if letterDigits(v) >= textnorm.MinSqueezed {
+			for _, e := range textnorm.Encodings(v) {
+				if !e.Interior && e.Text != v {
+					forms = append(forms, e.Text)
+				}
+			}
+		}
+		for _, f := range forms {
+			r.literals = append(r.literals, literal{text: f, value: i})
+			r.maxLiteral = max(r.maxLiteral, len(f))
+		}
+	}
 	return r
+}
+
+// viewsCanLose reports whether the matcher's views can miss v's exact text
+// (see literal).
+func viewsCanLose(v string) bool {
+	return letterDigits(v) < textnorm.MinSqueezed || strings.ContainsAny(v, `%\`) || strings.IndexFunc(v, unicode.IsControl) >= 0
+}
+
+func letterDigits(s string) int {
+	n := 0
+	for _, c := range s {
+		if unicode.IsLetter(c) || unicode.IsDigit(c) {
+			n++
+		}
+	}
+	return n
+}
+
+// findLiterals returns every occurrence of r's literals in s, sorted by start.
+func (r *Redactor) findLiterals(s string) []textnorm.Match {
+	var ms []textnorm.Match
+	for _, l := range r.literals {
+		for from := 0; ; {
+			i := strings.Index(s[from:], l.text)
+			if i < 0 {
+				break
+			}
+			ms = append(ms, textnorm.Match{Start: from + i, End: from + i + len(l.text), Value: l.value})
+			from += i + 1
+		}
+	}
+	slices.SortFunc(ms, func(a, b textnorm.Match) int { return cmp.Compare(a.Start, b.Start) })
+	return ms
 }
 
 // Empty reports whether r has nothing to redact.
@@ -146,7 +217,11 @@ func (r *Redactor) String(s string) string {
 	if r.Empty() {
 		return s
 	}
-	return r.apply(s, r.m.Find(s))
+	s = r.apply(s, r.m.Find(s))
+	if len(r.literals) > 0 {
+		s = r.apply(s, r.findLiterals(s))
+	}
+	return s
 }
 
 // apply replaces the matches in s, sorted by start. Overlapping matches are
@@ -177,9 +252,14 @@ func (r *Redactor) apply(s string, ms []textnorm.Match) string {
 // textnorm.Scanner.Advance): about that many bytes of ordinary text, and at
 // most textnorm's per-character bound times as many for text made of
 // escapes and ignorable characters. It is not safe for concurrent use.
+//
+// With literals (see literal), the matcher's output goes through a second
+// stage that holds back up to the longest literal's length less one byte
+// more, so that a literal split across pieces is seen whole.
 type Stream struct {
-	r  *Redactor
-	sc *textnorm.Scanner
+	r     *Redactor
+	sc    *textnorm.Scanner
+	carry string // the second stage's hold-back
 }
 
 // Stream returns a new streaming redactor.
@@ -198,7 +278,7 @@ func (s *Stream) Write(piece string) string {
 		return piece
 	}
 	seg, ms := s.sc.Advance(piece, false)
-	return s.r.apply(seg, ms)
+	return s.literals(s.r.apply(seg, ms), false)
 }
 
 // Flush returns whatever is held back, redacted. Call it at the end.
@@ -207,5 +287,41 @@ func (s *Stream) Flush() string {
 		return ""
 	}
 	seg, ms := s.sc.Advance("", true)
-	return s.r.apply(seg, ms)
+	return s.literals(s.r.apply(seg, ms), true)
+}
+
+// literals is the second stage: it redacts the literals in the text held
+// back so far plus out, and returns all of it but a tail too short to hold
+// a whole literal (all of it when final).
+func (s *Stream) literals(out string, final bool) string {
+	if len(s.r.literals) == 0 {
+		return out
+	}
+	buf := s.carry + out
+	ms := s.r.findLiterals(buf)
+	cut := len(buf)
+	if !final {
+		cut = max(0, len(buf)-(s.r.maxLiteral-1))
+		for cut > 0 && cut < len(buf) && !utf8.RuneStart(buf[cut]) {
+			cut--
+		}
+		// A literal found whole is redacted now; one that would straddle
+		// the cut waits for the next piece with the text after it.
+		for moved := true; moved; {
+			moved = false
+			for _, m := range ms {
+				if m.Start < cut && m.End > cut {
+					cut, moved = m.Start, true
+				}
+			}
+		}
+	}
+	var whole []textnorm.Match
+	for _, m := range ms {
+		if m.End <= cut {
+			whole = append(whole, m)
+		}
+	}
+	s.carry = buf[cut:]
+	return s.r.apply(buf[:cut], whole)
 }
