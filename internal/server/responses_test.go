@@ -227,6 +227,7 @@ func TestResponsesBadRequests(t *testing.T) {
 		{"built-in tool", map[string]any{"input": "x", "tools": []map[string]any{{"type": "web_search"}}}, "web_search"},
 		{"bad format", map[string]any{"input": "x", "text": map[string]any{"format": map[string]any{"type": "yaml"}}}, "yaml"},
 		{"malformed id", map[string]any{"input": "x", "previous_response_id": "resp_../../x"}, "no response"},
+		{"something to include", map[string]any{"input": "x", "include": []string{"reasoning.encrypted_content"}}, "reasoning.encrypted_content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := env.do(t, "POST", "/v1/responses", key, tc.body, nil)
@@ -241,4 +242,16 @@ func TestResponsesBadRequests(t *testing.T) {
 	}
 	r := env.do(t, "POST", "/v1/responses", key, map[string]any{"input": "x"}, map[string]string{"X-Session-Id": "s1"})
 	checkAPIError(t, r, http.StatusBadRequest, "")
+}
+
+// TestResponsesEmptyInclude: the OpenAI Agents SDK sends "include": [] with
+// every request; an empty list asks for nothing and is answered.
+func TestResponsesEmptyInclude(t *testing.T) {
+	env, key, _ := responsesTenants(t)
+	for _, include := range []any{[]string{}, nil} {
+		got := env.respond(t, key, map[string]any{"input": "include nothing", "include": include})
+		if got.Status != "completed" || !strings.Contains(got.text(), "include nothing") {
+			t.Errorf("include %v: got %+v, want a completed answer to the input", include, got)
+		}
+	}
 }
