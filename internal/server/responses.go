@@ -250,8 +250,16 @@ func (req responsesRequest) chatRequest() (chatRequest, []llm.Tool, error) {
 			if f.Name == "" || len(f.Schema) == 0 {
 				return c, nil, fmt.Errorf("%w: text.format: a json_schema format needs a name and a schema", kind.Invalid)
 			}
-			rf = map[string]any{"type": "json_schema", "json_schema": map[string]any{
-				"name": f.Name, "description": f.Description, "schema": f.Schema, "strict": f.Strict}}
+			// Only what the client sent: an added "description": "" or
+			// "strict": null is a field the provider was not asked for.
+			js := map[string]any{"name": f.Name, "schema": f.Schema}
+			if f.Description != "" {
+				js["description"] = f.Description
+			}
+			if f.Strict != nil {
+				js["strict"] = *f.Strict
+			}
+			rf = map[string]any{"type": "json_schema", "json_schema": js}
 		default:
 			return c, nil, fmt.Errorf("%w: text.format: type %q is not supported (text, json_object or json_schema)", kind.Invalid, f.Type)
 		}

@@ -255,3 +255,36 @@ func TestResponsesEmptyInclude(t *testing.T) {
 		}
 	}
 }
+
+// TestResponsesFormatForwarded: text.format reaches the provider as the
+// chat response_format with exactly the members the client sent, none
+// added (an empty description or a null strict) and none dropped.
+func TestResponsesFormatForwarded(t *testing.T) {
+	schema := json.RawMessage(`{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`)
+	for _, tc := range []struct {
+		name   string
+		format string
+		want   string
+	}{
+		{"name and schema", `{"type":"json_schema","name":"trip","schema":` + string(schema) + `}`,
+			`{"json_schema":{"name":"trip","schema":` + string(schema) + `},"type":"json_schema"}`},
+		{"strict and description", `{"type":"json_schema","name":"trip","description":"A trip","strict":false,"schema":` + string(schema) + `}`,
+			`{"json_schema":{"description":"A trip","name":"trip","schema":` + string(schema) + `,"strict":false},"type":"json_schema"}`},
+		{"json_object", `{"type":"json_object"}`, `{"type":"json_object"}`},
+		{"text", `{"type":"text"}`, ``},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var req responsesRequest
+			if err := json.Unmarshal([]byte(`{"input":"x","text":{"format":`+tc.format+`}}`), &req); err != nil {
+				t.Fatal(err)
+			}
+			c, _, err := req.chatRequest()
+			if err != nil {
+				t.Fatalf("chatRequest: %v", err)
+			}
+			if got := string(c.ResponseFormat); got != tc.want {
+				t.Errorf("response_format = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
