@@ -162,6 +162,7 @@ func TestFrameworksFields(t *testing.T) {
 				}
 				Object, ResponsesObject trip
 			}
+			Agents    struct{ Output string }
 			LangChain struct {
 				Invoke, Stream string
 				Structured     trip
@@ -178,13 +179,14 @@ func TestFrameworksFields(t *testing.T) {
 	cases := []fieldsCase{
 		{"fields: ai-sdk chat tools", append([]string{"tools", "tool_choice", "max_tokens", "parallel_tool_calls", "logit_bias"}, sampling...)},
 		{"fields: ai-sdk chat stream", append([]string{"tools", "tool_choice", "max_tokens"}, sampling...)},
-		{"fields: ai-sdk chat object", []string{"response_format", "seed"}},
+		{"fields: ai-sdk chat object", []string{"response_format", "seed", "max_completion_tokens", "metadata", "store"}},
 		{"fields: ai-sdk responses tools", []string{"tools", "tool_choice", "temperature", "top_p", "max_output_tokens"}},
 		{"fields: ai-sdk responses object", []string{"text"}},
 		{"fields: langchain invoke", append([]string{"max_tokens", "logit_bias"}, sampling...)},
 		{"fields: langchain tools", []string{"tools", "tool_choice", "parallel_tool_calls"}},
 		{"fields: langchain structured", []string{"response_format"}},
 		{"fields: langchain stream", sampling},
+		{"fields: agents tools", []string{"instructions", "tools", "tool_choice", "temperature", "top_p", "max_output_tokens", "parallel_tool_calls"}},
 	}
 
 	up.mu.Lock()
@@ -269,6 +271,7 @@ func TestFrameworksFields(t *testing.T) {
 		{"langchain withStructuredOutput", r.LangChain.Structured, trip{"Paris", 3}},
 		{"langchain bindTools call", r.LangChain.Tools.Name == "get_weather" && r.LangChain.Tools.Args["city"] == "Paris", true},
 		{"langchain tool follow-up answered by the upstream", strings.Contains(r.LangChain.Tools.Answer, toolAnswer), false},
+		{"agents: answer after the tool", r.Agents.Output, `{"city":"Paris","days":3}`},
 	})
 }
 
@@ -298,6 +301,31 @@ func checkResponsesForwarded(t *testing.T, prompt string, sent, up map[string]an
 			want["json_schema"] = js
 		}
 		same("text.format as response_format", want, up["response_format"])
+	}
+	upMsgs, _ := up["messages"].([]any)
+	if in, ok := sent["instructions"].(string); ok {
+		found := slices.ContainsFunc(upMsgs, func(m any) bool {
+			c, _ := field(m, "content").(string)
+			return field(m, "role") == "system" && strings.Contains(c, in)
+		})
+		if !found {
+			t.Errorf("%q: instructions %q: no system message upstream carries them", prompt, in)
+		}
+	}
+	// The client's side of the conversation: user items and function call
+	// outputs, which reach the provider as user and tool messages.
+	var said []string
+	input, _ := sent["input"].([]any)
+	for _, it := range input {
+		switch {
+		case field(it, "role") == "user":
+			said = append(said, fmt.Sprintf("user <nil> %s", firstUserText([]any{it})))
+		case field(it, "type") == "function_call_output":
+			said = append(said, fmt.Sprintf("tool %v %v", field(it, "call_id"), field(it, "output")))
+		}
+	}
+	if got := conversation(upMsgs); !slices.Equal(got, said) {
+		t.Errorf("%q: the upstream got the conversation %q, want %q", prompt, got, said)
 	}
 	sentTools, _ := sent["tools"].([]any)
 	upTools, _ := up["tools"].([]any)

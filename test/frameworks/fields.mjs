@@ -1,6 +1,7 @@
 // Drives a bulkhead server whose tenant's model is a fake upstream that
-// records what it receives, with the Vercel AI SDK and LangChain.js, each
-// asked for the request fields it knows how to send. Every request the
+// records what it receives, with the Vercel AI SDK, LangChain.js and the
+// OpenAI Agents SDK, each asked for the request fields it knows how to
+// send. Every request the
 // frameworks make goes through a fetch that records its body, and the
 // script prints one JSON line: {"sent":[{"path","body"}…],"results":{…}}.
 // The Go test (cmd/bulkhead/frameworks_fields_test.go) checks that each
@@ -11,6 +12,8 @@
 //
 // Env: BASE_URL, API_KEY.
 import { createOpenAI } from '@ai-sdk/openai';
+import { Agent, run, setDefaultOpenAIClient, setTracingDisabled, tool as agentTool } from '@openai/agents';
+import OpenAI from 'openai';
 import { HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { tool as lcTool } from '@langchain/core/tools';
 import { ChatOpenAI } from '@langchain/openai';
@@ -62,6 +65,7 @@ async function aiSDK() {
   await streamed.consumeStream();
   const object = await generateObject({
     model: openai.chat('default'), schema: Trip, schemaName: 'trip', prompt: 'fields: ai-sdk chat object', seed: 7, maxRetries: 0,
+    providerOptions: { openai: { maxCompletionTokens: 123, metadata: { case: 'object' }, store: false } },
   });
   const responses = await generateText({
     model: openai('default'), prompt: 'fields: ai-sdk responses tools', tools, toolChoice: 'required',
@@ -102,8 +106,23 @@ async function langChain() {
   return { invoke: invoke.content, tools: { name: call.name, args: call.args, answer: after.content }, structured, stream: streamed };
 }
 
+async function agents() {
+  setTracingDisabled(true);
+  setDefaultOpenAIClient(new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 20_000, fetch: recordingFetch }));
+  const weather = agentTool({
+    name: 'get_weather', description: 'Weather in a city', parameters: z.object({ city: z.string() }),
+    execute: async ({ city }) => `sunny in ${city}`,
+  });
+  const agent = new Agent({
+    name: 'Weather', model: 'default', instructions: 'You report the weather.', tools: [weather],
+    modelSettings: { temperature: 0.3, topP: 0.9, maxTokens: 321, toolChoice: 'required', parallelToolCalls: false },
+  });
+  const r = await run(agent, 'fields: agents tools');
+  return { output: r.finalOutput };
+}
+
 async function main() {
-  const results = { aiSDK: await aiSDK(), langChain: await langChain() };
+  const results = { aiSDK: await aiSDK(), langChain: await langChain(), agents: await agents() };
   process.stdout.write(JSON.stringify({ sent, results }) + '\n');
 }
 
