@@ -58,10 +58,10 @@ type frameworkEmbeddings struct {
 
 // aiSDKResult is the JSON line test/frameworks/aisdk.mjs prints.
 type aiSDKResult struct {
-	ChatText, ChatStream, Responses, ResponsesStream aiSDKRun
-	Object, ResponsesObject                          trip
-	Embed                                            frameworkEmbeddings
-	Continued                                        struct {
+	ChatText, ChatStream, Responses, ResponsesStream, Parallel aiSDKRun
+	Object, ResponsesObject                                    trip
+	Embed                                                      frameworkEmbeddings
+	Continued                                                  struct {
 		Own, Foreign struct {
 			Status   int
 			SawFirst bool
@@ -111,6 +111,12 @@ type agentsResult struct {
 		Lookups []string
 	}
 	Instructions struct{ SawInstructions bool }
+	Structured   trip
+	Continued    struct {
+		ID       string
+		SawFirst bool
+		Foreign  any // the status, or what went wrong instead
+	}
 }
 
 // openAIHelpersResult is the JSON line test/frameworks/openai.mjs prints.
@@ -193,6 +199,9 @@ func TestFrameworks(t *testing.T) {
 				{"embedMany: count", got.Embed.Count, 3},
 				{"embedMany: a repeated text embeds the same", got.Embed.RepeatEqual, true},
 				{"embedMany: different texts embed differently", got.Embed.Distinct, true},
+				{"parallel: two calls", len(got.Parallel.Calls) == 2 && got.Parallel.Calls[0].Name == "get_weather" && got.Parallel.Calls[1].Name == "get_time", true},
+				{"parallel: two results", len(got.Parallel.Results) == 2 && got.Parallel.Results[1].Output == "noon CET", true},
+				{"parallel: one follow-up answered both", got.Parallel.Steps == 2 && strings.Count(got.Parallel.Text, "\ncall_") == 2, true},
 				{"previousResponseId: own status", got.Continued.Own.Status, 200},
 				{"previousResponseId: own continuation saw the first", got.Continued.Own.SawFirst, true},
 				{"previousResponseId: another tenant's status", got.Continued.Foreign.Status, 404},
@@ -249,6 +258,10 @@ func TestFrameworks(t *testing.T) {
 			{"streamed run: the SDK ran the tool", slices.Equal(got.Stream.Lookups, []string{"heliotrope", "lavender"}), true},
 			{"streamed run: events", got.Stream.Events > 2, true},
 			{"instructions reached the model", got.Instructions.SawInstructions, true},
+			{"outputType", got.Structured, trip{"Oslo", 4}},
+			{"previousResponseId: a response id", strings.HasPrefix(got.Continued.ID, "resp_"), true},
+			{"previousResponseId: own continuation saw the first", got.Continued.SawFirst, true},
+			{"previousResponseId: another tenant's status", got.Continued.Foreign, float64(404)},
 		})
 	})
 

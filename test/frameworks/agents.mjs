@@ -1,14 +1,16 @@
 // Drives a bulkhead server with the OpenAI Agents SDK in its default mode
 // (the Responses API) and prints one JSON line: {"tool":…,"handoff":…,"stream":…,
-// "instructions":…}.
+// "instructions":…,"structured":…,"continued":…}.
 //
 // tool: an agent with one function tool the SDK runs, then answers from its
 // result; handoff: a triage agent hands off to a second agent, which answers;
 // stream: the tool run again with run(…, {stream: true}); instructions:
-// whether an agent's instructions reached the model.
+// whether an agent's instructions reached the model; structured: an
+// agent's outputType; continued: previousResponseId by the tenant and by
+// another tenant's key.
 //
-// Env: BASE_URL, API_KEY. Run by cmd/bulkhead/frameworks_test.go.
-import { Agent, handoff, run, setDefaultOpenAIClient, setTracingDisabled, tool } from '@openai/agents';
+// Env: BASE_URL, API_KEY, OTHER_KEY (another tenant's key). Run by cmd/bulkhead/frameworks_test.go.
+import { Agent, OpenAIResponsesModel, handoff, run, setDefaultOpenAIClient, setTracingDisabled, tool } from '@openai/agents';
 import OpenAI from 'openai';
 import { z } from 'zod';
 
@@ -20,6 +22,7 @@ function env(name) {
 
 setTracingDisabled(true);
 setDefaultOpenAIClient(new OpenAI({ baseURL: env('BASE_URL'), apiKey: env('API_KEY'), maxRetries: 0, timeout: 20_000 }));
+const otherClient = new OpenAI({ baseURL: env('BASE_URL'), apiKey: env('OTHER_KEY'), maxRetries: 0, timeout: 20_000 });
 
 const lookups = [];
 const lookup = tool({
@@ -63,7 +66,25 @@ async function main() {
   const r4 = await run(billing, '/echo');
   const instructions = { sawInstructions: r4.finalOutput.includes('You answer billing questions.') };
 
-  process.stdout.write(JSON.stringify({ tool: toolRun, handoff, stream: streamed, instructions }) + '\n');
+  // outputType: the final output is parsed into the schema (text.format).
+  const r5 = await run(new Agent({ name: 'Planner', model: 'default', outputType: z.object({ city: z.string(), days: z.number() }) }),
+    '/say {"city":"Oslo","days":4}');
+  const structured = r5.finalOutput;
+
+  // previousResponseId: the tenant continues its own response; another
+  // tenant's key, naming the same id, gets a 404.
+  const memo = new Agent({ name: 'Memo', model: 'default' });
+  const first = await run(memo, 'remember the word tangerine');
+  const own = await run(memo, '/echo', { previousResponseId: first.lastResponseId });
+  let foreign = 200;
+  try {
+    await run(new Agent({ name: 'Memo', model: new OpenAIResponsesModel(otherClient, 'default') }), '/echo', { previousResponseId: first.lastResponseId });
+  } catch (err) {
+    foreign = err?.status ?? err?.cause?.status ?? `unexpected: ${err}`;
+  }
+  const continued = { id: first.lastResponseId, sawFirst: own.finalOutput.includes('tangerine'), foreign };
+
+  process.stdout.write(JSON.stringify({ tool: toolRun, handoff, stream: streamed, instructions, structured, continued }) + '\n');
 }
 
 main().catch((err) => {

@@ -1,15 +1,18 @@
 // Drives a bulkhead server with the Vercel AI SDK and prints one JSON line:
-// {"chatText":…,"chatStream":…,"object":…,"embed":…,"responses":…,"responsesStream":…}.
+// {"chatText":…,"chatStream":…,"object":…,"responsesObject":…,"embed":…,
+// "responses":…,"responsesStream":…,"parallel":…,"continued":…}.
 //
 // chatText/chatStream: generateText and streamText over /v1/chat/completions
 // (openai.chat) with one tool the SDK runs itself, two steps; object:
-// generateObject with a zod schema; embed: embed and embedMany; responses and
-// responsesStream: the same tool loop with the default openai() provider,
-// which speaks /v1/responses; continued: a response that continues the
+// generateObject with a zod schema (responsesObject: the same through
+// openai()); embed: embed and embedMany; responses and responsesStream: the
+// tool loop with the default openai() provider, which speaks /v1/responses;
+// parallel: two tool calls in one step; continued: a response continuing the
 // first one's (providerOptions.openai.previousResponseId), by its tenant and
 // by another tenant's key.
 //
-// Env: BASE_URL, API_KEY, OTHER_KEY (another tenant's key). Run by cmd/bulkhead/frameworks_test.go.
+// Env: BASE_URL, API_KEY, OTHER_KEY (another tenant's key).
+// Run by cmd/bulkhead/frameworks_test.go.
 import { createOpenAI } from '@ai-sdk/openai';
 import { embed, embedMany, generateObject, generateText, stepCountIs, streamText, tool } from 'ai';
 import { z } from 'zod';
@@ -27,6 +30,13 @@ const tools = {
     description: 'Weather in a city',
     inputSchema: z.object({ city: z.string() }),
     execute: async ({ city }) => `sunny in ${city}`,
+  }),
+};
+const clock = {
+  get_time: tool({
+    description: 'Time in a zone',
+    inputSchema: z.object({ zone: z.string() }),
+    execute: async ({ zone }) => `noon ${zone}`,
   }),
 };
 const prompt = '/call get_weather {"city":"Paris"}';
@@ -97,13 +107,19 @@ async function main() {
 
   const responses = await generate(openai('default'));
   const responsesStream = await stream(openai('default'));
+  // Two calls in one step, run by the SDK, answered in one follow-up.
+  const both = await generateText({
+    model: openai('default'), ...settings, tools: { ...tools, ...clock },
+    prompt: '/call get_weather {"city":"Paris"}\n/call get_time {"zone":"CET"}',
+  });
+  const parallel = summary(both.steps, both.text, both.finishReason);
   const continued = {
     own: await continueFrom(openai('default'), responses.responseId),
     foreign: await continueFrom(other('default'), responses.responseId),
   };
 
   process.stdout.write(JSON.stringify({
-    chatText, chatStream, object: obj.object, responsesObject: responsesObj.object, embed: embedded, responses, responsesStream, continued,
+    chatText, chatStream, object: obj.object, responsesObject: responsesObj.object, embed: embedded, responses, responsesStream, parallel, continued,
   }) + '\n');
 }
 
