@@ -67,6 +67,10 @@ type aiSDKResult struct {
 			SawFirst bool
 		}
 	}
+	Refused struct {
+		Status  int
+		Message string
+	}
 }
 
 // langChainTools is a bindTools round trip as langchain.mjs reports it.
@@ -205,6 +209,8 @@ func TestFrameworks(t *testing.T) {
 				{"previousResponseId: own status", got.Continued.Own.Status, 200},
 				{"previousResponseId: own continuation saw the first", got.Continued.Own.SawFirst, true},
 				{"previousResponseId: another tenant's status", got.Continued.Foreign.Status, 404},
+				{"an unforwarded field: status", got.Refused.Status, 400},
+				{"an unforwarded field: named", strings.Contains(got.Refused.Message, `"prompt_cache_key"`), true},
 			})
 		runChecks(t, checks)
 	})

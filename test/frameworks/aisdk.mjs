@@ -1,6 +1,6 @@
 // Drives a bulkhead server with the Vercel AI SDK and prints one JSON line:
 // {"chatText":…,"chatStream":…,"object":…,"responsesObject":…,"embed":…,
-// "responses":…,"responsesStream":…,"parallel":…,"continued":…}.
+// "responses":…,"responsesStream":…,"parallel":…,"continued":…,"refused":…}.
 //
 // chatText/chatStream: generateText and streamText over /v1/chat/completions
 // (openai.chat) with one tool the SDK runs itself, two steps; object:
@@ -9,7 +9,8 @@
 // tool loop with the default openai() provider, which speaks /v1/responses;
 // parallel: two tool calls in one step; continued: a response continuing the
 // first one's (providerOptions.openai.previousResponseId), by its tenant and
-// by another tenant's key.
+// by another tenant's key; refused: a request with a field Bulkhead does
+// not forward (prompt_cache_key: Bulkhead sets its own, per tenant).
 //
 // Env: BASE_URL, API_KEY, OTHER_KEY (another tenant's key).
 // Run by cmd/bulkhead/frameworks_test.go.
@@ -113,13 +114,21 @@ async function main() {
     prompt: '/call get_weather {"city":"Paris"}\n/call get_time {"zone":"CET"}',
   });
   const parallel = summary(both.steps, both.text, both.finishReason);
+  // A field Bulkhead does not forward is refused by name, not dropped.
+  let refused = { status: 200, message: '' };
+  try {
+    await generateText({ model: openai.chat('default'), prompt: 'hi', maxRetries: 0, providerOptions: { openai: { promptCacheKey: 'shared-key' } } });
+  } catch (err) {
+    if (!err?.statusCode) throw err;
+    refused = { status: err.statusCode, message: err.message };
+  }
   const continued = {
     own: await continueFrom(openai('default'), responses.responseId),
     foreign: await continueFrom(other('default'), responses.responseId),
   };
 
   process.stdout.write(JSON.stringify({
-    chatText, chatStream, object: obj.object, responsesObject: responsesObj.object, embed: embedded, responses, responsesStream, parallel, continued,
+    chatText, chatStream, object: obj.object, responsesObject: responsesObj.object, embed: embedded, responses, responsesStream, parallel, continued, refused,
   }) + '\n');
 }
 
