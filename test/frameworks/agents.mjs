@@ -13,12 +13,7 @@
 import { Agent, OpenAIResponsesModel, handoff, run, setDefaultOpenAIClient, setTracingDisabled, tool } from '@openai/agents';
 import OpenAI from 'openai';
 import { z } from 'zod';
-
-function env(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-}
+import { Trip, env } from './shared.mjs';
 
 setTracingDisabled(true);
 setDefaultOpenAIClient(new OpenAI({ baseURL: env('BASE_URL'), apiKey: env('API_KEY'), maxRetries: 0, timeout: 20_000 }));
@@ -67,7 +62,7 @@ async function main() {
   const instructions = { sawInstructions: r4.finalOutput.includes('You answer billing questions.') };
 
   // outputType: the final output is parsed into the schema (text.format).
-  const r5 = await run(new Agent({ name: 'Planner', model: 'default', outputType: z.object({ city: z.string(), days: z.number() }) }),
+  const r5 = await run(new Agent({ name: 'Planner', model: 'default', outputType: Trip }),
     '/say {"city":"Oslo","days":4}');
   const structured = r5.finalOutput;
 

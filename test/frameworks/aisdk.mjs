@@ -17,22 +17,11 @@
 import { createOpenAI } from '@ai-sdk/openai';
 import { embed, embedMany, generateObject, generateText, stepCountIs, streamText, tool } from 'ai';
 import { z } from 'zod';
-
-function env(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-}
+import { Trip, env, weather } from './shared.mjs';
 
 const openai = createOpenAI({ baseURL: env('BASE_URL'), apiKey: env('API_KEY') });
 const other = createOpenAI({ baseURL: env('BASE_URL'), apiKey: env('OTHER_KEY') });
-const tools = {
-  get_weather: tool({
-    description: 'Weather in a city',
-    inputSchema: z.object({ city: z.string() }),
-    execute: async ({ city }) => `sunny in ${city}`,
-  }),
-};
+const tools = { get_weather: tool({ description: weather.description, inputSchema: weather.schema, execute: weather.run }) };
 const clock = {
   get_time: tool({
     description: 'Time in a zone',
@@ -84,13 +73,13 @@ async function main() {
 
   const obj = await generateObject({
     model: openai.chat('default'),
-    schema: z.object({ city: z.string(), days: z.number() }),
+    schema: Trip,
     prompt: '/say {"city":"Paris","days":3}',
     maxRetries: 0,
   });
   const responsesObj = await generateObject({
     model: openai('default'),
-    schema: z.object({ city: z.string(), days: z.number() }),
+    schema: Trip,
     prompt: '/say {"city":"Rome","days":2}',
     maxRetries: 0,
   });

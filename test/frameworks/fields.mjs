@@ -18,13 +18,7 @@ import { HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { tool as lcTool } from '@langchain/core/tools';
 import { ChatOpenAI } from '@langchain/openai';
 import { generateObject, generateText, stepCountIs, streamText, tool } from 'ai';
-import { z } from 'zod';
-
-function env(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-}
+import { Trip, env, weather } from './shared.mjs';
 
 const sent = [];
 async function recordingFetch(input, init) {
@@ -35,17 +29,10 @@ async function recordingFetch(input, init) {
 
 const baseURL = env('BASE_URL');
 const apiKey = env('API_KEY');
-const Trip = z.object({ city: z.string(), days: z.number() });
 
 async function aiSDK() {
   const openai = createOpenAI({ baseURL, apiKey, fetch: recordingFetch });
-  const tools = {
-    get_weather: tool({
-      description: 'Weather in a city',
-      inputSchema: z.object({ city: z.string() }),
-      execute: async ({ city }) => `sunny in ${city}`,
-    }),
-  };
+  const tools = { get_weather: tool({ description: weather.description, inputSchema: weather.schema, execute: weather.run }) };
   const sampling = {
     temperature: 0.3, topP: 0.9, frequencyPenalty: 0.25, presencePenalty: 0.5,
     seed: 4242, stopSequences: ['END'], maxOutputTokens: 321, maxRetries: 0,
@@ -91,14 +78,12 @@ async function langChain() {
     stop: ['END'], logitBias: { 50256: -100 }, modelKwargs: { seed: 4242 },
   });
   const invoke = await model.invoke('fields: langchain invoke');
-  const weather = lcTool(async ({ city }) => `sunny in ${city}`, {
-    name: 'get_weather', description: 'Weather in a city', schema: z.object({ city: z.string() }),
-  });
-  const bound = model.bindTools([weather], { tool_choice: 'required', parallel_tool_calls: false });
+  const weatherTool = lcTool(weather.run, { name: weather.name, description: weather.description, schema: weather.schema });
+  const bound = model.bindTools([weatherTool], { tool_choice: 'required', parallel_tool_calls: false });
   const ask = new HumanMessage('fields: langchain tools');
   const ai = await bound.invoke([ask]);
   const call = ai.tool_calls[0];
-  const after = await bound.invoke([ask, ai, new ToolMessage({ content: await weather.invoke(call.args), tool_call_id: call.id })]);
+  const after = await bound.invoke([ask, ai, new ToolMessage({ content: await weatherTool.invoke(call.args), tool_call_id: call.id })]);
   const structured = await model.withStructuredOutput(Trip, { name: 'trip', method: 'jsonSchema', strict: true })
     .invoke('fields: langchain structured');
   let streamed = '';
@@ -109,12 +94,9 @@ async function langChain() {
 async function agents() {
   setTracingDisabled(true);
   setDefaultOpenAIClient(new OpenAI({ baseURL, apiKey, maxRetries: 0, timeout: 20_000, fetch: recordingFetch }));
-  const weather = agentTool({
-    name: 'get_weather', description: 'Weather in a city', parameters: z.object({ city: z.string() }),
-    execute: async ({ city }) => `sunny in ${city}`,
-  });
+  const weatherTool = agentTool({ name: weather.name, description: weather.description, parameters: weather.schema, execute: weather.run });
   const agent = new Agent({
-    name: 'Weather', model: 'default', instructions: 'You report the weather.', tools: [weather],
+    name: 'Weather', model: 'default', instructions: 'You report the weather.', tools: [weatherTool],
     modelSettings: { temperature: 0.3, topP: 0.9, maxTokens: 321, toolChoice: 'required', parallelToolCalls: false },
   });
   const r = await run(agent, 'fields: agents tools');

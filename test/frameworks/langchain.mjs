@@ -12,33 +12,23 @@
 import { HumanMessage, ToolMessage } from '@langchain/core/messages';
 import { tool } from '@langchain/core/tools';
 import { ChatOpenAI, OpenAIEmbeddings } from '@langchain/openai';
-import { z } from 'zod';
-
-function env(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-}
+import { Trip, env, weather } from './shared.mjs';
 
 const configuration = { baseURL: env('BASE_URL') };
 const apiKey = env('API_KEY');
 const chat = (extra = {}) => new ChatOpenAI({ model: 'default', apiKey, configuration, maxRetries: 0, ...extra });
 
-const weather = tool(async ({ city }) => `sunny in ${city}`, {
-  name: 'get_weather',
-  description: 'Weather in a city',
-  schema: z.object({ city: z.string() }),
-});
+const weatherTool = tool(weather.run, { name: weather.name, description: weather.description, schema: weather.schema });
 
 // text joins a message's content, a string or (from the Responses API) parts.
 const text = (m) => (typeof m.content === 'string' ? m.content : m.content.map((p) => p.text ?? '').join(''));
 
 async function toolRound(model) {
-  const bound = model.bindTools([weather]);
+  const bound = model.bindTools([weatherTool]);
   const ask = new HumanMessage('/call get_weather {"city":"Paris"}');
   const ai = await bound.invoke([ask]);
   const call = ai.tool_calls?.[0];
-  const out = await weather.invoke(call.args);
+  const out = await weatherTool.invoke(call.args);
   const after = await bound.invoke([ask, ai, new ToolMessage({ content: out, tool_call_id: call.id })]);
   return { name: call?.name, args: call?.args, id: call?.id, answer: text(after) };
 }
@@ -58,15 +48,14 @@ async function main() {
 
   const tools = await toolRound(model);
 
-  const schema = z.object({ city: z.string(), days: z.number() });
-  const structured = await model.withStructuredOutput(schema, { name: 'trip' }).invoke('/say {"city":"Paris","days":3}');
+  const structured = await model.withStructuredOutput(Trip, { name: 'trip' }).invoke('/say {"city":"Paris","days":3}');
 
   const rmodel = chat({ useResponsesApi: true });
   const rinv = await rmodel.invoke('hello from langchain');
   const responses = {
     content: text(rinv),
     tools: await toolRound(rmodel),
-    structured: await rmodel.withStructuredOutput(schema, { name: 'trip' }).invoke('/say {"city":"Rome","days":2}'),
+    structured: await rmodel.withStructuredOutput(Trip, { name: 'trip' }).invoke('/say {"city":"Rome","days":2}'),
   };
 
   const emb = new OpenAIEmbeddings({ model: 'default', apiKey, configuration, maxRetries: 0 });

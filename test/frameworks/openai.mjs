@@ -9,15 +9,8 @@
 // Env: BASE_URL, API_KEY. Run by cmd/bulkhead/frameworks_test.go.
 import OpenAI from 'openai';
 import { zodFunction, zodResponseFormat, zodTextFormat } from 'openai/helpers/zod';
-import { z } from 'zod';
+import { Trip, env } from './shared.mjs';
 
-function env(name) {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set`);
-  return v;
-}
-
-const Trip = z.object({ city: z.string(), days: z.number() });
 
 async function main() {
   const client = new OpenAI({ baseURL: env('BASE_URL'), apiKey: env('API_KEY'), maxRetries: 0, timeout: 20_000 });
