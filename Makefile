@@ -26,6 +26,7 @@ tidy-check:
 
 sdk-deps:
 	$(NPM) ci --prefix test/openai-sdk
+	$(NPM) ci --prefix test/frameworks
 	$(NPM) ci --prefix test/mcp-everything
 	$(NPM) ci --prefix test/mcp-client
 	$(NPM) ci --prefix test/browser

@@ -54,7 +54,7 @@ type Sessions interface {
 var responsesFields = []string{
 	"model", "input", "instructions", "previous_response_id", "stream", "tools", "tool_choice",
 	"text", "temperature", "top_p", "max_output_tokens", "parallel_tool_calls", "metadata",
-	"store", "user", "reasoning",
+	"store", "user", "reasoning", "include",
 }
 
 type responsesRequest struct {
@@ -84,6 +84,9 @@ type responsesRequest struct {
 	Reasoning         *struct {
 		Effort string `json:"effort"`
 	} `json:"reasoning"`
+	// Include asks for extra output data (encrypted reasoning, logprobs,
+	// search results); the Agents SDK sends it empty on every request.
+	Include []string `json:"include"`
 }
 
 // responsesTool is a function tool in the Responses shape (flat, not under
@@ -227,6 +230,11 @@ func (req responsesRequest) turnMessages() ([]llm.Message, error) {
 // stored by Bulkhead, never by the provider.
 func (req responsesRequest) chatRequest() (chatRequest, []llm.Tool, error) {
 	c := chatRequest{Model: req.Model, User: req.User, Temperature: req.Temperature, Stream: req.Stream}
+	if len(req.Include) > 0 {
+		// None of the extras exists here; an answer without what was asked
+		// for would be a field dropped without a word.
+		return c, nil, fmt.Errorf("%w: include: %q is not supported (nothing can be included; send an empty list)", kind.Invalid, req.Include[0])
+	}
 	c.TopP, c.ParallelToolCalls, c.MaxCompletionTokens = req.TopP, req.ParallelToolCalls, req.MaxOutputTokens
 	if req.Reasoning != nil {
 		c.ReasoningEffort = req.Reasoning.Effort
@@ -242,8 +250,16 @@ func (req responsesRequest) chatRequest() (chatRequest, []llm.Tool, error) {
 			if f.Name == "" || len(f.Schema) == 0 {
 				return c, nil, fmt.Errorf("%w: text.format: a json_schema format needs a name and a schema", kind.Invalid)
 			}
-			rf = map[string]any{"type": "json_schema", "json_schema": map[string]any{
-				"name": f.Name, "description": f.Description, "schema": f.Schema, "strict": f.Strict}}
+			// Only what the client sent: an added "description": "" or
+			// "strict": null is a field the provider was not asked for.
+			js := map[string]any{"name": f.Name, "schema": f.Schema}
+			if f.Description != "" {
+				js["description"] = f.Description
+			}
+			if f.Strict != nil {
+				js["strict"] = *f.Strict
+			}
+			rf = map[string]any{"type": "json_schema", "json_schema": js}
 		default:
 			return c, nil, fmt.Errorf("%w: text.format: type %q is not supported (text, json_object or json_schema)", kind.Invalid, f.Type)
 		}

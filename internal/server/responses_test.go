@@ -227,6 +227,7 @@ func TestResponsesBadRequests(t *testing.T) {
 		{"built-in tool", map[string]any{"input": "x", "tools": []map[string]any{{"type": "web_search"}}}, "web_search"},
 		{"bad format", map[string]any{"input": "x", "text": map[string]any{"format": map[string]any{"type": "yaml"}}}, "yaml"},
 		{"malformed id", map[string]any{"input": "x", "previous_response_id": "resp_../../x"}, "no response"},
+		{"something to include", map[string]any{"input": "x", "include": []string{"reasoning.encrypted_content"}}, "reasoning.encrypted_content"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := env.do(t, "POST", "/v1/responses", key, tc.body, nil)
@@ -241,4 +242,49 @@ func TestResponsesBadRequests(t *testing.T) {
 	}
 	r := env.do(t, "POST", "/v1/responses", key, map[string]any{"input": "x"}, map[string]string{"X-Session-Id": "s1"})
 	checkAPIError(t, r, http.StatusBadRequest, "")
+}
+
+// TestResponsesEmptyInclude: the OpenAI Agents SDK sends "include": [] with
+// every request; an empty list asks for nothing and is answered.
+func TestResponsesEmptyInclude(t *testing.T) {
+	env, key, _ := responsesTenants(t)
+	for _, include := range []any{[]string{}, nil} {
+		got := env.respond(t, key, map[string]any{"input": "include nothing", "include": include})
+		if got.Status != "completed" || !strings.Contains(got.text(), "include nothing") {
+			t.Errorf("include %v: got %+v, want a completed answer to the input", include, got)
+		}
+	}
+}
+
+// TestResponsesFormatForwarded: text.format reaches the provider as the
+// chat response_format with exactly the members the client sent, none
+// added (an empty description or a null strict) and none dropped.
+func TestResponsesFormatForwarded(t *testing.T) {
+	schema := json.RawMessage(`{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`)
+	for _, tc := range []struct {
+		name   string
+		format string
+		want   string
+	}{
+		{"name and schema", `{"type":"json_schema","name":"trip","schema":` + string(schema) + `}`,
+			`{"json_schema":{"name":"trip","schema":` + string(schema) + `},"type":"json_schema"}`},
+		{"strict and description", `{"type":"json_schema","name":"trip","description":"A trip","strict":false,"schema":` + string(schema) + `}`,
+			`{"json_schema":{"description":"A trip","name":"trip","schema":` + string(schema) + `,"strict":false},"type":"json_schema"}`},
+		{"json_object", `{"type":"json_object"}`, `{"type":"json_object"}`},
+		{"text", `{"type":"text"}`, ``},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var req responsesRequest
+			if err := json.Unmarshal([]byte(`{"input":"x","text":{"format":`+tc.format+`}}`), &req); err != nil {
+				t.Fatal(err)
+			}
+			c, _, err := req.chatRequest()
+			if err != nil {
+				t.Fatalf("chatRequest: %v", err)
+			}
+			if got := string(c.ResponseFormat); got != tc.want {
+				t.Errorf("response_format = %s, want %s", got, tc.want)
+			}
+		})
+	}
 }
