@@ -27,6 +27,8 @@ tidy-check:
 sdk-deps:
 	$(NPM) ci --prefix test/openai-sdk
 	$(NPM) ci --prefix test/frameworks
+	$(NPM) ci --ignore-scripts --prefix test/promptfoo
+	$(NPM) rebuild --prefix test/promptfoo better-sqlite3
 	$(NPM) ci --prefix test/mcp-everything
 	$(NPM) ci --prefix test/mcp-client
 	$(NPM) ci --prefix test/browser
