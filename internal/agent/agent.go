@@ -124,6 +124,11 @@ type Turn struct {
 	// clienttools.go); a call to one ends the turn with finish reason
 	// "tool_calls", the checked calls in Result.Message.ToolCalls.
 	ClientTools []llm.Tool
+	// LegacyFunctions marks a request of OpenAI's legacy functions API: at
+	// most one client call is returned per answer, tool choice errors name
+	// function_call, and function results without a call id are linked to
+	// their calls (linkLegacy).
+	LegacyFunctions bool
 	// NoCacheRead skips the response cache lookup (Cache-Control: no-cache);
 	// NoCacheWrite keeps the answer out of it (no-store).
 	NoCacheRead, NoCacheWrite bool
@@ -329,8 +334,12 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if err := box.addClientTools(profile, turn.ClientTools); err != nil {
 		return Result{}, err
 	}
+	box.oneCall = turn.LegacyFunctions
 	opts, err := offeredOptions(turn.Options, box.offered)
 	if err != nil {
+		if turn.LegacyFunctions {
+			err = fmt.Errorf("function_call: %w", err)
+		}
 		return Result{}, err
 	}
 
@@ -361,6 +370,11 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		msgs[i].ToolCalls = slices.Clone(msgs[i].ToolCalls) // the caller's are not rewritten
 		for j := range msgs[i].ToolCalls {
 			msgs[i].ToolCalls[j].Function.Arguments = red.String(msgs[i].ToolCalls[j].Function.Arguments)
+		}
+	}
+	if turn.LegacyFunctions {
+		if err := linkLegacy(msgs[historyFrom:]); err != nil {
+			return Result{}, err
 		}
 	}
 	in := a.Guard.Inputs(scope.Tenant(), nil, a.turnInputs(msgs[historyFrom:newFrom], msgs[newFrom:])...)

@@ -37,6 +37,10 @@ type chatRequest struct {
 	MaxTokens     *int            `json:"max_tokens"`
 	Temperature   *float64        `json:"temperature"`
 	Tools         json.RawMessage `json:"tools"`
+	// Functions and FunctionCall are the legacy functions API's tools and
+	// tool choice (clienttools.go).
+	Functions    json.RawMessage `json:"functions"`
+	FunctionCall json.RawMessage `json:"function_call"`
 	chatOptions
 }
 
@@ -46,13 +50,15 @@ type streamOptions struct {
 
 // chatMessage accepts content as a string, null or an array of text parts.
 // An assistant message may carry the tool calls it was answered with, and
-// a tool message the result of a client tool (clienttools.go).
+// a tool message the result of a client tool (clienttools.go); in the
+// legacy functions API, a function_call and a "function" message.
 type chatMessage struct {
-	Role       string         `json:"role"`
-	Content    chatContent    `json:"content"`
-	Name       string         `json:"name"`
-	ToolCalls  []chatToolCall `json:"tool_calls"`
-	ToolCallID string         `json:"tool_call_id"`
+	Role         string            `json:"role"`
+	Content      chatContent       `json:"content"`
+	Name         string            `json:"name"`
+	ToolCalls    []chatToolCall    `json:"tool_calls"`
+	ToolCallID   string            `json:"tool_call_id"`
+	FunctionCall *llm.FunctionCall `json:"function_call"`
 }
 
 type chatContent string
@@ -107,9 +113,9 @@ func (req chatRequest) turnMessages() ([]llm.Message, error) {
 		switch role {
 		case "developer":
 			role = "system"
-		case "system", "user", "assistant", "tool":
+		case "system", "user", "assistant", "tool", "function":
 		default:
-			return nil, fmt.Errorf("%w: messages[%d]: role %q is not accepted (use system, developer, user, assistant or tool)", kind.Invalid, i, m.Role)
+			return nil, fmt.Errorf("%w: messages[%d]: role %q is not accepted (use system, developer, user, assistant, tool or function)", kind.Invalid, i, m.Role)
 		}
 		msg := llm.Message{Role: role, Content: string(m.Content), Name: m.Name}
 		if err := m.toolParts(&msg); err != nil {
@@ -147,7 +153,7 @@ func handleChat(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		c := completion{id: newCompletionID(), created: time.Now().Unix(), model: profile.Name}
+		c := completion{id: newCompletionID(), created: time.Now().Unix(), model: profile.Name, legacy: turn.LegacyFunctions}
 		if !req.Stream {
 			res, err := d.Agent.Run(r.Context(), scope, profile, turn)
 			if err != nil {
@@ -213,6 +219,14 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 		return agent.Turn{}, agent.Profile{}, scope, err
 	}
 	turn := agent.Turn{Messages: msgs, Session: session, Temperature: req.Temperature, Options: opts, ClientTools: clientTools}
+	if req.legacy() {
+		turn.LegacyFunctions = true
+		if turn.Options.ToolChoice, err = req.functionChoice(); err != nil {
+			return agent.Turn{}, agent.Profile{}, scope, err
+		}
+		one := false
+		turn.Options.ParallelToolCalls = &one
+	}
 	turn.NoCacheRead, turn.NoCacheWrite = cacheControl(r.Header)
 	// max_completion_tokens goes upstream as itself (in Options), never
 	// rewritten to max_tokens, which newer models refuse.
@@ -269,6 +283,7 @@ type completion struct {
 	id      string
 	created int64
 	model   string
+	legacy  bool // the request used the legacy functions API
 }
 
 // chatResponse is OpenAI's response (or chunk) shape. Model is the profile
@@ -288,23 +303,31 @@ type chatResponse struct {
 }
 
 type chatChoice struct {
-	Index        int          `json:"index"`
-	Message      *llm.Message `json:"message,omitempty"`
-	Delta        *chatDelta   `json:"delta,omitempty"`
-	FinishReason *string      `json:"finish_reason"`
+	Index        int            `json:"index"`
+	Message      *answerMessage `json:"message,omitempty"`
+	Delta        *chatDelta     `json:"delta,omitempty"`
+	FinishReason *string        `json:"finish_reason"`
 }
 
 type chatDelta struct {
-	Role      string          `json:"role,omitempty"`
-	Content   string          `json:"content,omitempty"`
-	ToolCalls []toolCallDelta `json:"tool_calls,omitempty"`
+	Role         string            `json:"role,omitempty"`
+	Content      string            `json:"content,omitempty"`
+	ToolCalls    []toolCallDelta   `json:"tool_calls,omitempty"`
+	FunctionCall *llm.FunctionCall `json:"function_call,omitempty"`
+}
+
+// answerMessage is the assistant message of an answer; FunctionCall is set
+// instead of ToolCalls in the legacy functions API's shape.
+type answerMessage struct {
+	llm.Message
+	FunctionCall *llm.FunctionCall `json:"function_call,omitempty"`
 }
 
 func (c completion) full(res agent.Result) chatResponse {
-	msg := llm.Message{Role: "assistant", Content: res.Message.Content, ToolCalls: res.Message.ToolCalls}
-	finish := res.FinishReason
-	if finish == "" {
-		finish = "stop"
+	msg := answerMessage{Message: llm.Message{Role: "assistant", Content: res.Message.Content, ToolCalls: res.Message.ToolCalls}}
+	finish := c.finishReason(res.FinishReason)
+	if c.legacy {
+		msg = legacyMessage(msg.Message)
 	}
 	usage := res.Usage
 	return chatResponse{ID: c.id, Object: "chat.completion", Created: c.created, Model: c.model,
@@ -320,6 +343,17 @@ func setResultHeaders(h http.Header, cached bool, model string) {
 	if model != "" {
 		h.Set("X-Bulkhead-Upstream-Model", model)
 	}
+}
+
+// finishReason is the agent's finish reason as the client's API names it.
+func (c completion) finishReason(reason string) string {
+	switch {
+	case reason == "":
+		return "stop"
+	case reason == "tool_calls" && c.legacy:
+		return "function_call"
+	}
+	return reason
 }
 
 func (c completion) chunk(delta *chatDelta, finish *string) chatResponse {
@@ -468,13 +502,10 @@ func (s *sseWriter) write(v any) error {
 func (s *sseWriter) finish(res agent.Result, includeUsage bool) {
 	s.start(res.Cached)
 	s.stop()
-	finish := res.FinishReason
-	if finish == "" {
-		finish = "stop"
-	}
+	finish := s.c.finishReason(res.FinishReason)
 	// Write errors here mean the client left; nothing is lost server-side.
 	// Client tool calls go out whole, once checked (clienttools.go).
-	for _, d := range toolCallDeltas(res.Message.ToolCalls) {
+	for _, d := range toolCallDeltas(res.Message.ToolCalls, s.c.legacy) {
 		_ = s.event(s.c.chunk(d, nil))
 	}
 	last := s.c.chunk(&chatDelta{}, &finish)
