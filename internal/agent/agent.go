@@ -51,7 +51,11 @@ type Secrets interface {
 
 // Profile is the agent configuration a turn runs with.
 type Profile struct {
-	Name         string
+	Name string
+	// ID is the model as the client named it: Name, or
+	// "<Name>/<provider>/<model>" when the request picked one of the
+	// profile's models (Prepare), which Model then is.
+	ID           string
 	SystemPrompt string
 	Model        string // "provider/model"
 	// Fallbacks are "provider/model" names tried in order when Model's
@@ -195,6 +199,10 @@ type Deps struct {
 	// Observer sees the turn's stages and decisions, for metrics and
 	// traces; nil is NoObserver.
 	Observer Observer
+	// Definitions and Policies give Prepare the tenant's profiles and
+	// compiled policy; without them Prepare fails.
+	Definitions Definitions
+	Policies    Policies
 }
 
 // The explicit opt-outs of the required layers, like slog.DiscardHandler: a

@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
-	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -153,7 +151,7 @@ func handleChat(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		c := completion{id: newCompletionID(), created: time.Now().Unix(), model: profile.Name, legacy: turn.LegacyFunctions}
+		c := completion{id: newCompletionID(), created: time.Now().Unix(), model: profile.ID, legacy: turn.LegacyFunctions}
 		if !req.Stream {
 			res, err := d.Agent.Run(r.Context(), scope, profile, turn)
 			if err != nil {
@@ -183,9 +181,11 @@ func handleChat(d Deps) http.Handler {
 	})
 }
 
-// prepareTurn turns a request, with its messages and client tools, into the
-// agent's inputs. The tenant comes only from scope; the body may name the
-// end user and the profile inside it.
+// prepareTurn translates a request, with its messages and client tools,
+// into the agent's inputs: the HTTP parts (end user, X-Session-Id,
+// Cache-Control, the fields sent upstream) here, and the profile, with its
+// policy, limits and canary, by the agent (agent.Prepare). The tenant comes
+// only from scope; the body may name the end user and the profile inside it.
 func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, clientTools []llm.Tool, scope auth.Scope) (agent.Turn, agent.Profile, auth.Scope, error) {
 	user, err := tenant.ParseUserID(req.User)
 	if err != nil {
@@ -202,17 +202,6 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 		if strings.HasPrefix(h, responseSessionPrefix) {
 			return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: X-Session-Id: the prefix %q is reserved", kind.Invalid, responseSessionPrefix)
 		}
-	}
-	t, err := d.Tenants.Tenant(scope.Tenant())
-	if err != nil {
-		return agent.Turn{}, agent.Profile{}, scope, err
-	}
-	name := req.Model
-	if name == "" {
-		name = control.DefaultProfile
-	}
-	if _, ok := t.Profile(name); !ok {
-		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
 	}
 	opts, err := req.llmOptions()
 	if err != nil {
@@ -236,40 +225,11 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 	if turn.MaxTokens < 0 {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
 	}
-	profile, err := agentProfile(d, t, name, len(clientTools) > 0)
+	profile, err := d.Agent.Prepare(scope, req.Model, len(clientTools) > 0)
 	if err != nil {
 		return agent.Turn{}, agent.Profile{}, scope, err
 	}
 	return turn, profile, scope, nil
-}
-
-// agentProfile is tenant t's profile name as the agent runs it, with the
-// tenant's compiled policy when the profile has tools (or the request
-// declares client tools).
-func agentProfile(d Deps, t control.Tenant, name string, clientTools bool) (agent.Profile, error) {
-	p, ok := t.Profile(name)
-	if !ok {
-		return agent.Profile{}, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
-	}
-	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks,
-		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools, Limits: quotaLimits(t.Limits),
-		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: tenantVersion(t),
-		AllowedHosts: t.AllowedHosts, NoClientTools: p.NoClientTools}
-	if len(t.Canaries) > 0 {
-		profile.Canary = t.Canaries[0]
-	}
-	if len(p.Tools) > 0 || clientTools {
-		profiles := make(map[string][]string, len(t.Profiles))
-		for n, pr := range t.Profiles {
-			profiles[n] = pr.Tools
-		}
-		// A policy that does not compile offers no tools: fail closed.
-		var err error
-		if profile.Policy, err = d.Policies.For(t.ID, profiles, t.Policy); err != nil {
-			return agent.Profile{}, fmt.Errorf("compile policy of tenant %s: %w", t.ID, err)
-		}
-	}
-	return profile, nil
 }
 
 func newCompletionID() string {
@@ -543,28 +503,30 @@ func handleModels(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		models := make([]modelView, 0, len(t.Profiles))
-		for name := range t.Profiles {
-			models = append(models, modelView{ID: name, Object: "model", Created: t.CreatedAt.Unix(), OwnedBy: string(t.ID)})
+		ids := modelIDs(t)
+		models := make([]modelView, 0, len(ids))
+		for _, id := range ids {
+			models = append(models, modelView{ID: id, Object: "model", Created: t.CreatedAt.Unix(), OwnedBy: string(t.ID)})
 		}
 		sortModels(models)
 		encode(w, http.StatusOK, map[string]any{"object": "list", "data": models})
 	})
 }
 
+// modelIDs are the models a request of tenant t may name: its profiles,
+// and "<profile>/<provider>/<model>" for each model a profile lists
+// (agent.Prepare).
+func modelIDs(t control.Tenant) []string {
+	var ids []string
+	for name, p := range t.Profiles {
+		ids = append(ids, name)
+		for _, m := range p.Models {
+			ids = append(ids, name+"/"+m)
+		}
+	}
+	return ids
+}
+
 func sortModels(m []modelView) {
 	slices.SortFunc(m, func(a, b modelView) int { return strings.Compare(a.ID, b.ID) })
-}
-
-func quotaLimits(l control.Limits) quota.Limits {
-	return quota.Limits{RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute,
-		MaxConcurrent: l.MaxConcurrent, TokenBudget: l.TokenBudget, BudgetPeriod: time.Duration(l.BudgetPeriodHours) * time.Hour}
-}
-
-// tenantVersion changes whenever the tenant's definition or policy changes,
-// so no cached answer outlives the configuration that produced it.
-func tenantVersion(t control.Tenant) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%d\x00%s", t.UpdatedAt.UnixNano(), t.Policy)
-	return hex.EncodeToString(h.Sum(nil)[:16])
 }
