@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
+	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
 // sendEmail is a client tool as an OpenAI client declares it.
@@ -278,20 +279,14 @@ func TestClientToolDeclarationsRefused(t *testing.T) {
 func TestClientToolCallChecked(t *testing.T) {
 	env := newTestEnv(t, envOptions{})
 	acmeKey, globexKey := toolTenants(t, env, newFakeCRM(t))
-	globex, err := env.plane.Tenant("globex")
-	if err != nil || len(globex.Canaries) == 0 {
-		t.Fatalf("globex has no canary: %v", err)
-	}
-	canary := globex.Canaries[0]
+	canary := canaryOf(t, env, "globex")
 	env.admin(t, "PUT", "/admin/v1/tenants/acme/policy",
 		`forbid (principal, action, resource == Tool::"client/wire_money");
 forbid (principal, action, resource == Tool::"client/send_email") when { context.to like "*@evil.example" };`, http.StatusNoContent)
 	open := clientTool("note", `{"type":"object","properties":{"text":{"type":"string"}},"additionalProperties":true}`)
 	declared := []map[string]any{sendEmail, open, clientTool("wire_money", `{"type":"object","properties":{"amount":{"type":"number"}}}`)}
 
-	tests := []struct {
-		name, call, audit, reason string
-	}{
+	checkRefusedCalls(t, env, acmeKey, canary, []refusedCall{
 		{"runtime parameter added", `/call note {"text":"x","tenant_id":"globex"}`, "tool.call", "model supplied a bound parameter"},
 		{"runtime parameter look-alike", `/call note {"text":"x","TENANT_ID":"globex"}`, "tool.call", "look-alike key"},
 		{"another tenant's canary", `/call send_email {"to":"bob@example.com","body":"ref ` + canary + `"}`, "guard.block", ""},
@@ -299,30 +294,10 @@ forbid (principal, action, resource == Tool::"client/send_email") when { context
 		{"forbidden client tool", `/call wire_money {"amount":5}`, "tool.call", "tenant/0"},
 		{"forbidden arguments", `/call send_email {"to":"x@evil.example"}`, "tool.call", "tenant/1"},
 		{"undeclared tool", `/call exfiltrate {"x":"y"}`, "tool.call", "not offered to this agent"},
-	}
-	for _, tt := range tests {
-		for _, stream := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/stream=%v", tt.name, stream), func(t *testing.T) {
-				before := len(auditOf(t, env, acmeKey, tt.audit))
-				// unseen: the client's own message does not carry the canary
-				// (one it carried would be no leak, see guard.Inputs).
-				a := env.toolSay(t, toolTurn{key: acmeKey, messages: []map[string]any{userMsg(unseen(tt.call))}, tools: declared, stream: stream})
-				if a.finish != "stop" || len(a.calls) != 0 || !strings.HasPrefix(a.content, "Tool results:\ncall_1: error: ") {
-					t.Fatalf("got %s, want no call returned and the refusal for the model", a.raw)
-				}
-				if strings.Contains(a.raw, canary) || strings.Contains(a.raw, "globex") {
-					t.Fatalf("the answer carries what the call held: %s", a.raw)
-				}
-				recs := auditOf(t, env, acmeKey, tt.audit)
-				if len(recs) != before+1 {
-					t.Fatalf("got %d new %s records, want 1", len(recs)-before, tt.audit)
-				}
-				if rec := string(recs[len(recs)-1].Data); !strings.Contains(rec, tt.reason) || (tt.audit == "tool.call" && !strings.Contains(rec, "deny")) {
-					t.Errorf("audit record %s, want a denial naming %q", rec, tt.reason)
-				}
-			})
-		}
-	}
+	}, func(t *testing.T, content string, stream bool) (string, bool) {
+		a := env.toolSay(t, toolTurn{key: acmeKey, messages: []map[string]any{userMsg(content)}, tools: declared, stream: stream})
+		return a.raw, a.finish == "stop" && len(a.calls) == 0 && strings.HasPrefix(a.content, "Tool results:\ncall_1: error: ")
+	})
 	if len(auditOf(t, env, globexKey, "guard.foreign_leak")) == 0 {
 		t.Errorf("globex's audit log does not tell of its canary caught leaving")
 	}
@@ -648,46 +623,22 @@ func TestLegacyFunctionsRefused(t *testing.T) {
 func TestLegacyFunctionCallChecked(t *testing.T) {
 	env := newTestEnv(t, envOptions{})
 	acmeKey, globexKey := toolTenants(t, env, newFakeCRM(t))
-	globex, err := env.plane.Tenant("globex")
-	if err != nil || len(globex.Canaries) == 0 {
-		t.Fatalf("globex has no canary: %v", err)
-	}
-	canary := globex.Canaries[0]
+	canary := canaryOf(t, env, "globex")
 	env.admin(t, "PUT", "/admin/v1/tenants/acme/policy", `forbid (principal, action, resource == Tool::"client/wire_money");`, http.StatusNoContent)
 	functions := []map[string]any{sendEmailFn,
 		{"name": "note", "parameters": json.RawMessage(`{"type":"object","properties":{"text":{"type":"string"}},"additionalProperties":true}`)},
 		{"name": "wire_money", "parameters": json.RawMessage(`{"type":"object","properties":{"amount":{"type":"number"}}}`)}}
-	tests := []struct {
-		name, call, audit, reason string
-	}{
+	checkRefusedCalls(t, env, acmeKey, canary, []refusedCall{
 		{"runtime parameter added", `/call note {"text":"x","tenant_id":"globex"}`, "tool.call", "model supplied a bound parameter"},
 		{"another tenant's canary", `/call send_email {"to":"bob@example.com","body":"ref ` + canary + `"}`, "guard.block", ""},
 		{"another tenant's canary escaped", `/call note {"text":"` + hostileEscapeAll(canary) + `"}`, "guard.block", ""},
 		{"forbidden function", `/call wire_money {"amount":5}`, "tool.call", "tenant/0"},
-	}
-	for _, tt := range tests {
-		for _, stream := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/stream=%v", tt.name, stream), func(t *testing.T) {
-				before := len(auditOf(t, env, acmeKey, tt.audit))
-				r := env.toolChat(t, toolTurn{key: acmeKey, messages: []map[string]any{userMsg(unseen(tt.call))}, stream: stream,
-					extra: map[string]any{"functions": functions}})
-				a := decodeLegacyAnswer(t, r, stream)
-				if a.finish != "stop" || a.call != nil || !strings.HasPrefix(a.content, "Tool results:\ncall_1: error: ") {
-					t.Fatalf("got %s, want no call returned and the refusal for the model", a.raw)
-				}
-				if strings.Contains(a.raw, canary) || strings.Contains(a.raw, "globex") {
-					t.Fatalf("the answer carries what the call held: %s", a.raw)
-				}
-				recs := auditOf(t, env, acmeKey, tt.audit)
-				if len(recs) != before+1 {
-					t.Fatalf("got %d new %s records, want 1", len(recs)-before, tt.audit)
-				}
-				if rec := string(recs[len(recs)-1].Data); !strings.Contains(rec, tt.reason) || (tt.audit == "tool.call" && !strings.Contains(rec, "deny")) {
-					t.Errorf("audit record %s, want a denial naming %q", rec, tt.reason)
-				}
-			})
-		}
-	}
+	}, func(t *testing.T, content string, stream bool) (string, bool) {
+		r := env.toolChat(t, toolTurn{key: acmeKey, messages: []map[string]any{userMsg(content)}, stream: stream,
+			extra: map[string]any{"functions": functions}})
+		a := decodeLegacyAnswer(t, r, stream)
+		return a.raw, a.finish == "stop" && a.call == nil && strings.HasPrefix(a.content, "Tool results:\ncall_1: error: ")
+	})
 	if len(auditOf(t, env, globexKey, "guard.foreign_leak")) == 0 {
 		t.Errorf("globex's audit log does not tell of its canary caught leaving")
 	}
@@ -728,4 +679,51 @@ func TestLegacyFunctionsForwarded(t *testing.T) {
 	if result.Role != "tool" || result.ToolCallID == "" || result.ToolCallID != call.ToolCalls[0].ID || result.Content != "sent" {
 		t.Errorf("upstream got result message %+v, want the result of call %+v", result, call.ToolCalls)
 	}
+}
+
+// refusedCall is a model call of a client tool that the checks must refuse:
+// audit is the type of the record it leaves in the tenant's log, reason
+// what that record names.
+type refusedCall struct{ name, call, audit, reason string }
+
+// checkRefusedCalls has the model make each call, streamed and not, through
+// send, which reports the raw answer and whether it returned no call to the
+// client and gave the model the refusal. Nothing the call held may reach
+// the client, and acme's log must get one record naming the reason (a
+// denial, for tool.call).
+func checkRefusedCalls(t *testing.T, env *testEnv, acmeKey, canary string, calls []refusedCall, send func(t *testing.T, content string, stream bool) (raw string, refused bool)) {
+	t.Helper()
+	for _, tt := range calls {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/stream=%v", tt.name, stream), func(t *testing.T) {
+				before := len(auditOf(t, env, acmeKey, tt.audit))
+				// unseen: the client's own message does not carry the canary
+				// (one it carried would be no leak, see guard.Inputs).
+				raw, refused := send(t, unseen(tt.call), stream)
+				if !refused {
+					t.Fatalf("got %s, want no call returned and the refusal for the model", raw)
+				}
+				if strings.Contains(raw, canary) || strings.Contains(raw, "globex") {
+					t.Fatalf("the answer carries what the call held: %s", raw)
+				}
+				recs := auditOf(t, env, acmeKey, tt.audit)
+				if len(recs) != before+1 {
+					t.Fatalf("got %d new %s records, want 1", len(recs)-before, tt.audit)
+				}
+				if rec := string(recs[len(recs)-1].Data); !strings.Contains(rec, tt.reason) || (tt.audit == "tool.call" && !strings.Contains(rec, "deny")) {
+					t.Errorf("audit record %s, want a denial naming %q", rec, tt.reason)
+				}
+			})
+		}
+	}
+}
+
+// canaryOf is tenant id's first canary.
+func canaryOf(t *testing.T, env *testEnv, id tenant.ID) string {
+	t.Helper()
+	def, err := env.plane.Tenant(id)
+	if err != nil || len(def.Canaries) == 0 {
+		t.Fatalf("%s has no canary: %v", id, err)
+	}
+	return def.Canaries[0]
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -261,11 +260,7 @@ func TestResponsesClientToolsChecked(t *testing.T) {
 	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"profiles": map[string]any{
 		"locked": map[string]any{"client_tools": false}}}, http.StatusOK)
 	env.admin(t, "PUT", "/admin/v1/tenants/acme/policy", `forbid (principal, action, resource == Tool::"client/wire_money");`, http.StatusNoContent)
-	globex, err := env.plane.Tenant("globex")
-	if err != nil || len(globex.Canaries) == 0 {
-		t.Fatalf("globex has no canary: %v", err)
-	}
-	canary := globex.Canaries[0]
+	canary := canaryOf(t, env, "globex")
 	object := `{"type":"object","properties":{"x":{"type":"string"}}}`
 	for _, tc := range []struct {
 		name    string
@@ -296,35 +291,15 @@ func TestResponsesClientToolsChecked(t *testing.T) {
 		responsesFn("note", `{"type":"object","properties":{"text":{"type":"string"}},"additionalProperties":true}`),
 		responsesFn("wire_money", `{"type":"object","properties":{"amount":{"type":"number"}}}`),
 	}
-	for _, tc := range []struct{ name, call, audit, reason string }{
+	checkRefusedCalls(t, env, acmeKey, canary, []refusedCall{
 		{"another tenant's canary", `/call note {"text":"ref ` + canary + `"}`, "guard.block", ""},
 		{"another tenant's canary escaped", `/call note {"text":"` + hostileEscapeAll(canary) + `"}`, "guard.block", ""},
 		{"runtime parameter added", `/call note {"text":"x","tenant_id":"globex"}`, "tool.call", "model supplied a bound parameter"},
 		{"forbidden function", `/call wire_money {"amount":5}`, "tool.call", "tenant/0"},
-	} {
-		for _, stream := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%s/stream=%v", tc.name, stream), func(t *testing.T) {
-				before := len(auditOf(t, env, acmeKey, tc.audit))
-				r := env.do(t, "POST", "/v1/responses", acmeKey, map[string]any{"input": unseen(tc.call), "user": "alice", "tools": tools, "stream": stream}, nil)
-				if r.status != http.StatusOK {
-					t.Fatalf("got %v, want 200", r)
-				}
-				if strings.Contains(string(r.body), `"function_call"`) || strings.Contains(string(r.body), canary) || strings.Contains(string(r.body), "globex") {
-					t.Fatalf("stream=%v: the response returns the call or what it held: %s", stream, r.body)
-				}
-				if !strings.Contains(string(r.body), "call_1: error: ") {
-					t.Errorf("stream=%v: got %s, want the refusal for the model", stream, r.body)
-				}
-				recs := auditOf(t, env, acmeKey, tc.audit)
-				if len(recs) != before+1 {
-					t.Fatalf("got %d new %s records, want 1", len(recs)-before, tc.audit)
-				}
-				if rec := string(recs[len(recs)-1].Data); !strings.Contains(rec, tc.reason) || (tc.audit == "tool.call" && !strings.Contains(rec, "deny")) {
-					t.Errorf("audit record %s, want a denial naming %q", rec, tc.reason)
-				}
-			})
-		}
-	}
+	}, func(t *testing.T, content string, stream bool) (string, bool) {
+		r := env.do(t, "POST", "/v1/responses", acmeKey, map[string]any{"input": content, "user": "alice", "tools": tools, "stream": stream}, nil)
+		return string(r.body), r.status == http.StatusOK && !strings.Contains(string(r.body), `"function_call"`) && strings.Contains(string(r.body), "call_1: error: ")
+	})
 	if len(auditOf(t, env, globexKey, "guard.foreign_leak")) == 0 {
 		t.Errorf("globex's audit log does not tell of its canary caught leaving")
 	}
