@@ -254,6 +254,12 @@ func linkLegacy(msgs []llm.Message) error {
 				}
 				continue
 			}
+			if m.ToolCallID == "" {
+				// Linked by its id now; a tool message's name is no
+				// member of OpenAI's tool messages, and a strict provider
+				// would refuse it.
+				m.Name = ""
+			}
 			m.ToolCallID = open[k].ID
 			open = slices.Delete(open, k, k+1)
 		}

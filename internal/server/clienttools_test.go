@@ -676,7 +676,7 @@ func TestLegacyFunctionsForwarded(t *testing.T) {
 	if call.Role != "assistant" || len(call.ToolCalls) != 1 || call.ToolCalls[0].ID == "" || call.ToolCalls[0].Function != fc {
 		t.Errorf("upstream got call message %+v", call)
 	}
-	if result.Role != "tool" || result.ToolCallID == "" || result.ToolCallID != call.ToolCalls[0].ID || result.Content != "sent" {
+	if result.Role != "tool" || result.ToolCallID == "" || result.Name != "" || result.ToolCallID != call.ToolCalls[0].ID || result.Content != "sent" {
 		t.Errorf("upstream got result message %+v, want the result of call %+v", result, call.ToolCalls)
 	}
 }
