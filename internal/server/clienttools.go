@@ -49,16 +49,9 @@ func (req chatRequest) clientTools() ([]llm.Tool, error) {
 	if !present(raw) {
 		return nil, nil
 	}
-	var decls []clientToolDecl
-	if err := jsonv2.Unmarshal(raw, &decls, jsonv2.RejectUnknownMembers(true)); err != nil {
-		var se *jsonv2.SemanticError
-		if errors.As(err, &se) && se.JSONPointer != "" {
-			return nil, fmt.Errorf("%w: tools%s: not accepted (each tool is {\"type\":\"function\",\"function\":{\"name\",\"description\",\"parameters\",\"strict\"}})", kind.Invalid, se.JSONPointer)
-		}
-		return nil, fmt.Errorf("%w: tools must be an array of {\"type\":\"function\",\"function\":{…}}", kind.Invalid)
-	}
-	if len(decls) > maxClientTools {
-		return nil, fmt.Errorf("%w: tools: more than %d", kind.Invalid, maxClientTools)
+	decls, err := decodeDecls[clientToolDecl](raw, "tools", `{"type":"function","function":{"name","description","parameters","strict"}}`)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]llm.Tool, 0, len(decls))
 	for i, d := range decls {
@@ -69,6 +62,23 @@ func (req chatRequest) clientTools() ([]llm.Tool, error) {
 			Description: d.Function.Description, Parameters: d.Function.Parameters, Strict: d.Function.Strict}})
 	}
 	return out, nil
+}
+
+// decodeDecls decodes field, an array of at most maxClientTools entries
+// of the given shape; any other member is refused by its JSON pointer.
+func decodeDecls[T any](raw json.RawMessage, field, shape string) ([]T, error) {
+	var decls []T
+	if err := jsonv2.Unmarshal(bytes.TrimSpace(raw), &decls, jsonv2.RejectUnknownMembers(true)); err != nil {
+		var se *jsonv2.SemanticError
+		if errors.As(err, &se) && se.JSONPointer != "" {
+			return nil, fmt.Errorf("%w: %s%s: not accepted (each entry is %s)", kind.Invalid, field, se.JSONPointer, shape)
+		}
+		return nil, fmt.Errorf("%w: %s must be an array of %s", kind.Invalid, field, shape)
+	}
+	if len(decls) > maxClientTools {
+		return nil, fmt.Errorf("%w: %s: more than %d", kind.Invalid, field, maxClientTools)
+	}
+	return decls, nil
 }
 
 // chatToolCall is a tool call in an assistant message the client sends
@@ -186,16 +196,9 @@ func (req chatRequest) checkLegacy() error {
 
 // functions decodes the legacy functions as client tools.
 func (req chatRequest) functions() ([]llm.Tool, error) {
-	var decls []legacyFunction
-	if err := jsonv2.Unmarshal(bytes.TrimSpace(req.Functions), &decls, jsonv2.RejectUnknownMembers(true)); err != nil {
-		var se *jsonv2.SemanticError
-		if errors.As(err, &se) && se.JSONPointer != "" {
-			return nil, fmt.Errorf("%w: functions%s: not accepted (each function is {\"name\",\"description\",\"parameters\"})", kind.Invalid, se.JSONPointer)
-		}
-		return nil, fmt.Errorf("%w: functions must be an array of {\"name\",\"description\",\"parameters\"}", kind.Invalid)
-	}
-	if len(decls) > maxClientTools {
-		return nil, fmt.Errorf("%w: functions: more than %d", kind.Invalid, maxClientTools)
+	decls, err := decodeDecls[legacyFunction](req.Functions, "functions", `{"name","description","parameters"}`)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]llm.Tool, 0, len(decls))
 	for _, d := range decls {
