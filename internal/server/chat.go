@@ -203,6 +203,12 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 			return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: X-Session-Id: the prefix %q is reserved", kind.Invalid, responseSessionPrefix)
 		}
 	}
+	// The model first, as before the agent prepared it: an unknown one is
+	// a 404 whatever else the request holds.
+	profile, err := d.Agent.Prepare(scope, req.Model, len(clientTools) > 0)
+	if err != nil {
+		return agent.Turn{}, agent.Profile{}, scope, err
+	}
 	opts, err := req.llmOptions()
 	if err != nil {
 		return agent.Turn{}, agent.Profile{}, scope, err
@@ -224,10 +230,6 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 	}
 	if turn.MaxTokens < 0 {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
-	}
-	profile, err := d.Agent.Prepare(scope, req.Model, len(clientTools) > 0)
-	if err != nil {
-		return agent.Turn{}, agent.Profile{}, scope, err
 	}
 	return turn, profile, scope, nil
 }
