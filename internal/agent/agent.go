@@ -51,7 +51,11 @@ type Secrets interface {
 
 // Profile is the agent configuration a turn runs with.
 type Profile struct {
-	Name         string
+	Name string
+	// ID is the model as the client named it: Name, or
+	// "<Name>/<provider>/<model>" when the request picked one of the
+	// profile's models (Prepare), which Model then is.
+	ID           string
 	SystemPrompt string
 	Model        string // "provider/model"
 	// Fallbacks are "provider/model" names tried in order when Model's
@@ -124,6 +128,11 @@ type Turn struct {
 	// clienttools.go); a call to one ends the turn with finish reason
 	// "tool_calls", the checked calls in Result.Message.ToolCalls.
 	ClientTools []llm.Tool
+	// LegacyFunctions marks a request of OpenAI's legacy functions API: at
+	// most one client call is returned per answer, tool choice errors name
+	// function_call, and function results without a call id are linked to
+	// their calls (linkLegacy).
+	LegacyFunctions bool
 	// NoCacheRead skips the response cache lookup (Cache-Control: no-cache);
 	// NoCacheWrite keeps the answer out of it (no-store).
 	NoCacheRead, NoCacheWrite bool
@@ -190,6 +199,10 @@ type Deps struct {
 	// Observer sees the turn's stages and decisions, for metrics and
 	// traces; nil is NoObserver.
 	Observer Observer
+	// Definitions and Policies give Prepare the tenant's profiles and
+	// compiled policy; without them Prepare fails.
+	Definitions Definitions
+	Policies    Policies
 }
 
 // The explicit opt-outs of the required layers, like slog.DiscardHandler: a
@@ -329,8 +342,12 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if err := box.addClientTools(profile, turn.ClientTools); err != nil {
 		return Result{}, err
 	}
+	box.oneCall = turn.LegacyFunctions
 	opts, err := offeredOptions(turn.Options, box.offered)
 	if err != nil {
+		if turn.LegacyFunctions {
+			err = fmt.Errorf("function_call: %w", err)
+		}
 		return Result{}, err
 	}
 
@@ -361,6 +378,11 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		msgs[i].ToolCalls = slices.Clone(msgs[i].ToolCalls) // the caller's are not rewritten
 		for j := range msgs[i].ToolCalls {
 			msgs[i].ToolCalls[j].Function.Arguments = red.String(msgs[i].ToolCalls[j].Function.Arguments)
+		}
+	}
+	if turn.LegacyFunctions {
+		if err := linkLegacy(msgs[historyFrom:]); err != nil {
+			return Result{}, err
 		}
 	}
 	in := a.Guard.Inputs(scope.Tenant(), nil, a.turnInputs(msgs[historyFrom:newFrom], msgs[newFrom:])...)

@@ -35,6 +35,7 @@ const (
 	heldMixed   = "error: not returned to the client: this step also called server-side tools; call client tools in a step of their own, after reading the other results"
 	heldTooMany = "error: not returned to the client: too many tool calls in one step"
 	heldRefused = "error: not returned to the client: another call of this step was refused; call this one again if it is still needed"
+	heldOneCall = "error: not returned to the client: this client takes one function call per answer; call one function at a time"
 )
 
 // addClientTools offers the turn's client tools, or refuses the request
@@ -114,6 +115,13 @@ func (b *toolbox) clientStep(ctx context.Context, calls []llm.ToolCall) (returne
 	case len(calls) > maxCallsPerStep:
 		for i := range held {
 			held[i] = heldTooMany
+		}
+	case b.oneCall && clients > 1:
+		// The legacy functions API answers with one function_call.
+		for i, tc := range calls {
+			if b.isClient(tc) {
+				held[i] = heldOneCall
+			}
 		}
 	case clients == len(calls):
 		refused := false
@@ -203,10 +211,58 @@ func withoutRepeat(stored, fresh []llm.Message) []llm.Message {
 	if last.Role != "assistant" || first.Role != "assistant" || len(last.ToolCalls) == 0 || len(last.ToolCalls) != len(first.ToolCalls) {
 		return fresh
 	}
-	for i := range last.ToolCalls {
-		if last.ToolCalls[i].ID != first.ToolCalls[i].ID {
+	for i, tc := range last.ToolCalls {
+		again := first.ToolCalls[i]
+		// A legacy function_call comes back without an id: the same call
+		// is the same function with the same (checked) arguments.
+		legacy := again.ID == "" && again.Function == tc.Function
+		if tc.ID != again.ID && !legacy {
 			return fresh
 		}
 	}
 	return fresh[1:]
+}
+
+// linkLegacy gives ids to the calls and results of OpenAI's legacy
+// functions API, which has none: an assistant message's function_call gets
+// one of its position, and a "function" message (a tool message with a
+// name and no tool_call_id) answers the open call of that name in the
+// assistant message before it, whether the client sent that message or the
+// session history holds it. A result that answers no call is refused.
+func linkLegacy(msgs []llm.Message) error {
+	var open []llm.ToolCall // calls of the last assistant message not yet answered
+	for i := range msgs {
+		m := &msgs[i]
+		switch m.Role {
+		case "assistant":
+			for j := range m.ToolCalls {
+				if m.ToolCalls[j].ID == "" {
+					m.ToolCalls[j].ID = fmt.Sprintf("call_fn%d_%d", i, j)
+				}
+			}
+			open = slices.Clone(m.ToolCalls)
+		case "tool":
+			k := slices.IndexFunc(open, func(tc llm.ToolCall) bool {
+				if m.ToolCallID == "" {
+					return tc.Function.Name == m.Name
+				}
+				return tc.ID == m.ToolCallID
+			})
+			if k < 0 {
+				if m.ToolCallID == "" {
+					return fmt.Errorf("%w: messages: the function message of %q answers no function_call of the assistant message before it", kind.Invalid, m.Name)
+				}
+				continue
+			}
+			if m.ToolCallID == "" {
+				// Linked by its id now; a tool message's name is no
+				// member of OpenAI's tool messages, and a strict provider
+				// would refuse it.
+				m.Name = ""
+			}
+			m.ToolCallID = open[k].ID
+			open = slices.Delete(open, k, k+1)
+		}
+	}
+	return nil
 }

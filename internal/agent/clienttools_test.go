@@ -83,10 +83,55 @@ func TestWithoutRepeat(t *testing.T) {
 		{"results only", stored, []llm.Message{result}, 1},
 		{"other call kept", stored, []llm.Message{{Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("call_b", "x", "{}")}}, result}, 2},
 		{"no history", nil, []llm.Message{{Role: "assistant", ToolCalls: call}, result}, 2},
+		{"legacy call repeated without id", stored, []llm.Message{{Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("", "send_email", "{}")}}, result}, 1},
+		{"legacy call with other arguments kept", stored, []llm.Message{{Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("", "send_email", `{"to":"x"}`)}}, result}, 2},
 	}
 	for _, tt := range tests {
 		if got := withoutRepeat(tt.stored, tt.fresh); len(got) != tt.want {
 			t.Errorf("%s: got %d messages, want %d", tt.name, len(got), tt.want)
 		}
+	}
+}
+
+// TestLinkLegacy checks the legacy functions API's calls and results get
+// linked ids: a result answers the open call of its function in the
+// assistant message before it, and one that answers none is refused.
+func TestLinkLegacy(t *testing.T) {
+	fnResult := func(name string) llm.Message { return llm.Message{Role: "tool", Name: name, Content: "ok"} }
+	tests := []struct {
+		name    string
+		msgs    []llm.Message
+		wantErr bool
+	}{
+		{"stateless", []llm.Message{{Role: "user"}, {Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("", "send_email", "{}")}}, fnResult("send_email")}, false},
+		{"stored call with its id", []llm.Message{{Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("call_x", "send_email", "{}")}}, fnResult("send_email")}, false},
+		{"two rounds", []llm.Message{{Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("", "f", "{}")}}, fnResult("f"),
+			{Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("", "f", "{}")}}, fnResult("f")}, false},
+		{"no call", []llm.Message{{Role: "user"}, fnResult("send_email")}, true},
+		{"other function", []llm.Message{{Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("", "f", "{}")}}, fnResult("g")}, true},
+		{"answered twice", []llm.Message{{Role: "assistant", ToolCalls: []llm.ToolCall{toolCall("", "f", "{}")}}, fnResult("f"), fnResult("f")}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := linkLegacy(tt.msgs)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			ids := map[string]bool{}
+			for _, m := range tt.msgs {
+				for _, tc := range m.ToolCalls {
+					if tc.ID == "" || ids[tc.ID] {
+						t.Fatalf("call id %q empty or repeated in %+v", tc.ID, tt.msgs)
+					}
+					ids[tc.ID] = true
+				}
+				if m.Role == "tool" && !ids[m.ToolCallID] {
+					t.Errorf("result answers %q, not a call before it (%+v)", m.ToolCallID, tt.msgs)
+				}
+			}
+		})
 	}
 }

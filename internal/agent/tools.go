@@ -54,7 +54,10 @@ type toolbox struct {
 	tools     map[string]*tools.Tool // offered, by name
 	// client holds the request's client tools by the name the model
 	// calls them (clienttools.go).
-	client  map[string]*tools.Tool
+	client map[string]*tools.Tool
+	// oneCall returns at most one client call per answer (the legacy
+	// functions API); a step calling more is held back (clientStep).
+	oneCall bool
 	offered []llm.Tool
 	// allowHosts is the profile's allow-list for links and images, in tool
 	// arguments as in answers.

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,7 +44,10 @@ type Profile struct {
 	// Fallbacks are "provider/model" names tried in order when Model's
 	// provider answers 429 or 5xx or times out, before anything was streamed.
 	Fallbacks []string `json:"fallbacks,omitempty"`
-	Tools     []string `json:"tools"`
+	// Models are the other "provider/model" names a request may pick for
+	// this profile, as "<profile>/<provider>/<model>".
+	Models []string `json:"models,omitempty"`
+	Tools  []string `json:"tools"`
 	// APIKeySecret names the tenant secret holding the model provider's key
 	// (bring your own key); empty means the provider's own setting.
 	APIKeySecret string `json:"api_key_secret,omitempty"`
@@ -1010,6 +1014,7 @@ const (
 	maxProfiles        = 64
 	maxTools           = 128
 	maxFallbacks       = 4 // agent.MaxFallbacks
+	maxModels          = 32
 	maxPolicyLen       = 64 << 10
 )
 
@@ -1048,6 +1053,14 @@ func validate(t Tenant) error {
 		}
 		if len(pr.Fallbacks) > maxFallbacks {
 			return fmt.Errorf("%w: profile %q: more than %d fallbacks", kind.Invalid, name, maxFallbacks)
+		}
+		if len(pr.Models) > maxModels {
+			return fmt.Errorf("%w: profile %q: more than %d models", kind.Invalid, name, maxModels)
+		}
+		for _, m := range pr.Models {
+			if provider, model, ok := strings.Cut(m, "/"); !ok || provider == "" || model == "" {
+				return fmt.Errorf("%w: profile %q: models: %q is not \"provider/model\"", kind.Invalid, name, m)
+			}
 		}
 		if len(pr.Tools) > maxTools {
 			return fmt.Errorf("%w: profile %q: more than %d tools", kind.Invalid, name, maxTools)

@@ -25,6 +25,7 @@ type profileBody struct {
 	SystemPrompt     string   `json:"system_prompt"`
 	Model            string   `json:"model"`
 	Fallbacks        []string `json:"fallbacks,omitempty"`
+	Models           []string `json:"models,omitempty"`
 	Tools            []string `json:"tools"`
 	APIKeySecret     string   `json:"api_key_secret,omitempty"`
 	NoCache          bool     `json:"no_cache,omitempty"`
@@ -35,13 +36,13 @@ type profileBody struct {
 }
 
 func (p profileBody) profile() control.Profile {
-	return control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks, Tools: p.Tools,
+	return control.Profile{SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks, Models: p.Models, Tools: p.Tools,
 		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers,
 		NoClientTools: p.ClientTools != nil && !*p.ClientTools}
 }
 
 func viewProfile(p control.Profile) profileBody {
-	return profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks, Tools: nonNil(p.Tools),
+	return profileBody{SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks, Models: p.Models, Tools: nonNil(p.Tools),
 		APIKeySecret: p.APIKeySecret, NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers,
 		ClientTools: clientToolsView(p)}
 }
@@ -61,6 +62,7 @@ type tenantBody struct {
 	SystemPrompt *string                 `json:"system_prompt"`
 	Model        *string                 `json:"model"`
 	Fallbacks    *[]string               `json:"fallbacks"`
+	Models       *[]string               `json:"models"`
 	Tools        *[]string               `json:"tools"`
 	APIKeySecret *string                 `json:"api_key_secret"`
 	NoCache      *bool                   `json:"no_cache"`
@@ -82,7 +84,7 @@ func (b tenantBody) fields() []string {
 		set  bool
 	}{
 		{"name", b.Name != nil}, {"status", b.Status != nil}, {"system_prompt", b.SystemPrompt != nil},
-		{"model", b.Model != nil}, {"fallbacks", b.Fallbacks != nil}, {"tools", b.Tools != nil}, {"api_key_secret", b.APIKeySecret != nil},
+		{"model", b.Model != nil}, {"fallbacks", b.Fallbacks != nil}, {"models", b.Models != nil}, {"tools", b.Tools != nil}, {"api_key_secret", b.APIKeySecret != nil},
 		{"no_cache", b.NoCache != nil}, {"cache_tool_answers", b.CacheTools != nil}, {"client_tools", b.ClientTools != nil},
 		{"profiles", b.Profiles != nil},
 		{"limits", b.Limits != nil}, {"allowed_hosts", b.AllowedHosts != nil}, {"embedder", b.Embedder != nil},
@@ -103,6 +105,7 @@ type tenantView struct {
 	SystemPrompt string                 `json:"system_prompt"`
 	Model        string                 `json:"model"`
 	Fallbacks    []string               `json:"fallbacks,omitempty"`
+	Models       []string               `json:"models,omitempty"`
 	Tools        []string               `json:"tools"`
 	APIKeySecret string                 `json:"api_key_secret,omitempty"`
 	NoCache      bool                   `json:"no_cache,omitempty"`
@@ -120,7 +123,7 @@ type tenantView struct {
 func viewTenant(t control.Tenant) tenantView {
 	def := t.Profiles[control.DefaultProfile]
 	v := tenantView{ID: t.ID, Name: t.Name, Status: t.Status,
-		SystemPrompt: def.SystemPrompt, Model: def.Model, Fallbacks: def.Fallbacks, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
+		SystemPrompt: def.SystemPrompt, Model: def.Model, Fallbacks: def.Fallbacks, Models: def.Models, Tools: nonNil(def.Tools), APIKeySecret: def.APIKeySecret,
 		NoCache: def.NoCache, CacheTools: def.CacheToolAnswers, ClientTools: clientToolsView(def), AllowedHosts: nonNil(t.AllowedHosts), Embedder: t.Embedder,
 		CORSOrigins: nonNil(t.CORSOrigins), Profiles: map[string]profileBody{}, Limits: t.Limits, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt}
 	for name, p := range t.Profiles {
@@ -163,6 +166,7 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 	setIf(&def.SystemPrompt, b.SystemPrompt)
 	setIf(&def.Model, b.Model)
 	setIf(&def.Fallbacks, b.Fallbacks)
+	setIf(&def.Models, b.Models)
 	setIf(&def.Tools, b.Tools)
 	setIf(&def.APIKeySecret, b.APIKeySecret)
 	setIf(&def.NoCache, b.NoCache)
@@ -206,6 +210,11 @@ func (b tenantBody) apply(t *control.Tenant, d Deps) error {
 		for _, m := range p.Fallbacks {
 			if _, err := d.Models.Resolve(m); err != nil {
 				return fmt.Errorf("%w: profile %q: fallbacks: %w", kind.Invalid, name, err)
+			}
+		}
+		for _, m := range p.Models {
+			if _, err := d.Models.Resolve(m); err != nil {
+				return fmt.Errorf("%w: profile %q: models: %w", kind.Invalid, name, err)
 			}
 		}
 		for _, tool := range p.Tools {

@@ -3,7 +3,6 @@ package server
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -21,7 +20,6 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
-	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -37,6 +35,10 @@ type chatRequest struct {
 	MaxTokens     *int            `json:"max_tokens"`
 	Temperature   *float64        `json:"temperature"`
 	Tools         json.RawMessage `json:"tools"`
+	// Functions and FunctionCall are the legacy functions API's tools and
+	// tool choice (clienttools.go).
+	Functions    json.RawMessage `json:"functions"`
+	FunctionCall json.RawMessage `json:"function_call"`
 	chatOptions
 }
 
@@ -46,13 +48,15 @@ type streamOptions struct {
 
 // chatMessage accepts content as a string, null or an array of text parts.
 // An assistant message may carry the tool calls it was answered with, and
-// a tool message the result of a client tool (clienttools.go).
+// a tool message the result of a client tool (clienttools.go); in the
+// legacy functions API, a function_call and a "function" message.
 type chatMessage struct {
-	Role       string         `json:"role"`
-	Content    chatContent    `json:"content"`
-	Name       string         `json:"name"`
-	ToolCalls  []chatToolCall `json:"tool_calls"`
-	ToolCallID string         `json:"tool_call_id"`
+	Role         string            `json:"role"`
+	Content      chatContent       `json:"content"`
+	Name         string            `json:"name"`
+	ToolCalls    []chatToolCall    `json:"tool_calls"`
+	ToolCallID   string            `json:"tool_call_id"`
+	FunctionCall *llm.FunctionCall `json:"function_call"`
 }
 
 type chatContent string
@@ -107,9 +111,9 @@ func (req chatRequest) turnMessages() ([]llm.Message, error) {
 		switch role {
 		case "developer":
 			role = "system"
-		case "system", "user", "assistant", "tool":
+		case "system", "user", "assistant", "tool", "function":
 		default:
-			return nil, fmt.Errorf("%w: messages[%d]: role %q is not accepted (use system, developer, user, assistant or tool)", kind.Invalid, i, m.Role)
+			return nil, fmt.Errorf("%w: messages[%d]: role %q is not accepted (use system, developer, user, assistant, tool or function)", kind.Invalid, i, m.Role)
 		}
 		msg := llm.Message{Role: role, Content: string(m.Content), Name: m.Name}
 		if err := m.toolParts(&msg); err != nil {
@@ -147,7 +151,7 @@ func handleChat(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		c := completion{id: newCompletionID(), created: time.Now().Unix(), model: profile.Name}
+		c := completion{id: newCompletionID(), created: time.Now().Unix(), model: profile.ID, legacy: turn.LegacyFunctions}
 		if !req.Stream {
 			res, err := d.Agent.Run(r.Context(), scope, profile, turn)
 			if err != nil {
@@ -177,9 +181,11 @@ func handleChat(d Deps) http.Handler {
 	})
 }
 
-// prepareTurn turns a request, with its messages and client tools, into the
-// agent's inputs. The tenant comes only from scope; the body may name the
-// end user and the profile inside it.
+// prepareTurn translates a request, with its messages and client tools,
+// into the agent's inputs: the HTTP parts (end user, X-Session-Id,
+// Cache-Control, the fields sent upstream) here, and the profile, with its
+// policy, limits and canary, by the agent (agent.Prepare). The tenant comes
+// only from scope; the body may name the end user and the profile inside it.
 func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, clientTools []llm.Tool, scope auth.Scope) (agent.Turn, agent.Profile, auth.Scope, error) {
 	user, err := tenant.ParseUserID(req.User)
 	if err != nil {
@@ -197,22 +203,25 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 			return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: X-Session-Id: the prefix %q is reserved", kind.Invalid, responseSessionPrefix)
 		}
 	}
-	t, err := d.Tenants.Tenant(scope.Tenant())
+	// The model first, as before the agent prepared it: an unknown one is
+	// a 404 whatever else the request holds.
+	profile, err := d.Agent.Prepare(scope, req.Model, len(clientTools) > 0)
 	if err != nil {
 		return agent.Turn{}, agent.Profile{}, scope, err
-	}
-	name := req.Model
-	if name == "" {
-		name = control.DefaultProfile
-	}
-	if _, ok := t.Profile(name); !ok {
-		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
 	}
 	opts, err := req.llmOptions()
 	if err != nil {
 		return agent.Turn{}, agent.Profile{}, scope, err
 	}
 	turn := agent.Turn{Messages: msgs, Session: session, Temperature: req.Temperature, Options: opts, ClientTools: clientTools}
+	if req.legacy() {
+		turn.LegacyFunctions = true
+		if turn.Options.ToolChoice, err = req.functionChoice(); err != nil {
+			return agent.Turn{}, agent.Profile{}, scope, err
+		}
+		one := false
+		turn.Options.ParallelToolCalls = &one
+	}
 	turn.NoCacheRead, turn.NoCacheWrite = cacheControl(r.Header)
 	// max_completion_tokens goes upstream as itself (in Options), never
 	// rewritten to max_tokens, which newer models refuse.
@@ -222,40 +231,7 @@ func prepareTurn(d Deps, r *http.Request, req chatRequest, msgs []llm.Message, c
 	if turn.MaxTokens < 0 {
 		return agent.Turn{}, agent.Profile{}, scope, fmt.Errorf("%w: max_tokens must not be negative", kind.Invalid)
 	}
-	profile, err := agentProfile(d, t, name, len(clientTools) > 0)
-	if err != nil {
-		return agent.Turn{}, agent.Profile{}, scope, err
-	}
 	return turn, profile, scope, nil
-}
-
-// agentProfile is tenant t's profile name as the agent runs it, with the
-// tenant's compiled policy when the profile has tools (or the request
-// declares client tools).
-func agentProfile(d Deps, t control.Tenant, name string, clientTools bool) (agent.Profile, error) {
-	p, ok := t.Profile(name)
-	if !ok {
-		return agent.Profile{}, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, name)
-	}
-	profile := agent.Profile{Name: name, SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks,
-		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools, Limits: quotaLimits(t.Limits),
-		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: tenantVersion(t),
-		AllowedHosts: t.AllowedHosts, NoClientTools: p.NoClientTools}
-	if len(t.Canaries) > 0 {
-		profile.Canary = t.Canaries[0]
-	}
-	if len(p.Tools) > 0 || clientTools {
-		profiles := make(map[string][]string, len(t.Profiles))
-		for n, pr := range t.Profiles {
-			profiles[n] = pr.Tools
-		}
-		// A policy that does not compile offers no tools: fail closed.
-		var err error
-		if profile.Policy, err = d.Policies.For(t.ID, profiles, t.Policy); err != nil {
-			return agent.Profile{}, fmt.Errorf("compile policy of tenant %s: %w", t.ID, err)
-		}
-	}
-	return profile, nil
 }
 
 func newCompletionID() string {
@@ -269,6 +245,7 @@ type completion struct {
 	id      string
 	created int64
 	model   string
+	legacy  bool // the request used the legacy functions API
 }
 
 // chatResponse is OpenAI's response (or chunk) shape. Model is the profile
@@ -288,23 +265,31 @@ type chatResponse struct {
 }
 
 type chatChoice struct {
-	Index        int          `json:"index"`
-	Message      *llm.Message `json:"message,omitempty"`
-	Delta        *chatDelta   `json:"delta,omitempty"`
-	FinishReason *string      `json:"finish_reason"`
+	Index        int            `json:"index"`
+	Message      *answerMessage `json:"message,omitempty"`
+	Delta        *chatDelta     `json:"delta,omitempty"`
+	FinishReason *string        `json:"finish_reason"`
 }
 
 type chatDelta struct {
-	Role      string          `json:"role,omitempty"`
-	Content   string          `json:"content,omitempty"`
-	ToolCalls []toolCallDelta `json:"tool_calls,omitempty"`
+	Role         string            `json:"role,omitempty"`
+	Content      string            `json:"content,omitempty"`
+	ToolCalls    []toolCallDelta   `json:"tool_calls,omitempty"`
+	FunctionCall *llm.FunctionCall `json:"function_call,omitempty"`
+}
+
+// answerMessage is the assistant message of an answer; FunctionCall is set
+// instead of ToolCalls in the legacy functions API's shape.
+type answerMessage struct {
+	llm.Message
+	FunctionCall *llm.FunctionCall `json:"function_call,omitempty"`
 }
 
 func (c completion) full(res agent.Result) chatResponse {
-	msg := llm.Message{Role: "assistant", Content: res.Message.Content, ToolCalls: res.Message.ToolCalls}
-	finish := res.FinishReason
-	if finish == "" {
-		finish = "stop"
+	msg := answerMessage{Message: llm.Message{Role: "assistant", Content: res.Message.Content, ToolCalls: res.Message.ToolCalls}}
+	finish := c.finishReason(res.FinishReason)
+	if c.legacy {
+		msg = legacyMessage(msg.Message)
 	}
 	usage := res.Usage
 	return chatResponse{ID: c.id, Object: "chat.completion", Created: c.created, Model: c.model,
@@ -320,6 +305,17 @@ func setResultHeaders(h http.Header, cached bool, model string) {
 	if model != "" {
 		h.Set("X-Bulkhead-Upstream-Model", model)
 	}
+}
+
+// finishReason is the agent's finish reason as the client's API names it.
+func (c completion) finishReason(reason string) string {
+	switch {
+	case reason == "":
+		return "stop"
+	case reason == "tool_calls" && c.legacy:
+		return "function_call"
+	}
+	return reason
 }
 
 func (c completion) chunk(delta *chatDelta, finish *string) chatResponse {
@@ -468,13 +464,10 @@ func (s *sseWriter) write(v any) error {
 func (s *sseWriter) finish(res agent.Result, includeUsage bool) {
 	s.start(res.Cached)
 	s.stop()
-	finish := res.FinishReason
-	if finish == "" {
-		finish = "stop"
-	}
+	finish := s.c.finishReason(res.FinishReason)
 	// Write errors here mean the client left; nothing is lost server-side.
 	// Client tool calls go out whole, once checked (clienttools.go).
-	for _, d := range toolCallDeltas(res.Message.ToolCalls) {
+	for _, d := range toolCallDeltas(res.Message.ToolCalls, s.c.legacy) {
 		_ = s.event(s.c.chunk(d, nil))
 	}
 	last := s.c.chunk(&chatDelta{}, &finish)
@@ -512,28 +505,30 @@ func handleModels(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		models := make([]modelView, 0, len(t.Profiles))
-		for name := range t.Profiles {
-			models = append(models, modelView{ID: name, Object: "model", Created: t.CreatedAt.Unix(), OwnedBy: string(t.ID)})
+		ids := modelIDs(t)
+		models := make([]modelView, 0, len(ids))
+		for _, id := range ids {
+			models = append(models, modelView{ID: id, Object: "model", Created: t.CreatedAt.Unix(), OwnedBy: string(t.ID)})
 		}
 		sortModels(models)
 		encode(w, http.StatusOK, map[string]any{"object": "list", "data": models})
 	})
 }
 
+// modelIDs are the models a request of tenant t may name: its profiles,
+// and "<profile>/<provider>/<model>" for each model a profile lists
+// (agent.Prepare).
+func modelIDs(t control.Tenant) []string {
+	var ids []string
+	for name, p := range t.Profiles {
+		ids = append(ids, name)
+		for _, m := range p.Models {
+			ids = append(ids, name+"/"+m)
+		}
+	}
+	return ids
+}
+
 func sortModels(m []modelView) {
 	slices.SortFunc(m, func(a, b modelView) int { return strings.Compare(a.ID, b.ID) })
-}
-
-func quotaLimits(l control.Limits) quota.Limits {
-	return quota.Limits{RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute,
-		MaxConcurrent: l.MaxConcurrent, TokenBudget: l.TokenBudget, BudgetPeriod: time.Duration(l.BudgetPeriodHours) * time.Hour}
-}
-
-// tenantVersion changes whenever the tenant's definition or policy changes,
-// so no cached answer outlives the configuration that produced it.
-func tenantVersion(t control.Tenant) string {
-	h := sha256.New()
-	fmt.Fprintf(h, "%d\x00%s", t.UpdatedAt.UnixNano(), t.Policy)
-	return hex.EncodeToString(h.Sum(nil)[:16])
 }

@@ -928,3 +928,111 @@ func TestNoisyNeighbour(t *testing.T) {
 	t.Logf("noisy: %d admitted, %d limited; calm p50/p99 solo %v/%v, during flood %v/%v (%d requests each)",
 		noisyOK.Load(), noisyLimited.Load(), pct(solo, .5), pct(solo, .99), pct(during, .5), pct(during, .99), len(during))
 }
+
+// TestModelPick checks a request may pick a model its profile lists, as
+// "<profile>/<provider>/<model>": the provider gets that model, the answer
+// names what was asked, and the profile's fallbacks still follow it. A
+// model the profile does not list is a 400 naming it, and the provider is
+// not called: one only another tenant's profile lists, one another profile
+// of the tenant lists, and a configured provider/model nobody listed alike.
+// Another tenant's profile name is a 404, like a name nobody has.
+func TestModelPick(t *testing.T) {
+	env, primary, backup, key := newFallbackEnv(t, 0)
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"models": []string{"primary/gpt-pick", "backup/gpt-c"},
+		"profiles": map[string]any{"support": map[string]any{"model": "primary/gpt-s", "models": []string{"primary/gpt-s2"}}}}, http.StatusOK)
+	env.createTenant(t, map[string]any{"id": "globex", "model": "primary/gpt-a", "models": []string{"primary/gpt-g7"},
+		"profiles": map[string]any{"private": map[string]any{"model": "primary/gpt-a"}}})
+
+	for _, tt := range []struct {
+		model, upstream string
+		stream          bool
+	}{
+		{"", "gpt-a", false},
+		{"default", "gpt-a", false},
+		{"default/primary/gpt-pick", "gpt-pick", false},
+		{"default/primary/gpt-pick", "gpt-pick", true},
+		{"default/primary/gpt-a", "gpt-a", false},
+		{"support/primary/gpt-s2", "gpt-s2", false},
+	} {
+		r := env.chat(t, chatCall{key: key, model: tt.model, content: "hi", stream: tt.stream})
+		if r.status != http.StatusOK {
+			t.Fatalf("model %q: got %v, want 200", tt.model, r)
+		}
+		if got := string(primary.last(t)["model"]); got != `"`+tt.upstream+`"` {
+			t.Errorf("model %q: the provider was asked for %s, want %s", tt.model, got, tt.upstream)
+		}
+		want := cmp.Or(tt.model, "default")
+		if !strings.Contains(string(r.body), `"model":"`+want+`"`) {
+			t.Errorf("model %q: the answer %s does not name the model asked for", tt.model, r.body)
+		}
+	}
+	// A pick on another provider: that provider is called.
+	if r := env.chat(t, chatCall{key: key, model: "default/backup/gpt-c", content: "hi"}); r.status != http.StatusOK || string(backup.last(t)["model"]) != `"gpt-c"` {
+		t.Errorf("default/backup/gpt-c: got %v, backup asked for %s", r, backup.last(t)["model"])
+	}
+
+	for _, tt := range []struct {
+		model   string
+		status  int
+		mention string
+	}{
+		{"default/primary/gpt-g7", 400, "primary/gpt-g7"},
+		{"default/primary/gpt-s2", 400, "primary/gpt-s2"},
+		{"default/offline/default", 400, "offline/default"},
+		{"default/", 400, "default"},
+		{"private", 404, "private"},
+		{"private/primary/gpt-a", 404, "private"},
+		{"nosuch/primary/gpt-a", 404, "nosuch"},
+	} {
+		for _, stream := range []bool{false, true} {
+			before := primary.calls() + backup.calls()
+			r := env.chat(t, chatCall{key: key, model: tt.model, content: "hi", stream: stream})
+			code := map[int]string{400: "invalid_request", 404: "not_found"}[tt.status]
+			checkAPIError(t, r, tt.status, code)
+			if !strings.Contains(string(r.body), tt.mention) || strings.Contains(string(r.body), "globex") {
+				t.Errorf("model %q: got %s, want an error naming %q and not globex", tt.model, r.body, tt.mention)
+			}
+			if n := primary.calls() + backup.calls(); n != before {
+				t.Errorf("model %q: the provider was called for a refused request", tt.model)
+			}
+		}
+	}
+
+	// Fallbacks still apply to a picked model.
+	primary.reply = statusReply(503, "0")
+	r := env.chat(t, chatCall{key: key, model: "default/primary/gpt-pick", content: "hi"})
+	if r.status != http.StatusOK || string(backup.last(t)["model"]) != `"gpt-b"` {
+		t.Errorf("picked model failing: got %v, backup asked for %s; want the fallback gpt-b to answer", r, backup.last(t)["model"])
+	}
+
+	// The models endpoint lists the picks of acme's own profiles only.
+	r = env.do(t, "GET", "/v1/models", key, nil, nil)
+	for _, want := range []string{`"default/primary/gpt-pick"`, `"default/backup/gpt-c"`, `"support/primary/gpt-s2"`} {
+		if !strings.Contains(string(r.body), want) {
+			t.Errorf("GET /v1/models = %s, want it to list %s", r.body, want)
+		}
+	}
+	if strings.Contains(string(r.body), "globex") || strings.Contains(string(r.body), "private") {
+		t.Errorf("GET /v1/models = %s lists globex's models", r.body)
+	}
+	if r := env.do(t, "GET", "/v1/models/default/primary/gpt-pick", key, nil, nil); r.status != http.StatusOK || !strings.Contains(string(r.body), `"id":"default/primary/gpt-pick"`) {
+		t.Errorf("GET /v1/models/default/primary/gpt-pick = %v", r)
+	}
+	checkAPIError(t, env.do(t, "GET", "/v1/models/default/primary/gpt-g7", key, nil, nil), http.StatusNotFound, "not_found")
+
+	// The admin API checks and shows the lists.
+	for _, body := range []map[string]any{
+		{"models": []string{"nosuch/x"}},
+		{"models": []string{"primary"}},
+		{"profiles": map[string]any{"p": map[string]any{"model": "primary/a", "models": []string{"nosuch/x"}}}},
+	} {
+		r := env.admin(t, "PATCH", "/admin/v1/tenants/acme", body, http.StatusBadRequest)
+		if !strings.Contains(string(r.body), "models") {
+			t.Errorf("PATCH %v: got %s, want an error naming models", body, r.body)
+		}
+	}
+	v := env.admin(t, "GET", "/admin/v1/tenants/acme", nil, http.StatusOK)
+	if !strings.Contains(string(v.body), `"models":["primary/gpt-pick","backup/gpt-c"]`) || !strings.Contains(string(v.body), `"models":["primary/gpt-s2"]`) {
+		t.Errorf("tenant view %s does not show the models", v.body)
+	}
+}

@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 
 	jsonv2 "github.com/go-json-experiment/json"
 
+	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
@@ -197,7 +199,7 @@ func embeddings(ctx context.Context, d Deps, scope auth.Scope, req embeddingRequ
 	for _, s := range texts {
 		tokens += (len(s) + 3) / 4 // an estimate: the embedder reports none
 	}
-	limits := quotaLimits(t.Limits)
+	limits := agent.QuotaLimits(t.Limits)
 	release, err := d.Quota.Admit(ctx, scope.Incarnation(), limits)
 	if err != nil {
 		return embeddingResponse{}, err
@@ -253,7 +255,7 @@ func handleModel(d Deps) http.Handler {
 			return
 		}
 		id := r.PathValue("id")
-		if _, ok := t.Profile(id); !ok {
+		if !slices.Contains(modelIDs(t), id) {
 			writeError(d.Logger, w, r, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, id))
 			return
 		}

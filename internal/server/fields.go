@@ -18,7 +18,7 @@ import (
 // without a word would give the client an answer to a question it did not
 // ask (a structured-output request answered in prose, a seed ignored).
 var chatFields = []string{
-	"model", "messages", "stream", "stream_options", "user", "tools",
+	"model", "messages", "stream", "stream_options", "user", "tools", "functions", "function_call",
 	"temperature", "max_tokens", "max_completion_tokens",
 	"response_format", "seed", "stop", "top_p", "n",
 	"frequency_penalty", "presence_penalty", "logit_bias", "logprobs", "top_logprobs",

@@ -219,7 +219,7 @@ func TestUnknownFieldsRefused(t *testing.T) {
 		{field: "tenant", value: "globex"},
 		{field: "tenant_id", value: "globex"},
 		{field: "frobnicate", value: true},
-		{field: "functions", value: []any{map[string]any{"name": "f"}}},
+		{field: "functions", value: []any{map[string]any{"name": "f", "bound": map[string]any{}}}},
 		{field: "function_call", value: "auto"},
 		{field: "audio", value: map[string]any{"voice": "alloy"}},
 		{field: "modalities", value: []string{"text"}},

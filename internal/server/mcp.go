@@ -21,11 +21,7 @@ func newMCP(d Deps) (*mcpserver.Handler, error) {
 		Documents: d.Knowledge,
 		Lifecycle: d.Lifecycle,
 		Profiles: func(scope auth.Scope, name string) (agent.Profile, error) {
-			t, err := d.Tenants.Tenant(scope.Tenant())
-			if err != nil {
-				return agent.Profile{}, err
-			}
-			return agentProfile(d, t, name, false)
+			return d.Agent.Prepare(scope, name, false)
 		},
 		Fail:         func(w http.ResponseWriter, r *http.Request, err error) { writeError(d.Logger, w, r, err) },
 		Logger:       d.Logger,

@@ -282,6 +282,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
 		Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
 		Logger: logger, HistoryMessages: cfg.HistoryMessages,
+		Definitions: plane, Policies: policies,
 	})
 	if err != nil {
 		return nil, err

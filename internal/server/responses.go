@@ -418,7 +418,7 @@ func createResponse(d Deps, w http.ResponseWriter, r *http.Request) error {
 	}
 	stored := req.Store == nil || *req.Store
 	o := &responseObj{ID: newResponseID("resp_"), Object: "response", CreatedAt: time.Now().Unix(),
-		Status: "in_progress", Model: profile.Name, Metadata: req.Metadata, User: req.User, Store: stored, Output: []outputItem{}}
+		Status: "in_progress", Model: profile.ID, Metadata: req.Metadata, User: req.User, Store: stored, Output: []outputItem{}}
 	if req.Instructions != "" {
 		o.Instructions = &req.Instructions
 	}

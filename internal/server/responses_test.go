@@ -288,3 +288,99 @@ func TestResponsesFormatForwarded(t *testing.T) {
 		})
 	}
 }
+
+// responsesFn is a function tool in the Responses shape.
+func responsesFn(name, params string) map[string]any {
+	return map[string]any{"type": "function", "name": name, "parameters": json.RawMessage(params)}
+}
+
+// TestResponsesClientToolsChecked checks the Responses API's function tools
+// pass the checks of chat's client tools: a 400 naming the tool for a
+// server-side tool's name or a runtime parameter, none for a profile that
+// takes no client tools; and a model call carrying another tenant's canary,
+// a runtime parameter or forbidden by policy is never returned as a
+// function_call item, but refused and audited.
+func TestResponsesClientToolsChecked(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	acmeKey, globexKey := toolTenants(t, env, newFakeCRM(t))
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"profiles": map[string]any{
+		"locked": map[string]any{"client_tools": false}}}, http.StatusOK)
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/policy", `forbid (principal, action, resource == Tool::"client/wire_money");`, http.StatusNoContent)
+	canary := canaryOf(t, env, "globex")
+	object := `{"type":"object","properties":{"x":{"type":"string"}}}`
+	for _, tc := range []struct {
+		name    string
+		tools   []map[string]any
+		model   string
+		mention string
+	}{
+		{"shadows a server-side tool", []map[string]any{responsesFn("crm_lookup", object)}, "", "crm_lookup"},
+		{"shadows a tool policy does not offer", []map[string]any{responsesFn("export_all", object)}, "", "export_all"},
+		{"bound parameter", []map[string]any{responsesFn("note", `{"type":"object","properties":{"tenant_id":{"type":"string"}}}`)}, "", "tenant_id"},
+		{"bound member", []map[string]any{{"type": "function", "name": "note", "parameters": json.RawMessage(object), "bound": map[string]string{"x": "tenant.id"}}}, "", "bound"},
+		{"profile takes none", []map[string]any{responsesFn("note", object)}, "locked", "locked"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := map[string]any{"input": "hi", "user": "alice", "tools": tc.tools}
+			if tc.model != "" {
+				body["model"] = tc.model
+			}
+			r := env.do(t, "POST", "/v1/responses", acmeKey, body, nil)
+			checkAPIError(t, r, http.StatusBadRequest, "invalid_request")
+			if !strings.Contains(string(r.body), tc.mention) {
+				t.Errorf("got %s, want the error to name %q", r.body, tc.mention)
+			}
+		})
+	}
+
+	tools := []map[string]any{
+		responsesFn("note", `{"type":"object","properties":{"text":{"type":"string"}},"additionalProperties":true}`),
+		responsesFn("wire_money", `{"type":"object","properties":{"amount":{"type":"number"}}}`),
+	}
+	checkRefusedCalls(t, env, acmeKey, canary, []refusedCall{
+		{"another tenant's canary", `/call note {"text":"ref ` + canary + `"}`, "guard.block", ""},
+		{"another tenant's canary escaped", `/call note {"text":"` + hostileEscapeAll(canary) + `"}`, "guard.block", ""},
+		{"runtime parameter added", `/call note {"text":"x","tenant_id":"globex"}`, "tool.call", "model supplied a bound parameter"},
+		{"forbidden function", `/call wire_money {"amount":5}`, "tool.call", "tenant/0"},
+	}, func(t *testing.T, content string, stream bool) (string, bool) {
+		r := env.do(t, "POST", "/v1/responses", acmeKey, map[string]any{"input": content, "user": "alice", "tools": tools, "stream": stream}, nil)
+		return string(r.body), r.status == http.StatusOK && !strings.Contains(string(r.body), `"function_call"`) && strings.Contains(string(r.body), "call_1: error: ")
+	})
+	if len(auditOf(t, env, globexKey, "guard.foreign_leak")) == 0 {
+		t.Errorf("globex's audit log does not tell of its canary caught leaving")
+	}
+}
+
+// TestResponsesClientToolResultStaysInTenant checks a function tool's
+// output sent by tenant A reaches A's conversation only: B can neither
+// continue A's response that holds it nor reach it by replaying A's call
+// id in its own input.
+func TestResponsesClientToolResultStaysInTenant(t *testing.T) {
+	env, acmeKey, globexKey := responsesTenants(t)
+	const marker = "ACME-FUNCTION-OUTPUT-81c3"
+	tools := []map[string]any{responsesFn("get_weather", `{"type":"object","properties":{"city":{"type":"string"}}}`)}
+	call := env.respond(t, acmeKey, map[string]any{"input": `/call get_weather {"city":"Paris"}`, "user": "alice", "tools": tools})
+	if len(call.Output) != 1 || call.Output[0].CallID == "" {
+		t.Fatalf("output = %+v, want one function_call", call.Output)
+	}
+	callID := call.Output[0].CallID
+	done := env.respond(t, acmeKey, map[string]any{"user": "alice", "tools": tools, "previous_response_id": call.ID,
+		"input": []map[string]any{{"type": "function_call_output", "call_id": callID, "output": marker}}})
+	if !strings.Contains(done.text(), marker) {
+		t.Fatalf("acme's own answer %q lacks its function output", done.text())
+	}
+	for _, prev := range []string{call.ID, done.ID} {
+		r := env.do(t, "POST", "/v1/responses", globexKey, map[string]any{"input": "/echo", "user": "alice", "previous_response_id": prev}, nil)
+		checkAPIError(t, r, http.StatusNotFound, "")
+		if strings.Contains(string(r.body), marker) {
+			t.Fatalf("globex's refusal carries acme's function output: %s", r.body)
+		}
+	}
+	g := env.respond(t, globexKey, map[string]any{"user": "alice", "tools": tools, "input": []map[string]any{
+		{"type": "function_call", "call_id": callID, "name": "get_weather", "arguments": `{"city":"Paris"}`},
+		{"type": "function_call_output", "call_id": callID, "output": "globex output"},
+		{"role": "user", "content": "/echo"}}})
+	if strings.Contains(g.text(), marker) {
+		t.Fatalf("globex's context holds acme's function output: %s", g.text())
+	}
+}

@@ -41,7 +41,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 
 	tenantRoute("POST /v1/chat/completions", handleChat(d))
 	tenantRoute("GET /v1/models", handleModels(d))
-	tenantRoute("GET /v1/models/{id}", handleModel(d))
+	tenantRoute("GET /v1/models/{id...}", handleModel(d))
 	tenantRoute("POST /v1/embeddings", handleEmbeddings(d))
 	tenantRoute("POST /v1/responses", handleCreateResponse(d))
 	tenantRoute("GET /v1/responses/{id}", handleGetResponse(d))
