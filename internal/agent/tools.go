@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
@@ -62,6 +63,10 @@ type toolbox struct {
 	// inputs is what the turn's own inputs carry so far (see inputs.go),
 	// for the arguments of external tools.
 	inputs *guard.Inputs
+	// read is the join of the labels of what the model has read so far
+	// (labels.go); every decision is asked with it. It changes only
+	// between steps, never while a step's calls run.
+	read label.Label
 	// authorized, when set (by tests), sees every call's arguments as
 	// policy is asked about them.
 	authorized func(tool string, args tools.Args)
@@ -96,7 +101,8 @@ func (a *Agent) toolbox(ctx context.Context, scope auth.Scope, profile Profile, 
 }
 
 func resource(t *tools.Tool) policy.Resource {
-	return policy.Resource{Name: t.Name, Scope: string(t.Scope), Owner: t.Owner}
+	f := t.Flow()
+	return policy.Resource{Name: t.Name, Scope: string(t.Scope), Owner: t.Owner, Consequential: f.Consequential, Egress: f.Egress}
 }
 
 // run executes a model answer's tool calls, in parallel, and returns the tool
@@ -167,7 +173,7 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 		// The tenant's log says "unknown" whatever the name: a label would
 		// differ between names, and a catalog name would tell that the
 		// tool exists.
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": "unknown", "decision": "deny", "reasons": []string{"not offered to this agent"}})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": "unknown", "decision": "deny", "reasons": []string{"not offered to this agent"}}))
 		return notAvailable, "unknown", DecisionDeny
 	}
 	log := b.a.Logger.With("tenant", b.scope.Tenant(), "tool", name)
@@ -206,7 +212,7 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 		// segment or add a header parameter: a denial, audited as such.
 		// The message names placeholders, never values.
 		log.WarnContext(ctx, "tool call denied", "reasons", []string{tools.ReasonPlaceholder}, "error", b.red.String(err.Error()))
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "deny", "reasons": []string{tools.ReasonPlaceholder}})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "deny", "reasons": []string{tools.ReasonPlaceholder}}))
 		return "error: the tool cannot be called with this request's values (" + tools.ReasonPlaceholder + ")", name, DecisionDeny
 	}
 	if err != nil {
@@ -264,10 +270,10 @@ func (b *toolbox) authorize(ctx context.Context, log *slog.Logger, t *tools.Tool
 		b.authorized(name, args)
 	}
 	shape := argShape(t, args.Value)
-	decision := b.set.Authorize(b.principal, resource(t), args.Value)
-	log = log.With("args", shape, "reasons", decision.Reasons)
-	b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "args": shape,
-		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors})
+	decision := b.set.AuthorizeLabeled(b.principal, resource(t), args.Value, b.read)
+	log = log.With("args", shape, "reasons", decision.Reasons, "integrity", b.read.Integrity.String(), "confidentiality", b.read.Confidentiality.String())
+	b.a.audit(ctx, b.scope, "tool.call", flowFields(b.labelFields(map[string]any{"tool": name, "args": shape,
+		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors}), t.Flow()))
 	if !decision.Allow {
 		log.WarnContext(ctx, "tool call denied", "errors", decision.Errors)
 		if slices.Contains(decision.Errors, policy.InexactError) {
@@ -320,10 +326,10 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 	if !errors.As(err, &ae) {
 		// Filling a bound parameter failed: the tool is not configured.
 		log.WarnContext(ctx, "tool call failed", "error", err.Error())
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "error", "reasons": []string{"bound parameter not set"}})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "error", "reasons": []string{"bound parameter not set"}}))
 		return "error: the tool is not configured for this tenant (" + err.Error() + ")"
 	}
-	record := map[string]any{"tool": name, "reasons": []string{ae.Reason}}
+	record := b.labelFields(map[string]any{"tool": name, "reasons": []string{ae.Reason}})
 	if ae.Path != "" {
 		record["at"] = ae.Path
 	}
