@@ -226,7 +226,9 @@ func toStrings(v any) []string {
 // are listed.
 func TestLabelToolDefinitions(t *testing.T) {
 	env := newTestEnv(t, envOptions{})
-	get := func(path string) map[string]any { return map[string]any{"method": "GET", "url": "http://127.0.0.1:1/" + path} }
+	get := func(path string) map[string]any {
+		return map[string]any{"method": "GET", "url": "http://127.0.0.1:1/" + path}
+	}
 	env.admin(t, "POST", "/admin/v1/tools", map[string]any{"name": "poster", "scope": "tenant", "consequential": true,
 		"egress": "tenant", "result_confidentiality": "end_user", "http": get("p")}, http.StatusCreated)
 	r := env.admin(t, "GET", "/admin/v1/tools/poster", nil, http.StatusOK)
