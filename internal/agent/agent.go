@@ -455,7 +455,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		results := box.runStep(ctx, resp.Message.ToolCalls, held)
 		a.observe(ctx, StageTools, start)
 		msgs = append(msgs, results...)
-		box.read = box.read.Join(box.resultsLabel(resp.Message.ToolCalls))
+		box.read = box.read.Join(box.pending.take())
 		if more := a.toolInputs(results); len(more) > 0 {
 			in = a.Guard.Inputs(scope.Tenant(), in, more...)
 			box.inputs = in

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"github.com/bulkhead-ai/bulkhead/internal/label"
-	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
 )
 
@@ -18,29 +17,15 @@ import (
 //     label.Unknown (untrusted, secret) for a message stored without one;
 //   - a tool result: untrusted, with the confidentiality the tool declares
 //     (tools.Flow.Result). The builtins' are the runtime's: kb_search's
-//     passages are tenant, memories are end user.
+//     passages are tenant, memories are end user. A tool given held values
+//     (refs.go) returns something as confidential as they are too;
+//   - a held result's reference, and the runtime's own words (a refusal,
+//     "the tool failed to run"): nothing, since no one else wrote them.
 //
 // Every tool decision is asked with the turn's read as it stood when the
 // model wrote the call (calls of one step see none of each other's
-// results), and records it in the audit.
-
-// resultsLabel is the label of the tool messages answering calls: untrusted,
-// as confidential as the most confidential declared result among them. A
-// call the runtime answered itself (a tool not offered, a refusal) still
-// counts as an untrusted read.
-func (b *toolbox) resultsLabel(calls []llm.ToolCall) label.Label {
-	var out label.Label
-	for _, tc := range calls {
-		c := label.Public
-		if t, ok := b.tools[tc.Function.Name]; ok {
-			c = t.Flow().Result
-		} else if t, ok := b.client[tc.Function.Name]; ok {
-			c = t.Flow().Result
-		}
-		out = out.Join(label.Result(c))
-	}
-	return out
-}
+// results), joined with the labels of the held values the call uses, and
+// records it in the audit.
 
 // cachedLabel is the label of an answer served from the response cache to a
 // turn that read read: an answer cached from a turn that used tools read
@@ -52,10 +37,15 @@ func cachedLabel(profile Profile, read label.Label) label.Label {
 	return read
 }
 
-// labelFields adds the turn's label to an audit record of a tool decision.
-func (b *toolbox) labelFields(record map[string]any) map[string]any {
-	record["integrity"] = b.read.Integrity.String()
-	record["confidentiality"] = b.read.Confidentiality.String()
+// reasonUnknownRef is the audited reason of a call naming a reference the
+// turn did not make (refs.go).
+const reasonUnknownRef = "unknown reference"
+
+// labelFields adds the label a tool decision was made with to its audit
+// record.
+func (b *toolbox) labelFields(record map[string]any, l label.Label) map[string]any {
+	record["integrity"] = l.Integrity.String()
+	record["confidentiality"] = l.Confidentiality.String()
 	return record
 }
 

@@ -69,7 +69,12 @@ type Definition struct {
 	// them as resource.consequential, resource.egress and
 	// resource.receives (see Flow). A builtin's are the runtime's own and
 	// cannot be declared.
-	Consequential         *bool                  `json:"consequential,omitempty"`
+	Consequential *bool `json:"consequential,omitempty"`
+	// Held keeps the tool's results from the model: it sees a reference
+	// ($r1) with the result's type and size, and may pass the reference
+	// as an argument to another call, which the runtime fills in. Not for
+	// builtins.
+	Held                  bool                   `json:"held,omitempty"`
 	Egress                *label.Confidentiality `json:"egress,omitempty"`
 	ResultConfidentiality *label.Confidentiality `json:"result_confidentiality,omitempty"`
 }
@@ -239,8 +244,8 @@ func Compile(d Definition) (*Tool, error) {
 	if err := checkLabelNames(schema); err != nil {
 		return nil, invalid("%v", err)
 	}
-	if d.Builtin != "" && (d.Consequential != nil || d.Egress != nil || d.ResultConfidentiality != nil) {
-		return nil, invalid("a builtin's consequential, egress and result_confidentiality are the runtime's and cannot be declared")
+	if d.Builtin != "" && (d.Consequential != nil || d.Egress != nil || d.ResultConfidentiality != nil || d.Held) {
+		return nil, invalid("a builtin's consequential, egress, result_confidentiality and held are the runtime's and cannot be declared")
 	}
 	flow, err := flowOf(d)
 	if err != nil {
