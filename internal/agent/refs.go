@@ -71,6 +71,9 @@ func (e errUnknownRef) Error() string {
 // value, and the join of the values' labels. Keys are never replaced. A
 // reference-shaped string this turn did not make is an errUnknownRef.
 func (r *refs) resolve(v any) (any, label.Label, error) {
+	if !hasRef(v) {
+		return v, label.Label{}, nil // the common case: nothing to copy
+	}
 	var used label.Label
 	var walk func(any) (any, error)
 	walk = func(x any) (any, error) {
@@ -110,6 +113,27 @@ func (r *refs) resolve(v any) (any, label.Label, error) {
 	}
 	out, err := walk(v)
 	return out, used, err
+}
+
+// hasRef reports whether any string in v is shaped like a reference.
+func hasRef(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return len(x) >= 3 && x[0] == '$' && refShape.MatchString(x)
+	case []any:
+		for _, e := range x {
+			if hasRef(e) {
+				return true
+			}
+		}
+	case map[string]any:
+		for _, e := range x {
+			if hasRef(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // pending collects the labels of the tool results a step returns to the
