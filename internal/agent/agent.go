@@ -471,14 +471,20 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	// tenant's value is not cached: a hit has no such inputs, and would be
 	// withheld (telling the value's owner) every time.
 	carried := a.guardAnswer(ctx, scope, profile, in, &resp.Message, &resp.FinishReason)
-	if cacheFor.ok && !carried && !turn.NoCacheWrite && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
+	// History keeps the answer as the model wrote it: held values shown to
+	// the user never reach a later model request, nor the cache.
+	stored, shown := resp.Message, false
+	if turn.OnDelta == nil {
+		resp.Message.Content, shown = a.showHeld(ctx, scope, profile, in, &box.refs, resp.Message.Content)
+	}
+	if cacheFor.ok && !carried && !shown && !turn.NoCacheWrite && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
 		v := cache.Value{Content: resp.Message.Content, FinishReason: resp.FinishReason, Usage: resp.Usage,
 			Model: resp.Model, SystemFingerprint: resp.SystemFingerprint}
 		if err := a.Cache.Put(ctx, cacheFor.cipher, cacheFor.req, v); err != nil {
 			a.Logger.WarnContext(ctx, "store cached answer", "tenant", scope.Tenant(), "error", err.Error())
 		}
 	}
-	if err := a.record(ctx, scope, turn, msgs[newFrom:], resp.Message, box.read); err != nil {
+	if err := a.record(ctx, scope, turn, msgs[newFrom:], stored, box.read); err != nil {
 		return Result{}, err
 	}
 	return Result{Message: resp.Message, FinishReason: resp.FinishReason, Usage: resp.Usage,

@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"strconv"
 	"sync"
 
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/label"
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
 )
 
 // Results by reference (CaMeL style). A tool that declares its results held
@@ -134,6 +138,34 @@ func hasRef(v any) bool {
 		}
 	}
 	return false
+}
+
+// refMention finds references in an answer.
+var refMention = regexp.MustCompile(`\$r[0-9]{1,9}\b`)
+
+// showHeld puts into a final answer, for the user, the held values it names
+// by reference, after the answer passed the guard: each value is checked by
+// the guard as an answer of its own, and one more confidential than the end
+// user may see (label.Secret) is not shown. shown reports whether any
+// value was put in. A reference the turn did not make stays as written.
+// Streamed answers are sent as the model writes them, references included.
+func (a *Agent) showHeld(ctx context.Context, scope auth.Scope, profile Profile, in *guard.Inputs, r *refs, answer string) (_ string, shown bool) {
+	out := refMention.ReplaceAllStringFunc(answer, func(name string) string {
+		r.mu.Lock()
+		h, ok := r.vals[name]
+		r.mu.Unlock()
+		if !ok {
+			return name
+		}
+		if h.label.Confidentiality > label.EndUser {
+			return "[" + name + " is " + h.label.Confidentiality.String() + " and is not shown]"
+		}
+		m, finish := llm.Message{Role: "assistant", Content: h.text}, ""
+		a.guardAnswer(ctx, scope, profile, in, &m, &finish)
+		shown = true
+		return m.Content
+	})
+	return out, shown
 }
 
 // pending collects the labels of the tool results a step returns to the

@@ -286,8 +286,9 @@ func TestLabelToolDefinitions(t *testing.T) {
 
 // plannerReply makes the fake upstream a cooperative planner. Asked
 // "plan A B", it calls A; reading a held result's reference, it passes it
-// to B as "text"; asked "use B $rN", it calls B with that reference; after
-// anything else it answers "done".
+// to B as "text"; asked "use B $rN", it calls B with that reference; asked
+// "show A", it calls A and answers with the reference, for the user to see;
+// after anything else it answers the fake answer.
 func plannerReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 	msgs, _ := body["messages"].([]any)
 	var lastUser, lastTool string
@@ -320,6 +321,13 @@ func plannerReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 		call(words[1], map[string]any{"text": words[2]})
 	case lastRole == "tool" && strings.HasPrefix(lastTool, "held as ") && len(words) == 3 && words[0] == "plan":
 		call(words[2], map[string]any{"text": ref.FindString(lastTool)})
+	case lastRole == "user" && len(words) == 2 && words[0] == "show":
+		call(words[1], map[string]any{})
+	case lastRole == "tool" && strings.HasPrefix(lastTool, "held as ") && len(words) == 2 && words[0] == "show":
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"id": "chatcmpl-plan", "object": "chat.completion", "model": fakeModel,
+			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+				"message": map[string]any{"role": "assistant", "content": "Here it is: " + ref.FindString(lastTool) + "."}}}})
 	default:
 		fakeAnswerReply(w, body)
 	}
@@ -389,6 +397,20 @@ func TestHeldResults(t *testing.T) {
 		if last := ds[len(ds)-1]; last["decision"] != "deny" || !slices.Contains(toStrings(last["reasons"]), "unknown reference") {
 			t.Fatalf("%s: audit record %v: want a denial for an unknown reference", id, last)
 		}
+	}
+
+	// Named in the answer, the value is shown to the user (after the
+	// guard), while the session keeps the reference: the next turn's model
+	// request holds "$r1", not the value.
+	if got := env.say(t, chatCall{key: keys[0], user: "alice", session: "s3", content: "show read_inbox"}); !strings.Contains(got, marker) || strings.Contains(got, "$r1") {
+		t.Fatalf("answer %q: want the held value shown in place of $r1", got)
+	}
+	env.say(t, chatCall{key: keys[0], user: "alice", session: "s3", content: "hello"})
+	up.mu.Lock()
+	last := string(up.bodies[len(up.bodies)-1])
+	up.mu.Unlock()
+	if !strings.Contains(last, "Here it is: $r1.") {
+		t.Fatalf("the next turn's model request %s: want the stored answer with its reference", last)
 	}
 
 	// No request to the model ever held the value, in any turn, nor any
