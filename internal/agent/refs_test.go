@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/label"
 )
 
@@ -80,5 +81,30 @@ func TestPending(t *testing.T) {
 	}
 	if got := p.take(); got != (label.Label{}) {
 		t.Errorf("second take = %v, want nothing", got)
+	}
+}
+
+func TestShowHeld(t *testing.T) {
+	a, err := New(Deps{Guard: NoGuard, Quota: NoQuota, Audit: NoAudit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r refs
+	r.hold("the board meets Tuesday", label.Result(label.EndUser))
+	r.hold("card 4242", label.Result(label.Secret))
+	tests := []struct {
+		in, want  string
+		wantShown bool
+	}{
+		{"Next: $r1.", "Next: the board meets Tuesday.", true},
+		{"Card: $r2", "Card: [$r2 is secret and is not shown]", false},
+		{"Unknown $r3 and $r10x stay", "Unknown $r3 and $r10x stay", false},
+		{"none", "none", false},
+	}
+	for _, tt := range tests {
+		got, shown := a.showHeld(t.Context(), authtest.Scope(t, "acme", "alice"), Profile{}, nil, &r, tt.in)
+		if got != tt.want || shown != tt.wantShown {
+			t.Errorf("showHeld(%q) = %q, %v; want %q, %v", tt.in, got, shown, tt.want, tt.wantShown)
+		}
 	}
 }
