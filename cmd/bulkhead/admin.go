@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/bulkhead-ai/bulkhead/internal/policy"
 )
 
 // adminClient talks to a running server's admin API.
@@ -260,6 +262,15 @@ func addAdminCmds(root *cobra.Command, getenv func(string) string, stdout io.Wri
 				_, err = client.doRaw(cmd.Context(), http.MethodPut, "/admin/v1/tenants/"+url.PathEscape(args[0])+"/policy", "text/plain", b)
 				if err == nil {
 					_, err = fmt.Fprintln(stdout, "ok")
+				}
+				return err
+			}},
+		&cobra.Command{Use: "template NAME", Short: "Print a label policy template (trusted-action, permitted-flow) to include in a tenant's policy",
+			Args: cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				t, err := policy.TemplateNamed(args[0])
+				if err == nil {
+					_, err = io.WriteString(stdout, t.Source)
 				}
 				return err
 			}},

@@ -75,6 +75,7 @@ var layerRules = []layerRule{
 	{from: "internal/tenant", deny: []string{"internal/..."}, why: "ids are a leaf"},
 	{from: "internal/sqliteuri", deny: []string{"internal/..."}, why: "how a database path becomes a URI is a leaf both SQLite backends share"},
 	{from: "internal/kind", deny: []string{"internal/..."}, why: "error kinds are a leaf"},
+	{from: "internal/label", deny: []string{"internal/..."}, why: "labels are a leaf: computed from provenance, they read nothing"},
 	{from: "internal/auth", deny: []string{"internal/..."}, allow: []string{"internal/kind", "internal/tenant"},
 		why: "identity comes from credentials alone"},
 	{from: "internal/agent", deny: []string{"internal/server", "cmd/..."}, why: "the agent is driven by the server"},

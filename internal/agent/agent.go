@@ -22,6 +22,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
@@ -352,8 +353,11 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	}
 
 	msgs := make([]llm.Message, 0, 1+a.HistoryMessages+len(turn.Messages))
+	// read is the join of the labels of what the model reads (labels.go).
+	var read label.Label
 	if system := plantCanary(profile.SystemPrompt, profile.Canary); system != "" {
 		msgs = append(msgs, llm.Message{Role: "system", Content: system})
+		read = label.Profile
 	}
 	historyFrom := len(msgs)
 	if turn.Session != "" {
@@ -364,15 +368,20 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 			return Result{}, fmt.Errorf("load session history: %w", err)
 		}
 		for _, m := range stored {
-			lm, err := fromStored(m)
+			lm, l, err := fromStored(m)
 			if err != nil {
 				return Result{}, fmt.Errorf("load session history: %w", err)
 			}
 			msgs = append(msgs, lm)
+			read = read.Join(l)
 		}
 	}
 	newFrom := len(msgs)
 	msgs = append(msgs, withoutRepeat(msgs[:newFrom], turn.Messages)...)
+	if len(msgs) > newFrom {
+		read = read.Join(label.Client)
+	}
+	box.read = read
 	for i := range msgs {
 		msgs[i].Content = red.String(msgs[i].Content)
 		msgs[i].ToolCalls = slices.Clone(msgs[i].ToolCalls) // the caller's are not rewritten
@@ -407,7 +416,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 				return Result{}, err
 			}
 		}
-		return *cached, a.record(ctx, scope, turn, msgs[newFrom:], cached.Message)
+		return *cached, a.record(ctx, scope, turn, msgs[newFrom:], cached.Message, cachedLabel(profile, read))
 	}
 
 	var resp llm.Response
@@ -468,6 +477,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		results := box.runStep(ctx, resp.Message.ToolCalls, held)
 		a.observe(ctx, StageTools, start)
 		msgs = append(msgs, results...)
+		box.read = box.read.Join(box.pending.take())
 		if more := a.toolInputs(results); len(more) > 0 {
 			in = a.Guard.Inputs(scope.Tenant(), in, more...)
 			box.inputs = in
@@ -483,14 +493,20 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	// tenant's value is not cached: a hit has no such inputs, and would be
 	// withheld (telling the value's owner) every time.
 	carried := a.guardAnswer(ctx, scope, profile, in, &resp.Message, &resp.FinishReason)
-	if cacheFor.ok && !carried && !turn.NoCacheWrite && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
+	// History keeps the answer as the model wrote it: held values shown to
+	// the user never reach a later model request, nor the cache.
+	stored, shown := resp.Message, false
+	if turn.OnDelta == nil {
+		resp.Message.Content, shown = a.showHeld(ctx, scope, profile, in, &box.refs, resp.Message.Content)
+	}
+	if cacheFor.ok && !carried && !shown && !turn.NoCacheWrite && (steps == 1 || profile.CacheToolAnswers) && resp.FinishReason == "stop" {
 		v := cache.Value{Content: resp.Message.Content, FinishReason: resp.FinishReason, Usage: resp.Usage,
 			Model: resp.Model, SystemFingerprint: resp.SystemFingerprint}
 		if err := a.Cache.Put(ctx, cacheFor.cipher, cacheFor.req, v); err != nil {
 			a.Logger.WarnContext(ctx, "store cached answer", "tenant", scope.Tenant(), "error", err.Error())
 		}
 	}
-	if err := a.record(ctx, scope, turn, msgs[newFrom:], resp.Message); err != nil {
+	if err := a.record(ctx, scope, turn, msgs[newFrom:], stored, box.read); err != nil {
 		return Result{}, err
 	}
 	return Result{Message: resp.Message, FinishReason: resp.FinishReason, Usage: resp.Usage,
@@ -695,33 +711,39 @@ func modelError(err error, red *redact.Redactor) error {
 	return fmt.Errorf("%w: model provider: %w", kind.Unavailable, err)
 }
 
-// meta is the part of a message the store keeps as opaque JSON.
+// meta is the part of a message the store keeps as opaque JSON. Label is
+// what the runtime computed for the turn that stored it (labels.go).
 type meta struct {
 	Name       string         `json:"name,omitempty"`
 	ToolCalls  []llm.ToolCall `json:"tool_calls,omitempty"`
 	ToolCallID string         `json:"tool_call_id,omitempty"`
+	Label      *label.Label   `json:"label,omitempty"`
 }
 
-func toStored(m llm.Message) (store.Message, error) {
+func toStored(m llm.Message, l label.Label) (store.Message, error) {
 	sm := store.Message{Role: m.Role, Content: m.Content}
-	if m.Name != "" || len(m.ToolCalls) > 0 || m.ToolCallID != "" {
-		b, err := json.Marshal(meta{Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
-		if err != nil {
-			return store.Message{}, err
-		}
-		sm.Meta = b
+	b, err := json.Marshal(meta{Name: m.Name, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID, Label: &l})
+	if err != nil {
+		return store.Message{}, err
 	}
+	sm.Meta = b
 	return sm, nil
 }
 
-func fromStored(sm store.Message) (llm.Message, error) {
+// fromStored decodes a stored message and its label; a message stored
+// without one (before labels existed) is label.Unknown.
+func fromStored(sm store.Message) (llm.Message, label.Label, error) {
 	m := llm.Message{Role: sm.Role, Content: sm.Content}
+	l := label.Unknown
 	if len(sm.Meta) > 0 {
 		var md meta
 		if err := json.Unmarshal(sm.Meta, &md); err != nil {
-			return llm.Message{}, fmt.Errorf("decode message metadata: %w", err)
+			return llm.Message{}, label.Label{}, fmt.Errorf("decode message metadata: %w", err)
 		}
 		m.Name, m.ToolCalls, m.ToolCallID = md.Name, md.ToolCalls, md.ToolCallID
+		if md.Label != nil {
+			l = *md.Label
+		}
 	}
-	return m, nil
+	return m, l, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/cache"
 	"github.com/bulkhead-ai/bulkhead/internal/keyring"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 )
@@ -84,13 +85,16 @@ func deterministic(turn Turn) bool {
 }
 
 // record appends the turn to the session's history, if it has one.
-func (a *Agent) record(ctx context.Context, scope auth.Scope, turn Turn, newMsgs []llm.Message, answer llm.Message) error {
+// Every message is stored with read, the label of the whole turn: an
+// answer is derived from all the turn read, and a later turn reading any of
+// it reads at least that.
+func (a *Agent) record(ctx context.Context, scope auth.Scope, turn Turn, newMsgs []llm.Message, answer llm.Message, read label.Label) error {
 	if turn.Session == "" {
 		return nil
 	}
 	record := make([]store.Message, 0, len(newMsgs)+1)
 	for _, m := range append(newMsgs, answer) {
-		sm, err := toStored(m)
+		sm, err := toStored(m, read)
 		if err != nil {
 			return fmt.Errorf("save session history: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/textnorm"
@@ -59,6 +60,9 @@ func (a *Agent) CallTool(ctx context.Context, scope auth.Scope, profile Profile,
 	}
 	red := redactor(secrets)
 	box := a.toolbox(ctx, scope, profile, secrets, red)
+	// The client wrote the call: its arguments are read as client
+	// messages are (labels.go).
+	box.read = label.Client
 	if len(args) == 0 {
 		args = json.RawMessage("{}") // MCP's arguments are optional
 	}

@@ -184,7 +184,7 @@ func (b *toolbox) checkClient(ctx context.Context, tc llm.ToolCall) (llm.ToolCal
 	t := b.client[tc.Function.Name]
 	// The name is the tenant's own; the server log gets a label.
 	log := b.a.Logger.With("tenant", b.scope.Tenant(), "tool", tools.ClientPrefix+tools.Opaque(tc.Function.Name))
-	args, log, msg, ok := b.authorize(ctx, log, t, tc.Function.Arguments)
+	args, _, log, msg, ok := b.authorize(ctx, log, t, tc.Function.Arguments)
 	if !ok {
 		return llm.ToolCall{}, msg, false
 	}

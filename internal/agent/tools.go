@@ -14,6 +14,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/guard"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
 	"github.com/bulkhead-ai/bulkhead/internal/policy"
@@ -65,6 +66,14 @@ type toolbox struct {
 	// inputs is what the turn's own inputs carry so far (see inputs.go),
 	// for the arguments of external tools.
 	inputs *guard.Inputs
+	// read is the join of the labels of what the model has read so far
+	// (labels.go); every decision is asked with it. It changes only
+	// between steps, never while a step's calls run; the step's results
+	// are noted in pending meanwhile.
+	read    label.Label
+	pending pending
+	// refs are the turn's held results (refs.go).
+	refs refs
 	// authorized, when set (by tests), sees every call's arguments as
 	// policy is asked about them.
 	authorized func(tool string, args tools.Args)
@@ -99,7 +108,8 @@ func (a *Agent) toolbox(ctx context.Context, scope auth.Scope, profile Profile, 
 }
 
 func resource(t *tools.Tool) policy.Resource {
-	return policy.Resource{Name: t.Name, Scope: string(t.Scope), Owner: t.Owner}
+	f := t.Flow()
+	return policy.Resource{Name: t.Name, Scope: string(t.Scope), Owner: t.Owner, Consequential: f.Consequential, Egress: f.Egress}
 }
 
 // run executes a model answer's tool calls, in parallel, and returns the tool
@@ -170,11 +180,11 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 		// The tenant's log says "unknown" whatever the name: a label would
 		// differ between names, and a catalog name would tell that the
 		// tool exists.
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": "unknown", "decision": "deny", "reasons": []string{"not offered to this agent"}})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": "unknown", "decision": "deny", "reasons": []string{"not offered to this agent"}}, b.read))
 		return notAvailable, "unknown", DecisionDeny
 	}
 	log := b.a.Logger.With("tenant", b.scope.Tenant(), "tool", name)
-	args, log, msg, ok := b.authorize(ctx, log, t, tc.Function.Arguments)
+	args, used, log, msg, ok := b.authorize(ctx, log, t, tc.Function.Arguments)
 	if !ok {
 		return msg, name, DecisionDeny
 	}
@@ -209,7 +219,7 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 		// segment or add a header parameter: a denial, audited as such.
 		// The message names placeholders, never values.
 		log.WarnContext(ctx, "tool call denied", "reasons", []string{tools.ReasonPlaceholder}, "error", b.red.String(err.Error()))
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "deny", "reasons": []string{tools.ReasonPlaceholder}})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "deny", "reasons": []string{tools.ReasonPlaceholder}}, b.read.Join(used)))
 		return "error: the tool cannot be called with this request's values (" + tools.ReasonPlaceholder + ")", name, DecisionDeny
 	}
 	if err != nil {
@@ -235,20 +245,42 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 		// in.
 		content = b.red.Stream().Write(textnorm.StripInvisibleRuns(content)) + tools.TruncatedMark
 	}
+	// What the tool returns is as confidential as it declares, and as the
+	// held values it was given; it is untrusted.
+	read := label.Result(t.Flow().Result).Join(used)
+	if t.Held && !res.IsError {
+		return b.refs.hold(b.red.String(textnorm.StripInvisibleRuns(content)), read), name, DecisionAllow
+	}
+	b.pending.note(read)
 	return content, name, DecisionAllow
 }
 
 // authorize takes a call's raw arguments on the checked path: decoded once
 // and checked key by key against the schema, their string values passed
 // through the guard and the redactor, completed with the bound parameters
-// and validated, and authorized, the decision audited. Refused, it returns
-// the text for the model and false.
-func (b *toolbox) authorize(ctx context.Context, log *slog.Logger, t *tools.Tool, raw string) (tools.Args, *slog.Logger, string, bool) {
+// and validated, and authorized, the decision audited. References to held
+// results are filled in first (refs.go); used is the join of their labels,
+// which the decision sees joined with the turn's. Refused, it returns the
+// text for the model and false.
+func (b *toolbox) authorize(ctx context.Context, log *slog.Logger, t *tools.Tool, raw string) (_ tools.Args, used label.Label, _ *slog.Logger, _ string, _ bool) {
+	args, log, msg, ok := b.authorizeWith(ctx, log, t, raw, &used)
+	return args, used, log, msg, ok
+}
+
+func (b *toolbox) authorizeWith(ctx context.Context, log *slog.Logger, t *tools.Tool, raw string, used *label.Label) (tools.Args, *slog.Logger, string, bool) {
 	name := t.Name
 	model, err := t.Decode(raw)
 	if err != nil {
 		return tools.Args{}, log, b.refuseArguments(ctx, log, name, err), false
 	}
+	resolved, l, err := b.refs.resolve(model)
+	if err != nil {
+		log.WarnContext(ctx, "tool call denied", "reasons", []string{reasonUnknownRef})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "deny", "reasons": []string{reasonUnknownRef}}, b.read))
+		return tools.Args{}, log, "error: refused: " + err.Error(), false
+	}
+	model, *used = resolved.(map[string]any), l
+	read := b.read.Join(l)
 	// The guard and the redactor run before the bound parameters are
 	// filled (those are the runtime's own values: a parameter bound to a
 	// secret would be redacted) and before policy, so that policy decides on
@@ -267,10 +299,14 @@ func (b *toolbox) authorize(ctx context.Context, log *slog.Logger, t *tools.Tool
 		b.authorized(name, args)
 	}
 	shape := argShape(t, args.Value)
-	decision := b.set.Authorize(b.principal, resource(t), args.Value)
-	log = log.With("args", shape, "reasons", decision.Reasons)
-	b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "args": shape,
-		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors})
+	decision := b.set.AuthorizeLabeled(b.principal, resource(t), args.Value, read)
+	log = log.With("args", shape, "reasons", decision.Reasons, "integrity", read.Integrity.String(), "confidentiality", read.Confidentiality.String())
+	record := map[string]any{"tool": name, "args": shape,
+		"decision": map[bool]string{true: "allow", false: "deny"}[decision.Allow], "reasons": decision.Reasons, "errors": decision.Errors}
+	if l != (label.Label{}) {
+		record["held_values"] = true
+	}
+	b.a.audit(ctx, b.scope, "tool.call", flowFields(b.labelFields(record, read), t.Flow()))
 	if !decision.Allow {
 		log.WarnContext(ctx, "tool call denied", "errors", decision.Errors)
 		if slices.Contains(decision.Errors, policy.InexactError) {
@@ -323,10 +359,10 @@ func (b *toolbox) refuseArguments(ctx context.Context, log *slog.Logger, name st
 	if !errors.As(err, &ae) {
 		// Filling a bound parameter failed: the tool is not configured.
 		log.WarnContext(ctx, "tool call failed", "error", err.Error())
-		b.a.audit(ctx, b.scope, "tool.call", map[string]any{"tool": name, "decision": "error", "reasons": []string{"bound parameter not set"}})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "error", "reasons": []string{"bound parameter not set"}}, b.read))
 		return "error: the tool is not configured for this tenant (" + err.Error() + ")"
 	}
-	record := map[string]any{"tool": name, "reasons": []string{ae.Reason}}
+	record := b.labelFields(map[string]any{"tool": name, "reasons": []string{ae.Reason}}, b.read)
 	if ae.Path != "" {
 		record["at"] = ae.Path
 	}

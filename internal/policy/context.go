@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/cedar-policy/cedar-go/types"
+
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 )
 
 // maxDepth bounds the nesting of arguments converted to Cedar values.
@@ -16,29 +18,42 @@ const maxDepth = 32
 // contextOf converts a call's JSON arguments into the Cedar context record,
 // as documented at [Set.Authorize]; inexact reports whether a number in them
 // is one Cedar cannot hold exactly (see exact).
-func contextOf(args map[string]any) (_ types.Record, inexact bool, _ error) {
-	r, err := record(args, 0, &inexact)
+// and the turn's label l under the reserved names (label.Reserved), which
+// AuthorizeLabeled has refused among the arguments.
+func contextOf(args map[string]any, l label.Label) (_ types.Record, inexact bool, _ error) {
+	rm, err := recordMap(args, 0, &inexact, 2)
 	if err != nil {
 		return types.Record{}, false, fmt.Errorf("policy: argument %w", err)
 	}
-	return r, inexact, nil
+	rm[label.ContextIntegrity] = types.String(l.Integrity.String())
+	rm[label.ContextConfidentiality] = types.String(l.Confidentiality.String())
+	return types.NewRecord(rm), inexact, nil
 }
 
 func record(m map[string]any, depth int, inexact *bool) (types.Record, error) {
-	if depth > maxDepth {
-		return types.Record{}, fmt.Errorf("nested deeper than %d levels", maxDepth)
+	rm, err := recordMap(m, depth, inexact, 0)
+	if err != nil {
+		return types.Record{}, err
 	}
-	rm := make(types.RecordMap, len(m))
+	return types.NewRecord(rm), nil
+}
+
+// recordMap converts m, leaving room for extra more attributes.
+func recordMap(m map[string]any, depth int, inexact *bool, extra int) (types.RecordMap, error) {
+	if depth > maxDepth {
+		return nil, fmt.Errorf("nested deeper than %d levels", maxDepth)
+	}
+	rm := make(types.RecordMap, len(m)+extra)
 	for k, v := range m {
 		cv, ok, err := value(v, depth, inexact)
 		if err != nil {
-			return types.Record{}, fmt.Errorf("%s: %w", k, err)
+			return nil, fmt.Errorf("%s: %w", k, err)
 		}
 		if ok {
 			rm[types.String(k)] = cv
 		}
 	}
-	return types.NewRecord(rm), nil
+	return rm, nil
 }
 
 // value converts one JSON value; ok is false when it is to be omitted (nil).

@@ -15,7 +15,9 @@
 //
 // Cedar names: principal Agent::"<tenant>/<profile>" (attributes tenant, user),
 // action Action::"call_tool", resource Tool::"<name>" (attributes scope,
-// owner), context = the call's arguments (see [Set.Authorize]).
+// owner, consequential, egress, receives), context = the call's arguments
+// and the turn's labels, integrity and confidentiality (see
+// [Set.AuthorizeLabeled]).
 package policy
 
 import (
@@ -33,6 +35,7 @@ import (
 	"github.com/cedar-policy/cedar-go/types"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -94,12 +97,18 @@ type Principal struct {
 }
 
 // Resource is the tool: Cedar Tool::"<name>" with attributes scope (String:
-// "tenant", "global" or "cross_tenant") and owner (String, "" for operator
-// tools). Any other scope is denied by a global policy.
+// "tenant", "global" or "cross_tenant"), owner (String, "" for operator
+// tools), consequential (Boolean), egress (String: "public", "tenant",
+// "end_user" or "secret") and receives (Set of String: the
+// confidentialities at or below egress, what the tool's destination may
+// receive). Any other scope is denied by a global policy.
 type Resource struct {
 	Name  string
 	Scope string
 	Owner tenant.ID
+	// Consequential and Egress are the tool's declared flow (tools.Flow).
+	Consequential bool
+	Egress        label.Confidentiality
 }
 
 // Decision is an authorization result.
@@ -317,8 +326,30 @@ func (e *Engine) Validate(id tenant.ID, source string) error {
 // could let a forbid guarded by `context has …` pass. So do a principal of a
 // tenant other than the set's and any policy evaluation error; each is
 // listed in Errors.
+//
+// Authorize knows nothing of what the turn read: it decides as
+// AuthorizeLabeled does with label.Unknown (untrusted, secret), the most
+// restrictive label.
 func (s *Set) Authorize(p Principal, r Resource, args map[string]any) Decision {
-	ctx, inexact, err := contextOf(args)
+	return s.AuthorizeLabeled(p, r, args, label.Unknown)
+}
+
+// AuthorizeLabeled is Authorize for a turn whose model has read what l
+// labels: the context record also holds
+//
+//   - integrity: String, "trusted" or "untrusted";
+//   - confidentiality: String, "public", "tenant", "end_user" or "secret".
+//
+// Those names are the runtime's: an argument of either name denies (tools
+// may not declare one, see tools.Compile), so nothing the model writes can
+// stand in for a label.
+func (s *Set) AuthorizeLabeled(p Principal, r Resource, args map[string]any, l label.Label) Decision {
+	for k := range args {
+		if label.Reserved(k) {
+			return denied("policy: argument %q has the name of a label the runtime sets", k)
+		}
+	}
+	ctx, inexact, err := contextOf(args, l)
 	if err != nil {
 		return denied("%v", err)
 	}
@@ -397,8 +428,11 @@ func (s *Set) eval(p Principal, r Resource, ctx types.Record) (dec cedar.Decisio
 			UID:     types.NewEntityUID(toolType, types.String(r.Name)),
 			Parents: noEntities,
 			Attributes: types.NewRecord(types.RecordMap{
-				"scope": types.String(r.Scope),
-				"owner": types.String(r.Owner),
+				"scope":         types.String(r.Scope),
+				"owner":         types.String(r.Owner),
+				"consequential": types.Boolean(r.Consequential),
+				"egress":        types.String(r.Egress.String()),
+				"receives":      receives(r.Egress),
 			}),
 		},
 	}
@@ -411,6 +445,29 @@ func (s *Set) eval(p Principal, r Resource, ctx types.Record) (dec cedar.Decisio
 	policies := requestPolicies{s.global, s.permits[p.Profile], s.own}
 	dec, diag = cedar.Authorize(&policies, ents, req)
 	return dec, diag, nil
+}
+
+// receivesSets are the values of resource.receives, by egress.
+var receivesSets = func() [label.Secret + 1]types.Set {
+	var out [label.Secret + 1]types.Set
+	for c := label.Public; c <= label.Secret; c++ {
+		names := c.AtMost()
+		vals := make([]types.Value, len(names))
+		for i, n := range names {
+			vals[i] = types.String(n)
+		}
+		out[c] = types.NewSet(vals...)
+	}
+	return out
+}()
+
+// receives is resource.receives for egress c; an unknown level receives
+// nothing.
+func receives(c label.Confidentiality) types.Set {
+	if c > label.Secret {
+		return types.NewSet()
+	}
+	return receivesSets[c]
 }
 
 func agentUID(id tenant.ID, profile string) types.EntityUID {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -673,4 +674,55 @@ func FuzzPolicyUpload(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestAuthorizeLabeled checks that the turn's label reaches the context
+// under names no argument can take.
+func TestAuthorizeLabeled(t *testing.T) {
+	e := newEngine(t)
+	p := Principal{Tenant: "acme", Profile: "default"}
+	r := Resource{Name: "crm_lookup", Scope: ScopeTenant, Egress: label.Tenant}
+	src := `@id("untrusted-secret") forbid (principal, action, resource) when { context.integrity == "untrusted" && context.confidentiality == "secret" };
+@id("egress") forbid (principal, action, resource) when { resource.egress == "public" || !resource.receives.contains("tenant") || resource.consequential };`
+	set, err := e.Compile("acme", testProfiles, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		args      map[string]any
+		read      label.Label
+		wantAllow bool
+		wantErr   string
+	}{
+		{"labels below the rule", map[string]any{"customer": "c1"}, label.Label{Integrity: label.Untrusted, Confidentiality: label.EndUser}, true, ""},
+		{"labels the rule forbids", map[string]any{"customer": "c1"}, label.Unknown, false, ""},
+		// The model names an argument like a label: denied, whatever it says.
+		{"argument named integrity", map[string]any{"integrity": "trusted"}, label.Profile, false, `argument "integrity"`},
+		{"argument named confidentiality", map[string]any{"confidentiality": "public"}, label.Profile, false, `argument "confidentiality"`},
+		// Nested, the name is an ordinary argument: only top-level context
+		// attributes are labels.
+		{"nested integrity", map[string]any{"filter": map[string]any{"integrity": "trusted"}}, label.Label{Integrity: label.Untrusted}, true, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := set.AuthorizeLabeled(p, r, tt.args, tt.read)
+			if d.Allow != tt.wantAllow {
+				t.Errorf("allow = %v, want %v (%+v)", d.Allow, tt.wantAllow, d)
+			}
+			if tt.wantErr != "" && !strings.Contains(strings.Join(d.Errors, "\n"), tt.wantErr) {
+				t.Errorf("errors %q do not mention %q", d.Errors, tt.wantErr)
+			}
+		})
+	}
+	// The resource's flow attributes are the runtime's: a consequential
+	// tool, or one whose egress is public, is forbidden by the second rule.
+	for _, r := range []Resource{
+		{Name: "crm_lookup", Scope: ScopeTenant, Consequential: true, Egress: label.Tenant},
+		{Name: "crm_lookup", Scope: ScopeTenant, Egress: label.Public},
+	} {
+		if d := set.AuthorizeLabeled(p, r, nil, label.Profile); d.Allow || !reflect.DeepEqual(d.Reasons, []string{"tenant/egress"}) {
+			t.Errorf("resource %+v: got %+v, want a denial by tenant/egress", r, d)
+		}
+	}
 }

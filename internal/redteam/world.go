@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/bulkhead-ai/bulkhead/internal/policy"
 )
 
 // world is the suite's deployment: an attacker tenant A, a victim tenant B,
@@ -24,6 +26,9 @@ type world struct {
 	toolURL string
 
 	a, b tenantInfo
+	// labels is tenant L of the label scenarios, made on first use
+	// (labelTenant).
+	labels *tenantInfo
 
 	mu       sync.Mutex
 	tenants  []string // every tenant created, to delete
@@ -50,6 +55,8 @@ const (
 	toolDoc     = "doc"     // tenant scope, answers with a planted text
 	toolPrivate = "private" // owned by B
 	toolAdmin   = "admin"   // cross_tenant
+	toolPage    = "page"    // reads a web page: acts on nothing, sends nothing
+	toolMail    = "mail"    // sends mail: consequential
 )
 
 func (w *world) tool(name string) string { return w.prefix + "_" + name }
@@ -129,6 +136,43 @@ forbid (principal, action == Action::"call_tool", resource == Tool::"` + w.tool(
 		return err
 	}
 	return nil
+}
+
+// labelTenant returns tenant L: both label templates in its policy, the
+// page and mail tools with their flows declared. It is made once.
+func (w *world) labelTenant(ctx context.Context) (*tenantInfo, error) {
+	w.mu.Lock()
+	l := w.labels
+	w.mu.Unlock()
+	if l != nil {
+		return l, nil
+	}
+	for _, d := range []map[string]any{
+		{"name": w.tool(toolPage), "description": "Read the shop's web page", "scope": "tenant", "consequential": false,
+			"egress": "end_user", "result_confidentiality": "public", "http": map[string]any{"method": "POST", "url": w.toolURL + "/page"}},
+		{"name": w.tool(toolMail), "description": "Send an email", "scope": "tenant", "consequential": true, "egress": "end_user",
+			"parameters": json.RawMessage(`{"type":"object","properties":{"to":{"type":"string"},"body":{"type":"string"}}}`),
+			"http":       map[string]any{"method": "POST", "url": w.toolURL + "/mail"}},
+	} {
+		if err := w.createTool(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+	l = &tenantInfo{id: w.prefix + "-labels"}
+	if err := w.newTenant(ctx, l, map[string]any{"tools": []string{w.tool(toolPage), w.tool(toolMail)}}); err != nil {
+		return nil, err
+	}
+	var text strings.Builder
+	for _, tmpl := range policy.Templates() {
+		text.WriteString(tmpl.Source)
+	}
+	if _, err := w.c.adminDo(ctx, http.MethodPut, "/admin/v1/tenants/"+l.id+"/policy", text.String(), http.StatusNoContent); err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	w.labels = l
+	w.mu.Unlock()
+	return l, nil
 }
 
 // newTenant creates tenant t (t.id set) from body, with a key, a crm_token

@@ -80,6 +80,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("GET /admin/v1/tenants/{tenant}/export", admin(handleExport(d)))
 	mux.Handle("PUT /admin/v1/tenants/{tenant}/policy", admin(handlePutPolicy(d)))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/policy", admin(handleGetPolicy(d)))
+	mux.Handle("GET /admin/v1/policy-templates", admin(handlePolicyTemplates()))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/audit", admin(handleAdminAudit(d)))
 
 	// End-user tokens: issuers, RFC 9728 metadata for MCP clients, CORS.

@@ -47,6 +47,9 @@ func CompileClient(owner tenant.ID, name, description string, parameters json.Ra
 	if err != nil {
 		return nil, invalid("%v", err)
 	}
+	if err := checkLabelNames(schema); err != nil {
+		return nil, invalid("%v", err)
+	}
 	reserved := newReserved(runtime)
 	reserved.runtime = true
 	for param := range schema.Properties {
@@ -56,7 +59,7 @@ func CompileClient(owner tenant.ID, name, description string, parameters json.Ra
 	}
 	return &Tool{
 		Definition: Definition{Name: ClientPrefix + name, Description: description, Scope: ScopeClient, Owner: owner, Parameters: parameters},
-		schema:     resolved, visible: parameters, reserved: reserved,
+		schema:     resolved, visible: parameters, reserved: reserved, flow: clientFlow,
 		keys: keysOf(schema, schema, map[*jsonschema.Schema]*keys{}),
 	}, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
@@ -60,6 +61,82 @@ type Definition struct {
 	HTTP    *HTTPSpec         `json:"http,omitempty"`
 	MCP     *MCPSpec          `json:"mcp,omitempty"`
 	Builtin string            `json:"builtin,omitempty"`
+	// Consequential says the tool acts on the world (sends, writes, pays,
+	// posts); undeclared means it does. Egress is the most confidential
+	// label its destination may receive; undeclared means public.
+	// ResultConfidentiality is the label of what it returns; undeclared
+	// means tenant for a tenant tool, public for a global one. Policy reads
+	// them as resource.consequential, resource.egress and
+	// resource.receives (see Flow). A builtin's are the runtime's own and
+	// cannot be declared.
+	Consequential *bool `json:"consequential,omitempty"`
+	// Held keeps the tool's results from the model: it sees a reference
+	// ($r1) with the result's type and size, and may pass the reference
+	// as an argument to another call, which the runtime fills in. Not for
+	// builtins.
+	Held                  bool                   `json:"held,omitempty"`
+	Egress                *label.Confidentiality `json:"egress,omitempty"`
+	ResultConfidentiality *label.Confidentiality `json:"result_confidentiality,omitempty"`
+}
+
+// Flow is what a tool does with information, as policy sees it.
+type Flow struct {
+	Consequential bool
+	// Egress is the most confidential label the tool's destination may
+	// receive: the turn's confidentiality must be at or below it for a
+	// "permitted flow" policy to let a call through.
+	Egress label.Confidentiality
+	// Result is the confidentiality of what the tool returns; a result is
+	// always untrusted.
+	Result label.Confidentiality
+}
+
+// builtinFlows are the builtins' flows, set by the runtime rather than by a
+// stored definition (which may predate labels). Searching reads the end
+// user's memories or the tenant's documents and sends the query nowhere
+// outside the runtime; saving a memory persists what the model writes into
+// later turns, which is acting on the world.
+var builtinFlows = map[string]Flow{
+	"kb_search":     {Consequential: false, Egress: label.EndUser, Result: label.Tenant},
+	"memory_search": {Consequential: false, Egress: label.EndUser, Result: label.EndUser},
+	"memory_save":   {Consequential: true, Egress: label.EndUser, Result: label.EndUser},
+}
+
+// clientFlow is every client tool's: the runtime cannot know what the
+// client does with a call, so it acts; the client runs for the end user,
+// whose data it may receive, and its results come back as client messages.
+var clientFlow = Flow{Consequential: true, Egress: label.EndUser, Result: label.EndUser}
+
+// flowOf computes d's flow from its declarations and the defaults, or
+// refuses declarations on a builtin.
+func flowOf(d Definition) (Flow, error) {
+	if d.Builtin != "" {
+		f, ok := builtinFlows[d.Builtin]
+		if !ok {
+			// An unknown builtin has no executor either; fail closed.
+			f = Flow{Consequential: true, Egress: label.Public, Result: label.Secret}
+		}
+		return f, nil
+	}
+	f := Flow{Consequential: true, Egress: label.Public, Result: label.Tenant}
+	if d.Scope == ScopeGlobal {
+		f.Result = label.Public
+	}
+	if d.Consequential != nil {
+		f.Consequential = *d.Consequential
+	}
+	if d.Egress != nil {
+		f.Egress = *d.Egress
+	}
+	if d.ResultConfidentiality != nil {
+		f.Result = *d.ResultConfidentiality
+	}
+	for _, c := range []label.Confidentiality{f.Egress, f.Result} {
+		if c > label.Secret {
+			return Flow{}, fmt.Errorf("unknown confidentiality %d", c)
+		}
+	}
+	return f, nil
 }
 
 // HTTPSpec calls an HTTP endpoint. URL and header values may hold
@@ -96,7 +173,11 @@ type Tool struct {
 	// visible is the parameter schema the model sees: bound parameters
 	// removed.
 	visible json.RawMessage
+	flow    Flow
 }
+
+// Flow returns what the tool does with information (see Definition).
+func (t *Tool) Flow() Flow { return t.flow }
 
 var (
 	namePattern     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -160,6 +241,16 @@ func Compile(d Definition) (*Tool, error) {
 	if err := checkExecutor(d); err != nil {
 		return nil, invalid("%v", err)
 	}
+	if err := checkLabelNames(schema); err != nil {
+		return nil, invalid("%v", err)
+	}
+	if d.Builtin != "" && (d.Consequential != nil || d.Egress != nil || d.ResultConfidentiality != nil || d.Held) {
+		return nil, invalid("a builtin's consequential, egress, result_confidentiality and held are the runtime's and cannot be declared")
+	}
+	flow, err := flowOf(d)
+	if err != nil {
+		return nil, invalid("%v", err)
+	}
 
 	visible := schema.CloneSchemas()
 	for param := range d.Bound {
@@ -176,7 +267,7 @@ func Compile(d Definition) (*Tool, error) {
 			return nil, invalid("%v", err)
 		}
 	}
-	return &Tool{Definition: d, schema: resolved, visible: vb, reserved: newReserved(fixed),
+	return &Tool{Definition: d, schema: resolved, visible: vb, reserved: newReserved(fixed), flow: flow,
 		keys: keysOf(schema, schema, map[*jsonschema.Schema]*keys{})}, nil
 }
 
@@ -198,6 +289,18 @@ func parseSchema(params json.RawMessage) (*jsonschema.Schema, *jsonschema.Resolv
 		return nil, nil, fmt.Errorf("parameters: %v", err)
 	}
 	return &schema, resolved, nil
+}
+
+// checkLabelNames refuses a top-level parameter named like a context
+// attribute the runtime sets for policy (label.Reserved): the call's
+// arguments share Cedar's context record with the turn's labels.
+func checkLabelNames(schema *jsonschema.Schema) error {
+	for name := range schema.Properties {
+		if label.Reserved(name) {
+			return fmt.Errorf("parameter %q is reserved: policy reads the turn's label as context.%s", name, name)
+		}
+	}
+	return nil
 }
 
 // queryNames lists the query parameter names of a URL template. A name

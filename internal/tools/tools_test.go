@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
+	"github.com/bulkhead-ai/bulkhead/internal/label"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
 )
 
@@ -136,5 +137,83 @@ func TestArguments(t *testing.T) {
 	// A bound value that cannot be found fails the call.
 	if _, err := tool.Arguments(`{"customer":"c"}`, func(string) (string, error) { return "", errors.New("no secret") }); err == nil {
 		t.Fatal("Arguments succeeded without its bound values")
+	}
+}
+
+// TestFlow checks what a tool's flow is when declared, the fail-closed
+// defaults when not, and that builtins' flows are the runtime's.
+func TestFlow(t *testing.T) {
+	yes, no := true, false
+	level := func(c label.Confidentiality) *label.Confidentiality { return &c }
+	httpDef := func(scope Scope) Definition {
+		return Definition{Name: "t", Scope: scope, HTTP: &HTTPSpec{Method: "GET", URL: "http://127.0.0.1:1/x"}}
+	}
+	tests := []struct {
+		name string
+		def  func() Definition
+		want Flow
+	}{
+		{"undeclared tenant tool", func() Definition { return httpDef(ScopeTenant) },
+			Flow{Consequential: true, Egress: label.Public, Result: label.Tenant}},
+		{"undeclared global tool", func() Definition { return httpDef(ScopeGlobal) },
+			Flow{Consequential: true, Egress: label.Public, Result: label.Public}},
+		{"declared", func() Definition {
+			d := httpDef(ScopeTenant)
+			d.Consequential, d.Egress, d.ResultConfidentiality = &no, level(label.EndUser), level(label.Secret)
+			return d
+		}, Flow{Consequential: false, Egress: label.EndUser, Result: label.Secret}},
+		{"declared consequential", func() Definition {
+			d := httpDef(ScopeGlobal)
+			d.Consequential = &yes
+			return d
+		}, Flow{Consequential: true, Egress: label.Public, Result: label.Public}},
+		{"kb_search", func() Definition { return Definition{Name: "kb_search", Scope: ScopeTenant, Builtin: "kb_search"} },
+			Flow{Consequential: false, Egress: label.EndUser, Result: label.Tenant}},
+		{"memory_save", func() Definition { return Definition{Name: "memory_save", Scope: ScopeTenant, Builtin: "memory_save"} },
+			Flow{Consequential: true, Egress: label.EndUser, Result: label.EndUser}},
+		{"unknown builtin", func() Definition { return Definition{Name: "x", Scope: ScopeTenant, Builtin: "x"} },
+			Flow{Consequential: true, Egress: label.Public, Result: label.Secret}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tool, err := Compile(tt.def())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tool.Flow(); got != tt.want {
+				t.Errorf("Flow() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	client, err := CompileClient("acme", "send", "", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := client.Flow(); got != (Flow{Consequential: true, Egress: label.EndUser, Result: label.EndUser}) {
+		t.Errorf("client tool Flow() = %+v", got)
+	}
+}
+
+// TestLabelNamesReserved checks no tool may declare a parameter named like
+// a label the runtime puts in the policy context, and a builtin may not
+// declare its flow.
+func TestLabelNamesReserved(t *testing.T) {
+	for _, name := range []string{"integrity", "confidentiality"} {
+		params := json.RawMessage(`{"type":"object","properties":{"` + name + `":{"type":"string"}}}`)
+		d := Definition{Name: "t", Scope: ScopeTenant, Parameters: params, HTTP: &HTTPSpec{Method: "GET", URL: "http://127.0.0.1:1/x"}}
+		if _, err := Compile(d); !errors.Is(err, kind.Invalid) || !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("Compile with parameter %q: %v, want kind.Invalid naming it reserved", name, err)
+		}
+		if _, err := CompileClient("acme", "c", "", params, nil); !errors.Is(err, kind.Invalid) || !strings.Contains(err.Error(), "reserved") {
+			t.Errorf("CompileClient with parameter %q: %v, want kind.Invalid naming it reserved", name, err)
+		}
+	}
+	held := Definition{Name: "kb_search", Scope: ScopeTenant, Builtin: "kb_search", Held: true}
+	if _, err := Compile(held); !errors.Is(err, kind.Invalid) {
+		t.Errorf("a held builtin compiled: %v", err)
+	}
+	var d Definition
+	if err := json.Unmarshal([]byte(`{"egress":"everyone"}`), &d); err == nil {
+		t.Error("an unknown egress level decoded")
 	}
 }
