@@ -455,9 +455,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		if err != nil {
 			return Result{}, err
 		}
-		usage.PromptTokens += resp.Usage.PromptTokens
-		usage.CompletionTokens += resp.Usage.CompletionTokens
-		usage.TotalTokens += resp.Usage.TotalTokens
+		usage = usage.Add(resp.Usage)
 		if len(resp.Message.ToolCalls) == 0 {
 			break
 		}

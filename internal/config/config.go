@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -50,6 +52,10 @@ type Config struct {
 	// PostgreSQL, shared by every replica, instead of in SQLite files under
 	// the data directory.
 	Database *Database `yaml:"database"`
+	// Prices are what each model costs, by "<provider>/<model>", for the
+	// usage records and the tenants' money budgets. A model not listed
+	// costs nothing (its tokens are still counted).
+	Prices map[string]Price `yaml:"prices"`
 	// Metrics and Telemetry configure /metrics and tracing.
 	Metrics   Metrics   `yaml:"metrics"`
 	Telemetry Telemetry `yaml:"telemetry"`
@@ -170,6 +176,41 @@ type Embedder struct {
 	Timeout      time.Duration `yaml:"timeout"`
 }
 
+// Price is what one model charges, in US dollars per million tokens.
+type Price struct {
+	Input       float64 `yaml:"input"`
+	CachedInput float64 `yaml:"cached_input"`
+	Output      float64 `yaml:"output"`
+}
+
+// maxPriceUSD bounds a price per million tokens, so that micro-dollar
+// arithmetic cannot overflow.
+const maxPriceUSD = 1_000_000
+
+// PriceTable returns the prices in micro-dollars per million tokens. A
+// negative, non-finite or absurd price, or a name not of the form
+// "<provider>/<model>", is an error naming the model.
+func (c Config) PriceTable() (map[string]llm.Price, error) {
+	out := make(map[string]llm.Price, len(c.Prices))
+	for model, p := range c.Prices {
+		if prov, name, ok := strings.Cut(model, "/"); !ok || prov == "" || name == "" {
+			return nil, fmt.Errorf("prices: %q is not \"<provider>/<model>\"", model)
+		}
+		var micro [3]int64
+		for i, f := range []struct {
+			name string
+			usd  float64
+		}{{"input", p.Input}, {"cached_input", p.CachedInput}, {"output", p.Output}} {
+			if math.IsNaN(f.usd) || f.usd < 0 || f.usd > maxPriceUSD {
+				return nil, fmt.Errorf("prices: model %q: %s must be between 0 and %d US dollars per million tokens, not %v", model, f.name, maxPriceUSD, f.usd)
+			}
+			micro[i] = int64(math.Round(f.usd * 1e6))
+		}
+		out[model] = llm.Price{InputMicroUSD: micro[0], CachedInputMicroUSD: micro[1], OutputMicroUSD: micro[2]}
+	}
+	return out, nil
+}
+
 // Provider declares one model provider.
 type Provider struct {
 	Name string `yaml:"name"`
@@ -220,6 +261,9 @@ func Parse(b []byte) (Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("parse config: %w", err)
+	}
+	if _, err := c.PriceTable(); err != nil {
 		return Config{}, fmt.Errorf("parse config: %w", err)
 	}
 	return c.WithDefaults(), nil

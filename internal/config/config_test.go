@@ -258,3 +258,62 @@ func TestAnthropicProvider(t *testing.T) {
 		t.Error("anthropic with an ftp base_url: no error")
 	}
 }
+
+func TestParsePrices(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		yaml    string
+		want    map[string]llm.Price
+		wantErr string // a substring of the error; "" for none
+	}{
+		{name: "none", yaml: ``, want: map[string]llm.Price{}},
+		{name: "one model", yaml: `
+prices:
+  upstream/gpt-4o-mini: {input: 0.15, cached_input: 0.075, output: 0.6}
+`, want: map[string]llm.Price{"upstream/gpt-4o-mini": {InputMicroUSD: 150_000, CachedInputMicroUSD: 75_000, OutputMicroUSD: 600_000}}},
+		{name: "free model", yaml: `
+prices:
+  offline/default: {}
+`, want: map[string]llm.Price{"offline/default": {}}},
+		{name: "negative output", yaml: `
+prices:
+  upstream/gpt-4o: {input: 2.5, output: -10}
+`, wantErr: `model "upstream/gpt-4o": output`},
+		{name: "negative cached input", yaml: `
+prices:
+  upstream/gpt-4o: {cached_input: -1}
+`, wantErr: `model "upstream/gpt-4o": cached_input`},
+		{name: "no provider", yaml: `
+prices:
+  gpt-4o: {input: 1}
+`, wantErr: `"gpt-4o" is not`},
+		{name: "unknown field", yaml: `
+prices:
+  upstream/gpt-4o: {inputs: 1}
+`, wantErr: "inputs"},
+		{name: "absurd", yaml: `
+prices:
+  upstream/gpt-4o: {input: 1e30}
+`, wantErr: `model "upstream/gpt-4o": input`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.yaml))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("Parse: err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.PriceTable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("PriceTable() = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -412,7 +412,8 @@ func finishReason(stop string) string {
 
 func (u antUsage) usage() Usage {
 	prompt := u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens
-	return Usage{PromptTokens: prompt, CompletionTokens: u.OutputTokens, TotalTokens: prompt + u.OutputTokens}
+	return Usage{PromptTokens: prompt, CompletionTokens: u.OutputTokens, TotalTokens: prompt + u.OutputTokens,
+		PromptTokensDetails: PromptTokensDetails{CachedTokens: u.CacheReadInputTokens}}
 }
 
 func (c *Anthropic) readJSON(actx context.Context, body io.Reader, onDelta func(string) error) (Response, error) {

@@ -270,7 +270,7 @@ func TestAnthropicResponse(t *testing.T) {
 		if resp.FinishReason != tt.want || resp.Message.Content != "Let me check. Done." || !reflect.DeepEqual(resp.Message.ToolCalls, wantCalls) {
 			t.Errorf("stop %s: %+v", tt.stop, resp)
 		}
-		if resp.Usage != (Usage{PromptTokens: 111, CompletionTokens: 5, TotalTokens: 116}) {
+		if resp.Usage != (Usage{PromptTokens: 111, CompletionTokens: 5, TotalTokens: 116, PromptTokensDetails: PromptTokensDetails{CachedTokens: 100}}) {
 			t.Errorf("usage %+v", resp.Usage)
 		}
 		if !reflect.DeepEqual(streamed, []string{"Let me check. Done."}) {
@@ -314,7 +314,7 @@ func TestAnthropicStream(t *testing.T) {
 			{ID: "toolu_2", Type: "function", Function: FunctionCall{Name: "now", Arguments: `{}`}},
 		}},
 		FinishReason: "tool_calls", Model: "claude-test-2",
-		Usage: Usage{PromptTokens: 25, CompletionTokens: 30, TotalTokens: 55},
+		Usage: Usage{PromptTokens: 25, CompletionTokens: 30, TotalTokens: 55, PromptTokensDetails: PromptTokensDetails{CachedTokens: 5}},
 	}
 	if !reflect.DeepEqual(resp, want) {
 		t.Errorf("got %+v\nwant %+v", resp, want)

@@ -109,6 +109,40 @@ type Usage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// PromptTokensDetails says how many of PromptTokens the provider served
+	// from its prompt cache (OpenAI's field; Anthropic's cache reads).
+	PromptTokensDetails PromptTokensDetails `json:"prompt_tokens_details,omitzero"`
+}
+
+// PromptTokensDetails breaks prompt tokens down.
+type PromptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
+}
+
+// Add returns u with v's counts added.
+func (u Usage) Add(v Usage) Usage {
+	u.PromptTokens += v.PromptTokens
+	u.CompletionTokens += v.CompletionTokens
+	u.TotalTokens += v.TotalTokens
+	u.PromptTokensDetails.CachedTokens += v.PromptTokensDetails.CachedTokens
+	return u
+}
+
+// Price is what a model charges, in micro-dollars (millionths of a US
+// dollar) per million tokens: integers, so spend adds up exactly.
+type Price struct {
+	InputMicroUSD, CachedInputMicroUSD, OutputMicroUSD int64
+}
+
+// Cost is what u costs at p, in micro-dollars, rounded to the nearest.
+// Cached prompt tokens are charged at the cached rate, the rest of the
+// prompt at the input rate.
+func (p Price) Cost(u Usage) int64 {
+	cached := int64(min(max(u.PromptTokensDetails.CachedTokens, 0), max(u.PromptTokens, 0)))
+	input := int64(max(u.PromptTokens, 0)) - cached
+	output := int64(max(u.CompletionTokens, 0))
+	total := input*p.InputMicroUSD + cached*p.CachedInputMicroUSD + output*p.OutputMicroUSD
+	return (total + 500_000) / 1_000_000
 }
 
 // Response is a provider's final answer for one request.
