@@ -182,6 +182,14 @@ type backend interface {
 	// snapshot's, and bumps no version.
 	touchKeys(ctx context.Context, used map[tenant.KeyID]time.Time) error
 	revokeKey(ctx context.Context, id tenant.ID, keyID tenant.KeyID, at time.Time) (int64, error)
+	// addUsage adds batch to the usage rows, in one transaction, skipping
+	// incarnations that no longer exist; it bumps no version.
+	addUsage(ctx context.Context, batch map[usageKey]Usage) error
+	// usage reads tenant id's usage rows (every tenant's if id is empty)
+	// of days from to to, both included.
+	usage(ctx context.Context, id tenant.ID, from, to string) ([]UsageRow, error)
+	// spentOn reads incarnation inc's spend on day, per end user.
+	spentOn(ctx context.Context, inc tenant.Incarnation, day string) (map[tenant.UserID]int64, error)
 	// keys reads tenant id's keys, revoked ones too, oldest first.
 	keys(ctx context.Context, id tenant.ID) ([]Key, error)
 	createTool(ctx context.Context, t *tools.Tool, def string, at time.Time) (int64, error)
@@ -271,6 +279,7 @@ type Plane struct {
 
 	hooks     hookQueue
 	keyUse    keyUse
+	usage     usageMeter
 	stopWatch func() // stops the backend's watcher; nil if it has none
 	closeOnce sync.Once
 	closeErr  error

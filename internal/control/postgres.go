@@ -128,7 +128,7 @@ func migratePostgres(ctx context.Context, ownerURL, appRole string) error {
 	}
 	role := pgx.Identifier{appRole}.Sanitize()
 	for _, grant := range []string{
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON control_tenants, control_api_keys, control_tools, control_deleted_stores TO ` + role,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON control_tenants, control_api_keys, control_tools, control_deleted_stores, control_usage TO ` + role,
 		`GRANT SELECT, INSERT, UPDATE ON control_keyring TO ` + role,
 		`GRANT SELECT, UPDATE ON control_state TO ` + role,
 	} {
@@ -610,4 +610,55 @@ func (p *Plane) apply(ctx context.Context, b *pgBackend, payload string) error {
 	}
 	p.version = v
 	return nil
+}
+
+// addUsage is no change of the control plane's: it writes no change
+// version, so no replica reloads for it.
+func (b *pgBackend) addUsage(ctx context.Context, batch map[usageKey]Usage) error {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	for _, k := range sortedUsage(batch) {
+		u := batch[k]
+		// Only into the incarnation the usage was counted for: a tenant
+		// deleted (and perhaps created again) since gets none of it.
+		if _, err := tx.Exec(ctx, `INSERT INTO control_usage AS u (tenant_id, day, end_user, model, requests, input_tokens, cached_input_tokens, output_tokens, spend_micro_usd)
+			SELECT id, $3::date, $4, $5, $6, $7, $8, $9, $10 FROM control_tenants WHERE id = $1 AND storage_id = $2
+			ON CONFLICT (tenant_id, day, end_user, model) DO UPDATE SET
+				requests = u.requests + excluded.requests, input_tokens = u.input_tokens + excluded.input_tokens,
+				cached_input_tokens = u.cached_input_tokens + excluded.cached_input_tokens,
+				output_tokens = u.output_tokens + excluded.output_tokens, spend_micro_usd = u.spend_micro_usd + excluded.spend_micro_usd`,
+			k.inc.Tenant(), k.inc.Storage(), k.day, k.endUser, k.model, u.Requests, u.InputTokens, u.CachedInputTokens, u.OutputTokens, u.SpendMicroUSD); err != nil {
+			return err
+		}
+	}
+	return tx.Commit(ctx)
+}
+
+func (b *pgBackend) usage(ctx context.Context, id tenant.ID, from, to string) ([]UsageRow, error) {
+	rows, _ := b.pool.Query(ctx, `SELECT to_char(day, 'YYYY-MM-DD'), tenant_id, end_user, model, requests, input_tokens, cached_input_tokens, output_tokens, spend_micro_usd
+		FROM control_usage WHERE ($1 = '' OR tenant_id = $1) AND day >= $2::date AND day <= $3::date
+		ORDER BY day, tenant_id, end_user, model`, id, from, to)
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (UsageRow, error) {
+		var r UsageRow
+		err := row.Scan(&r.Day, &r.Tenant, &r.EndUser, &r.Model, &r.Requests, &r.InputTokens, &r.CachedInputTokens, &r.OutputTokens, &r.SpendMicroUSD)
+		return r, err
+	})
+}
+
+func (b *pgBackend) spentOn(ctx context.Context, inc tenant.Incarnation, day string) (map[tenant.UserID]int64, error) {
+	rows, _ := b.pool.Query(ctx, `SELECT u.end_user, SUM(u.spend_micro_usd)::bigint FROM control_usage u JOIN control_tenants t ON t.id = u.tenant_id
+		WHERE u.tenant_id = $1 AND t.storage_id = $2 AND u.day = $3::date GROUP BY u.end_user`, inc.Tenant(), inc.Storage(), day)
+	out := map[tenant.UserID]int64{}
+	var (
+		user  string
+		spent int64
+	)
+	_, err := pgx.ForEachRow(rows, []any{&user, &spent}, func() error {
+		out[tenant.UserID(user)] = spent
+		return nil
+	})
+	return out, err
 }

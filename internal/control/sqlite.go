@@ -369,3 +369,66 @@ func (b sqliteBackend) rotate(ctx context.Context, old, check []byte, rewrap fun
 	}
 	return out, 0, tx.Commit()
 }
+
+func (b sqliteBackend) addUsage(ctx context.Context, batch map[usageKey]Usage) error {
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	for _, k := range sortedUsage(batch) {
+		u := batch[k]
+		// Only into the incarnation the usage was counted for: a tenant
+		// deleted (and perhaps created again) since gets none of it.
+		if _, err := tx.ExecContext(ctx, `INSERT INTO usage (tenant_id, day, end_user, model, requests, input_tokens, cached_input_tokens, output_tokens, spend_micro_usd)
+			SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM tenants WHERE id = ? AND storage_id = ?
+			ON CONFLICT (tenant_id, day, end_user, model) DO UPDATE SET
+				requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens,
+				cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
+				output_tokens = output_tokens + excluded.output_tokens, spend_micro_usd = spend_micro_usd + excluded.spend_micro_usd`,
+			k.day, k.endUser, k.model, u.Requests, u.InputTokens, u.CachedInputTokens, u.OutputTokens, u.SpendMicroUSD,
+			k.inc.Tenant(), k.inc.Storage()); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+func (b sqliteBackend) usage(ctx context.Context, id tenant.ID, from, to string) ([]UsageRow, error) {
+	rows, err := b.db.QueryContext(ctx, `SELECT day, tenant_id, end_user, model, requests, input_tokens, cached_input_tokens, output_tokens, spend_micro_usd
+		FROM usage WHERE (? = '' OR tenant_id = ?) AND day >= ? AND day <= ? ORDER BY day, tenant_id, end_user, model`, id, id, from, to)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []UsageRow
+	for rows.Next() {
+		var r UsageRow
+		if err := rows.Scan(&r.Day, &r.Tenant, &r.EndUser, &r.Model, &r.Requests, &r.InputTokens, &r.CachedInputTokens, &r.OutputTokens, &r.SpendMicroUSD); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func (b sqliteBackend) spentOn(ctx context.Context, inc tenant.Incarnation, day string) (map[tenant.UserID]int64, error) {
+	rows, err := b.db.QueryContext(ctx, `SELECT u.end_user, SUM(u.spend_micro_usd) FROM usage u JOIN tenants t ON t.id = u.tenant_id
+		WHERE u.tenant_id = ? AND t.storage_id = ? AND u.day = ? GROUP BY u.end_user`, inc.Tenant(), inc.Storage(), day)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[tenant.UserID]int64{}
+	for rows.Next() {
+		var (
+			user  tenant.UserID
+			spent int64
+		)
+		if err := rows.Scan(&user, &spent); err != nil {
+			return nil, err
+		}
+		out[user] = spent
+	}
+	return out, rows.Err()
+}

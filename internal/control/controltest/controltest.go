@@ -59,6 +59,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ConcurrentUpdates", testConcurrentUpdates},
 		{"UpdateNeverReachesNextIncarnation", testUpdateNeverReachesNextIncarnation},
 		{"Issuers", testIssuers},
+		{"Usage", testUsage},
 	})
 }
 
