@@ -114,6 +114,16 @@ type Quota interface {
 	Spend(ctx context.Context, inc tenant.Incarnation, l quota.Limits, tokens int) error
 }
 
+// Meter records what each model call used and cost, and holds turns to
+// the tenant's money budgets.
+type Meter interface {
+	// CheckSpend refuses a turn of scope (a *quota.LimitedError) when a
+	// money budget of l is spent; any other error also denies.
+	CheckSpend(ctx context.Context, scope auth.Scope, l quota.Limits) error
+	// Record adds one model call of model ("provider/model") for scope.
+	Record(scope auth.Scope, model string, u llm.Usage)
+}
+
 // Turn is one request to the agent.
 type Turn struct {
 	Messages    []llm.Message    // new messages from the client
@@ -188,6 +198,10 @@ type Deps struct {
 	MaxSteps int
 	// Quota admits each turn. Required: NoQuota admits everything.
 	Quota Quota
+	// Meter records usage and spend and enforces money budgets; nil
+	// records nothing, and then a money budget cannot be enforced: a turn
+	// under one is refused.
+	Meter Meter
 	// Cache and Ciphers serve repeated questions; nil Cache disables it.
 	Cache   ResponseCache
 	Ciphers Ciphers
@@ -304,6 +318,10 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 	if !scope.Valid() {
 		return Result{}, fmt.Errorf("run agent: %w", store.ErrNoScope)
 	}
+	if err := a.checkSpend(ctx, scope, profile.Limits); err != nil {
+		a.Observer.Event(ctx, EventQuotaRefused, "")
+		return Result{}, err
+	}
 	start := time.Now()
 	release, err := a.Quota.Admit(ctx, scope.Incarnation(), profile.Limits)
 	a.observe(ctx, StageQuota, start)
@@ -322,6 +340,31 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		}
 	}
 	return res, err
+}
+
+// checkSpend holds the turn to the money budgets, failing closed: with a
+// budget set and no Meter to count against it, the turn is refused.
+func (a *Agent) checkSpend(ctx context.Context, scope auth.Scope, l quota.Limits) error {
+	if !l.HasSpendBudget() {
+		return nil
+	}
+	if a.Meter == nil {
+		return errors.New("check spend budget: no usage meter is configured")
+	}
+	if err := a.Meter.CheckSpend(ctx, scope, l); err != nil {
+		if errors.Is(err, kind.Limited) {
+			return err
+		}
+		return fmt.Errorf("check spend budget: %w", err)
+	}
+	return nil
+}
+
+// meter records one model call's usage, if a Meter is set.
+func (a *Agent) meter(scope auth.Scope, model string, u llm.Usage) {
+	if a.Meter != nil {
+		a.Meter.Record(scope, model, u)
+	}
 }
 
 func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn Turn) (Result, error) {

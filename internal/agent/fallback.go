@@ -83,6 +83,8 @@ func (a *Agent) chatChain(ctx context.Context, scope auth.Scope, profile Profile
 			a.Observer.Event(ctx, EventUpstreamError, failureName(w.err))
 		}
 		if err == nil {
+			// Every answered call is paid for, whatever the guard makes of it.
+			a.meter(scope, c.model, resp.Usage)
 			if i > 0 {
 				if resp.Model == "" {
 					resp.Model = c.route.Model

@@ -98,7 +98,8 @@ func (profile Profile) pickModel(p control.Profile, model string) (Profile, erro
 // QuotaLimits are a tenant's limits as the quota admits against them.
 func QuotaLimits(l control.Limits) quota.Limits {
 	return quota.Limits{RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute,
-		MaxConcurrent: l.MaxConcurrent, TokenBudget: l.TokenBudget, BudgetPeriod: time.Duration(l.BudgetPeriodHours) * time.Hour}
+		MaxConcurrent: l.MaxConcurrent, TokenBudget: l.TokenBudget, BudgetPeriod: time.Duration(l.BudgetPeriodHours) * time.Hour,
+		SpendPerDayMicroUSD: control.MicroUSD(l.SpendPerDayUSD), EndUserSpendPerDayMicroUSD: control.MicroUSD(l.EndUserSpendPerDayUSD)}
 }
 
 // definitionVersion changes whenever the tenant's definition or policy

@@ -18,6 +18,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -68,7 +69,19 @@ type Limits struct {
 	// TokenBudget caps tokens per BudgetPeriodHours (default 720, 30 days).
 	TokenBudget       int64 `json:"token_budget,omitempty"`
 	BudgetPeriodHours int   `json:"budget_period_hours,omitempty"`
+	// SpendPerDayUSD caps what the tenant spends on models per UTC day, and
+	// EndUserSpendPerDayUSD what each of its end users does, in US dollars
+	// at the configured prices, so one end user cannot spend the tenant's
+	// whole budget. Kept exact to the micro-dollar.
+	SpendPerDayUSD        float64 `json:"spend_per_day_usd,omitempty"`
+	EndUserSpendPerDayUSD float64 `json:"end_user_spend_per_day_usd,omitempty"`
 }
+
+// MaxSpendPerDayUSD bounds a money budget, so micro-dollars cannot overflow.
+const MaxSpendPerDayUSD = 1e9
+
+// MicroUSD returns usd in micro-dollars, rounded to the nearest.
+func MicroUSD(usd float64) int64 { return int64(math.Round(usd * 1e6)) }
 
 // Tenant is one customer of the service.
 type Tenant struct {
@@ -1090,6 +1103,15 @@ func validate(t Tenant) error {
 	if t.Limits.RequestsPerMinute < 0 || t.Limits.TokensPerMinute < 0 || t.Limits.MaxConcurrent < 0 ||
 		t.Limits.TokenBudget < 0 || t.Limits.BudgetPeriodHours < 0 {
 		return fmt.Errorf("%w: limits must not be negative", kind.Invalid)
+	}
+	for _, b := range []struct {
+		name string
+		usd  float64
+	}{{"spend_per_day_usd", t.Limits.SpendPerDayUSD}, {"end_user_spend_per_day_usd", t.Limits.EndUserSpendPerDayUSD}} {
+		// A budget that rounds to no micro-dollar would mean "unlimited".
+		if math.IsNaN(b.usd) || b.usd < 0 || b.usd > MaxSpendPerDayUSD || (b.usd > 0 && MicroUSD(b.usd) == 0) {
+			return fmt.Errorf("%w: limits: %s must be 0 (unlimited) or between $0.000001 and $%.0f", kind.Invalid, b.name, float64(MaxSpendPerDayUSD))
+		}
 	}
 	return nil
 }

@@ -28,6 +28,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
@@ -44,6 +45,9 @@ const (
 	LimitTokensPerMinute   = "tokens_per_minute"
 	LimitMaxConcurrent     = "max_concurrent"
 	LimitTokenBudget       = "token_budget"
+	// The money budgets, per UTC day (CheckSpend).
+	LimitSpendPerDay        = "spend_per_day_usd"
+	LimitEndUserSpendPerDay = "end_user_spend_per_day_usd"
 )
 
 // concurrencyRetry is the RetryAfter reported when MaxConcurrent is reached:
@@ -60,6 +64,15 @@ type Limits struct {
 	// BudgetPeriod is the length of a budget window, at least a millisecond;
 	// zero means DefaultBudgetPeriod.
 	BudgetPeriod time.Duration
+	// SpendPerDayMicroUSD caps what the tenant spends per UTC day, and
+	// EndUserSpendPerDayMicroUSD what each of its end users does, in
+	// micro-dollars (CheckSpend).
+	SpendPerDayMicroUSD, EndUserSpendPerDayMicroUSD int64
+}
+
+// HasSpendBudget reports whether l holds a money budget.
+func (l Limits) HasSpendBudget() bool {
+	return l.SpendPerDayMicroUSD > 0 || l.EndUserSpendPerDayMicroUSD > 0
 }
 
 // periodMillis returns the budget window in milliseconds.
@@ -99,9 +112,14 @@ type LimitedError struct {
 	// RetryAfter is how long until a request would be admitted again,
 	// assuming nothing else changes; always positive.
 	RetryAfter time.Duration
+	// Message, if set, is the error's text instead of the generic one.
+	Message string
 }
 
 func (e *LimitedError) Error() string {
+	if e.Message != "" {
+		return e.Message
+	}
 	return fmt.Sprintf("%v: %s exceeded, retry after %v", kind.Limited, e.Limit, e.RetryAfter.Round(time.Millisecond))
 }
 
@@ -111,6 +129,42 @@ func (e *LimitedError) Is(target error) bool { return target == kind.Limited }
 // limited returns a LimitedError with a RetryAfter of at least a millisecond.
 func limited(limit string, retry time.Duration) *LimitedError {
 	return &LimitedError{Limit: limit, RetryAfter: max(retry, time.Millisecond)}
+}
+
+// CheckSpend refuses a request when a money budget of l is spent: the
+// tenant's spent micro-dollars today (UTC) of SpendPerDayMicroUSD, or
+// endUser's userSpent of EndUserSpendPerDayMicroUSD. A request naming no
+// end user is held to the tenant's budget only. The refusal says which
+// budget and when it resets (the next UTC midnight after now).
+func CheckSpend(l Limits, spent, userSpent int64, endUser tenant.UserID, now time.Time) error {
+	resets := now.UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)
+	refuse := func(limit, whose string, budget int64) error {
+		return &LimitedError{Limit: limit, RetryAfter: max(resets.Sub(now), time.Millisecond),
+			Message: fmt.Sprintf("%v: %s daily spend budget (%s = %s) is spent; it resets at %s", kind.Limited, whose, limit,
+				formatUSD(budget), resets.Format(time.RFC3339))}
+	}
+	if l.SpendPerDayMicroUSD > 0 && spent >= l.SpendPerDayMicroUSD {
+		return refuse(LimitSpendPerDay, "the tenant's", l.SpendPerDayMicroUSD)
+	}
+	if endUser != "" && l.EndUserSpendPerDayMicroUSD > 0 && userSpent >= l.EndUserSpendPerDayMicroUSD {
+		return refuse(LimitEndUserSpendPerDay, "this end user's", l.EndUserSpendPerDayMicroUSD)
+	}
+	return nil
+}
+
+// formatUSD writes micro-dollars (not negative) as dollars, without
+// zeros past the cents.
+func formatUSD(micro int64) string {
+	return "$" + trimCents(fmt.Sprintf("%d.%06d", micro/1_000_000, micro%1_000_000))
+}
+
+// trimCents removes zeros after the cents: "1.500000" is "1.50".
+func trimCents(s string) string {
+	dot := strings.IndexByte(s, '.')
+	for len(s) > dot+3 && s[len(s)-1] == '0' {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // Limiter is implemented by Memory and Redis.

@@ -3,6 +3,7 @@ package quota
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -269,5 +270,47 @@ func TestCarry(t *testing.T) {
 		if got := carry(tt.tokens, tt.oldN, tt.newN); got != tt.want {
 			t.Errorf("carry(%v, %d, %d) = %v; want %v", tt.tokens, tt.oldN, tt.newN, got, tt.want)
 		}
+	}
+}
+
+func TestCheckSpend(t *testing.T) {
+	now := time.Date(2026, 12, 4, 19, 0, 0, 0, time.UTC)
+	l := Limits{SpendPerDayMicroUSD: 5_000_000, EndUserSpendPerDayMicroUSD: 1_500_000}
+	for _, tt := range []struct {
+		name             string
+		l                Limits
+		spent, userSpent int64
+		user             tenant.UserID
+		want             string // the limit reached; "" admits
+		wantText         string
+	}{
+		{name: "no budgets", l: Limits{}, spent: 1 << 40, userSpent: 1 << 40, user: "u1"},
+		{name: "under both", l: l, spent: 4_999_999, userSpent: 1_499_999, user: "u1"},
+		{name: "tenant spent", l: l, spent: 5_000_000, userSpent: 0, user: "u2", want: LimitSpendPerDay,
+			wantText: "the tenant's daily spend budget (spend_per_day_usd = $5.00) is spent; it resets at 2026-12-05T00:00:00Z"},
+		{name: "end user spent", l: l, spent: 2_000_000, userSpent: 1_500_000, user: "u1", want: LimitEndUserSpendPerDay,
+			wantText: "this end user's daily spend budget (end_user_spend_per_day_usd = $1.50) is spent"},
+		{name: "no end user: tenant budget only", l: l, spent: 2_000_000, userSpent: 1_500_000, user: ""},
+		{name: "fractions of a cent", l: Limits{SpendPerDayMicroUSD: 1_234}, spent: 1_234, want: LimitSpendPerDay, wantText: "$0.001234"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckSpend(tt.l, tt.spent, tt.userSpent, tt.user, now)
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("CheckSpend = %v, want nil", err)
+				}
+				return
+			}
+			var le *LimitedError
+			if !errors.As(err, &le) || le.Limit != tt.want || !errors.Is(err, kind.Limited) {
+				t.Fatalf("CheckSpend = %v, want a LimitedError of %s", err, tt.want)
+			}
+			if le.RetryAfter != 5*time.Hour {
+				t.Errorf("RetryAfter = %v, want 5h (to midnight UTC)", le.RetryAfter)
+			}
+			if !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("message %q does not contain %q", err.Error(), tt.wantText)
+			}
+		})
 	}
 }

@@ -168,6 +168,10 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
+	prices, err := cfg.PriceTable()
+	if err != nil {
+		return nil, err
+	}
 	kek, err := keyring.NewLocalKEK(o.MasterKey)
 	if err != nil {
 		return nil, err
@@ -279,7 +283,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	agnt, err := agent.New(agent.Deps{
 		Observer: observer,
 		Models:   models, History: stores, Secrets: stores, Tools: plane,
-		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter,
+		HTTP: tools.NewHTTP(tools.HTTPOptions{}), MCP: mcp, Builtins: builtins, Quota: limiter, Meter: NewMeter(plane, prices),
 		Cache: responses, Ciphers: ring, Audit: auditLog, Guard: outputGuard,
 		Logger: logger, HistoryMessages: cfg.HistoryMessages,
 		Definitions: plane, Policies: policies,
@@ -314,6 +318,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 	// and all of it before the stores close.
 	c.goRun(ctx, "audit log", auditLog.Run)
 	c.goRun(ctx, "key last-used times", plane.RunKeyUse)
+	c.goRun(ctx, "usage records", plane.RunUsage)
 	c.goRun(ctx, "refused-key records", refusals.Run)
 	// The guard's silent cross-tenant text check, off the requests' path.
 	c.goRun(ctx, "guard text check", func(ctx context.Context) error {
@@ -347,6 +352,7 @@ func open(ctx context.Context, o Options, c *closers) (*Instance, error) {
 		DefaultModel: cfg.DefaultModel,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Telemetry:    tel,
+		Usage:        plane,
 	})
 	return &Instance{handler: h, telemetry: tel, plane: plane, stores: stores, lifecycle: life, guard: outputGuard, mcp: mcp, closers: c}, nil
 }

@@ -30,7 +30,7 @@ import (
 // and with Redis.
 var (
 	wantOpened = []string{"control plane", "tenant stores", "mcp tool sessions", "tracing",
-		"audit log", "key last-used times", "refused-key records", "guard text check", "guard index of stored text"}
+		"audit log", "key last-used times", "usage records", "refused-key records", "guard text check", "guard index of stored text"}
 	wantOpenedRedis = slices.Insert(slices.Clone(wantOpened), 2, "redis client")
 )
 

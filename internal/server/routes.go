@@ -54,6 +54,7 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	tenantRoute("POST /v1/memories", handleAddMemory(d))
 	tenantRoute("GET /v1/memories", handleListMemories(d))
 	tenantRoute("GET /v1/audit", handleTenantAudit(d))
+	tenantRoute("GET /v1/usage", handleUsage(d))
 
 	// MCP server (streamable HTTP): the tenant's tools and documents for
 	// MCP clients; a 401 points to the protected-resource metadata.
@@ -82,6 +83,8 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("GET /admin/v1/tenants/{tenant}/policy", admin(handleGetPolicy(d)))
 	mux.Handle("GET /admin/v1/policy-templates", admin(handlePolicyTemplates()))
 	mux.Handle("GET /admin/v1/tenants/{tenant}/audit", admin(handleAdminAudit(d)))
+	mux.Handle("GET /admin/v1/tenants/{tenant}/usage", admin(handleAdminTenantUsage(d)))
+	mux.Handle("GET /admin/v1/usage", admin(handleAdminUsage(d)))
 
 	// End-user tokens: issuers, RFC 9728 metadata for MCP clients, CORS.
 	mux.Handle("POST /admin/v1/tenants/{tenant}/issuers", admin(handleCreateIssuer(d)))

@@ -181,6 +181,9 @@ type Deps struct {
 	// Telemetry counts and traces requests and serves GET /metrics; nil
 	// records nothing.
 	Telemetry *telemetry.Telemetry
+	// Usage serves the usage and spend records (usage.go); nil serves
+	// none.
+	Usage UsageLog
 }
 
 // New returns the HTTP handler for the whole API.

@@ -72,6 +72,8 @@ type envOptions struct {
 	metrics   config.Metrics
 	telemetry config.Telemetry
 	spans     sdktrace.SpanExporter
+	// prices is the config's price table.
+	prices map[string]config.Price
 }
 
 // envQuota is a limiter the test environment can use.
@@ -120,7 +122,7 @@ func newTestEnv(t testing.TB, opts envOptions) *testEnv {
 		DataDir: dir,
 		Config: config.Config{MaxBodyBytes: opts.maxBodyBytes, MaxOpenTenants: opts.maxOpen,
 			Database: opts.database, Redis: opts.redis, Embedders: opts.embedders,
-			Metrics: opts.metrics, Telemetry: opts.telemetry},
+			Metrics: opts.metrics, Telemetry: opts.telemetry, Prices: opts.prices},
 		AdminToken:     testAdminToken,
 		MasterKey:      masterKey,
 		Getenv:         func(k string) string { return opts.env[k] },
