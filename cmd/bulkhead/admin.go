@@ -283,7 +283,29 @@ func addAdminCmds(root *cobra.Command, getenv func(string) string, stdout io.Wri
 				return err
 			}},
 	)
-	root.AddCommand(tenantCmd, keyCmd, secretCmd, toolCmd, policyCmd, newAuditCmd(client, server, stdout), newIssuerCmd(client, server, stdout))
+	var usageTenant, usageFrom, usageTo string
+	usageCmd := &cobra.Command{Use: "usage", Short: "Print usage and spend per tenant, end user, model and UTC day (admin)", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := "/admin/v1/usage"
+			if usageTenant != "" {
+				path = "/admin/v1/tenants/" + url.PathEscape(usageTenant) + "/usage"
+			}
+			q := url.Values{}
+			for name, v := range map[string]string{"from": usageFrom, "to": usageTo} {
+				if v != "" {
+					q.Set(name, v)
+				}
+			}
+			if len(q) > 0 {
+				path += "?" + q.Encode()
+			}
+			return call(cmd, http.MethodGet, path, nil)
+		}}
+	usageCmd.Flags().StringVar(&client.server, "server", server, "server URL (env BULKHEAD_SERVER)")
+	usageCmd.Flags().StringVar(&usageTenant, "tenant", "", "only this tenant (default: every tenant)")
+	usageCmd.Flags().StringVar(&usageFrom, "from", "", "first day, YYYY-MM-DD (default: 29 days before --to)")
+	usageCmd.Flags().StringVar(&usageTo, "to", "", "last day, YYYY-MM-DD (default: today, UTC)")
+	root.AddCommand(tenantCmd, keyCmd, secretCmd, toolCmd, policyCmd, usageCmd, newAuditCmd(client, server, stdout), newIssuerCmd(client, server, stdout))
 }
 
 // tenantFlags are the tenant fields settable from the command line.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -26,5 +27,39 @@ func TestPolicyTemplate(t *testing.T) {
 	err := run(t.Context(), []string{"policy", "template", "allow-all"}, getenv, &out, &errOut)
 	if err == nil || !strings.Contains(err.Error(), "trusted-action") || out.Len() > 0 {
 		t.Errorf("unknown template: err %v, output %q; want an error naming the templates", err, out.String())
+	}
+}
+
+func TestUsageCommand(t *testing.T) {
+	t.Parallel()
+	base, admin := startServer(t)
+	acme := createTenantKey(t, base, admin, map[string]any{"id": "acme"})
+	globex := createTenantKey(t, base, admin, map[string]any{"id": "globex"})
+	for _, key := range []string{acme, globex} {
+		chat := map[string]any{"model": "default", "user": "u1", "messages": []map[string]string{{"role": "user", "content": "hello"}}}
+		if status, b := call(t, http.MethodPost, base+"/v1/chat/completions", key, chat); status != http.StatusOK {
+			t.Fatalf("chat: %d %s", status, b)
+		}
+	}
+	env := envMap(map[string]string{"BULKHEAD_SERVER": base, "BULKHEAD_ADMIN_TOKEN": admin})
+	for _, tt := range []struct {
+		args          []string
+		want, notWant string
+	}{
+		{[]string{"usage", "--tenant", "acme"}, `"tenant": "acme"`, `"globex"`},
+		{[]string{"usage"}, `"tenant": "globex"`, ""},
+	} {
+		var out bytes.Buffer
+		if err := run(t.Context(), tt.args, env, &out, &out); err != nil {
+			t.Fatalf("%v: %v\n%s", tt.args, err, out.String())
+		}
+		if !strings.Contains(out.String(), tt.want) || !strings.Contains(out.String(), `"end_user": "u1"`) ||
+			(tt.notWant != "" && strings.Contains(out.String(), tt.notWant)) {
+			t.Errorf("%v printed %s; want %s and not %q", tt.args, out.String(), tt.want, tt.notWant)
+		}
+	}
+	var out bytes.Buffer
+	if err := run(t.Context(), []string{"usage", "--from", "yesterday"}, env, &out, &out); err == nil || !strings.Contains(err.Error(), "from") {
+		t.Errorf("usage --from yesterday: err = %v, want one naming from", err)
 	}
 }
