@@ -97,16 +97,22 @@ func (p *Plane) FlushKeyUse(ctx context.Context) error {
 // RunKeyUse writes the keys' last-used times every KeyUseInterval, and once
 // more when ctx is cancelled, then returns.
 func (p *Plane) RunKeyUse(ctx context.Context) error {
-	tick := time.NewTicker(KeyUseInterval)
+	return p.flushEvery(ctx, KeyUseInterval, "flush key use", p.FlushKeyUse)
+}
+
+// flushEvery calls flush every interval, logging failures as what, and
+// once more when ctx is cancelled, returning its error.
+func (p *Plane) flushEvery(ctx context.Context, interval time.Duration, what string, flush func(context.Context) error) error {
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-tick.C:
-			if err := p.FlushKeyUse(ctx); err != nil {
-				p.logger.Warn("flush key use", "error", err.Error())
+			if err := flush(ctx); err != nil {
+				p.logger.Warn(what, "error", err.Error())
 			}
 		case <-ctx.Done():
-			return p.FlushKeyUse(context.WithoutCancel(ctx))
+			return flush(context.WithoutCancel(ctx))
 		}
 	}
 }

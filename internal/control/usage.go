@@ -97,7 +97,15 @@ func (p *Plane) RecordUsage(inc tenant.Incarnation, endUser tenant.UserID, model
 // the next attempt.
 func (p *Plane) FlushUsage(ctx context.Context) error {
 	m := &p.usage
+	now := p.now()
 	m.mu.Lock()
+	// Spend read more than an interval ago is read again anyway: dropping
+	// it keeps the map to the tenants checked lately.
+	for k, s := range m.spent {
+		if now.Sub(s.read) >= UsageInterval || now.Before(s.read) {
+			delete(m.spent, k)
+		}
+	}
 	if len(m.flushing) > 0 { // another flush is writing; the next one takes these
 		m.mu.Unlock()
 		return nil
@@ -131,18 +139,7 @@ func (p *Plane) FlushUsage(ctx context.Context) error {
 // RunUsage writes the usage every UsageInterval, and once more when ctx
 // is cancelled, then returns: a clean shutdown loses nothing.
 func (p *Plane) RunUsage(ctx context.Context) error {
-	tick := time.NewTicker(UsageInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-tick.C:
-			if err := p.FlushUsage(ctx); err != nil {
-				p.logger.Warn("flush usage", "error", err.Error())
-			}
-		case <-ctx.Done():
-			return p.FlushUsage(context.WithoutCancel(ctx))
-		}
-	}
+	return p.flushEvery(ctx, UsageInterval, "flush usage", p.FlushUsage)
 }
 
 // SpentToday returns what incarnation inc, and its end user, spent today

@@ -301,3 +301,24 @@ func TestUsageSurvivesShutdown(t *testing.T) {
 		t.Errorf("after a restart: %d requests, %d micro-dollars; want 3, %d (%+v)", requests, spend, want, l.Data)
 	}
 }
+
+// TestUsageCountsEveryKindOfCall: streamed chats and the Responses API are
+// counted like plain chats.
+func TestUsageCountsEveryKindOfCall(t *testing.T) {
+	env := newTestEnv(t, envOptions{prices: testPrices})
+	env.createTenant(t, map[string]any{"id": "acme"})
+	_, key := env.newKey(t, "acme")
+	if got := env.say(t, chatCall{key: key, user: "u1", content: "a streamed question", stream: true, usage: true}); got == "" {
+		t.Fatal("empty streamed answer")
+	}
+	if r := env.do(t, "POST", "/v1/responses", key, map[string]any{"input": "a Responses question", "user": "u2"}, nil); r.status != http.StatusOK {
+		t.Fatalf("responses: %v", r)
+	}
+	l := env.usage(t, "/v1/usage", key)
+	for _, user := range []string{"u1", "u2"} {
+		requests, spend := l.sum("acme", user)
+		if requests != 1 || spend <= 0 {
+			t.Errorf("%s: %d requests, %d micro-dollars; want 1 and a spend (%+v)", user, requests, spend, l.Data)
+		}
+	}
+}
