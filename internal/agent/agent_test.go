@@ -5,15 +5,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/agent"
 	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
+	"github.com/bulkhead-ai/bulkhead/internal/quota"
 	"github.com/bulkhead-ai/bulkhead/internal/secret"
 	"github.com/bulkhead-ai/bulkhead/internal/store"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
@@ -311,4 +314,58 @@ func TestNewRequiresSecurityLayers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// recordingMeter records every call and refuses with refuse, if set.
+type recordingMeter struct {
+	calls  []string // "tenant user model prompt completion"
+	refuse error
+}
+
+func (m *recordingMeter) CheckSpend(context.Context, auth.Scope, quota.Limits) error { return m.refuse }
+
+func (m *recordingMeter) Record(scope auth.Scope, model string, u llm.Usage) {
+	m.calls = append(m.calls, fmt.Sprintf("%s %s %s %d %d", scope.Tenant(), scope.User(), model, u.PromptTokens, u.CompletionTokens))
+}
+
+func TestRunMeters(t *testing.T) {
+	reg := llm.NewRegistry()
+	for name, p := range map[string]llm.Provider{"offline": llm.NewScripted(), "down": failing{&llm.StatusError{StatusCode: 503, Message: "overloaded"}}} {
+		if err := reg.Add(name, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := &memHistory{msgs: map[string][]store.Message{}}
+	scope := authtest.Scope(t, "acme", "alice")
+	budget := quota.Limits{EndUserSpendPerDayMicroUSD: 1}
+	t.Run("every answered call is recorded under the model that answered", func(t *testing.T) {
+		m := &recordingMeter{}
+		a := mustNew(t, agent.Deps{Models: reg, History: h, Secrets: memSecrets{}, Meter: m})
+		p := agent.Profile{Name: "default", Model: "down/x", Fallbacks: []string{"offline/y"}}
+		res, err := a.Run(context.Background(), scope, p, agent.Turn{Messages: user("hello")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := fmt.Sprintf("acme alice offline/y %d %d", res.Usage.PromptTokens, res.Usage.CompletionTokens)
+		if len(m.calls) != 1 || m.calls[0] != want {
+			t.Errorf("recorded %q, want [%q]", m.calls, want)
+		}
+	})
+	t.Run("a spent budget refuses before the model is called", func(t *testing.T) {
+		m := &recordingMeter{refuse: &quota.LimitedError{Limit: quota.LimitEndUserSpendPerDay, RetryAfter: time.Hour}}
+		a := mustNew(t, agent.Deps{Models: reg, History: h, Secrets: memSecrets{}, Meter: m})
+		_, err := a.Run(context.Background(), scope, agent.Profile{Name: "default", Model: "offline/x", Limits: budget}, agent.Turn{Messages: user("hello")})
+		if !errors.Is(err, kind.Limited) || len(m.calls) != 0 {
+			t.Errorf("Run = %v with %d calls recorded; want Limited and none", err, len(m.calls))
+		}
+	})
+	t.Run("a budget without a meter fails closed", func(t *testing.T) {
+		a := mustNew(t, agent.Deps{Models: reg, History: h, Secrets: memSecrets{}})
+		if _, err := a.Run(context.Background(), scope, agent.Profile{Name: "default", Model: "offline/x", Limits: budget}, agent.Turn{Messages: user("hello")}); err == nil {
+			t.Error("Run under a money budget with no meter succeeded")
+		}
+		if _, err := a.Run(context.Background(), scope, agent.Profile{Name: "default", Model: "offline/x"}, agent.Turn{Messages: user("hello")}); err != nil {
+			t.Errorf("Run with no budget and no meter: %v", err)
+		}
+	})
 }
