@@ -70,6 +70,7 @@ func RunReplicas(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"ReplicasFollow", testReplicasFollow},
 		{"ReplicasConcurrentUpdates", testReplicasConcurrentUpdates},
 		{"ReplicasCrossTenant", testReplicasCrossTenant},
+		{"ReplicasUsage", testReplicasUsage},
 	})
 }
 

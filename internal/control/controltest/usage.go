@@ -2,6 +2,7 @@ package controltest
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,5 +136,44 @@ func testUsage(t *testing.T, b Backend) {
 	}
 	if got := usageSum(usageRows(t, p, "globex"), "globex", "*"); got.SpendMicroUSD != 9000 {
 		t.Errorf("deleting acme changed globex's usage: %+v", got)
+	}
+}
+
+// testReplicasUsage: replicas writing the same rows add up, and each reads
+// what the others wrote.
+func testReplicasUsage(t *testing.T, b Backend) {
+	ctx := context.Background()
+	kek := NewKEK(t)
+	p1, p2 := MustOpen(t, b, kek), MustOpen(t, b, kek)
+	create(t, p1, "acme", "globex")
+	Eventually(t, "replica 2 sees the tenants", func() bool {
+		_, err1 := p2.Tenant("acme")
+		_, err2 := p2.Tenant("globex")
+		return err1 == nil && err2 == nil
+	})
+	acme, globex := mustTenant(t, p1, "acme").Incarnation(), mustTenant(t, p1, "globex").Incarnation()
+	var wg sync.WaitGroup
+	for _, p := range []*control.Plane{p1, p2} {
+		wg.Go(func() {
+			for range 20 {
+				p.RecordUsage(acme, "u1", "offline/default", control.Usage{Requests: 1, SpendMicroUSD: 10})
+				p.RecordUsage(globex, "u1", "offline/default", control.Usage{Requests: 1, SpendMicroUSD: 1})
+				if err := p.FlushUsage(ctx); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, p := range []*control.Plane{p1, p2} {
+		if got := usageSum(usageRows(t, p, "acme"), "acme", "u1"); got.Requests != 40 || got.SpendMicroUSD != 400 {
+			t.Errorf("replica %d: acme u1 = %+v, want 40 requests, 400 spent", i+1, got)
+		}
+		if got := usageSum(usageRows(t, p, "acme"), "globex", "*"); got != (control.Usage{}) {
+			t.Errorf("replica %d: acme's usage holds globex's: %+v", i+1, got)
+		}
+	}
+	if all, user, err := p2.SpentToday(ctx, acme, "u1"); err != nil || all != 400 || user != 400 {
+		t.Errorf("replica 2: SpentToday(acme, u1) = %d, %d, %v; want 400, 400", all, user, err)
 	}
 }
