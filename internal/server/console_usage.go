@@ -2,7 +2,6 @@ package server
 
 import (
 	"cmp"
-	"fmt"
 	"slices"
 	"strconv"
 )
@@ -144,7 +143,8 @@ func userLabel(r UsageRow, allTenants bool) string {
 	return u
 }
 
-func usd(micro int64) string { return fmt.Sprintf("%.4f", float64(micro)/1e6) }
+// usd formats micro-dollars as dollars, with as many digits as they need.
+func usd(micro int64) string { return strconv.FormatFloat(float64(micro)/1e6, 'f', -1, 64) }
 
 // shortDay labels a bar with its day of the month ("2026-12-04" → "04").
 func shortDay(day string) string {
