@@ -134,9 +134,14 @@ func consoleError(d Deps, w http.ResponseWriter, r *http.Request, err error) {
 // anti-forgery token or foreign origin.
 var errForbidden = fmt.Errorf("%w: the form is stale or came from another site; reload the page and try again", kind.Denied)
 
-// sameOrigin reports whether r's Origin header, if it has one, is the
-// console's own.
+// sameOrigin reports whether r came from the console's own pages, as far
+// as the browser says: Sec-Fetch-Site when it sends one, else the Origin
+// header if present. With Referrer-Policy no-referrer a browser's form posts
+// carry "Origin: null", so that alone proves nothing and is refused.
 func sameOrigin(r *http.Request) bool {
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" {
+		return site == "same-origin"
+	}
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true

@@ -218,6 +218,8 @@ func TestConsoleCSRF(t *testing.T) {
 		{"wrong token", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", nil},
 		{"another session's token", otherToken, nil},
 		{"foreign origin", c.csrf(t), map[string]string{"Origin": "https://evil.example"}},
+		{"opaque origin", c.csrf(t), map[string]string{"Origin": "null"}},
+		{"cross-site fetch", c.csrf(t), map[string]string{"Sec-Fetch-Site": "cross-site", "Origin": env.srv.URL}},
 	} {
 		form := url.Values{"id": {"evil"}}
 		if tc.csrf != "" {
