@@ -23,6 +23,19 @@ var browserDir = filepath.Join("..", "..", "test", "browser")
 
 const browserHint = "run `npm ci --prefix test/browser` and `apt-get install -y chromium`"
 
+// requireBrowser returns the node binary, skipping the test (or failing it
+// under BULKHEAD_REQUIRE_ALL=1) without node, Chromium or playwright-core.
+func requireBrowser(t *testing.T) (node string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+browserHint)
+	_, err = os.Stat("/usr/bin/chromium")
+	testenv.Require(t, "chromium", err == nil, browserHint)
+	_, err = os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core", "package.json"))
+	testenv.Require(t, "the playwright-core npm package", err == nil, browserHint)
+	return node
+}
+
 // frontEnd is the tenant's static page: it gets its end user's token from
 // the identity provider, then chats with bulkhead directly, through CORS.
 var frontEnd = template.Must(template.New("page").Parse(`<!doctype html>
@@ -55,12 +68,7 @@ var frontEnd = template.Must(template.New("page").Parse(`<!doctype html>
 // tenant did not list (nobody's, or another tenant's) cannot read the answer.
 func TestBrowserFrontEnd(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+browserHint)
-	_, err = os.Stat("/usr/bin/chromium")
-	testenv.Require(t, "chromium", err == nil, browserHint)
-	_, err = os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core", "package.json"))
-	testenv.Require(t, "the playwright-core npm package", err == nil, browserHint)
+	node := requireBrowser(t)
 
 	base, admin := startServer(t)
 
@@ -159,12 +167,7 @@ func TestBrowserFrontEnd(t *testing.T) {
 // screenshot of each page to docs/console.
 func TestBrowserConsole(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+browserHint)
-	_, err = os.Stat("/usr/bin/chromium")
-	testenv.Require(t, "chromium", err == nil, browserHint)
-	_, err = os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core", "package.json"))
-	testenv.Require(t, "the playwright-core npm package", err == nil, browserHint)
+	node := requireBrowser(t)
 
 	base, admin := startServer(t)
 	shots, err := filepath.Abs(filepath.Join("..", "..", "docs", "console"))

@@ -41,6 +41,19 @@ func tenantPath(id tenant.ID, rest string) string {
 	return "/console/tenants/" + url.PathEscape(string(id)) + rest
 }
 
+// tenantPage serves a page about the tenant the path names, with the Scope
+// consoleTenant grants; anything else is rendered as its error.
+func tenantPage(d Deps, serve func(w http.ResponseWriter, r *http.Request, scope auth.Scope, t control.Tenant)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scope, t, err := consoleTenant(d, r)
+		if err != nil {
+			consoleError(d, w, r, err)
+			return
+		}
+		serve(w, r, scope, t)
+	})
+}
+
 // --- tenants (operator) ---
 
 func renderTenants(d Deps, w http.ResponseWriter, r *http.Request, status int, errText string) {
@@ -81,12 +94,7 @@ func handleConsoleCreateTenant(d Deps) http.Handler {
 }
 
 func handleConsoleTenantStatus(d Deps) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scope, _, err := consoleTenant(d, r)
-		if err != nil {
-			consoleError(d, w, r, err)
-			return
-		}
+	return tenantPage(d, func(w http.ResponseWriter, r *http.Request, scope auth.Scope, _ control.Tenant) {
 		status := r.PostFormValue("status")
 		t, err := updateTenant(d, r, scope, tenantBody{Status: &status})
 		if err != nil {
@@ -98,12 +106,7 @@ func handleConsoleTenantStatus(d Deps) http.Handler {
 }
 
 func handleConsoleDeleteTenant(d Deps) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, t, err := consoleTenant(d, r)
-		if err != nil {
-			consoleError(d, w, r, err)
-			return
-		}
+	return tenantPage(d, func(w http.ResponseWriter, r *http.Request, _ auth.Scope, t control.Tenant) {
 		if r.PostFormValue("confirm") != string(t.ID) {
 			renderTenants(d, w, r, http.StatusBadRequest, fmt.Sprintf("Not deleted: type the tenant's id, %s, to confirm.", t.ID))
 			return
@@ -206,12 +209,7 @@ func handleConsoleTenant(d Deps) http.Handler {
 }
 
 func handleConsolePolicy(d Deps) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scope, t, err := consoleTenant(d, r)
-		if err != nil {
-			consoleError(d, w, r, err)
-			return
-		}
+	return tenantPage(d, func(w http.ResponseWriter, r *http.Request, scope auth.Scope, t control.Tenant) {
 		// Browsers send CRLF from a textarea; Cedar positions count lines
 		// either way, the stored text keeps the API's LF.
 		source := strings.ReplaceAll(r.PostFormValue("policy"), "\r\n", "\n")
@@ -241,23 +239,13 @@ func renderKeys(d Deps, w http.ResponseWriter, r *http.Request, status int, t co
 }
 
 func handleConsoleKeys(d Deps) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, t, err := consoleTenant(d, r)
-		if err != nil {
-			consoleError(d, w, r, err)
-			return
-		}
+	return tenantPage(d, func(w http.ResponseWriter, r *http.Request, _ auth.Scope, t control.Tenant) {
 		renderKeys(d, w, r, http.StatusOK, t, keyView{}, "")
 	})
 }
 
 func handleConsoleCreateKey(d Deps) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scope, t, err := consoleTenant(d, r)
-		if err != nil {
-			consoleError(d, w, r, err)
-			return
-		}
+	return tenantPage(d, func(w http.ResponseWriter, r *http.Request, scope auth.Scope, t control.Tenant) {
 		opts := control.KeyOptions{Name: strings.TrimSpace(r.PostFormValue("name"))}
 		if v := strings.TrimSpace(r.PostFormValue("expires_days")); v != "" {
 			days, err := strconv.Atoi(v)
@@ -279,12 +267,7 @@ func handleConsoleCreateKey(d Deps) http.Handler {
 }
 
 func handleConsoleRevokeKey(d Deps) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		scope, t, err := consoleTenant(d, r)
-		if err != nil {
-			consoleError(d, w, r, err)
-			return
-		}
+	return tenantPage(d, func(w http.ResponseWriter, r *http.Request, scope auth.Scope, t control.Tenant) {
 		if err := revokeKey(d, r, scope, tenant.KeyID(r.PathValue("id"))); err != nil {
 			consoleError(d, w, r, err)
 			return
@@ -322,12 +305,7 @@ func handleConsoleUsage(d Deps) http.Handler {
 }
 
 func handleConsoleTenantUsage(d Deps) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, t, err := consoleTenant(d, r)
-		if err != nil {
-			consoleError(d, w, r, err)
-			return
-		}
+	return tenantPage(d, func(w http.ResponseWriter, r *http.Request, _ auth.Scope, t control.Tenant) {
 		renderUsage(d, w, r, t)
 	})
 }

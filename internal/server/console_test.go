@@ -150,6 +150,11 @@ func TestConsoleSignIn(t *testing.T) {
 			t.Errorf("sign in with %q: got %d, cookie %v; want 401, no cookie", bad, r.status, c.cookie)
 		}
 	}
+	// A wrong secret for acme's key id is counted into acme's log, as the
+	// API counts it.
+	if audit := env.admin(t, "GET", "/admin/v1/tenants/acme/audit", nil, http.StatusOK); !strings.Contains(string(audit.body), "auth.failure") {
+		t.Errorf("acme's audit log has no auth.failure after a refused console sign-in: %s", audit.body)
+	}
 	// Without a session, pages go to the sign-in form and changes are refused.
 	c := env.consoleClient()
 	if r := c.get(t, "/console/tenants"); r.status != http.StatusSeeOther || r.header.Get("Location") != "/console/signin" {
@@ -337,5 +342,25 @@ func TestConsoleSessionEndsWithItsKey(t *testing.T) {
 				t.Errorf("after: %v, want 303 to sign-in", r)
 			}
 		})
+	}
+}
+
+func TestConsoleSignInRateLimited(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	c := env.consoleClient()
+	limited := false
+	for range 20 {
+		r := c.request(t, "/console/signin", url.Values{"credential": {"guess"}}, nil)
+		if r.status == http.StatusTooManyRequests {
+			limited = true
+			break
+		}
+	}
+	if !limited {
+		t.Fatal("20 wrong sign-ins in a row were never limited")
+	}
+	// Limited means refused, even with the right token.
+	if r := c.request(t, "/console/signin", url.Values{"credential": {testAdminToken}}, nil); r.status != http.StatusTooManyRequests || c.cookie != nil {
+		t.Errorf("sign-in while limited: %v, want 429 and no session", r.status)
 	}
 }
