@@ -364,3 +364,17 @@ func TestConsoleSignInRateLimited(t *testing.T) {
 		t.Errorf("sign-in while limited: %v, want 429 and no session", r.status)
 	}
 }
+
+// TestConsoleSessionOnAnotherReplica: the cookie is stateless, keyed from
+// the admin token every replica holds, so a replica that did not issue a
+// session accepts it.
+func TestConsoleSessionOnAnotherReplica(t *testing.T) {
+	one, two := newTestEnv(t, envOptions{}), newTestEnv(t, envOptions{})
+	c := one.consoleClient()
+	c.signIn(t, testAdminToken)
+	other := two.consoleClient()
+	other.cookie = c.cookie
+	if r := other.get(t, "/console/tenants"); r.status != http.StatusOK {
+		t.Errorf("the session on another replica: %v, want 200", r.status)
+	}
+}
