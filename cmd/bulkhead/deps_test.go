@@ -77,7 +77,7 @@ var layerRules = []layerRule{
 	{from: "internal/kind", deny: []string{"internal/..."}, why: "error kinds are a leaf"},
 	{from: "internal/label", deny: []string{"internal/..."}, why: "labels are a leaf: computed from provenance, they read nothing"},
 	{from: "internal/auth", deny: []string{"internal/..."}, allow: []string{"internal/kind", "internal/tenant", "internal/layers", "internal/websession"},
-		why: "identity comes from credentials alone (layers is the red team's test-only switch, the constant false in production)"},
+		why: "identity comes from credentials alone (websession seals the console's cookies; layers is the red team's test-only switch, the constant false in production)"},
 	{from: "internal/websession", deny: []string{"internal/..."}, allow: []string{"internal/tenant"},
 		why: "console session cookies are sealed bytes: they name a principal, they check no credential"},
 	{from: "internal/layers", deny: []string{"internal/..."}, why: "the red team's switch is a leaf every layer may call"},
