@@ -151,10 +151,18 @@ func sameOrigin(r *http.Request) bool {
 		return false
 	}
 	scheme := "http"
-	if r.TLS != nil {
+	if overTLS(r) {
 		scheme = "https"
 	}
 	return u.Scheme == scheme && u.Host == r.Host
+}
+
+// overTLS reports whether the browser reached the console over TLS: here,
+// or at a proxy that terminated it and said so in X-Forwarded-Proto. The
+// header can only make the cookie stricter (Secure) or the origin check
+// expect https; a page of another site cannot set it on a form post.
+func overTLS(r *http.Request) bool {
+	return r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https"
 }
 
 // requireConsole admits requests with a valid session, puts it and what it
@@ -257,12 +265,12 @@ func auditRefused(d Deps, err error) {
 
 func setConsoleCookie(w http.ResponseWriter, r *http.Request, value string) {
 	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: value, Path: "/console",
-		MaxAge: int(websession.Lifetime / time.Second), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		MaxAge: int(websession.Lifetime / time.Second), HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
 }
 
 func clearConsoleCookie(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: consoleCookie, Value: "", Path: "/console",
-		MaxAge: -1, HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+		MaxAge: -1, HttpOnly: true, Secure: overTLS(r), SameSite: http.SameSiteStrictMode})
 }
 
 // signInLimiter bounds sign-in attempts per client address, so the admin

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"strings"
@@ -376,5 +377,45 @@ func TestConsoleSessionOnAnotherReplica(t *testing.T) {
 	other.cookie = c.cookie
 	if r := other.get(t, "/console/tenants"); r.status != http.StatusOK {
 		t.Errorf("the session on another replica: %v, want 200", r.status)
+	}
+}
+
+// TestConsoleCookieSecureOnTLS: over TLS the session cookie is Secure, and
+// the console's own https origin passes the origin check; behind a proxy
+// that terminated TLS too.
+func TestConsoleCookieSecureOnTLS(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	ts := httptest.NewTLSServer(env.srv.Config.Handler)
+	defer ts.Close()
+	client := ts.Client()
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, ts.URL+"/console/signin",
+		strings.NewReader(url.Values{"credential": {testAdminToken}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", ts.URL)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var got *http.Cookie
+	for _, c := range resp.Cookies() {
+		if c.Name == consoleCookie {
+			got = c
+		}
+	}
+	if resp.StatusCode != http.StatusSeeOther || got == nil || !got.Secure || !got.HttpOnly || got.SameSite != http.SameSiteStrictMode {
+		t.Errorf("sign-in over TLS: %d, cookie %+v; want 303 and a Secure, HttpOnly, SameSite=Strict cookie", resp.StatusCode, got)
+	}
+}
+
+func TestConsoleCookieSecureBehindTLSProxy(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	c := env.consoleClient()
+	host := strings.TrimPrefix(env.srv.URL, "http://")
+	r := c.request(t, "/console/signin", url.Values{"credential": {testAdminToken}},
+		map[string]string{"X-Forwarded-Proto": "https", "Origin": "https://" + host})
+	if r.status != http.StatusSeeOther || c.cookie == nil || !c.cookie.Secure {
+		t.Errorf("sign-in behind a TLS proxy: %v, cookie %+v; want 303 and a Secure cookie", r.status, c.cookie)
 	}
 }
