@@ -165,3 +165,21 @@ func TestConsoleSuspendAndDelete(t *testing.T) {
 		t.Error("acme still exists")
 	}
 }
+
+func TestConsoleGuardPage(t *testing.T) {
+	env := newTestEnv(t, envOptions{})
+	env.createTenant(t, map[string]any{"id": "acme"})
+	_, key := env.newKey(t, "acme")
+	// The model asks for a tool the profile does not offer: denied, audited.
+	env.chat(t, chatCall{key: key, content: `/call no_such_tool {"x":1}`})
+	c := env.consoleClient()
+	c.signIn(t, testAdminToken)
+	r := c.get(t, "/console/tenants/acme/guard")
+	body := string(r.body)
+	if r.status != http.StatusOK || !strings.Contains(body, "<td>tool.call</td>") || !strings.Contains(body, "deny") {
+		t.Errorf("guard page: %v, want the denied tool call", r.status)
+	}
+	if strings.Contains(body, "<td>tenant.create</td>") || strings.Contains(body, "<td>key.create</td>") {
+		t.Error("guard page shows events that are neither blocks nor denials")
+	}
+}
