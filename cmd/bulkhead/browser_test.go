@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +22,19 @@ import (
 var browserDir = filepath.Join("..", "..", "test", "browser")
 
 const browserHint = "run `npm ci --prefix test/browser` and `apt-get install -y chromium`"
+
+// requireBrowser returns the node binary, skipping the test (or failing it
+// under BULKHEAD_REQUIRE_ALL=1) without node, Chromium or playwright-core.
+func requireBrowser(t *testing.T) (node string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+browserHint)
+	_, err = os.Stat("/usr/bin/chromium")
+	testenv.Require(t, "chromium", err == nil, browserHint)
+	_, err = os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core", "package.json"))
+	testenv.Require(t, "the playwright-core npm package", err == nil, browserHint)
+	return node
+}
 
 // frontEnd is the tenant's static page: it gets its end user's token from
 // the identity provider, then chats with bulkhead directly, through CORS.
@@ -54,12 +68,7 @@ var frontEnd = template.Must(template.New("page").Parse(`<!doctype html>
 // tenant did not list (nobody's, or another tenant's) cannot read the answer.
 func TestBrowserFrontEnd(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+browserHint)
-	_, err = os.Stat("/usr/bin/chromium")
-	testenv.Require(t, "chromium", err == nil, browserHint)
-	_, err = os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core", "package.json"))
-	testenv.Require(t, "the playwright-core npm package", err == nil, browserHint)
+	node := requireBrowser(t)
 
 	base, admin := startServer(t)
 
@@ -145,6 +154,86 @@ func TestBrowserFrontEnd(t *testing.T) {
 	for _, unlisted := range shown[1:] {
 		if unlisted.Answer != "" || unlisted.Error == "" {
 			t.Errorf("page of %s, an origin acme does not list: answer %q, error %q; want it refused", unlisted.URL, unlisted.Answer, unlisted.Error)
+		}
+	}
+}
+
+// TestBrowserConsole drives the console of a live `bulkhead serve` in
+// headless Chromium (test/browser/console.mjs): the operator signs in,
+// creates tenants, creates and revokes a key, sees a bad policy's error at
+// its line and verifies an audit chain; a change without the anti-forgery
+// token is refused; the tenant, signed in with its key, sees its own usage
+// and audit and gets a 404 for another tenant's pages. It writes a
+// screenshot of each page to docs/console.
+func TestBrowserConsole(t *testing.T) {
+	t.Parallel()
+	node := requireBrowser(t)
+
+	base, admin := startServer(t)
+	shots, err := filepath.Abs(filepath.Join("..", "..", "docs", "console"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(t.Context(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "console.mjs")
+	cmd.Dir = browserDir
+	cmd.Env = append(os.Environ(), "BASE="+base, "ADMIN="+admin, "SHOTS="+shots, "NO_PROXY=127.0.0.1,localhost")
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("node console.mjs: %v\nstdout:\n%s\nstderr:\n%s", err, out.String(), errOut.String())
+	}
+	var seen struct {
+		Errors                     []string
+		SigninURL, OperatorHome    string
+		Created                    string
+		Keys                       []string
+		RevokedRow                 string
+		RevokedKeyAPI              int
+		PolicyError, PolicyBadLine string
+		Verify                     string
+		FilteredTypes              []string
+		ForgedStatus               int
+		ForgedListed               bool
+		RevokedSignIn, TenantHome  string
+		TenantUsage                string
+		TenantAuditTypes           []string
+		OtherTenant                map[string]int
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &seen); err != nil {
+		t.Fatalf("parse console.mjs output: %v\n%s", err, out.String())
+	}
+	t.Logf("console: %+v", seen)
+	check := func(what string, ok bool) {
+		t.Helper()
+		if !ok {
+			t.Errorf("%s: got %+v", what, seen)
+		}
+	}
+	check("no script errors in the pages (the CSP allows the console's own script)", len(seen.Errors) == 0)
+	check("without a session the console shows the sign-in form", seen.SigninURL == "/console/signin")
+	check("the operator lands on the tenants", seen.OperatorHome == "/console/tenants")
+	check("the tenant was created", strings.Contains(seen.Created, "Tenant created"))
+	check("two keys were created and shown", len(seen.Keys) == 2 && seen.Keys[0] == "bk_" && seen.Keys[1] == "bk_")
+	check("the revoked key shows as revoked and fails on the API", strings.Contains(seen.RevokedRow, "revoked") && seen.RevokedKeyAPI == http.StatusUnauthorized)
+	check("the bad policy's error names line 2 and the editor marks it", strings.Contains(seen.PolicyError, "line 2, column") && strings.TrimSpace(seen.PolicyBadLine) == "2")
+	check("the audit chain verifies", strings.HasPrefix(seen.Verify, "Chain verified:"))
+	check("the audit filter shows one event type", len(seen.FilteredTypes) == 1 && seen.FilteredTypes[0] == "key.revoke")
+	check("a change without the CSRF token is refused and changes nothing", seen.ForgedStatus == http.StatusForbidden && !seen.ForgedListed)
+	check("the revoked key cannot sign in", strings.Contains(seen.RevokedSignIn, "Sign-in failed"))
+	check("the tenant lands on its own page", seen.TenantHome == "/console/tenants/acme")
+	check("the tenant sees its own usage", strings.Contains(seen.TenantUsage, "acme"))
+	check("the tenant sees its own audit log", slices.Contains(seen.TenantAuditTypes, "key.create") && slices.Contains(seen.TenantAuditTypes, "policy.set"))
+	for path, status := range seen.OtherTenant {
+		check("the tenant gets 404 for "+path, status == http.StatusNotFound)
+	}
+	check("every other tenant's and operator's page was tried", len(seen.OtherTenant) == 5)
+	for _, name := range []string{"signin", "tenants", "tenant", "tenant-policy-error", "keys", "audit", "guard", "usage", "usage-all", "tenant-view", "tenant-audit"} {
+		if _, err := os.Stat(filepath.Join(shots, name+".png")); err != nil {
+			t.Errorf("screenshot %s: %v", name, err)
 		}
 	}
 }

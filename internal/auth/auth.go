@@ -13,6 +13,7 @@ import (
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/layers"
 	"github.com/bulkhead-ai/bulkhead/internal/tenant"
+	"github.com/bulkhead-ai/bulkhead/internal/websession"
 )
 
 // KeyRecord is what the control plane knows about one API key.
@@ -40,6 +41,9 @@ type Authenticator struct {
 	jwks         *jwksCache
 	verified     verifiedTokens
 	validMethods []string
+
+	// Console sessions (console.go).
+	sessions *websession.Codec
 }
 
 // Option adds to what an Authenticator accepts.
@@ -56,6 +60,11 @@ func New(keys Keys, adminToken string, opts ...Option) (*Authenticator, error) {
 	for _, o := range opts {
 		o(a)
 	}
+	sessions, err := websession.New(consoleKey(a.admin), nil)
+	if err != nil {
+		return nil, err
+	}
+	a.sessions = sessions
 	return a, nil
 }
 
@@ -71,6 +80,11 @@ func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
 	if a.issuers != nil && looksLikeJWT(token) {
 		return a.tokenScope(r.Context(), token)
 	}
+	return a.keyScope(token)
+}
+
+// keyScope checks a tenant API key and returns its Scope.
+func (a *Authenticator) keyScope(token string) (Scope, error) {
 	id, hash, err := parseKey(token)
 	if err != nil {
 		return Scope{}, err
@@ -82,6 +96,14 @@ func (a *Authenticator) Tenant(r *http.Request) (Scope, error) {
 	if !rec.Hash.equal(hash) && !layers.Off("auth") { // redteamswitch builds only: the key id alone identifies
 		return Scope{}, refused{tenant: rec.Tenant, key: id, err: fmt.Errorf("%w: invalid api key", kind.Unauthenticated)}
 	}
+	return recordScope(id, rec)
+}
+
+// recordScope checks what a key's current record says (expiry, the tenant's
+// status and incarnation) and returns the key's Scope. Every request with
+// a key, and every console request of a session signed in with one, passes
+// here.
+func recordScope(id tenant.KeyID, rec KeyRecord) (Scope, error) {
 	if !rec.ExpiresAt.IsZero() && !time.Now().Before(rec.ExpiresAt) {
 		return Scope{}, refused{tenant: rec.Tenant, key: id, err: fmt.Errorf("%w: api key expired at %s",
 			kind.Unauthenticated, rec.ExpiresAt.UTC().Format(time.RFC3339))}

@@ -233,33 +233,39 @@ func handleCreateTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		if body.ID == nil {
-			writeError(d.Logger, w, r, fmt.Errorf("%w: id is required", kind.Invalid))
-			return
-		}
-		id, err := tenant.ParseID(*body.ID)
-		if err != nil {
-			writeError(d.Logger, w, r, fmt.Errorf("%w: %w", kind.Invalid, err))
-			return
-		}
-		canary, err := guard.NewCanary()
+		created, err := createTenant(r.Context(), d, body)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		t := control.Tenant{ID: id, Name: string(id), Canaries: []string{canary}}
-		if err := body.apply(&t, d); err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		created, err := d.Lifecycle.Provision(r.Context(), t)
-		if err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		d.Logger.InfoContext(r.Context(), "tenant created", "tenant", created.ID)
 		encode(w, http.StatusCreated, viewTenant(created))
 	})
+}
+
+// createTenant provisions the tenant body defines; the admin API and the
+// console both create tenants through it.
+func createTenant(ctx context.Context, d Deps, body tenantBody) (control.Tenant, error) {
+	if body.ID == nil {
+		return control.Tenant{}, fmt.Errorf("%w: id is required", kind.Invalid)
+	}
+	id, err := tenant.ParseID(*body.ID)
+	if err != nil {
+		return control.Tenant{}, fmt.Errorf("%w: %w", kind.Invalid, err)
+	}
+	canary, err := guard.NewCanary()
+	if err != nil {
+		return control.Tenant{}, err
+	}
+	t := control.Tenant{ID: id, Name: string(id), Canaries: []string{canary}}
+	if err := body.apply(&t, d); err != nil {
+		return control.Tenant{}, err
+	}
+	created, err := d.Lifecycle.Provision(ctx, t)
+	if err != nil {
+		return control.Tenant{}, err
+	}
+	d.Logger.InfoContext(ctx, "tenant created", "tenant", created.ID)
+	return created, nil
 }
 
 func handleListTenants(d Deps) http.Handler {
@@ -324,24 +330,33 @@ func handlePatchTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		change := map[string]any{"fields": body.fields()}
-		if body.Status != nil {
-			change["status"] = *body.Status
-		}
-		if err := recordChange(d, r, scope, "tenant.update", change); err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		t, err := d.Lifecycle.Update(r.Context(), id, func(t *control.Tenant) error { return body.apply(t, d) })
+		t, err := updateTenant(d, r, scope, body)
 		if err != nil {
-			changeFailed(d, r, scope, "tenant.update", err)
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		d.Logger.InfoContext(r.Context(), "tenant updated", "tenant", t.ID, "status", t.Status)
-		RegisterTenant(d.Guard, t)
 		encode(w, http.StatusOK, viewTenant(t))
 	})
+}
+
+// updateTenant changes the fields body sets on scope's tenant, audited; the
+// admin API and the console (suspend, resume) both change tenants through it.
+func updateTenant(d Deps, r *http.Request, scope auth.Scope, body tenantBody) (control.Tenant, error) {
+	change := map[string]any{"fields": body.fields()}
+	if body.Status != nil {
+		change["status"] = *body.Status
+	}
+	if err := recordChange(d, r, scope, "tenant.update", change); err != nil {
+		return control.Tenant{}, err
+	}
+	t, err := d.Lifecycle.Update(r.Context(), scope.Tenant(), func(t *control.Tenant) error { return body.apply(t, d) })
+	if err != nil {
+		changeFailed(d, r, scope, "tenant.update", err)
+		return control.Tenant{}, err
+	}
+	d.Logger.InfoContext(r.Context(), "tenant updated", "tenant", t.ID, "status", t.Status)
+	RegisterTenant(d.Guard, t)
+	return t, nil
 }
 
 func handleDeleteTenant(d Deps) http.Handler {
@@ -351,13 +366,22 @@ func handleDeleteTenant(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		if _, err := d.Lifecycle.Offboard(r.Context(), id); err != nil {
+		if err := deleteTenant(r.Context(), d, id); err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		d.Logger.InfoContext(r.Context(), "tenant deleted", "tenant", id)
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// deleteTenant offboards a tenant; the admin API and the console both
+// delete tenants through it.
+func deleteTenant(ctx context.Context, d Deps, id tenant.ID) error {
+	if _, err := d.Lifecycle.Offboard(ctx, id); err != nil {
+		return err
+	}
+	d.Logger.InfoContext(ctx, "tenant deleted", "tenant", id)
+	return nil
 }
 
 type keyView struct {
@@ -401,37 +425,46 @@ func handleCreateKey(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		id := scope.Tenant()
 		opts, err := keyOptions(w, r, d.MaxBodyBytes)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		keyID, secret, hash, err := auth.NewKey()
+		v, err := createKey(d, r, scope, opts)
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		change := map[string]any{"key_id": keyID}
-		if !opts.ExpiresAt.IsZero() {
-			change["expires_at"] = opts.ExpiresAt
-		}
-		if err := recordChange(d, r, scope, "key.create", change); err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		if err := d.Tenants.AddKeyWith(r.Context(), id, keyID, hash, opts); err != nil {
-			changeFailed(d, r, scope, "key.create", err)
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		d.Logger.InfoContext(r.Context(), "api key created", "tenant", id, "key_id", keyID)
-		v := keyView{ID: keyID, Key: secret.Reveal(), Tenant: id, Name: opts.Name, CreatedAt: time.Now().UTC()}
-		if !opts.ExpiresAt.IsZero() {
-			v.ExpiresAt = &opts.ExpiresAt
-		}
 		encode(w, http.StatusCreated, v)
 	})
+}
+
+// createKey makes an API key for scope's tenant, audited, and returns it
+// with its secret, which is shown this once; the admin API and the console
+// both create keys through it.
+func createKey(d Deps, r *http.Request, scope auth.Scope, opts control.KeyOptions) (keyView, error) {
+	id := scope.Tenant()
+	keyID, secret, hash, err := auth.NewKey()
+	if err != nil {
+		return keyView{}, err
+	}
+	change := map[string]any{"key_id": keyID}
+	if !opts.ExpiresAt.IsZero() {
+		change["expires_at"] = opts.ExpiresAt
+	}
+	if err := recordChange(d, r, scope, "key.create", change); err != nil {
+		return keyView{}, err
+	}
+	if err := d.Tenants.AddKeyWith(r.Context(), id, keyID, hash, opts); err != nil {
+		changeFailed(d, r, scope, "key.create", err)
+		return keyView{}, err
+	}
+	d.Logger.InfoContext(r.Context(), "api key created", "tenant", id, "key_id", keyID)
+	v := keyView{ID: keyID, Key: secret.Reveal(), Tenant: id, Name: opts.Name, CreatedAt: time.Now().UTC()}
+	if !opts.ExpiresAt.IsZero() {
+		v.ExpiresAt = &opts.ExpiresAt
+	}
+	return v, nil
 }
 
 // handleListKeys lists a tenant's API keys, revoked ones too, oldest first:
@@ -468,19 +501,27 @@ func handleRevokeKey(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		id, keyID := scope.Tenant(), tenant.KeyID(r.PathValue("id"))
-		if err := recordChange(d, r, scope, "key.revoke", map[string]any{"key_id": keyID}); err != nil {
+		if err := revokeKey(d, r, scope, tenant.KeyID(r.PathValue("id"))); err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		if err := d.Lifecycle.RevokeKey(r.Context(), id, keyID); err != nil {
-			changeFailed(d, r, scope, "key.revoke", err)
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		d.Logger.InfoContext(r.Context(), "api key revoked", "tenant", id, "key_id", keyID)
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// revokeKey revokes one of scope's tenant's keys, audited; the admin API and
+// the console both revoke keys through it.
+func revokeKey(d Deps, r *http.Request, scope auth.Scope, keyID tenant.KeyID) error {
+	id := scope.Tenant()
+	if err := recordChange(d, r, scope, "key.revoke", map[string]any{"key_id": keyID}); err != nil {
+		return err
+	}
+	if err := d.Lifecycle.RevokeKey(r.Context(), id, keyID); err != nil {
+		changeFailed(d, r, scope, "key.revoke", err)
+		return err
+	}
+	d.Logger.InfoContext(r.Context(), "api key revoked", "tenant", id, "key_id", keyID)
+	return nil
 }
 
 func handleHealth() http.Handler {

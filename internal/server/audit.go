@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -73,25 +74,35 @@ func writeAudit(d Deps, w http.ResponseWriter, r *http.Request, scope auth.Scope
 			return
 		}
 	}
+	recs, err := auditRecords(r.Context(), d, scope, after, limit)
+	if err != nil {
+		writeError(d.Logger, w, r, err)
+		return
+	}
+	encode(w, http.StatusOK, map[string]any{"object": "list", "tenant": scope.Tenant(), "data": recs})
+}
+
+// auditRecords returns scope's log from after, at most limit records,
+// flushing pending events first so a reader sees what happened; the API and
+// the console both read logs through it.
+func auditRecords(ctx context.Context, d Deps, scope auth.Scope, after int64, limit int) ([]store.AuditRecord, error) {
 	if d.AuditRefused != nil {
 		d.AuditRefused.FlushTenant(scope.Tenant())
 	}
 	if d.Audit != nil {
 		d.Audit.FlushLeaks(scope.Tenant())
-		if err := d.Audit.Flush(r.Context()); err != nil {
-			writeError(d.Logger, w, r, fmt.Errorf("flush audit log: %w", err))
-			return
+		if err := d.Audit.Flush(ctx); err != nil {
+			return nil, fmt.Errorf("flush audit log: %w", err)
 		}
 	}
-	recs, err := d.Data.AuditRecords(r.Context(), scope, after, limit)
+	recs, err := d.Data.AuditRecords(ctx, scope, after, limit)
 	if err != nil {
-		writeError(d.Logger, w, r, err)
-		return
+		return nil, err
 	}
 	if recs == nil {
 		recs = []store.AuditRecord{}
 	}
-	encode(w, http.StatusOK, map[string]any{"object": "list", "tenant": scope.Tenant(), "data": recs})
+	return recs, nil
 }
 
 func handleTenantAudit(d Deps) http.Handler {

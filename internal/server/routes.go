@@ -101,6 +101,31 @@ func addRoutes(mux *http.ServeMux, d Deps) {
 	mux.Handle("GET /admin/v1/tools/{name}", admin(handleGetTool(d)))
 	mux.Handle("DELETE /admin/v1/tools/{name}", admin(handleDeleteTool(d)))
 
+	// The console (console.go): the operator's pages answer a tenant
+	// session with a 404; a tenant's pages show its own tenant only.
+	console := func(h http.Handler) http.Handler { return requestIDs(consoleHeaders(h)) }
+	page := func(h http.Handler) http.Handler { return console(requireConsole(d)(h)) }
+	operatorPage := func(h http.Handler) http.Handler { return page(operatorOnly(d, h)) }
+	mux.Handle("GET /console", console(http.RedirectHandler("/console/", http.StatusSeeOther)))
+	mux.Handle("GET /console/{$}", page(handleConsoleHome(d)))
+	mux.Handle("GET /console/assets/{name}", console(handleConsoleAssets()))
+	mux.Handle("GET /console/signin", console(handleConsoleSignInPage(d)))
+	mux.Handle("POST /console/signin", console(handleConsoleSignIn(d)))
+	mux.Handle("POST /console/signout", page(handleConsoleSignOut(d)))
+	mux.Handle("GET /console/tenants", operatorPage(handleConsoleTenants(d)))
+	mux.Handle("POST /console/tenants", operatorPage(handleConsoleCreateTenant(d)))
+	mux.Handle("GET /console/usage", operatorPage(handleConsoleUsage(d)))
+	mux.Handle("GET /console/tenants/{tenant}", page(handleConsoleTenant(d)))
+	mux.Handle("POST /console/tenants/{tenant}/status", operatorPage(handleConsoleTenantStatus(d)))
+	mux.Handle("POST /console/tenants/{tenant}/delete", operatorPage(handleConsoleDeleteTenant(d)))
+	mux.Handle("POST /console/tenants/{tenant}/policy", operatorPage(handleConsolePolicy(d)))
+	mux.Handle("GET /console/tenants/{tenant}/keys", page(handleConsoleKeys(d)))
+	mux.Handle("POST /console/tenants/{tenant}/keys", operatorPage(handleConsoleCreateKey(d)))
+	mux.Handle("POST /console/tenants/{tenant}/keys/{id}/revoke", operatorPage(handleConsoleRevokeKey(d)))
+	mux.Handle("GET /console/tenants/{tenant}/usage", page(handleConsoleTenantUsage(d)))
+	mux.Handle("GET /console/tenants/{tenant}/audit", page(handleConsoleAudit(d)))
+	mux.Handle("GET /console/tenants/{tenant}/guard", page(handleConsoleGuard(d)))
+
 	// Prometheus metrics; also without a token on --metrics-addr.
 	mux.Handle("GET /metrics", admin(handleMetrics(d)))
 }

@@ -58,6 +58,9 @@ type TenantData interface {
 	DeleteSecret(ctx context.Context, scope auth.Scope, name tenant.SecretName) error
 	Export(ctx context.Context, scope auth.Scope) (store.Export, error)
 	AuditRecords(ctx context.Context, scope auth.Scope, afterSeq int64, limit int) ([]store.AuditRecord, error)
+	// Secrets is read by the console for the names only; it never shows a
+	// value.
+	Secrets(ctx context.Context, scope auth.Scope) ([]store.Secret, error)
 }
 
 // Catalog is the tool catalog.

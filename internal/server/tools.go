@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/bulkhead-ai/bulkhead/internal/auth"
 	"github.com/bulkhead-ai/bulkhead/internal/control"
 	"github.com/bulkhead-ai/bulkhead/internal/kind"
 	"github.com/bulkhead-ai/bulkhead/internal/tools"
@@ -70,32 +71,39 @@ func handlePutPolicy(d Deps) http.Handler {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		id := scope.Tenant()
 		b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, d.MaxBodyBytes))
 		if err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		source := string(b)
-		if err := d.Policies.Validate(id, source); err != nil {
+		if err := setPolicy(d, r, scope, string(b)); err != nil {
 			writeError(d.Logger, w, r, err)
 			return
 		}
-		if err := recordChange(d, r, scope, "policy.set", map[string]any{"bytes": len(source)}); err != nil {
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		if _, err := d.Tenants.UpdateTenant(r.Context(), id, func(t *control.Tenant) error {
-			t.Policy = source
-			return nil
-		}); err != nil {
-			changeFailed(d, r, scope, "policy.set", err)
-			writeError(d.Logger, w, r, err)
-			return
-		}
-		d.Logger.InfoContext(r.Context(), "policy set", "tenant", id, "bytes", len(source))
 		w.WriteHeader(http.StatusNoContent)
 	})
+}
+
+// setPolicy checks and stores scope's tenant's Cedar policy, audited; the
+// admin API and the console both change a policy through it. A bad policy
+// is refused with its line.
+func setPolicy(d Deps, r *http.Request, scope auth.Scope, source string) error {
+	id := scope.Tenant()
+	if err := d.Policies.Validate(id, source); err != nil {
+		return err
+	}
+	if err := recordChange(d, r, scope, "policy.set", map[string]any{"bytes": len(source)}); err != nil {
+		return err
+	}
+	if _, err := d.Tenants.UpdateTenant(r.Context(), id, func(t *control.Tenant) error {
+		t.Policy = source
+		return nil
+	}); err != nil {
+		changeFailed(d, r, scope, "policy.set", err)
+		return err
+	}
+	d.Logger.InfoContext(r.Context(), "policy set", "tenant", id, "bytes", len(source))
+	return nil
 }
 
 func handleGetPolicy(d Deps) http.Handler {
