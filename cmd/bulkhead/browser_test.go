@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -169,7 +170,15 @@ func TestBrowserConsole(t *testing.T) {
 	t.Parallel()
 	node := requireBrowser(t)
 
-	base, admin := startServer(t)
+	// A price for the offline model, so the usage pages show spend.
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "bulkhead.yaml")
+	if err := os.WriteFile(cfg, []byte("prices:\n  offline/default: {input: 2.5, cached_input: 1.25, output: 10}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	admin := "bka_console_" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	base, stop := startServerWith(t, filepath.Join(dir, "data"), map[string]string{"BULKHEAD_ADMIN_TOKEN": admin}, "--config", cfg)
+	t.Cleanup(func() { _ = stop() })
 	shots, err := filepath.Abs(filepath.Join("..", "..", "docs", "console"))
 	if err != nil {
 		t.Fatal(err)
@@ -199,6 +208,10 @@ func TestBrowserConsole(t *testing.T) {
 		ForgedListed               bool
 		RevokedSignIn, TenantHome  string
 		TenantUsage                string
+		TenantUsageText            string
+		TenantUsageCharts          int
+		AllUsageText               string
+		AllUsageCharts             int
 		TenantAuditTypes           []string
 		OtherTenant                map[string]int
 	}
@@ -226,6 +239,10 @@ func TestBrowserConsole(t *testing.T) {
 	check("the revoked key cannot sign in", strings.Contains(seen.RevokedSignIn, "Sign-in failed"))
 	check("the tenant lands on its own page", seen.TenantHome == "/console/tenants/acme")
 	check("the tenant sees its own usage", strings.Contains(seen.TenantUsage, "acme"))
+	check("the tenant's usage charts and lists its end user's requests", seen.TenantUsageCharts > 0 && strings.Contains(seen.TenantUsageText, "alice-at-acme"))
+	check("the tenant's usage holds nothing of another tenant's", !strings.Contains(seen.TenantUsageText, "bob-at-globex") && !strings.Contains(seen.TenantUsageText, "globex"))
+	check("the tenant's usage shows spend at the configured price", !strings.Contains(seen.TenantUsageText, "No usage yet") && strings.Contains(seen.TenantUsageText, "0.00"))
+	check("the operator's usage shows both tenants' end users", seen.AllUsageCharts > 0 && strings.Contains(seen.AllUsageText, "alice-at-acme") && strings.Contains(seen.AllUsageText, "bob-at-globex"))
 	check("the tenant sees its own audit log", slices.Contains(seen.TenantAuditTypes, "key.create") && slices.Contains(seen.TenantAuditTypes, "policy.set"))
 	for path, status := range seen.OtherTenant {
 		check("the tenant gets 404 for "+path, status == http.StatusNotFound)

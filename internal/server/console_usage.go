@@ -42,7 +42,7 @@ type usageTableRow struct {
 
 // Chart geometry, in viewBox units.
 const (
-	chartLeft   = 40
+	chartLeft   = 64
 	chartSlot   = 24
 	chartHeight = 170
 	chartBase   = 150

@@ -78,6 +78,22 @@ try {
   await shot(page, 'keys');
   out.revokedKeyAPI = (await fetch(base + '/v1/models', { headers: { Authorization: 'Bearer ' + keys[0] } })).status;
 
+  // Traffic for the usage pages: acme's end user through the console's key,
+  // globex's through a key made with the admin API.
+  const chat = async (key, user) => {
+    const resp = await fetch(base + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { Authorization: 'Bearer ' + key, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ model: 'default', user, messages: [{ role: 'user', content: 'Where is my order?' }] }),
+    });
+    if (resp.status !== 200) throw new Error(`chat as ${user}: ${resp.status} ${await resp.text()}`);
+  };
+  const globexKey = await fetch(base + '/admin/v1/tenants/globex/keys', { method: 'POST', headers: { Authorization: 'Bearer ' + admin } });
+  if (globexKey.status !== 201) throw new Error('globex key: ' + globexKey.status);
+  const gk = (await globexKey.json()).key;
+  for (let i = 0; i < 3; i++) await chat(keys[1], 'alice-at-acme');
+  await chat(gk, 'bob-at-globex');
+
   // A bad policy: the error is shown at its line.
   await page.goto(base + '/console/tenants/acme');
   await page.fill('#policy-text', '@id("refunds")\nforbid (principal, action, resource) when { context.amount >= };\n');
@@ -101,6 +117,8 @@ try {
   await page.goto(base + '/console/tenants/acme/guard');
   await shot(page, 'guard');
   await page.goto(base + '/console/usage');
+  out.allUsageText = await page.textContent('main');
+  out.allUsageCharts = await page.$$eval('main svg rect.bar', (bars) => bars.length);
   await shot(page, 'usage-all');
   await page.goto(base + '/console/tenants');
   await shot(page, 'tenants');
@@ -122,6 +140,8 @@ try {
   await shot(page, 'tenant-view');
   await page.goto(base + '/console/tenants/acme/usage');
   out.tenantUsage = (await page.textContent('main h1')).trim();
+  out.tenantUsageText = await page.textContent('main');
+  out.tenantUsageCharts = await page.$$eval('main svg rect.bar', (bars) => bars.length);
   await shot(page, 'usage');
   await page.goto(base + '/console/tenants/acme/audit');
   out.tenantAuditTypes = await page.$$eval('#audit tbody tr td:nth-child(3)', (tds) => [...new Set(tds.map((td) => td.textContent))]);
