@@ -248,8 +248,14 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 	// What the tool returns is as confidential as it declares, and as the
 	// held values it was given; it is untrusted.
 	read := label.Result(t.Flow().Result).Join(used)
-	if t.Held && !res.IsError {
-		return b.refs.hold(b.red.String(textnorm.StripInvisibleRuns(content)), read), name, DecisionAllow
+	if t.Held {
+		// An error result is the tool's text too (an HTTP error page, an
+		// MCP isError): the model reads that it failed, never what it said.
+		ref := b.refs.hold(b.red.String(textnorm.StripInvisibleRuns(content)), read)
+		if res.IsError {
+			ref = "error: the tool reported an error; its message is " + ref
+		}
+		return ref, name, DecisionAllow
 	}
 	b.pending.note(read)
 	return content, name, DecisionAllow
