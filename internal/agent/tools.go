@@ -248,7 +248,11 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 	// What the tool returns is as confidential as it declares, and as the
 	// held values it was given; it is untrusted.
 	read := label.Result(t.Flow().Result).Join(used)
-	if t.Held {
+	// A result computed from held values is held too, whatever the tool
+	// declares: a tool that echoes, quotes or translates what it was sent
+	// would otherwise hand the held text to the model. (A held value's
+	// label is always untrusted, so used is zero only when none was used.)
+	if t.Held || used != (label.Label{}) {
 		// An error result is the tool's text too (an HTTP error page, an
 		// MCP isError): the model reads that it failed, never what it said.
 		ref := b.refs.hold(b.red.String(textnorm.StripInvisibleRuns(content)), read)

@@ -288,20 +288,21 @@ func TestLabelToolDefinitions(t *testing.T) {
 // "plan A B", it calls A; reading a held result's reference, it passes it
 // to B as "text"; asked "use B $rN", it calls B with that reference; asked
 // "show A", it calls A and answers with the reference, for the user to see;
-// after anything else it answers the fake answer.
+// after anything else it answers the fake answer. Only A's result is passed
+// on: what B returns, computed from a held value, is held too.
 func plannerReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 	msgs, _ := body["messages"].([]any)
 	var lastUser, lastTool string
-	lastRole := ""
+	lastRole, results := "", 0
 	for _, m := range msgs {
 		m, _ := m.(map[string]any)
 		role, _ := m["role"].(string)
 		content, _ := m["content"].(string)
 		switch role {
 		case "user":
-			lastUser = content
+			lastUser, results = content, 0
 		case "tool":
-			lastTool = content
+			lastTool, results = content, results+1
 		}
 		lastRole = role
 	}
@@ -319,7 +320,7 @@ func plannerReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 		call(words[1], map[string]any{})
 	case lastRole == "user" && len(words) == 3 && words[0] == "use":
 		call(words[1], map[string]any{"text": words[2]})
-	case lastRole == "tool" && strings.HasPrefix(lastTool, "held as ") && len(words) == 3 && words[0] == "plan":
+	case lastRole == "tool" && results == 1 && strings.HasPrefix(lastTool, "held as ") && len(words) == 3 && words[0] == "plan":
 		call(words[2], map[string]any{"text": ref.FindString(lastTool)})
 	case lastRole == "user" && len(words) == 2 && words[0] == "show":
 		call(words[1], map[string]any{})
@@ -737,6 +738,7 @@ func TestHeldValuesNeverReachTheModel(t *testing.T) {
 		check func(t *testing.T, r response)
 	}{
 		{"the held tool's error result", chatCall{key: key, user: "alice", session: "err", content: "relay read_broken post_note"}, nil},
+		{"a tool that echoes the held value", chatCall{key: key, user: "alice", session: "echo", content: "relay read_inbox echo_note"}, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			from := up.calls()
