@@ -289,6 +289,14 @@ func (b *toolbox) authorizeWith(ctx context.Context, log *slog.Logger, t *tools.
 		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "deny", "reasons": []string{reasonUnknownRef}}, b.read))
 		return tools.Args{}, log, "error: refused: " + err.Error(), false
 	}
+	if l != (label.Label{}) && t.Scope == tools.ScopeClient {
+		// The client gets the call as checked, values filled in, and the
+		// session keeps it: the value would be in the next model request
+		// (the client's copy or the history's).
+		log.WarnContext(ctx, "tool call denied", "reasons", []string{reasonRefToClient})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "deny", "reasons": []string{reasonRefToClient}}, b.read.Join(l)))
+		return tools.Args{}, log, "error: refused: a held value cannot be passed to a client tool; to show it to the user, name its reference in your answer", false
+	}
 	model, *used = resolved.(map[string]any), l
 	read := b.read.Join(l)
 	// The guard and the redactor run before the bound parameters are

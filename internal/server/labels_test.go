@@ -732,6 +732,17 @@ func TestHeldValuesNeverReachTheModel(t *testing.T) {
 	}
 	env.createTenant(t, map[string]any{"id": "acme", "model": "fake/m", "tools": []string{"read_inbox", "read_broken", "post_note", "echo_note"}})
 	_, key := env.newKey(t, "acme")
+	show := []any{map[string]any{"type": "function", "function": map[string]any{"name": "show", "parameters": object}}}
+	refusedToClient := func(t *testing.T, r response) {
+		if strings.Contains(string(r.body), marker) {
+			t.Errorf("the client got the held value in a tool call: %s", r.body)
+		}
+		ds := toolDecisions(t, env, key, "client/show")
+		if len(ds) == 0 || ds[len(ds)-1]["decision"] != "deny" || !slices.Contains(toStrings(ds[len(ds)-1]["reasons"]), "held value to a client tool") {
+			t.Errorf("client/show's audit records %v: want a denial of the held value", ds)
+		}
+	}
+
 	for _, tt := range []struct {
 		name  string
 		call  chatCall
@@ -739,6 +750,10 @@ func TestHeldValuesNeverReachTheModel(t *testing.T) {
 	}{
 		{"the held tool's error result", chatCall{key: key, user: "alice", session: "err", content: "relay read_broken post_note"}, nil},
 		{"a tool that echoes the held value", chatCall{key: key, user: "alice", session: "echo", content: "relay read_inbox echo_note"}, nil},
+		{"a client tool given the held value", chatCall{key: key, user: "alice", session: "client", content: "relay read_inbox show",
+			extra: map[string]any{"tools": show}}, refusedToClient},
+		{"a legacy function given the held value", chatCall{key: key, user: "alice", session: "function", content: "relay read_inbox show",
+			extra: map[string]any{"functions": []any{show[0].(map[string]any)["function"]}}}, refusedToClient},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			from := up.calls()
