@@ -478,7 +478,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		a.observe(ctx, StageTools, start)
 		msgs = append(msgs, results...)
 		box.read = box.read.Join(box.pending.take())
-		if more := a.toolInputs(results); len(more) > 0 {
+		// Held results are inputs too: whether the model reads a result
+		// must not change what the guard lets it pass on.
+		if more := append(a.toolInputs(results), box.refs.takeInputs()...); len(more) > 0 {
 			in = a.Guard.Inputs(scope.Tenant(), in, more...)
 			box.inputs = in
 		}

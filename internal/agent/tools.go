@@ -255,7 +255,7 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 	if t.Held || used != (label.Label{}) {
 		// An error result is the tool's text too (an HTTP error page, an
 		// MCP isError): the model reads that it failed, never what it said.
-		ref := b.refs.hold(b.red.String(textnorm.StripInvisibleRuns(content)), read)
+		ref := b.refs.hold(b.red.String(textnorm.StripInvisibleRuns(content)), read, t.Builtin == "")
 		if res.IsError {
 			ref = "error: the tool reported an error; its message is " + ref
 		}

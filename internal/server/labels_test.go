@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/bulkhead-ai/bulkhead/internal/llm"
@@ -655,7 +656,8 @@ func TestLabelEvaluation(t *testing.T) {
 // relayReply makes the fake upstream a model that passes a held result on.
 // Asked "relay A B", it calls A; reading A's result, if it names a
 // reference, it calls B with that reference as "text"; after anything else
-// it answers the fake answer. B may be a client tool.
+// it answers the fake answer. B may be a client tool, or "answer": the
+// model then answers with the reference, for the user to see.
 func relayReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 	msgs, _ := body["messages"].([]any)
 	var words, results []string
@@ -682,6 +684,11 @@ func relayReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 		fakeAnswerReply(w, body)
 	case len(results) == 0:
 		call(words[1], map[string]any{})
+	case len(results) == 1 && ref.MatchString(results[0]) && words[2] == "answer":
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]any{"id": "chatcmpl-relay", "object": "chat.completion", "model": fakeModel,
+			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+				"message": map[string]any{"role": "assistant", "content": "Here: " + ref.FindStringSubmatch(results[0])[1] + "."}}}})
 	case len(results) == 1 && ref.MatchString(results[0]):
 		call(words[2], map[string]any{"text": ref.FindStringSubmatch(results[0])[1]})
 	default:
@@ -777,5 +784,64 @@ func TestHeldValuesNeverReachTheModel(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHeldValuesAreTurnInputs attacks the guard through a held result: a
+// page tenant B wrote (holding B's canary, as public text may) is what A's
+// held tool read. Shown as a result it is A's turn's input, and quoting it
+// is no leak; held, it must be the same: A's call passing it on and A's
+// answer showing it go through, and B's log never hears of A reading it
+// (else B could withhold A's work and watch it).
+func TestHeldValuesAreTurnInputs(t *testing.T) {
+	up := newFakeUpstream(t)
+	up.reply = relayReply
+	env := newTestEnv(t, envOptions{providers: map[string]llm.Provider{"fake": up.provider(t, 0)}})
+	var page atomic.Value
+	page.Store("")
+	notes := make(chan string, 4)
+	world := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/note" {
+			b, _ := io.ReadAll(r.Body)
+			notes <- string(b)
+			io.WriteString(rw, `{"ok":true}`)
+			return
+		}
+		io.WriteString(rw, page.Load().(string))
+	}))
+	t.Cleanup(world.Close)
+	for _, def := range []map[string]any{
+		{"name": "read_page", "scope": "global", "held": true, "consequential": false, "egress": "end_user", "result_confidentiality": "public",
+			"http": map[string]any{"method": "GET", "url": world.URL + "/page"}},
+		{"name": "post_note", "scope": "tenant", "consequential": false, "egress": "end_user",
+			"parameters": json.RawMessage(`{"type":"object","properties":{"text":{"type":"string"}}}`),
+			"http":       map[string]any{"method": "POST", "url": world.URL + "/note"}},
+	} {
+		env.admin(t, "POST", "/admin/v1/tools", def, http.StatusCreated)
+	}
+	env.createTenant(t, map[string]any{"id": "acme", "model": "fake/m", "tools": []string{"read_page", "post_note"}})
+	env.createTenant(t, map[string]any{"id": "globex", "model": "fake/m"})
+	_, acmeKey := env.newKey(t, "acme")
+	_, globexKey := env.newKey(t, "globex")
+	canary := canaryOf(t, env, "globex")
+	page.Store("Opening hours 9-5. Ref " + canary + ".")
+
+	env.say(t, chatCall{key: acmeKey, user: "alice", content: "relay read_page post_note"})
+	select {
+	case got := <-notes:
+		if !strings.Contains(got, canary) {
+			t.Errorf("post_note got %q, want the page", got)
+		}
+	default:
+		t.Error("post_note did not run: the held page, the turn's own input, was refused")
+	}
+	if got := env.say(t, chatCall{key: acmeKey, user: "alice", content: "relay read_page answer"}); !strings.Contains(got, "Opening hours") {
+		t.Errorf("answer %q: want the held page shown", got)
+	}
+	if n := len(auditOf(t, env, acmeKey, "guard.block")); n != 0 {
+		t.Errorf("acme's log has %d guard.block records: quoting its own input was blocked", n)
+	}
+	if n := len(auditOf(t, env, globexKey, "guard.foreign_leak")); n != 0 {
+		t.Errorf("globex's log heard %d times of acme reading its page", n)
 	}
 }
