@@ -308,7 +308,14 @@ func (b *toolbox) authorizeWith(ctx context.Context, log *slog.Logger, t *tools.
 	}
 	args, err := t.Complete(model, b.bind)
 	if err != nil {
-		return tools.Args{}, log, b.refuseArguments(ctx, log, name, err), false
+		msg := b.refuseArguments(ctx, log, name, err)
+		var ae *tools.ArgumentError
+		if l != (label.Label{}) && errors.As(err, &ae) {
+			// Schema errors quote the value (maxLength: "…" contains…): with
+			// held values filled in, the model gets the reason only.
+			msg = "error: refused: the arguments, with the held values filled in: " + ae.Reason
+		}
+		return tools.Args{}, log, msg, false
 	}
 	if msg, ok := b.checkEncoding(ctx, log, t, args); !ok {
 		return tools.Args{}, log, msg, false

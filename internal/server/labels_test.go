@@ -699,8 +699,9 @@ func relayReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 // TestHeldValuesNeverReachTheModel attacks results by reference: a held
 // value must reach no model request, in this turn or a later one, by any
 // way round: the held tool's error result, a tool that echoes the value it
-// was given, or a client tool the value was passed to (whose call the
-// session keeps).
+// was given, the refusal of arguments the value does not fit (schema
+// errors quote the value), or a client tool the value was passed to (whose
+// call the session keeps).
 func TestHeldValuesNeverReachTheModel(t *testing.T) {
 	up := newFakeUpstream(t)
 	up.reply = relayReply
@@ -734,10 +735,13 @@ func TestHeldValuesNeverReachTheModel(t *testing.T) {
 			"http": map[string]any{"method": "POST", "url": world.URL + "/note"}},
 		{"name": "echo_note", "scope": "tenant", "consequential": false, "egress": "end_user", "parameters": object,
 			"http": map[string]any{"method": "POST", "url": world.URL + "/echo"}},
+		{"name": "short_note", "scope": "tenant", "consequential": false, "egress": "end_user",
+			"parameters": json.RawMessage(`{"type":"object","properties":{"text":{"type":"string","maxLength":8}}}`),
+			"http":       map[string]any{"method": "POST", "url": world.URL + "/note"}},
 	} {
 		env.admin(t, "POST", "/admin/v1/tools", def, http.StatusCreated)
 	}
-	env.createTenant(t, map[string]any{"id": "acme", "model": "fake/m", "tools": []string{"read_inbox", "read_broken", "post_note", "echo_note"}})
+	env.createTenant(t, map[string]any{"id": "acme", "model": "fake/m", "tools": []string{"read_inbox", "read_broken", "post_note", "echo_note", "short_note"}})
 	_, key := env.newKey(t, "acme")
 	show := []any{map[string]any{"type": "function", "function": map[string]any{"name": "show", "parameters": object}}}
 	refusedToClient := func(t *testing.T, r response) {
@@ -757,6 +761,7 @@ func TestHeldValuesNeverReachTheModel(t *testing.T) {
 	}{
 		{"the held tool's error result", chatCall{key: key, user: "alice", session: "err", content: "relay read_broken post_note"}, nil},
 		{"a tool that echoes the held value", chatCall{key: key, user: "alice", session: "echo", content: "relay read_inbox echo_note"}, nil},
+		{"the schema error of a tool given the held value", chatCall{key: key, user: "alice", session: "schema", content: "relay read_inbox short_note"}, nil},
 		{"a client tool given the held value", chatCall{key: key, user: "alice", session: "client", content: "relay read_inbox show",
 			extra: map[string]any{"tools": show}}, refusedToClient},
 		{"a legacy function given the held value", chatCall{key: key, user: "alice", session: "function", content: "relay read_inbox show",
