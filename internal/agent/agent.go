@@ -65,7 +65,10 @@ type Profile struct {
 	Fallbacks []string
 	// KeySecret names the tenant secret holding the model provider's API key
 	// (bring your own key); empty means the provider's own setting.
-	KeySecret tenant.SecretName
+	// KeyProvider is the provider it is a key of: the profile's own model's,
+	// which a picked model need not share (empty: Model's).
+	KeySecret   tenant.SecretName
+	KeyProvider string
 	// Tools names the catalog tools the profile offers, and Policy is the
 	// tenant's compiled policy set that every offer and call must pass. With
 	// no Policy no tool is offered.
@@ -336,7 +339,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, fmt.Errorf("load tenant secrets: %w", err)
 	}
 	red := redactor(secrets)
-	if _, err := providerKey(profile, chain[0].route, secrets); err != nil {
+	if _, err := candidateKey(profile, chain[0], secrets); err != nil {
 		return Result{}, err
 	}
 	box := a.toolbox(ctx, scope, profile, secrets, red)

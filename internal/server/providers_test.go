@@ -166,6 +166,37 @@ func TestFallbackKeepsKeyToItsProvider(t *testing.T) {
 	}
 }
 
+// TestPickedModelKeepsKeyToItsProvider attacks a model pick: the request
+// picks the profile's model on another provider, which fails, and the
+// profile's fallback on its own provider answers. The tenant's key (for
+// that provider) must go with it, never the provider's shared one, and
+// never to the picked model's provider.
+func TestPickedModelKeepsKeyToItsProvider(t *testing.T) {
+	env, primary, backup, key := newFallbackEnv(t, 0)
+	const own = "sk-acme-primary-0123456789"
+	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/primary_key", map[string]string{"value": own}, http.StatusNoContent)
+	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"api_key_secret": "primary_key",
+		"models": []string{"backup/gpt-b"}, "fallbacks": []string{"primary/gpt-a2"}}, http.StatusOK)
+	var mu sync.Mutex
+	auth := map[string]string{}
+	record := func(name string, then func(http.ResponseWriter, *http.Request, map[string]any)) func(http.ResponseWriter, *http.Request, map[string]any) {
+		return func(w http.ResponseWriter, r *http.Request, body map[string]any) {
+			mu.Lock()
+			auth[name] = r.Header.Get("Authorization")
+			mu.Unlock()
+			then(w, r, body)
+		}
+	}
+	backup.reply = record("backup", statusReply(503, ""))
+	primary.reply = record("primary", func(w http.ResponseWriter, _ *http.Request, body map[string]any) { fakeAnswerReply(w, body) })
+	env.say(t, chatCall{key: key, model: "default/backup/gpt-b", content: "hi"})
+	mu.Lock()
+	defer mu.Unlock()
+	if auth["primary"] != "Bearer "+own || strings.Contains(auth["backup"], own) {
+		t.Errorf("Authorization: primary %q, backup %q; want the tenant's key at its provider only", auth["primary"], auth["backup"])
+	}
+}
+
 func TestFallbacksValidated(t *testing.T) {
 	env, _, _, _ := newFallbackEnv(t, 0)
 	for _, body := range []map[string]any{
