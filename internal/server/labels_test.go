@@ -285,6 +285,23 @@ func TestLabelToolDefinitions(t *testing.T) {
 	env.admin(t, "PUT", "/admin/v1/tenants/acme/policy", list.Data[0].Source+list.Data[1].Source, http.StatusNoContent)
 }
 
+// replyToolCall answers a fake upstream's request with one call of name.
+func replyToolCall(w http.ResponseWriter, name string, args map[string]any) {
+	a, _ := json.Marshal(args)
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"id": "chatcmpl-plan", "object": "chat.completion", "model": fakeModel,
+		"choices": []any{map[string]any{"index": 0, "finish_reason": "tool_calls", "message": map[string]any{"role": "assistant", "content": nil,
+			"tool_calls": []any{map[string]any{"id": "call_plan", "type": "function", "function": map[string]any{"name": name, "arguments": string(a)}}}}}}})
+}
+
+// replyAnswer answers a fake upstream's request with content.
+func replyAnswer(w http.ResponseWriter, content string) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"id": "chatcmpl-plan", "object": "chat.completion", "model": fakeModel,
+		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
+			"message": map[string]any{"role": "assistant", "content": content}}}})
+}
+
 // plannerReply makes the fake upstream a cooperative planner. Asked
 // "plan A B", it calls A; reading a held result's reference, it passes it
 // to B as "text"; asked "use B $rN", it calls B with that reference; asked
@@ -308,13 +325,7 @@ func plannerReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 		lastRole = role
 	}
 	words := strings.Fields(lastUser)
-	call := func(name string, args map[string]any) {
-		a, _ := json.Marshal(args)
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"id": "chatcmpl-plan", "object": "chat.completion", "model": fakeModel,
-			"choices": []any{map[string]any{"index": 0, "finish_reason": "tool_calls", "message": map[string]any{"role": "assistant", "content": nil,
-				"tool_calls": []any{map[string]any{"id": "call_plan", "type": "function", "function": map[string]any{"name": name, "arguments": string(a)}}}}}}})
-	}
+	call := func(name string, args map[string]any) { replyToolCall(w, name, args) }
 	ref := regexp.MustCompile(`\$r[0-9]+`)
 	switch {
 	case lastRole == "user" && len(words) == 3 && words[0] == "plan":
@@ -326,10 +337,7 @@ func plannerReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 	case lastRole == "user" && len(words) == 2 && words[0] == "show":
 		call(words[1], map[string]any{})
 	case lastRole == "tool" && strings.HasPrefix(lastTool, "held as ") && len(words) == 2 && words[0] == "show":
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"id": "chatcmpl-plan", "object": "chat.completion", "model": fakeModel,
-			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
-				"message": map[string]any{"role": "assistant", "content": "Here it is: " + ref.FindString(lastTool) + "."}}}})
+		replyAnswer(w, "Here it is: "+ref.FindString(lastTool)+".")
 	default:
 		fakeAnswerReply(w, body)
 	}
@@ -671,26 +679,16 @@ func relayReply(w http.ResponseWriter, _ *http.Request, body map[string]any) {
 			results = append(results, content)
 		}
 	}
-	call := func(name string, args map[string]any) {
-		a, _ := json.Marshal(args)
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"id": "chatcmpl-relay", "object": "chat.completion", "model": fakeModel,
-			"choices": []any{map[string]any{"index": 0, "finish_reason": "tool_calls", "message": map[string]any{"role": "assistant", "content": nil,
-				"tool_calls": []any{map[string]any{"id": "call_relay", "type": "function", "function": map[string]any{"name": name, "arguments": string(a)}}}}}}})
-	}
 	ref := regexp.MustCompile(`held as (\$r[0-9]+)`)
 	switch {
 	case len(words) != 3 || words[0] != "relay":
 		fakeAnswerReply(w, body)
 	case len(results) == 0:
-		call(words[1], map[string]any{})
+		replyToolCall(w, words[1], map[string]any{})
 	case len(results) == 1 && ref.MatchString(results[0]) && words[2] == "answer":
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"id": "chatcmpl-relay", "object": "chat.completion", "model": fakeModel,
-			"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
-				"message": map[string]any{"role": "assistant", "content": "Here: " + ref.FindStringSubmatch(results[0])[1] + "."}}}})
+		replyAnswer(w, "Here: "+ref.FindStringSubmatch(results[0])[1]+".")
 	case len(results) == 1 && ref.MatchString(results[0]):
-		call(words[2], map[string]any{"text": ref.FindStringSubmatch(results[0])[1]})
+		replyToolCall(w, words[2], map[string]any{"text": ref.FindStringSubmatch(results[0])[1]})
 	default:
 		fakeAnswerReply(w, body)
 	}
