@@ -226,8 +226,13 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 		log.WarnContext(ctx, "tool call failed", "error", b.red.String(err.Error()))
 		if t.Builtin != "" && errors.Is(err, kind.Invalid) {
 			// A builtin refusing its arguments says why, in words of the
-			// runtime's own, so the model can correct them.
-			return "error: " + b.red.String(err.Error()), name, DecisionAllow
+			// runtime's own, so the model can correct them; words that may
+			// quote held values filled in (an embedder's 400) are held.
+			text := "error: " + b.red.String(err.Error())
+			if used != (label.Label{}) {
+				text = "error: the tool refused its arguments; its message is " + b.refs.hold(text, label.Result(t.Flow().Result).Join(used), false)
+			}
+			return text, name, DecisionAllow
 		}
 		// Other executors' errors can name upstream hosts: the log gets
 		// them, the model a generic message.
