@@ -65,7 +65,10 @@ type Profile struct {
 	Fallbacks []string
 	// KeySecret names the tenant secret holding the model provider's API key
 	// (bring your own key); empty means the provider's own setting.
-	KeySecret tenant.SecretName
+	// KeyProvider is the provider it is a key of: the profile's own model's,
+	// which a picked model need not share (empty: Model's).
+	KeySecret   tenant.SecretName
+	KeyProvider string
 	// Tools names the catalog tools the profile offers, and Policy is the
 	// tenant's compiled policy set that every offer and call must pass. With
 	// no Policy no tool is offered.
@@ -379,7 +382,7 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, fmt.Errorf("load tenant secrets: %w", err)
 	}
 	red := redactor(secrets)
-	if _, err := providerKey(profile, chain[0].route, secrets); err != nil {
+	if _, err := candidateKey(profile, chain[0], secrets); err != nil {
 		return Result{}, err
 	}
 	box := a.toolbox(ctx, scope, profile, secrets, red)
@@ -519,7 +522,9 @@ func (a *Agent) run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		a.observe(ctx, StageTools, start)
 		msgs = append(msgs, results...)
 		box.read = box.read.Join(box.pending.take())
-		if more := a.toolInputs(results); len(more) > 0 {
+		// Held results are inputs too: whether the model reads a result
+		// must not change what the guard lets it pass on.
+		if more := append(a.toolInputs(results), box.refs.takeInputs()...); len(more) > 0 {
 			in = a.Guard.Inputs(scope.Tenant(), in, more...)
 			box.inputs = in
 		}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -43,11 +44,13 @@ func (a *Agent) modelChain(profile Profile) ([]candidate, error) {
 }
 
 // candidateKey is the API key to send to c. The profile's own key secret
-// belongs to the provider of the profile's model: a fallback on another
-// provider uses only that provider's setting, so one provider's key is never
-// sent to another.
-func candidateKey(profile Profile, chain []candidate, c candidate, secrets []store.Secret) (llm.Credential, error) {
-	if providerName(c.model) != providerName(chain[0].model) {
+// belongs to the provider of the profile's own model (KeyProvider): any
+// candidate on another provider (a fallback, a picked model) uses only that
+// provider's setting, so one provider's key is never sent to another, and
+// every candidate on that provider gets the tenant's key, never the
+// provider's shared one.
+func candidateKey(profile Profile, c candidate, secrets []store.Secret) (llm.Credential, error) {
+	if providerName(c.model) != cmp.Or(profile.KeyProvider, providerName(profile.Model)) {
 		profile.KeySecret = ""
 	}
 	return providerKey(profile, c.route, secrets)
@@ -70,7 +73,7 @@ func (a *Agent) chatChain(ctx context.Context, scope auth.Scope, profile Profile
 	req.NoRetry = len(chain) > 1
 	var failed []string
 	for i, c := range chain {
-		key, err := candidateKey(profile, chain, c, secrets)
+		key, err := candidateKey(profile, c, secrets)
 		if err != nil {
 			return llm.Response{}, err
 		}

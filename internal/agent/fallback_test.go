@@ -46,7 +46,9 @@ func TestFallbackWorthy(t *testing.T) {
 }
 
 // TestCandidateKey checks the profile's own key secret is used for its
-// model's provider only, never for a fallback on another provider.
+// model's provider only, never for a fallback on another provider, and for
+// every candidate on that provider when the request picked a model on
+// another one.
 func TestCandidateKey(t *testing.T) {
 	secrets := []store.Secret{{Name: "own", Value: secret.New("own-key")}, {Name: "other", Value: secret.New("other-key")}}
 	chain := []candidate{
@@ -55,12 +57,17 @@ func TestCandidateKey(t *testing.T) {
 		{model: "b/m3", route: llm.Route{}},
 		{model: "c/m4", route: llm.Route{KeySecret: "other"}},
 	}
-	profile := Profile{KeySecret: "own"}
 	want := []string{"own-key", "own-key", "", "other-key"}
-	for i, c := range chain {
-		key, err := candidateKey(profile, chain, c, secrets)
-		if err != nil || key.Reveal() != want[i] {
-			t.Errorf("%s: key %q, %v; want %q", c.model, key.Reveal(), err, want[i])
+	for _, profile := range []Profile{
+		{KeySecret: "own", Model: "a/m1"},
+		{KeySecret: "own", KeyProvider: "a", Model: "a/m1"},
+		{KeySecret: "own", KeyProvider: "a", Model: "b/m3"}, // picked: b/m3 is first
+	} {
+		for i, c := range chain {
+			key, err := candidateKey(profile, c, secrets)
+			if err != nil || key.Reveal() != want[i] {
+				t.Errorf("profile model %s: %s: key %q, %v; want %q", profile.Model, c.model, key.Reveal(), err, want[i])
+			}
 		}
 	}
 }

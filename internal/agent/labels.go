@@ -41,6 +41,11 @@ func cachedLabel(profile Profile, read label.Label) label.Label {
 // turn did not make (refs.go).
 const reasonUnknownRef = "unknown reference"
 
+// reasonRefToClient is the audited reason of a client tool call given a
+// held value (refs.go): the client, and the session, would give it back to
+// the model.
+const reasonRefToClient = "held value to a client tool"
+
 // labelFields adds the label a tool decision was made with to its audit
 // record.
 func (b *toolbox) labelFields(record map[string]any, l label.Label) map[string]any {

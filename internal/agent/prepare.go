@@ -54,7 +54,7 @@ func (a *Agent) Prepare(scope auth.Scope, model string, clientTools bool) (Profi
 		return Profile{}, fmt.Errorf("%w: the model %q does not exist", kind.NotFound, model)
 	}
 	profile := Profile{Name: name, ID: name, SystemPrompt: p.SystemPrompt, Model: p.Model, Fallbacks: p.Fallbacks,
-		KeySecret: tenant.SecretName(p.APIKeySecret), Tools: p.Tools, Limits: QuotaLimits(t.Limits),
+		KeySecret: tenant.SecretName(p.APIKeySecret), KeyProvider: providerName(p.Model), Tools: p.Tools, Limits: QuotaLimits(t.Limits),
 		NoCache: p.NoCache, CacheToolAnswers: p.CacheToolAnswers, Version: definitionVersion(t),
 		AllowedHosts: t.AllowedHosts, NoClientTools: p.NoClientTools}
 	if picked {
@@ -80,14 +80,11 @@ func (a *Agent) Prepare(scope auth.Scope, model string, clientTools bool) (Profi
 // pickModel runs profile with model, which must be the profile's own model
 // or one of its Models; any other is refused by name, the same whether or
 // not another tenant's profile lists it. The fallbacks still follow it, and
-// the profile's api_key_secret goes only to its own model's provider (as
-// with a fallback on another provider).
+// the profile's api_key_secret goes only to its own model's provider
+// (KeyProvider), whichever candidate is on it (candidateKey).
 func (profile Profile) pickModel(p control.Profile, model string) (Profile, error) {
 	if model != p.Model && !slices.Contains(p.Models, model) {
 		return Profile{}, fmt.Errorf("%w: model: %q is not one of the models the profile %q lists", kind.Invalid, model, profile.Name)
-	}
-	if providerName(model) != providerName(p.Model) {
-		profile.KeySecret = ""
 	}
 	profile.ID = profile.Name + "/" + model
 	profile.Model = model

@@ -59,7 +59,8 @@ func TestPrepare(t *testing.T) {
 	}{
 		{model: "", wantModel: "primary/a", wantID: "default", wantKey: "primary_key", wantFallbacks: []string{"primary/b", "backup/c"}},
 		{model: "default/primary/b", wantModel: "primary/b", wantID: "default/primary/b", wantKey: "primary_key", wantFallbacks: []string{"backup/c"}},
-		{model: "default/other/d", wantModel: "other/d", wantID: "default/other/d", wantKey: "", wantFallbacks: []string{"primary/b", "backup/c"}},
+		// The key stays the profile's, for its own provider only (candidateKey).
+		{model: "default/other/d", wantModel: "other/d", wantID: "default/other/d", wantKey: "primary_key", wantFallbacks: []string{"primary/b", "backup/c"}},
 		{model: "default/primary/g", wantKind: kind.Invalid, wantMention: "primary/g"},
 		{model: "default/backup/c", wantKind: kind.Invalid, wantMention: "backup/c"},
 		{model: "private", wantKind: kind.NotFound, wantMention: "private"},
@@ -77,9 +78,9 @@ func TestPrepare(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Model != tt.wantModel || p.ID != tt.wantID || p.Name != "default" || p.KeySecret != tt.wantKey || !slices.Equal(p.Fallbacks, tt.wantFallbacks) {
-				t.Errorf("got model %q id %q name %q key %q fallbacks %v, want %q %q default %q %v",
-					p.Model, p.ID, p.Name, p.KeySecret, p.Fallbacks, tt.wantModel, tt.wantID, tt.wantKey, tt.wantFallbacks)
+			if p.Model != tt.wantModel || p.ID != tt.wantID || p.Name != "default" || p.KeySecret != tt.wantKey || p.KeyProvider != "primary" || !slices.Equal(p.Fallbacks, tt.wantFallbacks) {
+				t.Errorf("got model %q id %q name %q key %q of %q fallbacks %v, want %q %q default %q of primary %v",
+					p.Model, p.ID, p.Name, p.KeySecret, p.KeyProvider, p.Fallbacks, tt.wantModel, tt.wantID, tt.wantKey, tt.wantFallbacks)
 			}
 			if p.Canary != "canary-acme" || p.Limits.RequestsPerMinute != 7 || p.Version == "" {
 				t.Errorf("got canary %q limits %+v version %q, want acme's", p.Canary, p.Limits, p.Version)

@@ -38,6 +38,10 @@ var refShape = regexp.MustCompile(`^\$r[0-9]{1,9}$`)
 type refs struct {
 	mu   sync.Mutex
 	vals map[string]held
+	// inputs are the values held since takeInputs that external tools
+	// returned: the turn's own inputs, as their results would be had they
+	// been shown (inputs.go).
+	inputs []string
 }
 
 type held struct {
@@ -46,7 +50,9 @@ type held struct {
 }
 
 // hold keeps text, labelled l, and returns what the model reads instead.
-func (r *refs) hold(text string, l label.Label) string {
+// input says whether text is one of the turn's own inputs (an external
+// tool's result).
+func (r *refs) hold(text string, l label.Label, input bool) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.vals == nil {
@@ -57,11 +63,23 @@ func (r *refs) hold(text string, l label.Label) string {
 	}
 	name := "$r" + strconv.Itoa(len(r.vals)+1)
 	r.vals[name] = held{text, l}
+	if input {
+		r.inputs = append(r.inputs, text)
+	}
 	kind := "text"
 	if json.Valid([]byte(text)) {
 		kind = "json"
 	}
 	return fmt.Sprintf("held as %s (%s, %d bytes): the value is not shown to you; pass %q as an argument to use it", name, kind, len(text), name)
+}
+
+// takeInputs returns the inputs held since the last take.
+func (r *refs) takeInputs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	in := r.inputs
+	r.inputs = nil
+	return in
 }
 
 // errUnknownRef refuses a call naming a reference this turn did not make.

@@ -13,14 +13,14 @@ import (
 func TestRefs(t *testing.T) {
 	var r refs
 	secret := label.Result(label.Secret)
-	view := r.hold(`{"balance": 12}`, secret)
+	view := r.hold(`{"balance": 12}`, secret, true)
 	if view != `held as $r1 (json, 15 bytes): the value is not shown to you; pass "$r1" as an argument to use it` {
 		t.Fatalf("hold = %q", view)
 	}
 	if strings.Contains(view, "balance") {
 		t.Fatal("the model's view holds the value")
 	}
-	r.hold("page text", label.Result(label.Public))
+	r.hold("page text", label.Result(label.Public), true)
 
 	tests := []struct {
 		name     string
@@ -63,11 +63,11 @@ func TestRefs(t *testing.T) {
 func TestRefsBounded(t *testing.T) {
 	var r refs
 	for range maxRefs {
-		if v := r.hold("x", label.Label{}); !strings.HasPrefix(v, "held as ") {
+		if v := r.hold("x", label.Label{}, false); !strings.HasPrefix(v, "held as ") {
 			t.Fatalf("hold = %q", v)
 		}
 	}
-	if v := r.hold("x", label.Label{}); !strings.HasPrefix(v, "error: ") {
+	if v := r.hold("x", label.Label{}, false); !strings.HasPrefix(v, "error: ") {
 		t.Fatalf("hold beyond %d = %q, want an error", maxRefs, v)
 	}
 }
@@ -90,8 +90,8 @@ func TestShowHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	var r refs
-	r.hold("the board meets Tuesday", label.Result(label.EndUser))
-	r.hold("card 4242", label.Result(label.Secret))
+	r.hold("the board meets Tuesday", label.Result(label.EndUser), true)
+	r.hold("card 4242", label.Result(label.Secret), false)
 	tests := []struct {
 		in, want  string
 		wantShown bool
@@ -106,5 +106,17 @@ func TestShowHeld(t *testing.T) {
 		if got != tt.want || shown != tt.wantShown {
 			t.Errorf("showHeld(%q) = %q, %v; want %q, %v", tt.in, got, shown, tt.want, tt.wantShown)
 		}
+	}
+}
+
+func TestRefsTakeInputs(t *testing.T) {
+	var r refs
+	r.hold("page", label.Result(label.Public), true)
+	r.hold("passages", label.Result(label.Tenant), false)
+	if got := r.takeInputs(); len(got) != 1 || got[0] != "page" {
+		t.Fatalf("takeInputs = %q, want the external tool's value only", got)
+	}
+	if got := r.takeInputs(); len(got) != 0 {
+		t.Fatalf("takeInputs again = %q, want nothing new", got)
 	}
 }

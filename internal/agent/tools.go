@@ -226,8 +226,13 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 		log.WarnContext(ctx, "tool call failed", "error", b.red.String(err.Error()))
 		if t.Builtin != "" && errors.Is(err, kind.Invalid) {
 			// A builtin refusing its arguments says why, in words of the
-			// runtime's own, so the model can correct them.
-			return "error: " + b.red.String(err.Error()), name, DecisionAllow
+			// runtime's own, so the model can correct them; words that may
+			// quote held values filled in (an embedder's 400) are held.
+			text := "error: " + b.red.String(err.Error())
+			if used != (label.Label{}) {
+				text = "error: the tool refused its arguments; its message is " + b.refs.hold(text, label.Result(t.Flow().Result).Join(used), false)
+			}
+			return text, name, DecisionAllow
 		}
 		// Other executors' errors can name upstream hosts: the log gets
 		// them, the model a generic message.
@@ -248,8 +253,18 @@ func (b *toolbox) decide(ctx context.Context, tc llm.ToolCall) (text, tool, deci
 	// What the tool returns is as confidential as it declares, and as the
 	// held values it was given; it is untrusted.
 	read := label.Result(t.Flow().Result).Join(used)
-	if t.Held && !res.IsError {
-		return b.refs.hold(b.red.String(textnorm.StripInvisibleRuns(content)), read), name, DecisionAllow
+	// A result computed from held values is held too, whatever the tool
+	// declares: a tool that echoes, quotes or translates what it was sent
+	// would otherwise hand the held text to the model. (A held value's
+	// label is always untrusted, so used is zero only when none was used.)
+	if t.Held || used != (label.Label{}) {
+		// An error result is the tool's text too (an HTTP error page, an
+		// MCP isError): the model reads that it failed, never what it said.
+		ref := b.refs.hold(b.red.String(textnorm.StripInvisibleRuns(content)), read, t.Builtin == "")
+		if res.IsError {
+			ref = "error: the tool reported an error; its message is " + ref
+		}
+		return ref, name, DecisionAllow
 	}
 	b.pending.note(read)
 	return content, name, DecisionAllow
@@ -279,6 +294,14 @@ func (b *toolbox) authorizeWith(ctx context.Context, log *slog.Logger, t *tools.
 		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "deny", "reasons": []string{reasonUnknownRef}}, b.read))
 		return tools.Args{}, log, "error: refused: " + err.Error(), false
 	}
+	if l != (label.Label{}) && t.Scope == tools.ScopeClient {
+		// The client gets the call as checked, values filled in, and the
+		// session keeps it: the value would be in the next model request
+		// (the client's copy or the history's).
+		log.WarnContext(ctx, "tool call denied", "reasons", []string{reasonRefToClient})
+		b.a.audit(ctx, b.scope, "tool.call", b.labelFields(map[string]any{"tool": name, "decision": "deny", "reasons": []string{reasonRefToClient}}, b.read.Join(l)))
+		return tools.Args{}, log, "error: refused: a held value cannot be passed to a client tool; to show it to the user, name its reference in your answer", false
+	}
 	model, *used = resolved.(map[string]any), l
 	read := b.read.Join(l)
 	// The guard and the redactor run before the bound parameters are
@@ -290,7 +313,14 @@ func (b *toolbox) authorizeWith(ctx context.Context, log *slog.Logger, t *tools.
 	}
 	args, err := t.Complete(model, b.bind)
 	if err != nil {
-		return tools.Args{}, log, b.refuseArguments(ctx, log, name, err), false
+		msg := b.refuseArguments(ctx, log, name, err)
+		var ae *tools.ArgumentError
+		if l != (label.Label{}) && errors.As(err, &ae) {
+			// Schema errors quote the value (maxLength: "…" contains…): with
+			// held values filled in, the model gets the reason only.
+			msg = "error: refused: the arguments, with the held values filled in: " + ae.Reason
+		}
+		return tools.Args{}, log, msg, false
 	}
 	if msg, ok := b.checkEncoding(ctx, log, t, args); !ok {
 		return tools.Args{}, log, msg, false

@@ -84,10 +84,12 @@ func looksLikeJWT(token string) bool {
 // against that registration's issuer and audience.
 func (a *Authenticator) tokenScope(ctx context.Context, raw string) (Scope, error) {
 	sum := sha256.Sum256([]byte(raw))
-	if scope, ok := a.verified.scope(a, sum); ok {
+	if scope, ok := a.verified.scope(ctx, a, sum); ok {
 		return scope, nil
 	}
 	var rec IssuerRecord
+	var kid string
+	var key crypto.PublicKey
 	claims := jwt.MapClaims{}
 	parser := jwt.NewParser(jwt.WithValidMethods(a.validMethods), jwt.WithoutClaimsValidation())
 	_, err := parser.ParseWithClaims(raw, claims, func(t *jwt.Token) (any, error) {
@@ -98,11 +100,12 @@ func (a *Authenticator) tokenScope(ctx context.Context, raw string) (Scope, erro
 		if !slices.Contains(rec.Issuer.Algorithms, t.Method.Alg()) {
 			return nil, fmt.Errorf("algorithm %s is not allowed for this issuer", t.Method.Alg())
 		}
-		kid, _ := t.Header["kid"].(string)
+		kid, _ = t.Header["kid"].(string)
 		if kid == "" {
 			return nil, errors.New("token has no kid")
 		}
-		return a.jwks.key(ctx, rec, kid)
+		key, err = a.jwks.key(ctx, rec, kid)
+		return key, err
 	})
 	if err != nil {
 		return Scope{}, tokenError(err)
@@ -128,7 +131,7 @@ func (a *Authenticator) tokenScope(ctx context.Context, raw string) (Scope, erro
 	exp, _ := claims.GetExpirationTime()
 	nbf, _ := claims.GetNotBefore()
 	aud, _ := claims.GetAudience()
-	e := verifiedToken{scope: scope, iss: rec.Issuer.Issuer, aud: aud, issuerID: rec.Issuer.ID, exp: exp.Time}
+	e := verifiedToken{scope: scope, iss: rec.Issuer.Issuer, aud: aud, issuerID: rec.Issuer.ID, kid: kid, key: key, exp: exp.Time}
 	if nbf != nil {
 		e.nbf = nbf.Time
 	}
@@ -143,7 +146,10 @@ const maxVerified = 10_000
 // by their SHA-256, so a front end sending one token with every request
 // pays for the signature once. A hit is checked again against what can
 // change: the registration must still be the one that verified it (not
-// deleted, no second match), its tenant active, and exp and nbf hold now.
+// deleted, no second match), its tenant active, exp and nbf hold now, and
+// the registration's keys (refreshed as for any token) still hold the key
+// that verified it under its kid: a key the issuer dropped, or keys too
+// stale to use, refuse a token seen before as they refuse a new one.
 type verifiedTokens struct {
 	mu sync.Mutex
 	m  map[[sha256.Size]byte]verifiedToken
@@ -154,10 +160,18 @@ type verifiedToken struct {
 	iss      string
 	aud      []string
 	issuerID string
+	kid      string
+	key      crypto.PublicKey
 	exp, nbf time.Time
 }
 
-func (v *verifiedTokens) scope(a *Authenticator, sum [sha256.Size]byte) (Scope, bool) {
+// equalKey reports whether a and b are the same public key.
+func equalKey(a, b crypto.PublicKey) bool {
+	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(b)
+}
+
+func (v *verifiedTokens) scope(ctx context.Context, a *Authenticator, sum [sha256.Size]byte) (Scope, bool) {
 	v.mu.Lock()
 	e, ok := v.m[sum]
 	v.mu.Unlock()
@@ -170,6 +184,9 @@ func (v *verifiedTokens) scope(a *Authenticator, sum [sha256.Size]byte) (Scope, 
 	}
 	rec, err := a.registration(jwt.RegisteredClaims{Issuer: e.iss, Audience: e.aud})
 	if err != nil || rec.Issuer.ID != e.issuerID || rec.Incarnation != e.scope.inc || rec.Status != tenant.StatusActive {
+		return Scope{}, false
+	}
+	if key, err := a.jwks.key(ctx, rec, e.kid); err != nil || !equalKey(key, e.key) {
 		return Scope{}, false
 	}
 	return e.scope, true

@@ -332,3 +332,55 @@ func BenchmarkTokenVerify(b *testing.B) {
 		})
 	}
 }
+
+// TestVerifiedTokenFollowsJWKS attacks the cache of verified tokens: a token
+// seen once must not outlive its signing key. The issuer drops a leaked key
+// from its JWKS, or its JWKS URL stays down past MaxStale; a token signed by
+// that key, already verified, is refused from then on like a new one.
+func TestVerifiedTokenFollowsJWKS(t *testing.T) {
+	var current atomic.Value
+	current.Store([]byte(rsaJWKS(t, "k1", &testRSA.PublicKey)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if string(current.Load().([]byte)) == "fail" {
+			http.Error(w, "down", http.StatusInternalServerError)
+			return
+		}
+		w.Write(current.Load().([]byte))
+	}))
+	defer srv.Close()
+	start := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, tt := range []struct {
+		name   string
+		jwks   string // what the URL serves after the token was verified
+		wantOK bool
+	}{
+		{"the key stays", string(rsaJWKS(t, "k1", &testRSA.PublicKey)), true},
+		{"the key left the JWKS", string(rsaJWKS(t, "k2", &testRSA2.PublicKey)), false},
+		{"the kid now names another key", string(rsaJWKS(t, "k1", &testRSA2.PublicKey)), false},
+		{"the JWKS URL is down past MaxStale", "fail", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			current.Store([]byte(rsaJWKS(t, "k1", &testRSA.PublicKey)))
+			clock := start
+			rec := record("acme", Issuer{ID: "iss_a", Issuer: "https://login.example", Audience: "acme", JWKSURL: srv.URL, Algorithms: []string{"RS256"}})
+			a, err := New(oneKeyless{}, "admin-token-0123456789", WithIssuers(issuerList{rec}, TokenOptions{
+				Now: func() time.Time { return clock }, RefreshEvery: time.Minute, MinRefresh: 10 * time.Second, MaxStale: time.Minute}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			claims := claimsFor("https://login.example", "acme", "alice", start)
+			claims["exp"] = start.Add(24 * time.Hour).Unix()
+			token := sign(t, jwt.SigningMethodRS256, "k1", testRSA, claims)
+			if _, err := a.Tenant(bearerRequest(token)); err != nil {
+				t.Fatalf("first use: %v", err)
+			}
+			current.Store([]byte(tt.jwks))
+			// Past RefreshEvery and MaxStale: the keys are what the URL
+			// serves now, or none.
+			clock = start.Add(3 * time.Minute)
+			if _, err := a.Tenant(bearerRequest(token)); (err == nil) != tt.wantOK {
+				t.Fatalf("the verified token again: err = %v, want ok %v", err, tt.wantOK)
+			}
+		})
+	}
+}

@@ -140,29 +140,48 @@ func TestFallbackNotAfterContent(t *testing.T) {
 }
 
 // TestFallbackKeepsKeyToItsProvider checks a profile's own key (for its
-// model's provider) is never sent to a fallback on another provider.
+// model's provider) is never sent to a fallback on another provider; and,
+// attacking a model pick, that when the request picks the profile's model
+// on another provider and it fails, the profile's fallback on its own
+// provider still gets the tenant's key, never the provider's shared one.
 func TestFallbackKeepsKeyToItsProvider(t *testing.T) {
-	env, primary, backup, key := newFallbackEnv(t, 0)
 	const own = "sk-acme-primary-0123456789"
-	env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/primary_key", map[string]string{"value": own}, http.StatusNoContent)
-	env.admin(t, "PATCH", "/admin/v1/tenants/acme", map[string]any{"api_key_secret": "primary_key"}, http.StatusOK)
-	var mu sync.Mutex
-	auth := map[string]string{}
-	record := func(name string, then func(http.ResponseWriter, *http.Request, map[string]any)) func(http.ResponseWriter, *http.Request, map[string]any) {
-		return func(w http.ResponseWriter, r *http.Request, body map[string]any) {
+	for _, tt := range []struct {
+		name  string
+		patch map[string]any
+		model string
+		// fail names the upstream that fails, so the other answers.
+		fail string
+	}{
+		{"fallback on another provider", map[string]any{"api_key_secret": "primary_key"}, "", "primary"},
+		{"picked model on another provider, fallback on the profile's", map[string]any{"api_key_secret": "primary_key",
+			"models": []string{"backup/gpt-b"}, "fallbacks": []string{"primary/gpt-a2"}}, "default/backup/gpt-b", "backup"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			env, primary, backup, key := newFallbackEnv(t, 0)
+			env.admin(t, "PUT", "/admin/v1/tenants/acme/secrets/primary_key", map[string]string{"value": own}, http.StatusNoContent)
+			env.admin(t, "PATCH", "/admin/v1/tenants/acme", tt.patch, http.StatusOK)
+			var mu sync.Mutex
+			auth := map[string]string{}
+			for name, up := range map[string]*fakeUpstream{"primary": primary, "backup": backup} {
+				then := func(w http.ResponseWriter, _ *http.Request, body map[string]any) { fakeAnswerReply(w, body) }
+				if name == tt.fail {
+					then = statusReply(503, "")
+				}
+				up.reply = func(w http.ResponseWriter, r *http.Request, body map[string]any) {
+					mu.Lock()
+					auth[name] = r.Header.Get("Authorization")
+					mu.Unlock()
+					then(w, r, body)
+				}
+			}
+			env.say(t, chatCall{key: key, model: tt.model, content: "hi"})
 			mu.Lock()
-			auth[name] = r.Header.Get("Authorization")
-			mu.Unlock()
-			then(w, r, body)
-		}
-	}
-	primary.reply = record("primary", statusReply(503, ""))
-	backup.reply = record("backup", func(w http.ResponseWriter, _ *http.Request, body map[string]any) { fakeAnswerReply(w, body) })
-	env.say(t, chatCall{key: key, content: "hi"})
-	mu.Lock()
-	defer mu.Unlock()
-	if auth["primary"] != "Bearer "+own || strings.Contains(auth["backup"], own) {
-		t.Errorf("Authorization: primary %q, backup %q; want the tenant's key at its provider only", auth["primary"], auth["backup"])
+			defer mu.Unlock()
+			if auth["primary"] != "Bearer "+own || strings.Contains(auth["backup"], own) {
+				t.Errorf("Authorization: primary %q, backup %q; want the tenant's key at its provider only", auth["primary"], auth["backup"])
+			}
+		})
 	}
 }
 
