@@ -28,12 +28,9 @@ const browserHint = "run `npm ci --prefix test/browser` and `apt-get install -y 
 // under BULKHEAD_REQUIRE_ALL=1) without node, Chromium or playwright-core.
 func requireBrowser(t *testing.T) (node string) {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+browserHint)
-	_, err = os.Stat("/usr/bin/chromium")
+	node = requireNode(t, browserHint, browserDir, "playwright-core")
+	_, err := os.Stat("/usr/bin/chromium")
 	testenv.Require(t, "chromium", err == nil, browserHint)
-	_, err = os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core", "package.json"))
-	testenv.Require(t, "the playwright-core npm package", err == nil, browserHint)
 	return node
 }
 

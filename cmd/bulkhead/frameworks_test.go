@@ -1,14 +1,10 @@
 package main
 
 import (
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
 // frameworksDir holds the framework scripts and their locked dependencies.
@@ -21,13 +17,7 @@ const frameworksHint = "run `npm ci --prefix test/frameworks`"
 // BULKHEAD_REQUIRE_ALL=1).
 func requireFrameworks(t *testing.T) string {
 	t.Helper()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+frameworksHint)
-	for _, pkg := range []string{"ai", "@ai-sdk/openai", "@langchain/openai", "@langchain/core", "@openai/agents", "openai", "zod"} {
-		_, err := os.Stat(filepath.Join(frameworksDir, "node_modules", pkg, "package.json"))
-		testenv.Require(t, "the "+pkg+" npm package", err == nil, frameworksHint)
-	}
-	return node
+	return requireNode(t, frameworksHint, frameworksDir, "ai", "@ai-sdk/openai", "@langchain/openai", "@langchain/core", "@openai/agents", "openai", "zod")
 }
 
 // aiSDKRun is a generateText or streamText result as aisdk.mjs reduces it.

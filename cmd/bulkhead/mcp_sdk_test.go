@@ -5,8 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -42,10 +40,7 @@ type mcpClientResult struct {
 // another tenant's tool, and reads a document as a resource.
 func TestMCPClientSDKs(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+mcpClientHint)
-	_, err = os.Stat(filepath.Join("..", "..", "test", "mcp-client", "node_modules", "@modelcontextprotocol", "sdk", "package.json"))
-	testenv.Require(t, "the @modelcontextprotocol/sdk npm package", err == nil, mcpClientHint)
+	node := requireNode(t, mcpClientHint, filepath.Join("..", "..", "test", "mcp-client"), "@modelcontextprotocol/sdk")
 	everything := testenv.EverythingServer(t)
 
 	const token = "acme-crm-token-5e6f7a8b"

@@ -1,12 +1,7 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
-
-	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
 // sdkEmbeddingsResult is the JSON line test/openai-sdk/embeddings.mjs prints.
@@ -37,10 +32,7 @@ type sdkEmbeddingsResult struct {
 // profile, and the key in api-key or x-api-key headers.
 func TestOpenAISDKEmbeddings(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+sdkHint)
-	_, err = os.Stat(filepath.Join(sdkDir, "node_modules", "openai", "package.json"))
-	testenv.Require(t, "the openai npm package", err == nil, sdkHint)
+	node := requireOpenAISDK(t)
 
 	base, admin := startServer(t)
 	key := createTenantKey(t, base, admin, map[string]any{"id": "acme"})

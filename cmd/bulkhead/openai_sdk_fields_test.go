@@ -15,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
 // sdkFieldsResult is the JSON line test/openai-sdk/fields.mjs prints.
@@ -40,10 +38,7 @@ type sdkFieldsResult struct {
 // attempt), and an upstream 503 costs 1+max_retries calls in all.
 func TestOpenAISDKFields(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+sdkHint)
-	_, err = os.Stat(filepath.Join(sdkDir, "node_modules", "openai", "package.json"))
-	testenv.Require(t, "the openai npm package", err == nil, sdkHint)
+	node := requireOpenAISDK(t)
 
 	var mu sync.Mutex
 	got := map[string][]map[string]json.RawMessage{} // by user message

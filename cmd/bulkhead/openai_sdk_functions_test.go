@@ -1,14 +1,9 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
 // sdkFunctionsResult is the JSON line test/openai-sdk/functions.mjs prints.
@@ -36,10 +31,7 @@ type sdkFunctionsResult struct {
 // naming it.
 func TestOpenAISDKFunctions(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+sdkHint)
-	_, err = os.Stat(filepath.Join(sdkDir, "node_modules", "openai", "package.json"))
-	testenv.Require(t, "the openai npm package", err == nil, sdkHint)
+	node := requireOpenAISDK(t)
 
 	base, admin := startServer(t)
 	key := createTenantKey(t, base, admin, map[string]any{"id": "acme", "no_cache": true, "models": []string{"offline/alt"}})

@@ -1,14 +1,9 @@
 package main
 
 import (
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/bulkhead-ai/bulkhead/internal/testenv"
 )
 
 // sdkResponsesResult is the JSON line test/openai-sdk/responses.mjs prints.
@@ -42,10 +37,7 @@ type sdkResponsesResult struct {
 // and another tenant's 404.
 func TestOpenAISDKResponses(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+sdkHint)
-	_, err = os.Stat(filepath.Join(sdkDir, "node_modules", "openai", "package.json"))
-	testenv.Require(t, "the openai npm package", err == nil, sdkHint)
+	node := requireOpenAISDK(t)
 
 	base, admin := startServer(t)
 	key := createTenantKey(t, base, admin, map[string]any{"id": "acme", "no_cache": true})

@@ -54,10 +54,7 @@ type sdkResult struct {
 // TestOpenAISDK drives the real server with the official OpenAI Node client.
 func TestOpenAISDK(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+sdkHint)
-	_, err = os.Stat(filepath.Join(sdkDir, "node_modules", "openai", "package.json"))
-	testenv.Require(t, "the openai npm package", err == nil, sdkHint)
+	node := requireOpenAISDK(t)
 
 	base, admin := startServer(t)
 	const prompt = "You are Acme's agent."
@@ -111,6 +108,26 @@ func TestOpenAISDK(t *testing.T) {
 	if ct.StreamFinishReason != "tool_calls" || len(ct.StreamCalls) != 1 || ct.StreamCalls[0].Name != "get_weather" || ct.StreamCalls[0].Arguments != args {
 		t.Errorf("streamed client tool calls = %+v (%s), want one get_weather call", ct.StreamCalls, ct.StreamFinishReason)
 	}
+}
+
+// requireNode returns the node binary once it and every npm package named
+// (directory, package) are installed; else the test skips loudly, or fails
+// under BULKHEAD_REQUIRE_ALL=1, with hint saying how to install them.
+func requireNode(t *testing.T, hint, dir string, packages ...string) (node string) {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	testenv.Require(t, "node", err == nil, "install Node.js 20 or later, then "+hint)
+	for _, pkg := range packages {
+		_, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json"))
+		testenv.Require(t, "the "+pkg+" npm package", err == nil, hint)
+	}
+	return node
+}
+
+// requireOpenAISDK is requireNode for test/openai-sdk.
+func requireOpenAISDK(t *testing.T) (node string) {
+	t.Helper()
+	return requireNode(t, sdkHint, sdkDir, "openai")
 }
 
 // runSDKScript runs script from sdkDir with node and env (besides the

@@ -197,15 +197,7 @@ func TestClientToolRoundTrip(t *testing.T) {
 			t.Errorf("resend=%v: the model's context holds %d tool calls, want 1", resend, calls)
 		}
 	}
-	var allowed int
-	for _, r := range auditOf(t, env, acmeKey, "tool.call") {
-		if d := string(r.Data); strings.Contains(d, `"tool":"client/send_email"`) && strings.Contains(d, `"decision":"allow"`) {
-			allowed++
-		}
-	}
-	if allowed != 4 {
-		t.Errorf("audit holds %d allowed client/send_email calls, want 4", allowed)
-	}
+	wantAllowedClientCalls(t, env, acmeKey, "client/send_email", 4)
 }
 
 // TestClientToolDeclarationsRefused checks the 400s: a client tool may not
@@ -533,15 +525,7 @@ func TestLegacyFunctionsRoundTrip(t *testing.T) {
 			t.Errorf("resend=%v: the model's context holds calls %v and results %v, want one call and its result", resend, calls, results)
 		}
 	}
-	var allowed int
-	for _, r := range auditOf(t, env, acmeKey, "tool.call") {
-		if d := string(r.Data); strings.Contains(d, `"tool":"client/send_email"`) && strings.Contains(d, `"decision":"allow"`) {
-			allowed++
-		}
-	}
-	if allowed != 4 {
-		t.Errorf("audit holds %d allowed client/send_email calls, want 4", allowed)
-	}
+	wantAllowedClientCalls(t, env, acmeKey, "client/send_email", 4)
 }
 
 // TestLegacyFunctionsOneCallPerAnswer checks that a model step calling two
@@ -726,4 +710,19 @@ func canaryOf(t *testing.T, env *testEnv, id tenant.ID) string {
 		t.Fatalf("%s has no canary: %v", id, err)
 	}
 	return def.Canaries[0]
+}
+
+// wantAllowedClientCalls checks that the tenant's audit holds want allowed
+// calls of the client tool.
+func wantAllowedClientCalls(t *testing.T, env *testEnv, key, tool string, want int) {
+	t.Helper()
+	var allowed int
+	for _, r := range auditOf(t, env, key, "tool.call") {
+		if d := string(r.Data); strings.Contains(d, `"tool":"`+tool+`"`) && strings.Contains(d, `"decision":"allow"`) {
+			allowed++
+		}
+	}
+	if allowed != want {
+		t.Errorf("audit holds %d allowed %s calls, want %d", allowed, tool, want)
+	}
 }
