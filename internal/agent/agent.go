@@ -676,6 +676,9 @@ func (a *Agent) chat(ctx context.Context, route llm.Route, req llm.Request, red 
 	if err != nil {
 		return llm.Response{}, modelError(err, red)
 	}
+	// What the provider says it used is counted, metered and shown only
+	// within bounds: a negative or huge count would refund or wrap spend.
+	resp.Usage = resp.Usage.Bounded()
 	if stream != nil {
 		if tail := stream.Write(invisible.Flush()) + stream.Flush(); tail != "" {
 			if err := onDelta(tail); err != nil {
