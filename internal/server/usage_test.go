@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -380,4 +382,56 @@ func TestHostileUpstreamUsage(t *testing.T) {
 			checkAPIError(t, env.chat(t, chatCall{key: acmeKey, user: "u2", content: "again"}), http.StatusTooManyRequests, "rate_limit_exceeded")
 		})
 	}
+}
+
+// TestCancelledStreamIsCounted: a client that reads a streamed answer and
+// hangs up before the upstream's final usage chunk has still had the
+// answer; the call counts against its spend and token budgets, or hanging
+// up would make every answer free.
+func TestCancelledStreamIsCounted(t *testing.T) {
+	up := newFakeUpstream(t)
+	env := newTestEnv(t, envOptions{providers: map[string]llm.Provider{"fake": up.provider(t, 0)},
+		prices: map[string]config.Price{"fake/gpt-test": {Input: 1000, Output: 2000}}})
+	env.createTenant(t, map[string]any{"id": "acme", "model": "fake/gpt-test", "limits": map[string]any{"token_budget": 200}})
+	_, key := env.newKey(t, "acme")
+	answer := strings.Repeat("a long streamed answer ", 200) // ~1000 tokens
+	up.reply = func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		b, _ := json.Marshal(map[string]any{"model": "m", "choices": []any{map[string]any{"index": 0, "delta": map[string]any{"role": "assistant", "content": answer}}}})
+		fmt.Fprintf(w, "data: %s\n\n", b)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the usage chunk would come last; the client is gone first
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := env.chatRequest(ctx, chatCall{key: key, user: "u1", content: "tell me everything", stream: true, usage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := env.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bufio.NewReader(res.Body)
+	got, err := body.ReadString('\n')
+	for err == nil && !strings.Contains(got, "streamed answer") {
+		got, err = body.ReadString('\n')
+	}
+	if err != nil {
+		t.Fatalf("reading the stream: %v", err)
+	}
+	cancel()
+	res.Body.Close()
+
+	var requests, spend int64
+	for range 200 { // the server notices the hang-up on its own time
+		if requests, spend = env.usage(t, "/v1/usage", key).sum("acme", "u1"); requests > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if requests != 1 || spend <= 0 {
+		t.Errorf("the cancelled stream counted %d requests, %d micro-dollars; want 1 and a spend", requests, spend)
+	}
+	up.reply = nil
+	checkAPIError(t, env.chat(t, chatCall{key: key, user: "u1", content: "and again"}), http.StatusTooManyRequests, "rate_limit_exceeded")
 }
