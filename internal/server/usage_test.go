@@ -332,56 +332,49 @@ func TestUsageCountsEveryKindOfCall(t *testing.T) {
 // or negative, cannot make a call free or its spend negative (a budget
 // bypass), nor overflow the records so that no one's usage is written.
 func TestHostileUpstreamUsage(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			var opts envOptions
-			if backend == "postgres" {
-				opts.database, opts.env = postgresDatabase(t)
-			}
-			up := newFakeUpstream(t)
-			opts.providers = map[string]llm.Provider{"fake": up.provider(t, 0)}
-			opts.prices = map[string]config.Price{"fake/gpt-test": {Input: 1000, CachedInput: 500, Output: 2000}}
-			env := newTestEnv(t, opts)
-			env.createTenant(t, map[string]any{"id": "acme", "model": "fake/gpt-test", "limits": map[string]any{"spend_per_day_usd": 5}})
-			env.createTenant(t, map[string]any{"id": "globex", "model": "fake/gpt-test"})
-			_, acmeKey := env.newKey(t, "acme")
-			_, globexKey := env.newKey(t, "globex")
+	up := newFakeUpstream(t)
+	opts := envOptions{providers: map[string]llm.Provider{"fake": up.provider(t, 0)},
+		prices: map[string]config.Price{"fake/gpt-test": {Input: 1000, CachedInput: 500, Output: 2000}}}
+	forBackends(t, opts, func(t *testing.T, env *testEnv) {
+		env.createTenant(t, map[string]any{"id": "acme", "model": "fake/gpt-test", "limits": map[string]any{"spend_per_day_usd": 5}})
+		env.createTenant(t, map[string]any{"id": "globex", "model": "fake/gpt-test"})
+		_, acmeKey := env.newKey(t, "acme")
+		_, globexKey := env.newKey(t, "globex")
 
-			var usage atomic.Value
-			up.reply = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
-				w.Header().Set("Content-Type", "application/json")
-				fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":%s}`, usage.Load())
+		var usage atomic.Value
+		up.reply = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":%s}`, usage.Load())
+		}
+		const huge = `9223372036854775807`
+		for _, u := range []string{
+			`{"prompt_tokens":` + huge + `,"completion_tokens":` + huge + `,"total_tokens":-2}`,
+			`{"prompt_tokens":` + huge + `,"completion_tokens":1,"total_tokens":1,"prompt_tokens_details":{"cached_tokens":-` + huge + `}}`,
+			`{"prompt_tokens":-1000000000,"completion_tokens":-1000000000,"total_tokens":-2000000000}`,
+		} {
+			usage.Store(u)
+			r := env.chat(t, chatCall{key: acmeKey, user: "u1", content: "hi"})
+			if r.status != http.StatusOK && r.status != http.StatusTooManyRequests {
+				t.Fatalf("chat with usage %s: %v", u, r)
 			}
-			const huge = `9223372036854775807`
-			for _, u := range []string{
-				`{"prompt_tokens":` + huge + `,"completion_tokens":` + huge + `,"total_tokens":-2}`,
-				`{"prompt_tokens":` + huge + `,"completion_tokens":1,"total_tokens":1,"prompt_tokens_details":{"cached_tokens":-` + huge + `}}`,
-				`{"prompt_tokens":-1000000000,"completion_tokens":-1000000000,"total_tokens":-2000000000}`,
-			} {
-				usage.Store(u)
-				r := env.chat(t, chatCall{key: acmeKey, user: "u1", content: "hi"})
-				if r.status != http.StatusOK && r.status != http.StatusTooManyRequests {
-					t.Fatalf("chat with usage %s: %v", u, r)
-				}
+		}
+		usage.Store(`{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12}`)
+		env.chatCost(t, chatCall{key: globexKey, user: "u1", content: "globex's honest call"})
+		if err := env.plane.FlushUsage(t.Context()); err != nil {
+			t.Fatalf("flush usage after a hostile upstream: %v", err)
+		}
+		for _, row := range env.usage(t, "/admin/v1/usage", testAdminToken).Data {
+			if row.Requests < 0 || row.InputTokens < 0 || row.CachedInputTokens < 0 || row.OutputTokens < 0 || row.SpendMicroUSD < 0 {
+				t.Errorf("a negative count recorded: %+v", row)
 			}
-			usage.Store(`{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12}`)
-			env.chatCost(t, chatCall{key: globexKey, user: "u1", content: "globex's honest call"})
-			if err := env.plane.FlushUsage(t.Context()); err != nil {
-				t.Fatalf("flush usage after a hostile upstream: %v", err)
-			}
-			for _, row := range env.usage(t, "/admin/v1/usage", testAdminToken).Data {
-				if row.Requests < 0 || row.InputTokens < 0 || row.CachedInputTokens < 0 || row.OutputTokens < 0 || row.SpendMicroUSD < 0 {
-					t.Errorf("a negative count recorded: %+v", row)
-				}
-			}
-			if requests, _ := env.usage(t, "/v1/usage", globexKey).sum("globex", "u1"); requests != 1 {
-				t.Errorf("globex's honest call: %d requests recorded, want 1", requests)
-			}
-			// The calls that claimed absurd usage spent acme's budget, as
-			// far as the count goes: the next one is refused.
-			checkAPIError(t, env.chat(t, chatCall{key: acmeKey, user: "u2", content: "again"}), http.StatusTooManyRequests, "rate_limit_exceeded")
-		})
-	}
+		}
+		if requests, _ := env.usage(t, "/v1/usage", globexKey).sum("globex", "u1"); requests != 1 {
+			t.Errorf("globex's honest call: %d requests recorded, want 1", requests)
+		}
+		// The calls that claimed absurd usage spent acme's budget, as
+		// far as the count goes: the next one is refused.
+		checkAPIError(t, env.chat(t, chatCall{key: acmeKey, user: "u2", content: "again"}), http.StatusTooManyRequests, "rate_limit_exceeded")
+	})
 }
 
 // TestCancelledStreamIsCounted: a client that reads a streamed answer and
