@@ -335,14 +335,7 @@ func (a *Agent) Run(ctx context.Context, scope auth.Scope, profile Profile, turn
 		return Result{}, err
 	}
 	defer release()
-	res, err := a.run(ctx, scope, profile, turn)
-	if err == nil && !res.Cached {
-		// The answer is given; a failure to count it is logged, not returned.
-		if err := a.Quota.Spend(context.WithoutCancel(ctx), scope.Incarnation(), profile.Limits, res.Usage.TotalTokens); err != nil {
-			a.Logger.ErrorContext(ctx, "record token use", "tenant", scope.Tenant(), "error", err.Error())
-		}
-	}
-	return res, err
+	return a.run(ctx, scope, profile, turn)
 }
 
 // checkSpend holds the turn to the money budgets, failing closed: with a
@@ -363,8 +356,15 @@ func (a *Agent) checkSpend(ctx context.Context, scope auth.Scope, l quota.Limits
 	return nil
 }
 
-// meter records one model call's usage, if a Meter is set.
-func (a *Agent) meter(scope auth.Scope, model string, u llm.Usage) {
+// paid counts one model call's usage, as it is made: its tokens against
+// the token rate and budget, and its usage and spend in the Meter, if one
+// is set. Counting per call, not per turn, keeps the calls of a turn that
+// fails later (a tool loop cancelled, a stream cut) counted. The call is
+// made; a failure to count it is logged, not returned.
+func (a *Agent) paid(ctx context.Context, scope auth.Scope, profile Profile, model string, u llm.Usage) {
+	if err := a.Quota.Spend(context.WithoutCancel(ctx), scope.Incarnation(), profile.Limits, u.TotalTokens); err != nil {
+		a.Logger.ErrorContext(ctx, "record token use", "tenant", scope.Tenant(), "error", err.Error())
+	}
 	if a.Meter != nil {
 		a.Meter.Record(scope, model, u)
 	}
@@ -681,6 +681,9 @@ func (a *Agent) chat(ctx context.Context, route llm.Route, req llm.Request, red 
 	if err != nil {
 		return llm.Response{}, modelError(err, red)
 	}
+	// What the provider says it used is counted, metered and shown only
+	// within bounds: a negative or huge count would refund or wrap spend.
+	resp.Usage = resp.Usage.Bounded()
 	if stream != nil {
 		if tail := stream.Write(invisible.Flush()) + stream.Flush(); tail != "" {
 			if err := onDelta(tail); err != nil {

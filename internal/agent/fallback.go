@@ -87,7 +87,7 @@ func (a *Agent) chatChain(ctx context.Context, scope auth.Scope, profile Profile
 		}
 		if err == nil {
 			// Every answered call is paid for, whatever the guard makes of it.
-			a.meter(scope, c.model, resp.Usage)
+			a.paid(ctx, scope, profile, c.model, resp.Usage)
 			if i > 0 {
 				if resp.Model == "" {
 					resp.Model = c.route.Model
@@ -96,6 +96,13 @@ func (a *Agent) chatChain(ctx context.Context, scope auth.Scope, profile Profile
 				a.audit(ctx, scope, "model.fallback", map[string]any{"profile": profile.Name, "answered": c.model, "failed": failed})
 			}
 			return resp, nil
+		}
+		if w.streamed || ctx.Err() != nil {
+			// A call cut short, by the client hanging up or the guard
+			// stopping the stream, gave (part of) an answer the provider
+			// charges for but whose usage it never reported: it is paid
+			// for as estimated, or hanging up would make answers free.
+			a.paid(ctx, scope, profile, c.model, llm.EstimateUsage(req.Messages, w.streamedBytes))
 		}
 		var unsupported *llm.UnsupportedError
 		if errors.As(w.err, &unsupported) {
@@ -146,8 +153,9 @@ func failureName(err error) string {
 // the provider's own error, before the agent classifies it.
 type watched struct {
 	llm.Provider
-	streamed bool
-	err      error
+	streamed      bool
+	streamedBytes int
+	err           error
 }
 
 func (w *watched) Chat(ctx context.Context, req llm.Request, onDelta func(string) error) (llm.Response, error) {
@@ -155,6 +163,7 @@ func (w *watched) Chat(ctx context.Context, req llm.Request, onDelta func(string
 	if onDelta != nil {
 		deltas = func(s string) error {
 			w.streamed = true
+			w.streamedBytes += len(s)
 			return onDelta(s)
 		}
 	}

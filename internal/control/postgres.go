@@ -626,10 +626,7 @@ func (b *pgBackend) addUsage(ctx context.Context, batch map[usageKey]Usage) erro
 		// deleted (and perhaps created again) since gets none of it.
 		if _, err := tx.Exec(ctx, `INSERT INTO control_usage AS u (tenant_id, day, end_user, model, requests, input_tokens, cached_input_tokens, output_tokens, spend_micro_usd)
 			SELECT id, $3::date, $4, $5, $6, $7, $8, $9, $10 FROM control_tenants WHERE id = $1 AND storage_id = $2
-			ON CONFLICT (tenant_id, day, end_user, model) DO UPDATE SET
-				requests = u.requests + excluded.requests, input_tokens = u.input_tokens + excluded.input_tokens,
-				cached_input_tokens = u.cached_input_tokens + excluded.cached_input_tokens,
-				output_tokens = u.output_tokens + excluded.output_tokens, spend_micro_usd = u.spend_micro_usd + excluded.spend_micro_usd`,
+			ON CONFLICT (tenant_id, day, end_user, model) DO UPDATE SET `+usageSums("u."),
 			k.inc.Tenant(), k.inc.Storage(), k.day, k.endUser, k.model, u.Requests, u.InputTokens, u.CachedInputTokens, u.OutputTokens, u.SpendMicroUSD); err != nil {
 			return err
 		}

@@ -382,10 +382,7 @@ func (b sqliteBackend) addUsage(ctx context.Context, batch map[usageKey]Usage) e
 		// deleted (and perhaps created again) since gets none of it.
 		if _, err := tx.ExecContext(ctx, `INSERT INTO usage (tenant_id, day, end_user, model, requests, input_tokens, cached_input_tokens, output_tokens, spend_micro_usd)
 			SELECT id, ?, ?, ?, ?, ?, ?, ?, ? FROM tenants WHERE id = ? AND storage_id = ?
-			ON CONFLICT (tenant_id, day, end_user, model) DO UPDATE SET
-				requests = requests + excluded.requests, input_tokens = input_tokens + excluded.input_tokens,
-				cached_input_tokens = cached_input_tokens + excluded.cached_input_tokens,
-				output_tokens = output_tokens + excluded.output_tokens, spend_micro_usd = spend_micro_usd + excluded.spend_micro_usd`,
+			ON CONFLICT (tenant_id, day, end_user, model) DO UPDATE SET `+usageSums(""),
 			k.day, k.endUser, k.model, u.Requests, u.InputTokens, u.CachedInputTokens, u.OutputTokens, u.SpendMicroUSD,
 			k.inc.Tenant(), k.inc.Storage()); err != nil {
 			return err

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,10 +29,20 @@ type Usage struct {
 	SpendMicroUSD int64
 }
 
+// add sums u and v, each count held at math.MaxInt64 rather than wrapping
+// around to a negative (a refund); a negative count counts as none.
 func (u Usage) add(v Usage) Usage {
-	return Usage{Requests: u.Requests + v.Requests, InputTokens: u.InputTokens + v.InputTokens,
-		CachedInputTokens: u.CachedInputTokens + v.CachedInputTokens, OutputTokens: u.OutputTokens + v.OutputTokens,
-		SpendMicroUSD: u.SpendMicroUSD + v.SpendMicroUSD}
+	return Usage{Requests: addCount(u.Requests, v.Requests), InputTokens: addCount(u.InputTokens, v.InputTokens),
+		CachedInputTokens: addCount(u.CachedInputTokens, v.CachedInputTokens), OutputTokens: addCount(u.OutputTokens, v.OutputTokens),
+		SpendMicroUSD: addCount(u.SpendMicroUSD, v.SpendMicroUSD)}
+}
+
+func addCount(a, b int64) int64 {
+	a, b = max(a, 0), max(b, 0)
+	if b > math.MaxInt64-a {
+		return math.MaxInt64
+	}
+	return a + b
 }
 
 // UsageRow is one tenant's end user's use of one model on one UTC day.
@@ -188,9 +200,9 @@ func (p *Plane) SpentToday(ctx context.Context, inc tenant.Incarnation, endUser 
 // spendLocked adds what is pending and being written to the spend read.
 func (m *usageMeter) spendLocked(k spentKey, s spent, endUser tenant.UserID) (all, user int64, _ error) {
 	for u, v := range s.byUser {
-		all += v
+		all = addCount(all, v)
 		if u == endUser {
-			user += v
+			user = addCount(user, v)
 		}
 	}
 	for _, batch := range []map[usageKey]Usage{m.pending, m.flushing} {
@@ -198,9 +210,9 @@ func (m *usageMeter) spendLocked(k spentKey, s spent, endUser tenant.UserID) (al
 			if bk.inc != k.inc || bk.day != k.day {
 				continue
 			}
-			all += v.SpendMicroUSD
+			all = addCount(all, v.SpendMicroUSD)
 			if bk.endUser == endUser {
-				user += v.SpendMicroUSD
+				user = addCount(user, v.SpendMicroUSD)
 			}
 		}
 	}
@@ -277,6 +289,21 @@ func (p *Plane) readUsage(ctx context.Context, id tenant.ID, inc tenant.Incarnat
 		return cmp.Or(cmp.Compare(a.Day, b.Day), cmp.Compare(a.Tenant, b.Tenant), cmp.Compare(a.EndUser, b.EndUser), cmp.Compare(a.Model, b.Model))
 	})
 	return out, nil
+}
+
+// usageSums is the SET clause adding a batch's counts to a usage row (the
+// row's columns prefixed with row), each held at the largest bigint as add
+// holds it: an overflow would fail the write of every tenant's batch in
+// PostgreSQL and turn the column into a float in SQLite.
+func usageSums(row string) string {
+	var b strings.Builder
+	for i, c := range []string{"requests", "input_tokens", "cached_input_tokens", "output_tokens", "spend_micro_usd"} {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%[1]s = CASE WHEN excluded.%[1]s > %[3]d - %[2]s%[1]s THEN %[3]d ELSE %[2]s%[1]s + excluded.%[1]s END", c, row, int64(math.MaxInt64))
+	}
+	return b.String()
 }
 
 // sortedUsage is batch's keys in order, so concurrent flushes of replicas

@@ -6,6 +6,8 @@ package llm
 import (
 	"context"
 	"encoding/json"
+	"math"
+	"math/bits"
 
 	"github.com/bulkhead-ai/bulkhead/internal/secret"
 )
@@ -128,6 +130,22 @@ func (u Usage) Add(v Usage) Usage {
 	return u
 }
 
+// MaxCallTokens bounds each count of one call's usage: far above any
+// model's context, low enough that no sum or price of them overflows.
+const MaxCallTokens = 1 << 31
+
+// Bounded returns u as a provider may report it: every count between 0 and
+// MaxCallTokens, cached prompt tokens at most the prompt, and the total at
+// least prompt plus completion. A provider's numbers are not trusted: a
+// negative count would refund spend and budget, a huge one overflow them.
+func (u Usage) Bounded() Usage {
+	clamp := func(n int) int { return min(max(n, 0), MaxCallTokens) }
+	u.PromptTokens, u.CompletionTokens = clamp(u.PromptTokens), clamp(u.CompletionTokens)
+	u.PromptTokensDetails.CachedTokens = min(clamp(u.PromptTokensDetails.CachedTokens), u.PromptTokens)
+	u.TotalTokens = max(clamp(u.TotalTokens), u.PromptTokens+u.CompletionTokens)
+	return u
+}
+
 // Price is what a model charges, in micro-dollars (millionths of a US
 // dollar) per million tokens: integers, so spend adds up exactly.
 type Price struct {
@@ -137,12 +155,28 @@ type Price struct {
 // Cost is what u costs at p, in micro-dollars, rounded to the nearest.
 // Cached prompt tokens are charged at the cached rate, the rest of the
 // prompt at the input rate.
+//
+// u is taken Bounded and the sum is computed in 128 bits, so no count or
+// price makes a cost negative or wrap around; one past math.MaxInt64 is
+// math.MaxInt64.
 func (p Price) Cost(u Usage) int64 {
-	cached := int64(min(max(u.PromptTokensDetails.CachedTokens, 0), max(u.PromptTokens, 0)))
-	input := int64(max(u.PromptTokens, 0)) - cached
-	output := int64(max(u.CompletionTokens, 0))
-	total := input*p.InputMicroUSD + cached*p.CachedInputMicroUSD + output*p.OutputMicroUSD
-	return (total + 500_000) / 1_000_000
+	u = u.Bounded()
+	cached := uint64(u.PromptTokensDetails.CachedTokens)
+	input := uint64(u.PromptTokens) - cached
+	output := uint64(u.CompletionTokens)
+	var hi, lo uint64 = 0, 500_000 // rounds to the nearest
+	for _, term := range [][2]uint64{{input, uint64(max(p.InputMicroUSD, 0))},
+		{cached, uint64(max(p.CachedInputMicroUSD, 0))}, {output, uint64(max(p.OutputMicroUSD, 0))}} {
+		h, l := bits.Mul64(term[0], term[1])
+		var carry uint64
+		lo, carry = bits.Add64(lo, l, 0)
+		hi += h + carry
+	}
+	if hi >= 1_000_000 { // the quotient needs more than 64 bits
+		return math.MaxInt64
+	}
+	q, _ := bits.Div64(hi, lo, 1_000_000)
+	return int64(min(q, math.MaxInt64))
 }
 
 // Response is a provider's final answer for one request.

@@ -259,14 +259,22 @@ func defaultReply(msgs []Message, last string, earlier []string) string {
 }
 
 func scriptedUsage(msgs []Message, out Message) Usage {
+	n := len(out.Content)
+	for _, tc := range out.ToolCalls {
+		n += len(tc.Function.Arguments)
+	}
+	return EstimateUsage(msgs, n)
+}
+
+// EstimateUsage guesses the usage of a call with msgs answered with
+// outputBytes of text, at four bytes a token: for calls whose provider
+// reported none, such as a stream cut short.
+func EstimateUsage(msgs []Message, outputBytes int) Usage {
 	var u Usage
 	for _, m := range msgs {
 		u.PromptTokens += (len(m.Content)+3)/4 + 4
 	}
-	u.CompletionTokens = (len(out.Content) + 3) / 4
-	for _, tc := range out.ToolCalls {
-		u.CompletionTokens += (len(tc.Function.Arguments) + 3) / 4
-	}
+	u.CompletionTokens = (max(outputBytes, 0) + 3) / 4
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return u
 }

@@ -35,7 +35,10 @@ type usageTable struct {
 }
 
 type usageTableRow struct {
-	Day, Who                                               string
+	Day, Who string
+	// Anonymous marks the requests that named no end user: shown by the
+	// page's markup, not by a label an end user's id could also spell.
+	Anonymous                                              bool
 	Requests, InputTokens, CachedInputTokens, OutputTokens int64
 	Spend                                                  string
 }
@@ -67,13 +70,16 @@ func usageModel(rows []UsageRow, allTenants bool) usageView {
 		s.spend += r.SpendMicroUSD
 	}
 	perDay := map[string]*sum{}
-	type dayWho struct{ day, who string }
+	type dayWho struct {
+		day, who  string
+		anonymous bool
+	}
 	perTenant, perUser := map[dayWho]*sum{}, map[dayWho]*sum{}
 	for _, r := range rows {
 		for _, e := range []struct {
 			m   map[dayWho]*sum
 			key dayWho
-		}{{perTenant, dayWho{r.Day, r.Tenant}}, {perUser, dayWho{r.Day, userLabel(r, allTenants)}}} {
+		}{{perTenant, dayWho{r.Day, r.Tenant, false}}, {perUser, dayWho{r.Day, userLabel(r, allTenants), r.EndUser == ""}}} {
 			if e.m[e.key] == nil {
 				e.m[e.key] = &sum{}
 			}
@@ -117,10 +123,12 @@ func usageModel(rows []UsageRow, allTenants bool) usageView {
 	table := func(title, who string, m map[dayWho]*sum) usageTable {
 		t := usageTable{Title: title, Who: who}
 		for k, s := range m {
-			t.Rows = append(t.Rows, usageTableRow{Day: k.day, Who: k.who, Requests: s.requests, InputTokens: s.input,
+			t.Rows = append(t.Rows, usageTableRow{Day: k.day, Who: k.who, Anonymous: k.anonymous, Requests: s.requests, InputTokens: s.input,
 				CachedInputTokens: s.cached, OutputTokens: s.output, Spend: usd(s.spend)})
 		}
-		slices.SortFunc(t.Rows, func(a, b usageTableRow) int { return cmp.Or(cmp.Compare(b.Day, a.Day), cmp.Compare(a.Who, b.Who)) })
+		slices.SortFunc(t.Rows, func(a, b usageTableRow) int {
+			return cmp.Or(cmp.Compare(b.Day, a.Day), cmp.Compare(a.Who, b.Who), compareBool(b.Anonymous, a.Anonymous))
+		})
 		return t
 	}
 	if allTenants {
@@ -131,16 +139,14 @@ func usageModel(rows []UsageRow, allTenants bool) usageView {
 }
 
 // userLabel names a row's end user, with its tenant in the operator's view
-// of every tenant (two tenants' users may share an id).
+// of every tenant (two tenants' users may share an id; a tenant id holds no
+// "/"). Requests that named no end user have an empty name here: the page
+// marks them, so that no end user's id can read like them.
 func userLabel(r UsageRow, allTenants bool) string {
-	u := r.EndUser
-	if u == "" {
-		u = "(none)"
-	}
 	if allTenants {
-		return r.Tenant + "/" + u
+		return r.Tenant + "/" + r.EndUser
 	}
-	return u
+	return r.EndUser
 }
 
 // usd formats micro-dollars as dollars, with as many digits as they need.
@@ -152,4 +158,15 @@ func shortDay(day string) string {
 		return day[8:10]
 	}
 	return day
+}
+
+// compareBool orders false before true.
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	}
+	return -1
 }

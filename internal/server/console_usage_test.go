@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -70,6 +71,43 @@ func TestUsagePageRendersCharts(t *testing.T) {
 		for _, w := range tc.want {
 			if !strings.Contains(b.String(), w) {
 				t.Errorf("%d rows: no %q in the page", len(tc.rows), w)
+			}
+		}
+	}
+}
+
+// TestConsoleUsageEndUsersStayApart: an end user whose id reads like the
+// page's own label for requests naming no end user ("(none)") is not summed
+// with them: a tenant's user cannot hide its use among the backend's, or
+// make the backend's look like its own.
+func TestConsoleUsageEndUsersStayApart(t *testing.T) {
+	env := newTestEnv(t, envOptions{prices: testPrices})
+	env.createTenant(t, map[string]any{"id": "acme"})
+	_, key := env.newKey(t, "acme")
+	env.chatCost(t, chatCall{key: key, content: "the backend's own request"})
+	for range 2 {
+		env.chatCost(t, chatCall{key: key, user: "(none)", content: "an end user named like no end user"})
+	}
+	for _, who := range []string{testAdminToken, key} {
+		c := env.consoleClient()
+		c.signIn(t, who)
+		for _, path := range []string{"/console/tenants/acme/usage", "/console/usage"} {
+			if who == key && path == "/console/usage" {
+				continue // the operator's page
+			}
+			page := c.get(t, path)
+			if page.status != http.StatusOK {
+				t.Fatalf("GET %s: %v", path, page)
+			}
+			// One row of 1 request and one of 2, never one of 3.
+			table := string(page.body[strings.LastIndex(string(page.body), "Per end user"):])
+			for _, want := range []string{"<td>1</td>", "<td>2</td>"} {
+				if !strings.Contains(table, want) {
+					t.Errorf("%s: no row with %s in %s", path, want, table)
+				}
+			}
+			if strings.Contains(table, "<td>3</td>") {
+				t.Errorf("%s: the anonymous requests and end user \"(none)\" are summed in one row: %s", path, table)
 			}
 		}
 	}

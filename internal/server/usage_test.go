@@ -1,15 +1,20 @@
 package server
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bulkhead-ai/bulkhead/internal/auth/authtest"
 	"github.com/bulkhead-ai/bulkhead/internal/config"
+	"github.com/bulkhead-ai/bulkhead/internal/llm"
 )
 
 // testPrices make the offline model cost something: $1000 per million
@@ -321,4 +326,105 @@ func TestUsageCountsEveryKindOfCall(t *testing.T) {
 			t.Errorf("%s: %d requests, %d micro-dollars; want 1 and a spend (%+v)", user, requests, spend, l.Data)
 		}
 	}
+}
+
+// TestHostileUpstreamUsage: an upstream reporting absurd token counts, huge
+// or negative, cannot make a call free or its spend negative (a budget
+// bypass), nor overflow the records so that no one's usage is written.
+func TestHostileUpstreamUsage(t *testing.T) {
+	up := newFakeUpstream(t)
+	opts := envOptions{providers: map[string]llm.Provider{"fake": up.provider(t, 0)},
+		prices: map[string]config.Price{"fake/gpt-test": {Input: 1000, CachedInput: 500, Output: 2000}}}
+	forBackends(t, opts, func(t *testing.T, env *testEnv) {
+		env.createTenant(t, map[string]any{"id": "acme", "model": "fake/gpt-test", "limits": map[string]any{"spend_per_day_usd": 5}})
+		env.createTenant(t, map[string]any{"id": "globex", "model": "fake/gpt-test"})
+		_, acmeKey := env.newKey(t, "acme")
+		_, globexKey := env.newKey(t, "globex")
+
+		var usage atomic.Value
+		up.reply = func(w http.ResponseWriter, _ *http.Request, _ map[string]any) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":%s}`, usage.Load())
+		}
+		const huge = `9223372036854775807`
+		for _, u := range []string{
+			`{"prompt_tokens":` + huge + `,"completion_tokens":` + huge + `,"total_tokens":-2}`,
+			`{"prompt_tokens":` + huge + `,"completion_tokens":1,"total_tokens":1,"prompt_tokens_details":{"cached_tokens":-` + huge + `}}`,
+			`{"prompt_tokens":-1000000000,"completion_tokens":-1000000000,"total_tokens":-2000000000}`,
+		} {
+			usage.Store(u)
+			r := env.chat(t, chatCall{key: acmeKey, user: "u1", content: "hi"})
+			if r.status != http.StatusOK && r.status != http.StatusTooManyRequests {
+				t.Fatalf("chat with usage %s: %v", u, r)
+			}
+		}
+		usage.Store(`{"prompt_tokens":10,"completion_tokens":2,"total_tokens":12}`)
+		env.chatCost(t, chatCall{key: globexKey, user: "u1", content: "globex's honest call"})
+		if err := env.plane.FlushUsage(t.Context()); err != nil {
+			t.Fatalf("flush usage after a hostile upstream: %v", err)
+		}
+		for _, row := range env.usage(t, "/admin/v1/usage", testAdminToken).Data {
+			if row.Requests < 0 || row.InputTokens < 0 || row.CachedInputTokens < 0 || row.OutputTokens < 0 || row.SpendMicroUSD < 0 {
+				t.Errorf("a negative count recorded: %+v", row)
+			}
+		}
+		if requests, _ := env.usage(t, "/v1/usage", globexKey).sum("globex", "u1"); requests != 1 {
+			t.Errorf("globex's honest call: %d requests recorded, want 1", requests)
+		}
+		// The calls that claimed absurd usage spent acme's budget, as
+		// far as the count goes: the next one is refused.
+		checkAPIError(t, env.chat(t, chatCall{key: acmeKey, user: "u2", content: "again"}), http.StatusTooManyRequests, "rate_limit_exceeded")
+	})
+}
+
+// TestCancelledStreamIsCounted: a client that reads a streamed answer and
+// hangs up before the upstream's final usage chunk has still had the
+// answer; the call counts against its spend and token budgets, or hanging
+// up would make every answer free.
+func TestCancelledStreamIsCounted(t *testing.T) {
+	up := newFakeUpstream(t)
+	env := newTestEnv(t, envOptions{providers: map[string]llm.Provider{"fake": up.provider(t, 0)},
+		prices: map[string]config.Price{"fake/gpt-test": {Input: 1000, Output: 2000}}})
+	env.createTenant(t, map[string]any{"id": "acme", "model": "fake/gpt-test", "limits": map[string]any{"token_budget": 200}})
+	_, key := env.newKey(t, "acme")
+	answer := strings.Repeat("a long streamed answer ", 200) // ~1000 tokens
+	up.reply = func(w http.ResponseWriter, r *http.Request, _ map[string]any) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		b, _ := json.Marshal(map[string]any{"model": "m", "choices": []any{map[string]any{"index": 0, "delta": map[string]any{"role": "assistant", "content": answer}}}})
+		fmt.Fprintf(w, "data: %s\n\n", b)
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the usage chunk would come last; the client is gone first
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	req, err := env.chatRequest(ctx, chatCall{key: key, user: "u1", content: "tell me everything", stream: true, usage: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := env.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bufio.NewReader(res.Body)
+	got, err := body.ReadString('\n')
+	for err == nil && !strings.Contains(got, "streamed answer") {
+		got, err = body.ReadString('\n')
+	}
+	if err != nil {
+		t.Fatalf("reading the stream: %v", err)
+	}
+	cancel()
+	res.Body.Close()
+
+	var requests, spend int64
+	for range 200 { // the server notices the hang-up on its own time
+		if requests, spend = env.usage(t, "/v1/usage", key).sum("acme", "u1"); requests > 0 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if requests != 1 || spend <= 0 {
+		t.Errorf("the cancelled stream counted %d requests, %d micro-dollars; want 1 and a spend", requests, spend)
+	}
+	up.reply = nil
+	checkAPIError(t, env.chat(t, chatCall{key: key, user: "u1", content: "and again"}), http.StatusTooManyRequests, "rate_limit_exceeded")
 }

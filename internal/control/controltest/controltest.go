@@ -60,6 +60,7 @@ func Run(t *testing.T, newBackend func(t *testing.T) Backend) {
 		{"UpdateNeverReachesNextIncarnation", testUpdateNeverReachesNextIncarnation},
 		{"Issuers", testIssuers},
 		{"Usage", testUsage},
+		{"UsageSaturates", testUsageSaturates},
 	})
 }
 

@@ -2,6 +2,7 @@ package controltest
 
 import (
 	"context"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -175,5 +176,36 @@ func testReplicasUsage(t *testing.T, b Backend) {
 	}
 	if all, user, err := p2.SpentToday(ctx, acme, "u1"); err != nil || all != 400 || user != 400 {
 		t.Errorf("replica 2: SpentToday(acme, u1) = %d, %d, %v; want 400, 400", all, user, err)
+	}
+}
+
+// testUsageSaturates: counts that would overflow a row stop at the largest
+// number instead of wrapping around or failing the write, which would lose
+// every tenant's usage written with them.
+func testUsageSaturates(t *testing.T, b Backend) {
+	ctx := context.Background()
+	p := MustOpen(t, b, NewKEK(t))
+	create(t, p, "acme", "globex")
+	acme, globex := mustTenant(t, p, "acme").Incarnation(), mustTenant(t, p, "globex").Incarnation()
+	half := control.Usage{Requests: 1, InputTokens: math.MaxInt64/2 + 1, CachedInputTokens: math.MaxInt64/2 + 1,
+		OutputTokens: math.MaxInt64/2 + 1, SpendMicroUSD: math.MaxInt64/2 + 1}
+	for range 3 {
+		p.RecordUsage(acme, "u1", "offline/default", half)
+		p.RecordUsage(globex, "u1", "offline/default", control.Usage{Requests: 1, SpendMicroUSD: 10})
+		if err := p.FlushUsage(ctx); err != nil {
+			t.Fatalf("flush near the largest counts: %v", err)
+		}
+	}
+	p.RecordUsage(acme, "u1", "offline/default", half) // pending on top of the largest
+	got := usageSum(usageRows(t, p, "acme"), "acme", "u1")
+	if want := (control.Usage{Requests: 4, InputTokens: math.MaxInt64, CachedInputTokens: math.MaxInt64,
+		OutputTokens: math.MaxInt64, SpendMicroUSD: math.MaxInt64}); got != want {
+		t.Errorf("acme's saturated row = %+v, want %+v", got, want)
+	}
+	if all, user, err := p.SpentToday(ctx, acme, "u1"); err != nil || all != math.MaxInt64 || user != math.MaxInt64 {
+		t.Errorf("SpentToday(acme, u1) = %d, %d, %v; want the largest", all, user, err)
+	}
+	if got := usageSum(usageRows(t, p, "globex"), "globex", "u1"); got.Requests != 3 || got.SpendMicroUSD != 30 {
+		t.Errorf("globex written beside acme's huge counts = %+v, want 3 requests, 30 spent", got)
 	}
 }
