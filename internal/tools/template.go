@@ -114,6 +114,11 @@ func (v values) expandURL(tmpl string) (*url.URL, error) {
 	if strings.Contains(origin, "{{") || strings.Contains(origin, "}}") {
 		return nil, fmt.Errorf("%w: placeholders may not appear in the scheme or host", errTemplate)
 	}
+	// The host is what the operator wrote: a percent-escape there would make
+	// the host that is dialled differ from the host that was checked.
+	if strings.Contains(origin, "%") {
+		return nil, fmt.Errorf("%w: the url's host may not be percent-encoded", errTemplate)
+	}
 	base, err := url.Parse(origin)
 	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
 		return nil, fmt.Errorf("%w: url must be an absolute http(s) URL", errTemplate)
