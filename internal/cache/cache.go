@@ -310,7 +310,8 @@ func appendValue(b []byte, v Value) []byte {
 	b = appendString(b, v.SystemFingerprint)
 	b = binary.AppendVarint(b, int64(v.Usage.PromptTokens))
 	b = binary.AppendVarint(b, int64(v.Usage.CompletionTokens))
-	return binary.AppendVarint(b, int64(v.Usage.TotalTokens))
+	b = binary.AppendVarint(b, int64(v.Usage.TotalTokens))
+	return binary.AppendVarint(b, int64(v.Usage.PromptTokensDetails.CachedTokens))
 }
 
 // parseValue reverses appendValue; it reports false for anything else.
@@ -322,7 +323,7 @@ func parseValue(b []byte) (Value, bool) {
 			return Value{}, false
 		}
 	}
-	for _, p := range []*int{&v.Usage.PromptTokens, &v.Usage.CompletionTokens, &v.Usage.TotalTokens} {
+	for _, p := range []*int{&v.Usage.PromptTokens, &v.Usage.CompletionTokens, &v.Usage.TotalTokens, &v.Usage.PromptTokensDetails.CachedTokens} {
 		n, w := binary.Varint(b)
 		if w <= 0 || n < math.MinInt || n > math.MaxInt {
 			return Value{}, false
